@@ -1,0 +1,86 @@
+"""``atlas-engine`` command line: one sub-command per stage, loaded lazily.
+
+Each command lives in its own module of this package and is imported only when it runs, so that
+``atlas-engine --help`` starts instantly (no dask/numba/zarr import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import AtlasEngineError
+
+#: command name -> "module:attribute" (modules relative to this package)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fetch": ("fetch", "fetch_cmd"),
+    "convert": ("convert", "convert_cmd"),
+    "verify": ("convert", "verify_cmd"),
+    "aggregate": ("aggregate", "aggregate_cmd"),
+    "expression": ("aggregate", "expression_cmd"),
+    "query": ("query", "query_cmd"),
+    "serve": ("serve", "serve_cmd"),
+    "synth": ("synth", "synth_cmd"),
+    "run": ("run", "run_cmd"),
+    "demo": ("run", "demo_cmd"),
+    "bench": ("bench", "bench_cmd"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(f"{__name__}.{module}") is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr = COMMANDS[name]
+        mod = importlib.import_module(f"{__name__}.{module}")
+        return getattr(mod, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="atlas-engine")
+@click.option("--verbose", "-v", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Fetch, convert and aggregate Allen Human Brain Atlas gene expression, out of core.
+
+    \b
+    Quick start (offline, generated data):
+      atlas-engine demo --out demo-output
+    Real data:
+      atlas-engine fetch --dest raw/
+      atlas-engine convert raw/ ahba.zarr
+      atlas-engine aggregate ahba.zarr --by structure --out regions.csv
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: errors become one line on stderr and exit code 1."""
+    verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
+    try:
+        cli.main(args=argv, prog_name="atlas-engine", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AtlasEngineError as exc:
+        if verbose:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,68 @@
+"""One error hierarchy for the whole engine.
+
+Every error a user can cause (bad input file, unreachable server, corrupt download) derives from
+:class:`AtlasEngineError`, so the CLI can print it as one clear line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AtlasEngineError(Exception):
+    """Base class of every error raised on purpose by atlas-engine."""
+
+
+class ConfigError(AtlasEngineError, ValueError):
+    """An option or argument has a value the engine cannot use."""
+
+
+class FormatError(AtlasEngineError, ValueError):
+    """An input file does not have the expected Allen layout.
+
+    The message always names the file, and the line / column where they are known (1-based),
+    and says what was expected.
+    """
+
+    def __init__(
+        self,
+        file: str | Path,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        expected: str | None = None,
+    ) -> None:
+        self.file = str(file)
+        self.line = line
+        self.column = column
+        self.expected = expected
+        where = self.file
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column {column}"
+        text = f"{where}: {message}"
+        if expected:
+            text += f" (expected {expected})"
+        super().__init__(text)
+
+
+class FetchError(AtlasEngineError):
+    """A download or API request failed after all retries."""
+
+
+class VerificationError(FetchError):
+    """A downloaded body is not what it claims to be (truncated, HTML, bad zip, CRC mismatch)."""
+
+
+class UnsafeArchiveError(VerificationError):
+    """A zip archive has a member that escapes its destination or looks like a zip bomb."""
+
+
+class ApiError(FetchError):
+    """The Allen RMA API answered ``success: false`` or a malformed envelope."""
+
+
+class StoreError(AtlasEngineError):
+    """The Zarr store is missing, incomplete or inconsistent."""
