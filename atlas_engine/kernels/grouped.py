@@ -1,0 +1,122 @@
+"""Grouped reductions over one axis of a 2-D block: the checked entry points to the numba loops.
+
+Every function takes ``values`` of shape ``(n_probe, n_sample)`` and integer ``labels`` along
+``axis`` (1: per sample, e.g. structure labels, giving ``(n_probe, n_groups)``; 0: per probe,
+e.g. gene labels, giving ``(n_groups, n_sample)``). ``labels < 0`` means "no group"; NaN values
+are skipped and not counted; a label ``>= n_groups`` raises :class:`~atlas_engine.errors.ConfigError`.
+float32 and float64 input are accepted as they are (other dtypes are cast to float64);
+accumulation and outputs are float64, counts are int64.
+
+These functions allocate their outputs and do input checks only; the loops live in
+:mod:`._loops`. ``parallel=True`` uses the ``prange`` build (for in-memory arrays); keep the
+default serial build inside Dask tasks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from ._jit import loop
+
+__all__ = [
+    "check_inputs", "group_minmax", "group_moments", "group_sum_count", "rows_by_group",
+]
+
+
+def check_inputs(
+    values: np.ndarray, labels: np.ndarray, n_groups: int, axis: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise ``(values, labels)`` for the loops (C order, float32/64, int64)."""
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ConfigError(f"values must be 2-D (probe, sample), got shape {values.shape}")
+    if axis not in (0, 1):
+        raise ConfigError(f"axis must be 0 (probe) or 1 (sample), got {axis!r}")
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    values = np.ascontiguousarray(values)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != values.shape[axis]:
+        raise ConfigError(
+            f"labels must be 1-D with {values.shape[axis]} entries (axis {axis} of values), "
+            f"got shape {labels.shape}"
+        )
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ConfigError(f"labels must be integers, got dtype {labels.dtype}")
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if n_groups < 0:
+        raise ConfigError(f"n_groups must be >= 0, got {n_groups}")
+    if labels.size and int(labels.max()) >= n_groups:
+        raise ConfigError(
+            f"label {int(labels.max())} out of range: n_groups is {n_groups} "
+            "(labels must be < n_groups; use -1 for 'no group')"
+        )
+    return values, labels
+
+
+def _out_shape(values: np.ndarray, n_groups: int, axis: int) -> tuple[int, int]:
+    return (values.shape[0], n_groups) if axis == 1 else (n_groups, values.shape[1])
+
+
+def rows_by_group(labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR listing of the rows of each group: rows ``order[indptr[g]:indptr[g + 1]]``.
+
+    Rows with label < 0 are left out; within a group rows keep their input order.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    keep = np.flatnonzero(labels >= 0)
+    order = keep[np.argsort(labels[keep], kind="stable")]
+    indptr = np.zeros(n_groups + 1, np.int64)
+    np.cumsum(np.bincount(labels[keep], minlength=n_groups), out=indptr[1:])
+    return order.astype(np.int64), indptr
+
+
+def _run(name: str, values: np.ndarray, labels: np.ndarray, n_groups: int, axis: int,
+         parallel: bool, *outs: np.ndarray) -> None:
+    if axis == 1:
+        loop(f"{name}_sample", parallel)(values, labels, *outs)
+    else:
+        order, indptr = rows_by_group(labels, n_groups)
+        loop(f"{name}_probe", parallel)(values, order, indptr, *outs)
+
+
+def group_sum_count(
+    values: np.ndarray, labels: np.ndarray, n_groups: int, *, axis: int, parallel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped NaN-skipping sum (float64) and count of non-NaN values (int64)."""
+    values, labels = check_inputs(values, labels, n_groups, axis)
+    shape = _out_shape(values, n_groups, axis)
+    sums = np.empty(shape, np.float64)
+    counts = np.empty(shape, np.int64)
+    _run("sum_count", values, labels, n_groups, axis, parallel, sums, counts)
+    return sums, counts
+
+
+def group_moments(
+    values: np.ndarray, labels: np.ndarray, n_groups: int, *, axis: int, parallel: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grouped count, sum and ``m2`` (sum of squared deviations about the group mean).
+
+    Computed in one pass with shifted sums (see :mod:`._loops`); ``m2`` is 0 where count is 0.
+    """
+    values, labels = check_inputs(values, labels, n_groups, axis)
+    shape = _out_shape(values, n_groups, axis)
+    counts = np.empty(shape, np.int64)
+    sums = np.empty(shape, np.float64)
+    m2 = np.empty(shape, np.float64)
+    shift = np.zeros(shape, np.float64)
+    _run("moments", values, labels, n_groups, axis, parallel, counts, sums, m2, shift)
+    return counts, sums, m2
+
+
+def group_minmax(
+    values: np.ndarray, labels: np.ndarray, n_groups: int, *, axis: int, parallel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped NaN-skipping min and max (float64; NaN where a group has no valid value)."""
+    values, labels = check_inputs(values, labels, n_groups, axis)
+    shape = _out_shape(values, n_groups, axis)
+    mins = np.empty(shape, np.float64)
+    maxs = np.empty(shape, np.float64)
+    _run("minmax", values, labels, n_groups, axis, parallel, mins, maxs)
+    return mins, maxs
