@@ -1,0 +1,66 @@
+"""``atlas-engine synth``: write Allen-format data (AHBA donor zips, structure graph, BrainSpan)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("synth")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--probes", type=click.IntRange(min=1), default=58_692, show_default=True,
+              help="Probes (matrix rows); the real files have 58,692.")
+@click.option("--samples-fraction", type=click.FloatRange(min=0, max=1, min_open=True),
+              default=1.0, show_default=True,
+              help="Share of each donor's real sample count (946, 893, 363, 529, 470, 501).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed; the same seed gives byte-identical files.")
+@click.option("--donors", default="all", show_default=True,
+              help="Donors to write: 'all' or ids/names, e.g. 9861,10021.")
+@click.option("--brainspan/--no-brainspan", default=True, show_default=True,
+              help="Also write BrainSpan's genes_matrix_csv.zip.")
+@click.option("--brainspan-genes", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Genes (rows) of the BrainSpan matrix; the real file has 52,376.")
+@click.option("--brainspan-samples", type=click.IntRange(min=1), default=524, show_default=True,
+              help="Samples (columns) of the BrainSpan matrix; the real file has 524.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes writing donors in parallel (default: CPU count for big outputs).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
+def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donors: str,
+              brainspan: bool, brainspan_genes: int, brainspan_samples: int,
+              workers: int | None, quiet: bool) -> None:
+    """Write generated data in the exact Allen file formats into DEST.
+
+    Per donor normalized_microarray_donor{id}.zip (MicroarrayExpression, PACall, Probes,
+    SampleAnnot, Ontology CSVs), structure_graph_10.json and, unless --no-brainspan,
+    genes_matrix_csv.zip. The layout is what `atlas-engine fetch` downloads and
+    `atlas-engine serve` / `convert` read.
+
+    \b
+    Examples:
+      atlas-engine synth raw/                                  # full size, ~4 GB of CSV
+      atlas-engine synth small/ --probes 2000 --samples-fraction 0.1
+      atlas-engine synth two/ --donors 9861,10021 --no-brainspan --seed 7
+    """
+    from ..testing.synth import write_all
+
+    started = time.perf_counter()
+    result = write_all(dest, probes=probes, samples_fraction=samples_fraction, seed=seed,
+                       donors=donors, brainspan=brainspan, brainspan_genes=brainspan_genes,
+                       brainspan_samples=brainspan_samples, workers=workers, quiet=quiet)
+    if quiet:
+        return
+    paths = [*result.zips.values(), result.structure_graph]
+    if result.brainspan is not None:
+        paths.append(result.brainspan)
+    total = sum(p.stat().st_size for p in paths)
+    for donor_id, path in result.zips.items():
+        click.echo(f"{path}  ({result.n_probes} probes x {result.samples[donor_id]} samples, "
+                   f"{len(result.mismatches[donor_id])} hemisphere mismatches)")
+    click.echo(str(result.structure_graph))
+    if result.brainspan is not None:
+        click.echo(str(result.brainspan))
+    click.echo(f"wrote {len(paths)} files, {total / 2**20:,.1f} MiB in "
+               f"{time.perf_counter() - started:,.1f} s (seed {seed})")

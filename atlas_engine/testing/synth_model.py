@@ -1,0 +1,455 @@
+"""The generating model behind ``atlas-engine synth``: probes, genes, samples and values.
+
+Everything here is pure (arrays and tables in, arrays and tables out) and seeded; the file
+writers live in :mod:`atlas_engine.testing.synth`.
+
+Expression model (log2 scale, per probe ``p`` of gene ``g``, sample ``j`` on leaf ``s``, donor
+``d``)::
+
+    value = level[g] + offset[p] + amp[g] * (loading[g] · factors[s]) + shift[d]
+            + donor_offset[d, p] + sample_shift[d, j] + sd[p] * noise
+
+floored at :data:`FLOOR` (the repeated minimum seen in the real files). ``factors[s]`` sums
+random vectors along the structure's ontology path, so structures of one lobe or nucleus group
+resemble each other; ``amp`` is large for a minority of "variable" genes, so top-variable-gene
+selection has something to find. PACall is 1 with probability ``logistic(slope * (value -
+midpoint))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..sources.donors import Donor
+from .synth_ontology import leaf_mask
+
+#: Smallest value written (the real matrices repeat 1.40776497031674 as a floor).
+FLOOR = 1.40776497031674
+#: 15-significant-digit mantissa of :data:`FLOOR` (14 fractional digits).
+FLOOR_MANTISSA = 140776497031674
+#: Hard ceiling of generated values (the real ones stay below ~15).
+CEILING = 14.9
+#: Number of latent structure factors.
+N_FACTORS = 6
+#: Rows of the probe × sample matrix generated per block (fixed: part of the seeded output).
+BLOCK_ROWS = 512
+#: PACall logistic parameters.
+PA_MIDPOINT = 4.0
+PA_SLOPE = 2.2
+#: Share of matrix values written with Python's repr of an unrounded double (16-17 digits).
+REPR_SHARE = 0.03
+
+#: Donors whose samples cover both hemispheres (the other four were sampled on the left).
+BOTH_HEMISPHERES = (9861, 10021)
+
+#: Real well_id ranges per donor (``corrected_mni_coordinates.csv.gz`` blocks). Donors sharing a
+#: range take alternate parities so that all well ids stay unique.
+WELL_ID_RANGES: dict[int, tuple[int, int, int, int]] = {  # lo, hi, step, parity
+    9861: (97, 9790, 2, 1),
+    10021: (97, 9790, 2, 0),
+    12876: (10964, 14673, 1, 0),
+    14380: (126_400_000, 146_500_000, 2, 0),
+    15496: (127_700_000, 156_900_000, 2, 1),
+    15697: (157_800_000, 165_400_000, 1, 0),
+}
+
+#: The first two probes of the real Probes.csv (``im`` fixture rows), reproduced verbatim.
+FIXTURE_PROBES = (
+    (1058685, "A_23_P20713", 729, "C8G", "complement component 8, gamma polypeptide", 733, "9"),
+    (1058684, "CUST_15185_PI416261804", 731, "C9", "complement component 9", 735, "5"),
+)
+
+_CHROMOSOMES = [str(c) for c in range(1, 23)] + ["X", "Y"]
+_CHROM_WEIGHTS = np.array([11, 8, 6, 5, 5, 6, 5, 4, 4, 4, 7, 6, 2, 4, 4, 5, 6, 2, 8, 3, 1, 2,
+                           4, 0.3])
+#: Symbol stems paired with gene-name templates of the same family.
+_GENE_FAMILIES = [
+    ("SLC", "solute carrier family {a}, member {b}"),
+    ("ZNF", "zinc finger protein {a}"),
+    ("KCN", "potassium channel, subfamily {L}, member {b}"),
+    ("GABR", "gamma-aminobutyric acid (GABA) A receptor, {greek} {b}"),
+    ("CDH", "cadherin {a}, type {r}"),
+    ("PCDH", "protocadherin {a}"),
+    ("TMEM", "transmembrane protein {a}"),
+    ("FAM", "family with sequence similarity {a}, member {L}"),
+    ("CCDC", "coiled-coil domain containing {a}"),
+    ("ANKRD", "ankyrin repeat domain {a}"),
+    ("LRRC", "leucine rich repeat containing {a}"),
+    ("RBM", "RNA binding motif protein {a}"),
+    ("KLHL", "kelch-like family member {a}"),
+    ("SYT", "synaptotagmin {r}"),
+    ("C", "complement component {a}, {greek} polypeptide"),
+    ("GRI", "glutamate receptor, ionotropic, {L}{b}"),
+    ("COL", "collagen, type {r}, alpha {b}"),
+    ("MAP", "microtubule-associated protein {a}"),
+    ("HTR", "5-hydroxytryptamine (serotonin) receptor {a}"),
+    ("SOX", "SRY (sex determining region Y)-box {a}"),
+    ("NPY", "neuropeptide Y receptor Y{a}"),
+    ("WNT", "wingless-type MMTV integration site family, member {a}"),
+]
+_GREEK = ["alpha", "beta", "gamma", "delta", "epsilon"]
+_ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
+
+
+def scaled_count(count: int, fraction: float, minimum: int) -> int:
+    """``max(minimum, round(count * fraction))`` (never more than ``count`` when fraction ≤ 1)."""
+    return max(int(minimum), int(round(count * fraction)))
+
+
+# ---------------------------------------------------------------------------------------------
+# probes and genes
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ProbeModel:
+    """Probe table (Probes.csv rows) plus the per-probe generating parameters."""
+
+    table: pd.DataFrame          # Probes.csv columns, entrez_id Int64, chromosome str or None
+    gene_index: np.ndarray       # (P,) gene number of each probe (dense 0..G-1)
+    level: np.ndarray            # (P,) gene level + probe offset
+    amp: np.ndarray              # (P,) structure-effect amplitude (per gene)
+    loading: np.ndarray          # (P, K) gene loadings on the structure factors
+    sd: np.ndarray               # (P,) noise standard deviation
+
+
+def probe_ids(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unique, unsorted probe ids: a descending run from 1058685 (as in the real Probes.csv),
+    then ascending runs of other ids in shuffled order."""
+    n_desc = min(n, max(2, int(round(n * 0.4))))
+    desc = np.arange(1058685, 1058685 - n_desc, -1, dtype=np.int64)
+    rest = n - n_desc
+    if rest == 0:
+        return desc
+    low = np.arange(1_010_000, 1058685 - n_desc + 1, dtype=np.int64)
+    high = np.arange(1058686, 1_072_000, dtype=np.int64)
+    pool = np.concatenate([low, high])
+    if rest > pool.size:
+        pool = np.concatenate([pool, np.arange(1_072_000, 1_072_000 + rest, dtype=np.int64)])
+    chosen = np.sort(rng.choice(pool, size=rest, replace=False))
+    cuts = np.sort(rng.choice(np.arange(1, rest), size=min(rest - 1, max(0, rest // 400)),
+                              replace=False)) if rest > 1 else np.zeros(0, dtype=np.int64)
+    runs = np.split(chosen, cuts)
+    order = rng.permutation(len(runs))
+    return np.concatenate([desc, *[runs[i] for i in order]])
+
+
+def _symbol_and_name(rng: np.random.Generator, used: set[str]) -> tuple[str, str]:
+    while True:
+        stem, template = _GENE_FAMILIES[int(rng.integers(len(_GENE_FAMILIES)))]
+        a = int(rng.integers(1, 700))
+        suffix = "" if rng.random() < 0.6 else "ABCDEFGH"[int(rng.integers(8))]
+        symbol = f"{stem}{a}{suffix}"
+        if symbol not in used:
+            used.add(symbol)
+            break
+    name = template.format(a=f"{a}{suffix}", b=int(rng.integers(1, 20)),
+                           L="ABCDEFGHJK"[int(rng.integers(10))],
+                           greek=_GREEK[int(rng.integers(len(_GREEK)))],
+                           r=_ROMAN[int(rng.integers(len(_ROMAN)))])
+    return symbol, name
+
+
+def build_probes(n_probes: int, seed: int) -> ProbeModel:
+    """The probe table and per-probe parameters for ``n_probes`` probes (seeded, donor-free).
+
+    About 12% of probes are non-RefSeq (their own pseudo-gene, gene ids from 1012197, empty
+    entrez id and chromosome); the RefSeq probes share genes 1-4 probes at a time (mostly 1-2).
+    """
+    if n_probes < 1:
+        raise ValueError("n_probes must be at least 1")
+    rng = np.random.default_rng([seed, 1, 0])
+    ids = probe_ids(n_probes, rng)
+    n_fixed = min(len(FIXTURE_PROBES), n_probes)
+    rest = n_probes - n_fixed
+    nonref = rng.random(rest) < 0.12
+    n_ref = int((~nonref).sum())
+    # genes for the RefSeq probes: group sizes 1-4, mostly 1-2
+    sizes: list[int] = []
+    total = 0
+    while total < n_ref:
+        size = int(rng.choice([1, 2, 3, 4], p=[0.45, 0.38, 0.11, 0.06]))
+        size = min(size, n_ref - total)
+        sizes.append(size)
+        total += size
+    ref_gene = np.repeat(np.arange(len(sizes)), sizes)
+    ref_gene = ref_gene[rng.permutation(ref_gene.size)]
+    n_ref_genes = len(sizes)
+
+    used_symbols = {p[3] for p in FIXTURE_PROBES}
+    gene_ids = 733 + np.cumsum(rng.integers(1, 40, size=n_ref_genes))
+    entrez = np.sort(rng.choice(np.arange(740, 120_000_000), size=n_ref_genes, replace=False))
+    entrez = entrez[rng.permutation(n_ref_genes)]
+    weights = _CHROM_WEIGHTS / _CHROM_WEIGHTS.sum()
+    chroms = rng.choice(len(_CHROMOSOMES), size=n_ref_genes, p=weights)
+    genes = []
+    for k in range(n_ref_genes):
+        symbol, name = _symbol_and_name(rng, used_symbols)
+        genes.append((int(gene_ids[k]), symbol, name, int(entrez[k]), _CHROMOSOMES[chroms[k]]))
+
+    used_numbers: set[int] = set()
+
+    def fresh_number(lo: int, hi: int) -> int:
+        while True:
+            v = int(rng.integers(lo, hi))
+            if v not in used_numbers:
+                used_numbers.add(v)
+                return v
+
+    rows: list[tuple[object, ...]] = [FIXTURE_PROBES[i] for i in range(n_fixed)]
+    gene_index = np.empty(n_probes, dtype=np.int64)
+    gene_index[:n_fixed] = np.arange(n_fixed)
+    # dense gene numbering: fixture genes first, then RefSeq genes, then non-RefSeq pseudo-genes
+    next_nonref_gene = n_fixed + n_ref_genes
+    nonref_gene_id = 1012197
+    ref_iter = iter(ref_gene)
+    for i in range(rest):
+        pid = int(ids[n_fixed + i])
+        if nonref[i]:
+            pname = f"A_32_P{fresh_number(100000, 999999)}"
+            rows.append((pid, pname, nonref_gene_id, pname,
+                         f"AGILENT probe {pname} (non-RefSeq)", None, None))
+            nonref_gene_id += 1
+            gene_index[n_fixed + i] = next_nonref_gene
+            next_nonref_gene += 1
+        else:
+            g = int(next(ref_iter))
+            kind = rng.random()
+            if kind < 0.6:
+                pname = f"A_23_P{fresh_number(10, 999999)}"
+            elif kind < 0.75:
+                pname = f"A_24_P{fresh_number(10, 999999)}"
+            else:
+                pname = f"CUST_{fresh_number(1, 99999)}_PI{int(rng.integers(400_000_000, 430_000_000))}"
+            gid, symbol, name, ez, chrom = genes[g]
+            rows.append((pid, pname, gid, symbol, name, ez, chrom))
+            gene_index[n_fixed + i] = n_fixed + g
+    table = pd.DataFrame(rows, columns=["probe_id", "probe_name", "gene_id", "gene_symbol",
+                                        "gene_name", "entrez_id", "chromosome"])
+    table["entrez_id"] = table["entrez_id"].astype("Int64")
+
+    n_genes = next_nonref_gene
+    grng = np.random.default_rng([seed, 1, 1])
+    low = grng.random(n_genes) < 0.3
+    gene_level = np.where(low, grng.normal(2.4, 0.5, n_genes), grng.normal(6.2, 1.7, n_genes))
+    gene_level = np.clip(gene_level, 1.0, 11.8)
+    variable = grng.random(n_genes) < 0.15
+    gene_amp = np.where(variable, grng.uniform(0.8, 2.0, n_genes), grng.uniform(0.02, 0.15, n_genes))
+    gene_loading = grng.normal(0.0, 1.0, (n_genes, N_FACTORS)) / np.sqrt(N_FACTORS)
+    offset = grng.normal(0.0, 0.3, n_probes)
+    sd = grng.uniform(0.08, 0.3, n_probes)
+    gi = gene_index
+    return ProbeModel(table=table, gene_index=gi, level=gene_level[gi] + offset, amp=gene_amp[gi],
+                      loading=np.ascontiguousarray(gene_loading[gi]), sd=sd)
+
+
+# ---------------------------------------------------------------------------------------------
+# structures and samples
+# ---------------------------------------------------------------------------------------------
+
+def _top_class(path: str) -> str:
+    ids = {int(p) for p in path.strip("/").split("/")}
+    if 4008 in ids:
+        return "cortex"
+    if 4696 in ids:
+        return "cerebellum"
+    if 9218 in ids:
+        return "white"
+    if 9352 in ids:
+        return "spaces"
+    if ids & {4391, 9001, 9131, 9512}:
+        return "brainstem"
+    return "nuclei"
+
+
+#: Share of samples per class of leaf.
+_CLASS_SHARE = {"cortex": 0.55, "nuclei": 0.14, "brainstem": 0.14, "cerebellum": 0.09,
+                "white": 0.05, "spaces": 0.03}
+#: Slab type per class (CX is the only value seen in real rows; CB/BS are UNCONFIRMED).
+_SLAB_TYPE = {"cortex": "CX", "nuclei": "CX", "white": "CX", "spaces": "CX",
+              "brainstem": "BS", "cerebellum": "CB"}
+
+
+@dataclass
+class StructureModel:
+    """Sampling frame: leaves, their class, MNI centres and latent factors."""
+
+    leaves: pd.DataFrame         # ontology rows of the leaves (+ columns cls, cx, cy, cz)
+    factors: np.ndarray          # (n_leaves, K)
+
+
+def build_structures(ontology: pd.DataFrame, seed: int) -> StructureModel:
+    """Leaf table with MNI centres and latent factors (seeded, donor-free)."""
+    rng = np.random.default_rng([seed, 2])
+    by_id = {int(i): k for k, i in enumerate(ontology["id"])}
+    node_vec = rng.normal(0.0, 1.0, (len(ontology), N_FACTORS))
+    leaves = ontology[leaf_mask(ontology)].reset_index(drop=True).copy()
+    factors = np.zeros((len(leaves), N_FACTORS))
+    for k, path in enumerate(leaves["structure_id_path"]):
+        ids = [int(p) for p in path.strip("/").split("/")]
+        for depth, sid in enumerate(ids[1:], start=1):
+            factors[k] += node_vec[by_id[sid]] / depth
+    leaves["cls"] = [_top_class(p) for p in leaves["structure_id_path"]]
+    n = len(leaves)
+    hemi = leaves["hemisphere"].to_numpy()
+    cortex = leaves["cls"].to_numpy() == "cortex"
+    mag = np.where(cortex, rng.uniform(25, 62, n), rng.uniform(4, 30, n))
+    sign = np.where(hemi == "L", -1.0, np.where(hemi == "R", 1.0, 0.0))
+    leaves["cx"] = sign * mag
+    leaves["cy"] = rng.uniform(-95, 65, n)
+    leaves["cz"] = rng.uniform(-55, 72, n)
+    # mirror pairs (same acronym, names differing only in left/right) share |x|, y and z
+    first: dict[tuple[str, str], int] = {}
+    for k, (acr, name) in enumerate(zip(leaves["acronym"], leaves["name"], strict=True)):
+        key = (acr, name.replace(", right", ", left"))
+        if key in first:
+            j = first[key]
+            leaves.loc[k, ["cy", "cz"]] = leaves.loc[j, ["cy", "cz"]].to_numpy()
+            leaves.loc[k, "cx"] = sign[k] * abs(leaves.loc[j, "cx"])
+        else:
+            first[key] = k
+    return StructureModel(leaves=leaves, factors=factors)
+
+
+@dataclass
+class DonorSamples:
+    """One donor's SampleAnnot rows and the leaf index of each sample."""
+
+    annot: pd.DataFrame          # the 13 SampleAnnot columns
+    leaf: np.ndarray             # (n,) row index into StructureModel.leaves
+    mismatches: tuple[int, ...]  # 0-based rows whose mni_x sign disagrees with the hemisphere
+
+
+def build_samples(donor: Donor, n: int, structures: StructureModel, seed: int,
+                  mismatches: int) -> DonorSamples:
+    """``n`` samples of ``donor`` on ontology leaves, sorted by slab; ``mismatches`` of them
+    (on lateralised leaves) get an ``mni_x`` of the wrong sign."""
+    rng = np.random.default_rng([seed, 3, donor.id])
+    leaves = structures.leaves
+    hemi = leaves["hemisphere"].to_numpy()
+    cls = leaves["cls"].to_numpy()
+    allowed = np.ones(len(leaves), dtype=bool)
+    if donor.id not in BOTH_HEMISPHERES:
+        allowed &= hemi != "R"
+    weight = np.zeros(len(leaves))
+    for c, share in _CLASS_SHARE.items():
+        sel = allowed & (cls == c)
+        if sel.any():
+            weight[sel] = share / sel.sum()
+    weight /= weight.sum()
+    leaf = rng.choice(len(leaves), size=n, p=weight)
+
+    lx = leaves["cx"].to_numpy()[leaf]
+    x = np.where(lx == 0.0, 0.0, np.sign(lx) * np.maximum(np.abs(lx + rng.normal(0, 3, n)), 1.0))
+    y = leaves["cy"].to_numpy()[leaf] + rng.normal(0, 3, n)
+    z = leaves["cz"].to_numpy()[leaf] + rng.normal(0, 3, n)
+    x, y, z = (np.round(a, 1) for a in (x, y, z))
+    x = np.where(x == 0.0, 0.0, x)          # no "-0.0"
+
+    slab = np.clip(((70.0 - y) / 8.0).astype(np.int64) + 1, 1, 24)
+    order = np.lexsort((leaf, slab))
+    leaf, x, y, z, slab = leaf[order], x[order], y[order], z[order], slab[order]
+
+    lateral = np.flatnonzero(hemi[leaf] != "")
+    k = min(int(mismatches), lateral.size)
+    bad = np.sort(rng.choice(lateral, size=k, replace=False)) if k else np.zeros(0, np.int64)
+    x[bad] = -x[bad]
+
+    lo, hi, step, parity = WELL_ID_RANGES.get(donor.id, (200_000_000, 299_999_999, 1, 0))
+    start = lo + ((parity - lo) % step if step > 1 else 0)
+    well = np.sort(rng.choice(np.arange(start, hi + 1, step, dtype=np.int64), size=n,
+                              replace=False))
+    polygon = 1_270_000 + np.sort(rng.choice(40_000, size=n, replace=False))
+    off = rng.normal(0, 4, 3)
+    vx = np.clip(np.rint(91 - x + off[0]), 0, 255).astype(np.int64)
+    vy = np.clip(np.rint(96 - 0.9 * y + off[1]), 0, 255).astype(np.int64)
+    vz = np.clip(np.rint(140 - 0.95 * z + off[2]), 0, 255).astype(np.int64)
+    annot = pd.DataFrame({
+        "structure_id": leaves["id"].to_numpy()[leaf].astype(np.int64),
+        "slab_num": slab,
+        "well_id": well,
+        "slab_type": [_SLAB_TYPE[c] for c in cls[leaf]],
+        "structure_acronym": leaves["acronym"].to_numpy()[leaf],
+        "structure_name": leaves["name"].to_numpy()[leaf],
+        "polygon_id": polygon,
+        "mri_voxel_x": vx, "mri_voxel_y": vy, "mri_voxel_z": vz,
+        "mni_x": x, "mni_y": y, "mni_z": z,
+    })
+    return DonorSamples(annot=annot, leaf=leaf, mismatches=tuple(int(b) for b in bad))
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class DonorValues:
+    """Everything needed to generate one donor's matrix blocks (picklable)."""
+
+    donor_id: int
+    seed: int
+    probe_ids: np.ndarray        # (P,)
+    level: np.ndarray            # (P,)
+    amp: np.ndarray              # (P,)
+    loading: np.ndarray          # (P, K)
+    sd: np.ndarray               # (P,)
+    sample_factors: np.ndarray   # (S, K) factors of each sample's leaf
+    shift: float
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.probe_ids.size // BLOCK_ROWS)
+
+    def block(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of block ``b``: (probe ids, values (n, S) float64, PACall (n, S) bool).
+
+        Values are floored at :data:`FLOOR` and capped at :data:`CEILING`.
+        """
+        lo = b * BLOCK_ROWS
+        hi = min(lo + BLOCK_ROWS, self.probe_ids.size)
+        n = hi - lo
+        s = self.sample_factors.shape[0]
+        rng = np.random.default_rng([self.seed, 4, self.donor_id, b])
+        donor_off = rng.normal(0.0, 0.12, n)
+        sample_shift = np.random.default_rng([self.seed, 5, self.donor_id]).normal(0, 0.1, s)
+        v = (self.loading[lo:hi] @ self.sample_factors.T) * self.amp[lo:hi, None]
+        v += (self.level[lo:hi] + self.shift + donor_off)[:, None]
+        v += sample_shift[None, :]
+        v += rng.standard_normal((n, s)) * self.sd[lo:hi, None]
+        np.clip(v, FLOOR, CEILING, out=v)
+        pa = rng.random((n, s)) < 1.0 / (1.0 + np.exp(-PA_SLOPE * (v - PA_MIDPOINT)))
+        return self.probe_ids[lo:hi], v, pa
+
+
+def donor_values(donor: Donor, probes: ProbeModel, structures: StructureModel,
+                 samples: DonorSamples, seed: int) -> DonorValues:
+    shift = float(np.random.default_rng([seed, 6, donor.id]).normal(0.0, 0.15))
+    return DonorValues(
+        donor_id=donor.id, seed=seed,
+        probe_ids=probes.table["probe_id"].to_numpy(np.int64),
+        level=probes.level, amp=probes.amp, loading=probes.loading, sd=probes.sd,
+        sample_factors=structures.factors[samples.leaf], shift=shift,
+    )
+
+
+def value_tokens(v: np.ndarray, rng: np.random.Generator,
+                 repr_share: float = REPR_SHARE) -> tuple[np.ndarray, np.ndarray,
+                                                          list[tuple[int, str]]]:
+    """Split a float block into repr-exact decimal mantissas and a few full-repr overrides.
+
+    Returns ``(mantissa, frac_digits, overrides)``: most values become 15-significant-digit
+    decimals (``mantissa / 10**frac_digits``; values at the floor become exactly
+    :data:`FLOOR`); a ``repr_share`` of them keep their unrounded double and are written as
+    ``repr(float)`` (16-17 digits), listed in ``overrides`` by flat position.
+    """
+    frac = np.where(v >= 10.0, 13, 14).astype(np.int8)
+    mant = np.rint(v * np.where(v >= 10.0, 1e13, 1e14)).astype(np.int64)
+    floor = v <= FLOOR
+    mant[floor] = FLOOR_MANTISSA
+    frac[floor] = 14
+    pick = np.flatnonzero((rng.random(v.shape) < repr_share).ravel() & ~floor.ravel())
+    flat = v.ravel()
+    overrides = [(int(i), repr(float(flat[i]))) for i in pick]
+    return mant, frac, overrides
