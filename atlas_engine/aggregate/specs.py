@@ -1,0 +1,253 @@
+"""What each statistic *is*, written as chunk → combine → finalize (no scheduling here).
+
+A statistic is an :class:`Aggregation`: the per-block intermediates it needs (computed by the
+numba kernels in :mod:`atlas_engine.kernels`), how each intermediate merges across blocks, and a
+``finalize`` that turns merged intermediates into the statistic. The numpy path, Dask's threads
+and a distributed cluster all run these same functions, so they agree to rounding.
+
+Intermediates (all float64 except ``count``, int64; shaped like the output):
+
+============  ======================================  =========================================
+name          meaning                                 merge of two parts ``a``, ``b``
+============  ======================================  =========================================
+``count``     non-NaN values in the group             ``a + b``
+``sum``       sum of the non-NaN values               ``a + b``
+``m2``        sum of squared deviations about the     Chan et al. (1979):
+              group mean (shifted sums per block)     ``m2a + m2b + (mb - ma)**2 * na*nb/n``
+``min``       smallest value (NaN if none)            ``fmin(a, b)``
+``max``       largest value (NaN if none)             ``fmax(a, b)``
+============  ======================================  =========================================
+
+Every statistic except ``count`` is NaN where ``count == 0`` (``sum`` too, so an empty group is
+never mistaken for a zero sum); ``var``/``std`` are NaN where ``count <= ddof``. ``count`` is
+always reported alongside.
+
+``median`` has no mergeable intermediates: it is computed from the values themselves and is only
+available where one block holds whole groups, i.e. when the grouped axis is a single chunk
+(rechunk the array along that axis first). Its ``chunk`` is empty and the engine treats it apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+Intermediates = dict[str, np.ndarray]
+
+#: kernel families and the intermediates each produces in one pass over a block
+KERNEL_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "sum_count": ("sum", "count"),
+    "moments": ("count", "sum", "m2"),
+    "minmax": ("min", "max"),
+}
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """A statistic as chunk → combine → finalize.
+
+    Attributes
+    ----------
+    name : str
+        The statistic's name (``--stat`` value).
+    chunk : tuple of str
+        Intermediates computed per block (see the module table).
+    combine : tuple of str
+        How each of ``chunk`` merges across blocks: ``"sum"``, ``"m2"``, ``"min"`` or ``"max"``.
+    finalize : callable
+        ``finalize(intermediates, ddof) -> ndarray`` (float64, NaN where undefined).
+    fill_value : float
+        Value of the statistic for a group with no valid values.
+    """
+
+    name: str
+    chunk: tuple[str, ...]
+    combine: tuple[str, ...]
+    finalize: Callable[[Mapping[str, np.ndarray], int], np.ndarray]
+    fill_value: float = np.nan
+
+    @property
+    def mergeable(self) -> bool:
+        return bool(self.chunk)
+
+
+def _empty_to_nan(x: np.ndarray, count: np.ndarray) -> np.ndarray:
+    return np.where(count > 0, x, np.nan)
+
+
+def _finalize_count(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    return it["count"]
+
+
+def _finalize_sum(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    return _empty_to_nan(it["sum"], it["count"])
+
+
+def _finalize_mean(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    n = it["count"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, it["sum"] / n, np.nan)
+
+
+def _finalize_var(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    n = it["count"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > ddof, it["m2"] / (n - ddof), np.nan)
+
+
+def _finalize_std(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    return np.sqrt(_finalize_var(it, ddof))
+
+
+def _finalize_min(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    return it["min"]
+
+
+def _finalize_max(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    return it["max"]
+
+
+def _finalize_median(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+    return it["median"]
+
+
+AGGREGATIONS: dict[str, Aggregation] = {
+    a.name: a
+    for a in (
+        Aggregation("count", ("count",), ("sum",), _finalize_count, fill_value=0),
+        Aggregation("sum", ("sum", "count"), ("sum", "sum"), _finalize_sum),
+        Aggregation("mean", ("sum", "count"), ("sum", "sum"), _finalize_mean),
+        Aggregation("var", ("count", "sum", "m2"), ("sum", "sum", "m2"), _finalize_var),
+        Aggregation("std", ("count", "sum", "m2"), ("sum", "sum", "m2"), _finalize_std),
+        Aggregation("min", ("min",), ("min",), _finalize_min),
+        Aggregation("max", ("max",), ("max",), _finalize_max),
+        Aggregation("median", (), (), _finalize_median),
+    )
+}
+
+
+def resolve(stats: str | Iterable[str]) -> list[Aggregation]:
+    """The :class:`Aggregation` of each name in ``stats`` (``count`` is always added)."""
+    names = [stats] if isinstance(stats, str) else list(stats)
+    out: list[Aggregation] = []
+    for name in [*names, "count"]:
+        agg = AGGREGATIONS.get(str(name).lower())
+        if agg is None:
+            raise ConfigError(f"unknown statistic {name!r} (expected one of {', '.join(AGGREGATIONS)})")
+        if agg not in out:
+            out.append(agg)
+    return out
+
+
+def needed_intermediates(aggs: Sequence[Aggregation]) -> tuple[str, ...]:
+    """Union of the intermediates of ``aggs`` (``count`` always included), in a fixed order."""
+    want = {"count"}
+    for a in aggs:
+        want.update(a.chunk)
+    return tuple(n for n in ("count", "sum", "m2", "min", "max") if n in want)
+
+
+def kernel_families(needed: Iterable[str]) -> tuple[str, ...]:
+    """The fewest kernel passes that produce ``needed``."""
+    need = set(needed)
+    fams = []
+    if "m2" in need:
+        fams.append("moments")
+    elif need & {"sum", "count"}:
+        fams.append("sum_count")
+    if need & {"min", "max"}:
+        fams.append("minmax")
+    return tuple(fams)
+
+
+# ------------------------------------------------------------------------------------------
+# combine
+# ------------------------------------------------------------------------------------------
+def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Intermediates:
+    """Merge the intermediates of two disjoint sets of values (same keys, same shapes)."""
+    out: Intermediates = {}
+    if "m2" in a:
+        na, nb = a["count"], b["count"]
+        n = na + nb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = b["sum"] / np.where(nb > 0, nb, 1) - a["sum"] / np.where(na > 0, na, 1)
+            extra = np.where((na > 0) & (nb > 0), delta * delta * (na * nb) / np.where(n > 0, n, 1), 0.0)
+        out["m2"] = a["m2"] + b["m2"] + extra
+    for key in a:
+        if key in ("count", "sum"):
+            out[key] = a[key] + b[key]
+        elif key == "min":
+            out[key] = np.fmin(a[key], b[key])
+        elif key == "max":
+            out[key] = np.fmax(a[key], b[key])
+        elif key != "m2":
+            raise ConfigError(f"intermediate {key!r} cannot be merged across blocks")
+    return out
+
+
+def merge(parts: Sequence[Mapping[str, np.ndarray]]) -> Intermediates:
+    """Merge any number of parts (a left fold of :func:`merge_pair`)."""
+    if not parts:
+        raise ConfigError("nothing to merge")
+    acc = dict(parts[0])
+    for p in parts[1:]:
+        acc = merge_pair(acc, p)
+    return acc
+
+
+def rollup(inter: Mapping[str, np.ndarray], membership: np.ndarray, group_axis: int) -> Intermediates:
+    """Roll per-label intermediates up to groups that each contain several labels.
+
+    ``membership`` is a boolean ``(n_labels, n_out)`` matrix: output group ``k`` merges the
+    labels ``l`` with ``membership[l, k]`` (e.g. a structure and all its descendants). Labels
+    may belong to several groups. Sums and counts are matrix products; ``m2`` uses the n-ary
+    form of Chan's formula, ``sum(m2_l) + sum(n_l * (mean_l - mean_k)**2)``; min/max reduce over
+    the member columns. ``group_axis`` is the axis of the intermediates that holds labels.
+    """
+    member = np.asarray(membership, dtype=bool)
+    if member.ndim != 2:
+        raise ConfigError(f"roll-up matrix must be 2-D (n_labels, n_groups), got {member.shape}")
+    moved = {k: np.moveaxis(np.asarray(v), group_axis, -1) for k, v in inter.items()}
+    n_labels = next(iter(moved.values())).shape[-1]
+    if member.shape[0] != n_labels:
+        raise ConfigError(f"roll-up matrix has {member.shape[0]} rows, intermediates have "
+                          f"{n_labels} labels")
+    n_out = member.shape[1]
+    out: Intermediates = {}
+    weights = member.astype(np.float64)
+    count = moved["count"]
+    out["count"] = (count @ member.astype(np.int64)) if count.size else np.zeros(
+        (*count.shape[:-1], n_out), np.int64)
+    if "sum" in moved:
+        out["sum"] = moved["sum"] @ weights
+    members = [np.flatnonzero(member[:, k]) for k in range(n_out)]
+    lead = count.shape[:-1]
+    if "m2" in moved:
+        m2 = np.zeros((*lead, n_out))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_l = moved["sum"] / count
+            mean_k = out["sum"] / out["count"]
+            for k, idx in enumerate(members):
+                if idx.size == 0:
+                    continue
+                d = mean_l[..., idx] - mean_k[..., k : k + 1]
+                dev = np.where(count[..., idx] > 0, count[..., idx] * d * d, 0.0)
+                m2[..., k] = moved["m2"][..., idx].sum(axis=-1) + dev.sum(axis=-1)
+        out["m2"] = m2
+    for key, ufunc in (("min", np.fmin), ("max", np.fmax)):
+        if key in moved:
+            res = np.full((*lead, n_out), np.nan)
+            for k, idx in enumerate(members):
+                if idx.size:
+                    res[..., k] = ufunc.reduce(moved[key][..., idx], axis=-1)
+            out[key] = res
+    return {k: np.moveaxis(v, -1, group_axis) for k, v in out.items()}
+
+
+def finalize(inter: Mapping[str, np.ndarray], aggs: Sequence[Aggregation], ddof: int) -> Intermediates:
+    """Turn merged intermediates into ``{statistic name: array}``."""
+    return {a.name: a.finalize(inter, ddof) for a in aggs}
