@@ -1,0 +1,185 @@
+"""``fetch_ahba``: what ``atlas-engine fetch`` downloads, planned from donors and kinds.
+
+* ``microarray`` - ``normalized_microarray_donor{id}.zip`` per donor (well-known files)
+* ``structure-graph`` - ``structure_graph_10.json`` (``/api/v2/structure_graph_download/10.json``)
+* ``ontology`` - ``ontology_10.csv``: the RMA ``Structure`` model of graph 10, paged and
+  written as CSV sorted by ``graph_order`` (one row per structure, every model field)
+* ``brainspan`` - ``genes_matrix_csv.zip`` (from www.brainspan.org unless a base URL is given)
+* ``rnaseq`` - ``rnaseq_donor{id}.zip`` for the selected donors that have RNA-seq (9861, 10021)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config
+from ..errors import ApiError, ConfigError
+from ..sources.donors import (
+    BRAINSPAN_GENES_WKF,
+    HBA_STRUCTURE_GRAPH,
+    RNASEQ_WKF,
+    Donor,
+    resolve_donors,
+    well_known_files,
+)
+from ..sources.rma import model_query
+from ..sources.urls import structure_graph_url, well_known_file_url
+from .download import Downloader, DownloadResult, DownloadSpec, summarize
+from .http import RetryPolicy, make_session
+from .manifest import atomic_write_bytes
+from .rma import DEFAULT_ORDER, RmaClient
+
+WHAT_CHOICES = ("microarray", "ontology", "structure-graph", "brainspan", "rnaseq")
+DEFAULT_WHAT = ("microarray", "ontology", "structure-graph")
+ONTOLOGY_NAME = f"ontology_{HBA_STRUCTURE_GRAPH}.csv"
+STRUCTURE_GRAPH_NAME = f"structure_graph_{HBA_STRUCTURE_GRAPH}.json"
+#: Columns put first in ontology_10.csv (the Ontology.csv order); other fields follow.
+ONTOLOGY_LEAD = ("id", "acronym", "name", "parent_structure_id", "hemisphere_id",
+                 "graph_order", "structure_id_path", "color_hex_triplet")
+
+
+@dataclass
+class FetchReport:
+    """Results of one ``fetch_ahba`` run, one per planned file."""
+
+    dest: Path
+    results: list[DownloadResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> list[DownloadResult]:
+        return [r for r in self.results if not r.ok]
+
+    def summary(self) -> str:
+        return summarize(self.results)
+
+
+def parse_what(what: str | Iterable[str] | None) -> list[str]:
+    """``"microarray,ontology"`` / a list / ``None`` (the default set) → validated kinds."""
+    if what is None:
+        return list(DEFAULT_WHAT)
+    items = what.split(",") if isinstance(what, str) else list(what)
+    out: list[str] = []
+    for item in (i.strip().lower() for i in items):
+        if not item:
+            continue
+        if item == "all":
+            return list(WHAT_CHOICES)
+        if item not in WHAT_CHOICES:
+            raise ConfigError(f"unknown --what {item!r} (valid: {', '.join(WHAT_CHOICES)}, all)")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise ConfigError("nothing selected to fetch")
+    return out
+
+
+def plan_downloads(what: Sequence[str], donors: Sequence[Donor], base_url: str,
+                   brainspan_url: str) -> list[DownloadSpec]:
+    """The plain-GET files of a fetch (everything except the RMA-built ontology)."""
+    files = well_known_files()
+    specs: list[DownloadSpec] = []
+    if "microarray" in what:
+        for d in donors:
+            specs.append(DownloadSpec(well_known_file_url(base_url, d.microarray_wkf),
+                                      d.zip_name, "zip", d.microarray_wkf))
+    if "structure-graph" in what:
+        specs.append(DownloadSpec(structure_graph_url(base_url, HBA_STRUCTURE_GRAPH),
+                                  STRUCTURE_GRAPH_NAME, "json"))
+    if "brainspan" in what:
+        wkf = files[BRAINSPAN_GENES_WKF]
+        specs.append(DownloadSpec(well_known_file_url(brainspan_url, wkf.id), wkf.filename,
+                                  "zip", wkf.id))
+    if "rnaseq" in what:
+        for d in donors:
+            if d.id in RNASEQ_WKF:
+                wkf = files[RNASEQ_WKF[d.id]]
+                specs.append(DownloadSpec(well_known_file_url(base_url, wkf.id), wkf.filename,
+                                          "zip", wkf.id))
+    return specs
+
+
+def structures_csv(rows: list[dict]) -> bytes:
+    """Structure records → CSV text (lead columns first, then the rest; by graph_order)."""
+    columns = [c for c in ONTOLOGY_LEAD if any(c in r for r in rows)]
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    rows = sorted(rows, key=lambda r: (r.get("graph_order") is None, r.get("graph_order") or 0,
+                                       r.get("id") or 0))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow(["" if r.get(c) is None else
+                         json.dumps(r[c]) if isinstance(r.get(c), (dict, list)) else
+                         ("true" if r[c] is True else "false" if r[c] is False else r[c])
+                         for c in columns])
+    return buf.getvalue().encode()
+
+
+async def afetch_ahba(
+    dest: str | Path,
+    *,
+    donors: str | Iterable[str | int] | None = "all",
+    what: str | Iterable[str] | None = None,
+    base_url: str | None = None,
+    concurrency: int = 4,
+    policy: RetryPolicy | None = None,
+    quiet: bool = True,
+    verify_all: bool = False,
+) -> FetchReport:
+    """Download the selected AHBA files into ``dest`` (async); see :func:`fetch_ahba`."""
+    cfg = Config.from_env()
+    kinds = parse_what(what)
+    chosen = resolve_donors(donors)
+    base = (base_url or cfg.base_url).rstrip("/")
+    brainspan = (base_url or cfg.brainspan_base_url).rstrip("/")
+    specs = plan_downloads(kinds, chosen, base, brainspan)
+    policy = policy or RetryPolicy()
+    dest = Path(dest)
+    report = FetchReport(dest)
+    async with make_session(policy) as session:
+        dl = Downloader(dest, session=session, concurrency=concurrency, policy=policy,
+                        quiet=quiet, verify_all=verify_all)
+        jobs = [dl.fetch(s) for s in specs]
+        if "ontology" in kinds:
+            rma = RmaClient(base, session=session, policy=policy)
+            query = model_query("Structure", f"[graph_id$eq{HBA_STRUCTURE_GRAPH}]")
+            spec = DownloadSpec(rma.url_for(query.page(0, rma.page_size, DEFAULT_ORDER)),
+                                ONTOLOGY_NAME, "csv")
+
+            async def make(part: Path) -> None:
+                rows = await rma.model_rows(query, cache=False)
+                if not rows:
+                    raise ApiError(f"{spec.url}: no structures returned for graph "
+                                   f"{HBA_STRUCTURE_GRAPH}")
+                await asyncio.to_thread(atomic_write_bytes, part, structures_csv(rows))
+
+            jobs.append(dl.produce(spec, make))
+        try:
+            report.results = list(await asyncio.gather(*jobs))
+        finally:
+            dl.total_bar.close()
+    return report
+
+
+def fetch_ahba(dest: str | Path, **kwargs: object) -> FetchReport:
+    """Download AHBA files into ``dest``; the synchronous face of :func:`afetch_ahba`.
+
+    Keyword arguments: ``donors`` (``"all"``, ``"9861,H0351.2002"`` or a list), ``what``
+    (kinds from :data:`WHAT_CHOICES`), ``base_url`` (a mirror; default the real Allen API),
+    ``concurrency``, ``policy`` (:class:`RetryPolicy`), ``quiet``, ``verify_all``.
+    Failures do not raise: check ``report.ok`` / ``report.failed``.
+    """
+    from .sync import run_sync
+
+    return run_sync(afetch_ahba(dest, **kwargs))  # type: ignore[arg-type]

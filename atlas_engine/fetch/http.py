@@ -1,0 +1,100 @@
+"""HTTP session settings and the retry policy shared by downloads and RMA queries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from .. import __version__
+from ..errors import FetchError
+
+USER_AGENT = f"atlas-engine/{__version__}"
+
+#: Errors after which a request is tried again (the connection, not the server, failed).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientConnectionError,
+    aiohttp.ServerTimeoutError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+
+
+def is_retryable_status(status: int) -> bool:
+    """5xx, 429 (Too Many Requests) and 408 (Request Timeout) are worth another try."""
+    return status >= 500 or status in (408, 429)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter.
+
+    ``max_attempts`` counts consecutive failed attempts that made no progress; a download that
+    received bytes before the connection dropped starts counting again (it resumes where it was).
+    """
+
+    max_attempts: int = 8
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    jitter: float = 0.5
+    max_retry_after: float = 600.0
+    connect_timeout: float = 30.0
+    sock_read_timeout: float = 60.0
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before retry number ``attempt`` (1-based): base·2^(attempt-1) ± jitter, capped."""
+        r = (rng or random).random()
+        delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempt - 1))
+        return max(0.0, delay * (1.0 - self.jitter + 2 * self.jitter * r))
+
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """No total limit (files are large); bounded connect and per-read stalls."""
+        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                     sock_connect=self.connect_timeout,
+                                     sock_read=self.sock_read_timeout)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def make_session(policy: RetryPolicy, *, limit: int = 0,
+                 headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """A client session with the policy's timeouts; ``limit=0`` leaves pooling unbounded (the
+    caller's semaphore bounds concurrency)."""
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
+    base_headers = {"User-Agent": USER_AGENT}
+    base_headers.update(headers or {})
+    return aiohttp.ClientSession(connector=connector, timeout=policy.timeout(),
+                                 headers=base_headers, raise_for_status=False)
+
+
+class HttpStatusError(FetchError):
+    """The server answered with an HTTP error status that retrying will not fix (e.g. 404)."""
+
+    def __init__(self, url: str, status: int, reason: str | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(f"{url}: HTTP {status} {reason or ''}".rstrip())

@@ -1,0 +1,272 @@
+"""Async client for the Allen RMA API: paging, retries, an on-disk response cache.
+
+Queries are built by :mod:`atlas_engine.sources.rma`; this module sends them::
+
+    async with RmaClient("https://human.brain-map.org", cache_dir="~/.cache/rma") as rma:
+        genes = await rma.model_rows(model_query("Gene", "[acronym$in'BDNF','COMT']"))
+
+Model queries are paged with a stable order (``[order$eq'id']`` unless the query has one) and
+``num_rows`` = ``page_size`` until a page comes back short or empty (the server sometimes
+overstates ``total_rows``, so that count is never trusted to end the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..errors import ApiError, FetchError
+from ..sources.donors import HBA_STRUCTURE_GRAPH, HUMAN_MA_PRODUCT_ID
+from ..sources.rma import ModelQuery, ServiceQuery, eq_filter, in_filter, model_query, service_query
+from ..sources.urls import rma_query_url
+from .http import (
+    TRANSIENT_ERRORS,
+    HttpStatusError,
+    RetryPolicy,
+    is_retryable_status,
+    make_session,
+    parse_retry_after,
+)
+from .manifest import atomic_write_bytes
+
+DEFAULT_PAGE_SIZE = 2000
+#: The stable order used for paging when a query names none.
+DEFAULT_ORDER = ("'id'",)
+#: Ids per ``$in`` list / service call, to keep URLs short.
+BATCH = 200
+
+
+class RmaClient:
+    """Sends RMA queries to ``base_url``; responses are cached under ``cache_dir`` by URL."""
+
+    def __init__(self, base_url: str, *, cache_dir: str | Path | None = None,
+                 policy: RetryPolicy | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+                 session: aiohttp.ClientSession | None = None, concurrency: int = 4) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        self.base_url = base_url.rstrip("/")
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.policy = policy or RetryPolicy()
+        self.page_size = page_size
+        self._session = session
+        self._own_session = session is None
+        self._semaphore = asyncio.Semaphore(concurrency)
+        #: URLs requested over the network (cache hits are not counted), for tests and logs.
+        self.requests: list[str] = []
+
+    async def __aenter__(self) -> RmaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = make_session(self.policy)
+            self._own_session = True
+        return self._session
+
+    # -- raw requests -----------------------------------------------------------------------
+    def url_for(self, stages: str | ModelQuery | ServiceQuery, fmt: str = "json") -> str:
+        return rma_query_url(self.base_url, str(stages), fmt)
+
+    def _cache_path(self, url: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / (hashlib.sha256(url.encode()).hexdigest() + ".json")
+
+    async def get_json(self, url: str, *, cache: bool = True) -> Any:
+        """GET ``url`` and parse JSON, with retries; served from / stored in the cache."""
+        path = self._cache_path(url) if cache else None
+        if path is not None and path.exists():
+            try:
+                return json.loads(path.read_bytes())
+            except ValueError:
+                path.unlink(missing_ok=True)  # a damaged cache entry is refetched
+        body = await self._get_bytes(url)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            head = body[:80].decode("utf-8", "replace")
+            raise ApiError(f"{url}: answer is not JSON (starts {head!r})") from None
+        if path is not None and isinstance(doc, dict) and doc.get("success") is True:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(atomic_write_bytes, path, body)
+        return doc
+
+    async def _get_bytes(self, url: str) -> bytes:
+        policy = self.policy
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: float | None = None
+            try:
+                async with self._semaphore:
+                    self.requests.append(url)
+                    async with self._get_session().get(url) as resp:
+                        if is_retryable_status(resp.status):
+                            if resp.status in (429, 503):
+                                wait = parse_retry_after(resp.headers.get("Retry-After"))
+                            raise FetchError(f"HTTP {resp.status} {resp.reason or ''}".rstrip())
+                        body = await resp.read()
+                        if resp.status >= 400:
+                            raise HttpStatusError(url, resp.status, _error_text(body, resp.reason))
+                        ctype = resp.headers.get("Content-Type", "")
+                        if "text/html" in ctype or body.lstrip()[:1] == b"<":
+                            raise FetchError("server sent an HTML page instead of JSON "
+                                             "(the Allen site may be down)")
+                        return body
+            except HttpStatusError:
+                raise
+            except (*TRANSIENT_ERRORS, FetchError) as exc:
+                if attempt >= policy.max_attempts:
+                    raise FetchError(f"{url}: giving up after {attempt} attempts: {exc}") from None
+            await asyncio.sleep(min(wait if wait is not None else policy.backoff(attempt),
+                                    policy.max_retry_after))
+
+    async def envelope(self, stages: str | ModelQuery | ServiceQuery, *,
+                       cache: bool = True) -> dict[str, Any]:
+        """One request; the checked envelope (``success`` true) is returned whole."""
+        url = self.url_for(stages)
+        doc = await self.get_json(url, cache=cache)
+        if not isinstance(doc, dict) or "success" not in doc or "msg" not in doc:
+            raise ApiError(f"{url}: answer is not an RMA envelope (no success/msg)")
+        if not doc["success"]:
+            raise ApiError(f"{url}: RMA query failed: {doc.get('msg')}")
+        return doc
+
+    # -- paged model queries ----------------------------------------------------------------
+    async def model_rows(self, query: ModelQuery, *, cache: bool = True,
+                         page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every row of a model query, paged until a short or empty page."""
+        size = page_size or self.page_size
+        if query.num_rows is not None or query.start_row is not None:
+            doc = await self.envelope(query, cache=cache)  # the caller chose the window
+            return _rows(doc, self.url_for(query))
+        rows: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        start = 0
+        while True:
+            page_query = query.page(start, size, DEFAULT_ORDER)
+            doc = await self.envelope(page_query, cache=cache)
+            page = _rows(doc, self.url_for(page_query))
+            new = 0
+            for row in page:
+                key = row.get("id", None) if isinstance(row, dict) else None
+                if key is not None:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                rows.append(row)
+                new += 1
+            if len(page) < size or new == 0:
+                return rows
+            start += len(page)
+
+    async def service(self, query: ServiceQuery, *, cache: bool = True) -> Any:
+        """The ``msg`` of a service query."""
+        return (await self.envelope(query, cache=cache))["msg"]
+
+    # -- typed helpers ----------------------------------------------------------------------
+    async def donors(self) -> list[dict[str, Any]]:
+        """The Human Brain Microarray donors (product id 2)."""
+        return await self.model_rows(model_query(
+            "Donor", f"products[id$eq{HUMAN_MA_PRODUCT_ID}]"))
+
+    async def genes(self, symbols: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Genes of the microarray product, all or those with the given symbols."""
+        product = f"products[id$eq{HUMAN_MA_PRODUCT_ID}]"
+        if symbols is None:
+            return await self.model_rows(model_query("Gene", product))
+        out: list[dict[str, Any]] = []
+        for batch in _batches(list(dict.fromkeys(symbols))):
+            out += await self.model_rows(model_query(
+                "Gene", [in_filter("acronym", batch), product]))
+        return out
+
+    async def probes(self, symbols: Sequence[str]) -> list[dict[str, Any]]:
+        """Microarray (DNA) probes of genes given by symbol."""
+        out: list[dict[str, Any]] = []
+        for batch in _batches(list(dict.fromkeys(symbols))):
+            out += await self.model_rows(model_query("Probe", [
+                eq_filter("probe_type", "DNA"),
+                f"products[id$eq{HUMAN_MA_PRODUCT_ID}]",
+                "gene" + in_filter("acronym", batch),
+            ]))
+        return out
+
+    async def structures(self, graph_id: int = HBA_STRUCTURE_GRAPH) -> list[dict[str, Any]]:
+        """Every structure of an ontology graph (10 = Human Brain Atlas)."""
+        return await self.model_rows(model_query("Structure", f"[graph_id$eq{int(graph_id)}]"))
+
+    async def human_microarray_expression(
+        self, probes: Iterable[int], donors: Iterable[int] | None = None,
+        structures: Iterable[int] | None = None,
+    ) -> dict[str, Any]:
+        """``service::human_microarray_expression``; expression values converted to float.
+
+        Returns ``{"probes": [...], "samples": [...]}`` with each probe's ``expression_level``
+        and ``z-score`` as lists of floats (the server sends strings).
+        """
+        probe_ids = [int(p) for p in probes]
+        if not probe_ids:
+            raise ValueError("human_microarray_expression needs at least one probe id")
+        params: dict[str, object] = {"probes": probe_ids}
+        if donors is not None:
+            params["donors"] = [int(d) for d in donors]
+        if structures is not None:
+            params["structures"] = [int(s) for s in structures]
+        msg = await self.service(service_query("human_microarray_expression", **params))
+        if not isinstance(msg, dict) or "probes" not in msg or "samples" not in msg:
+            raise ApiError("human_microarray_expression: msg lacks 'probes'/'samples'")
+        n = len(msg["samples"])
+        for probe in msg["probes"]:
+            for key in ("expression_level", "z-score"):
+                if key in probe:
+                    values = [_to_float(v) for v in probe[key]]
+                    if len(values) != n:
+                        raise ApiError(f"human_microarray_expression: probe {probe.get('id')} "
+                                       f"has {len(values)} {key} values for {n} samples")
+                    probe[key] = values
+        return msg
+
+
+def _to_float(value: Any) -> float:
+    if value is None or value == "":
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ApiError(f"expression value {value!r} is not a number") from None
+
+
+def _rows(doc: dict[str, Any], url: str) -> list[dict[str, Any]]:
+    msg = doc["msg"]
+    if not isinstance(msg, list):
+        raise ApiError(f"{url}: expected a list of records in msg, got {type(msg).__name__}")
+    return msg
+
+
+def _batches(items: list[Any], n: int = BATCH) -> list[list[Any]]:
+    return [items[i:i + n] for i in range(0, len(items), n)] or []
+
+
+def _error_text(body: bytes, reason: str | None) -> str:
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and doc.get("msg"):
+            return f"{reason or ''}: {doc['msg']}"
+    except ValueError:
+        pass
+    return reason or ""
