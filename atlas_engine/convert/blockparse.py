@@ -1,0 +1,492 @@
+"""Numba block parser for header-less numeric CSV matrices with a leading integer id column.
+
+The layout is Allen's ``MicroarrayExpression.csv`` / ``PACall.csv`` and BrainSpan's
+``expression_matrix.csv``: every line is ``id,v1,...,vN`` with exactly ``N`` values. The kernels
+work on raw bytes holding whole lines, release the GIL, and fill preallocated arrays; the Python
+driver :func:`iter_blocks` feeds them a byte stream and yields fixed-height row blocks.
+
+Float tokens and exactness
+--------------------------
+Every float is the double Python's ``float(token)`` gives, bit for bit:
+
+* ``m × 10^e`` with at most 19 significant digits, ``m < 2^53`` and ``|e| ≤ 22``: one IEEE
+  multiplication or division of two exact doubles (Clinger's fast path), correctly rounded.
+* ``m ≥ 2^53`` (17–19 digit tokens such as Allen's) and ``-22 ≤ e < 0``: ``m / 10^k =
+  (m / 5^k) · 2^-k`` with ``5^k < 2^52``; the quotient is computed with integer long division to
+  54+ bits plus a sticky bit and rounded to nearest-even by hand (exact, no approximation).
+* anything else (more than 19 digits, large exponents, denormals): the token's position is
+  recorded and the driver converts it with Python ``float()`` (rare; counted in ``slow``).
+
+Accepted float syntax: optional sign, digits with an optional ``.`` and fraction, optional
+``e``/``E`` exponent, and case-insensitive ``nan``, ``inf``, ``infinity`` (optionally signed),
+all as Python ``float()`` reads them. Rejected: empty fields, surrounding spaces, underscores,
+hexadecimal. Lines end in ``\\n`` or ``\\r\\n``; a missing newline at the end of the data is
+accepted. Boolean matrices (PACall) accept exactly the tokens ``0`` and ``1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..errors import FormatError
+
+# error codes returned by the kernels
+OK = 0
+E_FEW = 1        # line ended before ncols values
+E_MANY = 2       # more than ncols values on a line
+E_TOKEN = 3      # a value token is not a number
+E_ID = 4         # the id token is not an integer
+E_EMPTY_LINE = 5
+
+_P10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
+_P5 = np.array([5**i for i in range(23)], dtype=np.uint64)
+_P5BITS = np.array([int(5**i).bit_length() for i in range(23)], dtype=np.int64)
+_TWO53 = np.uint64(1) << np.uint64(53)
+
+#: capacity of the slow-token side table per kernel call
+SLOW_CAPACITY = 1 << 14
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _round_quotient(q: np.uint64, sticky: bool, exp2: int) -> float:
+    """Round ``(q + frac) · 2^exp2`` to a double, ``q ≥ 2^53``, ``frac`` in (0,1) iff sticky."""
+    nb = 64
+    while nb > 0 and (q >> np.uint64(nb - 1)) == 0:
+        nb -= 1
+    shift = nb - 53
+    mant = q >> np.uint64(shift)
+    rem = q & ((np.uint64(1) << np.uint64(shift)) - np.uint64(1))
+    half = np.uint64(1) << np.uint64(shift - 1)
+    if rem > half or (rem == half and (sticky or (mant & np.uint64(1)) == 1)):
+        mant += np.uint64(1)
+        if mant == (np.uint64(1) << np.uint64(53)):
+            mant = mant >> np.uint64(1)
+            shift += 1
+    return np.ldexp(np.float64(mant), exp2 + shift)
+
+
+@numba.njit(nogil=True, cache=True)
+def _exact_div_pow10(m: np.uint64, k: int) -> float:
+    """Correctly rounded ``m / 10^k`` for ``2^53 ≤ m < 2^64`` and ``1 ≤ k ≤ 22``."""
+    d = _P5[k]
+    q = m // d
+    r = m % d
+    exp2 = -k
+    dbits = _P5BITS[k]
+    while q < (np.uint64(1) << np.uint64(54)):
+        # r < d < 2^dbits: shift in b bits with r << b < 2^63 and q << b < 2^64 (q < 2^54)
+        qb = 64
+        while (q >> np.uint64(qb - 1)) == 0 and qb > 1:
+            qb -= 1
+        b = min(63 - dbits, 64 - qb)
+        r = r << np.uint64(b)
+        q = (q << np.uint64(b)) | (r // d)
+        r = r % d
+        exp2 -= b
+    return _round_quotient(q, r != 0, exp2)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _lower(c: np.uint8) -> int:
+    c = int(c)
+    if 65 <= c <= 90:
+        return c + 32
+    return c
+
+
+@numba.njit(nogil=True, cache=True)
+def _special(buf: np.ndarray, i: int, j: int) -> float:
+    """``nan``/``inf``/``infinity`` (case-insensitive, optional sign) in ``buf[i:j]``; ``0.5``
+    (never a special value) when the token is none of them."""
+    neg = False
+    if i < j and (buf[i] == 45 or buf[i] == 43):
+        neg = buf[i] == 45
+        i += 1
+    n = j - i
+    if n == 3 and _lower(buf[i]) == 110 and _lower(buf[i + 1]) == 97 and _lower(buf[i + 2]) == 110:
+        return -np.nan if neg else np.nan
+    is_inf = n == 3 and _lower(buf[i]) == 105 and _lower(buf[i + 1]) == 110 \
+        and _lower(buf[i + 2]) == 102
+    if n == 8:
+        word = "infinity"
+        is_inf = True
+        for t in range(8):
+            if _lower(buf[i + t]) != ord(word[t]):
+                is_inf = False
+                break
+    if is_inf:
+        return -np.inf if neg else np.inf
+    return 0.5  # sentinel: not a special value (0.5 is never returned for a real match)
+
+
+@numba.njit(nogil=True, cache=True)
+def _parse_float(buf: np.ndarray, i: int, end: int):
+    """Parse one float token starting at ``i``.
+
+    Returns ``(value, next_index, status)``; status 0 = ok, 1 = slow path needed (value
+    unset), 2 = not a number. ``next_index`` points at the delimiter (``,``/``\\r``/``\\n``) or
+    ``end``.
+    """
+    start = i
+    neg = False
+    if i < end and (buf[i] == 45 or buf[i] == 43):
+        neg = buf[i] == 45
+        i += 1
+    m = np.uint64(0)
+    nd = 0
+    e = 0
+    ndig = 0
+    slow = False
+    while i < end:
+        c = buf[i]
+        if c < 48 or c > 57:
+            break
+        d = np.uint64(c - 48)
+        ndig += 1
+        if m == 0 and d == 0:
+            pass
+        elif nd < 19:
+            m = m * np.uint64(10) + d
+            nd += 1
+        else:
+            slow = True
+        i += 1
+    if i < end and buf[i] == 46:
+        i += 1
+        while i < end:
+            c = buf[i]
+            if c < 48 or c > 57:
+                break
+            d = np.uint64(c - 48)
+            ndig += 1
+            if m == 0 and d == 0:
+                e -= 1
+            elif nd < 19:
+                m = m * np.uint64(10) + d
+                nd += 1
+                e -= 1
+            else:
+                slow = True
+            i += 1
+    if ndig > 0 and i < end and (buf[i] == 101 or buf[i] == 69):
+        i += 1
+        eneg = False
+        if i < end and (buf[i] == 45 or buf[i] == 43):
+            eneg = buf[i] == 45
+            i += 1
+        ed = 0
+        ev = 0
+        while i < end:
+            c = buf[i]
+            if c < 48 or c > 57:
+                break
+            if ev < 100000:
+                ev = ev * 10 + (c - 48)
+            ed += 1
+            i += 1
+        if ed == 0:
+            return 0.0, i, 2
+        e += -ev if eneg else ev
+    # the token must end here
+    j = i
+    while j < end and buf[j] != 44 and buf[j] != 10 and buf[j] != 13:
+        j += 1
+    if j != i or ndig == 0:
+        v = _special(buf, start, j)
+        if v == 0.5:
+            return 0.0, j, 2
+        return v, j, 0
+    if slow:
+        return 0.0, i, 1
+    if m == 0:
+        return (-0.0 if neg else 0.0), i, 0
+    if m < _TWO53 and -22 <= e <= 22:
+        x = np.float64(m)
+        x = x * _P10[e] if e >= 0 else x / _P10[-e]
+        return (-x if neg else x), i, 0
+    if -22 <= e < 0:
+        x = _exact_div_pow10(m, -e)
+        return (-x if neg else x), i, 0
+    if e == 0:  # m ≥ 2^53 integer: uint64 -> float64 conversion rounds to nearest-even
+        x = np.float64(m)
+        return (-x if neg else x), i, 0
+    return 0.0, i, 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _parse_id(buf: np.ndarray, i: int, end: int):
+    """Integer id at ``i``: ``(value, next_index, ok)``."""
+    neg = False
+    if i < end and buf[i] == 45:
+        neg = True
+        i += 1
+    v = 0
+    nd = 0
+    while i < end:
+        c = buf[i]
+        if c < 48 or c > 57:
+            break
+        v = v * 10 + (c - 48)
+        nd += 1
+        i += 1
+    ok = 0 < nd <= 18 and (i == end or buf[i] == 44 or buf[i] == 10 or buf[i] == 13)
+    return (-v if neg else v), i, ok
+
+
+@numba.njit(nogil=True, cache=True)
+def _line_end(buf: np.ndarray, i: int, end: int) -> int:
+    """Index just past the ``\\n`` ending the line at ``i`` (or ``end``)."""
+    while i < end and buf[i] != 10:
+        i += 1
+    return i + 1 if i < end else end
+
+
+@numba.njit(nogil=True, cache=True)
+def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
+                      slow_pos, slow_row, slow_col):
+    """Parse whole lines of ``buf[pos:end]`` into ``ids[row0:]`` / ``out[row0:, :]``.
+
+    ``buf[pos:end]`` must hold whole lines (the last may lack its newline). Parses at most
+    ``max_rows`` lines. Returns ``(rows, pos, nslow, err, err_row, err_col, err_pos)``: rows
+    parsed, the byte position after them, slow tokens recorded in ``slow_*`` (their ``out``
+    cells are to be filled by the caller), and on error the code, the row (relative to
+    ``row0``), the 1-based field and the byte position of the offending token.
+    """
+    rows = 0
+    nslow = 0
+    cap = slow_pos.shape[0]
+    while rows < max_rows and pos < end:
+        line_start = pos
+        r = row0 + rows
+        if buf[pos] == 10 or (buf[pos] == 13 and pos + 1 < end and buf[pos + 1] == 10):
+            return rows, line_start, nslow, E_EMPTY_LINE, rows, 1, pos
+        v, i, ok = _parse_id(buf, pos, end)
+        if not ok:
+            return rows, line_start, nslow, E_ID, rows, 1, pos
+        ids[r] = v
+        slow_mark = nslow
+        col = 0
+        while True:
+            # i is at a delimiter or end
+            if i >= end or buf[i] == 10 or buf[i] == 13:
+                if col != ncols:
+                    return rows, line_start, slow_mark, E_FEW, rows, col + 1, i
+                break
+            # buf[i] == ','
+            i += 1
+            if col == ncols:
+                return rows, line_start, slow_mark, E_MANY, rows, col + 2, i
+            if nslow >= cap:
+                # side table full: stop before this line, the caller drains and calls again
+                return rows, line_start, slow_mark, OK, 0, 0, 0
+            x, i, st = _parse_float(buf, i, end)
+            if st == 2:
+                return rows, line_start, slow_mark, E_TOKEN, rows, col + 2, i
+            if st == 1:
+                tok_start = i
+                while tok_start > 0 and buf[tok_start - 1] != 44:
+                    tok_start -= 1
+                slow_pos[nslow] = tok_start
+                slow_row[nslow] = r
+                slow_col[nslow] = col
+                nslow += 1
+                x = np.nan
+            out[r, col] = x
+            col += 1
+        if i < end and buf[i] == 13:
+            if i + 1 < end and buf[i + 1] == 10:
+                i += 1
+            else:
+                return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
+        pos = i + 1 if i < end else end
+        rows += 1
+    return rows, pos, nslow, OK, 0, 0, 0
+
+
+@numba.njit(nogil=True, cache=True)
+def parse_bool_lines(buf, pos, end, ncols, ids, out, row0, max_rows):
+    """Like :func:`parse_float_lines` for 0/1 matrices into a uint8 ``out``.
+
+    Returns ``(rows, pos, err, err_row, err_col, err_pos)``.
+    """
+    rows = 0
+    while rows < max_rows and pos < end:
+        line_start = pos
+        r = row0 + rows
+        if buf[pos] == 10 or (buf[pos] == 13 and pos + 1 < end and buf[pos + 1] == 10):
+            return rows, line_start, E_EMPTY_LINE, rows, 1, pos
+        v, i, ok = _parse_id(buf, pos, end)
+        if not ok:
+            return rows, line_start, E_ID, rows, 1, pos
+        ids[r] = v
+        col = 0
+        while True:
+            if i >= end or buf[i] == 10 or buf[i] == 13:
+                if col != ncols:
+                    return rows, line_start, E_FEW, rows, col + 1, i
+                break
+            i += 1
+            if col == ncols:
+                return rows, line_start, E_MANY, rows, col + 2, i
+            if i < end and (buf[i] == 48 or buf[i] == 49) and (
+                i + 1 == end or buf[i + 1] == 44 or buf[i + 1] == 10 or buf[i + 1] == 13
+            ):
+                out[r, col] = buf[i] - 48
+                i += 1
+            else:
+                return rows, line_start, E_TOKEN, rows, col + 2, i
+            col += 1
+        if i < end and buf[i] == 13:
+            if i + 1 < end and buf[i + 1] == 10:
+                i += 1
+            else:
+                return rows, line_start, E_TOKEN, rows, col + 1, i
+        pos = i + 1 if i < end else end
+        rows += 1
+    return rows, pos, OK, 0, 0, 0
+
+
+# -------------------------------------------------------------------------------------------
+# Python driver
+# -------------------------------------------------------------------------------------------
+
+@dataclass
+class Block:
+    """One parsed block: rows ``start .. start+len(ids)`` of the matrix (0-based)."""
+
+    start: int
+    ids: np.ndarray        # int64 (rows,)
+    values: np.ndarray     # float64 or bool (rows, ncols)
+
+
+@dataclass
+class ParseStats:
+    rows: int = 0
+    bytes: int = 0
+    slow_tokens: int = 0
+
+
+def _token_text(buf: np.ndarray, pos: int, end: int) -> str:
+    a = pos
+    while a > 0 and buf[a - 1] not in (44, 10):
+        a -= 1
+    b = pos
+    while b < end and buf[b] not in (44, 10, 13):
+        b += 1
+    return bytes(buf[a:b]).decode("utf-8", "replace")[:60]
+
+
+def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str, kind: str) -> None:
+    if code == E_FEW:
+        raise FormatError(name, f"ragged row: only {col - 1} fields", line=line, column=col,
+                          expected=f"{ncols + 1} fields (an id and {ncols} values)")
+    if code == E_MANY:
+        raise FormatError(name, "ragged row: too many fields", line=line, column=col,
+                          expected=f"{ncols + 1} fields (an id and {ncols} values)")
+    if code == E_ID:
+        raise FormatError(name, f"bad id token {tok!r}", line=line, column=1,
+                          expected="an integer id")
+    if code == E_EMPTY_LINE:
+        raise FormatError(name, "empty line", line=line, column=1,
+                          expected=f"{ncols + 1} comma-separated fields")
+    want = "0 or 1" if kind == "bool" else "a decimal number"
+    raise FormatError(name, f"bad value token {tok!r}", line=line, column=col, expected=want)
+
+
+def iter_blocks(
+    chunks: Iterable[bytes],
+    ncols: int,
+    block_rows: int,
+    *,
+    kind: str = "float",
+    name: str = "<data>",
+    stats: ParseStats | None = None,
+) -> Iterator[Block]:
+    """Parse a byte stream (any chunking) into blocks of ``block_rows`` rows (the last may be
+    shorter). ``kind`` is ``"float"`` (float64 values) or ``"bool"``. Raises :class:`FormatError`
+    with file, 1-based line and column on the first bad token or ragged row, and on an empty
+    stream.
+    """
+    if block_rows < 1:
+        raise ValueError("block_rows must be ≥ 1")
+    stats = stats if stats is not None else ParseStats()
+    is_float = kind == "float"
+    slow_pos = np.empty(SLOW_CAPACITY, np.int64)
+    slow_row = np.empty(SLOW_CAPACITY, np.int64)
+    slow_col = np.empty(SLOW_CAPACITY, np.int64)
+    pending = bytearray()
+    line0 = 0  # lines before the current block row 0 (0-based count)
+    filled = 0
+    ids = np.empty(block_rows, np.int64)
+    out = np.empty((block_rows, ncols), np.float64 if is_float else np.uint8)
+    block_start = 0
+    chunk_iter = iter(chunks)
+    eof = False
+    while True:
+        if not eof:
+            try:
+                piece = next(chunk_iter)
+            except StopIteration:
+                eof = True
+                piece = b""
+            if piece:
+                pending += piece
+                stats.bytes += len(piece)
+                if not eof:
+                    # parse only up to the last newline
+                    if pending.rfind(b"\n") < 0:
+                        continue
+        if eof and not pending:
+            break
+        end = len(pending) if eof else pending.rfind(b"\n") + 1
+        buf = np.frombuffer(pending, np.uint8)
+        pos = 0
+        while pos < end:
+            if is_float:
+                rows, pos2, nslow, err, erow, ecol, epos = parse_float_lines(
+                    buf, pos, end, ncols, ids, out, filled, block_rows - filled,
+                    slow_pos, slow_row, slow_col)
+                for k in range(nslow):
+                    a = int(slow_pos[k])
+                    b = a
+                    while b < end and buf[b] not in (44, 10, 13):
+                        b += 1
+                    out[slow_row[k], slow_col[k]] = float(bytes(buf[a:b]))
+                stats.slow_tokens += nslow
+            else:
+                rows, pos2, err, erow, ecol, epos = parse_bool_lines(
+                    buf, pos, end, ncols, ids, out, filled, block_rows - filled)
+            if rows == 0 and pos2 == pos and not err:
+                # one line holds more slow tokens than the side table: grow it
+                slow_pos = np.empty(2 * len(slow_pos), np.int64)
+                slow_row = np.empty_like(slow_pos)
+                slow_col = np.empty_like(slow_pos)
+                continue
+            filled += rows
+            pos = pos2
+            if err:
+                del buf
+                tok = _token_text(np.frombuffer(bytes(pending), np.uint8), int(epos), end)
+                _raise(int(err), name, line0 + filled + 1, int(ecol), ncols, tok, kind)
+            if filled == block_rows:
+                yield Block(block_start, ids.copy(),
+                            out.copy() if is_float else out.astype(bool))
+                stats.rows += filled
+                block_start += filled
+                line0 += filled
+                filled = 0
+        del buf
+        del pending[:end]
+        if eof and not pending:
+            break
+    if filled:
+        yield Block(block_start, ids[:filled].copy(),
+                    out[:filled].copy() if is_float else out[:filled].astype(bool))
+        stats.rows += filled
+        block_start += filled
+    if block_start == 0:
+        raise FormatError(name, "empty file", line=1, expected="at least one data row")

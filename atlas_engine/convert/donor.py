@@ -1,0 +1,513 @@
+"""Convert AHBA microarray donors (zips or abagen folders) into one Zarr v3 store.
+
+Per donor: the small tables are read and validated, then ``MicroarrayExpression.csv`` and
+``PACall.csv`` are streamed concurrently (inflate in a prefetch thread, numba parse, zarr write of
+each block as soon as it is full; every stage releases the GIL). The donor group is staged and
+published atomically; the root attributes list it only afterwards. Donors whose recorded source
+size and mtime match are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .. import __version__
+from ..config import parse_size
+from ..errors import ConfigError, FormatError
+from ..sources.donors import DONORS, MICROARRAY_MEMBERS
+from ..store import layout as L
+from . import writer
+from .blockparse import ParseStats, iter_blocks
+from .metadata import Table, read_ontology, read_probes, read_samples
+from .zipstream import MemberSource
+
+_ZIP_RE = re.compile(r"^normalized_microarray_donor(\d+)\.zip$")
+_DIR_RE = re.compile(r"^normalized_microarray_donor(\d+)$")
+_KNOWN = {d.id: d for d in DONORS}
+
+
+@dataclass
+class DonorSource:
+    """Where one donor's five CSVs are: a zip, or an extracted folder."""
+
+    donor_id: int
+    path: Path
+
+    @property
+    def is_zip(self) -> bool:
+        return self.path.is_file()
+
+    def member(self, name: str) -> MemberSource:
+        if self.is_zip:
+            return MemberSource(self.path, name)
+        f = self.path / name
+        if not f.exists():
+            raise FormatError(self.path, f"missing file {name}", expected=f"{name} in the folder")
+        return MemberSource(f)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Name, size and mtime of the source (of each CSV for a folder): cheap change check."""
+        if self.is_zip:
+            st = self.path.stat()
+            return {"name": self.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        files = {}
+        for n in MICROARRAY_MEMBERS:
+            f = self.path / n
+            if f.exists():
+                st = f.stat()
+                files[n] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"name": self.path.name, "files": files}
+
+
+def find_sources(src: str | os.PathLike, donors: Iterable[int | str] | None = None
+                 ) -> list[DonorSource]:
+    """Donor zips / folders in ``src`` (zips preferred), in donor-id order or the given order."""
+    root = Path(src)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory")
+    found: dict[int, Path] = {}
+    for p in sorted(root.iterdir()):
+        m = _ZIP_RE.match(p.name)
+        if m and p.is_file():
+            found[int(m.group(1))] = p
+    for p in sorted(root.iterdir()):
+        m = _DIR_RE.match(p.name)
+        if m and p.is_dir() and int(m.group(1)) not in found:
+            found[int(m.group(1))] = p
+    if donors is None:
+        ids = sorted(found)
+        if not ids:
+            raise ConfigError(f"{root} holds no normalized_microarray_donor*.zip or folder")
+    else:
+        ids = []
+        for d in donors:
+            key = str(d).strip()
+            match = [k.id for k in DONORS if key.lower() == k.name.lower()]
+            ids.append(match[0] if match else int(key))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ConfigError(f"{root}: no zip or folder for donor(s) {missing} "
+                              f"(expected normalized_microarray_donor{missing[0]}.zip)")
+    return [DonorSource(i, found[i]) for i in ids]
+
+
+def prefetch(it: Iterable[bytes], depth: int = 3) -> Iterator[bytes]:
+    """Run ``it`` in a thread, ``depth`` items ahead (inflate overlaps parsing)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=work, daemon=True, name="inflate")
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+@dataclass
+class Options:
+    dtype: str = "float32"
+    probe_chunk: int = L.PROBE_CHUNK
+    sample_chunk: int = L.SAMPLE_CHUNK
+    memory_limit: int | None = None
+    jobs: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "probe_chunk": self.probe_chunk,
+                "sample_chunk": self.sample_chunk}
+
+
+@dataclass
+class ConvertResult:
+    store: str
+    converted: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_parsed: int = 0
+    slow_tokens: int = 0
+    unknown_structures: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while piece := fh.read(8 << 20):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def _donor_is_current(store_url: str, ds: DonorSource, opts: Options) -> bool:
+    try:
+        g = zarr.open_group(writer.join(store_url, L.donor_path(ds.donor_id)), mode="r",
+                            zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return False
+    attrs = g.attrs.asdict()
+    prov = attrs.get("provenance", {})
+    return (bool(attrs.get("complete")) and prov.get("source") == ds.fingerprint()
+            and prov.get("options") == opts.record())
+
+
+def _samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
+    n = len(samples)
+    coords: dict[str, Any] = {
+        L.PROBE_DIM: (L.PROBE_DIM, probes.frame["probe_id"].to_numpy()),
+        L.SAMPLE_DIM: (L.SAMPLE_DIM, np.arange(1, n + 1, dtype=np.int64)),
+    }
+    for c in samples.columns:
+        col = samples[c]
+        values = col.to_numpy(dtype=object) if col.dtype == object or str(col.dtype) in (
+            "str", "string") else col.to_numpy()
+        if values.dtype == object:
+            values = values.astype(str).astype(object)
+        coords[c] = (L.SAMPLE_DIM, values)
+    return xr.Dataset(coords=coords)
+
+
+def _stream_matrix(src: MemberSource, arr: zarr.Array, kind: str, probe_ids: np.ndarray,
+                   ncols: int, opts: Options, other: str | None, cancel: threading.Event
+                   ) -> tuple[list[list[int]], ParseStats]:
+    """Parse one matrix member block by block into ``arr``; returns per-chunk CRCs."""
+    stats = ParseStats()
+    crcs: list[list[int]] = []
+    n = len(probe_ids)
+    out_dtype = np.dtype(opts.dtype) if kind == "float" else np.dtype(bool)
+    for block in iter_blocks(prefetch(src.iter_chunks()), ncols, opts.probe_chunk, kind=kind,
+                             name=src.display, stats=stats):
+        if cancel.is_set():
+            raise _Cancelled()
+        r0, r1 = block.start, block.start + len(block.ids)
+        if r1 > n:
+            raise FormatError(src.display, "more rows than Probes.csv has probes",
+                              line=n + 1, column=1, expected=f"{n} rows")
+        bad = np.flatnonzero(block.ids != probe_ids[r0:r1])
+        if bad.size:
+            k = int(bad[0])
+            against = f"{other} and Probes.csv" if other else "Probes.csv"
+            raise FormatError(src.display,
+                              f"probe id {block.ids[k]} differs from {against} "
+                              f"({probe_ids[r0 + k]})",
+                              line=r0 + k + 1, column=1,
+                              expected=f"probe {probe_ids[r0 + k]} in the Probes.csv row order")
+        values = block.values.astype(out_dtype, copy=False)
+        arr[r0:r1, :] = values
+        crcs.append(writer.chunk_crcs(values, opts.sample_chunk))
+    if stats.rows != n:
+        raise FormatError(src.display, f"file ends after {stats.rows} rows",
+                          line=stats.rows + 1, expected=f"{n} rows, one per Probes.csv probe")
+    return crcs, stats
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: set[int],
+                  opts: Options, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Stage, fill and publish one donor group; returns a summary for the root attributes."""
+    cancel = cancel or threading.Event()
+    t0 = time.perf_counter()
+    samples = read_samples(ds.member("SampleAnnot.csv"))
+    frame = samples.frame
+    unknown = sorted({int(s) for s in frame["structure_id"] if int(s) not in ontology_ids})
+    if unknown:
+        warnings.warn(f"{samples.source}: structure_id(s) {unknown} are not in the ontology; "
+                      "the samples are kept", stacklevel=2)
+    ncols = len(frame)
+    n = len(probes.frame)
+    probe_ids = probes.frame["probe_id"].to_numpy()
+    staged = writer.Staged.begin(store_url, L.donor_path(ds.donor_id))
+    sha_box: dict[str, str | None] = {"sha256": None}
+    hasher = None
+    if ds.is_zip:
+        def _hash() -> None:
+            sha_box["sha256"] = _sha256_file(ds.path)
+        hasher = threading.Thread(target=_hash, daemon=True)
+        hasher.start()
+    try:
+        writer.write_dataset(staged.url, _samples_dataset(probes, frame))
+        chunks = (min(opts.probe_chunk, n), min(opts.sample_chunk, ncols))
+        dims = (L.PROBE_DIM, L.SAMPLE_DIM)
+        expr = writer.create_matrix(staged.url, L.EXPRESSION, (n, ncols), chunks, opts.dtype, dims,
+                                    {"long_name": "normalized expression (log2)"})
+        pac = writer.create_matrix(staged.url, L.PACALL, (n, ncols), chunks, bool, dims,
+                                   {"long_name": "present/absent call"})
+        with ThreadPoolExecutor(2, thread_name_prefix=f"donor{ds.donor_id}") as pool:
+            fe = pool.submit(_stream_matrix, ds.member("MicroarrayExpression.csv"), expr,
+                             "float", probe_ids, ncols, opts, None, cancel)
+            fp = pool.submit(_stream_matrix, ds.member("PACall.csv"), pac, "bool", probe_ids,
+                             ncols, opts, "MicroarrayExpression.csv", cancel)
+            done, _ = wait([fe, fp], return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in done):
+                cancel.set()
+            wait([fe, fp])
+            errors = [f.exception() for f in (fe, fp) if f.exception() is not None]
+            real = [e for e in errors if not isinstance(e, _Cancelled)]
+            if errors:
+                raise (real or errors)[0]
+            crc_e, st_e = fe.result()
+            crc_p, st_p = fp.result()
+        if hasher is not None:
+            hasher.join()
+        known = _KNOWN.get(ds.donor_id)
+        info = {
+            "donor_id": ds.donor_id,
+            "name": known.name if known else None,
+            "age": known.age if known else None,
+            "sex": known.sex if known else None,
+            "n_samples": ncols,
+            "unknown_structures": unknown,
+        }
+        provenance = {
+            "source": ds.fingerprint(),
+            "sha256": sha_box["sha256"],
+            "members": {
+                "MicroarrayExpression.csv": st_e.bytes, "PACall.csv": st_p.bytes,
+                "SampleAnnot.csv": samples.sha256,
+            },
+            "probes_sha256": probes.sha256,
+            "converter": f"atlas-engine {__version__}",
+            "options": opts.record(),
+            "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        g = zarr.open_group(staged.url, mode="a", zarr_format=3)
+        g.attrs.update({
+            "donor": info, "provenance": provenance,
+            "checksums": {"algorithm": "crc32", "chunks": list(chunks),
+                          L.EXPRESSION: crc_e, L.PACALL: crc_p},
+            "slow_tokens": st_e.slow_tokens,
+        })
+        g.attrs["complete"] = True   # last: the completion marker for non-local stores
+        staged.publish()
+        info["bytes"] = st_e.bytes + st_p.bytes
+        info["slow_tokens"] = st_e.slow_tokens
+        return info
+    except BaseException:
+        staged.abort()
+        raise
+
+
+def _tables_group(url: str, frame: pd.DataFrame, dim: str, index_col: str) -> xr.Dataset:
+    coords = {dim: (dim, frame[index_col].to_numpy())}
+    data = {}
+    for c in frame.columns:
+        v = frame[c].to_numpy()
+        if v.dtype == object or v.dtype.kind in "OUT" or str(frame[c].dtype) in ("str", "string"):
+            v = frame[c].astype(str).to_numpy(dtype=object)
+        data[c] = (dim, v)
+    return xr.Dataset(data, coords=coords)
+
+
+def _ensure_tables(store_url: str, probes: Table, ontology: Table) -> None:
+    for name, table, dim, key in ((L.PROBES_GROUP, probes, L.PROBE_DIM, "probe_id"),
+                                  (L.ONTOLOGY_GROUP, ontology, L.STRUCTURE_DIM, "id")):
+        try:
+            g = zarr.open_group(writer.join(store_url, name), mode="r", zarr_format=3)
+            if g.attrs.get("sha256") == table.sha256:
+                continue
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+            pass
+        staged = writer.Staged.begin(store_url, name)
+        try:
+            writer.write_dataset(staged.url, _tables_group(staged.url, table.frame, dim, key))
+            zarr.open_group(staged.url, mode="a", zarr_format=3).attrs.update(
+                {"sha256": table.sha256, "source": table.source})
+            staged.publish()
+        except BaseException:
+            staged.abort()
+            raise
+
+
+def _plan_jobs(opts: Options, n_samples_max: int, n_donors: int) -> int:
+    jobs = opts.jobs or min(2, os.cpu_count() or 1)
+    if opts.memory_limit:
+        # per donor: two streams, each a float64 block plus copies and ~3 prefetched pieces
+        per_stream = opts.probe_chunk * max(n_samples_max, 1) * 8 * 4 + 3 * 12 * 2**20
+        base = 220 * 2**20  # interpreter + numba + zarr + pandas
+        jobs = max(1, min(jobs, int((opts.memory_limit - base) // (2 * per_stream))))
+    return max(1, min(jobs, n_donors))
+
+
+def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
+                       dtype: str = "float32", donors: Iterable[int | str] | None = None,
+                       memory_limit: int | str | None = None, jobs: int | None = None,
+                       probe_chunk: int = L.PROBE_CHUNK, sample_chunk: int = L.SAMPLE_CHUNK,
+                       log: Callable[[str], None] | None = None) -> ConvertResult:
+    """Convert the donors found in ``src`` into the store ``store`` (created if needed).
+
+    Raises :class:`FormatError` on the first bad input; donors completed before it stay, the
+    failing donor leaves nothing behind.
+    """
+    t0 = time.perf_counter()
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"--dtype must be float32 or float64, not {dtype!r}")
+    if probe_chunk < 1 or sample_chunk < 1:
+        raise ConfigError("chunk sizes must be ≥ 1")
+    opts = Options(dtype, probe_chunk, sample_chunk, parse_size(memory_limit), jobs)
+    log = log or (lambda s: None)
+    store_url = os.fspath(store)
+    sources = find_sources(src, donors)
+    root = writer.open_root(store_url)
+    info = writer.root_info(root)
+    if info and info.get("format") != L.FORMAT_MICROARRAY:
+        raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not AHBA microarray")
+    if info and info.get("dtype") not in (None, dtype):
+        raise ConfigError(f"{store_url} was converted with dtype {info['dtype']}; "
+                          f"convert into a new store for {dtype}")
+    result = ConvertResult(store_url)
+    todo = []
+    for ds in sources:
+        if _donor_is_current(store_url, ds, opts):
+            result.skipped.append(ds.donor_id)
+        else:
+            todo.append(ds)
+    listed = list(info.get("donors", []))
+    if not todo and all(d.donor_id in listed for d in sources):
+        result.seconds = time.perf_counter() - t0
+        return result
+    writer.clean_staging(store_url)
+
+    # tables: identical across donors (and with what the store already holds)
+    probes = ontology = None
+    ref = dict(info.get("probes_source") or {}) if info else {}
+    for ds in todo or sources:
+        p = read_probes(ds.member("Probes.csv"))
+        o = read_ontology(ds.member("Ontology.csv"))
+        if probes is None:
+            probes, ontology = p, o
+            if ref and ref.get("sha256") != p.sha256:
+                raise FormatError(p.source, "Probes.csv differs from the one this store was "
+                                  f"converted from ({ref.get('file')})",
+                                  expected="the same Probes.csv in every donor")
+            continue
+        if p.sha256 != probes.sha256:
+            raise FormatError(p.source, f"Probes.csv differs from {probes.source}",
+                              expected="the same Probes.csv in every donor")
+        if o.sha256 != ontology.sha256:
+            raise FormatError(o.source, f"Ontology.csv differs from {ontology.source}",
+                              expected="the same Ontology.csv in every donor")
+    assert probes is not None and ontology is not None
+    _ensure_tables(store_url, probes, ontology)
+    ontology_ids = {int(i) for i in ontology.frame["id"]}
+
+    lock = threading.Lock()
+    cancel = threading.Event()
+    done_info: dict[int, dict[str, Any]] = dict(
+        (int(k), v) for k, v in (info.get("donor_info") or {}).items())
+
+    def publish_root(new: dict[str, Any] | None) -> None:
+        with lock:
+            if new is not None:
+                done_info[int(new["donor_id"])] = {
+                    k: new[k] for k in ("donor_id", "name", "age", "sex", "n_samples",
+                                        "unknown_structures")}
+            present = [d for d in done_info if _group_complete(store_url, d)]
+            order = [d.donor_id for d in sources if d.donor_id in present]
+            order += sorted(d for d in present if d not in order)
+            root_now = writer.open_root(store_url)
+            cur = writer.root_info(root_now)
+            cur.update({
+                "format": L.FORMAT_MICROARRAY, "layout_version": L.LAYOUT_VERSION,
+                "dtype": dtype, "donors": order,
+                "donor_info": {str(d): done_info[d] for d in order},
+                "n_probes": len(probes.frame),
+                "probes_source": {"file": probes.source, "sha256": probes.sha256},
+                "ontology_source": {"file": ontology.source, "sha256": ontology.sha256},
+                "unknown_structures": {str(d): done_info[d]["unknown_structures"]
+                                       for d in order if done_info[d]["unknown_structures"]},
+                "converter": f"atlas-engine {__version__}",
+                "options": opts.record(),
+                "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            })
+            writer.set_root_info(root_now, cur)
+            writer.consolidate(store_url)
+
+    for d in result.skipped:
+        if d not in done_info:
+            g = zarr.open_group(writer.join(store_url, L.donor_path(d)), mode="r")
+            done_info[d] = dict(g.attrs["donor"])
+    if not todo:
+        publish_root(None)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    n_max = max(len(read_samples(ds.member("SampleAnnot.csv")).frame) for ds in todo)
+    n_jobs = _plan_jobs(opts, n_max, len(todo))
+    log(f"converting {len(todo)} donor(s) with {n_jobs} job(s); skipping {result.skipped}")
+
+    def one(ds: DonorSource) -> dict[str, Any]:
+        got = convert_donor(store_url, ds, probes, ontology_ids, opts, cancel)
+        publish_root(got)
+        log(f"donor {ds.donor_id}: {got['n_samples']} samples")
+        return got
+
+    first_error: BaseException | None = None
+    with ThreadPoolExecutor(n_jobs, thread_name_prefix="convert") as pool:
+        futures = {pool.submit(one, ds): ds for ds in todo}
+        for fut in futures:
+            try:
+                got = fut.result()
+                result.converted.append(got["donor_id"])
+                result.bytes_parsed += got["bytes"]
+                result.slow_tokens += got["slow_tokens"]
+                if got["unknown_structures"]:
+                    result.unknown_structures[got["donor_id"]] = got["unknown_structures"]
+            except _Cancelled:
+                continue
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                cancel.set()
+                if first_error is None:
+                    first_error = exc
+    if first_error is not None:
+        raise first_error
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _group_complete(store_url: str, donor_id: int) -> bool:
+    try:
+        g = zarr.open_group(writer.join(store_url, L.donor_path(donor_id)), mode="r",
+                            zarr_format=3)
+        return bool(g.attrs.get("complete"))
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return False

@@ -1,0 +1,111 @@
+"""Read and validate the small per-donor tables: Probes.csv, SampleAnnot.csv, Ontology.csv.
+
+They are a few MB at most, so pandas' CSV reader is used (quoted names with commas stay intact);
+every column gets a fixed dtype and the header must match Allen's exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import FormatError
+from ..store.layout import MISSING_INT, PROBE_COLUMNS, SAMPLE_COLUMNS
+from ..store.ontology import ONTOLOGY_COLUMNS
+from .zipstream import MemberSource
+
+
+@dataclass
+class Table:
+    """A parsed table plus the sha256 of its bytes and where it came from."""
+
+    frame: pd.DataFrame
+    sha256: str
+    source: str
+
+
+def _read(data: bytes, name: str, columns: tuple[str, ...], dtype: dict) -> pd.DataFrame:
+    if not data.strip():
+        raise FormatError(name, "empty file", line=1, expected="a header line")
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    header = [h.strip().strip('"') for h in first.split(",")]
+    if tuple(header) != columns:
+        raise FormatError(name, f"unexpected header {first!r}", line=1,
+                          expected=",".join(columns))
+    try:
+        frame = pd.read_csv(io.BytesIO(data), dtype=dtype, keep_default_na=False,
+                            na_values={c: [""] for c, t in dtype.items() if t != str})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise FormatError(name, f"cannot parse table ({exc})",
+                          expected=f"columns {', '.join(columns)} with their types") from None
+    return frame
+
+
+def _check_ints(frame: pd.DataFrame, name: str, cols: tuple[str, ...], allow_missing=()) -> None:
+    for c in cols:
+        col = frame[c]
+        bad = col.isna() if c not in allow_missing else pd.Series(False, index=col.index)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise FormatError(name, f"missing {c}", line=row + 2,
+                              column=frame.columns.get_loc(c) + 1, expected="an integer")
+
+
+def read_probes(src: MemberSource) -> Table:
+    """Probes.csv → frame with int64 probe_id/gene_id, int64 entrez_id (``-1`` = missing), str
+    probe_name/gene_symbol/gene_name/chromosome (``""`` = missing)."""
+    data = src.read_bytes()
+    name = src.display
+    frame = _read(data, name, PROBE_COLUMNS, {
+        "probe_id": "Int64", "probe_name": str, "gene_id": "Int64", "gene_symbol": str,
+        "gene_name": str, "entrez_id": "Int64", "chromosome": str})
+    _check_ints(frame, name, ("probe_id", "gene_id"))
+    frame["probe_id"] = frame["probe_id"].astype(np.int64)
+    frame["gene_id"] = frame["gene_id"].astype(np.int64)
+    frame["entrez_id"] = frame["entrez_id"].fillna(MISSING_INT).astype(np.int64)
+    dup = frame["probe_id"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise FormatError(name, f"duplicate probe_id {frame['probe_id'].iloc[row]}",
+                          line=row + 2, column=1, expected="unique probe ids")
+    if len(frame) == 0:
+        raise FormatError(name, "no probes", line=2, expected="at least one probe row")
+    return Table(frame, hashlib.sha256(data).hexdigest(), name)
+
+
+def read_samples(src: MemberSource) -> Table:
+    """SampleAnnot.csv → frame with every column typed (ints int64, MNI float64, text str)."""
+    data = src.read_bytes()
+    name = src.display
+    types: dict = {c: "Int64" for c in ("structure_id", "slab_num", "well_id", "polygon_id",
+                                         "mri_voxel_x", "mri_voxel_y", "mri_voxel_z")}
+    types.update({c: "float64" for c in ("mni_x", "mni_y", "mni_z")})
+    types.update({c: str for c in ("slab_type", "structure_acronym", "structure_name")})
+    frame = _read(data, name, SAMPLE_COLUMNS, types)
+    ints = tuple(c for c, t in types.items() if t == "Int64")
+    _check_ints(frame, name, ints)
+    for c in ints:
+        frame[c] = frame[c].astype(np.int64)
+    if len(frame) == 0:
+        raise FormatError(name, "no samples", line=2, expected="at least one sample row")
+    return Table(frame, hashlib.sha256(data).hexdigest(), name)
+
+
+def read_ontology(src: MemberSource) -> Table:
+    """Ontology.csv → frame; parent_structure_id ``-1`` at the root, hemisphere ``""`` if none."""
+    data = src.read_bytes()
+    name = src.display
+    frame = _read(data, name, ONTOLOGY_COLUMNS, {
+        "id": "Int64", "acronym": str, "name": str, "parent_structure_id": "Int64",
+        "hemisphere": str, "graph_order": "Int64", "structure_id_path": str,
+        "color_hex_triplet": str})
+    _check_ints(frame, name, ("id", "graph_order"))
+    frame["id"] = frame["id"].astype(np.int64)
+    frame["graph_order"] = frame["graph_order"].astype(np.int64)
+    frame["parent_structure_id"] = frame["parent_structure_id"].fillna(MISSING_INT).astype(
+        np.int64)
+    return Table(frame, hashlib.sha256(data).hexdigest(), name)
