@@ -1,0 +1,545 @@
+"""A local Allen mirror: serves a raw directory under the real Allen URL layout, with faults.
+
+Endpoints (shared allen_formats.md §2 and §5):
+
+* ``GET/HEAD /api/v2/well_known_file_download/{id}`` — the file for a well-known-file id
+  (:func:`~atlas_engine.sources.donors.well_known_files`, plus an optional ``index.json``
+  ``{"<id>": "relative/file"}`` in the directory), with ``Content-Length``,
+  ``Content-Disposition: attachment; filename="<name>"``, ``Accept-Ranges: bytes`` and single
+  HTTP ranges (``bytes=N-``, ``bytes=N-M``, ``bytes=-K`` → 206; unsatisfiable → 416; a
+  multi-range or malformed header is ignored, as RFC 9110 allows). Bodies stream in 1 MiB
+  chunks, never whole in memory.
+* ``GET /api/v2/data/query.json?criteria=...`` (or ``q=``), ``/api/v2/data/{Model}/query.json``
+  and ``/api/v2/data/{Model}/{id}.json`` — the RMA subset of :mod:`.server_rma`, answered from
+  the directory's own files (:mod:`.server_data`). Legacy ``num_rows``/``start_row``/
+  ``order``/``only`` URL parameters apply when the query has no such option. A query that
+  cannot be parsed gets HTTP 400; one that parses but cannot be answered (unknown model,
+  attribute, probe, ...) gets HTTP 200. Both carry ``success: false`` and the reason in ``msg``.
+* ``GET /api/v2/structure_graph_download/{id}.json`` — ``structure_graph_{id}.json`` from the
+  directory when present, else (graph 10) built from ``Ontology.csv``.
+
+Faults (:class:`Faults`) can be changed at any time through :attr:`MirrorServer.faults`; every
+request is logged (:attr:`MirrorServer.log`) and concurrent download responses are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from email.utils import formatdate
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import web
+
+from ..errors import AtlasEngineError, ConfigError
+from .server_data import MirrorData
+from .server_rma import RmaError, evaluate, parse_query
+
+#: Bytes read from disk and written to the socket per step.
+CHUNK_SIZE = 1 << 20
+
+DOWNLOAD_PREFIX = "/api/v2/well_known_file_download/"
+
+UNAVAILABLE_HTML = (
+    "<!DOCTYPE html>\n<html><head><title>Site unavailable</title></head>\n"
+    "<body><h1>The Allen Brain Atlas site is temporarily unavailable</h1>\n"
+    "<p>We are performing scheduled maintenance. Please try again later.</p></body></html>\n"
+)
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject; everything is off by default.
+
+    Counters of the ``*_first`` modes restart whenever a new :class:`Faults` is assigned to
+    :attr:`MirrorServer.faults` (or :meth:`MirrorServer.reset_counters` is called).
+    """
+
+    #: Answer ``fail_status`` (503 or 429) to the first K requests in ``scope``.
+    fail_first: int = 0
+    fail_status: int = 503
+    #: ``Retry-After`` seconds sent with the failures (``None`` = no header).
+    retry_after: float | None = None
+    #: Answer 200 with an HTML "site unavailable" page to the first K requests in ``scope``
+    #: (after any ``fail_first`` ones).
+    html_first: int = 0
+    #: Which requests ``fail_first``/``html_first`` apply to.
+    scope: Literal["all", "download", "api"] = "all"
+    #: Close the connection after this many bytes of a download body.
+    drop_after: int | None = None
+    #: Drop only the first K download bodies (``None`` = every one).
+    drop_first: int | None = None
+    #: With a seed, each dropped body is cut at a random offset in ``[0, min(drop_after, body))``
+    #: drawn from ``random.Random(drop_seed)`` (``drop_after`` may then be ``None``).
+    drop_seed: int | None = None
+    #: Send every download body short by this many bytes (Content-Length still the full size),
+    #: then close the connection.
+    truncate_by: int | None = None
+    #: Truncate only the first K download bodies (``None`` = every one).
+    truncate_first: int | None = None
+    #: Throttle each download response to this many bytes per second.
+    bandwidth: int | None = None
+    #: Ignore ``Range`` headers (always 200 with the full body).
+    ignore_range: bool = False
+    #: Seconds to wait before answering each download (makes concurrency observable).
+    delay: float = 0.0
+    #: Add this to ``total_rows`` of model queries (the real server sometimes overstates it).
+    overstate_total_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fail_status not in (429, 500, 502, 503, 504):
+            raise ConfigError(f"fail_status must be 429 or a 5xx status, got {self.fail_status}")
+        if self.scope not in ("all", "download", "api"):
+            raise ConfigError(f"scope must be all, download or api, got {self.scope!r}")
+        for name in ("drop_after", "truncate_by", "bandwidth"):
+            value = getattr(self, name)
+            if value is not None and value < (1 if name == "bandwidth" else 0):
+                raise ConfigError(f"{name} must be positive, got {value}")
+
+
+@dataclass
+class RequestRecord:
+    """One served request."""
+
+    method: str
+    path: str
+    query: str
+    range: str | None
+    started: float
+    status: int = 0
+    bytes_sent: int = 0
+    duration: float = 0.0
+    #: The fault applied (``"fail"``, ``"html"``, ``"drop"``, ``"truncate"``) or ``None``.
+    fault: str | None = None
+    #: Set when the client went away mid-body.
+    client_disconnected: bool = False
+
+
+#: The log record of the request being handled (the middleware and handler share a task).
+_RECORD: contextvars.ContextVar[RequestRecord] = contextvars.ContextVar("mirror_record")
+
+
+@dataclass
+class _Counters:
+    fail: int = 0
+    html: int = 0
+    drop: int = 0
+    truncate: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None | Literal["unsatisfiable"]:
+    """Parse a single ``bytes=`` range against ``size``.
+
+    Returns ``(first, last)`` inclusive, ``None`` when the header is to be ignored (malformed,
+    another unit, or several ranges) or ``"unsatisfiable"`` (→ 416).
+    """
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    first_text, last_text = first_text.strip(), last_text.strip()
+    if not dash or not (first_text.isdigit() or last_text.isdigit()):
+        return None
+    if first_text and not first_text.isdigit() or last_text and not last_text.isdigit():
+        return None
+    if not first_text:                       # suffix: the last K bytes
+        k = int(last_text)
+        if k == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - k), size - 1
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if last_text and last < first:
+        return None
+    if first >= size:
+        return "unsatisfiable"
+    return first, min(last, size - 1)
+
+
+def _envelope(success: bool, msg: Any, start_row: int = 0, num_rows: int = 0,
+              total_rows: int = 0) -> dict[str, Any]:
+    return {"success": success, "id": 0, "start_row": start_row, "num_rows": num_rows,
+            "total_rows": total_rows, "msg": msg}
+
+
+def _json_response(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
+
+
+class MirrorServer:
+    """Loopback Allen mirror over a raw directory (see the module docstring)."""
+
+    def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
+                 faults: Faults | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"{self.root} is not a directory")
+        self.host = host
+        self.port = port
+        self.data = MirrorData(self.root)
+        self.url = ""
+        self.log: list[RequestRecord] = []
+        self.concurrent_downloads = 0
+        self.max_concurrent_downloads = 0
+        self._faults = faults or Faults()
+        self._counters = _Counters(rng=random.Random(self._faults.drop_seed))
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- faults and statistics ------------------------------------------------------------------
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        self._faults = value
+        self.reset_counters()
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Replace some fault fields (counters restart); returns the new :class:`Faults`."""
+        self.faults = replace(self._faults, **changes)
+        return self._faults
+
+    def reset_counters(self) -> None:
+        """Restart the ``*_first`` counters and the random drop offsets."""
+        self._counters = _Counters(rng=random.Random(self._faults.drop_seed))
+
+    def reset_stats(self) -> None:
+        """Clear the request log and the concurrency maximum."""
+        self.log.clear()
+        self.max_concurrent_downloads = self.concurrent_downloads
+
+    def downloads(self) -> list[RequestRecord]:
+        """Log records of well-known-file downloads only."""
+        return [r for r in self.log if r.path.startswith(DOWNLOAD_PREFIX)]
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get(DOWNLOAD_PREFIX + "{wkf}", self._download)
+        app.router.add_get(r"/api/v2/data/query.{fmt:json|xml|csv}", self._query)
+        app.router.add_get(r"/api/v2/data/{model:[A-Za-z]+}/query.{fmt:json|xml|csv}",
+                           self._query)
+        app.router.add_get(r"/api/v2/data/{model:[A-Za-z]+}/{rid:\d+}.{fmt:json|xml|csv}",
+                           self._query)
+        app.router.add_get(r"/api/v2/structure_graph_download/{gid:\d+}.json", self._graph)
+        return app
+
+    async def start(self) -> str:
+        """Start listening; returns the base URL (also :attr:`url`)."""
+        if self._runner is not None:
+            return self.url
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
+        self._runner = runner
+        server = site._server
+        assert server is not None
+        sock = server.sockets[0]  # type: ignore[attr-defined]
+        self.port = int(sock.getsockname()[1])
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{self.port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> MirrorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def start_in_thread(self) -> str:
+        """Run the server on its own event loop in a daemon thread; returns the base URL."""
+        if self._thread is not None:
+            return self.url
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="atlas-mirror", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread = None
+            raise failure[0]
+        return self.url
+
+    def stop_thread(self) -> None:
+        """Stop a server started with :meth:`start_in_thread` (waits for its thread)."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> MirrorServer:
+        self.start_in_thread()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None,
+                 exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop_thread()
+
+    # -- request handling ---------------------------------------------------------------------
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        record = RequestRecord(request.method, request.path, request.query_string,
+                               request.headers.get("Range"), time.time())
+        _RECORD.set(record)
+        # Logged at once and completed in place, so a client that has read a whole body always
+        # finds its record (the handler finishes after the last byte is on the wire).
+        self.log.append(record)
+        t0 = time.perf_counter()
+        try:
+            response = self._gate(request, record)
+            if response is None:
+                response = await handler(request)
+            record.status = response.status
+            return response
+        except web.HTTPException as exc:
+            record.status = exc.status
+            raise
+        except BaseException:
+            record.status = record.status or 500
+            raise
+        finally:
+            record.duration = time.perf_counter() - t0
+
+    def _gate(self, request: web.Request, record: RequestRecord) -> web.StreamResponse | None:
+        """The fail/HTML fault response for this request, if one is due."""
+        f, c = self._faults, self._counters
+        kind = "download" if request.path.startswith(DOWNLOAD_PREFIX) else "api"
+        if f.scope not in ("all", kind):
+            return None
+        if c.fail < f.fail_first:
+            c.fail += 1
+            record.fault = "fail"
+            headers = {}
+            if f.retry_after is not None:
+                ra = f.retry_after
+                headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+            reason = "Too Many Requests" if f.fail_status == 429 else "Service Unavailable"
+            return web.Response(status=f.fail_status, text=f"{f.fail_status} {reason}\n",
+                                headers=headers)
+        if c.html < f.html_first:
+            c.html += 1
+            record.fault = "html"
+            return web.Response(text=UNAVAILABLE_HTML, content_type="text/html")
+        return None
+
+    def _not_found(self, what: str) -> web.Response:
+        return _json_response(_envelope(False, what), status=404)
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        record = _RECORD.get()
+        text = request.match_info["wkf"]
+        if not text.isdigit():
+            return self._not_found(f"Well known file {text!r} is not an id")
+        path = await asyncio.to_thread(self.data.file_for_id, int(text))
+        if path is None:
+            return self._not_found(f"Well known file with id {text} not found")
+        stat = path.stat()
+        size = stat.st_size
+        f = self._faults
+        first, last, status = 0, size - 1, 200
+        headers = {
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/zip" if path.suffix == ".zip"
+            else "application/octet-stream",
+            "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
+            "ETag": f'"{stat.st_size:x}-{int(stat.st_mtime_ns):x}"',
+        }
+        if record.range and not f.ignore_range:
+            parsed = parse_range(record.range, size)
+            if parsed == "unsatisfiable":
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}",
+                                                         "Accept-Ranges": "bytes"})
+            if parsed is not None:
+                first, last = parsed
+                status = 206
+                headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        length = max(0, last - first + 1)
+        send = length
+        if request.method != "HEAD":
+            send = self._planned_cut(length, record)
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = length
+        record.status = status
+        active = [True]
+
+        def done() -> None:
+            # Called before the last bytes go out, so a client never sees the end of a body
+            # while the response still counts as active.
+            if active[0]:
+                active[0] = False
+                self.concurrent_downloads -= 1
+
+        self.concurrent_downloads += 1
+        self.max_concurrent_downloads = max(self.max_concurrent_downloads,
+                                            self.concurrent_downloads)
+        try:
+            if f.delay > 0:
+                await asyncio.sleep(f.delay)
+            if request.method == "HEAD" or send == 0:
+                done()
+            await response.prepare(request)
+            if request.method == "HEAD":
+                return response
+            try:
+                await self._stream(path, first, send, response, record, f.bandwidth, done)
+            except ConnectionError:
+                record.client_disconnected = True
+                return response
+            if send < length:
+                # Content-Length promised more: closing now leaves the client short.
+                transport = request.transport
+                if transport is not None:
+                    transport.close()
+                return response
+            await response.write_eof()
+            return response
+        finally:
+            done()
+
+    def _planned_cut(self, length: int, record: RequestRecord) -> int:
+        """How many body bytes to send before a drop/truncate fault (``length`` = none)."""
+        f, c = self._faults, self._counters
+        send = length
+        if (f.drop_after is not None or f.drop_seed is not None) and (
+                f.drop_first is None or c.drop < f.drop_first):
+            c.drop += 1
+            cap = length if f.drop_after is None else min(f.drop_after, length)
+            cut = c.rng.randrange(cap) if f.drop_seed is not None and cap > 0 else cap
+            if cut < send:
+                send = cut
+                record.fault = "drop"
+        if f.truncate_by and (f.truncate_first is None or c.truncate < f.truncate_first):
+            c.truncate += 1
+            cut = max(0, length - f.truncate_by)
+            if cut < send:
+                send = cut
+                record.fault = "truncate"
+        return send
+
+    @staticmethod
+    async def _stream(path: Path, first: int, count: int, response: web.StreamResponse,
+                      record: RequestRecord, bandwidth: int | None,
+                      before_last: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        chunk = CHUNK_SIZE if not bandwidth else max(1, min(CHUNK_SIZE, bandwidth // 20))
+        t0 = loop.time()
+        with open(path, "rb") as fh:
+            fh.seek(first)
+            remaining = count
+            while remaining > 0:
+                data = await loop.run_in_executor(None, fh.read, min(chunk, remaining))
+                if not data:
+                    break
+                remaining -= len(data)
+                if remaining <= 0:
+                    before_last()
+                record.bytes_sent += len(data)
+                await response.write(data)
+                if bandwidth:
+                    wait = t0 + record.bytes_sent / bandwidth - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+
+    async def _query(self, request: web.Request) -> web.Response:
+        if request.match_info["fmt"] != "json":
+            return _json_response(_envelope(False, "only query.json is served by this mirror"),
+                                  status=400)
+        params = request.query
+        text = params.get("criteria") or params.get("q") or ""
+        model = request.match_info.get("model")
+        if model:
+            rid = request.match_info.get("rid")
+            parts = [f"model::{model}"]
+            if rid:
+                parts.append(f"rma::criteria,[id$eq{rid}]")
+            if text:
+                parts.append(text if text.startswith("rma::") else f"rma::criteria,{text}")
+            text = ",".join(parts)
+        try:
+            query = parse_query(text)
+            for name in ("num_rows", "start_row", "order", "only"):
+                if name in params and name not in query.options:
+                    query.options[name] = params[name]
+            result = await asyncio.to_thread(
+                evaluate, query, self.data,
+                overstate_total_rows=self._faults.overstate_total_rows)
+        except RmaError as exc:
+            return _json_response(_envelope(False, str(exc)), status=400 if exc.parse else 200)
+        except AtlasEngineError as exc:  # the served files are broken
+            return _json_response(_envelope(False, str(exc)), status=500)
+        body = _envelope(True, result.msg, result.start_row, result.num_rows, result.total_rows)
+        text_out = await asyncio.to_thread(json.dumps, body)
+        return web.Response(text=text_out, content_type="application/json")
+
+    async def _graph(self, request: web.Request) -> web.StreamResponse:
+        gid = int(request.match_info["gid"])
+        path = self.root / f"structure_graph_{gid}.json"
+        if path.is_file():
+            return web.FileResponse(path, headers={"Content-Type": "application/json"})
+        if gid != 10:
+            return self._not_found(f"Structure graph {gid} not found")
+        try:
+            roots = await asyncio.to_thread(self.data.structure_graph)
+        except AtlasEngineError as exc:
+            return _json_response(_envelope(False, str(exc)), status=500)
+        return _json_response(_envelope(True, roots, 0, len(roots), len(roots)))
+
+
+@contextlib.contextmanager
+def serving(root: str | Path, **kwargs: Any) -> Any:
+    """``with serving(dir) as server:`` — a :class:`MirrorServer` in thread mode."""
+    server = MirrorServer(root, **kwargs)
+    server.start_in_thread()
+    try:
+        yield server
+    finally:
+        server.stop_thread()
