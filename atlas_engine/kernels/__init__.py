@@ -6,6 +6,8 @@ and :mod:`._loops` for the loops and the numerical choices.
 
 from __future__ import annotations
 
-from .grouped import check_inputs, group_minmax, group_moments, group_sum_count
+from .grouped import check_inputs, group_minmax, group_moments, group_sum_count, rows_by_group
 
-__all__ = ["check_inputs", "group_minmax", "group_moments", "group_sum_count"]
+__all__ = [
+    "check_inputs", "group_minmax", "group_moments", "group_sum_count", "rows_by_group",
+]
