@@ -1,0 +1,211 @@
+"""Sample → region matching on a volumetric MNI atlas (abagen ``matching.AtlasTree``).
+
+The atlas is a 3-D integer label array plus its 4×4 affine (0 = background). Coordinates are
+snapped to the atlas grid first (the largest grid value strictly below each coordinate), then
+matched with growing radius 0, 1, …, ``tolerance`` mm: the most frequent label among the voxels
+within the radius wins, ties go to the label with the nearest centroid. With region info
+(``hemisphere`` L/R/B and broad ``structure`` class per label) candidate labels of another
+hemisphere or class are ignored (only the class for bilateral labels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from ..errors import ConfigError, FormatError
+
+_HEMI_ALIASES = {"lh": "L", "l": "L", "left": "L", "rh": "R", "r": "R", "right": "R",
+                 "bilateral": "B", "b": "B"}
+_CLASS_ALIASES = {"subcortex": "subcortex/brainstem", "brainstem": "subcortex/brainstem"}
+
+
+def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI label image as ``(int labels (3-D), affine (4×4))``."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for a bad file
+        raise FormatError(path, f"cannot read as NIfTI: {exc}", expected="a NIfTI-1/2 image") from exc
+    data = np.asarray(img.dataobj)
+    if data.ndim != 3:
+        raise FormatError(path, f"atlas has {data.ndim} dimensions", expected="a 3-D label image")
+    if not np.all(np.equal(np.mod(data, 1), 0)):
+        raise FormatError(path, "atlas has non-integer values", expected="integer labels")
+    return data.astype(np.int64), np.asarray(img.affine, dtype=np.float64)
+
+
+def check_atlas_info(info: pd.DataFrame) -> pd.DataFrame:
+    """Region info indexed by label id with normalised ``hemisphere`` and ``structure``."""
+    t = info.copy()
+    if "id" in t.columns:
+        t = t.set_index("id")
+    for col in ("hemisphere", "structure"):
+        if col not in t.columns:
+            raise ConfigError(f"atlas info lacks column {col!r} (needs id, hemisphere, structure)")
+    t["hemisphere"] = [_HEMI_ALIASES.get(str(h).lower(), str(h)) for h in t["hemisphere"]]
+    t["structure"] = [_CLASS_ALIASES.get(str(s), str(s)) for s in t["structure"]]
+    bad = sorted(set(t["hemisphere"]) - {"L", "R", "B"})
+    if bad:
+        raise ConfigError(f"atlas info has hemisphere values {bad}; valid: L, R, B")
+    t.index = t.index.astype(np.int64)
+    return t
+
+
+class VolumeAtlas:
+    """A volumetric label atlas ready for sample matching.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) int array
+    affine : (4, 4) array, voxel → world (mm); axis-aligned (no oblique affines).
+    atlas_info : DataFrame, optional
+        Columns id (or index), hemisphere, structure.
+    """
+
+    def __init__(
+        self, labels: np.ndarray, affine: np.ndarray, atlas_info: pd.DataFrame | None = None
+    ) -> None:
+        data = np.asarray(labels)
+        aff = np.asarray(affine, dtype=np.float64)
+        if data.ndim != 3 or aff.shape != (4, 4):
+            raise ConfigError("atlas needs a 3-D label array and a 4×4 affine")
+        lin = aff[:3, :3]
+        if np.count_nonzero(lin - np.diag(np.diag(lin))):
+            raise ConfigError("oblique atlas affines are not supported")
+        self.shape = data.shape
+        self.affine = aff
+        # voxel-centre world coordinates per axis, as arange(offset, offset + size·n, size)
+        self.grid = tuple(
+            np.sort(np.arange(aff[k, 3], aff[k, 3] + aff[k, k] * n, aff[k, k]))
+            for k, n in enumerate(data.shape)
+        )
+        nz = np.nonzero(data)
+        ijk = np.column_stack(nz).astype(np.float64)
+        self.voxel_labels = data[nz].astype(np.int64)
+        self.coords = ijk @ aff[:3, :3].T + aff[:3, 3]
+        self.tree = cKDTree(self.coords)
+        self.labels = np.unique(self.voxel_labels)
+        codes = np.searchsorted(self.labels, self.voxel_labels)
+        counts = np.bincount(codes, minlength=len(self.labels)).astype(np.float64)
+        self.centroids = np.column_stack(
+            [np.bincount(codes, weights=self.coords[:, k], minlength=len(self.labels)) / counts
+             for k in range(3)]
+        )
+        self.atlas_info = None if atlas_info is None else check_atlas_info(atlas_info)
+
+    # ------------------------------------------------------------------------------------
+    def snap(self, xyz: np.ndarray) -> np.ndarray:
+        """Each coordinate moved to the largest grid value below it (abagen's flooring; a
+        value at or below the first grid value wraps to the last, as in abagen)."""
+        xyz = np.asarray(xyz, dtype=np.float64)
+        out = np.empty_like(xyz)
+        for k in range(3):
+            idx = self.grid[k]
+            out[:, k] = idx[np.searchsorted(idx, xyz[:, k]) - 1]
+        return out
+
+    def _allowed(self, cand: np.ndarray, hemi: str | None, cls: str | None) -> np.ndarray:
+        info = self.atlas_info
+        if info is None or hemi is None or not np.isin(cand, info.index).all():
+            return np.ones(len(cand), dtype=bool)
+        ai = info.loc[cand]
+        bilateral = ai["hemisphere"].to_numpy() == "B"
+        same_cls = ai["structure"].to_numpy() == cls
+        same_hemi = ai["hemisphere"].to_numpy() == hemi
+        return np.where(bilateral, same_cls, same_cls & same_hemi)
+
+    def _assign(self, voxels: list[int], point: np.ndarray, hemi, cls) -> int:
+        labs, counts = np.unique(self.voxel_labels[voxels], return_counts=True)
+        if self.atlas_info is not None and hemi is not None:
+            ok = self._allowed(labs, hemi, cls)
+            labs, counts = labs[ok], counts[ok]
+        if labs.size == 0:
+            return 0
+        top = np.flatnonzero(counts == counts.max())
+        if top.size == 1:
+            return int(labs[top[0]])
+        cents = self.centroids[np.searchsorted(self.labels, labs)]
+        d = np.linalg.norm(cents - point, axis=1)
+        return int(labs[np.argmin(d)])
+
+    def label_samples(
+        self,
+        xyz: np.ndarray,
+        tolerance: float = 2,
+        hemisphere: np.ndarray | None = None,
+        structure: np.ndarray | None = None,
+        snap: bool = True,
+    ) -> np.ndarray:
+        """Atlas label per sample (0 = unmatched).
+
+        Parameters
+        ----------
+        xyz : (N, 3) MNI coordinates.
+        tolerance : mm; radii 0, 1, …, floor(|tolerance|) are tried in turn.
+        hemisphere, structure : (N,) per-sample hemisphere (L/R/B) and broad class, used
+            with ``atlas_info``.
+        snap : floor coordinates to the atlas grid first (abagen does for group atlases).
+        """
+        pts = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if snap:
+            pts = self.snap(pts)
+        n = len(pts)
+        labels = np.zeros(n, dtype=np.int64)
+        hemi = [None] * n if hemisphere is None else list(hemisphere)
+        cls = [None] * n if structure is None else list(structure)
+        tol = 0
+        todo = np.arange(n)
+        while tol <= abs(tolerance) and todo.size:
+            matches = self.tree.query_ball_point(pts[todo], tol)
+            for i, m in zip(todo.tolist(), matches, strict=True):
+                if m:
+                    labels[i] = self._assign(m, pts[i], hemi[i], cls[i])
+            todo = np.flatnonzero(labels == 0)
+            tol += 1
+        return labels
+
+    def nearest_to_centroids(
+        self,
+        sample_xyz: np.ndarray,
+        empty: np.ndarray,
+        hemisphere: np.ndarray | None = None,
+        structure: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For each label in ``empty``, the sample nearest its centroid and the distance
+        (-1 / inf when no sample of the same hemisphere and class exists)."""
+        pts = np.asarray(sample_xyz, dtype=np.float64).reshape(-1, 3)
+        empty = np.asarray(empty, dtype=np.int64)
+        cents = self.centroids[np.searchsorted(self.labels, empty)]
+        idx = np.full(len(empty), -1, dtype=np.int64)
+        dist = np.full(len(empty), np.inf)
+        if len(pts) == 0:
+            return idx, dist
+        use_info = self.atlas_info is not None and hemisphere is not None and structure is not None
+        for k in range(len(empty)):
+            cand = np.arange(len(pts))
+            if use_info:
+                row = self.atlas_info.loc[empty[k]]
+                cand = np.flatnonzero(
+                    (np.asarray(hemisphere) == row["hemisphere"])
+                    & (np.asarray(structure) == row["structure"])
+                )
+                if cand.size == 0:
+                    continue
+            d = np.linalg.norm(pts[cand] - cents[k], axis=1)
+            j = int(np.argmin(d))
+            idx[k], dist[k] = cand[j], d[j]
+        return idx, dist
+
+
+def inverse_distance_weights(dist: np.ndarray) -> np.ndarray:
+    """``1/d``; when any distance is 0 only the zero-distance entries count (weight 1)."""
+    d = np.asarray(dist, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        w = 1.0 / d
+    inf = np.isinf(w)
+    return inf.astype(np.float64) if inf.any() else w

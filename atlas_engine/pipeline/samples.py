@@ -1,0 +1,113 @@
+"""Sample QC: hemisphere check, broad class, left/right mirroring, similarity threshold
+(abagen ``samples_.py``). Pure pandas/numpy on a donor's SampleAnnot table and the ontology."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..store.ontology import Ontology
+from .registry import check_choice
+
+MIRROR_MODES = ("bidirectional", "leftright", "rightleft")
+
+
+def hemispheres(structure_ids: np.ndarray, ontology: Ontology) -> np.ndarray:
+    """'L' / 'R' / 'B' per sample from the ontology (missing hemisphere → 'B')."""
+    hemi = ontology.table["hemisphere"] if "hemisphere" in ontology.table else None
+    out = []
+    for s in np.asarray(structure_ids).tolist():
+        h = None if hemi is None else hemi.get(int(s))
+        out.append("B" if h is None or (isinstance(h, float) and np.isnan(h)) or h == "" else str(h))
+    return np.asarray(out, dtype=object)
+
+
+def broad_classes(structure_ids: np.ndarray, ontology: Ontology) -> np.ndarray:
+    """abagen's broad class per sample (None when no class id is on the path)."""
+    return np.asarray([ontology.broad_class(int(s)) for s in np.asarray(structure_ids)],
+                      dtype=object)
+
+
+def hemisphere_mismatch(
+    structure_ids: np.ndarray, mni_x: np.ndarray, ontology: Ontology
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which samples agree with their structure's hemisphere.
+
+    Keep ``(L & x < 0) | (R & x > 0) | (B & x == 0)``. Returns ``(keep, hemisphere, class)``.
+    """
+    hemi = hemispheres(structure_ids, ontology)
+    x = np.asarray(mni_x, dtype=np.float64)
+    keep = ((hemi == "L") & (x < 0)) | ((hemi == "R") & (x > 0)) | ((hemi == "B") & (x == 0))
+    return np.asarray(keep, dtype=bool), hemi, broad_classes(structure_ids, ontology)
+
+
+def drop_mismatch_samples(annotation: pd.DataFrame, ontology: Ontology) -> pd.DataFrame:
+    """The rows of ``annotation`` (columns structure_id, mni_x, ...) that pass the hemisphere
+    check, with ``hemisphere`` and ``structure`` (broad class) columns added."""
+    keep, hemi, cls = hemisphere_mismatch(
+        annotation["structure_id"].to_numpy(), annotation["mni_x"].to_numpy(), ontology
+    )
+    return annotation.assign(hemisphere=hemi, structure=cls)[keep]
+
+
+def mirror_samples(
+    annotation: pd.DataFrame, ontology: Ontology, swap: str = "bidirectional"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Duplicate samples into the opposite hemisphere (abagen ``mirror_samples``).
+
+    Every sample with ``mni_x < 0`` (leftright / bidirectional) and then every one with
+    ``mni_x > 0`` (rightleft / bidirectional) is appended with ``mni_x`` negated and the
+    structure of the same acronym in the other hemisphere (structure_id, structure_acronym,
+    structure_name replaced).
+
+    Returns
+    -------
+    annotation : DataFrame
+        Original rows then the duplicates (index repeats the original labels).
+    source : (N,) int array
+        Position in the input of each output row, to repeat expression / PACall columns.
+    """
+    check_choice("lr_mirror mode", swap, MIRROR_MODES)
+    table = ontology.table
+    by_key = {
+        (str(a), str(h)): int(i)
+        for i, a, h in zip(table["id"], table["acronym"], table["hemisphere"], strict=True)
+    }
+    x = annotation["mni_x"].to_numpy()
+    parts = [np.arange(len(annotation))]
+    if swap in ("leftright", "bidirectional"):
+        parts.append(np.flatnonzero(x < 0))
+    if swap in ("rightleft", "bidirectional"):
+        parts.append(np.flatnonzero(x > 0))
+    dup = np.concatenate(parts[1:]) if len(parts) > 1 else np.zeros(0, dtype=np.int64)
+    flipped = annotation.iloc[dup].copy()
+    swap_h = {"L": "R", "R": "L"}
+    new_ids = []
+    for sid in flipped["structure_id"].to_numpy().tolist():
+        row = table.loc[int(sid)]
+        h = row["hemisphere"]
+        target = (str(row["acronym"]), swap_h.get(str(h), str(h)))
+        if target not in by_key:
+            raise ConfigError(
+                f"structure {sid} ({row['acronym']}) has no counterpart in hemisphere {target[1]}"
+            )
+        new_ids.append(by_key[target])
+    if len(flipped):
+        new = table.loc[new_ids]
+        flipped["structure_id"] = new["id"].to_numpy()
+        if "structure_acronym" in flipped:
+            flipped["structure_acronym"] = new["acronym"].to_numpy()
+        if "structure_name" in flipped:
+            flipped["structure_name"] = new["name"].to_numpy()
+        flipped["mni_x"] = flipped["mni_x"] * -1
+    out = pd.concat([annotation, flipped])
+    return out, np.concatenate([parts[0], dup]).astype(np.int64)
+
+
+def similarity_threshold(expression: np.ndarray, threshold: float) -> np.ndarray:
+    """Keep mask of samples whose summed correlation to all samples is at least
+    ``mean - threshold·std(ddof=1)`` (expression: probes × samples)."""
+    corr = np.corrcoef(np.asarray(expression, dtype=np.float64).T)
+    sim = corr.sum(axis=1)
+    return sim >= np.mean(sim) - threshold * np.std(sim, ddof=1)
