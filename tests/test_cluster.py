@@ -1,0 +1,121 @@
+"""The same graph on threads, a LocalCluster of processes and a `dask scheduler`/`dask worker`
+cluster started as subprocesses on loopback: results must agree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from atlas_engine.aggregate.cluster import get_client
+from atlas_engine.aggregate.engine import groupby_reduce
+from atlas_engine.errors import ConfigError
+
+STATS = ("mean", "var", "min", "max", "sum", "count")
+
+
+def _case():
+    rng = np.random.default_rng(42)
+    values = rng.normal(7, 2, (90, 120)).astype(np.float32)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    labels = rng.integers(-1, 9, 120)
+    return values, labels
+
+
+def _lazy(values, labels):
+    return groupby_reduce(da.from_array(values, chunks=(30, 50)), labels, axis="sample",
+                          n_groups=9, stats=STATS)
+
+
+def _assert_same(got, exp):
+    for k in exp:
+        np.testing.assert_allclose(got[k], exp[k], rtol=1e-6, err_msg=k)
+
+
+def test_no_scheduler_means_threads(monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with get_client() as client:
+        assert client is None
+    with pytest.raises(ConfigError, match="workers"), get_client(workers=0):
+        pass
+
+
+def test_local_cluster_matches_threads():
+    values, labels = _case()
+    exp = dask.compute(_lazy(values, labels), scheduler="threads")[0]
+    with get_client(workers=2, memory_limit="1GB") as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        got = client.compute(_lazy(values, labels)).result()
+    _assert_same(got, exp)
+    np.testing.assert_allclose(exp["mean"], groupby_reduce(values, labels, axis=1, n_groups=9)["mean"],
+                               rtol=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_subprocess_cluster_matches_threads(tmp_path, monkeypatch):
+    dask_exe = Path(sys.executable).with_name("dask")
+    if not dask_exe.exists():
+        dask_exe = Path(shutil.which("dask") or "dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [str(dask_exe), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            [str(dask_exe), "worker", address, "--host", "127.0.0.1", "--nworkers", "2",
+             "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        values, labels = _case()
+        exp = dask.compute(_lazy(values, labels), scheduler="threads")[0]
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+        deadline = time.monotonic() + 30
+        while True:  # the scheduler may not listen yet
+            try:
+                ctx = get_client()
+                client = ctx.__enter__()
+                break
+            except ConfigError:
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    raise
+                time.sleep(0.3)
+        try:
+            assert client is not None and client.scheduler.address == address
+            client.wait_for_workers(2, timeout=30)
+            got = client.compute(_lazy(values, labels)).result()
+            seen = client.run(lambda: "atlas_engine.kernels._jit" in sys.modules)
+            assert len(seen) == 2 and any(seen.values())
+        finally:
+            ctx.__exit__(None, None, None)
+        _assert_same(got, exp)
+    finally:
+        for p in reversed(procs):
+            _stop(p)
