@@ -38,7 +38,7 @@ def _read(data: bytes, name: str, columns: tuple[str, ...], dtype: dict) -> pd.D
                           expected=",".join(columns))
     try:
         frame = pd.read_csv(io.BytesIO(data), dtype=dtype, keep_default_na=False,
-                            na_values={c: [""] for c, t in dtype.items() if t != str})
+                            na_values={c: [""] for c, t in dtype.items() if t is not str})
     except (ValueError, pd.errors.ParserError) as exc:
         raise FormatError(name, f"cannot parse table ({exc})",
                           expected=f"columns {', '.join(columns)} with their types") from None

@@ -1,0 +1,138 @@
+"""Convert BrainSpan's ``genes_matrix_csv.zip`` (RNA-seq summarised to genes) into a Zarr store.
+
+Layout (shared allen_formats.md §6.2): ``expression_matrix.csv`` without header, ``row_num`` then
+one RPKM value per sample; ``rows_metadata.csv`` (one row per gene) and ``columns_metadata.csv``
+(one row per sample). The store holds ``expression`` (gene, sample) plus both tables as
+coordinates, in one group ``brainspan`` and the root attributes (see docs/store-layout.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .. import __version__
+from ..errors import ConfigError, FormatError
+from ..store import layout as L
+from . import writer
+from .blockparse import ParseStats, iter_blocks
+from .zipstream import MemberSource
+
+ZIP_NAME = "genes_matrix_csv.zip"
+BRAINSPAN_GROUP = "brainspan"
+ROWS_COLUMNS = ("row_num", "gene_id", "ensembl_gene_id", "gene_symbol", "entrez_id")
+COLS_COLUMNS = ("column_num", "donor_id", "donor_name", "age", "gender", "structure_id",
+                "structure_acronym", "structure_name")
+
+
+def _table(src: MemberSource, columns: tuple[str, ...]) -> pd.DataFrame:
+    data = src.read_bytes()
+    if not data.strip():
+        raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
+    frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""])
+    if tuple(frame.columns) != columns:
+        raise FormatError(src.display, f"unexpected header {list(frame.columns)}", line=1,
+                          expected=",".join(columns))
+    for c in frame.columns:
+        if frame[c].dtype.kind == "f" and c.endswith("_id"):
+            frame[c] = frame[c].fillna(L.MISSING_INT).astype(np.int64)
+        elif frame[c].dtype.kind not in "if":
+            frame[c] = frame[c].fillna("").astype(str)
+    return frame
+
+
+def find_brainspan(src: str | os.PathLike) -> Path | None:
+    p = Path(src)
+    if p.is_file() and p.name.endswith(".zip"):
+        return p
+    cand = p / ZIP_NAME
+    return cand if cand.exists() else None
+
+
+def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
+                      dtype: str = "float32", gene_chunk: int = L.PROBE_CHUNK,
+                      sample_chunk: int = L.SAMPLE_CHUNK) -> dict:
+    """Convert ``genes_matrix_csv.zip`` (``src`` is the zip or a folder holding it)."""
+    zpath = find_brainspan(src)
+    if zpath is None:
+        raise ConfigError(f"{src}: no {ZIP_NAME} found")
+    t0 = time.perf_counter()
+    store_url = os.fspath(store)
+    rows = _table(MemberSource(zpath, "rows_metadata.csv"), ROWS_COLUMNS)
+    cols = _table(MemberSource(zpath, "columns_metadata.csv"), COLS_COLUMNS)
+    n, m = len(rows), len(cols)
+    root = writer.open_root(store_url)
+    info = writer.root_info(root)
+    if info and info.get("format") != L.FORMAT_BRAINSPAN:
+        raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not BrainSpan")
+    staged = writer.Staged.begin(store_url, BRAINSPAN_GROUP)
+    try:
+        coords = {L.GENE_DIM: (L.GENE_DIM, rows["row_num"].to_numpy()),
+                  L.SAMPLE_DIM: (L.SAMPLE_DIM, cols["column_num"].to_numpy())}
+        for c in ROWS_COLUMNS[1:]:
+            coords[c] = (L.GENE_DIM, rows[c].to_numpy(dtype=object if rows[c].dtype.kind
+                                                         not in "if" else None))
+        for c in COLS_COLUMNS[1:]:
+            coords[c] = (L.SAMPLE_DIM, cols[c].to_numpy(dtype=object if cols[c].dtype.kind
+                                                         not in "if" else None))
+        writer.write_dataset(staged.url, xr.Dataset(coords=coords))
+        chunks = (min(gene_chunk, n), min(sample_chunk, m))
+        arr = writer.create_matrix(staged.url, L.EXPRESSION, (n, m), chunks, dtype,
+                                   (L.GENE_DIM, L.SAMPLE_DIM), {"units": "RPKM"})
+        src_m = MemberSource(zpath, "expression_matrix.csv")
+        stats = ParseStats()
+        crcs = []
+        want = rows["row_num"].to_numpy()
+        for block in iter_blocks(src_m.iter_chunks(), m, chunks[0], name=src_m.display,
+                                 stats=stats):
+            r0, r1 = block.start, block.start + len(block.ids)
+            if r1 > n:
+                raise FormatError(src_m.display, "more rows than rows_metadata.csv", line=n + 1,
+                                  expected=f"{n} rows")
+            bad = np.flatnonzero(block.ids != want[r0:r1])
+            if bad.size:
+                k = int(bad[0])
+                raise FormatError(src_m.display, f"row_num {block.ids[k]} differs from "
+                                  "rows_metadata.csv", line=r0 + k + 1, column=1,
+                                  expected=str(want[r0 + k]))
+            values = block.values.astype(dtype, copy=False)
+            arr[r0:r1, :] = values
+            crcs.append(writer.chunk_crcs(values, chunks[1]))
+        if stats.rows != n:
+            raise FormatError(src_m.display, f"file ends after {stats.rows} rows",
+                              line=stats.rows + 1, expected=f"{n} rows")
+        h = hashlib.sha256()
+        with open(zpath, "rb") as fh:
+            while piece := fh.read(8 << 20):
+                h.update(piece)
+        st = zpath.stat()
+        g = zarr.open_group(staged.url, mode="a", zarr_format=3)
+        g.attrs.update({"provenance": {"source": {"name": zpath.name, "size": st.st_size,
+                                                  "mtime_ns": st.st_mtime_ns},
+                                       "sha256": h.hexdigest(),
+                                       "converter": f"atlas-engine {__version__}",
+                                       "options": {"dtype": dtype, "chunks": list(chunks)}},
+                        "checksums": {"algorithm": "crc32", "chunks": list(chunks),
+                                      L.EXPRESSION: crcs}})
+        g.attrs["complete"] = True
+        staged.publish()
+    except BaseException:
+        staged.abort()
+        raise
+    root = writer.open_root(store_url)
+    writer.set_root_info(root, {"format": L.FORMAT_BRAINSPAN, "layout_version": L.LAYOUT_VERSION,
+                                "dtype": dtype, "genes": n, "samples": m,
+                                "group": BRAINSPAN_GROUP,
+                                "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                              time.gmtime())})
+    writer.consolidate(store_url)
+    return {"genes": n, "samples": m, "seconds": time.perf_counter() - t0,
+            "bytes": stats.bytes}
