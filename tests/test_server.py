@@ -495,3 +495,61 @@ def test_structure_graph_file_is_served_verbatim(raw_dir: Path, tmp_path: Path) 
                 assert r.status == 200 and await r.read() == content
 
     asyncio.run(run())
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI and generated data
+# --------------------------------------------------------------------------------------------
+def test_serve_cli_applies_fault_options(raw_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    code = "from atlas_engine.cli import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", str(raw_dir), "--port", "0", "--fail-first", "1",
+         "--fail-status", "429", "--retry-after", "2", "--ignore-range"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        status, headers, _ = _get(f"{url}/api/v2/well_known_file_download/{EXTRA_ID}")
+        assert (status, headers["Retry-After"]) == (429, "2")
+        status, _, body = _get(f"{url}/api/v2/well_known_file_download/{EXTRA_ID}",
+                               headers={"Range": "bytes=5-9"})
+        assert (status, len(body)) == (200, EXTRA_SIZE)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_generated_data_round_trip(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    synth = pytest.importorskip("atlas_engine.testing.synth")
+    synth.write_ahba(tmp_path, probes=60, samples_fraction=0.02, seed=3, donors="12876,15496")
+    zpath = tmp_path / get_donor(15496).zip_name
+    with zipfile.ZipFile(zpath) as zf:
+        probes = pd.read_csv(zf.open("Probes.csv"), dtype={"entrez_id": "Int64"})
+        raw = zf.read("MicroarrayExpression.csv").decode().splitlines()
+        annot = pd.read_csv(zf.open("SampleAnnot.csv"))
+    rows = {int(line.split(",", 1)[0]): line.split(",")[1:] for line in raw}
+
+    async def run() -> None:
+        async with MirrorServer(tmp_path) as srv, aiohttp.ClientSession() as session:
+            async def q(text: str) -> dict[str, Any]:
+                url = f"{srv.url}/api/v2/data/query.json"
+                async with session.get(url, params={"q": text}) as r:
+                    return await r.json()
+
+            genes = await q("model::Gene,rma::options[num_rows$eq'all']")
+            assert genes["total_rows"] == probes["gene_id"].nunique()
+            wanted = probes["probe_id"].tolist()[::20]
+            ids = ",".join(map(str, wanted))
+            data = await q(f"service::human_microarray_expression[probes$eq{ids}][donors$eq15496]")
+            msg = data["msg"]
+            assert [p["id"] for p in msg["probes"]] == wanted
+            for p in msg["probes"]:
+                assert p["expression_level"] == rows[p["id"]]
+            assert [s["sample"]["well"] for s in msg["samples"]] == annot["well_id"].tolist()
+
+    asyncio.run(run())

@@ -15,6 +15,7 @@ Tables load lazily, once, under a lock (the server evaluates queries in worker t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -137,6 +138,22 @@ class MirrorData:
             if root in resolved.parents and resolved.is_file():
                 return resolved
         return None
+
+    def served_files(self) -> dict[int, Path]:
+        """Every well-known-file id the directory can serve, with its file."""
+        ids = list(well_known_files())
+        index = self.root / "index.json"
+        if index.is_file():
+            with contextlib.suppress(ValueError):
+                extra = json.loads(index.read_text())
+                if isinstance(extra, dict):
+                    ids += [int(k) for k in extra if str(k).isdigit()]
+        out = {}
+        for wkf in dict.fromkeys(ids):
+            path = self.file_for_id(wkf)
+            if path is not None:
+                out[wkf] = path
+        return out
 
     def donors(self) -> list[Donor]:
         """Donors whose microarray zip exists, in :data:`DONORS` order."""
