@@ -128,7 +128,7 @@ def write_brainspan(
 
     gene_rows: list[tuple[object, ...]] = []
     gids = 40_736 + np.cumsum(rng.integers(1, 30, size=genes))
-    entrez = rng.choice(np.arange(1, 110_000_000), size=genes, replace=False)
+    entrez = 1 + rng.choice(110_000_000, size=genes, replace=False)
     for k in range(genes):
         if k < len(FIXTURE_GENES):
             gene_rows.append((k + 1, *FIXTURE_GENES[k]))

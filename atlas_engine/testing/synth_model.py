@@ -136,20 +136,31 @@ def probe_ids(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([desc, *[runs[i] for i in order]])
 
 
-def _symbol_and_name(rng: np.random.Generator, used: set[str]) -> tuple[str, str]:
-    while True:
-        stem, template = _GENE_FAMILIES[int(rng.integers(len(_GENE_FAMILIES)))]
-        a = int(rng.integers(1, 700))
-        suffix = "" if rng.random() < 0.6 else "ABCDEFGH"[int(rng.integers(8))]
-        symbol = f"{stem}{a}{suffix}"
-        if symbol not in used:
+def _gene_symbols_and_names(n: int, rng: np.random.Generator,
+                            used: set[str]) -> list[tuple[str, str]]:
+    """``n`` unique (symbol, name) pairs of matching families, e.g. ("SLC12A", "solute ...")."""
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        m = 2 * (n - len(out)) + 16
+        fam = rng.integers(len(_GENE_FAMILIES), size=m)
+        a = rng.integers(1, 700, size=m)
+        suffix = np.where(rng.random(m) < 0.6, -1, rng.integers(8, size=m))
+        b = rng.integers(1, 20, size=m)
+        letter = rng.integers(10, size=m)
+        greek = rng.integers(len(_GREEK), size=m)
+        roman = rng.integers(len(_ROMAN), size=m)
+        for k in range(m):
+            stem, template = _GENE_FAMILIES[fam[k]]
+            number = f"{a[k]}{'ABCDEFGH'[suffix[k]] if suffix[k] >= 0 else ''}"
+            symbol = stem + number
+            if symbol in used:
+                continue
             used.add(symbol)
-            break
-    name = template.format(a=f"{a}{suffix}", b=int(rng.integers(1, 20)),
-                           L="ABCDEFGHJK"[int(rng.integers(10))],
-                           greek=_GREEK[int(rng.integers(len(_GREEK)))],
-                           r=_ROMAN[int(rng.integers(len(_ROMAN)))])
-    return symbol, name
+            out.append((symbol, template.format(a=number, b=int(b[k]), L="ABCDEFGHJK"[letter[k]],
+                                                greek=_GREEK[greek[k]], r=_ROMAN[roman[k]])))
+            if len(out) == n:
+                break
+    return out
 
 
 def build_probes(n_probes: int, seed: int) -> ProbeModel:
@@ -158,8 +169,8 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
     About 12% of probes are non-RefSeq (their own pseudo-gene, gene ids from 1012197, empty
     entrez id and chromosome); the RefSeq probes share genes 1-4 probes at a time (mostly 1-2).
     """
-    if n_probes < 1:
-        raise ValueError("n_probes must be at least 1")
+    if not 1 <= n_probes <= 900_000:
+        raise ValueError("n_probes must be between 1 and 900,000")
     rng = np.random.default_rng([seed, 1, 0])
     ids = probe_ids(n_probes, rng)
     n_fixed = min(len(FIXTURE_PROBES), n_probes)
@@ -167,36 +178,22 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
     nonref = rng.random(rest) < 0.12
     n_ref = int((~nonref).sum())
     # genes for the RefSeq probes: group sizes 1-4, mostly 1-2
-    sizes: list[int] = []
-    total = 0
-    while total < n_ref:
-        size = int(rng.choice([1, 2, 3, 4], p=[0.45, 0.38, 0.11, 0.06]))
-        size = min(size, n_ref - total)
-        sizes.append(size)
-        total += size
-    ref_gene = np.repeat(np.arange(len(sizes)), sizes)
+    sizes = rng.choice([1, 2, 3, 4], size=n_ref, p=[0.45, 0.38, 0.11, 0.06])
+    n_ref_genes = int(np.searchsorted(np.cumsum(sizes), n_ref)) + 1 if n_ref else 0
+    sizes = sizes[:n_ref_genes]
+    if n_ref_genes:
+        sizes[-1] -= int(sizes.sum()) - n_ref
+    ref_gene = np.repeat(np.arange(n_ref_genes), sizes)
     ref_gene = ref_gene[rng.permutation(ref_gene.size)]
-    n_ref_genes = len(sizes)
 
-    used_symbols = {p[3] for p in FIXTURE_PROBES}
     gene_ids = 733 + np.cumsum(rng.integers(1, 40, size=n_ref_genes))
-    entrez = np.sort(rng.choice(np.arange(740, 120_000_000), size=n_ref_genes, replace=False))
-    entrez = entrez[rng.permutation(n_ref_genes)]
+    entrez = 740 + rng.choice(120_000_000 - 740, size=n_ref_genes, replace=False)
     weights = _CHROM_WEIGHTS / _CHROM_WEIGHTS.sum()
     chroms = rng.choice(len(_CHROMOSOMES), size=n_ref_genes, p=weights)
-    genes = []
-    for k in range(n_ref_genes):
-        symbol, name = _symbol_and_name(rng, used_symbols)
-        genes.append((int(gene_ids[k]), symbol, name, int(entrez[k]), _CHROMOSOMES[chroms[k]]))
-
-    used_numbers: set[int] = set()
-
-    def fresh_number(lo: int, hi: int) -> int:
-        while True:
-            v = int(rng.integers(lo, hi))
-            if v not in used_numbers:
-                used_numbers.add(v)
-                return v
+    names = _gene_symbols_and_names(n_ref_genes, rng, {p[3] for p in FIXTURE_PROBES})
+    numbers = 100_000 + rng.choice(900_000, size=rest, replace=False)  # unique probe numbers
+    kind = rng.random(rest)
+    pi = rng.integers(400_000_000, 430_000_000, size=rest)
 
     rows: list[tuple[object, ...]] = [FIXTURE_PROBES[i] for i in range(n_fixed)]
     gene_index = np.empty(n_probes, dtype=np.int64)
@@ -204,27 +201,28 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
     # dense gene numbering: fixture genes first, then RefSeq genes, then non-RefSeq pseudo-genes
     next_nonref_gene = n_fixed + n_ref_genes
     nonref_gene_id = 1012197
-    ref_iter = iter(ref_gene)
+    r = 0
     for i in range(rest):
         pid = int(ids[n_fixed + i])
         if nonref[i]:
-            pname = f"A_32_P{fresh_number(100000, 999999)}"
+            pname = f"A_32_P{numbers[i]}"
             rows.append((pid, pname, nonref_gene_id, pname,
                          f"AGILENT probe {pname} (non-RefSeq)", None, None))
             nonref_gene_id += 1
             gene_index[n_fixed + i] = next_nonref_gene
             next_nonref_gene += 1
         else:
-            g = int(next(ref_iter))
-            kind = rng.random()
-            if kind < 0.6:
-                pname = f"A_23_P{fresh_number(10, 999999)}"
-            elif kind < 0.75:
-                pname = f"A_24_P{fresh_number(10, 999999)}"
+            g = int(ref_gene[r])
+            r += 1
+            if kind[i] < 0.6:
+                pname = f"A_23_P{numbers[i]}"
+            elif kind[i] < 0.75:
+                pname = f"A_24_P{numbers[i]}"
             else:
-                pname = f"CUST_{fresh_number(1, 99999)}_PI{int(rng.integers(400_000_000, 430_000_000))}"
-            gid, symbol, name, ez, chrom = genes[g]
-            rows.append((pid, pname, gid, symbol, name, ez, chrom))
+                pname = f"CUST_{numbers[i]}_PI{pi[i]}"
+            symbol, name = names[g]
+            rows.append((pid, pname, int(gene_ids[g]), symbol, name, int(entrez[g]),
+                         _CHROMOSOMES[chroms[g]]))
             gene_index[n_fixed + i] = n_fixed + g
     table = pd.DataFrame(rows, columns=["probe_id", "probe_name", "gene_id", "gene_symbol",
                                         "gene_name", "entrez_id", "chromosome"])
@@ -297,19 +295,16 @@ def build_structures(ontology: pd.DataFrame, seed: int) -> StructureModel:
     cortex = leaves["cls"].to_numpy() == "cortex"
     mag = np.where(cortex, rng.uniform(25, 62, n), rng.uniform(4, 30, n))
     sign = np.where(hemi == "L", -1.0, np.where(hemi == "R", 1.0, 0.0))
-    leaves["cx"] = sign * mag
-    leaves["cy"] = rng.uniform(-95, 65, n)
-    leaves["cz"] = rng.uniform(-55, 72, n)
+    cy = rng.uniform(-95, 65, n)
+    cz = rng.uniform(-55, 72, n)
     # mirror pairs (same acronym, names differing only in left/right) share |x|, y and z
     first: dict[tuple[str, str], int] = {}
     for k, (acr, name) in enumerate(zip(leaves["acronym"], leaves["name"], strict=True)):
-        key = (acr, name.replace(", right", ", left"))
-        if key in first:
-            j = first[key]
-            leaves.loc[k, ["cy", "cz"]] = leaves.loc[j, ["cy", "cz"]].to_numpy()
-            leaves.loc[k, "cx"] = sign[k] * abs(leaves.loc[j, "cx"])
-        else:
-            first[key] = k
+        j = first.setdefault((acr, name.replace(", right", ", left")), k)
+        mag[k], cy[k], cz[k] = mag[j], cy[j], cz[j]
+    leaves["cx"] = sign * mag
+    leaves["cy"] = cy
+    leaves["cz"] = cz
     return StructureModel(leaves=leaves, factors=factors)
 
 
@@ -359,8 +354,7 @@ def build_samples(donor: Donor, n: int, structures: StructureModel, seed: int,
 
     lo, hi, step, parity = WELL_ID_RANGES.get(donor.id, (200_000_000, 299_999_999, 1, 0))
     start = lo + ((parity - lo) % step if step > 1 else 0)
-    well = np.sort(rng.choice(np.arange(start, hi + 1, step, dtype=np.int64), size=n,
-                              replace=False))
+    well = start + step * np.sort(rng.choice((hi - start) // step + 1, size=n, replace=False))
     polygon = 1_270_000 + np.sort(rng.choice(40_000, size=n, replace=False))
     off = rng.normal(0, 4, 3)
     vx = np.clip(np.rint(91 - x + off[0]), 0, 255).astype(np.int64)
