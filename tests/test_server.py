@@ -416,6 +416,11 @@ def test_paging_with_order_returns_every_row_once(server: MirrorServer) -> None:
     assert [p["id"] for p in data["msg"]] == [p[0] for p in oracle]
     assert (data["num_rows"], data["total_rows"]) == (3, len(PROBES) + 5)
     assert _query(server, "model::Probe", num_rows="all")["num_rows"] == len(PROBES)
+    # count=false skips the count: the total is what the page holds
+    data = _query(server, "model::Probe,rma::options[num_rows$eq2][count$eqfalse]"
+                          "[except$eqprobe_type,gene_id]")
+    assert (data["num_rows"], data["total_rows"]) == (2, 2)
+    assert data["msg"] == [{"id": p[0], "name": p[1]} for p in PROBES[:2]]
 
 
 def test_errors_are_envelopes(server: MirrorServer) -> None:

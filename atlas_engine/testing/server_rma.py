@@ -17,8 +17,9 @@ Supported here:
 * ``rma::include`` is accepted and ignored (records never carry associated objects).
 * ``rma::options`` ``[num_rows$eqN|'all']``, ``[start_row$eqN]``, ``[order$eqa,b+desc]``
   (table prefixes such as ``structures.`` are dropped; ``+desc``, `` desc`` or ``$desc``),
-  ``[count$eqfalse]``, ``[only$eq...]``, ``[except$eq...]``; ``tabular`` and ``debug`` are
-  accepted and ignored.
+  ``[count$eqfalse]`` (``total_rows`` is then the page's own row count: the real value is
+  UNCONFIRMED), ``[only$eq...]``, ``[except$eq...]``; ``tabular``, ``debug`` and any other
+  option are accepted and ignored.
 * ``service::human_microarray_expression`` with ``probes`` (required), ``donors`` and
   ``structures`` (a sample matches when one of the ids is on its structure_id_path).
 
