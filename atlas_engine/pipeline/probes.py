@@ -165,6 +165,28 @@ def _interleave(expression: Sequence[np.ndarray]) -> np.ndarray:
     return x[:, np.argsort(pos, kind="stable")]
 
 
+def pooled_mean_std(expression: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-skipping mean and std (ddof=1) of each probe over all donors' samples, without
+    concatenating the donors (two passes: mean, then squared deviations)."""
+    total = np.zeros(np.shape(expression[0])[0])
+    count = np.zeros_like(total)
+    for x in expression:
+        x = np.asarray(x, dtype=np.float64)
+        ok = ~np.isnan(x)
+        total += np.sum(x, axis=1, where=ok)
+        count += ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        ss = np.zeros_like(total)
+        for x in expression:
+            x = np.asarray(x, dtype=np.float64)
+            d = x - mean[:, None]
+            ss += np.sum(d * d, axis=1, where=~np.isnan(d))
+        std = np.sqrt(ss / (count - 1))
+    std[count < 2] = np.nan
+    return mean, std
+
+
 def _nan_stat(func: Callable, x: np.ndarray, **kw) -> np.ndarray:
     import warnings
 
@@ -226,10 +248,8 @@ class _Method:
 SELECTION_METHODS: Registry = Registry("probe selection")
 
 _SCORE_FUNCS: dict[str, _Method] = {
-    "max_intensity": _Method(lambda ctx: _nan_stat(np.nanmean, _concat(ctx.expression)), "skipna"),
-    "max_variance": _Method(
-        lambda ctx: _nan_stat(np.nanstd, _concat(ctx.expression), ddof=1), "skipna"
-    ),
+    "max_intensity": _Method(lambda ctx: pooled_mean_std(ctx.expression)[0], "skipna"),
+    "max_variance": _Method(lambda ctx: pooled_mean_std(ctx.expression)[1], "skipna"),
     "pc_loading": _Method(
         lambda ctx: _per_gene(_interleave(ctx.expression), ctx.codes, _pc1_scores), "numpy", True
     ),
