@@ -341,8 +341,8 @@ def test_decimal_renderer_matches_python_repr_and_percent_f():
     mant[0, :6] = [10**14, 2 * 10**14, 123450000000000, 999999999999999, 10**15, 140776497031674]
     frac = np.where(rng.random((40, 30)) < 0.5, 13, 14)
     labels = np.arange(40) * 7919
-    text = render_decimal_rows(labels, mant, frac,
-                               overrides=[(3, "1.2345678901234567"), (31, "9.87")])
+    text = render_decimal_rows(labels, mant, frac, override_pos=[3, 31],
+                               override_text=["1.2345678901234567", "9.87"])
     for i, line in enumerate(text.decode().splitlines()):
         tokens = line.split(",")
         assert tokens[0] == str(labels[i])

@@ -41,6 +41,7 @@ from ..sources.donors import DONORS, HBA_STRUCTURE_GRAPH, N_PROBES, Donor, resol
 from .synth_brainspan import write_brainspan
 from .synth_format import quote, render_decimal_rows, render_flag_rows, zip_member
 from .synth_model import (
+    BLOCK_ROWS,
     REPR_SHARE,
     DonorValues,
     build_probes,
@@ -178,19 +179,23 @@ def _write_donor_zip(job: _DonorJob, tick: Callable[[int], None] | Any = None) -
     tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            flags = []  # PACall blocks, kept from the value pass (1 byte per value)
             with zip_member(zf, "MicroarrayExpression.csv") as fh:
                 for b in range(values.n_blocks):
-                    ids, v, _ = values.block(b)
+                    ids, v, pa = values.block(b)
+                    flags.append(pa)
                     trng = np.random.default_rng([values.seed, 7, values.donor_id, b])
-                    mant, frac, overrides = value_tokens(v, trng, job.repr_share)
-                    fh.write(render_decimal_rows(ids, mant, frac, overrides=overrides))
+                    mant, frac, pos, text = value_tokens(v, trng, job.repr_share)
+                    fh.write(render_decimal_rows(ids, mant, frac, override_pos=pos,
+                                                 override_text=text))
                     report()
             with zip_member(zf, "Ontology.csv") as fh:
                 fh.write(job.ontology_csv)
             with zip_member(zf, "PACall.csv") as fh:
                 for b in range(values.n_blocks):
-                    ids, _, pa = values.block(b)
-                    fh.write(render_flag_rows(ids, pa))
+                    lo = b * BLOCK_ROWS
+                    fh.write(render_flag_rows(values.probe_ids[lo:lo + BLOCK_ROWS], flags[b]))
+                    flags[b] = None
                     report()
             with zip_member(zf, "Probes.csv") as fh:
                 fh.write(job.probes_csv)

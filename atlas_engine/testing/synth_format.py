@@ -128,7 +128,8 @@ def render_decimal_rows(
     frac_digits: np.ndarray,
     *,
     strip: bool = True,
-    overrides: Sequence[tuple[int, str]] = (),
+    override_pos: np.ndarray | Sequence[int] = (),
+    override_text: Sequence[str] = (),
 ) -> bytes:
     """CSV text for rows ``label,value,...`` with values ``mantissa / 10**frac_digits``.
 
@@ -142,25 +143,21 @@ def render_decimal_rows(
     strip : bool
         Drop trailing fractional zeros, keeping one digit (``repr`` style); otherwise print
         exactly ``frac_digits`` decimals (``%.6f`` style).
-    overrides : sequence of (flat_index, text)
-        Tokens written verbatim instead of the value at ``i * s + j``, in increasing index order.
+    override_pos, override_text : increasing flat indices ``i * s + j`` and ASCII tokens
+        Tokens written verbatim instead of the values at those positions.
     """
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     mantissa = np.ascontiguousarray(mantissa, dtype=np.int64)
     frac = np.ascontiguousarray(frac_digits, dtype=np.int8)
     n, s = mantissa.shape
-    if overrides:
-        over_pos = np.fromiter((p for p, _ in overrides), dtype=np.int64, count=len(overrides))
-        texts = [t.encode("ascii") for _, t in overrides]
-        over_off = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum([len(t) for t in texts], out=over_off[1:])
-        over_buf = np.frombuffer(b"".join(texts), dtype=np.uint8)
-        widest = int(np.diff(over_off).max())
-    else:
-        over_pos = np.zeros(0, dtype=np.int64)
-        over_off = np.zeros(1, dtype=np.int64)
-        over_buf = np.zeros(0, dtype=np.uint8)
-        widest = 0
+    over_pos = np.asarray(override_pos, dtype=np.int64)
+    if over_pos.size != len(override_text):
+        raise ValueError("override_pos and override_text differ in length")
+    lengths = np.fromiter(map(len, override_text), dtype=np.int64, count=len(override_text))
+    over_off = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=over_off[1:])
+    over_buf = np.frombuffer("".join(override_text).encode("ascii"), dtype=np.uint8)
+    widest = int(lengths.max(initial=0))
     width = max(20 + int(frac.max(initial=0)), widest) + 1
     out = np.empty(n * (s * width + 21) + 1, dtype=np.uint8)
     used = _render_decimal_rows(labels, mantissa, frac, strip, over_pos, over_off, over_buf, out)

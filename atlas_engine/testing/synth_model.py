@@ -18,8 +18,10 @@ midpoint))``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -406,14 +408,14 @@ class DonorValues:
         n = hi - lo
         s = self.sample_factors.shape[0]
         rng = np.random.default_rng([self.seed, 4, self.donor_id, b])
-        donor_off = rng.normal(0.0, 0.12, n)
+        offset = self.level[lo:hi] + self.shift + rng.normal(0.0, 0.12, n)
         sample_shift = np.random.default_rng([self.seed, 5, self.donor_id]).normal(0, 0.1, s)
-        v = (self.loading[lo:hi] @ self.sample_factors.T) * self.amp[lo:hi, None]
-        v += (self.level[lo:hi] + self.shift + donor_off)[:, None]
-        v += sample_shift[None, :]
-        v += rng.standard_normal((n, s)) * self.sd[lo:hi, None]
-        np.clip(v, FLOOR, CEILING, out=v)
-        pa = rng.random((n, s)) < 1.0 / (1.0 + np.exp(-PA_SLOPE * (v - PA_MIDPOINT)))
+        noise = rng.standard_normal((n, s), dtype=np.float32)
+        uniform = rng.random((n, s), dtype=np.float32)
+        v = np.empty((n, s), dtype=np.float64)
+        pa = np.empty((n, s), dtype=np.bool_)
+        _combine_block(offset, self.amp[lo:hi], self.loading[lo:hi], self.sd[lo:hi],
+                       self.sample_factors, sample_shift, noise, uniform, v, pa)
         return self.probe_ids[lo:hi], v, pa
 
 
@@ -428,22 +430,59 @@ def donor_values(donor: Donor, probes: ProbeModel, structures: StructureModel,
     )
 
 
-def value_tokens(v: np.ndarray, rng: np.random.Generator,
-                 repr_share: float = REPR_SHARE) -> tuple[np.ndarray, np.ndarray,
-                                                          list[tuple[int, str]]]:
+def value_tokens(v: np.ndarray, rng: np.random.Generator, repr_share: float = REPR_SHARE
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Split a float block into repr-exact decimal mantissas and a few full-repr overrides.
 
-    Returns ``(mantissa, frac_digits, overrides)``: most values become 15-significant-digit
-    decimals (``mantissa / 10**frac_digits``; values at the floor become exactly
-    :data:`FLOOR`); a ``repr_share`` of them keep their unrounded double and are written as
-    ``repr(float)`` (16-17 digits), listed in ``overrides`` by flat position.
+    Returns ``(mantissa, frac_digits, override_pos, override_text)``: most values become
+    15-significant-digit decimals (``mantissa / 10**frac_digits``; values at the floor become
+    exactly :data:`FLOOR`); about a ``repr_share`` of them keep their unrounded double and are
+    written as ``repr(float)`` (mostly 16-17 digits), at the flat positions ``override_pos``.
     """
-    frac = np.where(v >= 10.0, 13, 14).astype(np.int8)
-    mant = np.rint(v * np.where(v >= 10.0, 1e13, 1e14)).astype(np.int64)
-    floor = v <= FLOOR
-    mant[floor] = FLOOR_MANTISSA
-    frac[floor] = 14
-    pick = np.flatnonzero((rng.random(v.shape) < repr_share).ravel() & ~floor.ravel())
+    mant = np.empty(v.shape, dtype=np.int64)
+    frac = np.empty(v.shape, dtype=np.int8)
+    _to_mantissa(np.ascontiguousarray(v), mant, frac)
+    k = int(rng.binomial(v.size, repr_share)) if repr_share > 0 else 0
     flat = v.ravel()
-    overrides = [(int(i), repr(float(flat[i]))) for i in pick]
-    return mant, frac, overrides
+    pick = np.sort(rng.choice(v.size, size=k, replace=False)) if k else np.zeros(0, np.int64)
+    pick = pick[flat[pick] > FLOOR]
+    return mant, frac, pick, list(map(repr, flat[pick].tolist()))
+
+
+@numba.njit(cache=True, nogil=True)
+def _combine_block(offset, amp, loading, sd, factors, sample_shift, noise, uniform, v, pa):
+    """``v = offset + amp * loading·factors + sample_shift + sd * noise`` clipped to
+    [FLOOR, CEILING]; ``pa = uniform < logistic(PA_SLOPE * (v - PA_MIDPOINT))``."""
+    n, s = v.shape
+    k_max = loading.shape[1]
+    for i in range(n):
+        for j in range(s):
+            dot = 0.0
+            for k in range(k_max):
+                dot += loading[i, k] * factors[j, k]
+            x = offset[i] + amp[i] * dot + sample_shift[j] + sd[i] * noise[i, j]
+            if x < FLOOR:
+                x = FLOOR
+            elif x > CEILING:
+                x = CEILING
+            v[i, j] = x
+            pa[i, j] = uniform[i, j] < 1.0 / (1.0 + math.exp(-PA_SLOPE * (x - PA_MIDPOINT)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_mantissa(v, mant, frac):
+    """15-significant-digit mantissas: 14 fractional digits below 10, 13 from 10 up; values at
+    the floor map to exactly :data:`FLOOR_MANTISSA`."""
+    n, s = v.shape
+    for i in range(n):
+        for j in range(s):
+            x = v[i, j]
+            if x <= FLOOR:
+                mant[i, j] = FLOOR_MANTISSA
+                frac[i, j] = 14
+            elif x >= 10.0:
+                mant[i, j] = np.int64(np.rint(x * 1e13))
+                frac[i, j] = 13
+            else:
+                mant[i, j] = np.int64(np.rint(x * 1e14))
+                frac[i, j] = 14
