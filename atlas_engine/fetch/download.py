@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +121,34 @@ def _hash_prefix(path: Path, length: int) -> _Hash:
     return state
 
 
+_POOL: ProcessPoolExecutor | None = None
+
+
+def _verify_pool() -> ProcessPoolExecutor:
+    """Worker processes for the zip CRC pass: ISA-L inflate holds the GIL, so threads would
+    serialise it with each other and with the event loop."""
+    global _POOL
+    if _POOL is None:
+        ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        _POOL = ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                    mp_context=ctx)
+    return _POOL
+
+
+async def verify_in_worker(path: Path, kind: str) -> None:
+    """:func:`verify_file` off the event loop (zips in a worker process, the rest in a thread)."""
+    if kind != "zip":
+        await asyncio.to_thread(verify_file, path, kind)
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(_verify_pool(), verify_file, path, kind)
+    except BrokenProcessPool:
+        global _POOL
+        _POOL = None
+        await asyncio.to_thread(verify_file, path, kind)
+
+
 def _truncate(path: Path) -> None:
     with open(path, "wb"):
         pass
@@ -173,7 +204,7 @@ class Downloader:
                 self.dest.mkdir(parents=True, exist_ok=True)
                 try:
                     await make(part)
-                    await asyncio.to_thread(verify_file, part, spec.kind)
+                    await verify_in_worker(part, spec.kind)
                 except BaseException:
                     part.unlink(missing_ok=True)
                     raise
@@ -213,7 +244,7 @@ class Downloader:
         self.dest.mkdir(parents=True, exist_ok=True)
         size, digest = await self._transfer(spec, part, result)
         try:
-            await asyncio.to_thread(verify_file, part, spec.kind)
+            await verify_in_worker(part, spec.kind)
         except VerificationError:
             part.unlink(missing_ok=True)  # complete but corrupt: resuming cannot repair it
             raise
@@ -226,7 +257,7 @@ class Downloader:
 
     async def _adopt(self, spec: DownloadSpec, final: Path, result: DownloadResult) -> bool:
         try:
-            await asyncio.to_thread(verify_file, final, spec.kind)
+            await verify_in_worker(final, spec.kind)
         except VerificationError:
             return False
         digest = await asyncio.to_thread(sha256_file, final)
@@ -328,18 +359,26 @@ class Downloader:
 
     async def _stream(self, spec: DownloadSpec, resp: aiohttp.ClientResponse, part: Path,
                       offset: int, state: _Hash, file_bar) -> None:
+        """Copy the body to ``part``; writes + sha256 updates run in a worker thread (both
+        release the GIL), one at a time and in order, overlapping the socket reads."""
         sniffed = offset > 0
         pending: list[bytes] = []
         pending_n = 0
+        writing: asyncio.Future[None] | None = None
         with open(part, "ab" if offset else "wb", buffering=0) as fh:
 
-            def flush() -> None:
-                nonlocal pending, pending_n
-                data = b"".join(pending) if len(pending) > 1 else pending[0]
+            def write(data: bytes) -> None:
                 fh.write(data)
                 state.h.update(data)
                 state.n += len(data)
+
+            async def flush() -> None:
+                nonlocal pending, pending_n, writing
+                data = b"".join(pending) if len(pending) > 1 else pending[0]
                 pending, pending_n = [], 0
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(write, data))
 
             try:
                 async for chunk in resp.content.iter_any():
@@ -349,14 +388,16 @@ class Downloader:
                         self._sniff(spec, b"".join(pending), resp)
                         sniffed = True
                     if pending_n >= self.chunk_size:
-                        flush()
+                        await flush()
                     file_bar.update(len(chunk))
                     self.total_bar.update(len(chunk))
                 if not sniffed and pending:
                     self._sniff(spec, b"".join(pending), resp)
             finally:
                 if pending and sniffed:  # keep what arrived before a drop, for the resume
-                    flush()
+                    await flush()
+                if writing is not None:
+                    await writing
 
     @staticmethod
     def _sniff(spec: DownloadSpec, head: bytes, resp: aiohttp.ClientResponse) -> None:

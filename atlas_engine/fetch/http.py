@@ -88,7 +88,8 @@ def make_session(policy: RetryPolicy, *, limit: int = 0,
     base_headers = {"User-Agent": USER_AGENT}
     base_headers.update(headers or {})
     return aiohttp.ClientSession(connector=connector, timeout=policy.timeout(),
-                                 headers=base_headers, raise_for_status=False)
+                                 headers=base_headers, raise_for_status=False,
+                                 read_bufsize=4 << 20)
 
 
 class HttpStatusError(FetchError):
