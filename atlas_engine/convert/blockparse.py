@@ -274,7 +274,7 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
             # i is at a delimiter or end
             if i >= end or buf[i] == 10 or buf[i] == 13:
                 if col != ncols:
-                    return rows, line_start, slow_mark, E_FEW, rows, col + 1, i
+                    return rows, line_start, slow_mark, E_FEW, rows, col + 2, i
                 break
             # buf[i] == ','
             i += 1
@@ -327,7 +327,7 @@ def parse_bool_lines(buf, pos, end, ncols, ids, out, row0, max_rows):
         while True:
             if i >= end or buf[i] == 10 or buf[i] == 13:
                 if col != ncols:
-                    return rows, line_start, E_FEW, rows, col + 1, i
+                    return rows, line_start, E_FEW, rows, col + 2, i
                 break
             i += 1
             if col == ncols:

@@ -1,0 +1,122 @@
+"""Block parser: exact against Python float(), block boundaries, and error positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atlas_engine.convert.blockparse import iter_blocks
+from atlas_engine.errors import FormatError
+
+
+def _parse(text: str, ncols: int, block_rows: int = 3, piece: int = 7, kind: str = "float"):
+    data = text.encode()
+    chunks = [data[i:i + piece] for i in range(0, len(data), piece)]
+    blocks = list(iter_blocks(chunks, ncols, block_rows, kind=kind, name="M.csv"))
+    ids = np.concatenate([b.ids for b in blocks])
+    vals = np.concatenate([b.values for b in blocks])
+    return blocks, ids, vals
+
+
+def _oracle(lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array([int(r[0]) for r in lines], dtype=np.int64)
+    vals = np.array([[float(t) for t in r[1:]] for r in lines], dtype=np.float64)
+    return ids, vals
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool((a.view(np.uint64) == b.view(np.uint64)).all())
+
+
+decimal_token = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(min_value=1.0, max_value=16.0).map(repr),
+    st.builds(lambda m, k: f"{m}.{k}", st.integers(0, 10**9), st.integers(0, 10**12)),
+    st.builds(lambda d, n: d[:n] if n else "0", st.text("0123456789", min_size=1, max_size=25),
+              st.integers(0, 25)).map(lambda s: s.lstrip("0") or "0"),
+    st.builds(lambda m, e: f"{m}e{e}", st.integers(-10**18, 10**18), st.integers(-330, 310)),
+    st.builds(lambda s, f: f"{s}{f}", st.sampled_from(["", "-", "+"]),
+              st.text("0123456789", min_size=1, max_size=21).map(lambda t: "0." + t)),
+    st.sampled_from(["nan", "NaN", "-inf", "Infinity", "+0.0", "-0.0", "0", "1.", ".5",
+                     "9007199254740993", "9007199254740993.0", "1.7976931348623157e308",
+                     "4.9e-324", "2.2250738585072011e-308", "1e23", "8.98846567431158e307"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(decimal_token, min_size=3, max_size=3), min_size=1, max_size=9),
+       st.integers(1, 4), st.integers(1, 40))
+def test_values_bit_identical_to_python_float(rows, block_rows, piece):
+    lines = [[str(1000 + i), *r] for i, r in enumerate(rows)]
+    text = "\n".join(",".join(r) for r in lines) + "\n"
+    blocks, ids, vals = _parse(text, 3, block_rows, piece)
+    want_ids, want = _oracle(lines)
+    assert (ids == want_ids).all()
+    assert _same_bits(vals, want)
+    assert [b.start for b in blocks] == list(range(0, len(lines), block_rows))
+    with np.errstate(over="ignore"):
+        assert _same_bits(vals.astype(np.float32).astype(np.float64),
+                          want.astype(np.float32).astype(np.float64))
+
+
+def test_many_long_repr_values_exact():
+    rng = np.random.default_rng(1)
+    vals = np.concatenate([rng.uniform(1.4, 12, 4000), rng.uniform(0, 1e-3, 1000),
+                           rng.uniform(1e5, 1e9, 1000)]).reshape(600, 10)
+    lines = [[str(i), *(repr(float(v)) for v in row)] for i, row in enumerate(vals)]
+    text = "\n".join(",".join(r) for r in lines)          # no final newline
+    _, ids, got = _parse(text, 10, block_rows=64, piece=4096)
+    assert _same_bits(got, vals)
+    assert (ids == np.arange(600)).all()
+
+
+@pytest.mark.parametrize("block_rows", [1, 2, 5, 7, 100])
+def test_block_heights_and_crlf(block_rows):
+    lines = [[str(5 + i), f"{i}.25", f"-{i}.5"] for i in range(7)]
+    text = "\r\n".join(",".join(r) for r in lines) + "\r\n"
+    blocks, ids, vals = _parse(text, 2, block_rows, piece=3)
+    assert [len(b.ids) for b in blocks] == [min(block_rows, 7 - s)
+                                           for s in range(0, 7, block_rows)]
+    assert _same_bits(vals, _oracle(lines)[1])
+
+
+def test_bool_matrix():
+    text = "1,0,1,1\n2,1,0,0\n3,0,0,0\n"
+    _, ids, vals = _parse(text, 3, block_rows=2, kind="bool")
+    assert vals.dtype == bool
+    assert (vals == np.array([[0, 1, 1], [1, 0, 0], [0, 0, 0]], bool)).all()
+    assert (ids == [1, 2, 3]).all()
+
+
+@pytest.mark.parametrize("text,kind,line,column,needle", [
+    ("1,1.0,2.0\n2,1.0\n", "float", 2, 3, "ragged"),
+    ("1,1.0,2.0\n2,1.0,2.0,3.0\n", "float", 2, 4, "too many"),
+    ("1,1.0,2.0\n2,1.0,abc\n", "float", 2, 3, "'abc'"),
+    ("1,1.0,2.0\n2,1.0,\n", "float", 2, 3, "''"),
+    ("1,1.0,2.0\nx,1.0,2.0\n", "float", 2, 1, "id"),
+    ("1,1.0,1 .5\n", "float", 1, 3, "'1 .5'"),
+    ("1,0,1\n2,1,2\n", "bool", 2, 3, "'2'"),
+    ("1,0,1\n2,1,0.0\n", "bool", 2, 3, "'0.0'"),
+    ("1,0,1\n\n2,1,0\n", "bool", 2, 1, "empty line"),
+])
+def test_errors_name_line_and_column(text, kind, line, column, needle):
+    with pytest.raises(FormatError) as info:
+        _parse(text, 2, block_rows=1, piece=5, kind=kind)
+    err = info.value
+    assert (err.file, err.line, err.column) == ("M.csv", line, column)
+    assert needle in str(err)
+
+
+def test_error_line_counts_previous_blocks():
+    lines = [f"{i},1.5,2.5" for i in range(10)]
+    lines[8] = "8,1.5,oops"
+    with pytest.raises(FormatError) as info:
+        _parse("\n".join(lines) + "\n", 2, block_rows=3, piece=11)
+    assert info.value.line == 9 and info.value.column == 3
+
+
+def test_empty_stream():
+    with pytest.raises(FormatError, match="empty file"):
+        list(iter_blocks([b""], 3, 4, name="E.csv"))
