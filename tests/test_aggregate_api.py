@@ -1,0 +1,151 @@
+"""Store-level aggregation against a plain pandas oracle on generated data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas_engine import open_store
+from atlas_engine.aggregate.api import aggregate, parse_genes
+from atlas_engine.convert.donor import convert_microarray
+from atlas_engine.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def store(synth_small, tmp_path_factory):
+    path = tmp_path_factory.mktemp("agg") / "s.zarr"
+    # odd chunk sizes so blocks do not line up with anything
+    convert_microarray(synth_small.dest, path, probe_chunk=37, sample_chunk=5)
+    return open_store(path)
+
+
+def _oracle_frames(st):
+    x = np.asarray(st.expression.values, dtype=np.float64)  # (P, S)
+    samples = st.samples.reset_index(drop=True)
+    return x, samples
+
+
+def _depth_labels(st, samples, depth):
+    return pd.Series(st.ontology.ancestor_at_depth(samples.structure_id, depth), index=samples.index)
+
+
+def _group_stat(x, samples, labels, how):
+    df = pd.DataFrame(x.T)
+    df["g"] = labels.to_numpy()
+    df["donor"] = samples.donor.to_numpy()
+    df = df[df.g >= 0]
+    return df, how
+
+
+def test_combined_mean_matches_mean_of_donor_means(store):
+    x, samples = _oracle_frames(store)
+    labels = _depth_labels(store, samples, 4)
+    res = aggregate(store, by="depth:4", stat="mean", donors="combined")
+    df = pd.DataFrame(x.T)
+    df["g"] = labels.to_numpy()
+    df["donor"] = samples.donor.to_numpy()
+    df = df[df.g >= 0]
+    per_donor = df.groupby(["donor", "g"]).mean()            # NaN-skipping donor means
+    oracle = per_donor.groupby(level="g").mean()             # mean over donors having the group
+    got = pd.DataFrame(res.values, index=res.groups.structure_id).loc[oracle.index]
+    np.testing.assert_allclose(got.to_numpy(), oracle.to_numpy(), rtol=1e-6, atol=1e-9)
+    # groups without samples are reported, with NaN values and zero counts
+    empty = res.groups[res.groups.n_samples == 0]
+    assert len(empty) > 0
+    assert np.isnan(res.values[empty.index]).all()
+    counts = df.groupby(["g", "donor"]).size().unstack(fill_value=0)
+    n = res.n_samples.loc[counts.index, [str(d) for d in counts.columns]]
+    np.testing.assert_array_equal(n.to_numpy(), counts.to_numpy())
+
+
+@pytest.mark.parametrize("stat", ["mean", "std", "min", "max", "median", "sum", "count"])
+def test_pooled_stats_match_pandas(store, stat):
+    x, samples = _oracle_frames(store)
+    res = aggregate(store, by="structure", stat=stat, donors="pooled")
+    df = pd.DataFrame(x.T)
+    df["g"] = samples.structure_id.to_numpy()
+    oracle = getattr(df.groupby("g"), stat)()
+    got = pd.DataFrame(res.values, index=res.groups.structure_id).loc[oracle.index]
+    if stat in ("sum",):
+        oracle = oracle.where(df.groupby("g").count() > 0)
+    np.testing.assert_allclose(got.to_numpy(), oracle.to_numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_each_and_named_structures_with_descendants(store):
+    x, samples = _oracle_frames(store)
+    onto = store.ontology
+    res = aggregate(store, by="4008,4275", stat="mean", donors="each")
+    assert res.values.shape == (6, 2, x.shape[0])
+    for k, d in enumerate(res.donors):
+        for j, g in enumerate([4008, 4275]):
+            cols = [i for i, s in enumerate(samples.structure_id)
+                    if samples.donor[i] == d and g in onto.path(s)]
+            want = np.nanmean(x[:, cols], axis=1) if cols else np.full(x.shape[0], np.nan)
+            np.testing.assert_allclose(res.values[k, j], want, rtol=1e-6)
+    frame = res.to_frame()
+    assert frame.columns[:4].tolist() == ["donor", "structure_id", "acronym", "name"]
+
+
+def test_collapse_to_genes(store):
+    x, samples = _oracle_frames(store)
+    probes = store.probes.reset_index(drop=True)
+    res_p = aggregate(store, by="depth:3", donors="pooled")
+    for method in ("mean", "max_intensity", "max_variance"):
+        res = aggregate(store, by="depth:3", donors="pooled", collapse=method)
+        assert list(res.features.index) == sorted(probes.gene_symbol.unique())
+        for gene in res.features.index[:15]:
+            rows = np.flatnonzero(probes.gene_symbol.to_numpy() == gene)
+            j = res.feature_names.index(gene)
+            if method == "mean":
+                with np.errstate(all="ignore"):
+                    want = np.nanmean(res_p.values[:, rows], axis=1)
+            else:
+                score = (np.nanmean(x[rows], axis=1) if method == "max_intensity"
+                         else np.nanvar(x[rows], axis=1, ddof=1))
+                order = np.lexsort((probes.probe_id.to_numpy()[rows], -score))
+                best = rows[order[0]]
+                assert res.features.loc[gene, "chosen_probe"] == probes.probe_id[best]
+                want = res_p.values[:, best]
+            np.testing.assert_allclose(res.values[:, j], want, rtol=1e-6)
+
+
+def test_combined_collapse_scores_pool_all_samples(store):
+    x, _ = _oracle_frames(store)
+    probes = store.probes.reset_index(drop=True)
+    res = aggregate(store, by="depth:3", donors="combined", collapse="max_variance")
+    var = np.nanvar(x, axis=1, ddof=1)
+    for gene, row in res.features.iterrows():
+        rows = np.flatnonzero(probes.gene_symbol.to_numpy() == gene)
+        assert row.chosen_probe == probes.probe_id[rows[np.argmax(var[rows])]]
+
+
+def test_gene_selection_reports_missing(store, tmp_path):
+    genes = store.probes.gene_symbol.unique()[:3].tolist()
+    f = tmp_path / "genes.txt"
+    f.write_text("# a gene list\n" + "\n".join(genes) + "\nNOT_A_GENE\n")
+    assert parse_genes(f"@{f}") == [*genes, "NOT_A_GENE"]
+    res = aggregate(store, by="depth:3", genes=f"@{f}", collapse="mean")
+    assert sorted(res.feature_names) == sorted(genes)
+    assert res.missing_genes == ["NOT_A_GENE"]
+    with pytest.raises(ConfigError, match="none of the genes"):
+        aggregate(store, genes="NOT_A_GENE")
+
+
+def test_bad_options(store):
+    with pytest.raises(ConfigError, match="--stat"):
+        aggregate(store, stat="mode")
+    with pytest.raises(ConfigError, match="--donors"):
+        aggregate(store, donors="some")
+    with pytest.raises(ConfigError, match="collapse"):
+        aggregate(store, collapse="pc1")
+
+
+def test_dataset_cube_round_trip(store, tmp_path):
+    import xarray as xr
+
+    res = aggregate(store, by="depth:3", donors="each", collapse="mean")
+    ds = res.to_dataset()
+    path = tmp_path / "cube.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = xr.open_dataset(path, engine="h5netcdf")
+    np.testing.assert_allclose(back.value.values, res.values)
+    assert back.value.dims == ("donor", "group", "gene")
