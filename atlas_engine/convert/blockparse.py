@@ -26,6 +26,7 @@ accepted. Boolean matrices (PACall) accept exactly the tokens ``0`` and ``1``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -52,12 +53,21 @@ SLOW_CAPACITY = 1 << 14
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _bitlen(q: np.uint64) -> int:
+    """Number of significant bits of ``q`` (0 for 0), via the exponent of ``float(q)``."""
+    if q == 0:
+        return 0
+    nb = math.frexp(np.float64(q))[1]
+    # float(q) may round up to the next power of two
+    if nb > 64 or (q >> np.uint64(nb - 1)) == 0:
+        nb -= 1
+    return nb
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _round_quotient(q: np.uint64, sticky: bool, exp2: int) -> float:
     """Round ``(q + frac) · 2^exp2`` to a double, ``q ≥ 2^53``, ``frac`` in (0,1) iff sticky."""
-    nb = 64
-    while nb > 0 and (q >> np.uint64(nb - 1)) == 0:
-        nb -= 1
-    shift = nb - 53
+    shift = _bitlen(q) - 53
     mant = q >> np.uint64(shift)
     rem = q & ((np.uint64(1) << np.uint64(shift)) - np.uint64(1))
     half = np.uint64(1) << np.uint64(shift - 1)
@@ -79,10 +89,7 @@ def _exact_div_pow10(m: np.uint64, k: int) -> float:
     dbits = _P5BITS[k]
     while q < (np.uint64(1) << np.uint64(54)):
         # r < d < 2^dbits: shift in b bits with r << b < 2^63 and q << b < 2^64 (q < 2^54)
-        qb = 64
-        while (q >> np.uint64(qb - 1)) == 0 and qb > 1:
-            qb -= 1
-        b = min(63 - dbits, 64 - qb)
+        b = min(63 - dbits, 64 - max(_bitlen(q), 1))
         r = r << np.uint64(b)
         q = (q << np.uint64(b)) | (r // d)
         r = r % d
