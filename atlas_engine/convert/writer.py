@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 import warnings
 import zlib
@@ -25,6 +26,7 @@ from zarr.codecs import ZstdCodec
 from ..store.layout import ROOT_ATTR, STAGING_DIR
 
 COMPRESSORS = (ZstdCodec(level=1),)
+_PARENT_LOCK = threading.Lock()
 
 
 def local_path(url: str | os.PathLike) -> Path | None:
@@ -99,8 +101,12 @@ class Staged:
         assert root is not None
         dest = root / self.final
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if not (dest.parent / "zarr.json").exists():
-            zarr.open_group(str(dest.parent), mode="a", zarr_format=3)
+        with _PARENT_LOCK:
+            if not (dest.parent / "zarr.json").exists():
+                try:
+                    zarr.open_group(str(dest.parent), mode="a", zarr_format=3)
+                except zarr.errors.ContainsGroupError:
+                    pass
         old = None
         if dest.exists():
             old = Path(self.url + ".old")
