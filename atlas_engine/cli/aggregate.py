@@ -1,0 +1,125 @@
+"""``atlas-engine aggregate`` and ``atlas-engine expression``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from .common import block_bytes_for, dask_options, execution
+
+
+def _collapse(value: str) -> str | None:
+    text = value.strip().lower()
+    if text in ("", "none", "probe", "probes"):
+        return None
+    if text.startswith("gene:"):
+        return text.split(":", 1)[1]
+    if text == "gene":
+        return "mean"
+    raise ConfigError(f"--collapse {value!r}: expected none or gene:<method> "
+                      "(gene:mean, gene:max_intensity, gene:max_variance)")
+
+
+@click.command("aggregate")
+@click.argument("store", type=click.Path())
+@click.option("--by", "by", default="structure", show_default=True,
+              help="structure | depth:N | broad | ids/acronyms/names (comma-separated; each "
+                   "with its descendants) | atlas:IMAGE.nii.gz (abagen-grade pipeline).")
+@click.option("--stat", default="mean", show_default=True,
+              type=click.Choice(["mean", "median", "sum", "count", "std", "var", "min", "max"]))
+@click.option("--genes", default=None, help="Gene symbols (BDNF,COMT) or @file; default all.")
+@click.option("--donors", "donor_mode", default="combined", show_default=True,
+              type=click.Choice(["combined", "pooled", "each"]),
+              help="combined: mean of donor means (abagen); pooled: all samples; each: per donor.")
+@click.option("--donor-ids", default=None, help="Restrict to these donors (ids or names).")
+@click.option("--collapse", default="none", show_default=True,
+              help="none (probes) or gene:mean | gene:max_intensity | gene:max_variance.")
+@click.option("--drop-empty", is_flag=True, help="Leave groups without samples out of the "
+              "matrix (they are still listed in <out>.groups.csv).")
+@click.option("--atlas-info", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="With --by atlas:...: abagen's atlas_info CSV (id, hemisphere, structure).")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Output: .csv | .parquet (table) or .zarr | .nc (cube).")
+@click.option("--quiet", "-q", is_flag=True)
+@dask_options
+def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode: str,
+                  donor_ids: str | None, collapse: str, drop_empty: bool,
+                  atlas_info: str | None, out: str, quiet: bool, workers: int | None,
+                  scheduler: str | None, memory_limit: str | None) -> None:
+    """Aggregate STORE into a region × gene (or probe) matrix.
+
+    \b
+    Examples:
+      atlas-engine aggregate ahba.zarr --by depth:5 --collapse gene:mean --out regions.csv
+      atlas-engine aggregate ahba.zarr --by "cerebral cortex,4249" --genes BDNF,COMT,DRD2 \\
+          --donors each --out psych.parquet
+      atlas-engine aggregate ahba.zarr --by structure --stat std --out cube.nc --workers 2
+      atlas-engine aggregate ahba.zarr --by atlas:dk.nii.gz --atlas-info dk.csv --out dk.csv
+    """
+    from ..aggregate.api import aggregate
+    from ..report.tables import write_result
+    from ..sources.donors import resolve_donors
+
+    if by.startswith("atlas:"):
+        raise click.UsageError(
+            "--by atlas:IMAGE runs the abagen-grade pipeline; it is not available in this "
+            "build yet (use structure, depth:N, broad or named structures)")
+    t0 = time.perf_counter()
+    ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
+    with execution(scheduler, workers, memory_limit):
+        result = aggregate(store, by=by, stat=stat, genes=genes, donors=donor_mode,
+                           collapse=_collapse(collapse), donor_ids=ids,
+                           block_bytes=block_bytes_for(memory_limit))
+    paths = write_result(result, Path(out), drop_empty=drop_empty)
+    if not quiet:
+        g = result.groups
+        empty = int((g.n_samples == 0).sum())
+        click.echo(f"{len(g)} groups ({empty} without samples), {len(result.features)} "
+                   f"{'genes' if result.params['collapse'] else 'probes'}, "
+                   f"{len(result.donors)} donors, {stat} ({donor_mode}) "
+                   f"in {time.perf_counter() - t0:.1f} s")
+        if result.missing_genes:
+            click.echo(f"not in the store: {', '.join(result.missing_genes)}")
+        if result.unassigned_samples:
+            click.echo(f"{result.unassigned_samples} samples fall in no group")
+        for p in paths:
+            click.echo(f"wrote {p}")
+
+
+@click.command("expression")
+@click.argument("store", type=click.Path())
+@click.argument("genes", nargs=-1, required=True)
+@click.option("--donor-ids", default=None, help="Restrict to these donors (ids or names).")
+@click.option("--layout", default="long", show_default=True, type=click.Choice(["long", "wide"]),
+              help="long: one row per probe and sample; wide: probes × samples.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .csv or .parquet.")
+@click.option("--quiet", "-q", is_flag=True)
+def expression_cmd(store: str, genes: tuple[str, ...], donor_ids: str | None, layout: str,
+                   out: str, quiet: bool) -> None:
+    """Every probe of GENE... in every sample, annotated (no aggregation).
+
+    \b
+    Examples:
+      atlas-engine expression ahba.zarr BDNF DISC1 NRG1 COMT DRD2 SLC6A4 --out psych.csv
+      atlas-engine expression ahba.zarr @genes.txt --layout wide --out genes.parquet
+    """
+    from ..aggregate.extract import extract_expression
+    from ..sources.donors import resolve_donors
+    from .common import atomic_output
+
+    ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
+    table, missing = extract_expression(store, list(genes), donors=ids, layout=layout)
+    path = Path(out)
+    if path.suffix.lower() == ".parquet":
+        atomic_output(path, lambda p: table.to_parquet(p, index=False))
+    elif path.suffix.lower() == ".csv":
+        atomic_output(path, lambda p: table.to_csv(p, index=False))
+    else:
+        raise ConfigError(f"--out {out}: use .csv or .parquet")
+    if not quiet:
+        if missing:
+            click.echo(f"not in the store: {', '.join(missing)}")
+        click.echo(f"wrote {path} ({len(table):,} rows)")

@@ -1,0 +1,72 @@
+"""Options shared by several commands: Dask execution, memory limit, quiet."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import parse_size
+
+
+def dask_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--workers N`` (local cluster), ``--scheduler ADDRESS`` (existing cluster; also
+    ``DASK_SCHEDULER_ADDRESS``) and ``--memory-limit`` (bounds Dask block sizes)."""
+
+    @click.option("--workers", type=int, default=None,
+                  help="Start a local Dask cluster of N worker processes.")
+    @click.option("--scheduler", default=None, envvar="DASK_SCHEDULER_ADDRESS",
+                  help="Address of a running dask.distributed scheduler (tcp://host:8786).")
+    @click.option("--memory-limit", default=None,
+                  help="Memory budget, e.g. 512MB or 2GiB; bounds block sizes (and each "
+                       "local worker's memory).")
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def block_bytes_for(memory_limit: str | None, default: int = 32 * 2**20) -> int:
+    """Dask block size for a memory budget: ~1/16 of it (two threads, inputs + intermediates),
+    at most ``default``."""
+    limit = parse_size(memory_limit)
+    if limit is None:
+        return default
+    return max(1 << 20, min(default, limit // 16))
+
+
+@contextmanager
+def execution(scheduler: str | None, workers: int | None,
+              memory_limit: str | None) -> Iterator[Any]:
+    """Dask threads, a local cluster or a remote one, as the options ask."""
+    from ..aggregate.cluster import get_client
+
+    per_worker = parse_size(memory_limit)
+    with get_client(scheduler, workers, per_worker) as client:
+        yield client
+
+
+def atomic_output(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` (a file or a directory such as a ``.zarr`` store) under a temporary
+    name, then rename it into place, so a failure leaves no half-written output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    try:
+        write(tmp)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    return path

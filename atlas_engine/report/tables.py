@@ -1,0 +1,58 @@
+"""Writing aggregation results: tables (CSV/Parquet), cubes (Zarr/NetCDF) and side tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+CUBE_SUFFIXES = (".zarr", ".nc")
+
+
+def side_path(out: Path, what: str, suffix: str = ".csv") -> Path:
+    """``regions.csv`` → ``regions.counts.csv`` (what = ``counts``)."""
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}.{what}{suffix}")
+
+
+def write_result(result: Any, out: str | Path, *, drop_empty: bool = False) -> list[Path]:
+    """Write an :class:`~atlas_engine.aggregate.api.AggregateResult` by ``out``'s suffix, plus
+    ``<stem>.counts.csv`` (samples per group and donor), ``<stem>.groups.csv`` (every group
+    with its sample and donor counts, empty ones included) and, after a gene collapse,
+    ``<stem>.genes.csv`` (chosen probe per gene and why). Returns the paths written."""
+    from ..cli.common import atomic_output
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in TABLE_SUFFIXES + CUBE_SUFFIXES:
+        raise ConfigError(f"--out {out}: unknown format {suffix!r} "
+                          f"(use {', '.join(TABLE_SUFFIXES + CUBE_SUFFIXES)})")
+    written: list[Path] = []
+    if suffix in TABLE_SUFFIXES:
+        frame = result.to_frame()
+        if drop_empty:
+            empty = set(result.groups.loc[result.groups.n_samples == 0, "structure_id"])
+            frame = frame[~frame["structure_id"].isin(empty)]
+        if suffix == ".csv":
+            written.append(atomic_output(out, lambda p: frame.to_csv(p, index=False)))
+        else:
+            written.append(atomic_output(out, lambda p: frame.to_parquet(p, index=False)))
+    else:
+        ds = result.to_dataset()
+        if drop_empty:
+            ds = ds.isel(group=(result.groups.n_samples > 0).to_numpy())
+        if suffix == ".zarr":
+            written.append(atomic_output(out, lambda p: ds.to_zarr(p, mode="w",
+                                                                   consolidated=False)))
+        else:
+            written.append(atomic_output(out, lambda p: ds.to_netcdf(p, engine="h5netcdf")))
+    counts = result.n_samples
+    written.append(atomic_output(side_path(out, "counts"), lambda p: counts.to_csv(p)))
+    groups = result.groups
+    written.append(atomic_output(side_path(out, "groups"), lambda p: groups.to_csv(p, index=False)))
+    if result.params.get("collapse"):
+        feats = result.features
+        written.append(atomic_output(side_path(out, "genes"), lambda p: feats.to_csv(p)))
+    return written
