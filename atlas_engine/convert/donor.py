@@ -428,6 +428,7 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                               expected="the same Ontology.csv in every donor")
     assert probes is not None and ontology is not None
     _ensure_tables(store_url, probes, ontology)
+    writer.open_root(store_url).require_group(L.DONORS_GROUP)
     ontology_ids = {int(i) for i in ontology.frame["id"]}
 
     lock = threading.Lock()
