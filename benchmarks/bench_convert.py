@@ -26,11 +26,14 @@ import zipfile
 from pathlib import Path
 
 PANDAS_CODE = r"""
-import sys, collections, pandas as pd, numpy as np
+import sys, pandas as pd, numpy as np
 for f in sys.argv[1:]:
     name = f.rsplit('/', 1)[-1]
     kind = np.float32 if name.startswith('Microarray') else np.int8
-    dtype = collections.defaultdict(lambda: kind, {0: np.int64})
+    with open(f) as fh:
+        ncols = fh.readline().count(',') + 1
+    dtype = {i: kind for i in range(1, ncols)}
+    dtype[0] = np.int64
     pd.read_csv(f, header=None, index_col=0, dtype=dtype, engine='c')
 """
 
@@ -98,6 +101,7 @@ def main() -> None:
     store = work / "store.zarr"
     shutil.rmtree(store, ignore_errors=True)
     wall, rss = run_measured([*exe, "convert", str(args.data), str(store), "--quiet"])
+    print("convert done", file=sys.stderr)
     results["convert"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss),
                           "csv_mb_per_s": round(nbytes / 1e6 / wall, 1)}
     wall, _ = run_measured([*exe, "convert", str(args.data), str(store), "--quiet"])

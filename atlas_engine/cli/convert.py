@@ -21,7 +21,7 @@ import click
 @click.option("--memory-limit", default=None, help="Bound on working memory, e.g. 512MB; "
               "limits how many donors convert at once.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
-              help="Donors converted in parallel (default: up to 2, within --memory-limit).")
+              help="Donors converted in parallel (default 1: one donor already uses two cores).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: str,
                 memory_limit: str | None, jobs: int | None, quiet: bool) -> None:
