@@ -105,6 +105,14 @@ def diff_stability(
     if len(expression) < 2:
         raise ConfigError("differential stability needs at least two donors")
     means = [structure_means(x, s) for x, s in zip(expression, structure_ids, strict=True)]
+    return diff_stability_from_means(means)
+
+
+def diff_stability_from_means(means: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:func:`diff_stability` from per-donor ``(sorted structure ids, P × n_structures means)``
+    (e.g. computed block-wise from a store)."""
+    if len(means) < 2:
+        raise ConfigError("differential stability needs at least two donors")
     pairs = []
     for (ids1, m1), (ids2, m2) in combinations(means, 2):
         common, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
@@ -354,6 +362,7 @@ def select_probes(
     method: str = "diff_stability",
     donor_probes: str = "aggregate",
     rnaseq: Sequence[tuple[int, pd.DataFrame, np.ndarray]] | None = None,
+    scores: Sequence[np.ndarray] | None = None,
 ) -> ProbeSelection:
     """Choose one probe per gene (or average them), as abagen's ``collapse_probes``.
 
@@ -373,19 +382,25 @@ def select_probes(
         (smallest probe id on ties). average, diff_stability and rnaseq always pool.
     rnaseq : optional
         For ``method='rnaseq'``: ``(donor position, TPM genes × samples frame, structure ids)``.
+    scores : sequence of (P,) arrays, optional
+        Precomputed scores (one array for pooled selection, one per donor for
+        ``independent``/``common``); ``expression`` then only gives the number of donors and
+        its entries may be ``None``.
     """
     name = SELECTION_METHODS.canonical(method)
     check_choice("donor_probes", donor_probes, DONOR_PROBES)
     for col in ("probe_id", "gene_symbol"):
         if col not in probes:
             raise ConfigError(f"probe table lacks column {col!r}")
-    if name == "rnaseq" and not rnaseq:
+    if name == "rnaseq" and not rnaseq and scores is None:
         raise ConfigError("probe selection 'rnaseq' needs RNA-seq data")
     if len(expression) != len(structure_ids):
         raise ConfigError("expression and structure_ids must have one entry per donor")
     symbols = np.asarray(probes["gene_symbol"]).astype(str)
     pids = np.asarray(probes["probe_id"])
     for k, x in enumerate(expression):
+        if scores is not None:
+            break
         if np.shape(x)[0] != len(symbols):
             raise ConfigError(
                 f"donor {k}: expression has {np.shape(x)[0]} rows, probe table {len(symbols)}"
@@ -405,8 +420,12 @@ def select_probes(
     spec = _SCORE_FUNCS[name]
     nan_wins = spec.pick == "numpy"
     mode = "aggregate" if name in POOLED_ONLY else donor_probes
+    given = None if scores is None else [np.asarray(v, dtype=np.float64) for v in scores]
     if mode == "aggregate":
-        scores = spec.score(_Ctx(expression, structure_ids, symbols, codes, rnaseq))
+        if given is not None:
+            scores = given[0]
+        else:
+            scores = spec.score(_Ctx(expression, structure_ids, symbols, codes, rnaseq))
         best = pick_best(scores, codes, len(genes), nan_wins)
         if nan_wins:  # genes with one probe: that probe, without a score
             single = np.bincount(codes, minlength=len(genes)) == 1
@@ -417,8 +436,10 @@ def select_probes(
     per_donor = []
     score_cols = []
     for k in range(len(expression)):
-        ctx = _Ctx([expression[k]], [structure_ids[k]], symbols, codes, rnaseq)
-        s = spec.score(ctx)
+        if given is not None:
+            s = given[k]
+        else:
+            s = spec.score(_Ctx([expression[k]], [structure_ids[k]], symbols, codes, rnaseq))
         b = pick_best(s, codes, len(genes), nan_wins)
         if nan_wins:
             single = np.bincount(codes, minlength=len(genes)) == 1
@@ -516,3 +537,39 @@ def collapse_probes(
     """:func:`select_probes`, then each donor's samples × genes matrix (genes sorted)."""
     sel = select_probes(expression, structure_ids, probes, method, donor_probes, rnaseq)
     return [sel.apply(x, k).T for k, x in enumerate(expression)], sel
+
+
+# --------------------------------------------------------------------------------------------
+# reannotation (Arnatkevičiūtė et al. 2019)
+# --------------------------------------------------------------------------------------------
+
+
+def load_reannotation() -> pd.DataFrame:
+    """The bundled probe reannotation table (probe_name, gene_symbol, entrez_id)."""
+    from importlib.resources import files
+
+    with files("atlas_engine.data").joinpath("reannotated.csv.gz").open("rb") as fh:
+        return pd.read_csv(fh, compression="gzip",
+                           usecols=["probe_name", "gene_symbol", "entrez_id"])
+
+
+def reannotate_probes(probes: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Replace gene annotations by the reannotation table (abagen ``reannotate_probes``).
+
+    Inner join on ``probe_name``: probes absent from the table are dropped, ``gene_symbol`` and
+    ``entrez_id`` come from the table; the result is sorted by ``probe_id`` and rows without
+    an Entrez id are removed. Other columns of ``probes`` are kept.
+    """
+    ref = load_reannotation() if table is None else table
+    for col, frame, what in (("probe_name", probes, "probe table"),
+                             ("probe_name", ref, "reannotation table"),
+                             ("gene_symbol", ref, "reannotation table")):
+        if col not in frame:
+            raise ConfigError(f"{what} lacks column {col!r}")
+    base = probes.drop(columns=[c for c in ("gene_symbol", "entrez_id") if c in probes])
+    base = base.reset_index(drop=True)
+    ref = ref[["probe_name", "gene_symbol", "entrez_id"]]
+    merged = base.merge(ref, on="probe_name", how="inner")
+    merged = merged.dropna(subset=["entrez_id"]).sort_values("probe_id", kind="stable")
+    merged["entrez_id"] = merged["entrez_id"].astype(np.int64)
+    return merged.reset_index(drop=True)

@@ -111,3 +111,36 @@ def similarity_threshold(expression: np.ndarray, threshold: float) -> np.ndarray
     corr = np.corrcoef(np.asarray(expression, dtype=np.float64).T)
     sim = corr.sum(axis=1)
     return sim >= np.mean(sim) - threshold * np.std(sim, ddof=1)
+
+
+def load_corrected_mni() -> pd.DataFrame:
+    """The bundled corrected MNI coordinates (alleninf), indexed by ``well_id``."""
+    from importlib.resources import files
+
+    with files("atlas_engine.data").joinpath("corrected_mni_coordinates.csv.gz").open("rb") as fh:
+        table = pd.read_csv(fh, compression="gzip")
+    return table.rename(columns={"corrected_mni_x": "mni_x", "corrected_mni_y": "mni_y",
+                                 "corrected_mni_z": "mni_z"}).set_index("well_id")
+
+
+def corrected_coordinates(
+    annotation: pd.DataFrame, table: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``annotation`` with mni_x/y/z replaced by the corrected coordinates of its well ids.
+
+    Raises :class:`ConfigError` naming the well ids missing from the table (as abagen does;
+    generated data has none of the real ids, so use ``corrected_mni=False`` there).
+    """
+    ref = load_corrected_mni() if table is None else table
+    wells = annotation["well_id"].to_numpy()
+    missing = np.setdiff1d(wells, ref.index.to_numpy())
+    if missing.size:
+        shown = ", ".join(map(str, missing[:20].tolist()))
+        more = f" (and {missing.size - 20} more)" if missing.size > 20 else ""
+        raise ConfigError(
+            f"{missing.size} well id(s) have no corrected MNI coordinates: {shown}{more}; "
+            "use corrected_mni=False for data that are not the real AHBA samples"
+        )
+    out = annotation.copy()
+    out[["mni_x", "mni_y", "mni_z"]] = ref.loc[wells, ["mni_x", "mni_y", "mni_z"]].to_numpy()
+    return out

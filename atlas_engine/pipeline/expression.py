@@ -1,0 +1,661 @@
+"""abagen's ``get_expression_data`` on a converted store, in bounded memory.
+
+The steps (abagen's order, see docs/abagen-pipeline.md):
+
+1. probe table from the store (optionally reannotated), rows without an Entrez id dropped;
+2. per donor sample QC (corrected MNI, mirroring, hemisphere check, similarity threshold);
+3. intensity filter from the PACall arrays, read block by block (a per-probe weighted sum
+   over the kept sample columns: mirrored duplicates count twice);
+4. probe selection from per-donor, per-structure means (differential stability) or per-probe
+   moments (max_intensity / max_variance), each one block-wise pass over the expression
+   arrays with the numba grouped kernels; pc_loading / corr_* load the IBF-kept probes of the
+   genes with more than one probe (rows × all samples, the only step whose memory grows with
+   the probe count); average accumulates per-gene sums block-wise;
+5. only the chosen probes' rows are read per donor (genes × samples), then matching,
+   normalisation and aggregation use the pure functions of this package.
+
+Steps 3–5 up to the selected raw rows do not depend on the atlas: they are cached in the
+store (:mod:`.cache`) and reused by later calls with the same sample/probe parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..aggregate.engine import groupby_reduce
+from ..errors import ConfigError
+from ..store import layout as L
+from .cache import StoreCache
+from .matching import VolumeAtlas, load_nifti
+from .normalize import check_method, normalize_donor
+from .probes import (
+    DONOR_PROBES,
+    POOLED_ONLY,
+    SELECTION_METHODS,
+    ProbeSelection,
+    IntensityFilter,
+    diff_stability_from_means,
+    reannotate_probes,
+    select_probes,
+)
+from .regions import AGG_METRICS, REGION_AGG, aggregate_samples, centroid_fill
+from .registry import check_choice
+from .samples import (
+    MIRROR_MODES,
+    corrected_coordinates,
+    hemisphere_mismatch,
+    mirror_samples,
+    similarity_threshold,
+)
+
+#: rows read per block from a donor's (probe, sample) arrays
+BLOCK_ROWS = L.PROBE_CHUNK * 2
+#: pipeline revision, part of every cache key (bump when cached products change meaning)
+CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ExpressionResult:
+    """Output of :func:`get_expression_data`.
+
+    Attributes
+    ----------
+    expression : DataFrame
+        Regions × genes, index ``label`` (atlas label ids), columns gene symbols (abagen's
+        shape). With ``return_donors``: the first donor's frame (see ``donors``).
+    donors : dict[int, DataFrame] or None
+        Per-donor regions × genes frames (``return_donors=True``; no gene drop).
+    counts : DataFrame or None
+        Regions × donors number of matched samples (``return_counts=True``).
+    probes, genes, samples : DataFrame
+        Explanation tables: every probe, gene and sample with what happened to it and why.
+    params : dict
+        Every parameter as used.
+    computed : dict[str, bool]
+        Which atlas-independent products were computed in this call (False = cache hit).
+    timings : dict[str, float]
+        Seconds per step.
+    """
+
+    expression: pd.DataFrame
+    donors: dict[int, pd.DataFrame] | None
+    counts: pd.DataFrame | None
+    probes: pd.DataFrame
+    genes: pd.DataFrame
+    samples: pd.DataFrame
+    params: dict[str, Any]
+    computed: dict[str, bool] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    store_url: str = ""
+    store_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def methods(self) -> str:
+        from .explain import methods_text
+
+        return methods_text(self)
+
+    def provenance(self) -> dict[str, Any]:
+        from .explain import provenance
+
+        return provenance(self)
+
+
+@dataclass
+class _DonorSamples:
+    """One donor after sample QC: kept rows (duplicates for mirrored copies)."""
+
+    donor: int
+    annotation: pd.DataFrame      # kept samples, in abagen's order
+    src: np.ndarray               # column in the donor's arrays of every kept sample
+    table: pd.DataFrame           # explanation rows of every input and mirrored sample
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------
+def _check_params(p: dict[str, Any]) -> None:
+    if p["probe_selection"] == "rnaseq":
+        raise ConfigError("probe_selection='rnaseq' needs the RNA-seq data, which a microarray "
+                          "store does not hold; choose another method")
+    SELECTION_METHODS.canonical(p["probe_selection"])
+    check_choice("donor_probes", p["donor_probes"], DONOR_PROBES)
+    if p["lr_mirror"] is not None:
+        check_choice("lr_mirror", p["lr_mirror"], MIRROR_MODES)
+    if p["missing"] not in (None, "centroids"):
+        raise ConfigError(f"missing={p['missing']!r} is not supported on stores; valid: None, "
+                          "'centroids'")
+    for k in ("sample_norm", "gene_norm"):
+        if p[k] is not None:
+            if check_method(p[k]) == "batch":
+                raise ConfigError(f"{k}='batch' is not supported by get_expression_data")
+    check_choice("region_agg", p["region_agg"], REGION_AGG)
+    check_choice("agg_metric", p["agg_metric"], AGG_METRICS)
+    if p["region_agg"] == "samples" and p["return_donors"]:
+        raise ConfigError("region_agg='samples' cannot be combined with return_donors")
+    if p["dtype"] not in ("float64", "float32"):
+        raise ConfigError(f"dtype must be float64 or float32, got {p['dtype']!r}")
+
+
+def _resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
+    info = None
+    if atlas_info is not None:
+        info = atlas_info if isinstance(atlas_info, pd.DataFrame) else pd.read_csv(atlas_info)
+    if isinstance(atlas, VolumeAtlas):
+        if info is not None:
+            return VolumeAtlas(*_atlas_arrays(atlas), info)
+        return atlas
+    if isinstance(atlas, tuple):
+        return VolumeAtlas(atlas[0], atlas[1], info)
+    labels, affine = load_nifti(atlas)
+    return VolumeAtlas(labels, affine, info)
+
+
+def _atlas_arrays(atlas: VolumeAtlas) -> tuple[np.ndarray, np.ndarray]:
+    vol = np.zeros(atlas.shape, dtype=np.int64)
+    inv = np.linalg.inv(atlas.affine)
+    ijk = np.rint(atlas.coords @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64)
+    vol[tuple(ijk.T)] = atlas.voxel_labels
+    return vol, atlas.affine
+
+
+# --------------------------------------------------------------------------------------------
+# probes and samples
+# --------------------------------------------------------------------------------------------
+def probe_table(store: Any, reannotated: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(usable probes sorted by probe_id with a ``row`` column (store row), every store
+    probe with its fate)``."""
+    raw = store.probes.reset_index(drop=True).copy()
+    raw["row"] = np.arange(len(raw))
+    fate = raw[["probe_id", "probe_name", "gene_symbol", "entrez_id", "row"]].copy()
+    fate["reason"] = ""
+    if reannotated:
+        table = reannotate_probes(raw)
+        fate = fate.merge(table[["probe_id", "gene_symbol", "entrez_id"]].rename(
+            columns={"gene_symbol": "reannotated_symbol", "entrez_id": "reannotated_entrez"}),
+            on="probe_id", how="left")
+        lost = fate["reannotated_symbol"].isna()
+        fate.loc[lost, "reason"] = "dropped: not in the probe reannotation table"
+    else:
+        entrez = pd.to_numeric(raw["entrez_id"], errors="coerce")
+        ok = entrez.notna() & (entrez != L.MISSING_INT)
+        table = raw[ok.to_numpy()].sort_values("probe_id", kind="stable")
+        fate.loc[~ok.to_numpy(), "reason"] = "dropped: no Entrez id"
+    table = table.reset_index(drop=True)
+    table["gene_symbol"] = table["gene_symbol"].astype(str)
+    return table, fate
+
+
+def donor_samples(
+    store: Any, donor: int, corrected_mni: bool, lr_mirror: str | None, mni_table: Any = None
+) -> _DonorSamples:
+    """Sample QC of one donor (no similarity threshold, see :func:`_apply_similarity`)."""
+    samples = store.samples
+    annot = samples[samples["donor"] == donor].reset_index(drop=True).copy()
+    annot["column"] = np.arange(len(annot))
+    if corrected_mni:
+        annot = corrected_coordinates(annot, mni_table)
+    annot["copy"] = "original"
+    src = np.arange(len(annot))
+    if lr_mirror is not None:
+        n_input = len(annot)
+        annot, src = mirror_samples(annot, store.ontology, lr_mirror)
+        annot = annot.reset_index(drop=True)
+        annot.loc[n_input:, "copy"] = "mirror"
+    keep, hemi, cls = hemisphere_mismatch(annot["structure_id"].to_numpy(),
+                                          annot["mni_x"].to_numpy(), store.ontology)
+    annot["hemisphere"] = hemi
+    annot["structure"] = cls
+    table = annot[["donor", "sample_id", "well_id", "copy", "structure_id", "structure_acronym",
+                   "mni_x", "mni_y", "mni_z", "hemisphere", "structure"]].copy()
+    table = table.rename(columns={"structure": "class"})
+    table["status"] = np.where(keep, "kept", "dropped")
+    table["reason"] = [
+        "" if k else f"dropped: hemisphere mismatch ({h} structure at mni_x={x:g})"
+        for k, h, x in zip(keep.tolist(), hemi.tolist(), annot["mni_x"].tolist(), strict=True)
+    ]
+    table["qc_row"] = -1
+    table.loc[keep, "qc_row"] = np.arange(int(keep.sum()))
+    kept = annot[keep].reset_index(drop=True)
+    return _DonorSamples(donor, kept, np.asarray(src)[keep], table)
+
+
+def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, arr.shape[1]), dtype=dtype)
+    uniq, inv = np.unique(rows, return_inverse=True)
+    data = np.asarray(arr.get_orthogonal_selection((uniq, slice(None))), dtype=dtype)
+    return data[inv.reshape(-1)]
+
+
+def _open(store: Any, donor: int, name: str) -> Any:
+    import zarr
+
+    return zarr.open_array(store.url, path=f"{L.donor_path(donor)}/{name}", mode="r")
+
+
+def _blocks(n: int, size: int = BLOCK_ROWS) -> list[tuple[int, int]]:
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _apply_similarity(store: Any, ds: _DonorSamples, rows: np.ndarray, t: float) -> None:
+    """abagen's similarity threshold on the usable probes (before the intensity filter)."""
+    x = _read_rows(_open(store, ds.donor, L.EXPRESSION), rows)[:, ds.src]
+    keep = similarity_threshold(x, t)
+    qc = ds.table["qc_row"].to_numpy()
+    for i in np.flatnonzero(qc >= 0):
+        if not keep[qc[i]]:
+            ds.table.loc[i, ["status", "reason"]] = ["dropped", f"dropped: similarity "
+                                                     f"threshold {t:g}"]
+    new_qc = np.full(len(qc), -1)
+    kept_idx = np.flatnonzero(qc >= 0)[keep[qc[qc >= 0]]]
+    new_qc[kept_idx] = np.arange(len(kept_idx))
+    ds.table["qc_row"] = new_qc
+    ds.annotation = ds.annotation[keep].reset_index(drop=True)
+    ds.src = ds.src[keep]
+
+
+# --------------------------------------------------------------------------------------------
+# block-wise reductions over the store
+# --------------------------------------------------------------------------------------------
+def ibf_signal(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray
+               ) -> list[np.ndarray]:
+    """Per donor the PACall count of each probe (``rows``, store rows) over the kept sample
+    columns (a column kept twice counts twice): one pass over the PACall blocks."""
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    out = []
+    for ds in donors:
+        arr = _open(store, ds.donor, L.PACALL)
+        weight = np.bincount(ds.src, minlength=arr.shape[1]).astype(np.float64)
+        signal = np.zeros(len(rows))
+        for a, b in _blocks(arr.shape[0]):
+            lo, hi = np.searchsorted(sorted_rows, [a, b])
+            if lo == hi:
+                continue
+            block = np.asarray(arr[a:b])
+            signal[order[lo:hi]] = block[sorted_rows[lo:hi] - a].astype(np.float64) @ weight
+        out.append(signal)
+    return out
+
+
+def _row_blocks(arr: Any, rows: np.ndarray):
+    """Yield ``(positions into rows, block of those rows)`` reading whole store blocks."""
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    for a, b in _blocks(arr.shape[0]):
+        lo, hi = np.searchsorted(sorted_rows, [a, b])
+        if lo == hi:
+            continue
+        block = np.asarray(arr[a:b], dtype=np.float64)
+        yield order[lo:hi], block[sorted_rows[lo:hi] - a]
+
+
+def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted structure ids, len(rows) × n_structures means)`` of one donor's kept samples,
+    block-wise with the grouped kernels."""
+    sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    out = np.empty((len(rows), len(sids)))
+    for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
+        res = groupby_reduce(block[:, ds.src], codes, axis="sample", n_groups=len(sids),
+                             stats=("mean",))
+        out[pos] = res["mean"]
+    return sids, out
+
+
+def probe_moments(store: Any, ds: _DonorSamples, rows: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per probe ``(count, mean, var ddof=1)`` over one donor's kept sample columns."""
+    n = len(rows)
+    count, mean, var = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+    zeros = np.zeros(len(ds.src), dtype=np.int64)
+    for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
+        res = groupby_reduce(block[:, ds.src], zeros, axis="sample", n_groups=1,
+                             stats=("mean", "var"))
+        count[pos], mean[pos], var[pos] = res["count"][:, 0], res["mean"][:, 0], res["var"][:, 0]
+    return count, mean, var
+
+
+def pooled_moments(counts: np.ndarray, means: np.ndarray, variances: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled mean and std (ddof=1) from per-donor (D, P) counts, means and variances."""
+    n = counts.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(counts > 0, means * counts, 0.0).sum(axis=0) / n
+        within = np.where(counts > 1, variances * (counts - 1), 0.0).sum(axis=0)
+        between = np.where(counts > 0, counts * (means - mean) ** 2, 0.0).sum(axis=0)
+        var = np.where(n > 1, (within + between) / (n - 1), np.nan)
+    return np.where(n > 0, mean, np.nan), np.sqrt(var)
+
+
+def gene_means(store: Any, ds: _DonorSamples, rows: np.ndarray, codes: np.ndarray,
+               n_genes: int) -> np.ndarray:
+    """Genes × kept samples: the mean of each gene's probes (``average``), block-wise."""
+    sums = np.zeros((n_genes, len(ds.src)))
+    counts = np.zeros((n_genes, len(ds.src)))
+    for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
+        res = groupby_reduce(block[:, ds.src], codes[pos], axis="probe", n_groups=n_genes,
+                             stats=("sum",))
+        sums += res["sum"]
+        counts += res["count"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+# --------------------------------------------------------------------------------------------
+# probe selection
+# --------------------------------------------------------------------------------------------
+def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method: str,
+            mode: str) -> list[np.ndarray] | None:
+    """Scores for ``select_probes`` computed from the store (None for ``average``)."""
+    rows = kept["row"].to_numpy()
+    if method == "average":
+        return None
+    if method == "diff_stability":
+        means = [structure_means(store, ds, rows) for ds in donors]
+        return [diff_stability_from_means(means)]
+    if method in ("max_intensity", "max_variance"):
+        mom = [probe_moments(store, ds, rows) for ds in donors]
+        c, m, v = (np.stack([x[i] for x in mom]) for i in range(3))
+        if mode == "aggregate":
+            mean, std = pooled_moments(c, m, v)
+            return [mean if method == "max_intensity" else std]
+        out = []
+        for k in range(len(donors)):
+            mean, std = pooled_moments(c[k:k + 1], m[k:k + 1], v[k:k + 1])
+            out.append(mean if method == "max_intensity" else std)
+        return out
+    # pc_loading / corr_*: the probes of multi-probe genes, all donors' samples in memory
+    sym = kept["gene_symbol"].to_numpy()
+    _, inv, cnt = np.unique(sym, return_inverse=True, return_counts=True)
+    multi = np.flatnonzero(cnt[inv.reshape(-1)] > 1)
+    sub = kept.iloc[multi].reset_index(drop=True)
+    data = [_read_rows(_open(store, ds.donor, L.EXPRESSION), sub["row"].to_numpy())[:, ds.src]
+            for ds in donors]
+    sids = [ds.annotation["structure_id"].to_numpy() for ds in donors]
+    part = select_probes(data, sids, sub, method, mode)
+    cols = ["score"] if mode == "aggregate" else [f"score_{k}" for k in range(len(donors))]
+    out = []
+    for c in cols:
+        full = np.full(len(kept), np.nan)
+        full[multi] = part.table[c].to_numpy()
+        out.append(full)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------
+def get_expression_data(
+    store: Any,
+    atlas: Any,
+    atlas_info: Any = None,
+    *,
+    ibf_threshold: float = 0.5,
+    probe_selection: str = "diff_stability",
+    donor_probes: str = "aggregate",
+    sim_threshold: float | None = None,
+    lr_mirror: str | None = None,
+    missing: str | None = None,
+    tolerance: float = 2,
+    sample_norm: str | None = "srs",
+    gene_norm: str | None = "srs",
+    norm_matched: bool = True,
+    norm_structures: bool = False,
+    region_agg: str = "donors",
+    agg_metric: str = "mean",
+    corrected_mni: bool = True,
+    reannotated: bool = True,
+    return_donors: bool = False,
+    return_counts: bool = False,
+    donors: str | Sequence[int] = "all",
+    dtype: str = "float64",
+    cache: bool = True,
+) -> ExpressionResult:
+    """Region × gene expression from a converted store, as ``abagen.get_expression_data``.
+
+    Parameters are abagen's (same names and defaults), plus:
+
+    store : AtlasStore or path/URL
+        A store written by ``atlas-engine convert``.
+    atlas : path to a NIfTI label image, ``(labels, affine)`` or :class:`VolumeAtlas`
+        A group (MNI) volumetric atlas.
+    atlas_info : path to a CSV or DataFrame, optional
+        Columns id, hemisphere (L/R/B), structure (broad class).
+    donors : "all" or donor ids
+    dtype : "float64" (parity) or "float32" (values are computed in float64 either way;
+        the output frames are cast).
+    cache : reuse / write the atlas-independent products in the store's ``cache/`` group.
+
+    Returns
+    -------
+    ExpressionResult
+    """
+    from ..store.open import AtlasStore, open_store
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    st = store if isinstance(store, AtlasStore) else open_store(store)
+    params = dict(ibf_threshold=float(ibf_threshold), probe_selection=probe_selection,
+                  donor_probes=donor_probes, sim_threshold=sim_threshold, lr_mirror=lr_mirror,
+                  missing=missing, tolerance=tolerance, sample_norm=sample_norm,
+                  gene_norm=gene_norm, norm_matched=bool(norm_matched),
+                  norm_structures=bool(norm_structures), region_agg=region_agg,
+                  agg_metric=agg_metric, corrected_mni=bool(corrected_mni),
+                  reannotated=bool(reannotated), return_donors=bool(return_donors),
+                  return_counts=bool(return_counts), dtype=dtype)
+    _check_params(params)
+    method = SELECTION_METHODS.canonical(probe_selection)
+    use = list(st.donors) if donors == "all" else [int(d) for d in donors]
+    bad = sorted(set(use) - set(st.donors))
+    if bad:
+        raise ConfigError(f"donor(s) {bad} not in the store (complete donors: {st.donors})")
+    if method == "diff_stability" and len(use) < 2:
+        raise ConfigError("probe_selection='diff_stability' needs at least two donors")
+    params["donors"] = use
+    vatlas = _resolve_atlas(atlas, atlas_info)
+
+    # ---- probes and sample QC -----------------------------------------------------------
+    t0 = time.perf_counter()
+    probes, probe_fate = probe_table(st, params["reannotated"])
+    dsamples = [donor_samples(st, d, params["corrected_mni"], lr_mirror) for d in use]
+    if sim_threshold is not None:
+        for ds in dsamples:
+            _apply_similarity(st, ds, probes["row"].to_numpy(), float(sim_threshold))
+    timings["samples"] = time.perf_counter() - t0
+
+    # ---- atlas-independent: IBF, selection, selected raw rows (cached) ------------------
+    cache_params = {k: params[k] for k in ("probe_selection", "donor_probes", "sim_threshold",
+                                           "lr_mirror", "corrected_mni", "reannotated",
+                                           "ibf_threshold")}
+    cache_params.update(donors=use, method=method, version=CACHE_VERSION)
+    store_cache = StoreCache(st.url, _store_identity(st), enabled=cache)
+    key = store_cache.key("selection", cache_params)
+    hit = store_cache.load(key)
+    computed = {"ibf": hit is None, "selection": hit is None, "rows": hit is None}
+    mode = "aggregate" if method in POOLED_ONLY else donor_probes
+    t0 = time.perf_counter()
+    if hit is None:
+        signal = ibf_signal(st, dsamples, probes["row"].to_numpy())
+        timings["ibf"] = time.perf_counter() - t0
+    else:
+        arrays, _meta = hit
+        signal = [arrays[f"signal_{k}"] for k in range(len(use))]
+    ibf = _ibf_from_signal(signal, [len(ds.src) for ds in dsamples], ibf_threshold)
+    kept = probes[ibf.keep].reset_index(drop=True)
+
+    t0 = time.perf_counter()
+    if hit is None:
+        scores = _scores(st, dsamples, kept, method, mode)
+    else:
+        n_sc = int(arrays["n_scores"][()]) if "n_scores" in arrays else 0
+        scores = [arrays[f"score_{k}"] for k in range(n_sc)] if n_sc else None
+    if method == "average":
+        selection = select_probes([np.zeros((len(kept), 0))] * len(use),
+                                  [np.zeros(0)] * len(use), kept, method, donor_probes)
+    else:
+        selection = select_probes([None] * len(use), [None] * len(use), kept, method,
+                                  donor_probes, scores=scores)
+    timings["selection"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    raw: list[np.ndarray] = []   # per donor genes × ALL donor columns
+    for k, ds in enumerate(dsamples):
+        if hit is not None:
+            raw.append(arrays[f"raw_{k}"])
+            continue
+        arr = _open(st, ds.donor, L.EXPRESSION)
+        if method == "average":
+            allcols = _DonorSamples(ds.donor, ds.annotation, np.arange(arr.shape[1]), ds.table)
+            raw.append(gene_means(st, allcols, kept["row"].to_numpy(), selection.codes,
+                                  len(selection.genes)))
+        else:
+            raw.append(_read_rows(arr, kept["row"].to_numpy()[selection.rows[k]]))
+    timings["read_rows"] = time.perf_counter() - t0
+    if hit is None:
+        arrays_out = {f"signal_{k}": s for k, s in enumerate(signal)}
+        arrays_out.update({f"raw_{k}": r for k, r in enumerate(raw)})
+        if scores is not None:
+            arrays_out.update({f"score_{k}": s for k, s in enumerate(scores)})
+        arrays_out["n_scores"] = np.asarray(0 if scores is None else len(scores))
+        store_cache.save(key, arrays_out, {"params": cache_params})
+
+    # ---- atlas-dependent: matching, normalisation, aggregation ---------------------------
+    t0 = time.perf_counter()
+    genes = np.asarray(selection.genes)
+    values, labels, xyz, hemis, classes = [], [], [], [], []
+    for k, ds in enumerate(dsamples):
+        a = ds.annotation
+        coords = a[["mni_x", "mni_y", "mni_z"]].to_numpy(dtype=np.float64)
+        lab = vatlas.label_samples(coords, tolerance, a["hemisphere"].to_numpy(),
+                                   a["structure"].to_numpy())
+        _explain_matching(ds, vatlas, coords, lab, tolerance)
+        x = raw[k][:, ds.src].T  # kept samples × genes
+        hemi = a["hemisphere"].to_numpy()
+        cls = a["structure"].to_numpy()
+        if norm_matched:
+            nz = lab != 0
+            x, lab, coords, hemi, cls = x[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
+        if len(x):
+            x = normalize_donor(x, sample_norm, gene_norm,
+                                classes=cls.astype(str) if norm_structures else None)
+        values.append(x)
+        labels.append(lab)
+        xyz.append(coords)
+        hemis.append(hemi)
+        classes.append(cls)
+    timings["normalise"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    all_labels = vatlas.labels[vatlas.labels != 0]
+    counts = _counts(labels, all_labels, use)
+    if missing == "centroids":
+        with_info = vatlas.atlas_info is not None
+        matched = [lab != 0 for lab in labels]
+        empty, fill = centroid_fill(
+            vatlas, [v[m] for v, m in zip(values, matched, strict=True)],
+            [lab[m] for lab, m in zip(labels, matched, strict=True)],
+            [c[m] for c, m in zip(xyz, matched, strict=True)],
+            [h[m] for h, m in zip(hemis, matched, strict=True)] if with_info else None,
+            [c[m] for c, m in zip(classes, matched, strict=True)] if with_info else None)
+        if len(empty):
+            values = [np.vstack([v, fill]) for v in values]
+            labels = [np.concatenate([lab, empty]) for lab in labels]
+    agg = aggregate_samples(values, labels, all_labels, region_agg, agg_metric, return_donors)
+    timings["aggregate"] = time.perf_counter() - t0
+
+    out_dtype = np.float64 if dtype == "float64" else np.float32
+    index = pd.Index(agg.labels, name="label")
+    donor_frames = None
+    if return_donors:
+        donor_frames = {d: pd.DataFrame(v.astype(out_dtype), index=index.copy(),
+                                        columns=pd.Index(genes, name="gene_symbol"))
+                        for d, v in zip(use, agg.values, strict=True)}
+        frame = donor_frames[use[0]]
+        drop_mask = np.zeros(len(genes), dtype=bool)
+    else:
+        frame = pd.DataFrame(np.asarray(agg.values).astype(out_dtype), index=index,
+                             columns=pd.Index(genes[agg.keep_genes], name="gene_symbol"))
+        drop_mask = ~agg.keep_genes
+
+    from .explain import gene_table, probe_explanations, sample_table
+
+    probe_tab = probe_explanations(probe_fate, probes, ibf, selection, kept)
+    gene_tab = gene_table(probe_fate, probes, ibf, selection, genes, drop_mask)
+    sample_tab = sample_table(dsamples)
+    timings["total"] = time.perf_counter() - t_start
+    return ExpressionResult(
+        expression=frame, donors=donor_frames,
+        counts=counts if return_counts else None,
+        probes=probe_tab, genes=gene_tab, samples=sample_tab, params=params,
+        computed=computed, timings=timings, store_url=st.url, store_attrs=dict(st.attrs))
+
+
+def _ibf_from_signal(signal: list[np.ndarray], n: list[int], threshold: float
+                     ) -> IntensityFilter:
+    """The pooled intensity filter (:func:`~.probes.intensity_filter`'s rule) from per-donor
+    PACall sums and sample counts."""
+    tot = np.sum(np.stack(signal), axis=0)
+    total_n = int(np.sum(n))
+    t = float(np.clip(threshold, 0.0, 1.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = tot / total_n
+    return IntensityFilter(frac >= t, frac, tot, np.asarray(total_n), t)
+
+
+def _store_identity(st: Any) -> dict[str, Any]:
+    attrs = dict(st.attrs)
+    return {"attrs": attrs, "url": str(Path(st.url).resolve()) if "://" not in st.url
+            else st.url}
+
+
+def _counts(labels: list[np.ndarray], all_labels: np.ndarray, donors: list[int]
+            ) -> pd.DataFrame:
+    from .regions import sample_counts
+
+    c = sample_counts(labels, all_labels)
+    return pd.DataFrame(c, index=pd.Index(all_labels, name="label"),
+                        columns=pd.Index(donors, name="donor"))
+
+
+def _explain_matching(ds: _DonorSamples, atlas: VolumeAtlas, coords: np.ndarray,
+                      lab: np.ndarray, tolerance: float) -> None:
+    """Fill label/status/reason of one donor's kept samples in its explanation table."""
+    qc = ds.table["qc_row"].to_numpy()
+    idx = np.flatnonzero(qc >= 0)
+    order = qc[idx]
+    unmatched = np.flatnonzero(lab == 0)
+    free = np.zeros(len(lab), dtype=np.int64)
+    if unmatched.size and atlas.atlas_info is not None:
+        free[unmatched] = atlas.label_samples(coords[unmatched], tolerance)
+    labels = np.zeros(len(qc), dtype=np.int64)
+    labels[idx] = lab[order]
+    ds.table["label"] = labels
+    reasons = ds.table["reason"].to_numpy().copy()
+    status = ds.table["status"].to_numpy().copy()
+    for i, j in zip(idx.tolist(), order.tolist(), strict=True):
+        if lab[j] != 0:
+            status[i], reasons[i] = "matched", f"matched to region {lab[j]}"
+        elif free[j] != 0:
+            status[i] = "unmatched"
+            reasons[i] = (f"unmatched: region {free[j]} within {tolerance:g} mm has another "
+                          "hemisphere or class")
+        else:
+            status[i] = "unmatched"
+            reasons[i] = f"unmatched: no atlas voxel within {tolerance:g} mm"
+    ds.table["status"] = status
+    ds.table["reason"] = reasons
+
