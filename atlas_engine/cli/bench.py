@@ -1,0 +1,56 @@
+"""``atlas-engine bench``: aggregation throughput against baselines, in one run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+SCRIPTS = {"kernels": "bench_kernels.py", "convert": "bench_convert.py", "fetch": "bench_fetch.py",
+           "abagen": "bench_abagen.py"}
+
+
+@click.command("bench")
+@click.argument("store", required=False, type=click.Path())
+@click.option("--what", default="aggregate", show_default=True,
+              help="aggregate (from STORE), or kernels, convert, fetch, abagen (the scripts in "
+                   "the repository's benchmarks/ folder, run from a checkout).")
+@click.option("--variant", "variants", multiple=True,
+              help="Only these aggregate variants (repeatable), e.g. structure, gene, pandas.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Also append the markdown table to this file.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def bench_cmd(store: str | None, what: str, variants: tuple[str, ...], out: str | None,
+              extra: tuple[str, ...]) -> None:
+    """Measure throughput against baselines in the same run (these machines are noisy:
+    compare ratios, not absolute seconds).
+
+    \b
+    Examples:
+      atlas-engine bench ahba.zarr                       # per-structure / per-gene from the store
+      atlas-engine bench ahba.zarr --variant structure --variant pandas
+      atlas-engine bench --what kernels -- --scale 0.25  # benchmarks/bench_kernels.py
+    """
+    if what == "aggregate":
+        if not store:
+            raise click.UsageError("give the STORE to benchmark (atlas-engine convert makes one)")
+        from ..bench.aggregate import run_all, table
+
+        click.echo(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        text = table(run_all(store, list(variants) or None))
+        click.echo(text)
+        click.echo(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if out:
+            with open(out, "a") as fh:
+                fh.write(text + "\n")
+        return
+    if what not in SCRIPTS:
+        raise click.UsageError(f"--what {what!r}: valid are aggregate, {', '.join(SCRIPTS)}")
+    script = Path.cwd() / "benchmarks" / SCRIPTS[what]
+    if not script.is_file():
+        raise click.UsageError(f"{script} not found: run from a checkout of the repository")
+    args = list(extra) + ([store] if store else [])
+    sys.exit(subprocess.call([sys.executable, str(script), *args]))
