@@ -1,14 +1,16 @@
 """Throughput of the grouped kernels on an in-memory float32 array, against baselines.
 
 Prints a markdown table of GB/s of float32 input read (best of ``--repeat`` runs, after a
-warm-up that compiles the kernels):
+warm-up that compiles the kernels) and the load average before and after:
 
-* per-structure sum+count / mean (``axis="sample"``), numba serial, numba parallel, and the
-  serial kernel per block on Dask threads;
-* per-gene collapse (``axis="probe"``, ~20k genes from 58,692 probes), same variants;
+* the per-structure kernel (``group_sum_count`` along the sample axis, ~400 groups): numba
+  parallel and serial; the same through ``groupby_reduce(stats="mean")`` (kernel + finalize);
+  the serial kernel per block on Dask threads (``--chunks`` probe rows per block);
+* the per-gene collapse (probe axis, ~20k genes from 58,692 probes), same variants;
 * ``numpy .sum(axis=1)`` over the same array: the memory-bandwidth ceiling;
 * the pandas way (a samples × probes DataFrame grouped by structure label, ``.mean()``);
-* flox ``groupby_reduce`` on the Dask array, when flox is importable.
+* flox ``groupby_reduce`` on the Dask array, when flox is importable;
+* a linear-scaling check: the parallel per-structure kernel on 1×, 2× and 4× the samples.
 
 Usage::
 
@@ -19,15 +21,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from atlas_engine.aggregate.engine import groupby_reduce
+from atlas_engine.kernels import group_sum_count
 
 N_PROBE, N_SAMPLE = 58_692, 3_702
 N_STRUCTURES, N_GENES = 400, 20_000
+CEILING = "numpy .sum(axis=1) (bandwidth ceiling)"
+PANDAS_S = "per-structure mean, pandas groupby"
+PANDAS_G = "per-gene collapse mean, pandas groupby"
+FLOX = "per-structure mean, flox on Dask (threads)"
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
@@ -40,12 +48,19 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 58,692 probes")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--chunks", type=int, default=4096, help="probe rows per Dask block")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--chunks", type=int, default=2048,
+                    help="probe rows per Dask block (2048 × 3702 float32 = 29 MiB)")
     ap.add_argument("--skip-pandas", action="store_true")
+    ap.add_argument("--skip-flox", action="store_true")
+    ap.add_argument("--skip-scaling", action="store_true")
     args = ap.parse_args(argv)
 
     import dask
@@ -59,26 +74,41 @@ def main(argv: list[str] | None = None) -> None:
     p_labels = rng.integers(-1, n_genes, n_probe)
     gb = values.nbytes / 1e9
     arr = da.from_array(values, chunks=(args.chunks, -1))
+    # per gene: whole probe columns per block (what the engine rechunks probe blocks to)
+    cols = max(1, (64 << 20) // (n_probe * 4))
+    arr_s = da.from_array(values, chunks=(-1, cols))
     rows: list[tuple[str, float]] = []
 
     def run(name: str, fn: Callable[[], object]) -> None:
         t = best_time(fn, args.repeat)
         rows.append((name, t))
-        print(f"  {name}: {t:.3f} s", flush=True)
+        print(f"  {name}: {t:.3f} s ({gb / t:.2f} GB/s, {load()})", flush=True)
 
-    print(f"array {n_probe} × {N_SAMPLE} float32 = {gb:.2f} GB")
-    run("numpy .sum(axis=1) (bandwidth ceiling)", lambda: values.sum(axis=1))
-    run("per-structure mean, numba serial", lambda: groupby_reduce(
-        values, s_labels, axis=1, n_groups=N_STRUCTURES, stats="mean", parallel=False))
-    run("per-structure mean, numba parallel", lambda: groupby_reduce(
-        values, s_labels, axis=1, n_groups=N_STRUCTURES, stats="mean", parallel=True))
-    run("per-structure mean, Dask threads (serial kernel per block)", lambda: dask.compute(
-        groupby_reduce(arr, s_labels, axis=1, n_groups=N_STRUCTURES, stats="mean"),
-        scheduler="threads"))
-    run("per-gene collapse mean, numba serial", lambda: groupby_reduce(
-        values, p_labels, axis=0, n_groups=n_genes, stats="mean", parallel=False))
-    run("per-gene collapse mean, numba parallel", lambda: groupby_reduce(
-        values, p_labels, axis=0, n_groups=n_genes, stats="mean", parallel=True))
+    def mean(labels: np.ndarray, axis: int, n: int, parallel: bool) -> object:
+        return groupby_reduce(values, labels, axis=axis, n_groups=n, stats="mean",
+                              parallel=parallel)
+
+    print(f"array {n_probe} × {N_SAMPLE} float32 = {gb:.2f} GB; {load()}")
+    run(CEILING, lambda: values.sum(axis=1))
+    for par, tag in ((True, "parallel"), (False, "serial")):
+        run(f"per-structure kernel (sum+count), numba {tag}",
+            lambda par=par: group_sum_count(values, s_labels, N_STRUCTURES, axis=1,
+                                            parallel=par))
+    for par, tag in ((True, "parallel"), (False, "serial")):
+        run(f"per-structure mean (kernel+finalize), numba {tag}",
+            lambda par=par: mean(s_labels, 1, N_STRUCTURES, par))
+    run(f"per-structure mean, Dask threads ({args.chunks}-row blocks, serial kernel)",
+        lambda: dask.compute(groupby_reduce(arr, s_labels, axis=1, n_groups=N_STRUCTURES,
+                                            stats="mean"), scheduler="threads"))
+    for par, tag in ((True, "parallel"), (False, "serial")):
+        run(f"per-gene kernel (sum+count), numba {tag}",
+            lambda par=par: group_sum_count(values, p_labels, n_genes, axis=0, parallel=par))
+    for par, tag in ((True, "parallel"), (False, "serial")):
+        run(f"per-gene collapse mean (kernel+finalize), numba {tag}",
+            lambda par=par: mean(p_labels, 0, n_genes, par))
+    run(f"per-gene collapse mean, Dask threads ({cols}-sample blocks, serial kernel)",
+        lambda: dask.compute(groupby_reduce(arr_s, p_labels, axis=0, n_groups=n_genes,
+                                            stats="mean"), scheduler="threads"))
     if not args.skip_pandas:
         import pandas as pd
 
@@ -86,37 +116,52 @@ def main(argv: list[str] | None = None) -> None:
             frame = pd.DataFrame(values.T)  # samples × probes, as the seed builds it
             return frame.groupby(s_labels).mean()
 
-        run("per-structure mean, pandas groupby", pandas_way)
+        run(PANDAS_S, pandas_way)
 
         def pandas_genes() -> object:
             frame = pd.DataFrame(values)
             return frame.groupby(p_labels).mean()
 
-        run("per-gene collapse mean, pandas groupby", pandas_genes)
-    try:
-        import flox
+        run(PANDAS_G, pandas_genes)
+    if not args.skip_flox:
+        try:
+            import flox
 
-        run("per-structure mean, flox on Dask (threads)", lambda: dask.compute(
-            flox.groupby_reduce(arr, s_labels, func="nanmean",
-                                expected_groups=np.arange(N_STRUCTURES), isbin=False),
-            scheduler="threads"))
-    except ImportError:
-        print("  flox not importable: skipped")
+            run(FLOX, lambda: dask.compute(
+                flox.groupby_reduce(arr, s_labels, func="nanmean",
+                                    expected_groups=np.arange(N_STRUCTURES), isbin=False),
+                scheduler="threads"))
+        except ImportError:
+            print("  flox not importable: skipped")
 
     ref = dict(rows)
-    ceiling = ref["numpy .sum(axis=1) (bandwidth ceiling)"]
-    pandas_s = ref.get("per-structure mean, pandas groupby")
-    pandas_g = ref.get("per-gene collapse mean, pandas groupby")
-    flox_t = ref.get("per-structure mean, flox on Dask (threads)")
+    ceiling = ref[CEILING]
+    pandas_s, pandas_g, flox_t = ref.get(PANDAS_S), ref.get(PANDAS_G), ref.get(FLOX)
     print()
     print(f"| work ({n_probe} × {N_SAMPLE} float32, {gb:.2f} GB) | s | GB/s | "
-          "× numpy sum time | speed-up vs pandas | speed-up vs flox |")
+          "GB/s ÷ numpy-sum GB/s | speed-up vs pandas | speed-up vs flox |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, t in rows:
         base = pandas_g if "per-gene" in name else pandas_s
         vs_pandas = f"{base / t:.1f}×" if base else "–"
         vs_flox = f"{flox_t / t:.1f}×" if flox_t and "per-structure" in name else "–"
-        print(f"| {name} | {t:.3f} | {gb / t:.2f} | {t / ceiling:.2f} | {vs_pandas} | {vs_flox} |")
+        print(f"| {name} | {t:.3f} | {gb / t:.2f} | {ceiling / t:.2f} | {vs_pandas} | {vs_flox} |")
+    print(f"\n{load()}")
+
+    if not args.skip_scaling:
+        print("\n| samples | GB | per-structure kernel (parallel) s | GB/s | s ÷ (1× s) |")
+        print("|---:|---:|---:|---:|---:|")
+        base_t = None
+        for k in (1, 2, 4):
+            wide = values if k == 1 else np.tile(values, (1, k))
+            labels = np.tile(s_labels, k)
+            t = best_time(lambda wide=wide, labels=labels: group_sum_count(
+                wide, labels, N_STRUCTURES, axis=1, parallel=True), args.repeat)
+            base_t = base_t or t
+            print(f"| {k}× ({wide.shape[1]}) | {wide.nbytes / 1e9:.2f} | {t:.3f} | "
+                  f"{wide.nbytes / 1e9 / t:.2f} | {t / base_t:.2f} |", flush=True)
+            del wide
+        print(f"\n{load()}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from atlas_engine.errors import ConfigError
-from atlas_engine.kernels import group_minmax, group_moments, group_sum_count, rows_by_group
+from atlas_engine.kernels import (
+    divide_counts,
+    group_minmax,
+    group_moments,
+    group_sum_count,
+    rows_by_group,
+)
 
 
 def oracle(values: np.ndarray, labels: np.ndarray, n_groups: int, axis: int) -> dict:
@@ -143,3 +149,44 @@ def test_kernels_in_threads_agree():
     for (s1, c1), (s2, c2) in zip(serial, threaded, strict=True):
         np.testing.assert_array_equal(s1, s2)
         np.testing.assert_array_equal(c1, c2)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_sum_count_fast_path_and_nan_rows(axis, parallel):
+    """Clean rows (no NaN: counts are the group sizes) next to rows with NaN, +inf and both
+    infinities in one group; sizes that are not multiples of the kernels' row blocks."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(3.0, 1.0, (37, 29))
+    values[3, 4] = np.nan
+    values[10, :] = np.nan
+    values[20, 7] = np.inf
+    values[30, 1], values[30, 2] = np.inf, -np.inf
+    values[36, 28] = np.nan
+    labels = rng.integers(-1, 5, values.shape[axis])
+    labels[:3] = [0, 0, 1]  # inf and -inf (row 30 / probes 1, 2) share group 0 on axis 1
+    n_groups = 6
+    values = values.astype(np.float32)
+    exp = oracle(values, labels, n_groups, axis)
+    sums, counts = group_sum_count(values, labels, n_groups, axis=axis, parallel=parallel)
+    np.testing.assert_array_equal(counts, exp["count"])
+    got = np.where(counts > 0, sums, np.nan)
+    np.testing.assert_allclose(got, exp["sum"], rtol=1e-10)
+    assert np.isnan(got).any() and np.isinf(got).any()
+    assert np.all(sums[counts == 0] == 0)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_divide_counts_matches_numpy(parallel, ddof):
+    rng = np.random.default_rng(3)
+    num = rng.normal(size=(7, 300))
+    count = rng.integers(0, 4, (7, 300))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exp = np.where(count - ddof > 0, num / (count - ddof), np.nan)
+    np.testing.assert_array_equal(divide_counts(num, count, ddof, parallel=parallel), exp)
+    # non-contiguous and int32 inputs take the numpy route, same answer
+    got = divide_counts(num.T, count.T.astype(np.int32), ddof, parallel=parallel)
+    np.testing.assert_array_equal(got, exp.T)
+    with pytest.raises(ConfigError):
+        divide_counts(num, count[:, :5])

@@ -80,14 +80,14 @@ def _median(
 
 def _finish(
     inter: Mapping[str, np.ndarray], aggs: Sequence[Aggregation], ddof: int, axis: int,
-    membership: np.ndarray | None, median: np.ndarray | None = None,
+    membership: np.ndarray | None, median: np.ndarray | None = None, parallel: bool = False,
 ) -> Intermediates:
     merged = dict(inter)
     if membership is not None:
         merged = specs.rollup(merged, membership, group_axis=axis)
     if median is not None:
         merged["median"] = median
-    return specs.finalize(merged, aggs, ddof)
+    return specs.finalize(merged, aggs, ddof, parallel)
 
 
 # ------------------------------------------------------------------------------------------
@@ -122,6 +122,31 @@ def _is_dask(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "dask")
 
 
+#: Target bytes of one block when :func:`_whole_groups_if_cheaper` rechunks.
+REBLOCK_BYTES = 64 << 20
+
+
+def _whole_groups_if_cheaper(values: Any, n_groups: int, axis: int) -> Any:
+    """Rechunk to one block along the grouped axis when per-block intermediates would outweigh
+    the blocks themselves (over 4× a block and over :data:`REBLOCK_BYTES`).
+
+    Every block yields dense intermediates for all ``n_groups`` (float64 sums + int64 counts),
+    so grouping 58k probes into 20k genes from 2k-row probe blocks would make each block's
+    output ~20× its input. Blocks holding the whole grouped axis (and a slice of the other)
+    give outputs no larger than the input and need no combine step.
+    """
+    if values.numblocks[axis] == 1:
+        return values
+    rows = max(values.chunks[axis])
+    other = max(values.chunks[1 - axis])
+    out_bytes = n_groups * other * 16
+    if out_bytes <= max(4 * rows * other * values.dtype.itemsize, REBLOCK_BYTES):
+        return values
+    n_axis = values.shape[axis]
+    width = max(1, REBLOCK_BYTES // max(1, n_axis * values.dtype.itemsize))
+    return values.rechunk({axis: -1, 1 - axis: width})
+
+
 def _dask_groupby(
     values: Any, labels: np.ndarray, n_groups: int, axis: int,
     aggs: tuple[Aggregation, ...], ddof: int, membership: np.ndarray | None,
@@ -135,6 +160,7 @@ def _dask_groupby(
         raise ConfigError(f"values must be 2-D (probe, sample), got shape {values.shape}")
     needed = specs.needed_intermediates(aggs)
     want_median = any(not a.mergeable for a in aggs)
+    values = _whole_groups_if_cheaper(values, n_groups, axis)
     if want_median and values.numblocks[axis] != 1:
         raise ConfigError(
             "median needs whole groups in one block: the grouped axis "
@@ -281,7 +307,7 @@ def groupby_reduce(
                          parallel=parallel)
     median = (_median(values, labels, n_groups, ax, membership)
               if any(not a.mergeable for a in aggs) else None)
-    return _finish(inter, aggs, ddof, ax, membership, median)
+    return _finish(inter, aggs, ddof, ax, membership, median, parallel)
 
 
 # ------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..kernels import divide_counts
 
 Intermediates = dict[str, np.ndarray]
 
@@ -59,7 +60,8 @@ class Aggregation:
     combine : tuple of str
         How each of ``chunk`` merges across blocks: ``"sum"``, ``"m2"``, ``"min"`` or ``"max"``.
     finalize : callable
-        ``finalize(intermediates, ddof) -> ndarray`` (float64, NaN where undefined).
+        ``finalize(intermediates, ddof, parallel) -> ndarray`` (float64, NaN where undefined);
+        ``parallel`` allows the numba ``prange`` loops (numpy path only, never in Dask tasks).
     fill_value : float
         Value of the statistic for a group with no valid values.
     """
@@ -67,7 +69,7 @@ class Aggregation:
     name: str
     chunk: tuple[str, ...]
     combine: tuple[str, ...]
-    finalize: Callable[[Mapping[str, np.ndarray], int], np.ndarray]
+    finalize: Callable[[Mapping[str, np.ndarray], int, bool], np.ndarray]
     fill_value: float = np.nan
 
     @property
@@ -79,43 +81,35 @@ def _empty_to_nan(x: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.where(count > 0, x, np.nan)
 
 
-def _finalize_count(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+def _finalize_count(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return it["count"]
 
 
-def _finalize_sum(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+def _finalize_sum(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return _empty_to_nan(it["sum"], it["count"])
 
 
-def _divide(num: np.ndarray, den: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    # one output allocation (finalize runs on full-size outputs: 20k genes x 3.7k samples)
-    out = np.full(np.shape(num), np.nan)
-    return np.divide(num, den, out=out, where=valid)
+def _finalize_mean(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
+    return divide_counts(it["sum"], it["count"], 0, parallel=parallel)
 
 
-def _finalize_mean(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
-    n = it["count"]
-    return _divide(it["sum"], n, n > 0)
+def _finalize_var(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
+    return divide_counts(it["m2"], it["count"], ddof, parallel=parallel)
 
 
-def _finalize_var(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
-    n = it["count"]
-    return _divide(it["m2"], n - ddof, n > ddof)
+def _finalize_std(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
+    return np.sqrt(_finalize_var(it, ddof, parallel))
 
 
-def _finalize_std(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
-    return np.sqrt(_finalize_var(it, ddof))
-
-
-def _finalize_min(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+def _finalize_min(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return it["min"]
 
 
-def _finalize_max(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+def _finalize_max(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return it["max"]
 
 
-def _finalize_median(it: Mapping[str, np.ndarray], ddof: int) -> np.ndarray:
+def _finalize_median(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return it["median"]
 
 
@@ -252,6 +246,8 @@ def rollup(inter: Mapping[str, np.ndarray], membership: np.ndarray, group_axis: 
     return {k: np.moveaxis(v, -1, group_axis) for k, v in out.items()}
 
 
-def finalize(inter: Mapping[str, np.ndarray], aggs: Sequence[Aggregation], ddof: int) -> Intermediates:
-    """Turn merged intermediates into ``{statistic name: array}``."""
-    return {a.name: a.finalize(inter, ddof) for a in aggs}
+def finalize(inter: Mapping[str, np.ndarray], aggs: Sequence[Aggregation], ddof: int,
+             parallel: bool = False) -> Intermediates:
+    """Turn merged intermediates into ``{statistic name: array}`` (``parallel``: numpy path
+    only, allows the numba ``prange`` loops)."""
+    return {a.name: a.finalize(inter, ddof, parallel) for a in aggs}

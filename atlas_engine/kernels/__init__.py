@@ -6,8 +6,16 @@ and :mod:`._loops` for the loops and the numerical choices.
 
 from __future__ import annotations
 
-from .grouped import check_inputs, group_minmax, group_moments, group_sum_count, rows_by_group
+from .grouped import (
+    check_inputs,
+    divide_counts,
+    group_minmax,
+    group_moments,
+    group_sum_count,
+    rows_by_group,
+)
 
 __all__ = [
-    "check_inputs", "group_minmax", "group_moments", "group_sum_count", "rows_by_group",
+    "check_inputs", "divide_counts", "group_minmax", "group_moments", "group_sum_count",
+    "rows_by_group",
 ]

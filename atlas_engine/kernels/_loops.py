@@ -33,24 +33,77 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-
 # --------------------------------------------------------------------------------------------
 # grouping along the sample axis (per structure): out[i, labels[j]] <- values[i, j]
 # --------------------------------------------------------------------------------------------
-def sum_count_sample(values, labels, sums, counts):
+#: probe rows summed together by :func:`sum_count_sample`: each label load serves this many rows,
+#: and their partial sums sit side by side (``acc[slot * ROWS + r]``), one vector add per sample
+ROWS = 8
+
+
+def sum_count_sample(values, slot, sizes, sums, counts):
+    """``slot``: the labels with -1 replaced by ``n_groups`` (a spill cell that is never
+    written out); ``sizes[g]``: the number of samples labelled ``g``.
+
+    Fast path: every value is added into its group without a NaN test (a NaN makes its group's
+    sum NaN) and the counts are the group sizes. Only the rows whose sums come out NaN are done
+    again with the NaN-skipping loop, so clean rows cost one branch-free scatter-add."""
     n_probe, n_sample = values.shape
-    for i in prange(n_probe):
-        srow = sums[i]
-        crow = counts[i]
-        srow[:] = 0.0
-        crow[:] = 0
-        vrow = values[i]
-        for j in range(n_sample):
-            lab = labels[j]
-            v = vrow[j]
-            if lab >= 0 and v == v:
-                srow[lab] += v
-                crow[lab] += 1
+    n_groups = sums.shape[1]
+    width = (n_groups + 1) * ROWS
+    n_blocks = (n_probe + ROWS - 1) // ROWS
+    for b in prange(n_blocks):
+        i0 = b * ROWS
+        nr = min(ROWS, n_probe - i0)
+        acc = np.zeros(width)
+        if nr == ROWS:
+            r0 = values[i0]
+            r1 = values[i0 + 1]
+            r2 = values[i0 + 2]
+            r3 = values[i0 + 3]
+            r4 = values[i0 + 4]
+            r5 = values[i0 + 5]
+            r6 = values[i0 + 6]
+            r7 = values[i0 + 7]
+            for j in range(n_sample):
+                k = slot[j] * ROWS
+                acc[k] += r0[j]
+                acc[k + 1] += r1[j]
+                acc[k + 2] += r2[j]
+                acc[k + 3] += r3[j]
+                acc[k + 4] += r4[j]
+                acc[k + 5] += r5[j]
+                acc[k + 6] += r6[j]
+                acc[k + 7] += r7[j]
+        else:
+            for r in range(nr):
+                row = values[i0 + r]
+                for j in range(n_sample):
+                    acc[slot[j] * ROWS + r] += row[j]
+        for r in range(nr):
+            srow = sums[i0 + r]
+            crow = counts[i0 + r]
+            clean = True
+            for g in range(n_groups):
+                s = acc[g * ROWS + r]
+                srow[g] = s
+                crow[g] = sizes[g]
+                clean &= s == s
+            if not clean:
+                _sum_count_row_nan(values[i0 + r], slot, srow, crow)
+
+
+@njit(nogil=True, cache=False)
+def _sum_count_row_nan(vrow, slot, srow, crow):
+    n_groups = srow.shape[0]
+    srow[:] = 0.0
+    crow[:] = 0
+    for j in range(vrow.shape[0]):
+        lab = slot[j]
+        v = vrow[j]
+        if lab < n_groups and v == v:
+            srow[lab] += v
+            crow[lab] += 1
 
 
 def moments_sample(values, labels, counts, sums, m2, shift):
@@ -121,20 +174,42 @@ def _unset_to_nan(lo, hi):
 # output rows are written once, in order.
 # --------------------------------------------------------------------------------------------
 def sum_count_probe(values, order, indptr, sums, counts):
+    """Fast path per group: the first row is copied and the others added without NaN tests;
+    the counts are the group's row count. A group whose sums come out NaN (some value was NaN)
+    is done again with the NaN-skipping loop. Each output row is written once."""
     n_groups = sums.shape[0]
     n_sample = values.shape[1]
     for g in prange(n_groups):
         srow = sums[g]
         crow = counts[g]
-        srow[:] = 0.0
-        crow[:] = 0
-        for r in range(indptr[g], indptr[g + 1]):
+        lo = indptr[g]
+        hi = indptr[g + 1]
+        if hi == lo:
+            srow[:] = 0.0
+            crow[:] = 0
+            continue
+        first = values[order[lo]]
+        for j in range(n_sample):
+            srow[j] = first[j]
+        for r in range(lo + 1, hi):
             vrow = values[order[r]]
             for j in range(n_sample):
-                v = vrow[j]
-                ok = v == v
-                srow[j] += v if ok else 0.0
-                crow[j] += 1 if ok else 0
+                srow[j] += vrow[j]
+        n = hi - lo
+        clean = True
+        for j in range(n_sample):
+            crow[j] = n
+            clean &= srow[j] == srow[j]
+        if not clean:
+            srow[:] = 0.0
+            crow[:] = 0
+            for r in range(lo, hi):
+                vrow = values[order[r]]
+                for j in range(n_sample):
+                    v = vrow[j]
+                    ok = v == v
+                    srow[j] += v if ok else 0.0
+                    crow[j] += 1 if ok else 0
 
 
 def moments_probe(values, order, indptr, counts, sums, m2, shift):
@@ -184,3 +259,15 @@ def minmax_probe(values, order, indptr, mins, maxs):
                 lo[j] = x if x < lo[j] else lo[j]
                 hi[j] = x if x > hi[j] else hi[j]
         _unset_to_nan(lo, hi)
+
+
+# --------------------------------------------------------------------------------------------
+# finalize: out = num / (count - ddof) where count > ddof, else NaN (flat, C-contiguous arrays)
+# --------------------------------------------------------------------------------------------
+def divide_counts(num, count, ddof, out):
+    n = out.shape[0]
+    step = 1 << 16
+    for b in prange((n + step - 1) // step):
+        for i in range(b * step, min(n, (b + 1) * step)):
+            c = count[i] - ddof
+            out[i] = num[i] / c if c > 0 else np.nan

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ._jit import loop
 
 __all__ = [
-    "check_inputs", "group_minmax", "group_moments", "group_sum_count", "rows_by_group",
+    "check_inputs", "divide_counts", "group_minmax", "group_moments", "group_sum_count", "rows_by_group",
 ]
 
 
@@ -72,9 +72,24 @@ def rows_by_group(labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.nda
     return order.astype(np.int64), indptr
 
 
+def spill_slots(labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` with -1 replaced by ``n_groups`` (a spill cell), and the size of each group.
+
+    The sample-axis sum kernel scatters every value without a label test; the spill cell
+    takes the values of unlabelled samples and is never written out.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    slot = np.where(labels < 0, n_groups, labels).astype(np.int64)
+    sizes = np.bincount(slot, minlength=n_groups + 1)[:n_groups].astype(np.int64)
+    return slot, sizes
+
+
 def _run(name: str, values: np.ndarray, labels: np.ndarray, n_groups: int, axis: int,
          parallel: bool, *outs: np.ndarray) -> None:
-    if axis == 1:
+    if axis == 1 and name == "sum_count":
+        slot, sizes = spill_slots(labels, n_groups)
+        loop("sum_count_sample", parallel)(values, slot, sizes, *outs)
+    elif axis == 1:
         loop(f"{name}_sample", parallel)(values, labels, *outs)
     else:
         order, indptr = rows_by_group(labels, n_groups)
@@ -120,3 +135,26 @@ def group_minmax(
     maxs = np.empty(shape, np.float64)
     _run("minmax", values, labels, n_groups, axis, parallel, mins, maxs)
     return mins, maxs
+
+
+def divide_counts(num: np.ndarray, count: np.ndarray, ddof: int = 0, *,
+                  parallel: bool = False) -> np.ndarray:
+    """``num / (count - ddof)`` where ``count > ddof``, NaN elsewhere, as a new float64 array.
+
+    One pass and one output allocation (finalize runs on full-size outputs, e.g. 20k genes ×
+    3.7k samples); C-contiguous float64/int64 inputs go through the numba loop, anything else
+    through numpy.
+    """
+    num = np.asarray(num)
+    count = np.asarray(count)
+    if num.shape != count.shape:
+        raise ConfigError(f"sums {num.shape} and counts {count.shape} differ in shape")
+    out = np.empty(num.shape, np.float64)
+    if (num.dtype == np.float64 and count.dtype == np.int64 and num.flags.c_contiguous
+            and count.flags.c_contiguous):
+        loop("divide_counts", parallel)(num.reshape(-1), count.reshape(-1), int(ddof),
+                                        out.reshape(-1))
+        return out
+    out.fill(np.nan)
+    den = count - ddof
+    return np.divide(num, den, out=out, where=den > 0)
