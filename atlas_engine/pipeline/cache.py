@@ -83,7 +83,7 @@ class StoreCache:
                 a = np.asarray(values)
                 if a.dtype.kind in "UO":
                     a = a.astype("U")
-                chunks = a.shape if a.ndim and a.size else None
+                chunks = a.shape if a.ndim and a.size else "auto"
                 group.create_array(name, data=a, chunks=chunks)
             group.attrs["meta"] = {**meta, "complete": True}
             final = self.root / key

@@ -39,7 +39,6 @@ from .probes import (
     DONOR_PROBES,
     POOLED_ONLY,
     SELECTION_METHODS,
-    ProbeSelection,
     IntensityFilter,
     diff_stability_from_means,
     reannotate_probes,

@@ -97,6 +97,11 @@ class VolumeAtlas:
              for k in range(3)]
         )
         self.atlas_info = None if atlas_info is None else check_atlas_info(atlas_info)
+        if self.atlas_info is not None:  # sorted label ids with their hemisphere and class
+            order = np.argsort(self.atlas_info.index.to_numpy(), kind="stable")
+            self._info_ids = self.atlas_info.index.to_numpy()[order]
+            self._info_hemi = self.atlas_info["hemisphere"].to_numpy().astype(str)[order]
+            self._info_cls = self.atlas_info["structure"].to_numpy().astype(str)[order]
 
     # ------------------------------------------------------------------------------------
     def snap(self, xyz: np.ndarray) -> np.ndarray:
@@ -110,14 +115,15 @@ class VolumeAtlas:
         return out
 
     def _allowed(self, cand: np.ndarray, hemi: str | None, cls: str | None) -> np.ndarray:
-        info = self.atlas_info
-        if info is None or hemi is None or not np.isin(cand, info.index).all():
+        if self.atlas_info is None or hemi is None:
             return np.ones(len(cand), dtype=bool)
-        ai = info.loc[cand]
-        bilateral = ai["hemisphere"].to_numpy() == "B"
-        same_cls = ai["structure"].to_numpy() == cls
-        same_hemi = ai["hemisphere"].to_numpy() == hemi
-        return np.where(bilateral, same_cls, same_cls & same_hemi)
+        ids = self._info_ids
+        pos = np.minimum(np.searchsorted(ids, cand), len(ids) - 1)
+        if len(ids) == 0 or not np.array_equal(ids[pos], cand):
+            return np.ones(len(cand), dtype=bool)
+        h = self._info_hemi[pos]
+        same_cls = self._info_cls[pos] == str(cls)
+        return np.where(h == "B", same_cls, same_cls & (h == hemi))
 
     def _assign(self, voxels: list[int], point: np.ndarray, hemi, cls) -> int:
         labs, counts = np.unique(self.voxel_labels[voxels], return_counts=True)

@@ -136,7 +136,7 @@ def stage_abagen(data_dir: str) -> None:
                                          **kw)
         frames, counts = res
         frames = frames if isinstance(frames, dict) else {0: frames}
-        for k, (donor, df) in enumerate(frames.items()):
+        for donor, df in frames.items():
             key = name if len(frames) == 1 else f"{name}@{donor}"
             out[f"{key}|values"] = df.to_numpy(dtype=np.float64)
             out[f"{key}|labels"] = df.index.to_numpy(dtype=np.int64)

@@ -1,0 +1,180 @@
+"""abagen.get_expression_data vs atlas-engine's store pipeline on full-size generated data.
+
+One run measures (each step in its own process under ``/usr/bin/time -v`` for wall time and
+peak RSS):
+
+* abagen 0.1.3 ``get_expression_data`` (defaults except corrected_mni=False,
+  reannotated=False) on the CSVs in abagen's data-dir layout, in the abagen virtualenv;
+* ``atlas-engine convert`` of the six donor zips to a float64 store (once);
+* ``get_expression_data`` from the store: cold (cache cleared), then a second atlas (the
+  cached selection is reused);
+* optionally a voxel-level atlas (every voxel of the first atlas its own region).
+
+The outputs of abagen and atlas-engine on the first atlas are compared (max abs difference).
+
+    .venv/bin/python benchmarks/bench_abagen.py --raw /tmp/full --work /tmp/bench_abagen
+
+(regenerate the raw data with ``atlas-engine synth /tmp/full --quiet`` if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+ABAGEN_PY = "/tmp/abagen-venv/bin/python"
+
+
+def timed(cmd: list[str], log: Path) -> dict[str, float]:
+    """Run ``cmd`` under /usr/bin/time -v; wall seconds and peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=fh, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    text = log.read_text()
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{text[-3000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss / 1024, 1)}
+
+
+def prepare(raw: Path, work: Path, regions: int) -> dict[str, Path]:
+    sys.path.insert(0, str(HERE / "abagen_oracle"))
+    from make_e2e_golden import extract
+    from synth_atlas import make_atlas, voxel_atlas, write_atlas
+
+    data = work / "data"
+    marker = data / ".complete"
+    if not marker.exists():
+        shutil.rmtree(data, ignore_errors=True)
+        annot = extract(raw, data)
+        marker.write_text("ok")
+    else:
+        annot = pd.concat([pd.read_csv(p) for p in sorted(
+            (data / "microarray").glob("*/SampleAnnot.csv"))], ignore_index=True)
+        from make_e2e_golden import broad_class
+        classes = []
+        for p in sorted((data / "microarray").glob("*/SampleAnnot.csv")):
+            onto = pd.read_csv(p.parent / "Ontology.csv").set_index("id")
+            a = pd.read_csv(p)
+            classes += [broad_class(onto.loc[s, "structure_id_path"]) for s in a["structure_id"]]
+        annot["class"] = classes
+    xyz = annot[["mni_x", "mni_y", "mni_z"]].to_numpy()
+    out = {"data": data}
+    for name, seed in (("atlas1", 1), ("atlas2", 2)):
+        vol, aff, info = make_atlas(xyz, annot["class"].to_numpy(), regions, seed=seed)
+        write_atlas(work / f"{name}.nii.gz", vol, aff)
+        info.to_csv(work / f"{name}.csv", index=False)
+        out[name] = work / f"{name}.nii.gz"
+        if name == "atlas1":
+            write_atlas(work / "voxels.nii.gz", voxel_atlas(vol), aff)
+            out["voxels"] = work / "voxels.nii.gz"
+    return out
+
+
+# ---- child steps ----------------------------------------------------------------------------
+ABAGEN_CHILD = """
+import sys, warnings; warnings.simplefilter('ignore')
+import abagen
+atlas, info, data, out = sys.argv[1:5]
+df = abagen.get_expression_data(atlas, info, data_dir=data, corrected_mni=False,
+                                reannotated=False, verbose=0)
+df.to_csv(out)
+"""
+
+
+def engine_child(store: str, atlas: str, info: str | None, out: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    from atlas_engine.pipeline.expression import get_expression_data
+
+    res = get_expression_data(store, atlas, info, corrected_mni=False, reannotated=False)
+    res.expression.to_csv(out)
+    Path(out + ".json").write_text(json.dumps({"computed": res.computed,
+                                               "timings": res.timings,
+                                               "shape": list(res.expression.shape)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", default="/tmp/full")
+    ap.add_argument("--work", default="/tmp/bench_abagen")
+    ap.add_argument("--regions", type=int, default=83)
+    ap.add_argument("--skip-abagen", action="store_true")
+    ap.add_argument("--voxels", action="store_true", help="also run the voxel-level atlas")
+    ap.add_argument("--child", nargs=4, metavar=("STORE", "ATLAS", "INFO", "OUT"))
+    args = ap.parse_args()
+    if args.child:
+        store, atlas, info, out = args.child
+        engine_child(store, atlas, None if info == "-" else info, out)
+        return
+    raw, work = Path(args.raw), Path(args.work)
+    if not (raw / "normalized_microarray_donor9861.zip").exists():
+        raise SystemExit(f"{raw}: no generated data (run: atlas-engine synth {raw} --quiet)")
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = prepare(raw, work, args.regions)
+    print(f"prepared data dir and atlases in {time.perf_counter() - t0:.1f} s", flush=True)
+    figures: dict[str, dict] = {}
+
+    if not args.skip_abagen:
+        child = work / "abagen_child.py"
+        child.write_text(ABAGEN_CHILD)
+        figures["abagen"] = timed([ABAGEN_PY, str(child), str(paths["atlas1"]),
+                                   str(work / "atlas1.csv"), str(paths["data"]),
+                                   str(work / "abagen_atlas1.csv")], work / "abagen.log")
+        print("abagen", figures["abagen"], flush=True)
+
+    store = work / "store.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    figures["convert"] = timed([str(Path(PY).parent / "atlas-engine"), "convert", str(raw), str(store),
+                                "--dtype", "float64", "--quiet"], work / "convert.log")
+    print("convert", figures["convert"], flush=True)
+
+    me = [PY, __file__, "--child", str(store)]
+    figures["engine_cold"] = timed(me + [str(paths["atlas1"]), str(work / "atlas1.csv"),
+                                         str(work / "engine_atlas1.csv")], work / "cold.log")
+    print("engine cold", figures["engine_cold"], flush=True)
+    figures["engine_cached_atlas2"] = timed(
+        me + [str(paths["atlas2"]), str(work / "atlas2.csv"), str(work / "engine_atlas2.csv")],
+        work / "cached.log")
+    print("engine cached (2nd atlas)", figures["engine_cached_atlas2"], flush=True)
+    for k, f in (("engine_cold", "engine_atlas1.csv"), ("engine_cached_atlas2",
+                                                        "engine_atlas2.csv")):
+        figures[k].update(json.loads((work / (f + ".json")).read_text()))
+    if args.voxels:
+        figures["engine_voxels"] = timed(me + [str(paths["voxels"]), "-",
+                                               str(work / "engine_voxels.csv")],
+                                         work / "voxels.log")
+        print("engine voxels", figures["engine_voxels"], flush=True)
+
+    if "abagen" in figures:
+        a = pd.read_csv(work / "abagen_atlas1.csv", index_col=0)
+        e = pd.read_csv(work / "engine_atlas1.csv", index_col=0)
+        same = list(a.columns) == list(e.columns) and list(a.index) == list(e.index)
+        diff = float(np.nanmax(np.abs(a.to_numpy() - e.to_numpy()))) if same else None
+        figures["parity"] = {"same_shape_labels_genes": same, "max_abs_diff": diff,
+                             "shape": list(a.shape)}
+        ab, cold = figures["abagen"], figures["engine_cold"]
+        figures["ratios"] = {
+            "speedup_cold": round(ab["wall_s"] / cold["wall_s"], 1),
+            "speedup_cached": round(ab["wall_s"] / figures["engine_cached_atlas2"]["wall_s"], 1),
+            "rss_fraction_cold": round(cold["peak_rss_mib"] / ab["peak_rss_mib"], 3),
+        }
+    (work / "figures.json").write_text(json.dumps(figures, indent=1))
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""get_expression_data on a converted store: end-to-end parity with abagen 0.1.3, caching,
+explanation tables, reannotation / corrected-MNI joins and the CLI glue.
+
+The end-to-end golden (tests/data/abagen_golden/e2e*.{npz,nii.gz,csv,json}) was written by
+benchmarks/abagen_oracle/make_e2e_golden.py; the data are regenerated here with synth from the
+saved parameters and converted to a float64 store.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from atlas_engine import open_store
+from atlas_engine.cli.atlas_options import abagen_options, run_atlas_aggregate
+from atlas_engine.convert.donor import convert_microarray
+from atlas_engine.errors import ConfigError
+from atlas_engine.pipeline.cache import StoreCache
+from atlas_engine.pipeline.expression import get_expression_data
+from atlas_engine.pipeline.probes import reannotate_probes
+from atlas_engine.pipeline.samples import corrected_coordinates
+from atlas_engine.testing.synth import write_all
+
+GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
+PARAMS = json.loads((GOLDEN / "e2e_params.json").read_text())
+ATLAS = str(GOLDEN / "e2e_atlas.nii.gz")
+INFO = str(GOLDEN / "e2e_atlas_info.csv")
+FIXED = dict(corrected_mni=False, reannotated=False)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    synth = write_all(root / "raw", probes=PARAMS["probes"],
+                      samples_fraction=PARAMS["samples_fraction"], seed=PARAMS["seed"],
+                      quiet=True, brainspan=False)
+    convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
+    return {"store": open_store(root / "store.zarr"), "raw": root / "raw", "synth": synth,
+            "root": root}
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(GOLDEN / "e2e.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def check_frame(frame: pd.DataFrame, golden: dict, key: str) -> None:
+    assert list(frame.index) == golden[f"{key}|labels"].tolist()
+    assert list(frame.columns) == golden[f"{key}|genes"].tolist()
+    np.testing.assert_allclose(frame.to_numpy(), golden[f"{key}|values"], rtol=0, atol=1e-6,
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("case", list(PARAMS["cases"]))
+def test_matches_abagen_end_to_end(e2e, golden, case):
+    kw = PARAMS["cases"][case]
+    res = get_expression_data(e2e["store"], ATLAS, INFO, return_counts=True, **FIXED, **kw)
+    if kw.get("return_donors"):
+        assert res.donors is not None and len(res.donors) == 6
+        for d, frame in res.donors.items():
+            check_frame(frame, golden, f"{case}@{d}")
+    else:
+        check_frame(res.expression, golden, case)
+    np.testing.assert_array_equal(res.counts.to_numpy(), golden[f"{case}|counts"])
+    assert res.counts.columns.tolist() == golden[f"{case}|count_donors"].tolist()
+
+
+def test_second_atlas_reuses_cached_selection(e2e, tmp_path):
+    st = e2e["store"]
+    opts = dict(ibf_threshold=0.35, probe_selection="max_variance", **FIXED)
+    first = get_expression_data(st, ATLAS, INFO, **opts)
+    assert first.computed == {"ibf": True, "selection": True, "rows": True}
+    # a second atlas: every label shifted, no region info
+    import nibabel as nib
+
+    img = nib.load(ATLAS)
+    vol = np.asarray(img.dataobj).astype(np.int32)
+    vol[vol > 0] += 100
+    second_path = tmp_path / "second.nii.gz"
+    nib.save(nib.Nifti1Image(vol, img.affine), str(second_path))
+    second = get_expression_data(st, str(second_path), None, **opts)
+    assert second.computed == {"ibf": False, "selection": False, "rows": False}
+    fresh = get_expression_data(st, str(second_path), None, cache=False, **opts)
+    assert fresh.computed["selection"] is True
+    pd.testing.assert_frame_equal(second.expression, fresh.expression)
+    assert second.expression.index.min() > 100
+    # other parameters miss the cache
+    third = get_expression_data(st, ATLAS, INFO, ibf_threshold=0.36,
+                                probe_selection="max_variance", **FIXED)
+    assert third.computed["selection"] is True
+    cache = StoreCache(st.url, {})
+    assert len(cache.entries()) >= 2
+    assert not any(p.name.startswith(".tmp") for p in (Path(st.url) / "cache").iterdir())
+
+
+def _raw_pacall(raw: Path) -> dict[int, pd.DataFrame]:
+    out = {}
+    for z in sorted(raw.glob("normalized_microarray_donor*.zip")):
+        donor = int(z.stem.replace("normalized_microarray_donor", ""))
+        with zipfile.ZipFile(z) as zf:
+            out[donor] = pd.read_csv(zf.open("PACall.csv"), header=None, index_col=0)
+    return out
+
+
+def test_explanations_against_raw_files(e2e):
+    st, synth = e2e["store"], e2e["synth"]
+    res = get_expression_data(st, ATLAS, INFO, **FIXED)
+    probes = res.probes
+    assert len(probes) == len(st.probes)
+    assert probes["reason"].map(bool).all()
+    # IBF fraction recomputed from the raw PACall CSVs over the samples kept by QC
+    kept = res.samples[res.samples["status"] != "dropped"]
+    pac = _raw_pacall(e2e["raw"])
+    signal = sum(pac[d].iloc[:, (kept[kept.donor == d]["sample_id"] - 1).to_numpy()].sum(axis=1)
+                 for d in pac)
+    frac = signal / len(kept)
+    usable = probes["ibf_fraction"].notna().to_numpy()
+    np.testing.assert_allclose(probes.loc[usable, "ibf_fraction"].to_numpy(),
+                               frac.loc[probes.loc[usable, "probe_id"]].to_numpy())
+    assert (probes.loc[usable, "ibf_kept"] == (probes.loc[usable, "ibf_fraction"] >= 0.5)).all()
+    no_entrez = ~usable
+    assert probes.loc[no_entrez, "reason"].str.contains("Entrez").all()
+    # genes: the kept ones are exactly the output columns; every drop has a reason
+    genes = res.genes.set_index("gene_symbol")
+    assert sorted(genes.index[genes.status == "kept"]) == sorted(res.expression.columns)
+    dropped = genes[genes.status == "dropped"]
+    assert len(dropped) > 0 and (dropped.reason != "unknown").all()
+    lost_ibf = (dropped.n_probes_ibf == 0) & (dropped.n_probes > 0)
+    assert lost_ibf.any()
+    assert (dropped.loc[lost_ibf, "reason"] == "no probe passed the intensity filter").all()
+    assert (dropped.loc[dropped.n_probes == 0, "reason"] == "no Entrez id").all()
+    # each kept gene's chosen probe is selected in the probe table
+    sel = set(probes.loc[probes.selected, "probe_id"])
+    assert set(genes.loc[genes.status == "kept", "selected_probe_id"].astype(int)) <= sel
+    # samples: the generator's deliberate mismatches are the hemisphere drops
+    smp = res.samples
+    for donor, rows in synth.mismatches.items():
+        got = smp[(smp.donor == donor) & smp.reason.str.contains("hemisphere mismatch")]
+        assert sorted(got["sample_id"] - 1) == sorted(rows)
+    matched = smp[smp.status == "matched"]
+    assert (matched["label"] > 0).all()
+    counts = get_expression_data(st, ATLAS, INFO, return_counts=True, **FIXED).counts
+    assert counts.to_numpy().sum() == len(matched)
+    unmatched = smp[smp.status == "unmatched"]
+    assert len(unmatched) and unmatched.reason.str.startswith("unmatched:").all()
+    text = res.methods()
+    assert "intensity above background in fewer than 50%" in text and "differential" in text
+    prov = json.loads(json.dumps(res.provenance(), default=str))
+    assert prov["params"]["probe_selection"] == "diff_stability"
+    assert prov["counts"]["genes_kept"] == res.expression.shape[1]
+    assert prov["store"]["url"] == st.url
+
+
+def test_corrected_mni_on_generated_ids_names_them(e2e):
+    with pytest.raises(ConfigError, match="well id"):
+        get_expression_data(e2e["store"], ATLAS, INFO, reannotated=False)
+
+
+def test_bad_options(e2e):
+    with pytest.raises(ConfigError, match="rnaseq"):
+        get_expression_data(e2e["store"], ATLAS, INFO, probe_selection="rnaseq", **FIXED)
+    with pytest.raises(ConfigError, match="return_donors"):
+        get_expression_data(e2e["store"], ATLAS, INFO, region_agg="samples",
+                            return_donors=True, **FIXED)
+    with pytest.raises(ConfigError, match="not in the store"):
+        get_expression_data(e2e["store"], ATLAS, INFO, donors=[1], **FIXED)
+
+
+def test_reannotation_join():
+    probes = pd.DataFrame({"probe_id": [30, 10, 20, 40],
+                           "probe_name": ["p3", "p1", "p2", "p4"],
+                           "gene_symbol": ["A", "B", "C", "D"],
+                           "entrez_id": [1, 2, 3, 4], "chromosome": ["1", "2", "3", "4"]})
+    table = pd.DataFrame({"probe_name": ["p1", "p2", "p3", "p9"],
+                          "gene_symbol": ["X", "Y", "Z", "W"],
+                          "entrez_id": [100.0, np.nan, 300.0, 900.0]})
+    out = reannotate_probes(probes, table)
+    assert out["probe_id"].tolist() == [10, 30]          # p2: no Entrez; p4: not in table
+    assert out["gene_symbol"].tolist() == ["X", "Z"]
+    assert out["entrez_id"].tolist() == [100, 300]
+    assert out["chromosome"].tolist() == ["2", "1"]
+
+
+def test_bundled_tables_cover_real_ids():
+    real = reannotate_probes(pd.DataFrame({"probe_id": [1, 2], "probe_name":
+                                           ["A_23_P20713", "not-a-probe"]}))
+    assert real["probe_id"].tolist() == [1]
+    ann = pd.DataFrame({"well_id": [126439333, 5], "mni_x": [0.0, 1.0], "mni_y": [0.0, 1.0],
+                        "mni_z": [0.0, 1.0]})
+    with pytest.raises(ConfigError, match=r"1 well id\(s\).*: 5;"):
+        corrected_coordinates(ann)
+    fixed = corrected_coordinates(ann.iloc[:1])
+    assert fixed.loc[0, "mni_x"] == pytest.approx(-13.467692624176099)
+
+
+def test_corrected_coordinates_join():
+    table = pd.DataFrame({"mni_x": [1.0, 2.0], "mni_y": [3.0, 4.0], "mni_z": [5.0, 6.0]},
+                         index=pd.Index([7, 8], name="well_id"))
+    ann = pd.DataFrame({"well_id": [8, 7, 8], "mni_x": [0.0] * 3, "mni_y": [0.0] * 3,
+                        "mni_z": [0.0] * 3, "other": ["a", "b", "c"]})
+    out = corrected_coordinates(ann, table)
+    assert out[["mni_x", "mni_y", "mni_z"]].to_numpy().tolist() == [[2, 4, 6], [1, 3, 5],
+                                                                      [2, 4, 6]]
+    assert out["other"].tolist() == ["a", "b", "c"]
+    with pytest.raises(ConfigError, match="9"):
+        corrected_coordinates(pd.concat([ann, ann.assign(well_id=9)]), table)
+
+
+def test_cli_glue(e2e, tmp_path, golden):
+    @click.command()
+    @click.argument("store")
+    @abagen_options
+    def cmd(store, **opts):
+        out = run_atlas_aggregate(store, ATLAS, INFO, str(tmp_path / "res.csv"), "all", True,
+                                  **opts)
+        click.echo(json.dumps(out))
+
+    result = CliRunner().invoke(cmd, [e2e["store"].url, "--no-corrected-mni", "--no-reannotated",
+                                      "--probe-selection", "max_variance", "--return-counts",
+                                      "--sample-norm", "srs"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    frame = pd.read_csv(tmp_path / "res.csv", index_col="label")
+    frame.columns.name = "gene_symbol"
+    check_frame(frame, golden, "max_variance")
+    assert summary["regions"] == frame.shape[0] and summary["genes"] == frame.shape[1]
+    for suffix in ("probes.csv", "genes.csv", "samples.csv", "methods.txt",
+                   "provenance.json", "counts.csv"):
+        assert (tmp_path / f"res.{suffix}").stat().st_size > 0
+    prov = json.loads((tmp_path / "res.provenance.json").read_text())
+    assert prov["params"]["probe_selection"] == "max_variance"
+    help_text = CliRunner().invoke(cmd, ["--help"]).output
+    for opt in ("--ibf-threshold", "--donor-probes", "--lr-mirror", "--norm-matched",
+                "--no-norm-structures", "--region-agg", "--return-donors"):
+        assert opt in help_text
