@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from atlas_engine.errors import AtlasEngineError as AtlasEngineErrorBase
 from atlas_engine.errors import UnsafeArchiveError, VerificationError
 from atlas_engine.fetch import DownloadSpec, RetryPolicy, download_files, fetch_ahba
 from atlas_engine.fetch.manifest import Manifest
@@ -359,3 +360,73 @@ def test_fetch_ahba_reports_missing_donor_and_finishes_others(tmp_path: Path) ->
     for d in chosen[:2]:
         assert (tmp_path / d.zip_name).read_bytes() == files[str(d.microarray_wkf)]
     assert json.loads((tmp_path / "structure_graph_10.json").read_text()) == graph
+
+
+def _crc_broken_zip(seed: int) -> bytes:
+    data = bytearray(make_zip(seed))
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()[0]
+    data[info.header_offset + 30 + len(info.filename) + 100] ^= 0x55  # inside member 1's data
+    return bytes(data)
+
+
+def test_structure_only_mode_leaves_crc_to_the_converter(tmp_path: Path) -> None:
+    """verify_crc=False: a CRC-broken body passes fetch (structure intact), keeps its sha256,
+    and the converter's member stream refuses it; the default mode refuses it at fetch."""
+    from atlas_engine.convert.zipstream import MemberSource
+    from atlas_engine.errors import AtlasEngineError
+
+    body = _crc_broken_zip(40)
+    good = make_zip(41)
+    with FaultServer({"b": body, "g": good}) as srv:
+        res = run(download_files([srv.spec("b"), srv.spec("g")], tmp_path / "fast",
+                                 policy=FAST, verify_crc=False))
+        strict = run(download_files([srv.spec("b")], tmp_path / "strict", policy=FAST))
+    assert [r.status for r in res] == ["downloaded", "downloaded"]
+    assert (tmp_path / "fast" / "b.zip").read_bytes() == body
+    assert res[0].sha256 == hashlib.sha256(body).hexdigest()
+    assert strict[0].status == "failed" and "MicroarrayExpression.csv" in strict[0].error
+    with pytest.raises(AtlasEngineError, match="MicroarrayExpression.csv"):
+        for _ in MemberSource(tmp_path / "fast" / "b.zip", "MicroarrayExpression.csv") \
+                .iter_chunks():
+            pass
+    src = MemberSource(tmp_path / "fast" / "g.zip", "PACall.csv")
+    assert src.read_bytes() == zipfile.ZipFile(io.BytesIO(good)).read("PACall.csv")
+
+
+def _patch_central(data: bytes, index: int, offset: int, value: bytes) -> bytes:
+    out = bytearray(data)
+    cd = -1
+    for _ in range(index + 1):
+        cd = out.find(b"PK\x01\x02", cd + 1)
+    out[cd + offset:cd + offset + len(value)] = value
+    return bytes(out)
+
+
+def test_verify_zip_structure_catches_what_needs_no_inflating(tmp_path: Path) -> None:
+    from atlas_engine.fetch.verify import verify_zip_structure
+
+    data = make_zip(42)
+    infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    path = tmp_path / "a.zip"
+    path.write_bytes(data)
+    assert verify_zip_structure(path) == ["MicroarrayExpression.csv", "PACall.csv"]
+    # member 1 claims more compressed bytes than lie before member 2
+    grown = (infos[0].compress_size + 500).to_bytes(4, "little")
+    path.write_bytes(_patch_central(data, 0, 20, grown))
+    with pytest.raises(VerificationError, match="overlaps|central directory"):
+        verify_zip_structure(path)
+    # member 2's local header renamed (a spliced body)
+    bad = bytearray(data)
+    bad[infos[1].header_offset + 30] ^= 0x20
+    path.write_bytes(bytes(bad))
+    with pytest.raises(VerificationError, match="local header names"):
+        verify_zip_structure(path)
+    # member 2's local header offset pointing into member 1's data
+    moved = (infos[1].header_offset - 64).to_bytes(4, "little")
+    path.write_bytes(_patch_central(data, 1, 42, moved))
+    with pytest.raises(VerificationError, match="local header|overlaps"):
+        verify_zip_structure(path)
+    # truncated body: the central directory is gone
+    path.write_bytes(data[:-40])
+    with pytest.raises(AtlasEngineErrorBase):
+        verify_zip_structure(path)

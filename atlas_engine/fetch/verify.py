@@ -7,6 +7,10 @@
   CRC-32 and size compared with the central directory. Deflate members are inflated with ISA-L
   (``isal_zlib``), several times faster than :mod:`zlib`; other methods fall back to
   :mod:`zipfile`.
+* :func:`verify_zip_structure` - the same structure checks without inflating: every member's
+  local header (magic, name) and data lie inside the file, in order, without overlaps and before
+  the central directory. Used when the member CRCs are left to the converter, which inflates
+  every member anyway and checks each CRC-32 before it publishes anything.
 * :func:`verify_json` - JSON that parses and, for an Allen envelope, says ``success``.
 """
 
@@ -140,6 +144,49 @@ def verify_zip(path: str | Path, *, use_isal: bool = True) -> list[str]:
     return [i.filename for i in infos]
 
 
+def verify_zip_structure(path: str | Path) -> list[str]:
+    """Check a zip's structure without inflating it; return the member names.
+
+    Everything :func:`verify_zip` checks except the CRC-32 and the inflated size of each
+    member (those need the member inflated): the zip magic, the central directory
+    (:func:`~atlas_engine.ziputil.open_checked_zip`: names, declared sizes, compression ratio),
+    and for every member its local header (magic, same name as the central directory) and
+    compressed data inside the file, in order, not overlapping the next member or the central
+    directory. A truncated or spliced body fails here.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != ZIP_MAGIC:
+        raise VerificationError(f"{path}: not a zip archive (starts {head!r})")
+    zf = open_checked_zip(path)
+    with zf:
+        infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
+        cd_start = zf.start_dir
+    end_prev = 0
+    with open(path, "rb", buffering=0) as fh:
+        for info in infos:
+            name = info.filename
+            if info.header_offset < end_prev:
+                raise VerificationError(f"{path}: member {name!r} overlaps the member before it")
+            fh.seek(info.header_offset)
+            raw = fh.read(_LOCAL_HEADER.size)
+            if len(raw) != _LOCAL_HEADER.size or raw[:4] != ZIP_MAGIC:
+                raise VerificationError(f"{path}: member {name!r}: bad or truncated local header")
+            fields = _LOCAL_HEADER.unpack(raw)
+            local_name = fh.read(fields[9])
+            if local_name != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800
+                                                       else "cp437"):
+                raise VerificationError(f"{path}: member {name!r}: local header names "
+                                        f"{local_name[:60]!r}")
+            start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
+            end_prev = start + info.compress_size
+            if end_prev > cd_start:
+                raise VerificationError(f"{path}: member {name!r} runs into the central "
+                                        "directory (truncated or spliced archive)")
+    return [i.filename for i in zf.infolist()]
+
+
 def verify_json(path: str | Path, *, envelope: bool = True) -> None:
     """The file parses as JSON; an Allen envelope must have ``success`` true."""
     path = Path(path)
@@ -152,11 +199,15 @@ def verify_json(path: str | Path, *, envelope: bool = True) -> None:
         raise VerificationError(f"{path}: Allen API answered success=false: {doc.get('msg')}")
 
 
-def verify_file(path: str | Path, kind: str) -> None:
-    """Dispatch on ``kind``: ``zip`` → :func:`verify_zip`, ``json`` → :func:`verify_json`,
-    anything else → only the HTML check on its first bytes."""
+def verify_file(path: str | Path, kind: str, *, crc: bool = True) -> None:
+    """Dispatch on ``kind``: ``zip`` → :func:`verify_zip` (``crc=False``:
+    :func:`verify_zip_structure`), ``json`` → :func:`verify_json`, anything else → only the HTML
+    check on its first bytes."""
     if kind == "zip":
-        verify_zip(path)
+        if crc:
+            verify_zip(path)
+        else:
+            verify_zip_structure(path)
     elif kind == "json":
         verify_json(path)
     else:
