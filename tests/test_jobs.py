@@ -109,3 +109,33 @@ def test_store_backed_atlas_matches_live_api(synth_small, store_path):
     assert s_live["structure_id"].tolist() == s_loc["structure_id"].tolist()
     assert sorted(p_loc["id"]) == sorted(p_live["id"])
     assert sorted(local.get_donors().id) == sorted(donors_live.id)
+
+
+def test_aggregate_command_atlas_runs_the_abagen_pipeline(tmp_path):
+    """--by atlas:IMAGE goes through get_expression_data with abagen's options."""
+    from pathlib import Path
+
+    from atlas_engine.pipeline.expression import get_expression_data
+    from atlas_engine.testing.synth import write_all
+
+    golden = Path(__file__).parent / "data" / "abagen_golden"
+    params = json.loads((golden / "e2e_params.json").read_text())
+    raw = tmp_path / "raw"
+    write_all(raw, probes=params["probes"], samples_fraction=params["samples_fraction"],
+              seed=params["seed"], brainspan=False, quiet=True)
+    store = tmp_path / "s.zarr"
+    convert_microarray(raw, store, dtype="float64")
+    atlas, info = golden / "e2e_atlas.nii.gz", golden / "e2e_atlas_info.csv"
+    out = tmp_path / "dk.csv"
+    r = CliRunner().invoke(cli, [
+        "aggregate", str(store), "--by", f"atlas:{atlas}", "--atlas-info", str(info),
+        "--no-corrected-mni", "--no-reannotated", "--probe-selection", "max_variance",
+        "--return-counts", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(out, index_col=0)
+    want = get_expression_data(store, str(atlas), str(info), corrected_mni=False,
+                               reannotated=False, probe_selection="max_variance").expression
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert list(got.columns) == [str(c) for c in want.columns]
+    for side in ("probes", "genes", "samples"):
+        assert (tmp_path / f"dk.{side}.csv").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from .atlas_options import ABAGEN_OPTION_NAMES, abagen_options, run_atlas_aggregate
 from .common import block_bytes_for, dask_options, execution
 
 
@@ -45,10 +46,11 @@ def _collapse(value: str) -> str | None:
               help="Output: .csv | .parquet (table) or .zarr | .nc (cube).")
 @click.option("--quiet", "-q", is_flag=True)
 @dask_options
+@abagen_options
 def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode: str,
                   donor_ids: str | None, collapse: str, drop_empty: bool,
                   atlas_info: str | None, out: str, quiet: bool, workers: int | None,
-                  scheduler: str | None, memory_limit: str | None) -> None:
+                  scheduler: str | None, memory_limit: str | None, **abagen: object) -> None:
     """Aggregate STORE into a region × gene (or probe) matrix.
 
     \b
@@ -58,17 +60,32 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
           --donors each --out psych.parquet
       atlas-engine aggregate ahba.zarr --by structure --stat std --out cube.nc --workers 2
       atlas-engine aggregate ahba.zarr --by atlas:dk.nii.gz --atlas-info dk.csv --out dk.csv
+
+    \b
+    With --by atlas:IMAGE (a volumetric parcellation in MNI space) the abagen-grade pipeline
+    runs: intensity filter, probe selection, sample-to-region matching, normalisation and
+    aggregation, with abagen's options under the same names (--ibf-threshold,
+    --probe-selection, ...; they apply only to atlas runs). See docs/abagen-pipeline.md.
     """
     from ..aggregate.api import aggregate
     from ..report.tables import write_result
     from ..sources.donors import resolve_donors
 
-    if by.startswith("atlas:"):
-        raise click.UsageError(
-            "--by atlas:IMAGE runs the abagen-grade pipeline; it is not available in this "
-            "build yet (use structure, depth:N, broad or named structures)")
     t0 = time.perf_counter()
     ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
+    if by.startswith("atlas:"):
+        opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}
+        with execution(scheduler, workers, memory_limit):
+            summary = run_atlas_aggregate(store, by[len("atlas:"):], atlas_info, out,
+                                          donors=",".join(map(str, ids)) if ids else "all",
+                                          quiet=quiet, **opts)
+        if not quiet:
+            for key, value in summary.items():
+                if key != "files":
+                    click.echo(f"{key}: {value}")
+            for p in summary.get("files", []):
+                click.echo(f"wrote {p}")
+        return
     with execution(scheduler, workers, memory_limit):
         result = aggregate(store, by=by, stat=stat, genes=genes, donors=donor_mode,
                            collapse=_collapse(collapse), donor_ids=ids,
