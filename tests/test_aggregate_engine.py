@@ -224,3 +224,15 @@ def test_dask_many_groups_on_chunked_group_axis_are_reblocked(monkeypatch):
     # few groups: blocks kept as they are (tree combine)
     small = groupby_reduce(arr, labels % 3, axis=0, n_groups=3, stats="mean")
     assert small["mean"].chunks[1] == (40,)
+
+
+def test_mean_in_place_leaves_sum_when_asked_for():
+    """numpy path: mean reuses the sum buffer only when sum is not itself requested."""
+    values, labels = random_case(6, (30, 40), 5, 1)
+    both = groupby_reduce(values, labels, axis=1, n_groups=5, stats=("sum", "mean"))
+    alone = groupby_reduce(values, labels, axis=1, n_groups=5, stats="mean")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exp_mean = both["sum"] / both["count"]
+    np.testing.assert_allclose(both["mean"], exp_mean, rtol=1e-12)
+    np.testing.assert_allclose(alone["mean"], exp_mean, rtol=1e-12)
+    assert not np.shares_memory(both["sum"], both["mean"])

@@ -190,3 +190,16 @@ def test_divide_counts_matches_numpy(parallel, ddof):
     np.testing.assert_array_equal(got, exp.T)
     with pytest.raises(ConfigError):
         divide_counts(num, count[:, :5])
+
+
+def test_divide_counts_in_place():
+    rng = np.random.default_rng(8)
+    num = rng.normal(size=(5, 64))
+    count = rng.integers(0, 3, (5, 64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exp = np.where(count > 0, num / count, np.nan)
+    got = divide_counts(num, count, 0, out=num)
+    assert got is num
+    np.testing.assert_array_equal(num, exp)
+    with pytest.raises(ConfigError):
+        divide_counts(num, count, out=np.empty((5, 64), np.float32))

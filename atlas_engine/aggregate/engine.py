@@ -81,13 +81,14 @@ def _median(
 def _finish(
     inter: Mapping[str, np.ndarray], aggs: Sequence[Aggregation], ddof: int, axis: int,
     membership: np.ndarray | None, median: np.ndarray | None = None, parallel: bool = False,
+    reuse: bool = False,
 ) -> Intermediates:
     merged = dict(inter)
     if membership is not None:
         merged = specs.rollup(merged, membership, group_axis=axis)
     if median is not None:
         merged["median"] = median
-    return specs.finalize(merged, aggs, ddof, parallel)
+    return specs.finalize(merged, aggs, ddof, parallel, reuse)
 
 
 # ------------------------------------------------------------------------------------------
@@ -307,7 +308,8 @@ def groupby_reduce(
                          parallel=parallel)
     median = (_median(values, labels, n_groups, ax, membership)
               if any(not a.mergeable for a in aggs) else None)
-    return _finish(inter, aggs, ddof, ax, membership, median, parallel)
+    # the intermediates were made here and go no further: finalize may reuse them
+    return _finish(inter, aggs, ddof, ax, membership, median, parallel, reuse=True)
 
 
 # ------------------------------------------------------------------------------------------

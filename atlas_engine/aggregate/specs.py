@@ -247,7 +247,21 @@ def rollup(inter: Mapping[str, np.ndarray], membership: np.ndarray, group_axis: 
 
 
 def finalize(inter: Mapping[str, np.ndarray], aggs: Sequence[Aggregation], ddof: int,
-             parallel: bool = False) -> Intermediates:
-    """Turn merged intermediates into ``{statistic name: array}`` (``parallel``: numpy path
-    only, allows the numba ``prange`` loops)."""
-    return {a.name: a.finalize(inter, ddof, parallel) for a in aggs}
+             parallel: bool = False, reuse: bool = False) -> Intermediates:
+    """Turn merged intermediates into ``{statistic name: array}``.
+
+    ``parallel`` (numpy path only) allows the numba ``prange`` loops. ``reuse`` says the caller
+    owns ``inter`` and will not read it again: ``mean`` is then divided in place into the
+    ``sum`` intermediate when ``sum`` itself is not asked for (no second full-size array).
+    """
+    names = {a.name for a in aggs}
+    out: Intermediates = {}
+    for a in aggs:
+        if (a.name == "mean" and reuse and "sum" not in names
+                and inter["sum"].dtype == np.float64 and inter["sum"].flags.c_contiguous
+                and inter["sum"].flags.writeable):
+            out["mean"] = divide_counts(inter["sum"], inter["count"], 0, parallel=parallel,
+                                        out=inter["sum"])
+        else:
+            out[a.name] = a.finalize(inter, ddof, parallel)
+    return out

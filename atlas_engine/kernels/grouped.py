@@ -138,23 +138,28 @@ def group_minmax(
 
 
 def divide_counts(num: np.ndarray, count: np.ndarray, ddof: int = 0, *,
-                  parallel: bool = False) -> np.ndarray:
-    """``num / (count - ddof)`` where ``count > ddof``, NaN elsewhere, as a new float64 array.
+                  parallel: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """``num / (count - ddof)`` where ``count > ddof``, NaN elsewhere (float64).
 
-    One pass and one output allocation (finalize runs on full-size outputs, e.g. 20k genes ×
-    3.7k samples); C-contiguous float64/int64 inputs go through the numba loop, anything else
-    through numpy.
+    One pass (finalize runs on full-size outputs, e.g. 20k genes × 3.7k samples); the result
+    goes to a new array, or to ``out`` (which may be ``num`` itself: each element is read
+    before it is written). C-contiguous float64/int64 inputs go through the numba loop,
+    anything else through numpy.
     """
     num = np.asarray(num)
     count = np.asarray(count)
     if num.shape != count.shape:
         raise ConfigError(f"sums {num.shape} and counts {count.shape} differ in shape")
-    out = np.empty(num.shape, np.float64)
+    if out is None:
+        out = np.empty(num.shape, np.float64)
+    elif out.shape != num.shape or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ConfigError("out must be a C-contiguous float64 array shaped like num")
     if (num.dtype == np.float64 and count.dtype == np.int64 and num.flags.c_contiguous
             and count.flags.c_contiguous):
         loop("divide_counts", parallel)(num.reshape(-1), count.reshape(-1), int(ddof),
                                         out.reshape(-1))
         return out
-    out.fill(np.nan)
     den = count - ddof
-    return np.divide(num, den, out=out, where=den > 0)
+    res = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+    out[...] = res
+    return out
