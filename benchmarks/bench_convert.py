@@ -1,14 +1,18 @@
 """Conversion benchmark: ``atlas-engine convert`` vs pandas.read_csv, and store read paths.
 
-Reports in one run: wall time and peak RSS of the converter from the donor zips (default and
-``--memory-limit 512MB``), the pandas C-engine baseline over the extracted CSVs (float32), CSV
-MB/s, and the time to read one gene (all its probes × all samples) and one structure (all probes
-× its samples) from the store, for each chunk shape given with ``--chunks``.
+Reports in one run: wall time, CPU time and peak RSS of ``atlas-engine convert`` from the donor
+zips (default and ``--memory-limit 512MB``; inflating the members is part of the time), the
+pandas C-engine baseline over the extracted CSVs (float32 values), CSV MB/s and the ratio to the
+baseline, pyarrow.csv.read_csv (multithreaded, float32) on the largest donor's CSVs, and the
+time to read one gene (all its probes × all samples) and one structure (all probes × its samples)
+from the store, for each chunk shape given with ``--chunks``. Every figure carries the 1-minute
+load average measured just before it (the machine may be shared). ``--repeat`` runs the timed
+part several times.
 
 Usage::
 
     atlas-engine synth bench-data/full            # once, full size (~4 GB of CSV)
-    python benchmarks/bench_convert.py --data bench-data/full
+    python benchmarks/bench_convert.py --data bench-data/full --repeat 2 --chunks 4096x256
     python benchmarks/bench_convert.py --data /tmp/small --chunks 2048x128,1024x64,4096x256
 """
 
@@ -38,15 +42,37 @@ for f in sys.argv[1:]:
 """
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS MB) of that child alone."""
+PYARROW_CODE = r"""
+import sys, pyarrow as pa, pyarrow.csv as pc
+for f in sys.argv[1:]:
+    name = f.rsplit('/', 1)[-1]
+    kind = pa.float32() if name.startswith('Microarray') else pa.int8()
+    with open(f) as fh:
+        ncols = fh.readline().count(',') + 1
+    names = [f"c{i}" for i in range(ncols)]
+    types = {n: kind for n in names[1:]}
+    types[names[0]] = pa.int64()
+    pc.read_csv(f, read_options=pc.ReadOptions(column_names=names, block_size=16 << 20),
+                convert_options=pc.ConvertOptions(column_types=types))
+"""
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_measured(cmd: list[str]) -> dict[str, float]:
+    """Run ``cmd``; wall seconds, CPU seconds (user+sys) and peak RSS MB of that child alone,
+    and the load average just before."""
+    before = load()
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}")
-    return wall, usage.ru_maxrss / 1024
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024), "load_before": before}
 
 
 def csv_bytes(data: Path) -> int:
@@ -83,12 +109,30 @@ def read_paths(store: Path, repeat: int = 3) -> dict[str, float]:
     return out
 
 
+def rate(m: dict[str, float], nbytes: int) -> dict[str, float]:
+    return {**m, "csv_mb_per_s": round(nbytes / 1e6 / m["wall_s"], 1)}
+
+
+def extract(data: Path, ext: Path) -> dict[str, list[str]]:
+    """Extract the two matrices of every donor (once); ``{zip stem: [csv paths]}``."""
+    out = {}
+    for z in sorted(data.glob("normalized_microarray_donor*.zip")):
+        d = ext / z.stem
+        with zipfile.ZipFile(z) as zf:
+            for m in ("MicroarrayExpression.csv", "PACall.csv"):
+                if not (d / m).exists():
+                    zf.extract(m, d)
+        out[z.stem] = [str(d / m) for m in ("MicroarrayExpression.csv", "PACall.csv")]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="directory of donor zips")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch (default: temp dir)")
     ap.add_argument("--chunks", default="", help="extra chunk shapes to time reads, e.g. "
                     "1024x64,4096x256 (probes x samples)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed rounds (default 1)")
     ap.add_argument("--skip-pandas", action="store_true")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_convert_"))
@@ -97,39 +141,37 @@ def main() -> None:
     results: dict[str, object] = {"data": str(args.data), "cpus": os.cpu_count()}
     nbytes = csv_bytes(args.data)
     results["csv_mb"] = round(nbytes / 1e6, 1)
-
+    files = {} if args.skip_pandas else extract(args.data, work / "extracted")
     store = work / "store.zarr"
-    shutil.rmtree(store, ignore_errors=True)
-    wall, rss = run_measured([*exe, "convert", str(args.data), str(store), "--quiet"])
-    print("convert done", file=sys.stderr)
-    results["convert"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss),
-                          "csv_mb_per_s": round(nbytes / 1e6 / wall, 1)}
-    wall, _ = run_measured([*exe, "convert", str(args.data), str(store), "--quiet"])
-    results["rerun_skip_s"] = round(wall, 2)
-    store2 = work / "store512.zarr"
-    shutil.rmtree(store2, ignore_errors=True)
-    wall, rss = run_measured([*exe, "convert", str(args.data), str(store2), "--quiet",
-                              "--memory-limit", "512MB"])
-    results["convert_512MB"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss),
-                                "csv_mb_per_s": round(nbytes / 1e6 / wall, 1)}
-    shutil.rmtree(store2, ignore_errors=True)
-
-    if not args.skip_pandas:
-        ext = work / "extracted"
-        files = []
-        for z in sorted(args.data.glob("normalized_microarray_donor*.zip")):
-            d = ext / z.stem
-            with zipfile.ZipFile(z) as zf:
-                for m in ("MicroarrayExpression.csv", "PACall.csv"):
-                    if not (d / m).exists():
-                        zf.extract(m, d)
-                    files.append(str(d / m))
-        wall, rss = run_measured([sys.executable, "-c", PANDAS_CODE, *files])
-        results["pandas_read_csv"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss),
-                                      "csv_mb_per_s": round(nbytes / 1e6 / wall, 1)}
-        results["speedup_vs_pandas"] = round(wall / results["convert"]["wall_s"], 2)
-        shutil.rmtree(ext, ignore_errors=True)
-
+    rounds = []
+    for r in range(args.repeat):
+        one: dict[str, object] = {}
+        shutil.rmtree(store, ignore_errors=True)
+        one["convert"] = rate(run_measured([*exe, "convert", str(args.data), str(store),
+                                            "--quiet"]), nbytes)
+        one["rerun_skip_s"] = run_measured([*exe, "convert", str(args.data), str(store),
+                                            "--quiet"])["wall_s"]
+        store2 = work / "store512.zarr"
+        shutil.rmtree(store2, ignore_errors=True)
+        one["convert_512MB"] = rate(run_measured([*exe, "convert", str(args.data), str(store2),
+                                                  "--quiet", "--memory-limit", "512MB"]), nbytes)
+        shutil.rmtree(store2, ignore_errors=True)
+        if files:
+            every = [f for pair in files.values() for f in pair]
+            one["pandas_read_csv"] = rate(run_measured([sys.executable, "-c", PANDAS_CODE,
+                                                        *every]), nbytes)
+            one["speedup_vs_pandas"] = round(one["pandas_read_csv"]["wall_s"]
+                                             / one["convert"]["wall_s"], 2)
+            big = max(files.values(), key=lambda p: sum(os.path.getsize(f) for f in p))
+            big_bytes = sum(os.path.getsize(f) for f in big)
+            one["one_donor_mb"] = round(big_bytes / 1e6, 1)
+            one["pyarrow_one_donor"] = rate(run_measured([sys.executable, "-c", PYARROW_CODE,
+                                                          *big]), big_bytes)
+            one["pandas_one_donor"] = rate(run_measured([sys.executable, "-c", PANDAS_CODE,
+                                                         *big]), big_bytes)
+        print(json.dumps({"round": r + 1, **one}), file=sys.stderr)
+        rounds.append(one)
+    results["rounds"] = rounds
     results["reads"] = {"default": read_paths(store)}
     for spec in filter(None, args.chunks.split(",")):
         from atlas_engine.convert.donor import convert_microarray
@@ -140,7 +182,9 @@ def main() -> None:
         convert_microarray(args.data, other, probe_chunk=pc, sample_chunk=sc)
         results["reads"][spec] = read_paths(other)
         shutil.rmtree(other, ignore_errors=True)
+    results["reads"]["load_before"] = load()
     shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(work / "extracted", ignore_errors=True)
     print(json.dumps(results, indent=1))
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlas_engine.convert.blockparse import iter_blocks
+from atlas_engine.convert.blockparse import BlockPool, iter_blocks
 from atlas_engine.errors import FormatError
 
 
@@ -120,3 +120,67 @@ def test_error_line_counts_previous_blocks():
 def test_empty_stream():
     with pytest.raises(FormatError, match="empty file"):
         list(iter_blocks([b""], 3, 4, name="E.csv"))
+
+
+# -- long rows: the unchecked fast path (needs 48 bytes after a token) and the bool stride path
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(decimal_token, min_size=40, max_size=40), st.integers(1, 5000))
+def test_fast_path_long_rows_bit_identical(tokens, piece):
+    lines = [[str(i), *tokens[i:] + tokens[:i]] for i in range(6)]
+    text = "\n".join(",".join(r) for r in lines) + "\n"
+    _, ids, vals = _parse(text, 40, block_rows=4, piece=piece)
+    assert _same_bits(vals, _oracle(lines)[1])
+
+
+def test_fast_path_float32_rounds_the_exact_double_once():
+    rng = np.random.default_rng(7)
+    vals = rng.uniform(-20, 20, (50, 60))
+    toks = [[repr(float(v)) for v in row] for row in vals]
+    # 15 significant digits (Allen's writing), 17-digit repr, and exact float32 ties
+    toks[0][:3] = ["3.86651371425578", "-0.000123456789012345", "1.00000005960464477539"]
+    lines = [[str(i), *r] for i, r in enumerate(toks)]
+    data = ("\n".join(",".join(r) for r in lines) + "\n").encode()
+    blocks = list(iter_blocks([data[:1000], data[1000:]], 60, 16, dtype=np.float32))
+    got = np.concatenate([b.values for b in blocks])
+    want = np.array([[np.float32(float(t)) for t in r[1:]] for r in lines], np.float32)
+    assert got.dtype == np.float32
+    assert (got.view(np.uint32) == want.view(np.uint32)).all()
+
+
+@pytest.mark.parametrize("bad,col", [("10", 7), ("2", 7), ("", 7), ("0.", 7), ("1 ", 7)])
+def test_bool_long_rows_errors(bad, col):
+    row = ["1"] * 80
+    row[col - 2] = bad
+    text = "5," + ",".join(["0"] * 80) + "\n6," + ",".join(row) + "\n"
+    with pytest.raises(FormatError) as info:
+        _parse(text, 80, block_rows=1, piece=10_000, kind="bool")
+    assert (info.value.line, info.value.column) == (2, col)
+
+
+def test_bool_long_rows_values():
+    rng = np.random.default_rng(3)
+    want = rng.integers(0, 2, (9, 70)).astype(bool)
+    text = "".join(f"{i}," + ",".join(str(int(v)) for v in row) + "\r\n"
+                   for i, row in enumerate(want))
+    _, ids, vals = _parse(text, 70, block_rows=4, piece=333, kind="bool")
+    assert (vals == want).all() and (ids == np.arange(9)).all()
+
+
+def test_pool_blocks_reuse_buffers_and_match_copies():
+    rng = np.random.default_rng(5)
+    vals = rng.uniform(0, 16, (23, 30))
+    text = "".join(f"{i}," + ",".join(repr(float(v)) for v in row) + "\n"
+                   for i, row in enumerate(vals)).encode()
+    pool = BlockPool(2, 5, 30, np.float64)
+    seen = set()
+    got = []
+    for b in iter_blocks([text[:777], text[777:]], 30, 5, pool=pool):
+        seen.add(b.values.__array_interface__["data"][0])
+        got.append(b.values.copy())
+        pool.release(b)
+    assert len(seen) <= 2                     # only the two pool buffers were ever handed out
+    assert _same_bits(np.concatenate(got), vals)
+    with pytest.raises(ValueError):
+        list(iter_blocks([text], 30, 5, pool=BlockPool(1, 5, 30, np.float32)))

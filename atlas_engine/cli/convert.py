@@ -21,7 +21,8 @@ import click
 @click.option("--memory-limit", default=None, help="Bound on working memory, e.g. 512MB; "
               "limits how many donors convert at once.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
-              help="Donors converted in parallel (default 1: one donor already uses two cores).")
+              help="Donors converted in parallel (default 1: one donor already uses two cores); "
+              "lowered if --memory-limit requires.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: str,
                 memory_limit: str | None, jobs: int | None, quiet: bool) -> None:
@@ -40,6 +41,9 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
     from pathlib import Path
 
     from ..convert.donor import _DIR_RE, _ZIP_RE, convert_microarray
+    from ..convert.malloc import limit_arenas
+
+    limit_arenas()  # before the worker threads start: keeps peak RSS near the live memory
 
     def log(text: str) -> None:
         if not quiet:

@@ -27,8 +27,9 @@ accepted. Boolean matrices (PACall) accept exactly the tokens ``0`` and ``1``.
 from __future__ import annotations
 
 import math
+import queue
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -224,6 +225,48 @@ def _parse_float(buf: np.ndarray, i: int, end: int):
     return 0.0, i, 1
 
 
+#: bytes that must follow a token start for the unchecked fast path (sign, 19 digits, dot,
+#: one more digit to detect overflow and the delimiter fit well inside)
+_FAST_MARGIN = 48
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _fast_float(buf: np.ndarray, i: int):
+    """Common-case token ``[-]digits[.digits]`` with at most 19 digits, mantissa below 2^53
+    (so at most 19 fraction digits), ending at ``,``/``\\r``/``\\n``: one exact division.
+
+    The caller guarantees ``_FAST_MARGIN`` readable bytes from ``i``. Returns
+    ``(value, next_index, ok)``; when not ok the token is left to :func:`_parse_float`.
+    """
+    neg = buf[i] == 45
+    if neg:
+        i += 1
+    i0 = i
+    m = np.uint64(0)
+    c = np.uint64(buf[i]) - np.uint64(48)
+    while c <= np.uint64(9) and i - i0 < 20:
+        m = m * np.uint64(10) + c
+        i += 1
+        c = np.uint64(buf[i]) - np.uint64(48)
+    nd = i - i0
+    nfrac = 0
+    if c == np.uint64(46 - 48 + 2**64):
+        i += 1
+        f0 = i
+        c = np.uint64(buf[i]) - np.uint64(48)
+        while c <= np.uint64(9) and i - f0 < 20:
+            m = m * np.uint64(10) + c
+            i += 1
+            c = np.uint64(buf[i]) - np.uint64(48)
+        nfrac = i - f0
+        nd += nfrac
+    b = buf[i]
+    if nd == 0 or nd > 19 or m >= _TWO53 or not (b == 44 or b == 10 or b == 13):
+        return 0.0, i, False
+    x = np.float64(m) / _P10[nfrac]
+    return (-x if neg else x), i, True
+
+
 @numba.njit(nogil=True, cache=True)
 def _parse_id(buf: np.ndarray, i: int, end: int):
     """Integer id at ``i``: ``(value, next_index, ok)``."""
@@ -290,6 +333,13 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
             if nslow >= cap:
                 # side table full: stop before this line, the caller drains and calls again
                 return rows, line_start, slow_mark, OK, 0, 0, 0
+            if i + _FAST_MARGIN <= end:
+                x, j, fast = _fast_float(buf, i)
+                if fast:
+                    out[r, col] = x
+                    col += 1
+                    i = j
+                    continue
             x, i, st = _parse_float(buf, i, end)
             if st == 2:
                 return rows, line_start, slow_mark, E_TOKEN, rows, col + 2, i
@@ -331,6 +381,19 @@ def parse_bool_lines(buf, pos, end, ncols, ids, out, row0, max_rows):
             return rows, line_start, E_ID, rows, 1, pos
         ids[r] = v
         col = 0
+        if i + 2 * ncols < end:
+            # fixed stride: every field is ",0" or ",1"; stop at the first other byte and let
+            # the checked loop below report it
+            while col < ncols:
+                c = buf[i + 1]
+                if buf[i] != 44 or (c != 48 and c != 49):
+                    break
+                out[r, col] = c - 48
+                col += 1
+                i += 2
+            if col > 0 and buf[i] != 44 and buf[i] != 10 and buf[i] != 13:
+                col -= 1  # the last field was longer than one byte: recheck it below
+                i -= 2
         while True:
             if i >= end or buf[i] == 10 or buf[i] == 13:
                 if col != ncols:
@@ -367,7 +430,9 @@ class Block:
 
     start: int
     ids: np.ndarray        # int64 (rows,)
-    values: np.ndarray     # float64 or bool (rows, ncols)
+    values: np.ndarray     # float64/float32 or bool (rows, ncols)
+    #: the pool buffers the arrays view (blocks from a :class:`BlockPool` only)
+    buffers: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -404,6 +469,33 @@ def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str, kind
     raise FormatError(name, f"bad value token {tok!r}", line=line, column=col, expected=want)
 
 
+class BlockPool:
+    """A fixed set of reusable block buffers (ids and values), handed out and given back.
+
+    :func:`iter_blocks` with a pool yields blocks whose arrays belong to the pool; the consumer
+    calls :meth:`release` once it is done with a block. The pool size bounds the memory of
+    blocks in flight (parsed but not yet written).
+    """
+
+    def __init__(self, size: int, block_rows: int, ncols: int, dtype: np.dtype | type) -> None:
+        self._free: queue.Queue = queue.Queue()
+        self.block_rows = block_rows
+        self.dtype = np.dtype(dtype)
+        for _ in range(max(1, size)):
+            self._free.put((np.empty(block_rows, np.int64),
+                            np.empty((block_rows, ncols), self.dtype)))
+
+    def acquire(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._free.get()
+
+    def release(self, block: Block) -> None:
+        """Give back the buffers of ``block`` (a block yielded with this pool)."""
+        if block.buffers is None:
+            raise ValueError("block does not belong to a pool")
+        self._free.put(block.buffers)
+        block.buffers = None
+
+
 def iter_blocks(
     chunks: Iterable[bytes],
     ncols: int,
@@ -412,88 +504,116 @@ def iter_blocks(
     kind: str = "float",
     name: str = "<data>",
     stats: ParseStats | None = None,
+    dtype: np.dtype | type = np.float64,
+    pool: BlockPool | None = None,
 ) -> Iterator[Block]:
     """Parse a byte stream (any chunking) into blocks of ``block_rows`` rows (the last may be
-    shorter). ``kind`` is ``"float"`` (float64 values) or ``"bool"``. Raises :class:`FormatError`
-    with file, 1-based line and column on the first bad token or ragged row, and on an empty
-    stream.
+    shorter).
+
+    ``kind`` is ``"float"`` (values of ``dtype``: float64, or float32 rounded once from the
+    exact double) or ``"bool"``. Without ``pool`` every block owns fresh arrays; with a
+    :class:`BlockPool` (of ``block_rows`` rows, ``ncols`` columns and matching dtype: ``dtype``
+    for floats, uint8 for bool) the blocks are views of pool buffers, no copy is made and the
+    consumer must :meth:`BlockPool.release` each one. Pieces are parsed in place; only a line
+    split across two pieces is copied. Raises :class:`FormatError` with file, 1-based line and
+    column on the first bad token or ragged row, and on an empty stream.
     """
     if block_rows < 1:
         raise ValueError("block_rows must be ≥ 1")
     stats = stats if stats is not None else ParseStats()
     is_float = kind == "float"
-    slow_pos = np.empty(SLOW_CAPACITY, np.int64)
-    slow_row = np.empty(SLOW_CAPACITY, np.int64)
-    slow_col = np.empty(SLOW_CAPACITY, np.int64)
-    pending = bytearray()
-    line0 = 0  # lines before the current block row 0 (0-based count)
-    filled = 0
-    ids = np.empty(block_rows, np.int64)
-    out = np.empty((block_rows, ncols), np.float64 if is_float else np.uint8)
-    block_start = 0
-    chunk_iter = iter(chunks)
-    eof = False
-    while True:
-        if not eof:
-            try:
-                piece = next(chunk_iter)
-            except StopIteration:
-                eof = True
-                piece = b""
-            if piece:
-                pending += piece
-                stats.bytes += len(piece)
-                if not eof:
-                    # parse only up to the last newline
-                    if pending.rfind(b"\n") < 0:
-                        continue
-        if eof and not pending:
-            break
-        end = len(pending) if eof else pending.rfind(b"\n") + 1
-        buf = np.frombuffer(pending, np.uint8)
-        pos = 0
+    vdtype = np.dtype(dtype) if is_float else np.dtype(np.uint8)
+    own = pool is None
+    if pool is None:
+        pool = BlockPool(1, block_rows, ncols, vdtype)
+    elif pool.dtype != vdtype or pool.block_rows != block_rows:
+        raise ValueError("pool buffers do not match block_rows / dtype")
+    st = {"slow": [np.empty(SLOW_CAPACITY, np.int64) for _ in range(3)],
+          "filled": 0, "line0": 0, "start": 0}
+    bufs = [pool.acquire()]
+
+    def emit(rows: int) -> Block:
+        ids, out = bufs[0]
+        if own:
+            ids_v, out_v = ids[:rows].copy(), out[:rows].copy()
+        else:
+            ids_v, out_v = ids[:rows], out[:rows]
+        if not is_float:
+            out_v = out_v.view(bool)
+        blk = Block(st["start"], ids_v, out_v, None if own else bufs[0])
+        stats.rows += rows
+        st["start"] += rows
+        st["line0"] += rows
+        st["filled"] = 0
+        return blk
+
+    def region(buf: np.ndarray, pos: int, end: int) -> Iterator[Block]:
+        """Parse the whole lines ``buf[pos:end]``, yielding each block as it fills."""
         while pos < end:
+            ids, out = bufs[0]
+            filled = st["filled"]
             if is_float:
+                sp, sr, sc = st["slow"]
                 rows, pos2, nslow, err, erow, ecol, epos = parse_float_lines(
-                    buf, pos, end, ncols, ids, out, filled, block_rows - filled,
-                    slow_pos, slow_row, slow_col)
+                    buf, pos, end, ncols, ids, out, filled, block_rows - filled, sp, sr, sc)
                 for k in range(nslow):
-                    a = int(slow_pos[k])
+                    a = int(sp[k])
                     b = a
                     while b < end and buf[b] not in (44, 10, 13):
                         b += 1
-                    out[slow_row[k], slow_col[k]] = float(bytes(buf[a:b]))
+                    out[sr[k], sc[k]] = float(bytes(buf[a:b]))
                 stats.slow_tokens += nslow
+                if rows == 0 and pos2 == pos and not err:
+                    # one line holds more slow tokens than the side table: grow it
+                    st["slow"] = [np.empty(2 * len(sp), np.int64) for _ in range(3)]
+                    continue
             else:
                 rows, pos2, err, erow, ecol, epos = parse_bool_lines(
                     buf, pos, end, ncols, ids, out, filled, block_rows - filled)
-            if rows == 0 and pos2 == pos and not err:
-                # one line holds more slow tokens than the side table: grow it
-                slow_pos = np.empty(2 * len(slow_pos), np.int64)
-                slow_row = np.empty_like(slow_pos)
-                slow_col = np.empty_like(slow_pos)
-                continue
-            filled += rows
+            st["filled"] = filled = filled + rows
             pos = pos2
             if err:
-                del buf
-                tok = _token_text(np.frombuffer(bytes(pending), np.uint8), int(epos), end)
-                _raise(int(err), name, line0 + filled + 1, int(ecol), ncols, tok, kind)
+                tok = _token_text(buf, int(epos), end)
+                _raise(int(err), name, st["line0"] + filled + 1, int(ecol), ncols, tok, kind)
             if filled == block_rows:
-                yield Block(block_start, ids.copy(),
-                            out.copy() if is_float else out.astype(bool))
-                stats.rows += filled
-                block_start += filled
-                line0 += filled
-                filled = 0
-        del buf
-        del pending[:end]
-        if eof and not pending:
-            break
-    if filled:
-        yield Block(block_start, ids[:filled].copy(),
-                    out[:filled].copy() if is_float else out[:filled].astype(bool))
-        stats.rows += filled
-        block_start += filled
-    if block_start == 0:
-        raise FormatError(name, "empty file", line=1, expected="at least one data row")
+                yield emit(filled)
+                if own:
+                    continue
+                bufs[0] = pool.acquire()
+
+    carry = bytearray()
+    try:
+        for piece in chunks:
+            if not piece:
+                continue
+            stats.bytes += len(piece)
+            start = 0
+            if carry:
+                nl = piece.find(b"\n")
+                if nl < 0:
+                    carry += piece
+                    continue
+                carry += piece[:nl + 1]
+                head = np.frombuffer(bytes(carry), np.uint8)
+                carry.clear()
+                yield from region(head, 0, len(head))
+                start = nl + 1
+            last = piece.rfind(b"\n")
+            if last < start:
+                carry += piece[start:]
+                continue
+            yield from region(np.frombuffer(piece, np.uint8), start, last + 1)
+            carry += piece[last + 1:]
+        if carry:
+            tail = np.frombuffer(bytes(carry), np.uint8)
+            carry.clear()
+            yield from region(tail, 0, len(tail))
+        if st["filled"]:
+            yield emit(st["filled"])
+        elif not own:
+            pool._free.put(bufs[0])  # the buffer taken after the last full block
+        if st["start"] == 0:
+            raise FormatError(name, "empty file", line=1, expected="at least one data row")
+    finally:
+        bufs.clear()
+

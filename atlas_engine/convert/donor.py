@@ -9,6 +9,7 @@ size and mtime match are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -33,7 +34,7 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, MICROARRAY_MEMBERS
 from ..store import layout as L
 from . import writer
-from .blockparse import ParseStats, iter_blocks
+from .blockparse import Block, BlockPool, ParseStats, iter_blocks
 from .metadata import Table, read_ontology, read_probes, read_samples
 from .zipstream import MemberSource
 
@@ -203,38 +204,97 @@ def _samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
     return xr.Dataset(coords=coords)
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """Buffer sizes of one matrix stream: inflated piece size, pieces queued ahead of the
+    parser, and block buffers in flight (one being parsed, the others queued or being written)."""
+
+    piece: int = 2 << 20
+    depth: int = 4
+    blocks: int = 2
+
+    def bytes(self, block_rows: int, ncols: int, itemsize: int) -> int:
+        """Peak working memory of one stream: queued and carried pieces, block buffers, and
+        zarr's encoding copies of the block being written (chunk copies plus compressed)."""
+        block = block_rows * ncols * itemsize
+        return (self.depth + 2) * self.piece + self.blocks * block + block + block // 2
+
+
 def _stream_matrix(src: MemberSource, arr: zarr.Array, kind: str, probe_ids: np.ndarray,
-                   ncols: int, opts: Options, other: str | None, cancel: threading.Event
-                   ) -> tuple[list[list[int]], ParseStats]:
-    """Parse one matrix member block by block into ``arr``; returns per-chunk CRCs."""
+                   ncols: int, opts: Options, plan: StreamPlan, other: str | None,
+                   cancel: threading.Event) -> tuple[list[list[int]], ParseStats]:
+    """Parse one matrix member block by block into ``arr``; returns per-chunk CRCs.
+
+    Three stages overlap, each in its own thread and each releasing the GIL for its heavy
+    part: inflate (``prefetch``, ``plan.depth`` pieces ahead), parse (this thread, into
+    ``plan.blocks`` reusable block buffers) and write (checksums, zstd, files).
+    """
     stats = ParseStats()
     crcs: list[list[int]] = []
     n = len(probe_ids)
-    out_dtype = np.dtype(opts.dtype) if kind == "float" else np.dtype(bool)
-    for block in iter_blocks(prefetch(src.iter_chunks()), ncols, opts.probe_chunk, kind=kind,
-                             name=src.display, stats=stats):
-        if cancel.is_set():
-            raise _Cancelled()
-        r0, r1 = block.start, block.start + len(block.ids)
-        if r1 > n:
-            raise FormatError(src.display, "more rows than Probes.csv has probes",
-                              line=n + 1, column=1, expected=f"{n} rows")
-        bad = np.flatnonzero(block.ids != probe_ids[r0:r1])
-        if bad.size:
-            k = int(bad[0])
-            against = f"{other} and Probes.csv" if other else "Probes.csv"
-            raise FormatError(src.display,
-                              f"probe id {block.ids[k]} differs from {against} "
-                              f"({probe_ids[r0 + k]})",
-                              line=r0 + k + 1, column=1,
-                              expected=f"probe {probe_ids[r0 + k]} in the Probes.csv row order")
-        values = block.values.astype(out_dtype, copy=False)
-        arr[r0:r1, :] = values
-        crcs.append(writer.chunk_crcs(values, opts.sample_chunk))
+    vdtype = np.dtype(opts.dtype) if kind == "float" else np.dtype(np.uint8)
+    pool = BlockPool(plan.blocks, opts.probe_chunk, ncols, vdtype)
+    todo: queue.Queue = queue.Queue()
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        while (block := todo.get()) is not None:
+            try:
+                if not failed:
+                    r0 = block.start
+                    crcs.append(writer.chunk_crcs(block.values, opts.sample_chunk))
+                    arr[r0:r0 + len(block.ids), :] = block.values
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the parser thread
+                failed.append(exc)
+            finally:
+                pool.release(block)
+
+    wt = threading.Thread(target=write, daemon=True, name=f"write-{kind}")
+    wt.start()
+    blocks = iter_blocks(prefetch(src.iter_chunks(piece_size=plan.piece), plan.depth), ncols,
+                         opts.probe_chunk, kind=kind, name=src.display, stats=stats,
+                         dtype=vdtype, pool=pool)
+    try:
+        with contextlib.closing(blocks):
+            for block in blocks:
+                if cancel.is_set():
+                    pool.release(block)
+                    raise _Cancelled()
+                if failed:
+                    pool.release(block)
+                    break
+                err = _check_ids(block, probe_ids, src.display, other)
+                if err is not None:
+                    pool.release(block)
+                    raise err
+                todo.put(block)
+    finally:
+        todo.put(None)
+        wt.join()
+    if failed:
+        raise failed[0]
     if stats.rows != n:
         raise FormatError(src.display, f"file ends after {stats.rows} rows",
                           line=stats.rows + 1, expected=f"{n} rows, one per Probes.csv probe")
     return crcs, stats
+
+
+def _check_ids(block: Block, probe_ids: np.ndarray, name: str, other: str | None
+               ) -> FormatError | None:
+    """The error for a block whose ids are not the Probes.csv ids of its rows, else ``None``."""
+    n = len(probe_ids)
+    r0, r1 = block.start, block.start + len(block.ids)
+    if r1 > n:
+        return FormatError(name, "more rows than Probes.csv has probes", line=n + 1, column=1,
+                           expected=f"{n} rows")
+    bad = np.flatnonzero(block.ids != probe_ids[r0:r1])
+    if not bad.size:
+        return None
+    k = int(bad[0])
+    against = f"{other} and Probes.csv" if other else "Probes.csv"
+    return FormatError(name, f"probe id {block.ids[k]} differs from {against} "
+                       f"({probe_ids[r0 + k]})", line=r0 + k + 1, column=1,
+                       expected=f"probe {probe_ids[r0 + k]} in the Probes.csv row order")
 
 
 class _Cancelled(Exception):
@@ -242,7 +302,9 @@ class _Cancelled(Exception):
 
 
 def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: set[int],
-                  opts: Options, cancel: threading.Event | None = None) -> dict[str, Any]:
+                  opts: Options, cancel: threading.Event | None = None,
+                  plans: tuple[StreamPlan, StreamPlan] = (StreamPlan(), StreamPlan())
+                  ) -> dict[str, Any]:
     """Stage, fill and publish one donor group; returns a summary for the root attributes."""
     cancel = cancel or threading.Event()
     t0 = time.perf_counter()
@@ -273,9 +335,9 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
                                    {"long_name": "present/absent call"})
         with ThreadPoolExecutor(2, thread_name_prefix=f"donor{ds.donor_id}") as pool:
             fe = pool.submit(_stream_matrix, ds.member("MicroarrayExpression.csv"), expr,
-                             "float", probe_ids, ncols, opts, None, cancel)
+                             "float", probe_ids, ncols, opts, plans[0], None, cancel)
             fp = pool.submit(_stream_matrix, ds.member("PACall.csv"), pac, "bool", probe_ids,
-                             ncols, opts, "MicroarrayExpression.csv", cancel)
+                             ncols, opts, plans[1], "MicroarrayExpression.csv", cancel)
             done, _ = wait([fe, fp], return_when=FIRST_EXCEPTION)
             if any(f.exception() is not None for f in done):
                 cancel.set()
@@ -358,16 +420,42 @@ def _ensure_tables(store_url: str, probes: Table, ontology: Table) -> None:
             raise
 
 
-def _plan_jobs(opts: Options, n_samples_max: int, n_donors: int) -> int:
-    # one donor already keeps two cores busy (two parse streams + two inflate threads); measured
-    # on 2 cores, two donors at once were slower (42 s vs 26 s for six donors) and used more memory
-    jobs = opts.jobs or 1
-    if opts.memory_limit:
-        # per donor: two streams, each a float64 block plus copies and ~3 prefetched pieces
-        per_stream = opts.probe_chunk * max(n_samples_max, 1) * 8 * 4 + 3 * 12 * 2**20
-        base = 220 * 2**20  # interpreter + numba + zarr + pandas
-        jobs = max(1, min(jobs, int((opts.memory_limit - base) // (2 * per_stream))))
-    return max(1, min(jobs, n_donors))
+#: resident memory before any stream starts: interpreter, numpy, pandas, zarr, xarray, numba
+#: kernels and the tables (measured 235-285 MB)
+BASE_MEMORY = 280 * 2**20
+#: per donor beyond its stream buffers: zarr's encode buffers, sample tables, allocator slack
+#: (measured: a 946-sample donor peaks ~110 MB above its planned stream buffers)
+DONOR_OVERHEAD = 100 * 2**20
+#: working-memory target when no ``memory_limit`` is given
+DEFAULT_MEMORY = 1 << 30
+#: stream buffer plans, most generous first
+_PLANS = (StreamPlan(2 << 20, 4, 2), StreamPlan(1 << 20, 2, 2), StreamPlan(1 << 20, 1, 1))
+
+
+def donor_memory(plan: StreamPlan, opts: Options, n_samples: int) -> int:
+    """Planned peak memory of one donor: both streams (expression, PACall) and overhead."""
+    itemsize = np.dtype(opts.dtype).itemsize
+    rows, cols = opts.probe_chunk, max(n_samples, 1)
+    return plan.bytes(rows, cols, itemsize) + plan.bytes(rows, cols, 1) + DONOR_OVERHEAD
+
+
+def plan_jobs(opts: Options, n_samples_max: int, n_donors: int
+              ) -> tuple[int, tuple[StreamPlan, StreamPlan]]:
+    """Donors converted at once and the buffer plans of their two streams (expression, PACall).
+
+    One donor at a time unless ``opts.jobs`` asks for more: one donor already spreads over two
+    cores (inflate ‖ parse ‖ write for each of its two members), and on 2 cores two donors at
+    once measured no faster while using more memory. Jobs and buffers are then cut down until
+    ``BASE_MEMORY + jobs × donor_memory`` fits the memory limit (1 GiB when none is given); one
+    donor with the leanest plan is the floor.
+    """
+    budget = opts.memory_limit or DEFAULT_MEMORY
+    want = max(1, min(opts.jobs or 1, n_donors))
+    for jobs in range(want, 0, -1):
+        for plan in _PLANS:
+            if BASE_MEMORY + jobs * donor_memory(plan, opts, n_samples_max) <= budget:
+                return jobs, (plan, plan)
+    return 1, (_PLANS[-1], _PLANS[-1])
 
 
 def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
@@ -475,19 +563,21 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
         return result
 
     n_max = max(len(read_samples(ds.member("SampleAnnot.csv")).frame) for ds in todo)
-    n_jobs = _plan_jobs(opts, n_max, len(todo))
+    n_jobs, plans = plan_jobs(opts, n_max, len(todo))
     log(f"converting {len(todo)} donor(s) with {n_jobs} job(s); skipping {result.skipped}")
 
     def one(ds: DonorSource) -> dict[str, Any]:
-        got = convert_donor(store_url, ds, probes, ontology_ids, opts, cancel)
+        got = convert_donor(store_url, ds, probes, ontology_ids, opts, cancel, plans)
         publish_root(got)
         log(f"donor {ds.donor_id}: {got['n_samples']} samples")
         return got
 
     first_error: BaseException | None = None
     with ThreadPoolExecutor(n_jobs, thread_name_prefix="convert") as pool:
-        futures = {pool.submit(one, ds): ds for ds in todo}
-        for fut in futures:
+        # largest first, so the last donors running at once are the short ones
+        by_size = sorted(todo, key=_source_size, reverse=True)
+        submitted = {ds.donor_id: pool.submit(one, ds) for ds in by_size}
+        for fut in (submitted[ds.donor_id] for ds in todo):
             try:
                 got = fut.result()
                 result.converted.append(got["donor_id"])
@@ -505,6 +595,13 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
         raise first_error
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _source_size(ds: DonorSource) -> int:
+    if ds.is_zip:
+        return ds.path.stat().st_size
+    return sum((ds.path / n).stat().st_size for n in MICROARRAY_MEMBERS
+               if (ds.path / n).exists())
 
 
 def _group_complete(store_url: str, donor_id: int) -> bool:

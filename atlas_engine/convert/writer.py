@@ -13,7 +13,6 @@ import shutil
 import threading
 import uuid
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,16 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import ZstdCodec
+from isal import isal_zlib
+from zarr.codecs import BloscCodec
 
 from ..store.layout import ROOT_ATTR, STAGING_DIR
 
-COMPRESSORS = (ZstdCodec(level=1),)
+#: float matrices: Blosc LZ4 with byte shuffle (measured on expression chunks: ~3× faster to
+#: write and ~7× faster to read than zstd level 1, and a better ratio, 1.30 vs 1.16)
+COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
+#: boolean matrices (PACall): bit shuffle packs the 0/1 bytes before LZ4
+BOOL_COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1),)
 _PARENT_LOCK = threading.Lock()
 
 
@@ -137,7 +141,9 @@ def create_matrix(url: str, name: str, shape: tuple[int, int], chunks: tuple[int
     group = zarr.open_group(url, mode="a", zarr_format=3)
     fill = np.nan if np.dtype(dtype).kind == "f" else False
     arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
-                             dimension_names=dims, fill_value=fill, compressors=COMPRESSORS,
+                             dimension_names=dims, fill_value=fill,
+                             compressors=COMPRESSORS if np.dtype(dtype).kind == "f"
+                             else BOOL_COMPRESSORS,
                              overwrite=True)
     if attrs:
         arr.attrs.update(attrs)
@@ -149,5 +155,5 @@ def chunk_crcs(block: np.ndarray, sample_chunk: int) -> list[int]:
     out = []
     for j0 in range(0, block.shape[1], sample_chunk):
         piece = np.ascontiguousarray(block[:, j0:j0 + sample_chunk])
-        out.append(zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF)
+        out.append(isal_zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF)
     return out

@@ -19,8 +19,10 @@ from isal import isal_zlib
 from ..errors import FormatError, VerificationError
 from ..ziputil import open_checked_zip
 
-#: compressed bytes read per step; inflated pieces are ~2-3× larger
-READ_SIZE = 4 << 20
+#: compressed bytes read per step
+READ_SIZE = 1 << 20
+#: largest inflated piece yielded (PACall inflates ~20× and would otherwise make huge pieces)
+PIECE_SIZE = 2 << 20
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 
 
@@ -48,14 +50,15 @@ class MemberSource:
         """The whole (small) file, CRC-checked."""
         return b"".join(self.iter_chunks())
 
-    def iter_chunks(self, read_size: int = READ_SIZE) -> Iterator[bytes]:
-        """Yield the uncompressed bytes in pieces of a few MB."""
+    def iter_chunks(self, read_size: int = READ_SIZE, piece_size: int = PIECE_SIZE
+                    ) -> Iterator[bytes]:
+        """Yield the uncompressed bytes in pieces of at most ``piece_size`` bytes."""
         if self.member is None:
             with open(self.archive, "rb") as fh:
-                while piece := fh.read(read_size):
+                while piece := fh.read(min(read_size, piece_size)):
                     yield piece
             return
-        yield from _iter_member(self, read_size)
+        yield from _iter_member(self, read_size, piece_size)
 
 
 def _info(zf: zipfile.ZipFile, src: MemberSource) -> zipfile.ZipInfo:
@@ -67,7 +70,7 @@ def _info(zf: zipfile.ZipFile, src: MemberSource) -> zipfile.ZipInfo:
                           expected=f"{src.member} in the archive (it holds: {names})") from None
 
 
-def _iter_member(src: MemberSource, read_size: int) -> Iterator[bytes]:
+def _iter_member(src: MemberSource, read_size: int, piece_size: int) -> Iterator[bytes]:
     zf = open_checked_zip(src.archive)
     try:
         info = _info(zf, src)
@@ -100,16 +103,24 @@ def _iter_member(src: MemberSource, read_size: int) -> Iterator[bytes]:
                     f"{src.display}: archive ends {remaining:,} bytes before the member does")
             remaining -= len(raw)
             if inflater is None:
-                out = raw
-            else:
+                for k in range(0, len(raw), piece_size):
+                    out = raw[k:k + piece_size]
+                    crc = isal_zlib.crc32(out, crc)
+                    produced += len(out)
+                    yield out
+                continue
+            while raw:
                 try:
-                    out = inflater.decompress(raw)
+                    out = inflater.decompress(raw, piece_size)
                 except isal_zlib.error as exc:
                     raise VerificationError(f"{src.display}: corrupt deflate data ({exc})") from None
-            if out:
-                crc = isal_zlib.crc32(out, crc)
-                produced += len(out)
-                yield out
+                raw = inflater.unconsumed_tail
+                if out:
+                    crc = isal_zlib.crc32(out, crc)
+                    produced += len(out)
+                    yield out
+                elif raw:
+                    break  # nothing more comes out of this input (end of the deflate stream)
         if inflater is not None:
             tail = inflater.flush()
             if tail:

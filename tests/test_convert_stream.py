@@ -1,0 +1,84 @@
+"""Streaming pieces of a zip member, and how memory limits size the convert pipeline."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from atlas_engine.convert.donor import (
+    BASE_MEMORY,
+    Options,
+    StreamPlan,
+    donor_memory,
+    plan_jobs,
+)
+from atlas_engine.convert.zipstream import MemberSource
+from atlas_engine.errors import VerificationError
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_member_pieces_are_capped_and_exact(tmp_path, method):
+    # highly compressible (like PACall: ~20×): one compressed read inflates far past the cap
+    rng = np.random.default_rng(0)
+    data = b"".join(b"%d," % v for v in rng.integers(0, 2, 600_000)) + b"\n"
+    z = tmp_path / "m.zip"
+    with zipfile.ZipFile(z, "w", method) as zf:
+        zf.writestr("PACall.csv", data)
+    pieces = list(MemberSource(z, "PACall.csv").iter_chunks(read_size=1 << 16,
+                                                            piece_size=50_000))
+    assert b"".join(pieces) == data
+    assert max(len(p) for p in pieces) <= 50_000
+    assert len(pieces) >= len(data) // 50_000
+
+
+def test_member_crc_mismatch_detected(tmp_path):
+    z = tmp_path / "m.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("E.csv", b"1,2.5\n" * 1000)
+    raw = bytearray(z.read_bytes())
+    k = raw.find(b"1,2.5\n" * 3) + 2
+    raw[k] = ord("7")                   # same size, different bytes
+    z.write_bytes(bytes(raw))
+    with pytest.raises(VerificationError, match="CRC-32"):
+        list(MemberSource(z, "E.csv").iter_chunks(piece_size=777))
+
+
+@pytest.mark.parametrize("limit", [None, "2GB", "1GB", "600MB", "512MB", "400MB", "300MB"])
+@pytest.mark.parametrize("jobs", [None, 2, 4])
+def test_plan_fits_memory_limit(limit, jobs):
+    from atlas_engine.config import parse_size
+
+    opts = Options(memory_limit=parse_size(limit), jobs=jobs)
+    got, (pe, pp) = plan_jobs(opts, 946, 6)
+    budget = parse_size(limit) or 1 << 30
+    need = BASE_MEMORY + got * donor_memory(pe, opts, 946)
+    if got > 1 or pe != StreamPlan(1 << 20, 1, 1):
+        assert need <= budget            # fits, unless even the leanest single donor does not
+    if limit == "2GB":
+        assert got == (jobs or 1)
+    if limit in ("512MB", "400MB", "300MB"):
+        assert got == 1
+
+
+def test_plan_respects_jobs_and_donor_count():
+    assert plan_jobs(Options(jobs=1), 946, 6)[0] == 1
+    assert plan_jobs(Options(jobs=4, memory_limit=64 << 30), 946, 3)[0] == 3
+    # more memory never means fewer donors at once or smaller buffers
+    small = plan_jobs(Options(jobs=2, memory_limit=500 << 20), 3702, 6)
+    large = plan_jobs(Options(jobs=2, memory_limit=4 << 30), 3702, 6)
+    assert large[0] >= small[0]
+    assert large[1][0].bytes(2048, 3702, 4) >= small[1][0].bytes(2048, 3702, 4)
+
+
+def test_limit_arenas_applies_on_glibc():
+    import platform
+
+    from atlas_engine.convert.malloc import limit_arenas
+
+    applied = limit_arenas(8)   # 8 per core is glibc's own default scale: harmless here
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False
