@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench_abagen")
     ap.add_argument("--regions", type=int, default=83)
     ap.add_argument("--skip-abagen", action="store_true")
+    ap.add_argument("--skip-convert", action="store_true",
+                    help="reuse the converted store of a previous run (cache cleared)")
     ap.add_argument("--voxels", action="store_true", help="also run the voxel-level atlas")
     ap.add_argument("--child", nargs=4, metavar=("STORE", "ATLAS", "INFO", "OUT"))
     args = ap.parse_args()
@@ -128,6 +130,10 @@ def main() -> None:
     print(f"prepared data dir and atlases in {time.perf_counter() - t0:.1f} s", flush=True)
     figures: dict[str, dict] = {}
 
+    previous = work / "figures.json"
+    if args.skip_abagen and previous.exists() and "abagen" in json.loads(previous.read_text()):
+        figures["abagen"] = {**json.loads(previous.read_text())["abagen"],
+                             "note": "reused from the previous run"}
     if not args.skip_abagen:
         child = work / "abagen_child.py"
         child.write_text(ABAGEN_CHILD)
@@ -137,10 +143,16 @@ def main() -> None:
         print("abagen", figures["abagen"], flush=True)
 
     store = work / "store.zarr"
-    shutil.rmtree(store, ignore_errors=True)
-    figures["convert"] = timed([str(Path(PY).parent / "atlas-engine"), "convert", str(raw), str(store),
-                                "--dtype", "float64", "--quiet"], work / "convert.log")
-    print("convert", figures["convert"], flush=True)
+    if args.skip_convert and (store / "zarr.json").exists():
+        shutil.rmtree(store / "cache", ignore_errors=True)
+        if "convert" in json.loads(previous.read_text()):
+            figures["convert"] = {**json.loads(previous.read_text())["convert"],
+                                  "note": "reused from the previous run"}
+    else:
+        shutil.rmtree(store, ignore_errors=True)
+        figures["convert"] = timed([str(Path(PY).parent / "atlas-engine"), "convert", str(raw), str(store),
+                                   "--dtype", "float64", "--quiet"], work / "convert.log")
+        print("convert", figures["convert"], flush=True)
 
     me = [PY, __file__, "--child", str(store)]
     figures["engine_cold"] = timed(me + [str(paths["atlas1"]), str(work / "atlas1.csv"),

@@ -53,8 +53,8 @@ class StoreCache:
     def key(self, kind: str, params: dict[str, Any]) -> str:
         return f"{kind}-{params_key({'kind': kind, 'params': params, 'store': self.provenance})}"
 
-    def load(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """``(arrays, meta)`` of a complete entry, or None."""
+    def load(self, key: str) -> CacheEntry | None:
+        """The complete entry ``key`` (arrays read on access), or None."""
         if self.root is None or not (self.root / key).is_dir():
             return None
         import zarr
@@ -62,39 +62,36 @@ class StoreCache:
         try:
             group = zarr.open_group(str(self.root / key), mode="r", zarr_format=3)
             meta = dict(group.attrs.get("meta", {}))
-            if not meta.get("complete"):
-                return None
-            arrays = {name: np.asarray(arr[...]) for name, arr in group.arrays()}
         except (FileNotFoundError, ValueError, KeyError, OSError):
             return None
-        return arrays, meta
+        if not meta.get("complete"):
+            return None
+        return CacheEntry(group, meta)
 
-    def save(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bool:
-        """Write an entry atomically; False when caching is off or the store is read-only."""
+    def writer(self, key: str) -> CacheWriter | None:
+        """A writer filling a temporary entry, renamed into place by ``commit``; None when
+        caching is off or the store is not writable."""
         if self.root is None:
-            return False
+            return None
         import zarr
 
         tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         try:
             self.root.mkdir(exist_ok=True)
             group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            for name, values in arrays.items():
-                a = np.asarray(values)
-                if a.dtype.kind in "UO":
-                    a = a.astype("U")
-                chunks = a.shape if a.ndim and a.size else "auto"
-                group.create_array(name, data=a, chunks=chunks)
-            group.attrs["meta"] = {**meta, "complete": True}
-            final = self.root / key
-            if final.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-                return True
-            os.replace(tmp, final)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+            return None
+        return CacheWriter(group, tmp, self.root / key)
+
+    def save(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bool:
+        """Write a whole entry atomically; False when caching is off or fails."""
+        w = self.writer(key)
+        if w is None:
             return False
-        return True
+        for name, values in arrays.items():
+            w.add(name, values)
+        return w.commit(meta)
 
     def entries(self) -> list[str]:
         """Keys of the complete entries present."""
@@ -106,3 +103,57 @@ class StoreCache:
     def clear(self) -> None:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class CacheEntry:
+    """A complete cache entry: ``entry[name]`` reads one array, ``entry.meta`` its metadata."""
+
+    def __init__(self, group: Any, meta: dict[str, Any]) -> None:
+        self._group = group
+        self.meta = meta
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._group
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.asarray(self._group[name][...])
+
+
+class CacheWriter:
+    """Adds arrays to a temporary entry; :meth:`commit` renames it into place."""
+
+    def __init__(self, group: Any, tmp: Path, final: Path) -> None:
+        self._group = group
+        self.tmp = tmp
+        self.final = final
+        self.ok = True
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        if not self.ok:
+            return
+        a = np.asarray(values)
+        chunks: Any = a.shape if a.ndim and a.size else "auto"
+        if a.ndim == 2 and a.shape[0] > 4096:
+            chunks = (4096, a.shape[1])
+        try:
+            self._group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks)[...] = a
+        except OSError:
+            self.abort()
+
+    def commit(self, meta: dict[str, Any]) -> bool:
+        if not self.ok:
+            return False
+        try:
+            self._group.attrs["meta"] = {**meta, "complete": True}
+            if self.final.exists():
+                self.abort()
+                return True
+            os.replace(self.tmp, self.final)
+        except OSError:
+            self.abort()
+            return False
+        return True
+
+    def abort(self) -> None:
+        self.ok = False
+        shutil.rmtree(self.tmp, ignore_errors=True)

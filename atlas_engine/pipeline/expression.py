@@ -44,7 +44,15 @@ from .probes import (
     reannotate_probes,
     select_probes,
 )
-from .regions import AGG_METRICS, REGION_AGG, aggregate_samples, centroid_fill
+from .regions import (
+    AGG_METRICS,
+    REGION_AGG,
+    centroid_combine,
+    centroid_picks,
+    combine_donors,
+    gene_keep,
+    region_values,
+)
 from .registry import check_choice
 from .samples import (
     MIRROR_MODES,
@@ -56,6 +64,8 @@ from .samples import (
 
 #: rows read per block from a donor's (probe, sample) arrays
 BLOCK_ROWS = L.PROBE_CHUNK * 2
+#: donors processed at once in the block-wise passes
+DONOR_THREADS = 2
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
 CACHE_VERSION = 1
 
@@ -268,25 +278,35 @@ def _apply_similarity(store: Any, ds: _DonorSamples, rows: np.ndarray, t: float)
 # --------------------------------------------------------------------------------------------
 # block-wise reductions over the store
 # --------------------------------------------------------------------------------------------
+def _per_donor(func: Any, donors: Sequence[Any], *args: Any) -> list[Any]:
+    """``[func(ds, *args) for ds in donors]``, two donors at a time (store reads and
+    decompression overlap with the kernels)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
+        return list(pool.map(lambda ds: func(ds, *args), donors))
+
+
 def ibf_signal(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray
                ) -> list[np.ndarray]:
     """Per donor the PACall count of each probe (``rows``, store rows) over the kept sample
     columns (a column kept twice counts twice): one pass over the PACall blocks."""
+    return _per_donor(lambda ds: _ibf_one(store, ds, rows), donors)
+
+
+def _ibf_one(store: Any, ds: _DonorSamples, rows: np.ndarray) -> np.ndarray:
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-    out = []
-    for ds in donors:
-        arr = _open(store, ds.donor, L.PACALL)
-        weight = np.bincount(ds.src, minlength=arr.shape[1]).astype(np.float64)
-        signal = np.zeros(len(rows))
-        for a, b in _blocks(arr.shape[0]):
-            lo, hi = np.searchsorted(sorted_rows, [a, b])
-            if lo == hi:
-                continue
-            block = np.asarray(arr[a:b])
-            signal[order[lo:hi]] = block[sorted_rows[lo:hi] - a].astype(np.float64) @ weight
-        out.append(signal)
-    return out
+    arr = _open(store, ds.donor, L.PACALL)
+    weight = np.bincount(ds.src, minlength=arr.shape[1]).astype(np.float64)
+    signal = np.zeros(len(rows))
+    for a, b in _blocks(arr.shape[0]):
+        lo, hi = np.searchsorted(sorted_rows, [a, b])
+        if lo == hi:
+            continue
+        block = np.asarray(arr[a:b])
+        signal[order[lo:hi]] = block[sorted_rows[lo:hi] - a].astype(np.float64) @ weight
+    return signal
 
 
 def _row_blocks(arr: Any, rows: np.ndarray):
@@ -310,9 +330,46 @@ def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
     out = np.empty((len(rows), len(sids)))
     for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
         res = groupby_reduce(block[:, ds.src], codes, axis="sample", n_groups=len(sids),
-                             stats=("mean",))
+                             stats=("mean",), parallel=False)
         out[pos] = res["mean"]
     return sids, out
+
+
+def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> np.ndarray:
+    """Differential stability of the probes at store ``rows``, one store block of rows at a
+    time: each donor's structure means of the block (grouped kernels), then the pairwise
+    Spearman correlations (:mod:`._ranks`). Memory: one block × all donors' structures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    arrays = [_open(store, ds.donor, L.EXPRESSION) for ds in donors]
+    groups = []
+    for ds in donors:
+        sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
+        groups.append((sids, codes.reshape(-1).astype(np.int64)))
+    jobs = []
+    for a, b in _blocks(arrays[0].shape[0]):
+        lo, hi = np.searchsorted(sorted_rows, [a, b])
+        if lo < hi:
+            jobs.append((a, b, lo, hi))
+
+    def one(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        a, b, lo, hi = job
+        local = sorted_rows[lo:hi] - a
+        means = []
+        for ds, arr, (sids, codes) in zip(donors, arrays, groups, strict=True):
+            x = np.asarray(arr[a:b], dtype=np.float64)[local][:, ds.src]
+            res = groupby_reduce(x, codes, axis="sample", n_groups=len(sids), stats=("mean",),
+                                 parallel=False)
+            means.append((sids, res["mean"]))
+        return order[lo:hi], diff_stability_from_means(means)
+
+    out = np.empty(len(rows))
+    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
+        for pos, values in pool.map(one, jobs):
+            out[pos] = values
+    return out
 
 
 def probe_moments(store: Any, ds: _DonorSamples, rows: np.ndarray
@@ -323,7 +380,7 @@ def probe_moments(store: Any, ds: _DonorSamples, rows: np.ndarray
     zeros = np.zeros(len(ds.src), dtype=np.int64)
     for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
         res = groupby_reduce(block[:, ds.src], zeros, axis="sample", n_groups=1,
-                             stats=("mean", "var"))
+                             stats=("mean", "var"), parallel=False)
         count[pos], mean[pos], var[pos] = res["count"][:, 0], res["mean"][:, 0], res["var"][:, 0]
     return count, mean, var
 
@@ -364,10 +421,9 @@ def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method:
     if method == "average":
         return None
     if method == "diff_stability":
-        means = [structure_means(store, ds, rows) for ds in donors]
-        return [diff_stability_from_means(means)]
+        return [ds_scores(store, donors, rows)]
     if method in ("max_intensity", "max_variance"):
-        mom = [probe_moments(store, ds, rows) for ds in donors]
+        mom = _per_donor(lambda ds: probe_moments(store, ds, rows), donors)
         c, m, v = (np.stack([x[i] for x in mom]) for i in range(3))
         if mode == "aggregate":
             mean, std = pooled_moments(c, m, v)
@@ -491,8 +547,7 @@ def get_expression_data(
         signal = ibf_signal(st, dsamples, probes["row"].to_numpy())
         timings["ibf"] = time.perf_counter() - t0
     else:
-        arrays, _meta = hit
-        signal = [arrays[f"signal_{k}"] for k in range(len(use))]
+        signal = [hit[f"signal_{k}"] for k in range(len(use))]
     ibf = _ibf_from_signal(signal, [len(ds.src) for ds in dsamples], ibf_threshold)
     kept = probes[ibf.keep].reset_index(drop=True)
 
@@ -500,8 +555,8 @@ def get_expression_data(
     if hit is None:
         scores = _scores(st, dsamples, kept, method, mode)
     else:
-        n_sc = int(arrays["n_scores"][()]) if "n_scores" in arrays else 0
-        scores = [arrays[f"score_{k}"] for k in range(n_sc)] if n_sc else None
+        n_sc = int(hit["n_scores"][()])
+        scores = [hit[f"score_{k}"] for k in range(n_sc)] if n_sc else None
     if method == "average":
         selection = select_probes([np.zeros((len(kept), 0))] * len(use),
                                   [np.zeros(0)] * len(use), kept, method, donor_probes)
@@ -509,86 +564,120 @@ def get_expression_data(
         selection = select_probes([None] * len(use), [None] * len(use), kept, method,
                                   donor_probes, scores=scores)
     timings["selection"] = time.perf_counter() - t0
+    writer = store_cache.writer(key) if hit is None else None
+    if writer is not None:
+        for k, sig in enumerate(signal):
+            writer.add(f"signal_{k}", sig)
+        for k, sc in enumerate(scores or []):
+            writer.add(f"score_{k}", sc)
+        writer.add("n_scores", np.asarray(0 if scores is None else len(scores)))
 
-    t0 = time.perf_counter()
-    raw: list[np.ndarray] = []   # per donor genes × ALL donor columns
-    for k, ds in enumerate(dsamples):
+    def chosen_rows(k: int) -> np.ndarray:
+        """Genes × ALL of donor k's columns: from the cache, or read (and cached)."""
         if hit is not None:
-            raw.append(arrays[f"raw_{k}"])
-            continue
+            return hit[f"raw_{k}"]
+        ds = dsamples[k]
         arr = _open(st, ds.donor, L.EXPRESSION)
         if method == "average":
             allcols = _DonorSamples(ds.donor, ds.annotation, np.arange(arr.shape[1]), ds.table)
-            raw.append(gene_means(st, allcols, kept["row"].to_numpy(), selection.codes,
-                                  len(selection.genes)))
+            out = gene_means(st, allcols, kept["row"].to_numpy(), selection.codes,
+                             len(selection.genes))
         else:
-            raw.append(_read_rows(arr, kept["row"].to_numpy()[selection.rows[k]]))
-    timings["read_rows"] = time.perf_counter() - t0
-    if hit is None:
-        arrays_out = {f"signal_{k}": s for k, s in enumerate(signal)}
-        arrays_out.update({f"raw_{k}": r for k, r in enumerate(raw)})
-        if scores is not None:
-            arrays_out.update({f"score_{k}": s for k, s in enumerate(scores)})
-        arrays_out["n_scores"] = np.asarray(0 if scores is None else len(scores))
-        store_cache.save(key, arrays_out, {"params": cache_params})
+            out = _read_rows(arr, kept["row"].to_numpy()[selection.rows[k]])
+        if writer is not None:
+            writer.add(f"raw_{k}", out)
+        return out
 
-    # ---- atlas-dependent: matching, normalisation, aggregation ---------------------------
+    # ---- atlas-dependent: matching (all donors), then one donor at a time ---------------
     t0 = time.perf_counter()
     genes = np.asarray(selection.genes)
-    values, labels, xyz, hemis, classes = [], [], [], [], []
-    for k, ds in enumerate(dsamples):
+    all_labels = vatlas.labels[vatlas.labels != 0]
+    labels = []
+    for ds in dsamples:
         a = ds.annotation
         coords = a[["mni_x", "mni_y", "mni_z"]].to_numpy(dtype=np.float64)
         lab = vatlas.label_samples(coords, tolerance, a["hemisphere"].to_numpy(),
                                    a["structure"].to_numpy())
         _explain_matching(ds, vatlas, coords, lab, tolerance)
-        x = raw[k][:, ds.src].T  # kept samples × genes
+        labels.append(lab)
+    counts = _counts(labels, all_labels, use)
+    empty = np.zeros(0, dtype=np.int64)
+    if missing == "centroids":
+        seen = np.unique(np.concatenate([lab[lab != 0] for lab in labels]))
+        empty = np.setdiff1d(vatlas.labels, seen)
+    timings["match"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    t_read = 0.0
+    per_donor: list[np.ndarray] = []
+    pooled: list[np.ndarray] = []
+    picks, dists = [], []
+    with_info = vatlas.atlas_info is not None
+    for k, ds in enumerate(dsamples):
+        t1 = time.perf_counter()
+        raw = chosen_rows(k)
+        t_read += time.perf_counter() - t1
+        a = ds.annotation
+        lab = labels[k]
+        x = raw[:, ds.src].T  # kept samples × genes
+        del raw
+        coords = a[["mni_x", "mni_y", "mni_z"]].to_numpy(dtype=np.float64)
         hemi = a["hemisphere"].to_numpy()
         cls = a["structure"].to_numpy()
         if norm_matched:
             nz = lab != 0
             x, lab, coords, hemi, cls = x[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
         if len(x):
-            x = normalize_donor(x, sample_norm, gene_norm,
-                                classes=cls.astype(str) if norm_structures else None)
-        values.append(x)
-        labels.append(lab)
-        xyz.append(coords)
-        hemis.append(hemi)
-        classes.append(cls)
-    timings["normalise"] = time.perf_counter() - t0
+            x = normalize_blocks(x, sample_norm, gene_norm,
+                                 cls.astype(str) if norm_structures else None)
+        if len(empty):
+            m = lab != 0
+            pk, dist = centroid_picks(vatlas, x[m], coords[m], empty,
+                                      hemi[m] if with_info else None,
+                                      cls[m] if with_info else None)
+            picks.append(pk)
+            dists.append(dist)
+        if region_agg == "donors":
+            per_donor.append(region_values(x, lab, all_labels, agg_metric))
+        else:
+            pooled.append((x, lab))
+        del x
+    if writer is not None:
+        writer.commit({"params": cache_params})
+    timings["read_rows"] = t_read
+    timings["normalise"] = time.perf_counter() - t0 - t_read
 
     t0 = time.perf_counter()
-    all_labels = vatlas.labels[vatlas.labels != 0]
-    counts = _counts(labels, all_labels, use)
-    if missing == "centroids":
-        with_info = vatlas.atlas_info is not None
-        matched = [lab != 0 for lab in labels]
-        empty, fill = centroid_fill(
-            vatlas, [v[m] for v, m in zip(values, matched, strict=True)],
-            [lab[m] for lab, m in zip(labels, matched, strict=True)],
-            [c[m] for c, m in zip(xyz, matched, strict=True)],
-            [h[m] for h, m in zip(hemis, matched, strict=True)] if with_info else None,
-            [c[m] for c, m in zip(classes, matched, strict=True)] if with_info else None)
-        if len(empty):
-            values = [np.vstack([v, fill]) for v in values]
-            labels = [np.concatenate([lab, empty]) for lab in labels]
-    agg = aggregate_samples(values, labels, all_labels, region_agg, agg_metric, return_donors)
+    fill = centroid_combine(picks, dists) if len(empty) else None
+    fill_rows = np.searchsorted(all_labels, empty)
+    if region_agg == "donors":
+        if fill is not None:
+            for v in per_donor:
+                v[fill_rows] = fill
+        combined = None if return_donors else combine_donors(per_donor, agg_metric)
+    else:
+        combined = region_values(np.vstack([v for v, _ in pooled]),
+                                 np.concatenate([lab for _, lab in pooled]), all_labels,
+                                 agg_metric)
+        if fill is not None:
+            combined[fill_rows] = fill
     timings["aggregate"] = time.perf_counter() - t0
 
     out_dtype = np.float64 if dtype == "float64" else np.float32
-    index = pd.Index(agg.labels, name="label")
+    out_dtype = np.float64 if dtype == "float64" else np.float32
+    index = pd.Index(all_labels, name="label")
     donor_frames = None
     if return_donors:
         donor_frames = {d: pd.DataFrame(v.astype(out_dtype), index=index.copy(),
                                         columns=pd.Index(genes, name="gene_symbol"))
-                        for d, v in zip(use, agg.values, strict=True)}
+                        for d, v in zip(use, per_donor, strict=True)}
         frame = donor_frames[use[0]]
         drop_mask = np.zeros(len(genes), dtype=bool)
     else:
-        frame = pd.DataFrame(np.asarray(agg.values).astype(out_dtype), index=index,
-                             columns=pd.Index(genes[agg.keep_genes], name="gene_symbol"))
-        drop_mask = ~agg.keep_genes
+        keep_genes = gene_keep(combined)
+        frame = pd.DataFrame(combined[:, keep_genes].astype(out_dtype), index=index,
+                             columns=pd.Index(genes[keep_genes], name="gene_symbol"))
+        drop_mask = ~keep_genes
 
     from .explain import gene_table, probe_explanations, sample_table
 
@@ -601,6 +690,32 @@ def get_expression_data(
         counts=counts if return_counts else None,
         probes=probe_tab, genes=gene_tab, samples=sample_tab, params=params,
         computed=computed, timings=timings, store_url=st.url, store_attrs=dict(st.attrs))
+
+
+def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | None,
+                     classes: np.ndarray | None = None, block: int = 4096) -> np.ndarray:
+    """:func:`~.normalize.normalize_donor` on samples × genes ``x``, a block of samples
+    (sample_norm) or genes (gene_norm) at a time, so temporaries stay small. Both steps are
+    independent per sample / per gene, so the result is the same. The default ``srs`` runs in
+    a numba kernel (:mod:`._srs`). A float64 ``x`` may be overwritten."""
+    from ._srs import srs_columns
+
+    out = np.asarray(x, dtype=np.float64)
+    fast = ("srs", "scaled_rsig", "scaled_robust_sigmoid")
+    if sample_norm in fast:
+        out = srs_columns(out.T).T
+        sample_norm = None
+    if gene_norm in fast and classes is None:
+        out = srs_columns(out)
+        gene_norm = None
+    if sample_norm is not None:
+        for a in range(0, out.shape[0], block // 8):
+            out[a:a + block // 8] = normalize_donor(out[a:a + block // 8], sample_norm, None)
+    if gene_norm is not None:
+        for a in range(0, out.shape[1], block):
+            out[:, a:a + block] = normalize_donor(out[:, a:a + block], None, gene_norm,
+                                                  classes)
+    return out
 
 
 def _ibf_from_signal(signal: list[np.ndarray], n: list[int], threshold: float

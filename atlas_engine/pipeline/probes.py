@@ -113,13 +113,16 @@ def diff_stability_from_means(means: Sequence[tuple[np.ndarray, np.ndarray]]) ->
     (e.g. computed block-wise from a store)."""
     if len(means) < 2:
         raise ConfigError("differential stability needs at least two donors")
-    pairs = []
-    for (ids1, m1), (ids2, m2) in combinations(means, 2):
-        common, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
-        r1 = rank_average(m1[:, i1], axis=1)
-        r2 = rank_average(m2[:, i2], axis=1)
-        pairs.append(column_corr(r1.T, r2.T))
-    return np.mean(np.column_stack(pairs), axis=1)
+    from ._ranks import row_order, spearman_pair
+
+    orders = [row_order(m) for _, m in means]
+    total = np.zeros(np.shape(means[0][1])[0])
+    n_pairs = 0
+    for (d1, (ids1, m1)), (d2, (ids2, m2)) in combinations(enumerate(means), 2):
+        _, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
+        total += spearman_pair(m1, orders[d1], i1, m2, orders[d2], i2)
+        n_pairs += 1
+    return total / n_pairs
 
 
 def rnaseq_correlation(

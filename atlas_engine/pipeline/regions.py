@@ -109,19 +109,28 @@ def aggregate_samples(
                for v, lab in zip(values, labels, strict=True)]
         if return_donors:
             return Aggregated(per, all_labels, np.ones(per[0].shape[1], dtype=bool), counts)
-        stack = np.stack(per)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            combined = (np.nanmean(stack, axis=0) if agg_metric == "mean"
-                        else np.nanmedian(stack, axis=0))
+        combined = combine_donors(per, agg_metric)
     else:
         combined = region_values(np.vstack(values), np.concatenate(labels), all_labels,
                                  agg_metric)
-    present = ~np.all(np.isnan(combined), axis=1)
-    keep = ~np.any(np.isnan(combined[present]), axis=0)
+    keep = gene_keep(combined)
     return Aggregated(combined[:, keep], all_labels, keep, counts)
+
+
+def combine_donors(per: Sequence[np.ndarray], agg_metric: str = "mean") -> np.ndarray:
+    """Regions × genes: the NaN-skipping ``agg_metric`` over the donors' region values."""
+    import warnings
+
+    stack = np.stack(per)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stack, axis=0) if agg_metric == "mean" else np.nanmedian(stack, axis=0)
+
+
+def gene_keep(combined: np.ndarray) -> np.ndarray:
+    """abagen's post-aggregation rule: keep genes finite in every region that has data."""
+    present = ~np.all(np.isnan(combined), axis=1)
+    return ~np.any(np.isnan(combined[present]), axis=0)
 
 
 def centroid_fill(
@@ -148,16 +157,36 @@ def centroid_fill(
     for d in range(len(values)):
         h = None if hemisphere is None else hemisphere[d]
         s = None if structure is None else structure[d]
-        idx, dist = atlas.nearest_to_centroids(xyz[d], empty, h, s)
-        v = np.asarray(values[d], dtype=np.float64)
-        picked = np.full((len(empty), n_genes), np.nan)
-        picked[idx >= 0] = v[idx[idx >= 0]]
+        picked, dist = centroid_picks(atlas, values[d], xyz[d], empty, h, s)
         picks.append(picked)
         dists.append(dist)
+    return empty, centroid_combine(picks, dists)
+
+
+def centroid_picks(
+    atlas: VolumeAtlas,
+    values: np.ndarray,
+    xyz: np.ndarray,
+    empty: np.ndarray,
+    hemisphere: np.ndarray | None = None,
+    structure: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One donor's part of :func:`centroid_fill`: ``((E, G) values of the sample nearest each
+    empty label's centroid (NaN when none), (E,) distances)``."""
+    idx, dist = atlas.nearest_to_centroids(xyz, empty, hemisphere, structure)
+    v = np.asarray(values, dtype=np.float64)
+    picked = np.full((len(empty), v.shape[1]), np.nan)
+    picked[idx >= 0] = v[idx[idx >= 0]]
+    return picked, dist
+
+
+def centroid_combine(picks: Sequence[np.ndarray], dists: Sequence[np.ndarray]) -> np.ndarray:
+    """Inverse-distance-weighted mean over donors of :func:`centroid_picks` results."""
+    n_empty, n_genes = picks[0].shape
     dist = np.column_stack(dists)  # E × D
-    out = np.empty((len(empty), n_genes))
-    for e in range(len(empty)):
+    out = np.empty((n_empty, n_genes))
+    for e in range(n_empty):
         w = inverse_distance_weights(dist[e])
-        contrib = np.stack([picks[d][e] * w[d] for d in range(len(values))])
+        contrib = np.stack([picks[d][e] * w[d] for d in range(len(picks))])
         out[e] = np.nansum(contrib, axis=0) / w.sum()
-    return empty, out
+    return out
