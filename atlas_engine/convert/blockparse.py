@@ -253,11 +253,18 @@ def _fast_float(buf: np.ndarray, i: int):
     if c == np.uint64(46 - 48 + 2**64):
         i += 1
         f0 = i
-        c = np.uint64(buf[i]) - np.uint64(48)
-        while c <= np.uint64(9) and i - f0 < 20:
-            m = m * np.uint64(10) + c
-            i += 1
+        # two digits per step: half the loop branches and a shorter multiply chain
+        while i - f0 < 20:
             c = np.uint64(buf[i]) - np.uint64(48)
+            c1 = np.uint64(buf[i + 1]) - np.uint64(48)
+            if c > np.uint64(9):
+                break
+            if c1 > np.uint64(9):
+                m = m * np.uint64(10) + c
+                i += 1
+                break
+            m = m * np.uint64(100) + (c * np.uint64(10) + c1)
+            i += 2
         nfrac = i - f0
         nd += nfrac
     b = buf[i]

@@ -92,7 +92,7 @@ def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
         crcs = []
         want = rows["row_num"].to_numpy()
         for block in iter_blocks(src_m.iter_chunks(), m, chunks[0], name=src_m.display,
-                                 stats=stats):
+                                 stats=stats, dtype=dtype):
             r0, r1 = block.start, block.start + len(block.ids)
             if r1 > n:
                 raise FormatError(src_m.display, "more rows than rows_metadata.csv", line=n + 1,

@@ -564,6 +564,11 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
 
     n_max = max(len(read_samples(ds.member("SampleAnnot.csv")).frame) for ds in todo)
     n_jobs, plans = plan_jobs(opts, n_max, len(todo))
+    floor = BASE_MEMORY + donor_memory(_PLANS[-1], opts, n_max)
+    if opts.memory_limit and opts.memory_limit < floor:
+        log(f"warning: memory limit {opts.memory_limit / 2**20:.0f} MiB is below the "
+            f"~{floor / 2**20:.0f} MiB one donor needs; converting one at a time with the "
+            "smallest buffers")
     log(f"converting {len(todo)} donor(s) with {n_jobs} job(s); skipping {result.skipped}")
 
     def one(ds: DonorSource) -> dict[str, Any]:
