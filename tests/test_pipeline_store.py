@@ -241,3 +241,44 @@ def test_cli_glue(e2e, tmp_path, golden):
     for opt in ("--ibf-threshold", "--donor-probes", "--lr-mirror", "--norm-matched",
                 "--no-norm-structures", "--region-agg", "--return-donors"):
         assert opt in help_text
+
+
+def test_rank_walk_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    from atlas_engine.pipeline._ranks import row_order, spearman_pair
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 4, size=(50, 9)).astype(float)     # many ties
+    b = rng.normal(size=(50, 7))
+    b[:, 2] = b[:, 3]                                       # ties in b too
+    a[3, 1] = np.nan                                        # NaN in an included column
+    a[4, 8] = np.nan                                        # NaN in an excluded column
+    a[5] = 1.0                                              # constant row
+    cols_a, cols_b = np.array([0, 1, 2, 5, 6]), np.array([6, 0, 2, 3, 4])
+    got = spearman_pair(a, row_order(a), cols_a, b, row_order(b), cols_b)
+    for r in range(50):
+        x, y = a[r, cols_a], b[r, cols_b]
+        if np.isnan(x).any() or np.ptp(x) == 0:
+            assert np.isnan(got[r])
+        else:
+            assert got[r] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_srs_kernel_matches_numpy_version():
+    from atlas_engine.pipeline._srs import srs_columns
+    from atlas_engine.pipeline.normalize import scaled_robust_sigmoid
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(5, 2, size=(41, 12))
+    x[:, 3] = 1.0                      # IQR 0
+    x[:30, 4] = 2.0                    # IQR 0, not constant
+    x[7, 5] = np.nan                   # NaN column
+    x[:, 6] = np.round(x[:, 6])        # ties
+    with np.errstate(all="ignore"):
+        want = scaled_robust_sigmoid(x)
+    np.testing.assert_allclose(srs_columns(x), want, rtol=0, atol=1e-12, equal_nan=True)
+    with np.errstate(all="ignore"):  # an even number of rows: the median averages two values
+        want_even = scaled_robust_sigmoid(x[:40])
+    np.testing.assert_allclose(srs_columns(x[:40]), want_even, rtol=0, atol=1e-12,
+                               equal_nan=True)

@@ -239,13 +239,13 @@ def donor_samples(
 
 
 def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
-    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows."""
+    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows, reading one block of
+    rows at a time (memory: the result plus one block)."""
     rows = np.asarray(rows, dtype=np.int64)
-    if rows.size == 0:
-        return np.zeros((0, arr.shape[1]), dtype=dtype)
-    uniq, inv = np.unique(rows, return_inverse=True)
-    data = np.asarray(arr.get_orthogonal_selection((uniq, slice(None))), dtype=dtype)
-    return data[inv.reshape(-1)]
+    out = np.empty((len(rows), arr.shape[1]), dtype=dtype)
+    for pos, block in _row_blocks(arr, rows, dtype):
+        out[pos] = block
+    return out
 
 
 def _open(store: Any, donor: int, name: str) -> Any:
@@ -309,7 +309,7 @@ def _ibf_one(store: Any, ds: _DonorSamples, rows: np.ndarray) -> np.ndarray:
     return signal
 
 
-def _row_blocks(arr: Any, rows: np.ndarray):
+def _row_blocks(arr: Any, rows: np.ndarray, dtype: Any = np.float64):
     """Yield ``(positions into rows, block of those rows)`` reading whole store blocks."""
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
@@ -317,7 +317,7 @@ def _row_blocks(arr: Any, rows: np.ndarray):
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         if lo == hi:
             continue
-        block = np.asarray(arr[a:b], dtype=np.float64)
+        block = np.asarray(arr[a:b], dtype=dtype)
         yield order[lo:hi], block[sorted_rows[lo:hi] - a]
 
 
