@@ -1,7 +1,8 @@
 """Throughput of the grouped kernels on an in-memory float32 array, against baselines.
 
-Prints a markdown table of GB/s of float32 input read (best of ``--repeat`` runs, after a
-warm-up that compiles the kernels) and the load average before and after:
+Prints a markdown table of GB/s of float32 input read (best of ``--repeat`` rounds, after a
+warm-up that compiles the kernels; each round runs every variant once, so a shared machine's
+changing load hits them alike) and the load average:
 
 * the per-structure kernel (``group_sum_count`` along the sample axis, ~400 groups): numba
   parallel and serial; the same through ``groupby_reduce(stats="mean")`` (kernel + finalize);
@@ -77,12 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     # per gene: whole probe columns per block (what the engine rechunks probe blocks to)
     cols = max(1, (64 << 20) // (n_probe * 4))
     arr_s = da.from_array(values, chunks=(-1, cols))
-    rows: list[tuple[str, float]] = []
+    jobs: list[tuple[str, Callable[[], object]]] = []
 
     def run(name: str, fn: Callable[[], object]) -> None:
-        t = best_time(fn, args.repeat)
-        rows.append((name, t))
-        print(f"  {name}: {t:.3f} s ({gb / t:.2f} GB/s, {load()})", flush=True)
+        jobs.append((name, fn))
 
     def mean(labels: np.ndarray, axis: int, n: int, parallel: bool) -> object:
         return groupby_reduce(values, labels, axis=axis, n_groups=n, stats="mean",
@@ -134,6 +133,18 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             print("  flox not importable: skipped")
 
+    # round-robin: every variant once per round, so load changes on a shared machine hit all
+    # of them alike; best of the rounds
+    times: dict[str, list[float]] = {name: [] for name, _ in jobs}
+    for _name, fn in jobs:
+        fn()  # warm-up (numba compilation, page faults)
+    for r in range(args.repeat):
+        for name, fn in jobs:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        print(f"  round {r + 1}/{args.repeat} done ({load()})", flush=True)
+    rows = [(name, min(ts)) for name, ts in times.items()]
     ref = dict(rows)
     ceiling = ref[CEILING]
     pandas_s, pandas_g, flox_t = ref.get(PANDAS_S), ref.get(PANDAS_G), ref.get(FLOX)
