@@ -546,6 +546,7 @@ def get_expression_data(
     if hit is None:
         signal = ibf_signal(st, dsamples, probes["row"].to_numpy())
         timings["ibf"] = time.perf_counter() - t0
+        _release_memory()
     else:
         signal = [hit[f"signal_{k}"] for k in range(len(use))]
     ibf = _ibf_from_signal(signal, [len(ds.src) for ds in dsamples], ibf_threshold)
@@ -564,6 +565,7 @@ def get_expression_data(
         selection = select_probes([None] * len(use), [None] * len(use), kept, method,
                                   donor_probes, scores=scores)
     timings["selection"] = time.perf_counter() - t0
+    _release_memory()
     writer = store_cache.writer(key) if hit is None else None
     if writer is not None:
         for k, sig in enumerate(signal):
@@ -642,6 +644,7 @@ def get_expression_data(
         else:
             pooled.append((x, lab))
         del x
+        _release_memory()
     if writer is not None:
         writer.commit({"params": cache_params})
     timings["read_rows"] = t_read
@@ -716,6 +719,21 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
             out[:, a:a + block] = normalize_donor(out[:, a:a + block], None, gene_norm,
                                                   classes)
     return out
+
+
+def _release_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``; no-op elsewhere). The
+    block-wise passes free many large temporaries from worker threads; without this their
+    arenas keep the pages and the resident size ratchets up between steps."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _ibf_from_signal(signal: list[np.ndarray], n: list[int], threshold: float
