@@ -4,4 +4,9 @@ Modules: :mod:`.normalize` (sample/gene normalisation), :mod:`.probes` (intensit
 probe selection), :mod:`.stability` (gene differential stability), :mod:`.samples` (sample QC,
 mirroring), :mod:`.matching` (volumetric atlas matching), :mod:`.regions` (aggregation across
 donors), :mod:`.registry` (named dispatch tables).
+
+On a converted store: :mod:`.expression` (``get_expression_data``, abagen's pipeline in
+bounded memory), :mod:`.cache` (atlas-independent products cached in the store),
+:mod:`.explain` (probe/gene/sample tables, methods text, provenance); numba kernels in
+:mod:`._ranks` (differential stability) and :mod:`._srs` (scaled robust sigmoid).
 """
