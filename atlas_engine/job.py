@@ -122,6 +122,7 @@ def run_job(
         "stat": stat,
         "collapse": collapse,
         "genes": len(agg.features),
+        "non_refseq_probes_left_out": agg.params.get("non_refseq_probes_left_out", 0),
         "missing_genes": agg.missing_genes,
         "groups": len(g),
         "groups_without_samples": int((g.n_samples == 0).sum()),

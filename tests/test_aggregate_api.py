@@ -91,8 +91,11 @@ def test_collapse_to_genes(store):
     x, samples = _oracle_frames(store)
     probes = store.probes.reset_index(drop=True)
     res_p = aggregate(store, by="depth:3", donors="pooled")
+    refseq = probes.entrez_id.to_numpy() != -1
+    assert 0 < (~refseq).sum() < len(probes)
     for method in ("mean", "max_intensity", "max_variance"):
-        res = aggregate(store, by="depth:3", donors="pooled", collapse=method)
+        res = aggregate(store, by="depth:3", donors="pooled", collapse=method,
+                        keep_non_refseq=True)
         assert list(res.features.index) == sorted(probes.gene_symbol.unique())
         for gene in res.features.index[:15]:
             rows = np.flatnonzero(probes.gene_symbol.to_numpy() == gene)
@@ -111,10 +114,19 @@ def test_collapse_to_genes(store):
             np.testing.assert_allclose(res.values[:, j], want, rtol=1e-6)
 
 
+def test_non_refseq_probes_are_left_out_of_gene_collapse(store):
+    probes = store.probes
+    res = aggregate(store, by="depth:3", collapse="mean")
+    want = sorted(probes.loc[probes.entrez_id != -1, "gene_symbol"].unique())
+    assert list(res.features.index) == want
+    assert res.params["non_refseq_probes_left_out"] == int((probes.entrez_id == -1).sum())
+
+
 def test_combined_collapse_scores_pool_all_samples(store):
     x, _ = _oracle_frames(store)
     probes = store.probes.reset_index(drop=True)
-    res = aggregate(store, by="depth:3", donors="combined", collapse="max_variance")
+    res = aggregate(store, by="depth:3", donors="combined", collapse="max_variance",
+                    keep_non_refseq=True)
     var = np.nanvar(x, axis=1, ddof=1)
     for gene, row in res.features.iterrows():
         rows = np.flatnonzero(probes.gene_symbol.to_numpy() == gene)
@@ -122,7 +134,8 @@ def test_combined_collapse_scores_pool_all_samples(store):
 
 
 def test_gene_selection_reports_missing(store, tmp_path):
-    genes = store.probes.gene_symbol.unique()[:3].tolist()
+    p = store.probes
+    genes = p.loc[p.entrez_id != -1, "gene_symbol"].unique()[:3].tolist()
     f = tmp_path / "genes.txt"
     f.write_text("# a gene list\n" + "\n".join(genes) + "\nNOT_A_GENE\n")
     assert parse_genes(f"@{f}") == [*genes, "NOT_A_GENE"]

@@ -122,14 +122,13 @@ def test_xarray_opens_groups_without_warnings(synth_small, tmp_path):
 def test_rerun_skips_and_resumes(synth_small, tmp_path):
     store = tmp_path / "s.zarr"
     convert_microarray(synth_small.dest, store, donors=[DONOR])
-    t = time.perf_counter()
     res = convert_microarray(synth_small.dest, store, donors=[DONOR])
-    assert time.perf_counter() - t < 1.0
     assert res.skipped == [DONOR] and res.converted == []
+    assert res.bytes_parsed == 0  # nothing re-read
     # adding a donor later keeps the first one and lists both
     res = convert_microarray(synth_small.dest, store, donors=[DONOR, 9861])
     assert res.converted == [9861] and res.skipped == [DONOR]
-    assert open_store(store).donors == [DONOR, 9861]
+    assert sorted(open_store(store).donors) == sorted([DONOR, 9861])
 
 
 def test_sigkill_then_rerun_finishes(synth_small, tmp_path):

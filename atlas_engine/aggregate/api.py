@@ -221,6 +221,7 @@ def aggregate(
     donor_ids: Sequence[int] | None = None,
     block_bytes: int | None = None,
     ddof: int = 1,
+    keep_non_refseq: bool = False,
 ) -> AggregateResult:
     """Aggregate a store into a group × feature matrix.
 
@@ -240,6 +241,8 @@ def aggregate(
         Probes → genes. ``max_*`` choose by the probe's mean / variance over all samples of all
         selected donors (abagen's ``donor_probes="aggregate"``).
     donor_ids : donors to include (default: all in the store)
+    keep_non_refseq : with ``collapse``, keep probes without an Entrez id (each its own
+        "gene", named after the probe); by default they are left out and counted
     block_bytes : target size of one Dask block (bounds memory; default 32 MiB)
     """
     from ..store.open import AtlasStore, open_store
@@ -260,6 +263,16 @@ def aggregate(
 
     probes_all = st.probes
     rows, missing = select_probe_rows(probes_all, parse_genes(genes))
+    non_refseq = 0
+    if collapse is not None and not keep_non_refseq:
+        # probes without an Entrez id (non-RefSeq; their "symbol" is the probe name) are not
+        # genes: leave them out of a gene collapse, as abagen does, and say how many
+        has_entrez = probes_all["entrez_id"].to_numpy()[rows] != L.MISSING_INT
+        non_refseq = int((~has_entrez).sum())
+        rows = rows[has_entrez]
+        if rows.size == 0:
+            raise ConfigError("every selected probe lacks an Entrez id (non-RefSeq): nothing "
+                              "to collapse to genes (use keep_non_refseq / --keep-non-refseq)")
     probes = probes_all.iloc[rows]
     samples = st.samples
     in_use = samples["donor"].isin(use).to_numpy()
@@ -352,6 +365,6 @@ def aggregate(
         unassigned_samples=int(grouping.unassigned.sum()),
         params={"by": str(by), "stat": stat, "donors": donors, "collapse": collapse or "",
                 "genes": ",".join(parse_genes(genes) or []) or "all", "store": st.url,
-                "ddof": ddof},
+                "ddof": ddof, "non_refseq_probes_left_out": non_refseq},
     )
 

@@ -38,6 +38,8 @@ def _collapse(value: str) -> str | None:
 @click.option("--donor-ids", default=None, help="Restrict to these donors (ids or names).")
 @click.option("--collapse", default="none", show_default=True,
               help="none (probes) or gene:mean | gene:max_intensity | gene:max_variance.")
+@click.option("--keep-non-refseq", is_flag=True, help="With a gene collapse, keep probes "
+              "without an Entrez id (by default they are left out and counted).")
 @click.option("--drop-empty", is_flag=True, help="Leave groups without samples out of the "
               "matrix (they are still listed in <out>.groups.csv).")
 @click.option("--atlas-info", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -48,8 +50,8 @@ def _collapse(value: str) -> str | None:
 @dask_options
 @abagen_options
 def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode: str,
-                  donor_ids: str | None, collapse: str, drop_empty: bool,
-                  atlas_info: str | None, out: str, quiet: bool, workers: int | None,
+                  donor_ids: str | None, collapse: str, keep_non_refseq: bool,
+                  drop_empty: bool, atlas_info: str | None, out: str, quiet: bool, workers: int | None,
                   scheduler: str | None, memory_limit: str | None, **abagen: object) -> None:
     """Aggregate STORE into a region × gene (or probe) matrix.
 
@@ -89,7 +91,8 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
     with execution(scheduler, workers, memory_limit):
         result = aggregate(store, by=by, stat=stat, genes=genes, donors=donor_mode,
                            collapse=_collapse(collapse), donor_ids=ids,
-                           block_bytes=block_bytes_for(memory_limit))
+                           block_bytes=block_bytes_for(memory_limit),
+                           keep_non_refseq=keep_non_refseq)
     paths = write_result(result, Path(out), drop_empty=drop_empty)
     if not quiet:
         g = result.groups
@@ -98,6 +101,9 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
                    f"{'genes' if result.params['collapse'] else 'probes'}, "
                    f"{len(result.donors)} donors, {stat} ({donor_mode}) "
                    f"in {time.perf_counter() - t0:.1f} s")
+        if result.params.get("non_refseq_probes_left_out"):
+            click.echo(f"{result.params['non_refseq_probes_left_out']} probes without an Entrez "
+                       "id left out of the gene collapse (--keep-non-refseq keeps them)")
         if result.missing_genes:
             click.echo(f"not in the store: {', '.join(result.missing_genes)}")
         if result.unassigned_samples:

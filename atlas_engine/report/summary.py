@@ -25,7 +25,8 @@ def write_summary(path: str | Path, s: dict[str, Any], files: Sequence[Path]) ->
         f"{s['unassigned_samples']} samples fall in no region at this level.",
         f"- Values: {s['stat']} per region and donor, then the mean over the donors that have "
         f"the region (abagen's default); probes collapsed to genes by {s['collapse']}: "
-        f"{s['genes']} genes.",
+        f"{s['genes']} genes ({s.get('non_refseq_probes_left_out', 0)} probes without an "
+        f"Entrez id left out).",
     ]
     if s.get("missing_genes"):
         lines.append(f"- Genes asked for but not in the data: {', '.join(s['missing_genes'])}.")

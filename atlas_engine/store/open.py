@@ -18,6 +18,7 @@ import xarray as xr
 import zarr
 
 from ..errors import StoreError
+from ..sources.donors import DONORS
 from . import layout as L
 from .ontology import ONTOLOGY_COLUMNS, Ontology
 
@@ -78,7 +79,11 @@ class AtlasStore:
             raise StoreError(f"{url}: not an atlas-engine AHBA microarray store "
                              f"(format {attrs.get('format')!r})")
         self.attrs: dict[str, Any] = attrs
-        self.donors: list[int] = [int(d) for d in attrs.get("donors", [])]
+        # canonical donor order (the order of the Allen donor table), whatever order the
+        # donors were converted in, so the sample axis is the same for every store
+        rank = {d.id: i for i, d in enumerate(DONORS)}
+        self.donors: list[int] = sorted((int(d) for d in attrs.get("donors", [])),
+                                        key=lambda d: (rank.get(d, len(rank)), d))
         if not self.donors:
             raise StoreError(f"{url}: the store holds no complete donor yet")
 
