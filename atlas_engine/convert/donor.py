@@ -237,13 +237,13 @@ def _stream_matrix(src: MemberSource, arr: zarr.Array, kind: str, probe_ids: np.
     todo: queue.Queue = queue.Queue()
     failed: list[BaseException] = []
 
+    out = writer.BlockWriter(arr)
+
     def write() -> None:
         while (block := todo.get()) is not None:
             try:
                 if not failed:
-                    r0 = block.start
-                    crcs.append(writer.chunk_crcs(block.values, opts.sample_chunk))
-                    arr[r0:r0 + len(block.ids), :] = block.values
+                    crcs.append(out.write(block.start, block.values))
             except BaseException as exc:  # noqa: BLE001 - re-raised by the parser thread
                 failed.append(exc)
             finally:
