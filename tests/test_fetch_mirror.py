@@ -112,3 +112,15 @@ def test_api_against_mirror(raw: Path, tmp_path: Path) -> None:
                              index_col=0)
     expected = matrix.loc[list(expr.index)].to_numpy()
     assert expr.to_numpy() == pytest.approx(expected, rel=1e-12)
+
+
+def test_cli_no_verify_crc_fetches_identical_files(raw: Path, tmp_path: Path) -> None:
+    from atlas_engine.cli import cli
+
+    with MirrorServer(raw, faults=Faults(drop_after=30_000, drop_first=2)) as srv:
+        res = CliRunner().invoke(cli, ["fetch", "--dest", str(tmp_path), "--donors", "12876",
+                                       "--base-url", srv.url, "--what", "microarray",
+                                       "--no-verify-crc", "--quiet"])
+    assert res.exit_code == 0, res.output
+    name = "normalized_microarray_donor12876.zip"
+    assert _sha(tmp_path / name) == _sha(raw / name)

@@ -22,11 +22,15 @@ from ..errors import FetchError
                    "or all.")
 @click.option("--verify-all", is_flag=True,
               help="Re-hash files already in the manifest instead of trusting size + mtime.")
+@click.option("--verify-crc/--no-verify-crc", default=True, show_default=True,
+              help="Inflate every zip member and check its CRC before accepting the file. "
+                   "--no-verify-crc checks the zip structure only (several times faster) and "
+                   "leaves the CRCs to `convert`, which checks each member as it inflates it.")
 @click.option("--retries", default=8, show_default=True, type=click.IntRange(1, 100),
               help="Attempts in a row without progress before a file is given up.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, what: str,
-              verify_all: bool, retries: int, quiet: bool) -> None:
+              verify_all: bool, verify_crc: bool, retries: int, quiet: bool) -> None:
     """Download the AHBA donor zips, ontology and structure graph into DEST.
 
     Each file streams to NAME.part, resumes with HTTP Range after a dropped connection,
@@ -45,7 +49,7 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
 
     report = fetch_ahba(dest, donors=donors, what=what, base_url=base_url,
                         concurrency=concurrency, policy=RetryPolicy(max_attempts=retries),
-                        quiet=quiet, verify_all=verify_all)
+                        quiet=quiet, verify_all=verify_all, verify_crc=verify_crc)
     for r in report.results:
         if r.status == "failed":
             click.echo(f"failed: {r.spec.name}: {r.error}", err=True)

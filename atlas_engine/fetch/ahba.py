@@ -136,6 +136,7 @@ async def afetch_ahba(
     policy: RetryPolicy | None = None,
     quiet: bool = True,
     verify_all: bool = False,
+    verify_crc: bool = True,
 ) -> FetchReport:
     """Download the selected AHBA files into ``dest`` (async); see :func:`fetch_ahba`."""
     cfg = Config.from_env()
@@ -149,7 +150,7 @@ async def afetch_ahba(
     report = FetchReport(dest)
     async with make_session(policy) as session:
         dl = Downloader(dest, session=session, concurrency=concurrency, policy=policy,
-                        quiet=quiet, verify_all=verify_all)
+                        quiet=quiet, verify_all=verify_all, verify_crc=verify_crc)
         jobs = [dl.fetch(s) for s in specs]
         if "ontology" in kinds:
             rma = RmaClient(base, session=session, policy=policy)
@@ -177,7 +178,10 @@ def fetch_ahba(dest: str | Path, **kwargs: object) -> FetchReport:
 
     Keyword arguments: ``donors`` (``"all"``, ``"9861,H0351.2002"`` or a list), ``what``
     (kinds from :data:`WHAT_CHOICES`), ``base_url`` (a mirror; default the real Allen API),
-    ``concurrency``, ``policy`` (:class:`RetryPolicy`), ``quiet``, ``verify_all``.
+    ``concurrency``, ``policy`` (:class:`RetryPolicy`), ``quiet``, ``verify_all``,
+    ``verify_crc`` (default True: inflate every zip member and check its CRC before the file
+    gets its final name; False: a structural zip check only, leaving CRCs to the converter,
+    which checks every member's CRC-32 as it inflates it).
     Failures do not raise: check ``report.ok`` / ``report.failed``.
     """
     from .sync import run_sync
