@@ -21,8 +21,8 @@ import click
 @click.option("--memory-limit", default=None, help="Bound on working memory, e.g. 512MB; "
               "limits how many donors convert at once.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
-              help="Donors converted in parallel (default 1: one donor already uses two cores); "
-              "lowered if --memory-limit requires.")
+              help="Donors converted in parallel (default 2 on 2+ cores); lowered if "
+              "--memory-limit requires.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: str,
                 memory_limit: str | None, jobs: int | None, quiet: bool) -> None:

@@ -38,8 +38,8 @@ SAMPLE_FLOAT_COLUMNS = ("mni_x", "mni_y", "mni_z")
 MISSING_INT = -1
 
 #: default chunk shape of expression / pacall: (probes, samples); chosen by benchmark
-PROBE_CHUNK = 2048
-SAMPLE_CHUNK = 128
+PROBE_CHUNK = 4096
+SAMPLE_CHUNK = 256
 
 
 def donor_path(donor_id: int) -> str:
