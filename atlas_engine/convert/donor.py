@@ -1,8 +1,9 @@
 """Convert AHBA microarray donors (zips or abagen folders) into one Zarr v3 store.
 
 Per donor: the small tables are read and validated, then ``MicroarrayExpression.csv`` and
-``PACall.csv`` are streamed concurrently (inflate in a prefetch thread, numba parse, zarr write of
-each block as soon as it is full; every stage releases the GIL). The donor group is staged and
+``PACall.csv`` are streamed concurrently, each through inflate ‖ parse ‖ write threads joined by
+bounded queues (every stage releases the GIL; see :func:`_stream_matrix`), and by default two
+donors run at once within the memory plan (:func:`plan_jobs`). The donor group is staged and
 published atomically; the root attributes list it only afterwards. Donors whose recorded source
 size and mtime match are skipped.
 """
@@ -215,7 +216,7 @@ class StreamPlan:
 
     def bytes(self, block_rows: int, ncols: int, itemsize: int) -> int:
         """Peak working memory of one stream: queued and carried pieces, block buffers, and
-        zarr's encoding copies of the block being written (chunk copies plus compressed)."""
+        the encoding copies of the block being written (chunk copies plus compressed)."""
         block = block_rows * ncols * itemsize
         return (self.depth + 2) * self.piece + self.blocks * block + block + block // 2
 
@@ -423,7 +424,7 @@ def _ensure_tables(store_url: str, probes: Table, ontology: Table) -> None:
 #: resident memory before any stream starts: interpreter, numpy, pandas, zarr, xarray, numba
 #: kernels and the tables (measured 235-285 MB)
 BASE_MEMORY = 280 * 2**20
-#: per donor beyond its stream buffers: zarr's encode buffers, sample tables, allocator slack
+#: per donor beyond its stream buffers: zarr metadata writes, sample tables, allocator slack
 #: (measured: a 946-sample donor peaks ~110 MB above its planned stream buffers)
 DONOR_OVERHEAD = 100 * 2**20
 #: working-memory target when no ``memory_limit`` is given
