@@ -77,7 +77,8 @@ def test_second_atlas_reuses_cached_selection(e2e, tmp_path):
     st = e2e["store"]
     opts = dict(ibf_threshold=0.35, probe_selection="max_variance", **FIXED)
     first = get_expression_data(st, ATLAS, INFO, **opts)
-    assert first.computed == {"ibf": True, "selection": True, "rows": True}
+    assert first.computed == {"ibf": True, "selection": True, "rows": True,
+                              "sample_norm": True}
     # a second atlas: every label shifted, no region info
     import nibabel as nib
 
@@ -87,10 +88,19 @@ def test_second_atlas_reuses_cached_selection(e2e, tmp_path):
     second_path = tmp_path / "second.nii.gz"
     nib.save(nib.Nifti1Image(vol, img.affine), str(second_path))
     second = get_expression_data(st, str(second_path), None, **opts)
-    assert second.computed == {"ibf": False, "selection": False, "rows": False}
+    assert second.computed == {"ibf": False, "selection": False, "rows": False,
+                               "sample_norm": False}
     fresh = get_expression_data(st, str(second_path), None, cache=False, **opts)
     assert fresh.computed["selection"] is True
-    pd.testing.assert_frame_equal(second.expression, fresh.expression)
+    pd.testing.assert_frame_equal(second.expression, fresh.expression, check_exact=True)
+    # another sample normalisation: same selection and cached rows, normalised once
+    for norm, new in (("zscore", True), (None, False), ("zscore", False)):
+        other = get_expression_data(st, str(second_path), None, sample_norm=norm, **opts)
+        want = {"ibf": False, "selection": False, "rows": False, "sample_norm": new}
+        assert other.computed == want, norm
+        plain = get_expression_data(st, str(second_path), None, sample_norm=norm,
+                                    cache=False, **opts)
+        pd.testing.assert_frame_equal(other.expression, plain.expression, check_exact=True)
     assert second.expression.index.min() > 100
     # other parameters miss the cache
     third = get_expression_data(st, ATLAS, INFO, ibf_threshold=0.36,
@@ -282,3 +292,46 @@ def test_srs_kernel_matches_numpy_version():
         want_even = scaled_robust_sigmoid(x[:40])
     np.testing.assert_allclose(srs_columns(x[:40]), want_even, rtol=0, atol=1e-12,
                                equal_nan=True)
+
+
+def test_srs_selection_kernels_match_sort_based_numpy():
+    """The quickselect order statistics and the row kernel over a column subset (repeats
+    allowed) against numpy's sort-based median/percentile version, n = 1 … 40."""
+    from atlas_engine.pipeline._srs import _order_stats, srs_columns, srs_rows
+    from atlas_engine.pipeline.normalize import scaled_robust_sigmoid
+
+    rng = np.random.default_rng(5)
+    for n in range(1, 41):
+        v = np.round(rng.normal(size=n), 1)            # many ties
+        ranks = np.sort(rng.integers(0, n, size=6))
+        got = np.empty(6)
+        _order_stats(v.copy(), ranks, got)
+        np.testing.assert_array_equal(got, np.sort(v)[ranks])
+        x = rng.normal(3, 1, size=(n, 9))
+        x[:, 1] = np.round(x[:, 1])
+        x[:, 2] = 4.0
+        with np.errstate(all="ignore"):
+            want = scaled_robust_sigmoid(x)
+        np.testing.assert_allclose(srs_columns(x), want, rtol=0, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(srs_columns(np.asfortranarray(x)), want, rtol=0, atol=1e-12,
+                                   equal_nan=True)
+        g = np.ascontiguousarray(x.T)                   # genes × samples
+        cols = rng.integers(0, n, size=n + 3)           # a subset with repeated samples
+        with np.errstate(all="ignore"):
+            want_rows = scaled_robust_sigmoid(g[:, cols].T).T
+        np.testing.assert_allclose(srs_rows(g, cols), want_rows, rtol=0, atol=1e-12,
+                                   equal_nan=True)
+
+
+def test_group_mean_rows_matches_pandas():
+    from atlas_engine.pipeline._groups import group_mean_rows
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(30, 50))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[3, :] = np.nan
+    codes = rng.integers(-1, 7, size=50)                # -1: left out; group 7 has no samples
+    got = group_mean_rows(x, codes, 8)
+    frame = pd.DataFrame(x.T[codes >= 0])
+    want = frame.groupby(codes[codes >= 0]).mean().reindex(range(8)).to_numpy().T
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, equal_nan=True)

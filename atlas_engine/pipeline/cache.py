@@ -2,10 +2,12 @@
 
 The key is a hash of the parameters that produced the product plus the store's own
 description (root attributes: conversion provenance, donors, dtype), so a product is reused
-only for the same data and the same parameters. Each entry is a small Zarr v3 group of numpy
-arrays plus a JSON ``meta`` attribute; it is written under a temporary name and renamed into
-place, so readers see a complete entry or none. Only local (directory) stores are cached; for
-other URLs :class:`StoreCache` is disabled and every lookup misses.
+only for the same data and the same parameters. Each entry is a directory of ``.npy`` files
+(one per array; plain uncompressed numpy files, the fastest to write and read back) plus
+``meta.json``; it is written under a temporary name and renamed into place, so readers see a
+complete entry or none. Only local (directory) stores are cached; for other URLs
+:class:`StoreCache` is disabled and every lookup misses. Zarr ignores the ``cache/`` folder
+(it holds no ``zarr.json``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -55,34 +58,28 @@ class StoreCache:
 
     def load(self, key: str) -> CacheEntry | None:
         """The complete entry ``key`` (arrays read on access), or None."""
-        if self.root is None or not (self.root / key).is_dir():
+        if self.root is None:
             return None
-        import zarr
-
+        path = self.root / key
         try:
-            group = zarr.open_group(str(self.root / key), mode="r", zarr_format=3)
-            meta = dict(group.attrs.get("meta", {}))
-        except (FileNotFoundError, ValueError, KeyError, OSError):
+            meta = json.loads((path / META).read_text())
+        except (OSError, ValueError):
             return None
-        if not meta.get("complete"):
+        if not isinstance(meta, dict) or not meta.get("complete"):
             return None
-        return CacheEntry(group, meta)
+        return CacheEntry(path, meta)
 
     def writer(self, key: str) -> CacheWriter | None:
         """A writer filling a temporary entry, renamed into place by ``commit``; None when
         caching is off or the store is not writable."""
         if self.root is None:
             return None
-        import zarr
-
         tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         try:
-            self.root.mkdir(exist_ok=True)
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            tmp.mkdir(parents=True)
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
             return None
-        return CacheWriter(group, tmp, self.root / key)
+        return CacheWriter(tmp, self.root / key)
 
     def save(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bool:
         """Write a whole entry atomically; False when caching is off or fails."""
@@ -105,38 +102,42 @@ class StoreCache:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+META = "meta.json"
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
 class CacheEntry:
     """A complete cache entry: ``entry[name]`` reads one array, ``entry.meta`` its metadata."""
 
-    def __init__(self, group: Any, meta: dict[str, Any]) -> None:
-        self._group = group
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
         self.meta = meta
 
     def __contains__(self, name: str) -> bool:
-        return name in self._group
+        return (self.path / f"{name}.npy").is_file()
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return np.asarray(self._group[name][...])
+        try:
+            return np.load(self.path / f"{name}.npy", allow_pickle=False)
+        except FileNotFoundError:
+            raise KeyError(name) from None
 
 
 class CacheWriter:
     """Adds arrays to a temporary entry; :meth:`commit` renames it into place."""
 
-    def __init__(self, group: Any, tmp: Path, final: Path) -> None:
-        self._group = group
+    def __init__(self, tmp: Path, final: Path) -> None:
         self.tmp = tmp
         self.final = final
         self.ok = True
 
     def add(self, name: str, values: np.ndarray) -> None:
+        if not _NAME.match(name):
+            raise ValueError(f"cache array name {name!r}: letters, digits and _ only")
         if not self.ok:
             return
-        a = np.asarray(values)
-        chunks: Any = a.shape if a.ndim and a.size else "auto"
-        if a.ndim == 2 and a.shape[0] > 4096:
-            chunks = (4096, a.shape[1])
         try:
-            self._group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks)[...] = a
+            np.save(self.tmp / f"{name}.npy", np.asarray(values), allow_pickle=False)
         except OSError:
             self.abort()
 
@@ -144,7 +145,7 @@ class CacheWriter:
         if not self.ok:
             return False
         try:
-            self._group.attrs["meta"] = {**meta, "complete": True}
+            (self.tmp / META).write_text(json.dumps({**meta, "complete": True}, default=str))
             if self.final.exists():
                 self.abort()
                 return True

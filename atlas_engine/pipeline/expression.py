@@ -32,9 +32,10 @@ import pandas as pd
 from ..aggregate.engine import groupby_reduce
 from ..errors import ConfigError
 from ..store import layout as L
+from ._groups import group_mean_rows
 from .cache import StoreCache
 from .matching import VolumeAtlas, load_nifti
-from .normalize import check_method, normalize_donor
+from .normalize import check_method, normalize, normalize_donor
 from .probes import (
     DONOR_PROBES,
     POOLED_ONLY,
@@ -540,7 +541,7 @@ def get_expression_data(
     store_cache = StoreCache(st.url, _store_identity(st), enabled=cache)
     key = store_cache.key("selection", cache_params)
     hit = store_cache.load(key)
-    computed = {"ibf": hit is None, "selection": hit is None, "rows": hit is None}
+    computed = {"ibf": hit is None, "selection": hit is None}
     mode = "aggregate" if method in POOLED_ONLY else donor_probes
     t0 = time.perf_counter()
     if hit is None:
@@ -573,11 +574,22 @@ def get_expression_data(
         for k, sc in enumerate(scores or []):
             writer.add(f"score_{k}", sc)
         writer.add("n_scores", np.asarray(0 if scores is None else len(scores)))
+        writer.commit({"params": cache_params})
+    # each donor's chosen raw rows (genes × all of its columns): an entry of their own,
+    # read only when the sample-normalised matrices below are not cached
+    rows_key = store_cache.key("rows", {"selection": key, "version": CACHE_VERSION})
+    rows_hit = store_cache.load(rows_key) if hit is not None else None
+    rows_writer = None
+    computed["rows"] = False
 
     def chosen_rows(k: int) -> np.ndarray:
         """Genes × ALL of donor k's columns: from the cache, or read (and cached)."""
-        if hit is not None:
-            return hit[f"raw_{k}"]
+        nonlocal rows_writer
+        if rows_hit is not None:
+            return rows_hit[f"raw_{k}"]
+        if not computed["rows"]:
+            computed["rows"] = True
+            rows_writer = store_cache.writer(rows_key)
         ds = dsamples[k]
         arr = _open(st, ds.donor, L.EXPRESSION)
         if method == "average":
@@ -586,8 +598,8 @@ def get_expression_data(
                              len(selection.genes))
         else:
             out = _read_rows(arr, kept["row"].to_numpy()[selection.rows[k]])
-        if writer is not None:
-            writer.add(f"raw_{k}", out)
+        if rows_writer is not None:
+            rows_writer.add(f"raw_{k}", out)
         return out
 
     # ---- atlas-dependent: matching (all donors), then one donor at a time ---------------
@@ -609,6 +621,37 @@ def get_expression_data(
         empty = np.setdiff1d(vatlas.labels, seen)
     timings["match"] = time.perf_counter() - t0
 
+    # sample_norm works on each sample over the selected genes: independent of the atlas and
+    # of which other samples are kept, so each donor's sample-normalised matrix (genes × all
+    # of its columns) is cached too, when the raw rows hold no NaN (abagen skips genes that
+    # are NaN in every kept sample, which would make it depend on the sample set)
+    norm_key = norm_hit = norm_writer = None
+    if sample_norm is not None:
+        norm_key = store_cache.key("samplenorm", {"selection": key, "version": CACHE_VERSION,
+                                                  "sample_norm": check_method(sample_norm)})
+        norm_hit = store_cache.load(norm_key) if hit is not None else None
+        norm_writer = store_cache.writer(norm_key) if norm_hit is None else None
+    computed["sample_norm"] = sample_norm is not None and norm_hit is None
+
+    def base_rows(k: int) -> tuple[np.ndarray, bool]:
+        """Genes × all of donor k's columns, sample-normalised (True) or raw (False: the
+        sample normalisation is left to the per-atlas path)."""
+        nonlocal norm_writer
+        if norm_hit is not None:
+            return norm_hit[f"sn_{k}"], True
+        raw = chosen_rows(k)
+        if sample_norm is None:
+            return raw, True
+        if np.isnan(raw).any():
+            if norm_writer is not None:
+                norm_writer.abort()
+                norm_writer = None
+            return raw, False
+        sn = sample_normalise(raw, sample_norm)
+        if norm_writer is not None:
+            norm_writer.add(f"sn_{k}", sn)
+        return sn, True
+
     t0 = time.perf_counter()
     t_read = 0.0
     per_donor: list[np.ndarray] = []
@@ -617,21 +660,27 @@ def get_expression_data(
     with_info = vatlas.atlas_info is not None
     for k, ds in enumerate(dsamples):
         t1 = time.perf_counter()
-        raw = chosen_rows(k)
+        base, normalised = base_rows(k)
         t_read += time.perf_counter() - t1
         a = ds.annotation
         lab = labels[k]
-        x = raw[:, ds.src].T  # kept samples × genes
-        del raw
+        cols = ds.src
         coords = a[["mni_x", "mni_y", "mni_z"]].to_numpy(dtype=np.float64)
         hemi = a["hemisphere"].to_numpy()
         cls = a["structure"].to_numpy()
         if norm_matched:
             nz = lab != 0
-            x, lab, coords, hemi, cls = x[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
-        if len(x):
-            x = normalize_blocks(x, sample_norm, gene_norm,
-                                 cls.astype(str) if norm_structures else None)
+            cols, lab, coords, hemi, cls = cols[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
+        classes = cls.astype(str) if norm_structures else None
+        if normalised:
+            xg = gene_normalise(base, cols, gene_norm, classes)  # genes × samples
+        else:
+            x = base[:, cols].T
+            if len(x):
+                x = normalize_blocks(x, sample_norm, gene_norm, classes)
+            xg = np.ascontiguousarray(x.T)
+        del base
+        x = xg.T  # samples × genes (view)
         if len(empty):
             m = lab != 0
             pk, dist = centroid_picks(vatlas, x[m], coords[m], empty,
@@ -639,14 +688,19 @@ def get_expression_data(
                                       cls[m] if with_info else None)
             picks.append(pk)
             dists.append(dist)
-        if region_agg == "donors":
+        if region_agg == "donors" and agg_metric == "mean":
+            codes = _label_codes(lab, all_labels)
+            per_donor.append(group_mean_rows(xg, codes, len(all_labels)).T)
+        elif region_agg == "donors":
             per_donor.append(region_values(x, lab, all_labels, agg_metric))
         else:
             pooled.append((x, lab))
-        del x
+        del x, xg
         _release_memory()
-    if writer is not None:
-        writer.commit({"params": cache_params})
+    if norm_writer is not None:
+        norm_writer.commit({"params": {"selection": key, "sample_norm": sample_norm}})
+    if rows_writer is not None:  # every donor's rows were read (and added) above
+        rows_writer.commit({"params": {"selection": key}})
     timings["read_rows"] = t_read
     timings["normalise"] = time.perf_counter() - t0 - t_read
 
@@ -719,6 +773,40 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
             out[:, a:a + block] = normalize_donor(out[:, a:a + block], None, gene_norm,
                                                   classes)
     return out
+
+
+def sample_normalise(raw: np.ndarray, method: str) -> np.ndarray:
+    """Genes × samples ``raw`` (no NaN) with each sample (column) normalised over the genes
+    by ``method`` (abagen's ``sample_norm``); ``srs`` in the numba kernel."""
+    if check_method(method) == "srs":
+        from ._srs import srs_columns
+
+        return srs_columns(raw)
+    return normalize(raw, method, axis=0)
+
+
+def gene_normalise(base: np.ndarray, cols: np.ndarray, method: str | None,
+                   classes: np.ndarray | None = None) -> np.ndarray:
+    """Genes × samples (C order): the columns ``cols`` of genes × samples ``base`` (repeats
+    allowed), each gene normalised over those samples by ``method`` (abagen's ``gene_norm``;
+    per value of ``classes`` when given). ``srs`` without classes runs in one numba pass
+    straight from ``base``."""
+    if method is not None and classes is None and check_method(method) == "srs":
+        from ._srs import srs_rows
+
+        return srs_rows(base, cols)
+    if method is None or not len(cols):
+        return np.ascontiguousarray(base[:, cols])
+    x = np.ascontiguousarray(base[:, cols].T)
+    return np.ascontiguousarray(normalize_blocks(x, None, method, classes).T)
+
+
+def _label_codes(lab: np.ndarray, all_labels: np.ndarray) -> np.ndarray:
+    """Position of each sample's label in the sorted ``all_labels`` (-1: not there, e.g. 0)."""
+    if not len(all_labels):
+        return np.full(len(lab), -1, dtype=np.int64)
+    pos = np.clip(np.searchsorted(all_labels, lab), 0, len(all_labels) - 1)
+    return np.where(all_labels[pos] == lab, pos, -1).astype(np.int64)
 
 
 def _release_memory() -> None:
