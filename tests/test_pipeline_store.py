@@ -294,33 +294,35 @@ def test_srs_kernel_matches_numpy_version():
                                equal_nan=True)
 
 
-def test_srs_selection_kernels_match_sort_based_numpy():
-    """The quickselect order statistics and the row kernel over a column subset (repeats
-    allowed) against numpy's sort-based median/percentile version, n = 1 … 40."""
-    from atlas_engine.pipeline._srs import _order_stats, srs_columns, srs_rows
+def test_srs_block_kernels_match_numpy_version():
+    """Column and row kernels (row kernel over a column subset with repeats) against the
+    numpy version, n = 1 … 40, with small blocks so several blocks are used."""
+    from atlas_engine.pipeline import _srs
     from atlas_engine.pipeline.normalize import scaled_robust_sigmoid
 
     rng = np.random.default_rng(5)
-    for n in range(1, 41):
-        v = np.round(rng.normal(size=n), 1)            # many ties
-        ranks = np.sort(rng.integers(0, n, size=6))
-        got = np.empty(6)
-        _order_stats(v.copy(), ranks, got)
-        np.testing.assert_array_equal(got, np.sort(v)[ranks])
-        x = rng.normal(3, 1, size=(n, 9))
-        x[:, 1] = np.round(x[:, 1])
-        x[:, 2] = 4.0
-        with np.errstate(all="ignore"):
-            want = scaled_robust_sigmoid(x)
-        np.testing.assert_allclose(srs_columns(x), want, rtol=0, atol=1e-12, equal_nan=True)
-        np.testing.assert_allclose(srs_columns(np.asfortranarray(x)), want, rtol=0, atol=1e-12,
-                                   equal_nan=True)
-        g = np.ascontiguousarray(x.T)                   # genes × samples
-        cols = rng.integers(0, n, size=n + 3)           # a subset with repeated samples
-        with np.errstate(all="ignore"):
-            want_rows = scaled_robust_sigmoid(g[:, cols].T).T
-        np.testing.assert_allclose(srs_rows(g, cols), want_rows, rtol=0, atol=1e-12,
-                                   equal_nan=True)
+    block = _srs.BLOCK
+    _srs.BLOCK = 4
+    try:
+        for n in range(1, 41):
+            x = rng.normal(3, 1, size=(n, 9))
+            x[:, 1] = np.round(x[:, 1])
+            x[:, 2] = 4.0
+            x[min(2, n - 1), 5] = np.nan
+            with np.errstate(all="ignore"):
+                want = scaled_robust_sigmoid(x)
+            for arr in (x, np.asfortranarray(x)):
+                np.testing.assert_allclose(_srs.srs_columns(arr), want, rtol=0, atol=1e-12,
+                                           equal_nan=True)
+            g = np.ascontiguousarray(x.T)               # genes × samples
+            cols = rng.integers(0, n, size=n + 3)       # a subset with repeated samples
+            with np.errstate(all="ignore"):
+                want_rows = scaled_robust_sigmoid(g[:, cols].T).T
+            np.testing.assert_allclose(_srs.srs_rows(g, cols), want_rows, rtol=0, atol=1e-12,
+                                       equal_nan=True)
+        assert _srs.srs_rows(g, np.zeros(0, dtype=np.int64)).shape == (9, 0)
+    finally:
+        _srs.BLOCK = block
 
 
 def test_group_mean_rows_matches_pandas():

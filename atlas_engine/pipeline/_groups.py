@@ -37,3 +37,57 @@ def group_mean_rows(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
     if a.shape[1] != len(codes):
         raise ValueError(f"{len(codes)} codes for {a.shape[1]} columns")
     return _group_mean_rows(a, np.asarray(codes, dtype=np.int64), int(n_groups))
+
+
+@njit(nogil=True, cache=True)
+def _group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                       codes: np.ndarray, n_groups: int) -> np.ndarray:
+    out = np.empty((rows.size, n_groups))
+    s = np.empty(n_groups)
+    c = np.empty(n_groups)
+    for i in range(rows.size):
+        r = rows[i]
+        s[:] = 0.0
+        c[:] = 0.0
+        for j in range(cols.size):
+            v = np.float64(block[r, cols[j]])
+            if not np.isnan(v):
+                s[codes[j]] += v
+                c[codes[j]] += 1.0
+        for g in range(n_groups):
+            out[i, g] = s[g] / c[g] if c[g] > 0 else np.nan
+    return out
+
+
+def group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                      codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """``(len(rows), n_groups)``: per selected row of ``block`` the mean of its non-NaN
+    values in the columns ``cols`` (repeats count again) per group ``codes`` (one per entry
+    of ``cols``, 0 … n_groups-1), summed in column order. Equivalent to grouping
+    ``block[rows][:, cols]`` without building it; the sums are float64 whatever the block's
+    dtype."""
+    return _group_mean_select(block, np.asarray(rows, dtype=np.int64),
+                              np.asarray(cols, dtype=np.int64),
+                              np.asarray(codes, dtype=np.int64), int(n_groups))
+
+
+@njit(nogil=True, cache=True)
+def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
+                         ) -> np.ndarray:
+    out = np.zeros(rows.size)
+    for i in range(rows.size):
+        r = rows[i]
+        t = 0.0
+        for j in range(block.shape[1]):
+            if block[r, j]:
+                t += weight[j]
+        out[i] = t
+    return out
+
+
+def weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
+                        ) -> np.ndarray:
+    """Per selected row of a boolean (or 0/1) ``block``: the sum of ``weight`` over the
+    columns that are set (``block[rows].astype(float) @ weight`` without the copy or BLAS)."""
+    return _weighted_true_count(block, np.asarray(rows, dtype=np.int64),
+                                np.asarray(weight, dtype=np.float64))

@@ -1,15 +1,16 @@
-"""Numba kernels for the scaled robust sigmoid (abagen's default normalisation).
+"""Scaled robust sigmoid (abagen's default normalisation) for whole matrices.
 
 Same arithmetic as :func:`~.normalize.scaled_robust_sigmoid`: median and linear-interpolated
 quartiles (numpy's defaults), IQR scaled to a standard normal's, logistic, then min-max
 rescaling. A NaN anywhere in a slice makes the whole slice NaN (as numpy's median/percentile
 do); IQR = 0 gives inf/NaN exactly as the numpy version.
 
-The median and the quartiles need only the order statistics at a few ranks (the k-th and
-(k+1)-th for each linear interpolation), found by in-place quickselect on a scratch copy:
-O(n) per slice instead of a full O(n log n) sort. The values are the same order statistics a
-sort would give, combined with the same formulas, so the results are those of the sort-based
-version.
+The median and the quartiles are order statistics at fixed ranks (the k-th and (k+1)-th for
+each linear interpolation). They are read off numpy's sort of a block of slices (numpy sorts
+float64 with SIMD quicksort: measured 4–6× faster than a scalar quickselect over the same
+slices on this data), combined with numpy's own formulas; one numba pass per slice then
+computes the logistic, the min and max, and the rescale in place. Blocks of slices keep the
+temporaries small.
 
 * :func:`srs_columns` normalises each column of a 2-D array;
 * :func:`srs_rows` normalises each row over a chosen list of its columns (repeats allowed),
@@ -23,172 +24,83 @@ from numba import njit, prange
 
 from ._stats import IQR_NORMAL_SCALE
 
+#: slices normalised per block (sorted copy and gathered values: 2 × BLOCK × n × 8 bytes;
+#: fewer, larger blocks measured faster: each block is one parallel kernel launch)
+BLOCK = 4096
 
-@njit(nogil=True, cache=True, inline="always")
-def _lerp(a: float, b: float, t: float) -> float:
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     # numpy's _lerp: a + (b - a)·t, computed from b when t >= 0.5
     d = b - a
     return b - d * (1.0 - t) if t >= 0.5 else a + d * t
 
 
-@njit(nogil=True, cache=True)
-def _select(v: np.ndarray, lo: int, hi: int, k: int) -> None:
-    """Rearrange ``v[lo:hi]`` so ``v[k]`` holds the value a sort would put there, with
-    ``v[lo:k] <= v[k] <= v[k+1:hi]`` (no NaN in ``v``; median-of-three Hoare quickselect)."""
-    hi -= 1
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        # median of three into v[mid], then use it as the pivot
-        if v[mid] < v[lo]:
-            v[mid], v[lo] = v[lo], v[mid]
-        if v[hi] < v[lo]:
-            v[hi], v[lo] = v[lo], v[hi]
-        if v[hi] < v[mid]:
-            v[hi], v[mid] = v[mid], v[hi]
-        pivot = v[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while v[i] < pivot:
-                i += 1
-            while pivot < v[j]:
-                j -= 1
-            if i <= j:
-                v[i], v[j] = v[j], v[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return
-
-
-@njit(nogil=True, cache=True)
-def _order_stats(v: np.ndarray, ranks: np.ndarray, out: np.ndarray) -> None:
-    """``out[i]`` = the ``ranks[i]``-th smallest value of ``v`` (0-based; ``ranks``
-    ascending, repeats allowed). ``v`` is reordered in place."""
-    n = v.size
-    lo = 0
-    last = -1
-    for i in range(ranks.size):
-        k = ranks[i]
-        if k == last:
-            out[i] = v[k]
-            continue
-        if k == lo:
-            # smallest of the rest: one linear scan
-            m = lo
-            for t in range(lo + 1, n):
-                if v[t] < v[m]:
-                    m = t
-            v[lo], v[m] = v[m], v[lo]
-        else:
-            _select(v, lo, n, k)
-        out[i] = v[k]
-        lo = k + 1
-        last = k
-
-
-@njit(nogil=True, cache=True)
-def _srs_into(col: np.ndarray, work: np.ndarray, out: np.ndarray, scale: float) -> None:
-    """Scaled robust sigmoid of ``col`` into ``out`` (``work``: scratch of the same size)."""
-    n = col.size
-    bad = n == 0
-    for i in range(n):
-        work[i] = col[i]
-        if np.isnan(col[i]):
-            bad = True
-    if bad:
-        for i in range(n):
-            out[i] = np.nan
-        return
-    # ranks: the two around each quartile's virtual index, and the median's
-    p25 = 0.25 * (n - 1)
-    p75 = 0.75 * (n - 1)
-    a = int(np.floor(p25))
-    b = int(np.floor(p75))
+def _centre_scale(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and IQR/1.349 of each row of a row-sorted (NaN-free) ``(k, n)`` block, as
+    numpy's median and 'linear' percentile compute them."""
+    n = sorted_rows.shape[1]
     half = n // 2
-    ranks = np.empty(6, dtype=np.int64)
-    ranks[0] = a
-    ranks[1] = min(a + 1, n - 1)
-    ranks[2] = half - 1 if n % 2 == 0 else half
-    ranks[3] = half
-    ranks[4] = b
-    ranks[5] = min(b + 1, n - 1)
-    ranks.sort()
-    vals = np.empty(6)
-    _order_stats(work, ranks, vals)
-    # look the order statistics up by rank
-    qa = qa1 = qb = qb1 = m0 = m1 = 0.0
-    for i in range(6):
-        r = ranks[i]
-        if r == a:
-            qa = vals[i]
-        if r == min(a + 1, n - 1):
-            qa1 = vals[i]
-        if r == b:
-            qb = vals[i]
-        if r == min(b + 1, n - 1):
-            qb1 = vals[i]
-        if r == (half - 1 if n % 2 == 0 else half):
-            m0 = vals[i]
-        if r == half:
-            m1 = vals[i]
-    med = (m0 + m1) / 2.0 if n % 2 == 0 else m1
-    s = (_lerp(qb, qb1, p75 - b) - _lerp(qa, qa1, p25 - a)) / scale
-    lo = np.inf
-    hi = -np.inf
-    nan = False
-    for i in range(n):
-        r = 1.0 / (1.0 + np.exp(-(col[i] - med) / s))
-        out[i] = r
-        if np.isnan(r):
-            nan = True
-        else:
-            lo = min(lo, r)
-            hi = max(hi, r)
-    for i in range(n):
-        out[i] = np.nan if nan else (out[i] - lo) / (hi - lo)
+    if n % 2:
+        med = sorted_rows[:, half].copy()
+    else:
+        med = (sorted_rows[:, half - 1] + sorted_rows[:, half]) / 2.0
+    q = []
+    for frac in (0.25, 0.75):
+        pos = frac * (n - 1)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n - 1)
+        q.append(_lerp(sorted_rows[:, lo], sorted_rows[:, hi], pos - lo))
+    return med, (q[1] - q[0]) / IQR_NORMAL_SCALE
 
 
 @njit(nogil=True, cache=True, parallel=True, error_model="numpy")
-def _srs_columns(x: np.ndarray, scale: float) -> np.ndarray:
-    n, m = x.shape
-    out = np.empty((n, m))
-    for j in prange(m):
-        col = np.empty(n)
-        for i in range(n):
-            col[i] = x[i, j]
-        work = np.empty(n)
-        res = np.empty(n)
-        _srs_into(col, work, res, scale)
-        for i in range(n):
-            out[i, j] = res[i]
-    return out
-
-
-@njit(nogil=True, cache=True, parallel=True, error_model="numpy")
-def _srs_rows(x: np.ndarray, cols: np.ndarray, scale: float) -> np.ndarray:
-    n = cols.size
-    out = np.empty((x.shape[0], n))
+def _sigmoid_rescale(x: np.ndarray, med: np.ndarray, s: np.ndarray, bad: np.ndarray
+                     ) -> None:
+    """In place, per row: logistic of (x - med) / s, then min-max rescale (NaN rows and rows
+    whose logistic has a NaN become all NaN)."""
+    n = x.shape[1]
     for r in prange(x.shape[0]):
-        row = np.empty(n)
+        if bad[r]:
+            for i in range(n):
+                x[r, i] = np.nan
+            continue
+        m = med[r]
+        sc = s[r]
+        lo = np.inf
+        hi = -np.inf
+        nan = False
         for i in range(n):
-            row[i] = x[r, cols[i]]
-        work = np.empty(n)
-        _srs_into(row, work, out[r], scale)
-    return out
+            v = 1.0 / (1.0 + np.exp(-(x[r, i] - m) / sc))
+            x[r, i] = v
+            if np.isnan(v):
+                nan = True
+            else:
+                lo = min(lo, v)
+                hi = max(hi, v)
+        for i in range(n):
+            x[r, i] = np.nan if nan else (x[r, i] - lo) / (hi - lo)
+
+
+def _srs_block(g: np.ndarray) -> np.ndarray:
+    """Scaled robust sigmoid of each row of the C-ordered float64 block ``g``, in place."""
+    if g.shape[1] == 0:
+        return g
+    srt = np.sort(g, axis=1)
+    bad = np.isnan(srt[:, -1])           # numpy sorts NaN last
+    with np.errstate(invalid="ignore"):
+        med, s = _centre_scale(srt)
+    del srt
+    _sigmoid_rescale(g, med, s, bad)
+    return g
 
 
 def srs_columns(x: np.ndarray) -> np.ndarray:
-    """Scaled robust sigmoid of every column of a 2-D array (float64 result)."""
+    """Scaled robust sigmoid of every column of a 2-D array (C-ordered float64 result)."""
     a = np.asarray(x, dtype=np.float64)
-    if a.flags.f_contiguous and not a.flags.c_contiguous:
-        # columns are contiguous: work on the transposed (C-ordered) view row by row
-        return _srs_rows(a.T, np.arange(a.shape[0], dtype=np.int64), IQR_NORMAL_SCALE).T
-    return _srs_columns(a, IQR_NORMAL_SCALE)
+    out = np.empty(a.shape)
+    for c in range(0, a.shape[1], BLOCK):
+        out[:, c:c + BLOCK] = _srs_block(np.ascontiguousarray(a[:, c:c + BLOCK].T)).T
+    return out
 
 
 def srs_rows(x: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
@@ -197,6 +109,10 @@ def srs_rows(x: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
 
     Returns a C-ordered float64 array of shape ``(x.shape[0], len(cols))``.
     """
-    a = np.ascontiguousarray(x, dtype=np.float64)
-    idx = np.arange(a.shape[1]) if cols is None else np.asarray(cols)
-    return _srs_rows(a, idx.astype(np.int64), IQR_NORMAL_SCALE)
+    a = np.asarray(x)
+    idx = np.arange(a.shape[1]) if cols is None else np.asarray(cols, dtype=np.int64)
+    out = np.empty((a.shape[0], len(idx)))
+    for r in range(0, a.shape[0], BLOCK):
+        out[r:r + BLOCK] = _srs_block(np.ascontiguousarray(
+            np.take(a[r:r + BLOCK], idx, axis=1), dtype=np.float64))
+    return out

@@ -32,7 +32,7 @@ import pandas as pd
 from ..aggregate.engine import groupby_reduce
 from ..errors import ConfigError
 from ..store import layout as L
-from ._groups import group_mean_rows
+from ._groups import group_mean_rows, group_mean_select, weighted_true_count
 from .cache import StoreCache
 from .matching import VolumeAtlas, load_nifti
 from .normalize import check_method, normalize, normalize_donor
@@ -242,10 +242,21 @@ def donor_samples(
 def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
     """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows, reading one block of
     rows at a time (memory: the result plus one block)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), arr.shape[1]), dtype=dtype)
-    for pos, block in _row_blocks(arr, rows, dtype):
-        out[pos] = block
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+
+    def one(ab: tuple[int, int]) -> None:
+        a, b = ab
+        lo, hi = np.searchsorted(sorted_rows, [a, b])
+        if lo < hi:
+            out[order[lo:hi]] = np.asarray(arr[a:b], dtype=dtype)[sorted_rows[lo:hi] - a]
+
+    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
+        list(pool.map(one, _blocks(arr.shape[0])))
     return out
 
 
@@ -306,7 +317,7 @@ def _ibf_one(store: Any, ds: _DonorSamples, rows: np.ndarray) -> np.ndarray:
         if lo == hi:
             continue
         block = np.asarray(arr[a:b])
-        signal[order[lo:hi]] = block[sorted_rows[lo:hi] - a].astype(np.float64) @ weight
+        signal[order[lo:hi]] = weighted_true_count(block, sorted_rows[lo:hi] - a, weight)
     return signal
 
 
@@ -360,10 +371,8 @@ def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> 
         local = sorted_rows[lo:hi] - a
         means = []
         for ds, arr, (sids, codes) in zip(donors, arrays, groups, strict=True):
-            x = np.asarray(arr[a:b], dtype=np.float64)[local][:, ds.src]
-            res = groupby_reduce(x, codes, axis="sample", n_groups=len(sids), stats=("mean",),
-                                 parallel=False)
-            means.append((sids, res["mean"]))
+            block = np.asarray(arr[a:b])
+            means.append((sids, group_mean_select(block, local, ds.src, codes, len(sids))))
         return order[lo:hi], diff_stability_from_means(means)
 
     out = np.empty(len(rows))
@@ -639,7 +648,7 @@ def get_expression_data(
         nonlocal norm_writer
         if norm_hit is not None:
             return norm_hit[f"sn_{k}"], True
-        raw = chosen_rows(k)
+        raw = prefetched.pop(k).result()
         if sample_norm is None:
             return raw, True
         if np.isnan(raw).any():
@@ -658,8 +667,20 @@ def get_expression_data(
     pooled: list[np.ndarray] = []
     picks, dists = [], []
     with_info = vatlas.atlas_info is not None
+    # the next donor's raw rows are read in the background while this one is normalised
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = ThreadPoolExecutor(max_workers=1)
+    prefetched: dict[int, Any] = {}
+
+    def prefetch(k: int) -> None:
+        if norm_hit is None and k < len(dsamples):
+            prefetched[k] = reader.submit(chosen_rows, k)
+
+    prefetch(0)
     for k, ds in enumerate(dsamples):
         t1 = time.perf_counter()
+        prefetch(k + 1)
         base, normalised = base_rows(k)
         t_read += time.perf_counter() - t1
         a = ds.annotation
@@ -697,6 +718,7 @@ def get_expression_data(
             pooled.append((x, lab))
         del x, xg
         _release_memory()
+    reader.shutdown()
     if norm_writer is not None:
         norm_writer.commit({"params": {"selection": key, "sample_norm": sample_norm}})
     if rows_writer is not None:  # every donor's rows were read (and added) above
