@@ -301,8 +301,8 @@ def test_srs_block_kernels_match_numpy_version():
     from atlas_engine.pipeline.normalize import scaled_robust_sigmoid
 
     rng = np.random.default_rng(5)
-    block = _srs.BLOCK
-    _srs.BLOCK = 4
+    block = _srs.BLOCK_VALUES
+    _srs.BLOCK_VALUES = 40
     try:
         for n in range(1, 41):
             x = rng.normal(3, 1, size=(n, 9))
@@ -322,7 +322,7 @@ def test_srs_block_kernels_match_numpy_version():
                                        equal_nan=True)
         assert _srs.srs_rows(g, np.zeros(0, dtype=np.int64)).shape == (9, 0)
     finally:
-        _srs.BLOCK = block
+        _srs.BLOCK_VALUES = block
 
 
 def test_group_mean_rows_matches_pandas():

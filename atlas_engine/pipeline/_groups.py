@@ -2,7 +2,7 @@
 
 The region step of the pipeline: genes × samples values and each sample's region code give
 genes × regions means (pandas ``groupby(...).mean()`` semantics: NaN skipped, a group whose
-values are all NaN gives NaN). One pass over the matrix, rows in parallel.
+values are all NaN gives NaN). One pass over the matrix.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(nogil=True, cache=True, parallel=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def _group_mean_rows(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     n_rows, n = x.shape
     out = np.empty((n_rows, n_groups))
-    for r in prange(n_rows):
-        s = np.zeros(n_groups)
-        c = np.zeros(n_groups)
+    s = np.empty(n_groups)
+    c = np.empty(n_groups)
+    for r in range(n_rows):
+        s[:] = 0.0
+        c[:] = 0.0
         for j in range(n):
             g = codes[j]
             v = x[r, j]
@@ -91,3 +93,27 @@ def weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
     columns that are set (``block[rows].astype(float) @ weight`` without the copy or BLAS)."""
     return _weighted_true_count(block, np.asarray(rows, dtype=np.int64),
                                 np.asarray(weight, dtype=np.float64))
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def _nanmean_stack(stack: np.ndarray) -> np.ndarray:
+    d, n = stack.shape
+    out = np.empty(n)
+    for j in prange(n):
+        s = 0.0
+        c = 0
+        for k in range(d):
+            v = stack[k, j]
+            if not np.isnan(v):
+                s += v
+                c += 1
+        out[j] = s / c if c else np.nan
+    return out
+
+
+def nanmean_stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Element-wise mean over ``arrays`` (same shape) skipping NaN; NaN where every array is
+    NaN (``np.nanmean(np.stack(arrays), axis=0)`` without its warning and temporaries;
+    summed in array order)."""
+    stack = np.stack([np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays])
+    return _nanmean_stack(stack).reshape(np.shape(arrays[0]))

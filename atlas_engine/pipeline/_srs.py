@@ -19,14 +19,28 @@ temporaries small.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._stats import IQR_NORMAL_SCALE
 
-#: slices normalised per block (sorted copy and gathered values: 2 × BLOCK × n × 8 bytes;
-#: fewer, larger blocks measured faster: each block is one parallel kernel launch)
-BLOCK = 4096
+#: values (slices × slice length) normalised per block: the gathered block and its sorted
+#: copy take 2 × 8 × BLOCK_VALUES bytes (32 MiB). Large blocks measured faster (each block
+#: is one parallel kernel launch); 2**21 values is ~3,800 genes × 550 samples, or ~115
+#: samples × 18k genes.
+BLOCK_VALUES = 2**21
+
+
+#: threads working on blocks at once
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _slices_per_block(n: int) -> int:
+    return max(1, BLOCK_VALUES // max(n, 1))
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -53,13 +67,13 @@ def _centre_scale(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, (q[1] - q[0]) / IQR_NORMAL_SCALE
 
 
-@njit(nogil=True, cache=True, parallel=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def _sigmoid_rescale(x: np.ndarray, med: np.ndarray, s: np.ndarray, bad: np.ndarray
                      ) -> None:
     """In place, per row: logistic of (x - med) / s, then min-max rescale (NaN rows and rows
     whose logistic has a NaN become all NaN)."""
     n = x.shape[1]
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         if bad[r]:
             for i in range(n):
                 x[r, i] = np.nan
@@ -94,25 +108,51 @@ def _srs_block(g: np.ndarray) -> np.ndarray:
     return g
 
 
-def srs_columns(x: np.ndarray) -> np.ndarray:
-    """Scaled robust sigmoid of every column of a 2-D array (C-ordered float64 result)."""
+def _each_block(n: int, step: int, func: Callable[[int], None]) -> None:
+    """``func(start)`` for every block start, on THREADS threads (numpy's sort and the
+    kernel release the GIL)."""
+    starts = range(0, n, step)
+    if len(starts) <= 1 or THREADS <= 1:
+        for a in starts:
+            func(a)
+        return
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        list(pool.map(func, starts))
+
+
+def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Scaled robust sigmoid of every column of a 2-D array (float64 result, C-ordered when
+    allocated here). ``out`` may be ``x`` itself (float64) to normalise in place."""
     a = np.asarray(x, dtype=np.float64)
-    out = np.empty(a.shape)
-    for c in range(0, a.shape[1], BLOCK):
-        out[:, c:c + BLOCK] = _srs_block(np.ascontiguousarray(a[:, c:c + BLOCK].T)).T
-    return out
+    res = np.empty(a.shape) if out is None else out
+    step = min(_slices_per_block(a.shape[0]), -(-a.shape[1] // THREADS) or 1)
+
+    def one(c: int) -> None:
+        res[:, c:c + step] = _srs_block(np.ascontiguousarray(a[:, c:c + step].T)).T
+
+    _each_block(a.shape[1], step, one)
+    return res
 
 
-def srs_rows(x: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+def srs_rows(x: np.ndarray, cols: np.ndarray | None = None,
+             reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+             width: int | None = None) -> np.ndarray:
     """Scaled robust sigmoid of every row of a 2-D array over the columns ``cols`` (all
     columns when None; repeated columns count as often as they appear).
 
-    Returns a C-ordered float64 array of shape ``(x.shape[0], len(cols))``.
+    Returns a C-ordered float64 array of shape ``(x.shape[0], len(cols))``; with ``reduce``
+    (a function of one normalised block of rows returning ``(rows, width)``) the reduced
+    rows instead, so the normalised matrix never exists whole.
     """
     a = np.asarray(x)
     idx = np.arange(a.shape[1]) if cols is None else np.asarray(cols, dtype=np.int64)
-    out = np.empty((a.shape[0], len(idx)))
-    for r in range(0, a.shape[0], BLOCK):
-        out[r:r + BLOCK] = _srs_block(np.ascontiguousarray(
-            np.take(a[r:r + BLOCK], idx, axis=1), dtype=np.float64))
+    out = np.empty((a.shape[0], len(idx) if reduce is None else int(width or 0)))
+    step = min(_slices_per_block(len(idx)), -(-a.shape[0] // THREADS) or 1)
+
+    def one(r: int) -> None:
+        block = _srs_block(np.ascontiguousarray(np.take(a[r:r + step], idx, axis=1),
+                                                dtype=np.float64))
+        out[r:r + step] = block if reduce is None else reduce(block)
+
+    _each_block(a.shape[0], step, one)
     return out

@@ -63,8 +63,9 @@ from .samples import (
     similarity_threshold,
 )
 
-#: rows read per block from a donor's (probe, sample) arrays
-BLOCK_ROWS = L.PROBE_CHUNK * 2
+#: rows read per block from a donor's (probe, sample) arrays (2048 × ~900 float64 samples
+#: ≈ 15 MB; larger blocks measured no faster and raise the peak memory of every pass)
+BLOCK_ROWS = 2048
 #: donors processed at once in the block-wise passes
 DONOR_THREADS = 2
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
@@ -648,7 +649,7 @@ def get_expression_data(
         nonlocal norm_writer
         if norm_hit is not None:
             return norm_hit[f"sn_{k}"], True
-        raw = prefetched.pop(k).result()
+        raw = chosen_rows(k)
         if sample_norm is None:
             return raw, True
         if np.isnan(raw).any():
@@ -656,7 +657,8 @@ def get_expression_data(
                 norm_writer.abort()
                 norm_writer = None
             return raw, False
-        sn = sample_normalise(raw, sample_norm)
+        sn = sample_normalise(raw, sample_norm)  # in place for srs: raw is not used again
+        del raw
         if norm_writer is not None:
             norm_writer.add(f"sn_{k}", sn)
         return sn, True
@@ -667,20 +669,8 @@ def get_expression_data(
     pooled: list[np.ndarray] = []
     picks, dists = [], []
     with_info = vatlas.atlas_info is not None
-    # the next donor's raw rows are read in the background while this one is normalised
-    from concurrent.futures import ThreadPoolExecutor
-
-    reader = ThreadPoolExecutor(max_workers=1)
-    prefetched: dict[int, Any] = {}
-
-    def prefetch(k: int) -> None:
-        if norm_hit is None and k < len(dsamples):
-            prefetched[k] = reader.submit(chosen_rows, k)
-
-    prefetch(0)
     for k, ds in enumerate(dsamples):
         t1 = time.perf_counter()
-        prefetch(k + 1)
         base, normalised = base_rows(k)
         t_read += time.perf_counter() - t1
         a = ds.annotation
@@ -693,6 +683,16 @@ def get_expression_data(
             nz = lab != 0
             cols, lab, coords, hemi, cls = cols[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
         classes = cls.astype(str) if norm_structures else None
+        if (normalised and region_agg == "donors" and agg_metric == "mean" and not len(empty)
+                and classes is None and gene_norm is not None
+                and check_method(gene_norm) == "srs"):
+            # the default path: gene norm and region means block by block (no genes ×
+            # samples matrix)
+            per_donor.append(srs_region_means(base, cols, _label_codes(lab, all_labels),
+                                              len(all_labels)).T)
+            del base
+            _release_memory()
+            continue
         if normalised:
             xg = gene_normalise(base, cols, gene_norm, classes)  # genes × samples
         else:
@@ -718,7 +718,6 @@ def get_expression_data(
             pooled.append((x, lab))
         del x, xg
         _release_memory()
-    reader.shutdown()
     if norm_writer is not None:
         norm_writer.commit({"params": {"selection": key, "sample_norm": sample_norm}})
     if rows_writer is not None:  # every donor's rows were read (and added) above
@@ -799,11 +798,11 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
 
 def sample_normalise(raw: np.ndarray, method: str) -> np.ndarray:
     """Genes × samples ``raw`` (no NaN) with each sample (column) normalised over the genes
-    by ``method`` (abagen's ``sample_norm``); ``srs`` in the numba kernel."""
+    by ``method`` (abagen's ``sample_norm``); ``srs`` overwrites a float64 ``raw``."""
     if check_method(method) == "srs":
         from ._srs import srs_columns
 
-        return srs_columns(raw)
+        return srs_columns(raw, out=raw if raw.dtype == np.float64 else None)
     return normalize(raw, method, axis=0)
 
 
@@ -821,6 +820,17 @@ def gene_normalise(base: np.ndarray, cols: np.ndarray, method: str | None,
         return np.ascontiguousarray(base[:, cols])
     x = np.ascontiguousarray(base[:, cols].T)
     return np.ascontiguousarray(normalize_blocks(x, None, method, classes).T)
+
+
+def srs_region_means(base: np.ndarray, cols: np.ndarray, codes: np.ndarray, n_groups: int
+                     ) -> np.ndarray:
+    """Genes × groups: each gene of genes × samples ``base`` normalised (srs) over the
+    samples ``cols``, then averaged per group ``codes`` (one per entry of ``cols``; -1 left
+    out), one block of genes at a time."""
+    from ._srs import srs_rows
+
+    return srs_rows(base, cols, reduce=lambda block: group_mean_rows(block, codes, n_groups),
+                    width=n_groups)
 
 
 def _label_codes(lab: np.ndarray, all_labels: np.ndarray) -> np.ndarray:

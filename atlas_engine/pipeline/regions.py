@@ -121,10 +121,14 @@ def combine_donors(per: Sequence[np.ndarray], agg_metric: str = "mean") -> np.nd
     """Regions × genes: the NaN-skipping ``agg_metric`` over the donors' region values."""
     import warnings
 
+    if agg_metric == "mean":
+        from ._groups import nanmean_stack
+
+        return nanmean_stack(list(per))
     stack = np.stack(per)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(stack, axis=0) if agg_metric == "mean" else np.nanmedian(stack, axis=0)
+        return np.nanmedian(stack, axis=0)
 
 
 def gene_keep(combined: np.ndarray) -> np.ndarray:
