@@ -27,7 +27,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..kernels import group_sum_count
 from ..store import layout as L
-from .engine import DONOR_MODES, combine_donors, groupby_reduce
+from .engine import DONOR_MODES, combine_donors
 from .grouping import Grouping, resolve_grouping
 
 STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
@@ -210,6 +210,115 @@ def _collapse(values: np.ndarray, n_values: np.ndarray, probes: pd.DataFrame,
     return out, nv, info
 
 
+@dataclass(frozen=True)
+class _BlockSpec:
+    """Everything one row-block task needs (small; shipped to cluster workers)."""
+
+    url: str
+    paths: list[str]            # per donor: the expression array inside the store
+    widths: list[int]           # per donor: its number of samples
+    dtype: np.dtype             # the stored dtype (float32 / float64)
+    labels: np.ndarray          # (S,) structure label of every used sample, -1 = none
+    donor_index: np.ndarray     # (S,) position of the sample's donor in ``paths``
+    n_donors: int
+    n_struct: int
+    member: np.ndarray          # (n_struct, G + 1) roll-up, last column = all samples
+    mode: str
+    stat: str
+    stats: tuple[str, ...]
+    ddof: int
+    need_scores: bool
+
+
+def _row_parts(rows: np.ndarray, block_rows: int) -> list[np.ndarray]:
+    """Split the (sorted) store rows to read by aligned windows of ``block_rows`` store rows
+    (so no chunk is read by two tasks); empty windows are skipped."""
+    if rows.size == 0:
+        return [rows]
+    window = rows // block_rows
+    cuts = np.flatnonzero(np.diff(window)) + 1
+    return np.split(rows, cuts)
+
+
+def _read_part(spec: _BlockSpec, rows: np.ndarray) -> np.ndarray:
+    """``rows`` of every donor's matrix, side by side: (len(rows), S) in the stored dtype."""
+    from ..store.blockread import read_rows
+
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    if r1 - r0 != len(rows):   # scattered rows (a gene selection): read the span, then take
+        full = _read_part(spec, np.arange(r0, r1))
+        return full[rows - r0]
+    out = np.empty((r1 - r0, len(spec.labels)), dtype=spec.dtype)
+    col = 0
+    for path, width in zip(spec.paths, spec.widths, strict=True):
+        read_rows(spec.url, path, r0, r1, out=out[:, col:col + width])
+        col += width
+    return out
+
+
+def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """One task: read a row block of all donors, reduce it by structure (one kernel pass; per
+    donor via donor-offset labels), roll up to the groups, finalize and combine donors.
+    Returns ``value``/``count`` shaped (rows, G) — (D, rows, G) for ``each`` — and, when
+    asked, the probes' overall ``score_mean``/``score_var`` (rows, 1)."""
+    from . import specs
+    from .engine import _median, chunk_reduce
+
+    x = _read_part(spec, rows)
+    aggs = specs.resolve(spec.stats)
+    needed = specs.needed_intermediates(aggs)
+    want_median = spec.stat == "median"
+    g = spec.member.shape[1] - 1
+    out: dict[str, np.ndarray] = {}
+    if spec.mode == "pooled":
+        inter = chunk_reduce(x, spec.labels, spec.n_struct, 1, needed)
+        merged = specs.rollup(inter, spec.member, group_axis=1)
+        if want_median:
+            merged["median"] = _median(x, spec.labels, spec.n_struct, 1, spec.member)
+        fin = specs.finalize(merged, aggs, spec.ddof)
+        out["value"], out["count"] = fin[spec.stat][:, :g], fin["count"][:, :g]
+        if spec.need_scores:
+            out["score_mean"], out["score_var"] = fin["mean"][:, g:], fin["var"][:, g:]
+        return _compact(out, spec.dtype)
+    d, n = spec.n_donors, spec.n_struct
+    labels = np.where(spec.labels >= 0, spec.donor_index * n + spec.labels, -1)
+    inter = chunk_reduce(x, labels, d * n, 1, needed)
+    per = {k: v.reshape(v.shape[0], d, n) for k, v in inter.items()}     # (rows, D, n)
+    merged = specs.rollup(per, spec.member, group_axis=2)                  # (rows, D, G+1)
+    if want_median:
+        merged["median"] = np.stack(
+            [_median(x[:, spec.donor_index == k], spec.labels[spec.donor_index == k], n, 1,
+                     spec.member) for k in range(d)], axis=1)
+    fin = specs.finalize(merged, aggs, spec.ddof)
+    v = np.moveaxis(fin[spec.stat][:, :, :g], 1, 0)                       # (D, rows, G)
+    c = np.moveaxis(fin["count"][:, :, :g], 1, 0)
+    if spec.mode == "each":
+        out["value"], out["count"] = np.where(c > 0, v, np.nan), c
+    elif spec.stat == "mean":
+        comb = combine_donors(v, c, "combined")
+        out["value"], out["count"] = comb["mean"], comb["count"]
+    else:
+        masked = np.where(c > 0, v, np.nan)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            agg = np.nanmedian if spec.stat == "median" else np.nanmean
+            out["value"], out["count"] = agg(masked, axis=0), c.sum(axis=0)
+    if spec.need_scores:
+        mean, var = _pooled_moments(np.moveaxis(fin["mean"][:, :, g], 1, 0),
+                                    np.moveaxis(fin["var"][:, :, g], 1, 0),
+                                    np.moveaxis(fin["count"][:, :, g], 1, 0))
+        out["score_mean"], out["score_var"] = mean[:, None], var[:, None]
+    return _compact(out, spec.dtype)
+
+
+def _compact(out: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    """Results in the store's precision (accumulation was float64) and counts as int32, which
+    halves the result memory of fine groupings (e.g. every structure)."""
+    out["value"] = out["value"].astype(dtype, copy=False)
+    out["count"] = out["count"].astype(np.int32, copy=False)
+    return out
+
+
 def aggregate(
     store: Any,
     *,
@@ -281,68 +390,37 @@ def aggregate(
     labels_all = np.full(len(samples), -1, dtype=np.int64)
     labels_all[in_use] = grouping.labels
     n_struct = len(grouping.structures)
-    n_groups = grouping.n_groups
     member = np.concatenate([grouping.rollup, np.ones((n_struct, 1), dtype=bool)], axis=1)
     need_scores = collapse in ("max_intensity", "max_variance")
     stats = {stat, "count"} | ({"mean", "var"} if need_scores else set())
-    subset = rows.size != len(probes_all)
+    samples_donor = samples["donor"].to_numpy()
+    donor_cols = [np.flatnonzero(samples_donor == d) for d in use]
+    labels_used = np.concatenate([labels_all[c] for c in donor_cols])
+    donor_index = np.concatenate([np.full(len(c), k, dtype=np.int64)
+                                  for k, c in enumerate(donor_cols)])
+    n_cols = len(labels_used)
+    # row blocks are whole chunk-rows of the store (every chunk is decoded exactly once)
+    from ..store.blockread import array_shape
 
-    arrays = []
-    donor_labels = []
-    for d in use:
-        arr = _donor_array(st, d, block_bytes)
-        arrays.append(arr[rows] if subset else arr)
-        donor_labels.append(labels_all[(samples["donor"] == d).to_numpy()])
-
-    lazy: dict[str, Any] = {}
-    if donors == "pooled":
-        import dask.array as da
-
-        big = da.concatenate(arrays, axis=1)
-        if stat == "median":
-            big = big.rechunk({1: -1})
-        res = groupby_reduce(big, np.concatenate(donor_labels), axis="sample", n_groups=n_struct,
-                             stats=sorted(stats), membership=member, ddof=ddof)
-        lazy = {f"{k}": v for k, v in res.items()}
-    else:
-        for k, (arr, lab) in enumerate(zip(arrays, donor_labels, strict=True)):
-            res = groupby_reduce(arr, lab, axis="sample", n_groups=n_struct,
-                                 stats=sorted(stats), membership=member, ddof=ddof)
-            for name, v in res.items():
-                lazy[f"{name}/{k}"] = v
+    _, (chunk_rows, _), dtype = array_shape(st.url, f"{L.donor_path(use[0])}/{L.EXPRESSION}")
+    per_row = max(1, n_cols * dtype.itemsize)
+    block_rows = max(chunk_rows, (block_bytes // per_row) // chunk_rows * chunk_rows)
+    spec = _BlockSpec(url=st.url, paths=[f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use],
+                      widths=[len(c) for c in donor_cols], dtype=np.dtype(dtype),
+                      labels=labels_used, donor_index=donor_index, n_donors=len(use),
+                      n_struct=n_struct, member=member, mode=donors, stat=stat,
+                      stats=tuple(sorted(stats)), ddof=ddof, need_scores=need_scores)
 
     import dask
 
-    keys = list(lazy)
-    computed = dict(zip(keys, dask.compute(*[lazy[k] for k in keys]), strict=True))
-
-    if donors == "pooled":
-        values = computed[stat][:, :n_groups].T
-        n_values = computed["count"][:, :n_groups].T
-        score_mean = computed["mean"][:, -1] if need_scores else None
-        score_var = computed["var"][:, -1] if need_scores else None
-    else:
-        per = {s: np.stack([computed[f"{s}/{k}"] for k in range(len(use))]) for s in stats}
-        v = per[stat][:, :, :n_groups]          # (D, P, G)
-        c = per["count"][:, :, :n_groups]
-        if donors == "each":
-            values = np.where(c > 0, v, np.nan).transpose(0, 2, 1)
-            n_values = c.transpose(0, 2, 1)
-        elif stat == "mean":
-            comb = combine_donors(v, c, "combined")
-            values, n_values = comb["mean"].T, comb["count"].T
-        else:
-            masked = np.where(c > 0, v, np.nan)
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                agg = np.nanmedian if stat == "median" else np.nanmean
-                values = agg(masked, axis=0).T
-            n_values = c.sum(axis=0).T
-        if need_scores:
-            score_mean, score_var = _pooled_moments(per["mean"][:, :, -1], per["var"][:, :, -1],
-                                                    per["count"][:, :, -1])
-        else:
-            score_mean = score_var = None
+    tasks = [dask.delayed(_reduce_rows, pure=True)(spec, part)
+             for part in _row_parts(rows, block_rows)]
+    parts = dask.compute(*tasks)
+    computed = {k: np.concatenate([p[k] for p in parts], axis=-2) for k in parts[0]}
+    values = np.swapaxes(computed["value"], -1, -2)        # (G, P) or (D, G, P)
+    n_values = np.swapaxes(computed["count"], -1, -2)
+    score_mean = computed["score_mean"][..., 0] if need_scores else None
+    score_var = computed["score_var"][..., 0] if need_scores else None
 
     if collapse is not None:
         values, n_values, features = _collapse(values, n_values, probes, collapse,
@@ -351,7 +429,8 @@ def aggregate(
         features = probes[["probe_id", "probe_name", "gene_symbol"]].copy()
         features.index = probes["probe_id"].astype(str).to_numpy()
 
-    per_struct = np.stack([np.bincount(lab[lab >= 0], minlength=n_struct) for lab in donor_labels])
+    per_struct = np.stack([np.bincount(lab[lab >= 0], minlength=n_struct)
+                           for lab in (labels_all[c] for c in donor_cols)])
     n_samples = pd.DataFrame((per_struct @ grouping.rollup.astype(np.int64)).T,
                              columns=[str(d) for d in use])
     groups = grouping.groups.copy().reset_index(drop=True)

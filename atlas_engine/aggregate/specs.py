@@ -197,6 +197,17 @@ def merge(parts: Sequence[Mapping[str, np.ndarray]]) -> Intermediates:
     return acc
 
 
+def _sparse_rollup(values: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """``values @ member`` over the last axis, with ``member`` a sparse 0/1 matrix."""
+    from scipy import sparse
+
+    lead = values.shape[:-1]
+    flat = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
+    weights = sparse.csr_matrix(member.T.astype(np.float64))      # (n_out, n_labels)
+    out = np.asarray(weights @ flat.T).T                          # (rows, n_out)
+    return np.ascontiguousarray(out).reshape(*lead, member.shape[1])
+
+
 def rollup(inter: Mapping[str, np.ndarray], membership: np.ndarray, group_axis: int) -> Intermediates:
     """Roll per-label intermediates up to groups that each contain several labels.
 
@@ -216,12 +227,13 @@ def rollup(inter: Mapping[str, np.ndarray], membership: np.ndarray, group_axis: 
                           f"{n_labels} labels")
     n_out = member.shape[1]
     out: Intermediates = {}
-    weights = member.astype(np.float64)
     count = moved["count"]
-    out["count"] = (count @ member.astype(np.int64)) if count.size else np.zeros(
-        (*count.shape[:-1], n_out), np.int64)
+    # counts are summed in float64 (exact below 2**53); the roll-up matrix is sparse (a label
+    # is in as many groups as it has ancestors among them), so a sparse product costs
+    # O(rows × nnz) instead of a dense O(rows × labels × groups)
+    out["count"] = np.rint(_sparse_rollup(count.astype(np.float64), member)).astype(np.int64)
     if "sum" in moved:
-        out["sum"] = moved["sum"] @ weights
+        out["sum"] = _sparse_rollup(moved["sum"], member)
     members = [np.flatnonzero(member[:, k]) for k in range(n_out)]
     lead = count.shape[:-1]
     if "m2" in moved:

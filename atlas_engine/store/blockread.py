@@ -1,0 +1,125 @@
+"""Fast reads of row blocks of a store's 2-D arrays.
+
+Aggregation reads each ``(probe, sample)`` matrix in row blocks that span every sample. On a
+local store whose arrays use the layout the converter writes (regular chunks, ``/``-separated
+chunk keys, ``bytes`` + ``blosc`` codecs) the chunk files are read and decoded directly
+(Blosc releases the GIL, so Dask's threads decode in parallel), about 3× faster than going
+through zarr's event loop. Any other store or codec goes through zarr; both give identical
+arrays (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DTYPES = {"float32": "<f4", "float64": "<f8", "bool": "|b1", "int64": "<i8", "int32": "<i4"}
+
+
+def _local_root(url: str) -> Path | None:
+    text = url[len("file://"):] if url.startswith("file://") else url
+    if "://" in text:
+        return None
+    return Path(text)
+
+
+@lru_cache(maxsize=256)
+def _plan(url: str, path: str) -> dict[str, Any] | None:
+    """The direct-read plan of one array, or ``None`` when zarr must be used."""
+    root = _local_root(url)
+    if root is None:
+        return None
+    meta_file = root / path / "zarr.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    grid = meta.get("chunk_grid", {})
+    keys = meta.get("chunk_key_encoding", {})
+    codecs = meta.get("codecs", [])
+    dtype = _DTYPES.get(str(meta.get("data_type")))
+    if (meta.get("zarr_format") != 3 or grid.get("name") != "regular" or dtype is None
+            or keys.get("name") != "default"
+            or keys.get("configuration", {}).get("separator", "/") != "/"
+            or len(meta.get("shape", [])) != 2 or meta.get("storage_transformers")):
+        return None
+    names = [c.get("name") for c in codecs]
+    if names not in (["bytes", "blosc"], ["bytes"]):
+        return None
+    if codecs[0].get("configuration", {}).get("endian", "little") != "little":
+        return None
+    fill = meta.get("fill_value")
+    if isinstance(fill, str):
+        fill = float(fill) if fill.lower() in ("nan", "infinity", "-infinity") else None
+    return {
+        "dir": str(root / path / "c"),
+        "shape": tuple(meta["shape"]),
+        "chunks": tuple(grid["configuration"]["chunk_shape"]),
+        "dtype": np.dtype(dtype),
+        "blosc": names[-1] == "blosc",
+        "fill": fill if fill is not None else 0,
+    }
+
+
+def _decode(data: bytes, blosc: bool) -> bytes:
+    if not blosc:
+        return data
+    from numcodecs import blosc as nb
+
+    return nb.decompress(data)
+
+
+def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = None
+              ) -> np.ndarray:
+    """Rows ``r0:r1`` (all columns) of the 2-D array at ``path`` inside the store ``url``.
+
+    With ``out`` (a 2-D view of shape ``(r1 - r0, n_columns)``, e.g. a column slice of a larger
+    block) the rows are decoded straight into it and ``out`` is returned.
+    """
+    plan = _plan(str(url), path)
+    if plan is None:
+        import zarr
+
+        block = np.asarray(zarr.open_array(str(url), path=path, mode="r")[r0:r1])
+        if out is None:
+            return block
+        out[...] = block
+        return out
+    n_rows, n_cols = plan["shape"]
+    cr, cc = plan["chunks"]
+    r0, r1 = max(0, r0), min(r1, n_rows)
+    if out is None:
+        out = np.empty((max(0, r1 - r0), n_cols), dtype=plan["dtype"])
+    elif out.shape != (max(0, r1 - r0), n_cols):
+        raise ValueError(f"out has shape {out.shape}, expected {(r1 - r0, n_cols)}")
+    for i in range(r0 // cr, (r1 - 1) // cr + 1 if r1 > r0 else r0 // cr):
+        a0, a1 = max(r0, i * cr), min(r1, (i + 1) * cr)
+        for j in range(-(-n_cols // cc)):
+            b0, b1 = j * cc, min(n_cols, (j + 1) * cc)
+            fname = os.path.join(plan["dir"], str(i), str(j))
+            try:
+                with open(fname, "rb") as fh:
+                    raw = fh.read()
+            except FileNotFoundError:
+                out[a0 - r0:a1 - r0, b0:b1] = plan["fill"]
+                continue
+            chunk = np.frombuffer(_decode(raw, plan["blosc"]), dtype=plan["dtype"])
+            chunk = chunk.reshape(cr, cc)
+            out[a0 - r0:a1 - r0, b0:b1] = chunk[a0 - i * cr:a1 - i * cr, :b1 - b0]
+    return out
+
+
+def array_shape(url: str, path: str) -> tuple[tuple[int, int], tuple[int, int], np.dtype]:
+    """``(shape, chunks, dtype)`` of a 2-D array in the store."""
+    plan = _plan(str(url), path)
+    if plan is not None:
+        return plan["shape"], plan["chunks"], plan["dtype"]
+    import zarr
+
+    arr = zarr.open_array(str(url), path=path, mode="r")
+    return tuple(arr.shape), tuple(arr.chunks), arr.dtype  # type: ignore[return-value]
