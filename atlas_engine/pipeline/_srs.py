@@ -29,10 +29,9 @@ from numba import njit
 from ._stats import IQR_NORMAL_SCALE
 
 #: values (slices × slice length) normalised per block: the gathered block and its sorted
-#: copy take 2 × 8 × BLOCK_VALUES bytes (32 MiB). Large blocks measured faster (each block
-#: is one parallel kernel launch); 2**21 values is ~3,800 genes × 550 samples, or ~115
-#: samples × 18k genes.
-BLOCK_VALUES = 2**21
+#: copy take 2 × 8 × BLOCK_VALUES bytes (16 MiB) per thread; 2**20 values is ~1,900 genes ×
+#: 550 samples, or ~58 samples × 18k genes (measured as fast as larger blocks)
+BLOCK_VALUES = 2**20
 
 
 #: threads working on blocks at once
