@@ -221,8 +221,8 @@ class _BlockSpec:
     labels: np.ndarray          # (S,) structure label of every used sample, -1 = none
     donor_index: np.ndarray     # (S,) position of the sample's donor in ``paths``
     n_donors: int
-    n_struct: int
-    member: np.ndarray          # (n_struct, G + 1) roll-up, last column = all samples
+    n_labels: int
+    member: np.ndarray | None   # (n_labels, G) roll-up of nested groups, None = labels are groups
     mode: str
     stat: str
     stats: tuple[str, ...]
@@ -257,10 +257,10 @@ def _read_part(spec: _BlockSpec, rows: np.ndarray) -> np.ndarray:
 
 
 def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """One task: read a row block of all donors, reduce it by structure (one kernel pass; per
-    donor via donor-offset labels), roll up to the groups, finalize and combine donors.
+    """One task: read a row block of all donors, reduce it by group (one kernel pass; per
+    donor via donor-offset labels), roll up nested groups, finalize and combine donors.
     Returns ``value``/``count`` shaped (rows, G) — (D, rows, G) for ``each`` — and, when
-    asked, the probes' overall ``score_mean``/``score_var`` (rows, 1)."""
+    asked, each probe's ``score_mean``/``score_var`` over all used samples (rows, 1)."""
     from . import specs
     from .engine import _median, chunk_reduce
 
@@ -268,30 +268,36 @@ def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
     aggs = specs.resolve(spec.stats)
     needed = specs.needed_intermediates(aggs)
     want_median = spec.stat == "median"
-    g = spec.member.shape[1] - 1
+    n, member = spec.n_labels, spec.member
     out: dict[str, np.ndarray] = {}
+    if spec.need_scores:   # abagen's donor_probes="aggregate": every sample of every donor
+        mom = specs.resolve(("mean", "var"))
+        every = np.zeros(len(spec.labels), dtype=np.int64)
+        fin = specs.finalize(chunk_reduce(x, every, 1, 1, specs.needed_intermediates(mom)),
+                             mom, 1)
+        out["score_mean"], out["score_var"] = fin["mean"], fin["var"]
     if spec.mode == "pooled":
-        inter = chunk_reduce(x, spec.labels, spec.n_struct, 1, needed)
-        merged = specs.rollup(inter, spec.member, group_axis=1)
+        merged = chunk_reduce(x, spec.labels, n, 1, needed)
+        if member is not None:
+            merged = specs.rollup(merged, member, group_axis=1)
         if want_median:
-            merged["median"] = _median(x, spec.labels, spec.n_struct, 1, spec.member)
+            merged["median"] = _median(x, spec.labels, n, 1, member)
         fin = specs.finalize(merged, aggs, spec.ddof)
-        out["value"], out["count"] = fin[spec.stat][:, :g], fin["count"][:, :g]
-        if spec.need_scores:
-            out["score_mean"], out["score_var"] = fin["mean"][:, g:], fin["var"][:, g:]
+        out["value"], out["count"] = fin[spec.stat], fin["count"]
         return _compact(out, spec.dtype)
-    d, n = spec.n_donors, spec.n_struct
+    d = spec.n_donors
     labels = np.where(spec.labels >= 0, spec.donor_index * n + spec.labels, -1)
     inter = chunk_reduce(x, labels, d * n, 1, needed)
-    per = {k: v.reshape(v.shape[0], d, n) for k, v in inter.items()}     # (rows, D, n)
-    merged = specs.rollup(per, spec.member, group_axis=2)                  # (rows, D, G+1)
+    merged = {k: v.reshape(v.shape[0], d, n) for k, v in inter.items()}   # (rows, D, n)
+    if member is not None:
+        merged = specs.rollup(merged, member, group_axis=2)                # (rows, D, G)
     if want_median:
         merged["median"] = np.stack(
             [_median(x[:, spec.donor_index == k], spec.labels[spec.donor_index == k], n, 1,
-                     spec.member) for k in range(d)], axis=1)
+                     member) for k in range(d)], axis=1)
     fin = specs.finalize(merged, aggs, spec.ddof)
-    v = np.moveaxis(fin[spec.stat][:, :, :g], 1, 0)                       # (D, rows, G)
-    c = np.moveaxis(fin["count"][:, :, :g], 1, 0)
+    v = np.moveaxis(fin[spec.stat], 1, 0)                                 # (D, rows, G)
+    c = np.moveaxis(fin["count"], 1, 0)
     if spec.mode == "each":
         out["value"], out["count"] = np.where(c > 0, v, np.nan), c
     elif spec.stat == "mean":
@@ -303,11 +309,6 @@ def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
             warnings.simplefilter("ignore", RuntimeWarning)
             agg = np.nanmedian if spec.stat == "median" else np.nanmean
             out["value"], out["count"] = agg(masked, axis=0), c.sum(axis=0)
-    if spec.need_scores:
-        mean, var = _pooled_moments(np.moveaxis(fin["mean"][:, :, g], 1, 0),
-                                    np.moveaxis(fin["var"][:, :, g], 1, 0),
-                                    np.moveaxis(fin["count"][:, :, g], 1, 0))
-        out["score_mean"], out["score_var"] = mean[:, None], var[:, None]
     return _compact(out, spec.dtype)
 
 
@@ -390,12 +391,20 @@ def aggregate(
     labels_all = np.full(len(samples), -1, dtype=np.int64)
     labels_all[in_use] = grouping.labels
     n_struct = len(grouping.structures)
-    member = np.concatenate([grouping.rollup, np.ones((n_struct, 1), dtype=bool)], axis=1)
     need_scores = collapse in ("max_intensity", "max_variance")
-    stats = {stat, "count"} | ({"mean", "var"} if need_scores else set())
+    stats = {stat, "count"}
+    struct_labels = labels_all.copy()
+    # groups that do not nest (a structure level, broad classes): label samples by group
+    # directly, no roll-up; nested groups (named structures) reduce by structure, then roll up
+    if (grouping.rollup.sum(axis=1) <= 1).all():
+        group_of = np.where(grouping.rollup.any(axis=1), grouping.rollup.argmax(axis=1), -1)
+        labels_all = np.where(labels_all >= 0, group_of[np.maximum(labels_all, 0)], -1)
+        n_labels, member = grouping.n_groups, None
+    else:
+        n_labels, member = n_struct, grouping.rollup
     samples_donor = samples["donor"].to_numpy()
     donor_cols = [np.flatnonzero(samples_donor == d) for d in use]
-    labels_used = np.concatenate([labels_all[c] for c in donor_cols])
+    labels_used = np.concatenate([labels_all[c] for c in donor_cols]).astype(np.int64)
     donor_index = np.concatenate([np.full(len(c), k, dtype=np.int64)
                                   for k, c in enumerate(donor_cols)])
     n_cols = len(labels_used)
@@ -408,7 +417,7 @@ def aggregate(
     spec = _BlockSpec(url=st.url, paths=[f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use],
                       widths=[len(c) for c in donor_cols], dtype=np.dtype(dtype),
                       labels=labels_used, donor_index=donor_index, n_donors=len(use),
-                      n_struct=n_struct, member=member, mode=donors, stat=stat,
+                      n_labels=n_labels, member=member, mode=donors, stat=stat,
                       stats=tuple(sorted(stats)), ddof=ddof, need_scores=need_scores)
 
     import dask
@@ -430,7 +439,7 @@ def aggregate(
         features.index = probes["probe_id"].astype(str).to_numpy()
 
     per_struct = np.stack([np.bincount(lab[lab >= 0], minlength=n_struct)
-                           for lab in (labels_all[c] for c in donor_cols)])
+                           for lab in (struct_labels[c] for c in donor_cols)])
     n_samples = pd.DataFrame((per_struct @ grouping.rollup.astype(np.int64)).T,
                              columns=[str(d) for d in use])
     groups = grouping.groups.copy().reset_index(drop=True)

@@ -91,8 +91,11 @@ class AtlasStore:
         return (f"AtlasStore({self.url!r}, donors={self.donors}, probes={len(self.probes)}, "
                 f"samples={len(self.samples)}, dtype={self.attrs.get('dtype')})")
 
-    def _open(self, group: str) -> xr.Dataset:
-        return xr.open_zarr(self.url, group=group, consolidated=True)
+    def _open(self, group: str, lazy: bool = True) -> xr.Dataset:
+        # tables are read straight into numpy (chunks=None): one read per column instead of
+        # one Dask graph and compute per column
+        return xr.open_zarr(self.url, group=group, consolidated=True,
+                            chunks={} if lazy else None)
 
     def donor(self, donor_id: int) -> xr.Dataset:
         """One donor's group: ``expression``, ``pacall`` and the SampleAnnot coordinates."""
@@ -103,12 +106,12 @@ class AtlasStore:
 
     @cached_property
     def probes(self) -> pd.DataFrame:
-        frame = _to_frame(self._open(L.PROBES_GROUP), order=L.PROBE_COLUMNS)
+        frame = _to_frame(self._open(L.PROBES_GROUP, lazy=False), order=L.PROBE_COLUMNS)
         return frame.set_index("probe_id", drop=False).rename_axis("probe")
 
     @cached_property
     def ontology(self) -> Ontology:
-        frame = _to_frame(self._open(L.ONTOLOGY_GROUP), order=ONTOLOGY_COLUMNS)
+        frame = _to_frame(self._open(L.ONTOLOGY_GROUP, lazy=False), order=ONTOLOGY_COLUMNS)
         return Ontology(frame)
 
     @cached_property
@@ -118,7 +121,8 @@ class AtlasStore:
     @cached_property
     def samples(self) -> pd.DataFrame:
         parts = []
-        for d, ds in zip(self.donors, self._donor_sets, strict=True):
+        for d in self.donors:
+            ds = self._open(L.donor_path(d), lazy=False)
             frame = _to_frame(ds.drop_dims(L.PROBE_DIM).drop_vars(
                 list(ds.data_vars), errors="ignore"), index=L.SAMPLE_DIM,
                 order=(L.SAMPLE_DIM, *L.SAMPLE_COLUMNS))
