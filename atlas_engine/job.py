@@ -60,6 +60,7 @@ def run_job(
     ``provenance.json`` into ``out``. Each stage skips work already done and verified."""
     from .aggregate.api import aggregate
     from .convert.donor import convert_microarray
+    from .convert.malloc import trim
     from .fetch import fetch_ahba
     from .report.heatmap import plot_heatmap
     from .report.summary import write_summary
@@ -86,6 +87,7 @@ def run_job(
                               donors.split(","), memory_limit=memory_limit,
                               log=None if quiet else (lambda s: print("      " + s, flush=True)))
     result.timings["convert"] = time.perf_counter() - t
+    trim()  # hand the converter's freed buffers back before aggregation allocates its own
 
     t = time.perf_counter()
     _log(quiet, f"[3/4] aggregate by {by} ({stat}, donors combined, probes → genes: {collapse})")

@@ -64,6 +64,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    from ..convert.malloc import limit_arenas
+
+    # before any worker thread starts: few malloc arenas keep resident memory near live memory
+    limit_arenas(2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,3 +27,15 @@ def limit_arenas(count: int = 2) -> bool:
         return bool(libc.mallopt(_M_ARENA_MAX, int(count)))
     except (OSError, AttributeError):
         return False
+
+
+def trim() -> bool:
+    """Give freed heap memory back to the operating system (glibc ``malloc_trim``), e.g.
+    between the stages of a long job; returns whether it ran."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0) or True)
+    except (OSError, AttributeError):
+        return False
