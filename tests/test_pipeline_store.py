@@ -338,3 +338,32 @@ def test_group_mean_rows_matches_pandas():
     frame = pd.DataFrame(x.T[codes >= 0])
     want = frame.groupby(codes[codes >= 0]).mean().reindex(range(8)).to_numpy().T
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, equal_nan=True)
+
+
+def test_cache_entry_roundtrip_and_file_backed_arrays(tmp_path):
+    from atlas_engine.pipeline.cache import StoreCache
+
+    cache = StoreCache(str(tmp_path), {"attrs": {"dtype": "float64"}})
+    key = cache.key("selection", {"a": 1})
+    assert key != cache.key("selection", {"a": 2})
+    assert cache.load(key) is None
+    w = cache.writer(key)
+    w.add("small", np.arange(5))
+    mm = w.create("big", (3, 4))
+    mm[...] = np.arange(12.0).reshape(3, 4)
+    del mm
+    assert cache.load(key) is None                 # nothing visible before commit
+    assert w.commit({"params": {"a": 1}})
+    entry = cache.load(key)
+    np.testing.assert_array_equal(entry["small"], np.arange(5))
+    np.testing.assert_array_equal(entry["big"], np.arange(12.0).reshape(3, 4))
+    assert "big" in entry and "other" not in entry
+    assert entry.meta["params"] == {"a": 1}
+    with pytest.raises(KeyError):
+        entry["other"]
+    assert cache.entries() == [key]
+    assert not any(p.name.startswith(".tmp") for p in (tmp_path / "cache").iterdir())
+    aborted = cache.writer(cache.key("selection", {"a": 3}))
+    aborted.add("x", np.zeros(2))
+    aborted.abort()
+    assert cache.entries() == [key]

@@ -141,6 +141,17 @@ class CacheWriter:
         except OSError:
             self.abort()
 
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any = np.float64
+               ) -> np.ndarray:
+        """A new array ``name`` of the entry backed by its file (a writable memory map):
+        whatever is written into it is the cached value, with no separate write. Drop every
+        reference before :meth:`commit`."""
+        if not _NAME.match(name):
+            raise ValueError(f"cache array name {name!r}: letters, digits and _ only")
+        mm = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype,
+                                       shape=tuple(shape))
+        return mm
+
     def commit(self, meta: dict[str, Any]) -> bool:
         if not self.ok:
             return False

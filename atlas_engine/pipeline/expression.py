@@ -239,13 +239,16 @@ def donor_samples(
     return _DonorSamples(donor, kept, np.asarray(src)[keep], table)
 
 
-def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64,
+               out: np.ndarray | None = None) -> np.ndarray:
     """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows, reading one block of
-    rows at a time (memory: the result plus one block)."""
+    rows at a time on two threads (memory: the result plus two blocks). ``out``: where to
+    put it (e.g. a file-backed array)."""
     from concurrent.futures import ThreadPoolExecutor
 
     rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty((len(rows), arr.shape[1]), dtype=dtype)
+    if out is None:
+        out = np.empty((len(rows), arr.shape[1]), dtype=dtype)
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
 
@@ -515,9 +518,8 @@ def get_expression_data(
     -------
     ExpressionResult
     """
-    from ..store.open import AtlasStore, open_store
-
     from ..convert.malloc import limit_arenas
+    from ..store.open import AtlasStore, open_store
 
     # the block-wise passes allocate and free megabyte buffers from several threads; with
     # glibc's default (one arena per thread, up to 8 per core) freed memory stays resident
@@ -604,8 +606,9 @@ def get_expression_data(
     rows_writer = None
     computed["rows"] = False
 
-    def chosen_rows(k: int) -> np.ndarray:
-        """Genes × ALL of donor k's columns: from the cache, or read (and cached)."""
+    def chosen_rows(k: int, into: Any = None) -> np.ndarray:
+        """Genes × ALL of donor k's columns: from the cache, or read (and cached). ``into``:
+        a function of the shape giving the array to fill."""
         nonlocal rows_writer
         if rows_hit is not None:
             return rows_hit[f"raw_{k}"]
@@ -621,7 +624,9 @@ def get_expression_data(
             out = gene_means(st, allcols, kept["row"].to_numpy(), selection.codes,
                              len(selection.genes))
         else:
-            out = _read_rows(arr, kept["row"].to_numpy()[selection.rows[k]])
+            rows_k = kept["row"].to_numpy()[selection.rows[k]]
+            out = _read_rows(arr, rows_k, out=None if into is None else
+                             into((len(rows_k), arr.shape[1])))
         if rows_writer is not None:
             rows_writer.add(f"raw_{k}", out)
         return out
@@ -657,34 +662,35 @@ def get_expression_data(
         norm_writer = store_cache.writer(norm_key) if norm_hit is None else None
     computed["sample_norm"] = sample_norm is not None and norm_hit is None
 
+    t_sample_norm = [0.0, 0.0]  # normalising, writing the cache
+
     def base_rows(k: int) -> tuple[np.ndarray, bool]:
         """Genes × all of donor k's columns, sample-normalised (True) or raw (False: the
         sample normalisation is left to the per-atlas path)."""
         nonlocal norm_writer
         if norm_hit is not None:
             return norm_hit[f"sn_{k}"], True
-        if sample_norm is not None and method != "average" and rows_hit is None:
-            # straight from the store, one stripe of columns at a time (no raw matrix)
-            ds = dsamples[k]
-            sn = read_normalised(_open(st, ds.donor, L.EXPRESSION),
-                                 kept["row"].to_numpy()[selection.rows[k]], sample_norm)
-            computed["rows"] = True
-            if sn is not None:
-                if norm_writer is not None:
-                    norm_writer.add(f"sn_{k}", sn)
-                return sn, True
-        raw = chosen_rows(k)
+        # srs is normalised in place, so the rows are read straight into the cache file
+        # (file-backed: the kernel writes it back, no separate write)
+        in_file = sample_norm is not None and norm_writer is not None \
+            and check_method(sample_norm) == "srs"
+        raw = chosen_rows(k, into=(lambda shape: norm_writer.create(f"sn_{k}", shape))
+                          if in_file else None)
         if sample_norm is None:
             return raw, True
         if np.isnan(raw).any():
             if norm_writer is not None:
                 norm_writer.abort()
                 norm_writer = None
-            return raw, False
+            return np.array(raw), False
+        t1 = time.perf_counter()
         sn = sample_normalise(raw, sample_norm)  # in place for srs: raw is not used again
         del raw
-        if norm_writer is not None:
+        t_sample_norm[0] += time.perf_counter() - t1
+        if norm_writer is not None and not in_file:
+            t1 = time.perf_counter()
             norm_writer.add(f"sn_{k}", sn)
+            t_sample_norm[1] += time.perf_counter() - t1
         return sn, True
 
     t0 = time.perf_counter()
@@ -760,7 +766,8 @@ def get_expression_data(
         norm_writer.commit({"params": {"selection": key, "sample_norm": sample_norm}})
     if rows_writer is not None:  # every donor's rows were read (and added) above
         rows_writer.commit({"params": {"selection": key}})
-    timings["read_rows"] = t_read
+    timings["read_rows"] = t_read - sum(t_sample_norm)
+    timings["sample_norm"], timings["cache_write"] = t_sample_norm
     timings["normalise"] = time.perf_counter() - t0 - t_read
 
     t0 = time.perf_counter()
@@ -837,43 +844,6 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
             out[:, a:a + block] = normalize_donor(out[:, a:a + block], None, gene_norm,
                                                   classes)
     return out
-
-
-def read_normalised(arr: Any, rows: np.ndarray, method: str) -> np.ndarray | None:
-    """Genes × all columns of ``arr`` at store ``rows`` (any order, repeats allowed), each
-    column sample-normalised by ``method`` (:func:`sample_normalise`), built one stripe of
-    columns (the store's column chunk) at a time from single chunks, two stripes at once:
-    the raw genes × samples matrix never exists whole. None when a value is NaN (the caller
-    then takes the raw path)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    n_rows, n_cols = arr.shape
-    row_step = int(arr.chunks[0]) if getattr(arr, "chunks", None) else BLOCK_ROWS
-    col_step = int(arr.chunks[1]) if getattr(arr, "chunks", None) else 128
-    out = np.empty((len(rows), n_cols))
-    spans = []
-    for a in range(0, n_rows, row_step):
-        lo, hi = np.searchsorted(sorted_rows, [a, min(a + row_step, n_rows)])
-        if lo < hi:
-            spans.append((a, min(a + row_step, n_rows), lo, hi))
-
-    def stripe(c: int) -> bool:
-        d = min(c + col_step, n_cols)
-        part = np.empty((len(rows), d - c))
-        for a, b, lo, hi in spans:
-            part[order[lo:hi]] = np.asarray(arr[a:b, c:d], dtype=np.float64)[
-                sorted_rows[lo:hi] - a]
-        if np.isnan(part).any():
-            return False
-        out[:, c:d] = sample_normalise(part, method)
-        return True
-
-    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
-        ok = all(list(pool.map(stripe, range(0, n_cols, col_step))))
-    return out if ok else None
 
 
 def sample_normalise(raw: np.ndarray, method: str) -> np.ndarray:
