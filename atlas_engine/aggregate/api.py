@@ -219,7 +219,6 @@ class _BlockSpec:
     widths: list[int]           # per donor: its number of samples
     dtype: np.dtype             # the stored dtype (float32 / float64)
     labels: np.ndarray          # (S,) structure label of every used sample, -1 = none
-    donor_index: np.ndarray     # (S,) position of the sample's donor in ``paths``
     n_donors: int
     n_labels: int
     member: np.ndarray | None   # (n_labels, G) roll-up of nested groups, None = labels are groups
@@ -240,43 +239,53 @@ def _row_parts(rows: np.ndarray, block_rows: int) -> list[np.ndarray]:
     return np.split(rows, cuts)
 
 
-def _read_part(spec: _BlockSpec, rows: np.ndarray) -> np.ndarray:
-    """``rows`` of every donor's matrix, side by side: (len(rows), S) in the stored dtype."""
+def _read_all(spec: _BlockSpec, rows: np.ndarray) -> np.ndarray:
+    """``rows`` of every donor's matrix side by side, (len(rows), S), decoded in place."""
     from ..store.blockread import read_rows
 
     r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    if r1 - r0 != len(rows):   # scattered rows (a gene selection): read the span, then take
-        full = _read_part(spec, np.arange(r0, r1))
-        return full[rows - r0]
     out = np.empty((r1 - r0, len(spec.labels)), dtype=spec.dtype)
     col = 0
     for path, width in zip(spec.paths, spec.widths, strict=True):
         read_rows(spec.url, path, r0, r1, out=out[:, col:col + width])
         col += width
-    return out
+    return out if r1 - r0 == len(rows) else out[rows - r0]
+
+
+def _read_donor(spec: _BlockSpec, k: int, rows: np.ndarray) -> np.ndarray:
+    """``rows`` of donor ``k``'s matrix, (len(rows), S_k), C-contiguous in the stored dtype."""
+    from ..store.blockread import read_rows
+
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    block = read_rows(spec.url, spec.paths[k], r0, r1)
+    return block if r1 - r0 == len(rows) else block[rows - r0]
 
 
 def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """One task: read a row block of all donors, reduce it by group (one kernel pass; per
-    donor via donor-offset labels), roll up nested groups, finalize and combine donors.
+    """One task: for a block of rows, reduce each donor's samples by group with the kernels
+    (each donor's block is contiguous; no copy of all donors side by side), merge or stack the
+    donors' intermediates, roll up nested groups, finalize and combine donors.
+
     Returns ``value``/``count`` shaped (rows, G) — (D, rows, G) for ``each`` — and, when
     asked, each probe's ``score_mean``/``score_var`` over all used samples (rows, 1)."""
     from . import specs
     from .engine import _median, chunk_reduce
 
-    x = _read_part(spec, rows)
     aggs = specs.resolve(spec.stats)
     needed = specs.needed_intermediates(aggs)
+    mom = specs.resolve(("mean", "var"))
+    mom_needed = specs.needed_intermediates(mom)
     want_median = spec.stat == "median"
     n, member = spec.n_labels, spec.member
     out: dict[str, np.ndarray] = {}
-    if spec.need_scores:   # abagen's donor_probes="aggregate": every sample of every donor
-        mom = specs.resolve(("mean", "var"))
-        every = np.zeros(len(spec.labels), dtype=np.int64)
-        fin = specs.finalize(chunk_reduce(x, every, 1, 1, specs.needed_intermediates(mom)),
-                             mom, 1)
-        out["score_mean"], out["score_var"] = fin["mean"], fin["var"]
     if spec.mode == "pooled":
+        # one kernel pass over all donors side by side: the kernel's per-row overhead is paid
+        # once per row, not once per donor
+        x = _read_all(spec, rows)
+        if spec.need_scores:   # abagen's donor_probes="aggregate": every sample of every donor
+            fin = specs.finalize(chunk_reduce(x, np.zeros(x.shape[1], dtype=np.int64), 1, 1,
+                                              mom_needed), mom, 1)
+            out["score_mean"], out["score_var"] = fin["mean"], fin["var"]
         merged = chunk_reduce(x, spec.labels, n, 1, needed)
         if member is not None:
             merged = specs.rollup(merged, member, group_axis=1)
@@ -285,18 +294,30 @@ def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
         fin = specs.finalize(merged, aggs, spec.ddof)
         out["value"], out["count"] = fin[spec.stat], fin["count"]
         return _compact(out, spec.dtype)
-    d = spec.n_donors
-    labels = np.where(spec.labels >= 0, spec.donor_index * n + spec.labels, -1)
-    inter = chunk_reduce(x, labels, d * n, 1, needed)
-    merged = {k: v.reshape(v.shape[0], d, n) for k, v in inter.items()}   # (rows, D, n)
+    # per donor: each donor's block is contiguous and its n labels keep the kernel's
+    # accumulators small (donor-offset labels over all donors would make them D times wider)
+    parts, score_parts, blocks = [], [], []
+    start = 0
+    for k, width in enumerate(spec.widths):
+        x = _read_donor(spec, k, rows)
+        labels = spec.labels[start:start + width]
+        start += width
+        parts.append(chunk_reduce(x, labels, n, 1, needed))
+        if spec.need_scores:
+            score_parts.append(chunk_reduce(x, np.zeros(width, dtype=np.int64), 1, 1,
+                                            mom_needed))
+        if want_median:
+            blocks.append((x, labels))
+    if spec.need_scores:
+        fin = specs.finalize(specs.merge(score_parts), mom, 1)
+        out["score_mean"], out["score_var"] = fin["mean"], fin["var"]
+    merged = {key: np.stack([p[key] for p in parts], axis=1) for key in parts[0]}  # (rows, D, n)
     if member is not None:
-        merged = specs.rollup(merged, member, group_axis=2)                # (rows, D, G)
+        merged = specs.rollup(merged, member, group_axis=2)                     # (rows, D, G)
     if want_median:
-        merged["median"] = np.stack(
-            [_median(x[:, spec.donor_index == k], spec.labels[spec.donor_index == k], n, 1,
-                     member) for k in range(d)], axis=1)
+        merged["median"] = np.stack([_median(x, lab, n, 1, member) for x, lab in blocks], axis=1)
     fin = specs.finalize(merged, aggs, spec.ddof)
-    v = np.moveaxis(fin[spec.stat], 1, 0)                                 # (D, rows, G)
+    v = np.moveaxis(fin[spec.stat], 1, 0)                                      # (D, rows, G)
     c = np.moveaxis(fin["count"], 1, 0)
     if spec.mode == "each":
         out["value"], out["count"] = np.where(c > 0, v, np.nan), c
@@ -405,8 +426,6 @@ def aggregate(
     samples_donor = samples["donor"].to_numpy()
     donor_cols = [np.flatnonzero(samples_donor == d) for d in use]
     labels_used = np.concatenate([labels_all[c] for c in donor_cols]).astype(np.int64)
-    donor_index = np.concatenate([np.full(len(c), k, dtype=np.int64)
-                                  for k, c in enumerate(donor_cols)])
     n_cols = len(labels_used)
     # row blocks are whole chunk-rows of the store (every chunk is decoded exactly once)
     from ..store.blockread import array_shape
@@ -416,7 +435,7 @@ def aggregate(
     block_rows = max(chunk_rows, (block_bytes // per_row) // chunk_rows * chunk_rows)
     spec = _BlockSpec(url=st.url, paths=[f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use],
                       widths=[len(c) for c in donor_cols], dtype=np.dtype(dtype),
-                      labels=labels_used, donor_index=donor_index, n_donors=len(use),
+                      labels=labels_used, n_donors=len(use),
                       n_labels=n_labels, member=member, mode=donors, stat=stat,
                       stats=tuple(sorted(stats)), ddof=ddof, need_scores=need_scores)
 
