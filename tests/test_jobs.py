@@ -139,3 +139,28 @@ def test_aggregate_command_atlas_runs_the_abagen_pipeline(tmp_path):
     assert list(got.columns) == [str(c) for c in want.columns]
     for side in ("probes", "genes", "samples"):
         assert (tmp_path / f"dk.{side}.csv").exists()
+
+
+def test_convert_reuses_fetch_manifest_sha256(synth_small, tmp_path):
+    import hashlib
+    import shutil
+
+    import zarr
+
+    from atlas_engine.fetch.manifest import Manifest
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    name = "normalized_microarray_donor12876.zip"
+    shutil.copy2(synth_small.dest / name, raw / name)
+    true_sha = hashlib.sha256((raw / name).read_bytes()).hexdigest()
+    m = Manifest(raw)
+    m.record(raw / name, url="http://x/1", sha256="f" * 64)  # what fetch recorded
+    m.save()
+    convert_microarray(raw, tmp_path / "a.zarr")
+    prov = zarr.open_group(tmp_path / "a.zarr", mode="r")["donors/12876"].attrs["provenance"]
+    assert prov["sha256"] == "f" * 64          # taken from the manifest, not re-hashed
+    (raw / name).touch()                        # mtime no longer matches the manifest
+    convert_microarray(raw, tmp_path / "b.zarr")
+    prov = zarr.open_group(tmp_path / "b.zarr", mode="r")["donors/12876"].attrs["provenance"]
+    assert prov["sha256"] == true_sha

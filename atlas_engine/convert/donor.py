@@ -31,7 +31,7 @@ import zarr
 
 from .. import __version__
 from ..config import parse_size
-from ..errors import ConfigError, FormatError
+from ..errors import AtlasEngineError, ConfigError, FormatError
 from ..sources.donors import DONORS, MICROARRAY_MEMBERS
 from ..store import layout as L
 from . import writer
@@ -167,6 +167,18 @@ class ConvertResult:
     bytes_parsed: int = 0
     slow_tokens: int = 0
     unknown_structures: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _manifest_sha256(path: Path) -> str | None:
+    """The sha256 that ``atlas-engine fetch`` recorded for ``path`` in its folder's
+    manifest.json, if the file still has the recorded size and mtime (no re-hashing)."""
+    from ..fetch.manifest import Manifest
+
+    try:
+        entry = Manifest.load(path.parent).entries.get(path.name)
+    except AtlasEngineError:
+        return None
+    return entry.sha256 if entry is not None and entry.matches_stat(path) else None
 
 
 def _sha256_file(path: Path) -> str:
@@ -319,9 +331,9 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
     n = len(probes.frame)
     probe_ids = probes.frame["probe_id"].to_numpy()
     staged = writer.Staged.begin(store_url, L.donor_path(ds.donor_id))
-    sha_box: dict[str, str | None] = {"sha256": None}
+    sha_box: dict[str, str | None] = {"sha256": _manifest_sha256(ds.path) if ds.is_zip else None}
     hasher = None
-    if ds.is_zip:
+    if ds.is_zip and sha_box["sha256"] is None:
         def _hash() -> None:
             sha_box["sha256"] = _sha256_file(ds.path)
         hasher = threading.Thread(target=_hash, daemon=True)
