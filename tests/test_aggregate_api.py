@@ -165,3 +165,18 @@ def test_dataset_cube_round_trip(store, tmp_path):
     back = xr.open_dataset(path, engine="h5netcdf")
     np.testing.assert_allclose(back.value.values, res.values)
     assert back.value.dims == ("donor", "group", "gene")
+
+
+def test_collapse_probes_matches_pandas(store):
+    from atlas_engine.aggregate.api import collapse_probes
+
+    x, samples = _oracle_frames(store)
+    probes = store.probes.reset_index(drop=True)
+    got = collapse_probes(store, donor_ids=[12876, 9861])
+    cols = np.concatenate([np.flatnonzero(samples.donor == d) for d in (12876, 9861)])
+    keep = probes.entrez_id.to_numpy() != -1
+    frame = pd.DataFrame(x[keep][:, cols])
+    want = frame.groupby(probes.gene_symbol.to_numpy()[keep]).mean()
+    assert list(got.gene.values) == list(want.index)
+    np.testing.assert_allclose(got.values, want.to_numpy(), rtol=1e-6)
+    assert got.donor.values.tolist() == samples.donor.to_numpy()[cols].tolist()

@@ -475,3 +475,63 @@ def aggregate(
                 "ddof": ddof, "non_refseq_probes_left_out": non_refseq},
     )
 
+
+
+def _collapse_donor(url: str, path: str, gene_of_probe: np.ndarray, n_genes: int,
+                    dtype: np.dtype) -> np.ndarray:
+    """One task: a donor's whole matrix reduced over probes to (genes, samples) means."""
+    from ..kernels import divide_counts
+    from ..store.blockread import array_shape, read_rows
+
+    (n_rows, _), _, _ = array_shape(url, path)
+    x = read_rows(url, path, 0, n_rows)
+    sums, counts = group_sum_count(x, gene_of_probe, n_genes, axis=0)
+    return divide_counts(sums, counts, out=sums).astype(dtype, copy=False)
+
+
+def collapse_probes(
+    store: Any,
+    *,
+    genes: str | Sequence[str] | None = None,
+    donor_ids: Sequence[int] | None = None,
+    keep_non_refseq: bool = False,
+) -> Any:
+    """Probes → genes for every sample: the mean of each gene's probes, as an
+    ``xarray.DataArray`` (gene, sample) with the sample annotation as coordinates.
+
+    One task per donor (Dask threads or the active cluster); probes without an Entrez id are
+    left out unless ``keep_non_refseq``.
+    """
+    import dask
+    import xarray as xr
+
+    from ..store.blockread import array_shape
+    from ..store.open import AtlasStore, open_store
+
+    st = store if isinstance(store, AtlasStore) else open_store(os.fspath(store))
+    use = list(st.donors) if donor_ids is None else [int(d) for d in donor_ids]
+    probes = st.probes
+    rows, missing = select_probe_rows(probes, parse_genes(genes))
+    keep = np.zeros(len(probes), dtype=bool)
+    keep[rows] = True
+    if not keep_non_refseq:
+        keep &= probes["entrez_id"].to_numpy() != L.MISSING_INT
+    symbols = probes["gene_symbol"].astype(str).to_numpy()
+    names, codes = np.unique(symbols[keep], return_inverse=True)
+    gene_of_probe = np.full(len(probes), -1, dtype=np.int64)
+    gene_of_probe[keep] = codes
+    paths = [f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use]
+    dtype = array_shape(st.url, paths[0])[2]
+    tasks = [dask.delayed(_collapse_donor, pure=True)(st.url, p, gene_of_probe, len(names),
+                                                      dtype) for p in paths]
+    blocks = dask.compute(*tasks)
+    samples = st.samples[st.samples["donor"].isin(use)].reset_index(drop=True)
+    order = np.concatenate([np.flatnonzero(samples["donor"].to_numpy() == d) for d in use])
+    samples = samples.iloc[order].reset_index(drop=True)
+    out = xr.DataArray(np.concatenate(blocks, axis=1), dims=("gene", "sample"),
+                       coords={"gene": names,
+                               **{c: ("sample", samples[c].to_numpy())
+                                  for c in ("donor", "sample_id", "structure_id", "well_id")}},
+                       name="expression")
+    out.attrs["missing_genes"] = ",".join(missing)
+    return out

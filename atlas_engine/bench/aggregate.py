@@ -11,6 +11,7 @@ Variants
 ``structure``        per-structure mean, all donors pooled, from the store (Dask threads)
 ``structure-combined`` per-structure mean per donor, then over donors (abagen's default)
 ``gene``             per-gene collapse (probes → genes mean, every sample), from the store
+                     (:func:`~atlas_engine.aggregate.api.collapse_probes`)
 ``structure-cluster`` / ``gene-cluster``   the same on a 2-worker ``LocalCluster``
 ``pandas``           the seed's way: the matrix loaded into a samples × probes DataFrame,
                      ``groupby(structure).mean()`` (time of the groupby alone, and with load)
@@ -49,14 +50,8 @@ def _donor_arrays(st: Any, donors: list[int]) -> list[Any]:
     return [_donor_array(st, d, BLOCK_BYTES) for d in donors]
 
 
-def _gene_labels(st: Any) -> tuple[np.ndarray, int]:
-    _, labels = np.unique(st.probes["gene_symbol"].astype(str).to_numpy(), return_inverse=True)
-    return labels.astype(np.int64), int(labels.max()) + 1
-
-
 def run_variant(variant: str, store: str) -> dict[str, Any]:
     """Run one variant in this process; returns seconds, bytes and GB/s (plus RSS)."""
-    import dask
     import dask.array as da
 
     from .. import open_store
@@ -90,12 +85,10 @@ def run_variant(variant: str, store: str) -> dict[str, Any]:
                   genes=st.probes["gene_symbol"].iloc[:1].tolist())  # warm the kernels
         secs = timed(lambda: aggregate(st, by="structure", donors=mode, donor_ids=donors))
     elif variant in ("gene", "gene-cluster", "structure-cluster"):
-        labels, n_genes = _gene_labels(st)
+        from ..aggregate.api import collapse_probes
 
         def gene() -> None:
-            outs = [groupby_reduce(a, labels, axis="probe", n_groups=n_genes,
-                                   stats=("mean",))["mean"] for a in arrays]
-            dask.compute(*outs)
+            collapse_probes(st, keep_non_refseq=True)
 
         def structure() -> None:
             aggregate(st, by="structure", donors="pooled")
@@ -177,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("store")
     ap.add_argument("--variant", default=None, help="run one variant in this process (JSON out)")
     args = ap.parse_args(argv)
+    from ..convert.malloc import tune_allocator
+
+    tune_allocator()  # as the CLI does
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.store)))
         return

@@ -64,10 +64,11 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
-    from ..convert.malloc import limit_arenas
+    from ..convert.malloc import tune_allocator
 
-    # before any worker thread starts: few malloc arenas keep resident memory near live memory
-    limit_arenas(2)
+    # before any worker thread starts: few malloc arenas keep resident memory near live
+    # memory, and block-sized buffers are reused instead of page-faulted anew
+    tune_allocator()
 
 
 def main(argv: list[str] | None = None) -> None:

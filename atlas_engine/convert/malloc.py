@@ -39,3 +39,29 @@ def trim() -> bool:
         return bool(libc.malloc_trim(0) or True)
     except (OSError, AttributeError):
         return False
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator(arenas: int = 2, mmap_threshold: int = 256 << 20,
+                   trim_threshold: int = 512 << 20) -> bool:
+    """Allocator settings for block-wise work on several threads (glibc only).
+
+    Besides capping the arenas (:func:`limit_arenas`), blocks below ``mmap_threshold`` come
+    from the heap instead of a fresh ``mmap`` each time: a fresh mapping page-faults on first
+    touch, and page faults of one process are serialised in the kernel, so two threads each
+    allocating tens-of-megabyte blocks ran slower than one (measured: per-gene collapse of six
+    donors 5.1 s on two threads vs 2.7 s on one; 1.8-2.6 s on two with this setting). Freed
+    heap memory is kept up to ``trim_threshold`` for reuse; :func:`trim` hands it back.
+    """
+    if not limit_arenas(arenas):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
+        ok &= libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
