@@ -93,3 +93,68 @@ def spearman_pair(a: np.ndarray, order_a: np.ndarray, cols_a: np.ndarray,
     pb[np.asarray(cols_b, dtype=np.int64)] = np.arange(n)
     return _spearman_sorted(np.ascontiguousarray(a, dtype=np.float64), order_a, pa,
                             np.ascontiguousarray(b, dtype=np.float64), order_b, pb, n)
+
+
+@njit(nogil=True, cache=True)
+def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, widths: np.ndarray,
+                        d1: np.ndarray, d2: np.ndarray, pos1: np.ndarray, pos2: np.ndarray,
+                        shared: np.ndarray) -> np.ndarray:
+    n_donors, p, _ = vals.shape
+    n_pairs = d1.size
+    out = np.empty(p)
+    ra = np.empty(vals.shape[2])
+    rb = np.empty(vals.shape[2])
+    for row in range(p):
+        total = 0.0
+        for q in range(n_pairs):
+            a = d1[q]
+            b = d2[q]
+            n = shared[q]
+            wa = widths[a]
+            wb = widths[b]
+            if n < 2 or not _ranks_from_order(vals[a, row, :wa], orders[a, row, :wa],
+                                              pos1[q, :wa], ra) \
+                    or not _ranks_from_order(vals[b, row, :wb], orders[b, row, :wb],
+                                             pos2[q, :wb], rb):
+                total += np.nan
+                continue
+            m = (n + 1) / 2.0
+            sab = 0.0
+            saa = 0.0
+            sbb = 0.0
+            for k in range(n):
+                da = ra[k] - m
+                db = rb[k] - m
+                sab += da * db
+                saa += da * da
+                sbb += db * db
+            den = np.sqrt(saa * sbb)
+            total += sab / den if den > 0 else np.nan
+        out[row] = total / n_pairs
+    return out
+
+
+def mean_pair_spearman(means: list[np.ndarray], pairs: list[tuple[int, int]],
+                       cols: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per row: the mean over donor ``pairs`` of :func:`spearman_pair` (``cols[q]``: the
+    columns of the pair's two donors that are compared), summed in pair order (a NaN pair
+    gives NaN). One pass over the rows with every pair of a row at once, so a row's values
+    stay in cache."""
+    p = means[0].shape[0]
+    width = max(m.shape[1] for m in means)
+    vals = np.full((len(means), p, width), np.nan)
+    orders = np.zeros((len(means), p, width), dtype=np.int32)
+    for d, m in enumerate(means):
+        vals[d, :, :m.shape[1]] = m
+        orders[d, :, :m.shape[1]] = row_order(m)
+    pos1 = np.full((len(pairs), width), -1, dtype=np.int64)
+    pos2 = np.full((len(pairs), width), -1, dtype=np.int64)
+    shared = np.zeros(len(pairs), dtype=np.int64)
+    for q, (ca, cb) in enumerate(cols):
+        pos1[q, np.asarray(ca, dtype=np.int64)] = np.arange(len(ca))
+        pos2[q, np.asarray(cb, dtype=np.int64)] = np.arange(len(cb))
+        shared[q] = len(ca)
+    widths = np.asarray([m.shape[1] for m in means], dtype=np.int64)
+    d1 = np.asarray([a for a, _ in pairs], dtype=np.int64)
+    d2 = np.asarray([b for _, b in pairs], dtype=np.int64)
+    return _mean_pair_spearman(vals, orders, widths, d1, d2, pos1, pos2, shared)

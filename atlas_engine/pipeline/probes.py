@@ -113,16 +113,14 @@ def diff_stability_from_means(means: Sequence[tuple[np.ndarray, np.ndarray]]) ->
     (e.g. computed block-wise from a store)."""
     if len(means) < 2:
         raise ConfigError("differential stability needs at least two donors")
-    from ._ranks import row_order, spearman_pair
+    from ._ranks import mean_pair_spearman
 
-    orders = [row_order(m) for _, m in means]
-    total = np.zeros(np.shape(means[0][1])[0])
-    n_pairs = 0
-    for (d1, (ids1, m1)), (d2, (ids2, m2)) in combinations(enumerate(means), 2):
+    pairs, cols = [], []
+    for (d1, (ids1, _)), (d2, (ids2, _)) in combinations(enumerate(means), 2):
         _, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
-        total += spearman_pair(m1, orders[d1], i1, m2, orders[d2], i2)
-        n_pairs += 1
-    return total / n_pairs
+        pairs.append((d1, d2))
+        cols.append((i1, i2))
+    return mean_pair_spearman([np.asarray(m, dtype=np.float64) for _, m in means], pairs, cols)
 
 
 def rnaseq_correlation(
