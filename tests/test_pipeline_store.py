@@ -357,6 +357,7 @@ def test_cache_entry_roundtrip_and_file_backed_arrays(tmp_path):
     entry = cache.load(key)
     np.testing.assert_array_equal(entry["small"], np.arange(5))
     np.testing.assert_array_equal(entry["big"], np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(entry.get("big", mapped=True), entry["big"])
     assert "big" in entry and "other" not in entry
     assert entry.meta["params"] == {"a": 1}
     with pytest.raises(KeyError):

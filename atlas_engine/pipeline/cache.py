@@ -117,8 +117,14 @@ class CacheEntry:
         return (self.path / f"{name}.npy").is_file()
 
     def __getitem__(self, name: str) -> np.ndarray:
+        return self.get(name)
+
+    def get(self, name: str, mapped: bool = False) -> np.ndarray:
+        """Array ``name``; ``mapped=True`` maps the file read-only instead of reading it
+        (pages come straight from the page cache as they are touched)."""
         try:
-            return np.load(self.path / f"{name}.npy", allow_pickle=False)
+            return np.load(self.path / f"{name}.npy", allow_pickle=False,
+                           mmap_mode="r" if mapped else None)
         except FileNotFoundError:
             raise KeyError(name) from None
 

@@ -52,8 +52,8 @@ def gene_table(fate: pd.DataFrame, probes: pd.DataFrame, ibf: IntensityFilter,
                ) -> pd.DataFrame:
     """Every gene symbol seen (store annotation and, if used, reannotation): kept or why not."""
     sym_used = probes["gene_symbol"].astype(str).to_numpy()
-    n_probes = pd.Series(sym_used).value_counts()
-    n_ibf = pd.Series(sym_used[ibf.keep]).value_counts()
+    n_probes = pd.Series(sym_used).value_counts().to_dict()  # dicts: fast per-gene lookups
+    n_ibf = pd.Series(sym_used[ibf.keep]).value_counts().to_dict()
     chosen = {}
     if selection.rows and selection.method != "average":
         kept_ids = selection.table["probe_id"].to_numpy()

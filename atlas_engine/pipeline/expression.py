@@ -669,7 +669,7 @@ def get_expression_data(
         sample normalisation is left to the per-atlas path)."""
         nonlocal norm_writer
         if norm_hit is not None:
-            return norm_hit[f"sn_{k}"], True
+            return norm_hit.get(f"sn_{k}", mapped=True), True
         # srs is normalised in place, so the rows are read straight into the cache file
         # (file-backed: the kernel writes it back, no separate write)
         in_file = sample_norm is not None and norm_writer is not None \
