@@ -399,3 +399,51 @@ def test_mean_pair_spearman_matches_scipy():
             assert np.isnan(got[r])
         else:
             assert got[r] == pytest.approx(np.mean(rs), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["diff_stability", "average"])
+def test_nan_in_chosen_rows_takes_the_per_atlas_path(e2e, tmp_path, method):
+    """NaN in a donor's expression: the sample normalisation is not cached (with a NaN it
+    would depend on the matched samples); cached, repeated and uncached runs agree."""
+    import shutil
+
+    import zarr
+
+    from atlas_engine.store import layout as L
+
+    path = tmp_path / "nan.zarr"
+    shutil.copytree(e2e["store"].url, path, ignore=shutil.ignore_patterns("cache"))
+    st = open_store(path)
+    arr = zarr.open_array(str(path), path=f"{L.donor_path(st.donors[0])}/{L.EXPRESSION}",
+                          mode="r+")
+    values = np.asarray(arr[:])
+    values[::3, 1] = np.nan
+    arr[:] = values
+    opts = dict(probe_selection=method, **FIXED)
+    first = get_expression_data(str(path), ATLAS, INFO, **opts)
+    assert first.expression.shape[1] > 0
+    assert first.computed["sample_norm"] is True
+    assert not any(p.name.startswith("samplenorm") for p in (path / "cache").iterdir())
+    again = get_expression_data(str(path), ATLAS, INFO, **opts)
+    assert again.computed == {"ibf": False, "selection": False, "rows": True,
+                              "sample_norm": True}
+    plain = get_expression_data(str(path), ATLAS, INFO, cache=False, **opts)
+    for res in (first, again):
+        pd.testing.assert_frame_equal(res.expression, plain.expression, check_exact=True)
+
+
+def test_normalize_blocks_skips_all_nan_samples_and_genes_like_numpy():
+    """The srs fast path leaves out samples that are NaN for every gene (gene norm) and genes
+    NaN in every sample (sample norm), as the numpy version does."""
+    from atlas_engine.pipeline.expression import normalize_blocks
+    from atlas_engine.pipeline.normalize import normalize_donor
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(5, 1, size=(30, 12))
+    x[4] = np.nan            # a sample without values
+    x[:, 7] = np.nan         # a gene without values
+    with np.errstate(all="ignore"):
+        want = normalize_donor(x, "srs", "srs")
+    got = normalize_blocks(x.copy(), "srs", "srs")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+    assert np.isfinite(got[np.arange(30) != 4][:, np.arange(12) != 7]).all()

@@ -736,10 +736,11 @@ def _expression_data(
         if sample_norm is None:
             return raw, True
         if np.isnan(raw).any():
+            raw = np.array(raw)  # off the cache file before the entry is dropped
             if norm_writer is not None:
                 norm_writer.abort()
                 norm_writer = None
-            return np.array(raw), False
+            return raw, False
         t1 = time.perf_counter()
         sn = sample_normalise(raw, sample_norm)  # in place for srs: raw is not used again
         del raw
@@ -784,6 +785,17 @@ def _expression_data(
             nz = lab != 0
             cols, lab, coords, hemi, cls = cols[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
         classes = cls.astype(str) if norm_structures else None
+        if normalised and gene_norm is not None and len(cols):
+            # samples NaN for every gene (sample_norm of a constant sample) are skipped by
+            # the gene normalisation, as abagen does; they add nothing to region means
+            maybe = np.unique(cols[np.isnan(base[0, cols])]) if len(base) else \
+                np.zeros(0, dtype=np.int64)         # a dead column is NaN in row 0 too
+            dead = maybe[np.all(np.isnan(np.take(base, maybe, axis=1)), axis=0)]
+            if len(dead):
+                keep = ~np.isin(cols, dead)
+                cols, lab, coords, hemi, cls = (cols[keep], lab[keep], coords[keep],
+                                                hemi[keep], cls[keep])
+                classes = classes[keep] if classes is not None else None
         if (normalised and region_agg == "donors" and agg_metric == "mean" and not len(empty)
                 and classes is None and gene_norm is not None
                 and check_method(gene_norm) == "srs"):
@@ -888,10 +900,19 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
     out = np.asarray(x, dtype=np.float64)
     fast = ("srs", "scaled_rsig", "scaled_robust_sigmoid")
     if sample_norm in fast:
-        out = srs_columns(out.T).T
+        # genes NaN in every sample are left out (and stay NaN), as normalize() does
+        ok = ~np.all(np.isnan(out), axis=0)
+        out = srs_columns(out.T).T if ok.all() else _on_columns(out, ok, lambda v: srs_columns(
+            v.T).T)
         sample_norm = None
     if gene_norm in fast and classes is None:
-        out = srs_columns(out)
+        ok = ~np.all(np.isnan(out), axis=1)    # samples NaN for every gene are skipped
+        if ok.all():
+            out = srs_columns(out)
+        else:
+            res = np.full(out.shape, np.nan)
+            res[ok] = srs_columns(out[ok])
+            out = res
         gene_norm = None
     if sample_norm is not None:
         for a in range(0, out.shape[0], block // 8):
@@ -946,6 +967,13 @@ def _label_codes(lab: np.ndarray, all_labels: np.ndarray) -> np.ndarray:
         return np.full(len(lab), -1, dtype=np.int64)
     pos = np.clip(np.searchsorted(all_labels, lab), 0, len(all_labels) - 1)
     return np.where(all_labels[pos] == lab, pos, -1).astype(np.int64)
+
+
+def _on_columns(x: np.ndarray, ok: np.ndarray, func: Any) -> np.ndarray:
+    """``func`` applied to the columns ``ok`` of ``x``; the other columns NaN."""
+    res = np.full(x.shape, np.nan)
+    res[:, ok] = func(x[:, ok])
+    return res
 
 
 def _release_memory() -> None:
