@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,8 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from _cluster import free_port as _free_port
+from _cluster import stop as _stop
 
 from atlas_engine.aggregate.cluster import get_client
 from atlas_engine.aggregate.engine import groupby_reduce
@@ -59,22 +59,6 @@ def test_local_cluster_matches_threads():
     _assert_same(got, exp)
     np.testing.assert_allclose(exp["mean"], groupby_reduce(values, labels, axis=1, n_groups=9)["mean"],
                                rtol=1e-6)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_subprocess_cluster_matches_threads(tmp_path, monkeypatch):
