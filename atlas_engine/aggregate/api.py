@@ -155,18 +155,6 @@ def _donor_array(store: Any, donor: int, block_bytes: int) -> Any:
 # --------------------------------------------------------------------------------------------
 # the aggregation
 # --------------------------------------------------------------------------------------------
-def _pooled_moments(means: np.ndarray, variances: np.ndarray, counts: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Combine per-donor (D, P) means/variances(ddof=1)/counts into pooled mean and variance."""
-    n = counts.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(counts > 0, means * counts, 0.0).sum(axis=0) / n
-        m2_within = np.where(counts > 1, variances * (counts - 1), 0.0).sum(axis=0)
-        between = np.where(counts > 0, counts * (means - mean) ** 2, 0.0).sum(axis=0)
-        var = np.where(n > 1, (m2_within + between) / (n - 1), np.nan)
-    return np.where(n > 0, mean, np.nan), var
-
-
 def _collapse(values: np.ndarray, n_values: np.ndarray, probes: pd.DataFrame,
               method: str, score_mean: np.ndarray, score_var: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

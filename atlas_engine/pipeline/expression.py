@@ -20,6 +20,7 @@ store (:mod:`.cache`) and reused by later calls with the same sample/probe param
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -473,6 +474,30 @@ def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method:
 # --------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------
+def _tuned(fn: Any) -> Any:
+    """Run ``fn`` with the allocator and zarr settings of the block-wise passes.
+
+    The passes allocate and free megabyte buffers from several threads; with glibc's default
+    (one arena per thread, up to 8 per core) freed memory stays resident in each arena
+    (measured on the full data: peak RSS 741 → 588 MB with two arenas). Each zarr call fetches
+    its chunks one at a time (the passes run their own threads over blocks): same speed, and
+    60–100 MB less transient chunk memory.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import zarr
+
+        from ..convert.malloc import limit_arenas
+
+        limit_arenas(2)
+        with zarr.config.set({"async.concurrency": 1}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_tuned
 def get_expression_data(
     store: Any,
     atlas: Any,
@@ -518,68 +543,6 @@ def get_expression_data(
     -------
     ExpressionResult
     """
-    import zarr
-
-    from ..convert.malloc import limit_arenas
-
-    # the block-wise passes allocate and free megabyte buffers from several threads; with
-    # glibc's default (one arena per thread, up to 8 per core) freed memory stays resident
-    # in each arena (measured on the full data: peak RSS 741 → 588 MB with two arenas).
-    # Each zarr call fetches its chunks one at a time (the passes run their own threads
-    # over blocks): same speed, and 60–100 MB less transient chunk memory.
-    limit_arenas(2)
-    with zarr.config.set({"async.concurrency": 1}):
-        return _expression_data(
-            store, atlas, atlas_info,
-            ibf_threshold=ibf_threshold,
-            probe_selection=probe_selection,
-            donor_probes=donor_probes,
-            sim_threshold=sim_threshold,
-            lr_mirror=lr_mirror,
-            missing=missing,
-            tolerance=tolerance,
-            sample_norm=sample_norm,
-            gene_norm=gene_norm,
-            norm_matched=norm_matched,
-            norm_structures=norm_structures,
-            region_agg=region_agg,
-            agg_metric=agg_metric,
-            corrected_mni=corrected_mni,
-            reannotated=reannotated,
-            return_donors=return_donors,
-            return_counts=return_counts,
-            donors=donors,
-            dtype=dtype,
-            cache=cache)
-
-
-def _expression_data(
-    store: Any,
-    atlas: Any,
-    atlas_info: Any = None,
-    *,
-    ibf_threshold: float = 0.5,
-    probe_selection: str = "diff_stability",
-    donor_probes: str = "aggregate",
-    sim_threshold: float | None = None,
-    lr_mirror: str | None = None,
-    missing: str | None = None,
-    tolerance: float = 2,
-    sample_norm: str | None = "srs",
-    gene_norm: str | None = "srs",
-    norm_matched: bool = True,
-    norm_structures: bool = False,
-    region_agg: str = "donors",
-    agg_metric: str = "mean",
-    corrected_mni: bool = True,
-    reannotated: bool = True,
-    return_donors: bool = False,
-    return_counts: bool = False,
-    donors: str | Sequence[int] = "all",
-    dtype: str = "float64",
-    cache: bool = True,
-) -> ExpressionResult:
-    """:func:`get_expression_data` under its allocator and zarr settings."""
     from ..store.open import AtlasStore, open_store
 
     t_start = time.perf_counter()
