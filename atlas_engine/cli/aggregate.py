@@ -88,7 +88,7 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
             for p in summary.get("files", []):
                 click.echo(f"wrote {p}")
         return
-    with execution(scheduler, workers, memory_limit):
+    with execution(scheduler, workers, memory_limit, quiet):
         result = aggregate(store, by=by, stat=stat, genes=genes, donors=donor_mode,
                            collapse=_collapse(collapse), donor_ids=ids,
                            block_bytes=block_bytes_for(memory_limit),

@@ -44,13 +44,21 @@ def block_bytes_for(memory_limit: str | None, default: int = 32 * 2**20) -> int:
 
 @contextmanager
 def execution(scheduler: str | None, workers: int | None,
-              memory_limit: str | None) -> Iterator[Any]:
-    """Dask threads, a local cluster or a remote one, as the options ask."""
+              memory_limit: str | None, quiet: bool = True) -> Iterator[Any]:
+    """Dask threads, a local cluster or a remote one, as the options ask; on Dask's threads
+    with a terminal and without ``quiet``, a progress bar over the tasks."""
     from ..aggregate.cluster import get_client
+    from ..progress import progress_enabled
 
     per_worker = parse_size(memory_limit)
     with get_client(scheduler, workers, per_worker) as client:
-        yield client
+        if client is None and progress_enabled(quiet):
+            from tqdm.dask import TqdmCallback
+
+            with TqdmCallback(desc="tasks", leave=False):
+                yield client
+        else:
+            yield client
 
 
 def atomic_output(path: Path, write: Callable[[Path], None]) -> Path:
