@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from _aiohttp_thread import ThreadedApp
 from aiohttp import web
 
 from atlas_engine.errors import AtlasEngineError as AtlasEngineErrorBase
@@ -40,7 +41,7 @@ class Faults:
     delay: float = 0.0                                  # seconds per body (to overlap)
 
 
-class FaultServer:
+class FaultServer(ThreadedApp):
     """A tiny aiohttp server for ``/api/v2/well_known_file_download/{id}`` with faults."""
 
     def __init__(self, files: dict[str, bytes], faults: Faults | None = None) -> None:
@@ -105,22 +106,11 @@ class FaultServer:
         app = web.Application()
         app.router.add_get("/api/v2/well_known_file_download/{key}", self.handle)
         app.router.add_get("/api/v2/structure_graph_download/{key}", self.handle)
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.start(app)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.stop()
 
     def spec(self, key: str, name: str | None = None) -> DownloadSpec:
         return DownloadSpec(f"{self.url}/api/v2/well_known_file_download/{key}",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
+from _aiohttp_thread import ThreadedApp
 from aiohttp import web
 from click.testing import CliRunner
 
@@ -78,7 +78,7 @@ def test_quote_keeps_allensdk_safe_set() -> None:
 
 
 # -- loopback RMA server ----------------------------------------------------------------------
-class RmaServer:
+class RmaServer(ThreadedApp):
     """Answers ``model::Thing`` pages from a row list, and human_microarray_expression."""
 
     def __init__(self, rows: list[dict], *, overstate: int = 0, fail_first: int = 0) -> None:
@@ -127,21 +127,11 @@ class RmaServer:
     def __enter__(self) -> RmaServer:
         app = web.Application()
         app.router.add_get("/api/v2/data/query.json", self.handle)
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.start(app)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.stop()
 
 
 def _rows(n: int) -> list[dict]:

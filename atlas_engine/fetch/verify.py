@@ -117,6 +117,15 @@ def _check_member_zipfile(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path
         raise VerificationError(f"{path}: member {info.filename!r}: {exc}") from None
 
 
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """Check the zip magic, then open with the zip-slip / zip-bomb checks."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != ZIP_MAGIC:
+        raise VerificationError(f"{path}: not a zip archive (starts {head!r})")
+    return open_checked_zip(path)
+
+
 def verify_zip(path: str | Path, *, use_isal: bool = True) -> list[str]:
     """Check a zip's structure and every member's CRC-32; return the member names.
 
@@ -124,11 +133,7 @@ def verify_zip(path: str | Path, *, use_isal: bool = True) -> list[str]:
     and :class:`~atlas_engine.errors.VerificationError` for anything corrupt.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != ZIP_MAGIC:
-        raise VerificationError(f"{path}: not a zip archive (starts {head!r})")
-    zf = open_checked_zip(path)
+    zf = _open_zip(path)
     with zf:
         infos = zf.infolist()
         size = path.stat().st_size
@@ -155,11 +160,7 @@ def verify_zip_structure(path: str | Path) -> list[str]:
     directory. A truncated or spliced body fails here.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != ZIP_MAGIC:
-        raise VerificationError(f"{path}: not a zip archive (starts {head!r})")
-    zf = open_checked_zip(path)
+    zf = _open_zip(path)
     with zf:
         infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
         cd_start = zf.start_dir
