@@ -138,20 +138,6 @@ def select_probe_rows(probes: pd.DataFrame, genes: list[str] | None) -> tuple[np
     return rows, missing
 
 
-def _block_rows(n_samples: int, itemsize: int, block_bytes: int, probe_chunk: int) -> int:
-    rows = max(1, block_bytes // max(1, n_samples * itemsize))
-    return max(probe_chunk, (rows // probe_chunk) * probe_chunk)
-
-
-def _donor_array(store: Any, donor: int, block_bytes: int) -> Any:
-    import dask.array as da
-    import zarr
-
-    arr = zarr.open_array(store.url, path=f"{L.donor_path(donor)}/{L.EXPRESSION}", mode="r")
-    rows = _block_rows(arr.shape[1], arr.dtype.itemsize, block_bytes, arr.chunks[0])
-    return da.from_zarr(arr, chunks=(rows, arr.shape[1]))
-
-
 # --------------------------------------------------------------------------------------------
 # the aggregation
 # --------------------------------------------------------------------------------------------

@@ -45,9 +45,20 @@ def _rss_mb() -> dict[str, float]:
 
 
 def _donor_arrays(st: Any, donors: list[int]) -> list[Any]:
-    from ..aggregate.api import _donor_array
+    """The donors' expression arrays as Dask arrays read through zarr (for the baselines),
+    blocks of whole chunk-rows × all of a donor's samples."""
+    import dask.array as da
+    import zarr
 
-    return [_donor_array(st, d, BLOCK_BYTES) for d in donors]
+    from ..store import layout as L
+
+    out = []
+    for d in donors:
+        arr = zarr.open_array(st.url, path=f"{L.donor_path(d)}/{L.EXPRESSION}", mode="r")
+        rows = max(arr.chunks[0], BLOCK_BYTES // (arr.shape[1] * arr.dtype.itemsize)
+                   // arr.chunks[0] * arr.chunks[0])
+        out.append(da.from_zarr(arr, chunks=(rows, arr.shape[1])))
+    return out
 
 
 def run_variant(variant: str, store: str) -> dict[str, Any]:
