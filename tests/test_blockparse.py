@@ -184,3 +184,41 @@ def test_pool_blocks_reuse_buffers_and_match_copies():
     assert _same_bits(np.concatenate(got), vals)
     with pytest.raises(ValueError):
         list(iter_blocks([text], 30, 5, pool=BlockPool(1, 5, 30, np.float32)))
+
+
+# -- the word-at-a-time fraction reader: every fraction length and every stop byte
+
+
+@pytest.mark.parametrize("nfrac", range(0, 26))
+def test_fraction_words_every_length_bit_identical(nfrac):
+    rng = np.random.default_rng(nfrac)
+    toks = []
+    for k in range(60):
+        digits = "".join(rng.choice(list("0123456789"), nfrac))
+        toks.append(f"{'-' if k % 3 == 0 else ''}{k % 17}.{digits}")
+    lines = [[str(i), *toks[i:] + toks[:i]] for i in range(5)]
+    text = "\r\n".join(",".join(r) for r in lines) + "\r\n"
+    _, _, vals = _parse(text, 60, block_rows=2, piece=997)
+    assert _same_bits(vals, _oracle(lines)[1])
+
+
+@pytest.mark.parametrize("stop", ["/", ":", "e", " ", "\x80", "\xff", "_", "."])
+@pytest.mark.parametrize("at", [0, 1, 5, 7, 8, 9, 15, 16, 17])
+def test_fraction_word_stops_at_a_non_digit(stop, at):
+    """A non-digit byte anywhere in a fraction word: the token is parsed as Python float()
+    would (``e`` starts an exponent) or rejected at its column."""
+    good = ["1.2345678901234"] * 50
+    bad = "3." + "7" * at + stop + "12"
+    row = good[:20] + [bad] + good[20:]
+    text = "5," + ",".join(row) + "\n"
+    try:
+        want = None if stop == "_" else float(bad)  # the parser refuses underscores
+    except ValueError:
+        want = None
+    if want is None:
+        with pytest.raises(FormatError) as info:
+            _parse(text, 51, piece=1 << 20)
+        assert info.value.column == 22 and info.value.line == 1
+    else:
+        _, _, vals = _parse(text, 51, piece=1 << 20)
+        assert vals[0, 20] == want

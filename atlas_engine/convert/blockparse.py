@@ -10,10 +10,11 @@ Float tokens and exactness
 Every float is the double Python's ``float(token)`` gives, bit for bit:
 
 * the common token ``[-]digits[.digits]`` with at most 19 digits, mantissa ``m < 2^53``, ending
-  at a delimiter (Allen writes 15 significant digits): read by a tight two-digits-per-step loop
-  and converted by one IEEE division ``m / 10^k`` of two exact doubles (Clinger's fast path),
-  correctly rounded; ~900 MB/s per core on Allen-like rows. Every other token takes the checked
-  path below.
+  at a delimiter (Allen writes 15 significant digits): the fraction is read eight bytes per
+  word load (all eight tested for digits at once, converted by three multiplications) and the
+  value is one IEEE division ``m / 10^k`` of two exact doubles (Clinger's fast path), correctly
+  rounded; ~1.5 GB/s per core on Allen-like rows (~0.95 GB/s byte by byte). Every other token
+  takes the checked path below.
 * ``m × 10^e`` with at most 19 significant digits, ``m < 2^53`` and ``|e| ≤ 22``: one IEEE
   multiplication or division of two exact doubles (Clinger's fast path), correctly rounded.
 * ``m ≥ 2^53`` (17–19 digit tokens such as Allen's) and ``-22 ≤ e < 0``: ``m / 10^k =
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..errors import FormatError
 
@@ -235,44 +237,82 @@ def _parse_float(buf: np.ndarray, i: int, end: int):
 _FAST_MARGIN = 48
 
 
+_U8 = np.uint64(8)
+_ASCII0 = np.uint64(0x3030303030303030)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_ADD76 = np.uint64(0x7676767676767676)
+_HIGH = np.uint64(0x8080808080808080)
+_PAIR_MASK = np.uint64(0x000000FF000000FF)
+_MUL_A = np.uint64(100 + (1000000 << 32))
+_MUL_B = np.uint64(1 + (10000 << 32))
+_P10U = np.array([10**i for i in range(20)], dtype=np.uint64)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _load8(buf: np.ndarray, i: int) -> np.uint64:
+    """Eight bytes at ``i`` as a little-endian word. Unsigned indices skip numba's
+    negative-index fix-up, which lets LLVM combine the eight byte loads into one."""
+    j = np.uint64(i)
+    return (np.uint64(buf[j]) | (np.uint64(buf[j + np.uint64(1)]) << _U8)
+            | (np.uint64(buf[j + np.uint64(2)]) << np.uint64(16))
+            | (np.uint64(buf[j + np.uint64(3)]) << np.uint64(24))
+            | (np.uint64(buf[j + np.uint64(4)]) << np.uint64(32))
+            | (np.uint64(buf[j + np.uint64(5)]) << np.uint64(40))
+            | (np.uint64(buf[j + np.uint64(6)]) << np.uint64(48))
+            | (np.uint64(buf[j + np.uint64(7)]) << np.uint64(56)))
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _eight_digits(t: np.uint64) -> np.uint64:
+    """The value of eight decimal digits held one per byte (``t``: bytes minus ``'0'``, first
+    digit in the lowest byte): pairs, then quads, then the whole, by three multiplications."""
+    v = t * np.uint64(10) + (t >> _U8)
+    v = ((v & _PAIR_MASK) * _MUL_A + ((v >> np.uint64(16)) & _PAIR_MASK) * _MUL_B)
+    return (v >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _fast_float(buf: np.ndarray, i: int):
     """Common-case token ``[-]digits[.digits]`` with at most 19 digits, mantissa below 2^53
     (so at most 19 fraction digits), ending at ``,``/``\\r``/``\\n``: one exact division.
 
-    The caller guarantees ``_FAST_MARGIN`` readable bytes from ``i``. Returns
-    ``(value, next_index, ok)``; when not ok the token is left to :func:`_parse_float`.
+    The fraction is read eight bytes at a time: one word load, a digit test of all eight bytes
+    at once and three multiplications per word (the shorter tail word is shifted so that its
+    digits are the low-order ones). The caller guarantees ``_FAST_MARGIN`` readable bytes
+    from ``i``. Returns ``(value, next_index, ok)``; when not ok the token is left to
+    :func:`_parse_float`.
     """
-    neg = buf[i] == 45
+    neg = buf[np.uint64(i)] == 45
     if neg:
         i += 1
     i0 = i
     m = np.uint64(0)
-    c = np.uint64(buf[i]) - np.uint64(48)
+    c = np.uint64(buf[np.uint64(i)]) - np.uint64(48)
     while c <= np.uint64(9) and i - i0 < 20:
         m = m * np.uint64(10) + c
         i += 1
-        c = np.uint64(buf[i]) - np.uint64(48)
+        c = np.uint64(buf[np.uint64(i)]) - np.uint64(48)
     nd = i - i0
     nfrac = 0
     if c == np.uint64(46 - 48 + 2**64):
         i += 1
-        f0 = i
-        # two digits per step: half the loop branches and a shorter multiply chain
-        while i - f0 < 20:
-            c = np.uint64(buf[i]) - np.uint64(48)
-            c1 = np.uint64(buf[i + 1]) - np.uint64(48)
-            if c > np.uint64(9):
-                break
-            if c1 > np.uint64(9):
-                m = m * np.uint64(10) + c
-                i += 1
-                break
-            m = m * np.uint64(100) + (c * np.uint64(10) + c1)
-            i += 2
-        nfrac = i - f0
+        # at most three words (24 fraction digits; more fail the 19-digit test below)
+        while nfrac < 24:
+            t = _load8(buf, i) - _ASCII0
+            nondigit = (((t & _LOW7) + _ADD76) | t) & _HIGH
+            if nondigit == 0:
+                m = m * np.uint64(100000000) + _eight_digits(t)
+                i += 8
+                nfrac += 8
+                continue
+            n = np.int64(trailing_zeros(nondigit)) >> 3
+            if n > 0:
+                m = m * _P10U[n] + _eight_digits(t << np.uint64(64 - 8 * n))
+                i += n
+                nfrac += n
+            break
         nd += nfrac
-    b = buf[i]
+    b = buf[np.uint64(i)]
     if nd == 0 or nd > 19 or m >= _TWO53 or not (b == 44 or b == 10 or b == 13):
         return 0.0, i, False
     x = np.float64(m) / _P10[nfrac]
@@ -332,9 +372,15 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
         ids[r] = v
         slow_mark = nslow
         col = 0
+        row = out[r]
         while True:
             # i is at a delimiter or end
-            if i >= end or buf[i] == 10 or buf[i] == 13:
+            if i >= end:
+                if col != ncols:
+                    return rows, line_start, slow_mark, E_FEW, rows, col + 2, i
+                break
+            d = buf[np.uint64(i)]
+            if d == 10 or d == 13:
                 if col != ncols:
                     return rows, line_start, slow_mark, E_FEW, rows, col + 2, i
                 break
@@ -348,7 +394,7 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
             if i + _FAST_MARGIN <= end:
                 x, j, fast = _fast_float(buf, i)
                 if fast:
-                    out[r, col] = x
+                    row[np.uint64(col)] = x
                     col += 1
                     i = j
                     continue
