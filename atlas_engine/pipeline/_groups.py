@@ -117,3 +117,21 @@ def nanmean_stack(arrays: list[np.ndarray]) -> np.ndarray:
     summed in array order)."""
     stack = np.stack([np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays])
     return _nanmean_stack(stack).reshape(np.shape(arrays[0]))
+
+
+@njit(nogil=True, cache=True)
+def _take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    for i in range(src.size):
+        r = src[i]
+        o = dst[i]
+        for j in range(block.shape[1]):
+            out[o, j] = block[r, j]
+
+
+def take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    """``out[dst] = block[src]`` (cast to ``out``'s dtype) without a temporary, the GIL
+    released (several threads fill disjoint rows of one ``out``)."""
+    if block.shape[1] != out.shape[1]:
+        raise ValueError(f"block has {block.shape[1]} columns, out {out.shape[1]}")
+    _take_rows(block, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
+               np.asarray(out))

@@ -96,15 +96,54 @@ def spearman_pair(a: np.ndarray, order_a: np.ndarray, cols_a: np.ndarray,
 
 
 @njit(nogil=True, cache=True)
+def _plain_row(values: np.ndarray, order: np.ndarray) -> bool:
+    """True when a row has no NaN and no tie (its sorted values strictly increase)."""
+    w = order.size
+    if w == 0:
+        return True
+    prev = values[order[0]]
+    if np.isnan(prev):
+        return False
+    for k in range(1, w):
+        v = values[order[k]]
+        if not v > prev:          # equal, or NaN (sorted last)
+            return False
+        prev = v
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _ranks_plain(order: np.ndarray, slot: np.ndarray, inc: np.ndarray, out: np.ndarray
+                 ) -> None:
+    """:func:`_ranks_from_order` for a row without NaN or ties, branch-free: the included
+    columns get ranks 1, 2, … in sorted order (``slot``: where each column's rank goes, the
+    excluded ones to a spare last slot; ``inc``: 1 for included columns, else 0)."""
+    rank = 0
+    for k in range(order.size):
+        c = order[k]
+        rank += inc[c]
+        out[slot[c]] = rank
+
+
+@njit(nogil=True, cache=True)
 def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, widths: np.ndarray,
                         d1: np.ndarray, d2: np.ndarray, pos1: np.ndarray, pos2: np.ndarray,
                         shared: np.ndarray) -> np.ndarray:
-    n_donors, p, _ = vals.shape
+    n_donors, p, width = vals.shape
     n_pairs = d1.size
     out = np.empty(p)
-    ra = np.empty(vals.shape[2])
-    rb = np.empty(vals.shape[2])
+    ra = np.empty(width + 1)
+    rb = np.empty(width + 1)
+    # per pair and side: the rank slot of every column (excluded: the spare slot ``width``)
+    # and whether it is included, for the branch-free walk of rows without NaN or ties
+    slot1 = np.where(pos1 >= 0, pos1, width)
+    slot2 = np.where(pos2 >= 0, pos2, width)
+    inc1 = (pos1 >= 0).astype(np.int64)
+    inc2 = (pos2 >= 0).astype(np.int64)
+    plain = np.empty(n_donors, dtype=np.bool_)
     for row in range(p):
+        for d in range(n_donors):
+            plain[d] = _plain_row(vals[d, row, :widths[d]], orders[d, row, :widths[d]])
         total = 0.0
         for q in range(n_pairs):
             a = d1[q]
@@ -112,10 +151,19 @@ def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, widths: np.ndarray
             n = shared[q]
             wa = widths[a]
             wb = widths[b]
-            if n < 2 or not _ranks_from_order(vals[a, row, :wa], orders[a, row, :wa],
-                                              pos1[q, :wa], ra) \
-                    or not _ranks_from_order(vals[b, row, :wb], orders[b, row, :wb],
-                                             pos2[q, :wb], rb):
+            if n < 2:
+                total += np.nan
+                continue
+            if plain[a]:
+                _ranks_plain(orders[a, row, :wa], slot1[q], inc1[q], ra)
+            elif not _ranks_from_order(vals[a, row, :wa], orders[a, row, :wa], pos1[q, :wa],
+                                       ra):
+                total += np.nan
+                continue
+            if plain[b]:
+                _ranks_plain(orders[b, row, :wb], slot2[q], inc2[q], rb)
+            elif not _ranks_from_order(vals[b, row, :wb], orders[b, row, :wb], pos2[q, :wb],
+                                       rb):
                 total += np.nan
                 continue
             m = (n + 1) / 2.0

@@ -21,6 +21,7 @@ store (:mod:`.cache`) and reused by later calls with the same sample/probe param
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..store import layout as L
-from ._groups import group_mean_rows, group_mean_select, weighted_true_count
+from ._groups import group_mean_rows, group_mean_select, take_rows, weighted_true_count
 from .cache import StoreCache
+from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
 from .matching import VolumeAtlas, load_nifti
 from .normalize import check_method, normalize, normalize_donor
 from .probes import (
@@ -63,9 +65,9 @@ from .samples import (
     similarity_threshold,
 )
 
-#: rows read per block from a donor's (probe, sample) arrays (2048 × ~900 float64 samples
-#: ≈ 15 MB; larger blocks measured no faster and raise the peak memory of every pass)
-BLOCK_ROWS = 2048
+#: rows read per block from a donor's (probe, sample) arrays, rounded to whole chunk rows so
+#: every chunk is decoded once per pass (4096 × ~900 float64 samples ≈ 30 MB per thread)
+BLOCK_ROWS = 4096
 #: donors processed at once in the block-wise passes
 DONOR_THREADS = 2
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
@@ -142,9 +144,9 @@ def _check_params(p: dict[str, Any]) -> None:
     check_choice("donor_probes", p["donor_probes"], DONOR_PROBES)
     if p["lr_mirror"] is not None:
         check_choice("lr_mirror", p["lr_mirror"], MIRROR_MODES)
-    if p["missing"] not in (None, "centroids"):
-        raise ConfigError(f"missing={p['missing']!r} is not supported on stores; valid: None, "
-                          "'centroids'")
+    if p["missing"] not in (None, "centroids", "interpolate"):
+        raise ConfigError(f"missing={p['missing']!r} is not supported; valid: None, "
+                          "'centroids', 'interpolate'")
     for k in ("sample_norm", "gene_norm"):
         if p[k] is not None:
             if check_method(p[k]) == "batch":
@@ -240,7 +242,7 @@ def donor_samples(
     return _DonorSamples(donor, kept, np.asarray(src)[keep], table)
 
 
-def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64,
+def _read_rows(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64,
                out: np.ndarray | None = None) -> np.ndarray:
     """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows, reading one block of
     rows at a time on two threads (memory: the result plus two blocks). ``out``: where to
@@ -252,22 +254,59 @@ def _read_rows(arr: Any, rows: np.ndarray, dtype: Any = np.float64,
         out = np.empty((len(rows), arr.shape[1]), dtype=dtype)
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-
-    def one(ab: tuple[int, int]) -> None:
-        a, b = ab
+    jobs = []
+    for a, b in arr.blocks():
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         if lo < hi:
-            out[order[lo:hi]] = np.asarray(arr[a:b], dtype=dtype)[sorted_rows[lo:hi] - a]
+            jobs.append((a, b, lo, hi))
+
+    def one(job: tuple[int, int, int, int]) -> None:
+        a, b, lo, hi = job
+        take_rows(arr.read(a, b), sorted_rows[lo:hi] - a, order[lo:hi], out)
 
     with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
-        list(pool.map(one, _blocks(arr.shape[0])))
+        list(pool.map(one, jobs))
     return out
 
 
-def _open(store: Any, donor: int, name: str) -> Any:
-    import zarr
+_BLOCK = threading.local()
 
-    return zarr.open_array(store.url, path=f"{L.donor_path(donor)}/{name}", mode="r")
+
+@dataclass(frozen=True)
+class _StoreArray:
+    """One donor's 2-D ``(probe, sample)`` array, read in blocks of whole chunk rows straight
+    from its chunk files (:mod:`atlas_engine.store.blockread`; zarr for other stores)."""
+
+    url: str
+    path: str
+    shape: tuple[int, int]
+    chunk_rows: int
+    dtype: np.dtype
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Row ranges of about BLOCK_ROWS rows, each made of whole chunk rows."""
+        return _blocks(self.shape[0], self.chunk_rows * max(1, BLOCK_ROWS // self.chunk_rows))
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Rows ``a:b`` in a buffer of the calling thread, reused by its next ``read``
+        (consume the block before reading the next one)."""
+        from ..store.blockread import read_rows
+
+        n = (b - a) * self.shape[1] * self.dtype.itemsize
+        buf = getattr(_BLOCK, "buf", None)
+        if buf is None or buf.nbytes < n:
+            buf = np.empty(n, dtype=np.uint8)
+            _BLOCK.buf = buf
+        out = buf[:n].view(self.dtype).reshape(b - a, self.shape[1])
+        return read_rows(self.url, self.path, a, b, out=out)
+
+
+def _open(store: Any, donor: int, name: str) -> _StoreArray:
+    from ..store.blockread import array_shape
+
+    path = f"{L.donor_path(donor)}/{name}"
+    shape, chunks, dtype = array_shape(store.url, path)
+    return _StoreArray(str(store.url), path, tuple(shape), int(chunks[0]), np.dtype(dtype))
 
 
 def _blocks(n: int, size: int = BLOCK_ROWS) -> list[tuple[int, int]]:
@@ -316,25 +355,24 @@ def _ibf_one(store: Any, ds: _DonorSamples, rows: np.ndarray) -> np.ndarray:
     arr = _open(store, ds.donor, L.PACALL)
     weight = np.bincount(ds.src, minlength=arr.shape[1]).astype(np.float64)
     signal = np.zeros(len(rows))
-    for a, b in _blocks(arr.shape[0]):
+    for a, b in arr.blocks():
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         if lo == hi:
             continue
-        block = np.asarray(arr[a:b])
+        block = arr.read(a, b)
         signal[order[lo:hi]] = weighted_true_count(block, sorted_rows[lo:hi] - a, weight)
     return signal
 
 
-def _row_blocks(arr: Any, rows: np.ndarray, dtype: Any = np.float64):
+def _row_blocks(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64):
     """Yield ``(positions into rows, block of those rows)`` reading whole store blocks."""
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-    for a, b in _blocks(arr.shape[0]):
+    for a, b in arr.blocks():
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         if lo == hi:
             continue
-        block = np.asarray(arr[a:b], dtype=dtype)
-        yield order[lo:hi], block[sorted_rows[lo:hi] - a]
+        yield order[lo:hi], np.asarray(arr.read(a, b)[sorted_rows[lo:hi] - a], dtype=dtype)
 
 
 def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
@@ -367,7 +405,7 @@ def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> 
         sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
         groups.append((sids, codes.reshape(-1).astype(np.int64)))
     jobs = []
-    for a, b in _blocks(arrays[0].shape[0]):
+    for a, b in arrays[0].blocks():
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         if lo < hi:
             jobs.append((a, b, lo, hi))
@@ -377,7 +415,7 @@ def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> 
         local = sorted_rows[lo:hi] - a
         means = []
         for ds, arr, (sids, codes) in zip(donors, arrays, groups, strict=True):
-            block = np.asarray(arr[a:b])
+            block = arr.read(a, b)
             means.append((sids, group_mean_select(block, local, ds.src, codes, len(sids))))
         return order[lo:hi], diff_stability_from_means(means)
 
@@ -760,7 +798,7 @@ def get_expression_data(
                                                 hemi[keep], cls[keep])
                 classes = classes[keep] if classes is not None else None
         if (normalised and region_agg == "donors" and agg_metric == "mean" and not len(empty)
-                and classes is None and gene_norm is not None
+                and classes is None and gene_norm is not None and missing != "interpolate"
                 and check_method(gene_norm) == "srs"):
             # the default path: gene norm and region means block by block (no genes ×
             # samples matrix)
@@ -785,13 +823,17 @@ def get_expression_data(
                                       cls[m] if with_info else None)
             picks.append(pk)
             dists.append(dist)
+        fill_i = donor_fill(vatlas, lab, coords, hemi, cls) if missing == "interpolate" \
+            else empty_fill(len(lab))
         if region_agg == "donors" and agg_metric == "mean":
             codes = _label_codes(lab, all_labels)
-            add_donor(group_mean_rows(xg, codes, len(all_labels)).T)
+            add_donor(with_pseudo(group_mean_rows(xg, codes, len(all_labels)).T, fill_i, x,
+                                  all_labels))
         elif region_agg == "donors":
-            add_donor(region_values(x, lab, all_labels, agg_metric))
+            add_donor(with_pseudo(region_values(x, lab, all_labels, agg_metric), fill_i, x,
+                                  all_labels))
         else:
-            pooled.append((x, lab))
+            pooled.append(pooled_with_pseudo(x, lab, fill_i))
         del x, xg
         _release_memory()
     if norm_writer is not None:

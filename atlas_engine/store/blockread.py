@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,44 @@ def _plan(url: str, path: str) -> dict[str, Any] | None:
     }
 
 
-def _decode(data: bytes, blosc: bool) -> bytes:
-    if not blosc:
-        return data
-    from numcodecs import blosc as nb
+_SCRATCH = threading.local()
 
-    return nb.decompress(data)
+
+def _scratch(name: str, nbytes: int) -> np.ndarray:
+    """A byte buffer of this thread, reused between calls (grown when too small): repeated
+    block reads then touch the same pages instead of faulting in fresh ones each time."""
+    buf = getattr(_SCRATCH, name, None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        setattr(_SCRATCH, name, buf)
+    return buf[:nbytes]
+
+
+def _read_chunk(fname: str, plan: dict[str, Any]) -> np.ndarray | None:
+    """The decoded chunk ``fname`` as a ``chunks``-shaped view of a per-thread buffer (valid
+    until this thread's next read), or None when the file does not exist."""
+    try:
+        with open(fname, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            raw = _scratch("raw", size)
+            got = fh.readinto(raw)
+            while got < size:       # readinto may return short counts
+                n = fh.readinto(raw[got:])
+                if not n:
+                    raise OSError(f"{fname}: truncated read")
+                got += n
+    except FileNotFoundError:
+        return None
+    cr, cc = plan["chunks"]
+    nbytes = cr * cc * plan["dtype"].itemsize
+    if plan["blosc"]:
+        from numcodecs import blosc as nb
+
+        dest = _scratch("chunk", nbytes)
+        nb.decompress(raw, dest)
+    else:
+        dest = raw
+    return dest[:nbytes].view(plan["dtype"]).reshape(cr, cc)
 
 
 def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = None
@@ -101,15 +134,10 @@ def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = No
         a0, a1 = max(r0, i * cr), min(r1, (i + 1) * cr)
         for j in range(-(-n_cols // cc)):
             b0, b1 = j * cc, min(n_cols, (j + 1) * cc)
-            fname = os.path.join(plan["dir"], str(i), str(j))
-            try:
-                with open(fname, "rb") as fh:
-                    raw = fh.read()
-            except FileNotFoundError:
+            chunk = _read_chunk(os.path.join(plan["dir"], str(i), str(j)), plan)
+            if chunk is None:
                 out[a0 - r0:a1 - r0, b0:b1] = plan["fill"]
                 continue
-            chunk = np.frombuffer(_decode(raw, plan["blosc"]), dtype=plan["dtype"])
-            chunk = chunk.reshape(cr, cc)
             out[a0 - r0:a1 - r0, b0:b1] = chunk[a0 - i * cr:a1 - i * cr, :b1 - b0]
     return out
 
