@@ -25,17 +25,20 @@ import click
               help="Genes (rows) of the BrainSpan matrix; the real file has 52,376.")
 @click.option("--brainspan-samples", type=click.IntRange(min=1), default=524, show_default=True,
               help="Samples (columns) of the BrainSpan matrix; the real file has 524.")
+@click.option("--rnaseq/--no-rnaseq", default=True, show_default=True,
+              help="Also write rnaseq_donor{id}.zip for the selected donors among 9861 and "
+              "10021 (121 samples at full size; genes as the microarray probes').")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes writing donors in parallel (default: CPU count for big outputs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
 def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donors: str,
-              brainspan: bool, brainspan_genes: int, brainspan_samples: int,
+              brainspan: bool, brainspan_genes: int, brainspan_samples: int, rnaseq: bool,
               workers: int | None, quiet: bool) -> None:
     """Write generated data in the exact Allen file formats into DEST.
 
     Per donor normalized_microarray_donor{id}.zip (MicroarrayExpression, PACall, Probes,
-    SampleAnnot, Ontology CSVs), structure_graph_10.json and, unless --no-brainspan,
-    genes_matrix_csv.zip. The layout is what `atlas-engine fetch` downloads and
+    SampleAnnot, Ontology CSVs), structure_graph_10.json, unless --no-rnaseq the RNA-seq
+    zips rnaseq_donor{9861,10021}.zip and, unless --no-brainspan, genes_matrix_csv.zip. The layout is what `atlas-engine fetch` downloads and
     `atlas-engine serve` / `convert` read.
 
     \b
@@ -49,16 +52,19 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
     started = time.perf_counter()
     result = write_all(dest, probes=probes, samples_fraction=samples_fraction, seed=seed,
                        donors=donors, brainspan=brainspan, brainspan_genes=brainspan_genes,
-                       brainspan_samples=brainspan_samples, workers=workers, quiet=quiet)
+                       brainspan_samples=brainspan_samples, rnaseq=rnaseq, workers=workers,
+                       quiet=quiet)
     if quiet:
         return
-    paths = [*result.zips.values(), result.structure_graph]
+    paths = [*result.zips.values(), *result.rnaseq.values(), result.structure_graph]
     if result.brainspan is not None:
         paths.append(result.brainspan)
     total = sum(p.stat().st_size for p in paths)
     for donor_id, path in result.zips.items():
         click.echo(f"{path}  ({result.n_probes} probes x {result.samples[donor_id]} samples, "
                    f"{len(result.mismatches[donor_id])} hemisphere mismatches)")
+    for path in result.rnaseq.values():
+        click.echo(f"{path}  (RNA-seq)")
     click.echo(str(result.structure_graph))
     if result.brainspan is not None:
         click.echo(str(result.brainspan))

@@ -97,6 +97,8 @@ class SynthResult:
         The generating parameters (seed, samples_fraction, ...).
     brainspan : Path or None
         ``genes_matrix_csv.zip`` when written by :func:`write_all`.
+    rnaseq : dict[int, Path]
+        Donor id → ``rnaseq_donor{id}.zip`` written by :func:`write_all` (9861, 10021).
     """
 
     dest: Path
@@ -109,6 +111,7 @@ class SynthResult:
     probes: pd.DataFrame
     params: dict[str, Any] = field(default_factory=dict)
     brainspan: Path | None = None
+    rnaseq: dict[int, Path] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -373,13 +376,21 @@ def write_all(
     brainspan: bool = True,
     brainspan_genes: int = 2000,
     brainspan_samples: int = 524,
+    rnaseq: bool = True,
     workers: int | None = None,
     quiet: bool = True,
 ) -> SynthResult:
     """Everything ``atlas-engine synth`` writes: :func:`write_ahba` plus, unless
-    ``brainspan=False``, :func:`write_brainspan` (``genes_matrix_csv.zip``) into ``dest``."""
+    ``brainspan=False``, :func:`write_brainspan` (``genes_matrix_csv.zip``) and, unless
+    ``rnaseq=False``, the RNA-seq zips of the selected donors among 9861 and 10021
+    (:func:`atlas_engine.testing.synth_rnaseq.write_rnaseq`) into ``dest``."""
     result = write_ahba(dest, probes=probes, samples_fraction=samples_fraction, seed=seed,
                         donors=donors, workers=workers, quiet=quiet)
+    if rnaseq:
+        from .synth_rnaseq import write_rnaseq
+
+        result.rnaseq = write_rnaseq(dest, probes=probes, samples_fraction=samples_fraction,
+                                     seed=seed, donors=donors)
     if brainspan:
         result.brainspan = write_brainspan(dest, genes=brainspan_genes,
                                            samples=brainspan_samples, seed=seed)
