@@ -254,16 +254,19 @@ def test_bad_input_leaves_store_as_before(synth_small, one_donor, tmp_path, case
     assert after == before
 
 
-def test_probes_must_match_across_donors(synth_small, tmp_path):
+@pytest.mark.parametrize("member", ["Probes.csv", "Ontology.csv"])
+def test_tables_must_match_across_donors(synth_small, tmp_path, member):
     src = tmp_path / "raw"
     src.mkdir()
     shutil.copy(synth_small.zips[9861], src)
     z = src / f"normalized_microarray_donor{DONOR}.zip"
-    probes = _member(synth_small.zips[DONOR], "Probes.csv").replace(b'"C9"', b'"C9X"')
-    _rewrite(synth_small.zips[DONOR], z, **{"Probes.csv": probes})
-    with pytest.raises(FormatError, match="differs from") as info:
+    data = _member(synth_small.zips[DONOR], member)
+    changed = data[:-2] + (b"X" if data[-2:-1] != b"X" else b"Y") + data[-1:]
+    _rewrite(synth_small.zips[DONOR], z, **{member: changed})
+    with pytest.raises(FormatError, match=f"{member} differs from") as info:
         convert_microarray(src, tmp_path / "s.zarr")
     assert "donor9861" in str(info.value) and f"donor{DONOR}" in str(info.value)
+    assert not (tmp_path / "s.zarr" / "donors" / str(DONOR)).exists()
 
 
 def test_unknown_structure_warns_and_keeps(synth_small, one_donor, tmp_path):

@@ -511,26 +511,21 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
     writer.clean_staging(store_url)
 
     # tables: identical across donors (and with what the store already holds)
-    probes = ontology = None
+    # (the first donor's are parsed; the others only hashed: identical bytes, identical tables)
     ref = dict(info.get("probes_source") or {}) if info else {}
-    for ds in todo or sources:
-        p = read_probes(ds.member("Probes.csv"))
-        o = read_ontology(ds.member("Ontology.csv"))
-        if probes is None:
-            probes, ontology = p, o
-            if ref and ref.get("sha256") != p.sha256:
-                raise FormatError(p.source, "Probes.csv differs from the one this store was "
-                                  f"converted from ({ref.get('file')})",
-                                  expected="the same Probes.csv in every donor")
-            continue
-        if p.sha256 != probes.sha256:
-            raise FormatError(p.source, f"Probes.csv differs from {probes.source}",
-                              expected="the same Probes.csv in every donor")
-        if o.sha256 != ontology.sha256:
-            raise FormatError(o.source, f"Ontology.csv differs from {ontology.source}",
-                              expected="the same Ontology.csv in every donor")
-    assert probes is not None and ontology is not None
-    _ensure_tables(store_url, probes, ontology)
+    first, *others = todo or sources
+    probes = read_probes(first.member("Probes.csv"))
+    ontology = read_ontology(first.member("Ontology.csv"))
+    if ref and ref.get("sha256") != probes.sha256:
+        raise FormatError(probes.source, "Probes.csv differs from the one this store was "
+                          f"converted from ({ref.get('file')})",
+                          expected="the same Probes.csv in every donor")
+    for ds in others:
+        for name, table in (("Probes.csv", probes), ("Ontology.csv", ontology)):
+            member = ds.member(name)
+            if _member_sha256(member) != table.sha256:
+                raise FormatError(member.display, f"{name} differs from {table.source}",
+                                  expected=f"the same {name} in every donor")
     writer.open_root(store_url).require_group(L.DONORS_GROUP)
     ontology_ids = {int(i) for i in ontology.frame["id"]}
 
@@ -571,6 +566,7 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
             g = zarr.open_group(writer.join(store_url, L.donor_path(d)), mode="r")
             done_info[d] = dict(g.attrs["donor"])
     if not todo:
+        _ensure_tables(store_url, probes, ontology)
         publish_root(None)
         result.seconds = time.perf_counter() - t0
         return result
@@ -584,13 +580,22 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
             "smallest buffers")
     log(f"converting {len(todo)} donor(s) with {n_jobs} job(s); skipping {result.skipped}")
 
+    tables_box: dict[str, Any] = {}
+
     def one(ds: DonorSource) -> dict[str, Any]:
         got = convert_donor(store_url, ds, probes, ontology_ids, opts, cancel, plans)
+        tables.join()   # the root lists a donor only once the tables it refers to exist
+        if "error" in tables_box:
+            raise tables_box["error"]
         publish_root(got)
         log(f"donor {ds.donor_id}: {got['n_samples']} samples")
         return got
 
     first_error: BaseException | None = None
+    # the probe and ontology groups are written while the first donors stream
+    tables = threading.Thread(target=_capture, args=(tables_box, _ensure_tables, store_url,
+                                                    probes, ontology), name="tables")
+    tables.start()
     with ThreadPoolExecutor(n_jobs, thread_name_prefix="convert") as pool:
         # largest first, so the last donors running at once are the short ones
         by_size = sorted(todo, key=_source_size, reverse=True)
@@ -609,10 +614,29 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                 cancel.set()
                 if first_error is None:
                     first_error = exc
+    tables.join()
+    if first_error is None and "error" in tables_box:
+        first_error = tables_box["error"]
     if first_error is not None:
         raise first_error
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _capture(box: dict[str, Any], func: Callable[..., Any], *args: Any) -> None:
+    """Run ``func(*args)`` (in a thread), keeping an exception in ``box["error"]``."""
+    try:
+        func(*args)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+        box["error"] = exc
+
+
+def _member_sha256(src: MemberSource) -> str:
+    """sha256 of a (small) member's bytes, CRC-checked."""
+    h = hashlib.sha256()
+    for piece in src.iter_chunks():
+        h.update(piece)
+    return h.hexdigest()
 
 
 def _source_size(ds: DonorSource) -> int:
