@@ -16,8 +16,14 @@ import click
               "rounded once to float32).")
 @click.option("--donors", default=None, help="Donors to convert: ids or names, e.g. 9861,10021 "
               "(default: every donor found in SRC).")
-@click.option("--dataset", type=click.Choice(["auto", "ahba", "brainspan"]), default="auto",
-              show_default=True, help="What SRC holds (auto: donor zips/folders, else BrainSpan).")
+@click.option("--dataset", type=click.Choice(["auto", "ahba", "ahba-rnaseq", "brainspan"]),
+              default="auto", show_default=True,
+              help="What to convert (auto: the microarray donors and their RNA-seq zips if "
+              "SRC has them, only RNA-seq if it has only rnaseq_donor*.zip, else BrainSpan; "
+              "ahba-rnaseq: only the RNA-seq donors).")
+@click.option("--rnaseq/--no-rnaseq", default=True, show_default=True,
+              help="With the microarray donors, also convert rnaseq_donor{id}.zip (or abagen's "
+              "rnaseq_donor{id}/ folders) found in SRC into rnaseq/{id}.")
 @click.option("--memory-limit", default=None, help="Bound on working memory, e.g. 512MB; "
               "limits how many donors convert at once.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
@@ -25,7 +31,7 @@ import click
               "--memory-limit requires.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: str,
-                memory_limit: str | None, jobs: int | None, quiet: bool) -> None:
+                rnaseq: bool, memory_limit: str | None, jobs: int | None, quiet: bool) -> None:
     """Convert donor zips (or abagen folders) in SRC into the Zarr v3 STORE.
 
     \b
@@ -34,14 +40,18 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
       atlas-engine convert raw/ ahba64.zarr --dtype float64 --donors 9861,10021
       atlas-engine convert raw/ ahba.zarr --memory-limit 512MB
       atlas-engine convert raw/ brainspan.zarr --dataset brainspan
+      atlas-engine convert raw/ ahba.zarr --dataset ahba-rnaseq   # RNA-seq donors only
 
-    Re-running skips donors already converted from unchanged sources and finishes
-    interrupted ones.
+    RNA-seq donors (rnaseq_donor9861.zip, rnaseq_donor10021.zip) go into the same store
+    as rnaseq/{id} (TPM and counts); probe_selection='rnaseq' reads them. Re-running skips
+    donors already converted from unchanged sources and finishes interrupted ones.
     """
     from pathlib import Path
 
     from ..convert.donor import _DIR_RE, _ZIP_RE, convert_microarray
     from ..convert.malloc import limit_arenas
+    from ..convert.rnaseq import _ZIP_RE as _RNA_ZIP_RE
+    from ..convert.rnaseq import convert_rnaseq, find_rnaseq
 
     limit_arenas()  # before the worker threads start: keeps peak RSS near the live memory
 
@@ -49,11 +59,22 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
         if not quiet:
             click.echo(text, err=True)
 
+    donor_list = donors.split(",") if donors else None
     if dataset == "auto":
         p = Path(src)
-        has_ahba = p.is_dir() and any(_ZIP_RE.match(f.name) or _DIR_RE.match(f.name)
-                                      for f in p.iterdir())
-        dataset = "ahba" if has_ahba else "brainspan"
+        names = [f.name for f in p.iterdir()] if p.is_dir() else []
+        has_ahba = any(_ZIP_RE.match(n) or _DIR_RE.match(n) for n in names)
+        has_rna = any(_RNA_ZIP_RE.match(n) for n in names)
+        dataset = "ahba" if has_ahba else "ahba-rnaseq" if has_rna else "brainspan"
+
+    def rna() -> None:
+        out = convert_rnaseq(src, store, dtype=dtype, donors=donor_list, log=log)
+        log(f"RNA-seq: converted {out.converted or 'nothing'}, skipped {out.skipped or 'none'} "
+            f"in {out.seconds:.1f} s → {store}")
+
+    if dataset == "ahba-rnaseq":
+        rna()
+        return
     if dataset == "brainspan":
         from ..convert.brainspan import convert_brainspan
 
@@ -61,13 +82,15 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
         log(f"BrainSpan: {out['genes']} genes × {out['samples']} samples in "
             f"{out['seconds']:.1f} s → {store}")
         return
-    res = convert_microarray(src, store, dtype=dtype, donors=donors.split(",") if donors else None,
+    res = convert_microarray(src, store, dtype=dtype, donors=donor_list,
                              memory_limit=memory_limit, jobs=jobs, log=log)
     mb = res.bytes_parsed / 1e6
     log(f"converted {res.converted or 'nothing'}, skipped {res.skipped or 'none'} in "
         f"{res.seconds:.1f} s ({mb:.0f} MB of CSV, {mb / max(res.seconds, 1e-9):.0f} MB/s) → {store}")
     for d, ids in res.unknown_structures.items():
         log(f"warning: donor {d}: structure ids {ids} are not in the ontology (samples kept)")
+    if rnaseq and find_rnaseq(src, donor_list):
+        rna()
 
 
 @click.command("verify")

@@ -11,6 +11,8 @@ LAYOUT_VERSION = 1
 PROBES_GROUP = "probes"
 ONTOLOGY_GROUP = "ontology"
 DONORS_GROUP = "donors"
+#: AHBA RNA-seq donors (``rnaseq/{id}``: tpm, counts, gene and sample tables)
+RNASEQ_GROUP = "rnaseq"
 #: BrainSpan stores: gene rows and sample columns
 GENES_GROUP = "genes"
 SAMPLES_GROUP = "samples"

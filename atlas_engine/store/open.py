@@ -104,6 +104,19 @@ class AtlasStore:
                              f"(complete donors: {self.donors})")
         return self._open(L.donor_path(donor_id))
 
+    @property
+    def rnaseq_donors(self) -> list[int]:
+        """Donors with a complete RNA-seq group (``rnaseq/{id}``; 9861 and 10021 at most)."""
+        return [int(d) for d in (self.attrs.get("rnaseq") or {}).get("donors", [])]
+
+    def rnaseq(self, donor_id: int) -> xr.Dataset:
+        """One donor's RNA-seq group: ``tpm`` and ``counts`` (gene, sample), Genes.csv columns
+        on ``gene`` (the gene symbol) and SampleAnnot.csv columns on ``sample`` (1..N)."""
+        if int(donor_id) not in self.rnaseq_donors:
+            raise StoreError(f"{self.url}: no RNA-seq data for donor {donor_id} (RNA-seq "
+                             f"donors: {self.rnaseq_donors}; convert rnaseq_donor{donor_id}.zip)")
+        return self._open(f"{L.RNASEQ_GROUP}/{int(donor_id)}")
+
     @cached_property
     def probes(self) -> pd.DataFrame:
         frame = _to_frame(self._open(L.PROBES_GROUP, lazy=False), order=L.PROBE_COLUMNS)

@@ -1,0 +1,422 @@
+"""Convert the AHBA RNA-seq donors (``rnaseq_donor{id}.zip`` or abagen's extracted
+``rnaseq_donor{id}/`` folders) into the ``rnaseq/{id}`` groups of an AHBA store.
+
+Layout (shared allen_formats.md §3.7): ``RNAseqTPM.csv`` and ``RNAseqCounts.csv`` have no header,
+the gene symbol first and one value per sample (parsed by :mod:`.labelparse`, exact as the
+microarray values); ``Genes.csv`` has one row per gene (the matrices' rows, in the same order);
+``SampleAnnot.csv`` one row per sample (the matrices' columns). Each donor group is staged and
+published atomically like a microarray donor; the root attributes list it under ``rnaseq``
+afterwards. Donors whose recorded source size and mtime and options match are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from .. import __version__
+from ..errors import ConfigError, FormatError
+from ..sources.donors import DONORS, RNASEQ_WKF
+from ..store import layout as L
+from . import writer
+from .blockparse import ParseStats
+from .labelparse import count_fields, iter_label_blocks
+from .zipstream import MemberSource
+
+RNASEQ_MATRICES = (("tpm", "RNAseqTPM.csv", "TPM"), ("counts", "RNAseqCounts.csv",
+                                                      "fragment counts"))
+GENES_COLUMNS = ("gene_symbol", "gene_id", "entrez_id", "chromosome", "strand",
+                 "number_of_transcripts", "median_transcriptome_length", "median_genome_length",
+                 "median_number_of_exons", "median_gene_start", "median_gene_end")
+SAMPLE_COLUMNS = ("RNAseq_sample_name", "replicate_sample", "sample_name", "well_id",
+                  "microarray_run_id", "ontology_color", "main_structure", "sub_structure",
+                  "ontology_structure_id", "ontology_structure_acronym", "hemisphere", "brain",
+                  "million_clusters", "clip_percentage", "RIN_RNA_quality", "rnaseq_run_id",
+                  "A.Pct", "C.Pct", "G.Pct", "T.Pct", "N.Pct")
+#: the spelling in Allen's readme, accepted for the same column
+_ALT_SPELLING = {"RIN_RNA_squality": "RIN_RNA_quality"}
+MEMBERS = ("Genes.csv", "RNAseqTPM.csv", "RNAseqCounts.csv", "SampleAnnot.csv")
+
+_ZIP_RE = re.compile(r"^rnaseq_donor(\d+)\.zip$")
+_DIR_RE = re.compile(r"^rnaseq_donor(\d+)$")
+
+
+@dataclass
+class RnaseqSource:
+    """Where one RNA-seq donor's CSVs are: a zip, or an extracted folder."""
+
+    donor_id: int
+    path: Path
+
+    @property
+    def is_zip(self) -> bool:
+        return self.path.is_file()
+
+    def member(self, name: str) -> MemberSource:
+        if self.is_zip:
+            return MemberSource(self.path, name)
+        f = self.path / name
+        if not f.exists():
+            raise FormatError(self.path, f"missing file {name}", expected=f"{name} in the folder")
+        return MemberSource(f)
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self.is_zip:
+            st = self.path.stat()
+            return {"name": self.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        files = {}
+        for n in MEMBERS:
+            f = self.path / n
+            if f.exists():
+                st = f.stat()
+                files[n] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"name": self.path.name, "files": files}
+
+
+@dataclass
+class RnaseqResult:
+    store: str
+    converted: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_parsed: int = 0
+    shapes: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def rnaseq_path(donor_id: int) -> str:
+    """Group path of one RNA-seq donor inside the store."""
+    return f"{L.RNASEQ_GROUP}/{int(donor_id)}"
+
+
+def find_rnaseq(src: str | os.PathLike, donors: Iterable[int | str] | None = None
+                ) -> list[RnaseqSource]:
+    """RNA-seq zips / folders in ``src`` (zips preferred), in donor-id order. With ``donors``,
+    only those of them that are present (donors without RNA-seq are not an error)."""
+    root = Path(src)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory")
+    found: dict[int, Path] = {}
+    for p in sorted(root.iterdir()):
+        m = _ZIP_RE.match(p.name)
+        if m and p.is_file():
+            found[int(m.group(1))] = p
+    for p in sorted(root.iterdir()):
+        m = _DIR_RE.match(p.name)
+        if m and p.is_dir() and int(m.group(1)) not in found:
+            found[int(m.group(1))] = p
+    ids = sorted(found)
+    if donors is not None:
+        want = []
+        for d in donors:
+            key = str(d).strip()
+            match = [k.id for k in DONORS if key.lower() == k.name.lower()]
+            want.append(match[0] if match else int(key))
+        ids = [i for i in want if i in found]
+    return [RnaseqSource(i, found[i]) for i in ids]
+
+
+# -------------------------------------------------------------------------------------------
+# tables
+# -------------------------------------------------------------------------------------------
+
+def _read_table(src: MemberSource, columns: tuple[str, ...], ints: tuple[str, ...],
+                floats: tuple[str, ...]) -> pd.DataFrame:
+    data = src.read_bytes()
+    if not data.strip():
+        raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
+    try:
+        frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=["NA", ""],
+                            dtype=str)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise FormatError(src.display, f"not a CSV table ({exc})",
+                          expected=",".join(columns)) from None
+    frame = frame.rename(columns=_ALT_SPELLING)
+    if tuple(frame.columns) != columns:
+        raise FormatError(src.display, f"unexpected header {list(frame.columns)}", line=1,
+                          expected=",".join(columns))
+    for c in columns:
+        col = frame[c]
+        if c in ints:
+            num = pd.to_numeric(col, errors="coerce")
+            bad = num.notna() & (num != np.floor(num.fillna(0)))
+            bad |= col.notna() & num.isna()
+            if bad.any():
+                k = int(np.flatnonzero(bad.to_numpy())[0])
+                raise FormatError(src.display, f"bad integer {col.iloc[k]!r} in {c}",
+                                  line=k + 2, column=columns.index(c) + 1,
+                                  expected="an integer or NA")
+            frame[c] = num.fillna(L.MISSING_INT).astype(np.int64)
+        elif c in floats:
+            num = pd.to_numeric(col, errors="coerce")
+            bad = col.notna() & num.isna()
+            if bad.any():
+                k = int(np.flatnonzero(bad.to_numpy())[0])
+                raise FormatError(src.display, f"bad number {col.iloc[k]!r} in {c}",
+                                  line=k + 2, column=columns.index(c) + 1,
+                                  expected="a decimal number or NA")
+            frame[c] = num.astype(np.float64)
+        else:
+            frame[c] = col.fillna("").astype(str)
+    return frame
+
+
+def read_genes(src: MemberSource) -> pd.DataFrame:
+    """Genes.csv as a frame (missing integer ids → -1); symbols must be unique."""
+    ints = GENES_COLUMNS[1:3] + GENES_COLUMNS[5:]
+    frame = _read_table(src, GENES_COLUMNS, ints, ())
+    dup = frame["gene_symbol"].duplicated()
+    if dup.any():
+        k = int(np.flatnonzero(dup.to_numpy())[0])
+        raise FormatError(src.display, f"duplicate gene symbol {frame['gene_symbol'].iloc[k]!r}",
+                          line=k + 2, column=1, expected="one row per gene symbol")
+    if (frame["gene_symbol"] == "").any():
+        k = int(np.flatnonzero((frame["gene_symbol"] == "").to_numpy())[0])
+        raise FormatError(src.display, "empty gene symbol", line=k + 2, column=1,
+                          expected="a gene symbol")
+    return frame
+
+
+def read_rnaseq_samples(src: MemberSource) -> pd.DataFrame:
+    """SampleAnnot.csv of an RNA-seq donor."""
+    ints = ("well_id", "microarray_run_id", "ontology_structure_id", "rnaseq_run_id")
+    floats = ("million_clusters", "clip_percentage", "RIN_RNA_quality", "A.Pct", "C.Pct",
+              "G.Pct", "T.Pct", "N.Pct")
+    frame = _read_table(src, SAMPLE_COLUMNS, ints, floats)
+    if frame.empty:
+        raise FormatError(src.display, "no samples", line=2, expected="one row per sample")
+    return frame
+
+
+def _column_values(col: pd.Series) -> np.ndarray:
+    if col.dtype.kind in "if":
+        return col.to_numpy()
+    return col.astype(str).to_numpy(dtype=object)
+
+
+def _tables_dataset(genes: pd.DataFrame, samples: pd.DataFrame) -> xr.Dataset:
+    coords: dict[str, Any] = {
+        L.GENE_DIM: (L.GENE_DIM, _column_values(genes["gene_symbol"])),
+        L.SAMPLE_DIM: (L.SAMPLE_DIM, np.arange(1, len(samples) + 1, dtype=np.int64)),
+    }
+    for c in GENES_COLUMNS[1:]:
+        coords[c] = (L.GENE_DIM, _column_values(genes[c]))
+    for c in SAMPLE_COLUMNS:
+        coords[c] = (L.SAMPLE_DIM, _column_values(samples[c]))
+    return xr.Dataset(coords=coords)
+
+
+# -------------------------------------------------------------------------------------------
+# one donor
+# -------------------------------------------------------------------------------------------
+
+def _options(dtype: str, gene_chunk: int, sample_chunk: int) -> dict[str, Any]:
+    return {"dtype": dtype, "gene_chunk": gene_chunk, "sample_chunk": sample_chunk}
+
+
+def _is_current(store_url: str, src: RnaseqSource, opts: dict[str, Any]) -> bool:
+    try:
+        g = zarr.open_group(writer.join(store_url, rnaseq_path(src.donor_id)), mode="r",
+                            zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return False
+    attrs = g.attrs.asdict()
+    prov = attrs.get("provenance", {})
+    return (bool(attrs.get("complete")) and prov.get("source") == src.fingerprint()
+            and prov.get("options") == opts)
+
+
+def _stream(src: MemberSource, arr: zarr.Array, symbols: np.ndarray, ncols: int,
+            dtype: str) -> tuple[list[list[int]], ParseStats]:
+    """Parse one matrix member into ``arr`` block by block; labels checked against Genes.csv."""
+    stats = ParseStats()
+    out = writer.BlockWriter(arr)
+    crcs: list[list[int]] = []
+    n = len(symbols)
+    for block in iter_label_blocks(src.iter_chunks(), ncols, arr.chunks[0], name=src.display,
+                                   stats=stats, dtype=dtype):
+        r0, r1 = block.start, block.start + len(block.labels)
+        if r1 > n:
+            raise FormatError(src.display, "more rows than Genes.csv", line=n + 1,
+                              expected=f"{n} rows (one per gene of Genes.csv)")
+        bad = np.flatnonzero(block.labels != symbols[r0:r1])
+        if bad.size:
+            k = int(bad[0])
+            raise FormatError(src.display, f"gene symbol {str(block.labels[k])!r} differs from "
+                              "Genes.csv", line=r0 + k + 1, column=1,
+                              expected=repr(str(symbols[r0 + k])))
+        crcs.append(out.write(r0, block.values))
+    if stats.rows != n:
+        raise FormatError(src.display, f"file ends after {stats.rows} rows", line=stats.rows + 1,
+                          expected=f"{n} rows (one per gene of Genes.csv)")
+    return crcs, stats
+
+
+def _first_line_fields(src: MemberSource) -> int:
+    head = b""
+    for piece in src.iter_chunks(read_size=1 << 16, piece_size=1 << 16):
+        head += piece
+        if b"\n" in head:
+            break
+    return count_fields(head.split(b"\n", 1)[0]) if head else 0
+
+
+def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
+                         ) -> dict[str, Any]:
+    """Stage, fill and publish ``rnaseq/{id}``; returns a summary for the root attributes."""
+    t0 = time.perf_counter()
+    genes = read_genes(src.member("Genes.csv"))
+    samples = read_rnaseq_samples(src.member("SampleAnnot.csv"))
+    n, m = len(genes), len(samples)
+    symbols = genes["gene_symbol"].to_numpy().astype(np.dtypes.StringDType())
+    for _, member, _ in RNASEQ_MATRICES:
+        ms = src.member(member)
+        nf = _first_line_fields(ms)
+        if nf and nf != m + 1:
+            raise FormatError(ms.display, f"{nf - 1} values on the first line but "
+                              f"SampleAnnot.csv lists {m} samples", line=1,
+                              expected=f"{m + 1} fields (a gene symbol and {m} values)")
+    staged = writer.Staged.begin(store_url, rnaseq_path(src.donor_id))
+    try:
+        writer.write_dataset(staged.url, _tables_dataset(genes, samples))
+        chunks = (min(opts["gene_chunk"], n), min(opts["sample_chunk"], m))
+        crcs: dict[str, Any] = {}
+        sizes: dict[str, int] = {}
+        slow = 0
+        for name, member, units in RNASEQ_MATRICES:
+            arr = writer.create_matrix(staged.url, name, (n, m), chunks, opts["dtype"],
+                                       (L.GENE_DIM, L.SAMPLE_DIM), {"units": units})
+            crcs[name], st = _stream(src.member(member), arr, symbols, m, opts["dtype"])
+            sizes[member] = st.bytes
+            slow += st.slow_tokens
+        known = {d.id: d for d in DONORS}.get(src.donor_id)
+        info = {"donor_id": src.donor_id, "name": known.name if known else None,
+                "n_genes": n, "n_samples": m}
+        g = zarr.open_group(staged.url, mode="a", zarr_format=3)
+        g.attrs.update({
+            "donor": info,
+            "provenance": {"source": src.fingerprint(),
+                           "sha256": _sha256(src.path) if src.is_zip else None,
+                           "members": sizes, "converter": f"atlas-engine {__version__}",
+                           "options": opts,
+                           "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "seconds": round(time.perf_counter() - t0, 3)},
+            "checksums": {"algorithm": "crc32", "chunks": list(chunks), **crcs},
+            "slow_tokens": slow,
+        })
+        g.attrs["complete"] = True
+        staged.publish()
+    except BaseException:
+        staged.abort()
+        raise
+    info["bytes"] = sum(sizes.values())
+    return info
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while piece := fh.read(8 << 20):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def _clean_own_staging(store_url: str) -> None:
+    path = writer.local_path(store_url)
+    staging = path / L.STAGING_DIR if path is not None else None
+    if staging is None or not staging.exists():
+        return
+    for p in staging.iterdir():
+        if p.name.startswith(f"{L.RNASEQ_GROUP}-"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: str = "float32",
+                   donors: Iterable[int | str] | None = None,
+                   gene_chunk: int = L.PROBE_CHUNK, sample_chunk: int = L.SAMPLE_CHUNK,
+                   log: Callable[[str], None] | None = None) -> RnaseqResult:
+    """Convert the RNA-seq donors found in ``src`` into ``store`` (an AHBA store, created if
+    needed), one ``rnaseq/{id}`` group each.
+
+    Raises :class:`ConfigError` when ``src`` holds no RNA-seq donor (of ``donors``) and
+    :class:`FormatError` on the first bad input; donors completed before it stay, the failing
+    donor leaves nothing behind.
+    """
+    t0 = time.perf_counter()
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be float32 or float64, not {dtype!r}")
+    if gene_chunk < 1 or sample_chunk < 1:
+        raise ConfigError("chunk sizes must be ≥ 1")
+    log = log or (lambda s: None)
+    sources = find_rnaseq(src, donors)
+    if not sources:
+        raise ConfigError(f"{src} holds no rnaseq_donor*.zip or folder"
+                          + (f" for donor(s) {list(donors)}" if donors is not None else "")
+                          + f" (AHBA RNA-seq exists for donors {sorted(RNASEQ_WKF)})")
+    store_url = os.fspath(store)
+    root = writer.open_root(store_url)
+    info = writer.root_info(root)
+    if info and info.get("format") != L.FORMAT_MICROARRAY:
+        raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not AHBA")
+    opts = _options(dtype, gene_chunk, sample_chunk)
+    result = RnaseqResult(store_url)
+    _clean_own_staging(store_url)
+    done: dict[int, dict[str, Any]] = {
+        int(k): v for k, v in ((info.get("rnaseq") or {}).get("donor_info") or {}).items()}
+    for s in sources:
+        if _is_current(store_url, s, opts):
+            result.skipped.append(s.donor_id)
+            g = zarr.open_group(writer.join(store_url, rnaseq_path(s.donor_id)), mode="r")
+            done[s.donor_id] = dict(g.attrs["donor"])
+            continue
+        got = convert_rnaseq_donor(store_url, s, opts)
+        log(f"RNA-seq donor {s.donor_id}: {got['n_genes']} genes × {got['n_samples']} samples")
+        result.converted.append(s.donor_id)
+        result.bytes_parsed += got.pop("bytes")
+        done[s.donor_id] = got
+        _publish_root(store_url, done, opts)
+    listed = (writer.root_info(writer.open_root(store_url)).get("rnaseq") or {}).get("donors", [])
+    if not result.converted and not set(done) <= set(listed):
+        _publish_root(store_url, done, opts)
+    for d, v in done.items():
+        result.shapes[d] = (int(v["n_genes"]), int(v["n_samples"]))
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _publish_root(store_url: str, done: dict[int, dict[str, Any]], opts: dict[str, Any]) -> None:
+    """List the complete RNA-seq donors in the root attributes (``rnaseq`` key) and
+    re-consolidate the metadata."""
+    present = sorted(d for d in done if _group_complete(store_url, d))
+    root = writer.open_root(store_url)
+    cur = writer.root_info(root)
+    if not cur:
+        cur = {"format": L.FORMAT_MICROARRAY, "layout_version": L.LAYOUT_VERSION, "donors": []}
+    cur["rnaseq"] = {"group": L.RNASEQ_GROUP, "donors": present,
+                     "donor_info": {str(d): done[d] for d in present},
+                     "dtype": opts["dtype"], "options": opts,
+                     "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    writer.set_root_info(root, cur)
+    writer.consolidate(store_url)
+
+
+def _group_complete(store_url: str, donor_id: int) -> bool:
+    try:
+        g = zarr.open_group(writer.join(store_url, rnaseq_path(donor_id)), mode="r",
+                            zarr_format=3)
+        return bool(g.attrs.get("complete"))
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return False
