@@ -137,9 +137,6 @@ class _DonorSamples:
 # parameters
 # --------------------------------------------------------------------------------------------
 def _check_params(p: dict[str, Any]) -> None:
-    if p["probe_selection"] == "rnaseq":
-        raise ConfigError("probe_selection='rnaseq' needs the RNA-seq data, which a microarray "
-                          "store does not hold; choose another method")
     SELECTION_METHODS.canonical(p["probe_selection"])
     check_choice("donor_probes", p["donor_probes"], DONOR_PROBES)
     if p["lr_mirror"] is not None:
@@ -480,6 +477,10 @@ def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method:
         return None
     if method == "diff_stability":
         return [ds_scores(store, donors, rows)]
+    if method == "rnaseq":  # the store's rnaseq/{id} groups (see .rnaseq)
+        from .rnaseq import rnaseq_scores
+
+        return [rnaseq_scores(store, donors, kept)]
     if method in ("max_intensity", "max_variance"):
         mom = _per_donor(lambda ds: probe_moments(store, ds, rows), donors)
         c, m, v = (np.stack([x[i] for x in mom]) for i in range(3))
