@@ -256,3 +256,14 @@ def test_cli_convert_with_and_without_rnaseq(rna, tmp_path):
     main(["convert", str(rna["raw"]), str(bare), "--dataset", "ahba-rnaseq", "--quiet"])
     assert open_store(bare).rnaseq_donors == [9861, 10021]
     assert open_store(bare).donors == [10021]
+
+
+def test_cli_aggregate_probe_selection_rnaseq(rna, golden, tmp_path):
+    out = tmp_path / "rna.csv"
+    main(["aggregate", str(rna["path"]), "--by", f"atlas:{ATLAS}", "--atlas-info", INFO,
+          "--probe-selection", "rnaseq", "--no-corrected-mni", "--no-reannotated",
+          "--out", str(out), "--quiet"])
+    frame = pd.read_csv(out, index_col="label")
+    assert frame.index.tolist() == golden["rnaseq|labels"].tolist()
+    assert frame.columns.tolist() == golden["rnaseq|genes"].tolist()
+    np.testing.assert_allclose(frame.to_numpy(), golden["rnaseq|values"], rtol=0, atol=1e-6)

@@ -20,7 +20,7 @@ import click
 from ..errors import ConfigError
 
 SELECTIONS = ["diff_stability", "max_intensity", "max_variance", "pc_loading",
-              "corr_intensity", "corr_variance", "average", "mean"]
+              "corr_intensity", "corr_variance", "average", "mean", "rnaseq"]
 NORMS = ["srs", "rs", "sig", "scaled_sig", "scaled_sig_qnt", "mixed_sig", "zscore", "center",
          "minmax", "none"]
 
