@@ -1,7 +1,8 @@
 """Compile each loop of :mod:`._loops` twice, lazily: serial ``nogil`` and ``parallel=True``.
 
 ``numba.njit`` without explicit signatures compiles on the first call for each argument type
-(float32 or float64 values), so importing this module costs no compilation. Compiled code
+(float32 or float64 values), so importing this module costs no compilation; compiled code is
+cached on disk, so later processes load it instead of compiling. Compiled code
 holds no state, so the serial build is safe to call from many Dask threads at once.
 
 The parallel build is for in-memory arrays only: inside Dask's thread pool it would
@@ -10,6 +11,7 @@ oversubscribe the cores (Dask threads × numba threads), so the engine uses the 
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +25,29 @@ _NAMES = (
     "divide_counts",
 )
 
+
+def _renamed(fn: Callable[..., Any], suffix: str) -> Callable[..., Any]:
+    """``fn`` under another qualified name: numba's on-disk cache is keyed by the function's
+    file, line and qualified name (not by the compile flags), so the serial and parallel builds
+    of one loop need distinct names to get distinct cache entries."""
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                               fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + suffix
+    clone.__module__ = fn.__module__
+    clone.__doc__ = fn.__doc__
+    return clone
+
+
+# compiled code is cached on disk (numba's cache next to the module, or NUMBA_CACHE_DIR), so
+# only the first process to use a loop with a dtype pays the ~1-2 s compilation
 SERIAL: dict[str, Callable[..., Any]] = {
-    name: njit(nogil=True, cache=False, error_model="numpy")(getattr(_loops, name))
+    name: njit(nogil=True, cache=True, error_model="numpy")(
+        _renamed(getattr(_loops, name), "_serial"))
     for name in _NAMES
 }
 PARALLEL: dict[str, Callable[..., Any]] = {
-    name: njit(nogil=True, cache=False, parallel=True, error_model="numpy")(getattr(_loops, name))
+    name: njit(nogil=True, cache=True, parallel=True, error_model="numpy")(
+        _renamed(getattr(_loops, name), "_parallel"))
     for name in _NAMES
 }
 
