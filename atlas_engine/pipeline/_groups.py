@@ -41,48 +41,91 @@ def group_mean_rows(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
     return _group_mean_rows(a, np.asarray(codes, dtype=np.int64), int(n_groups))
 
 
+def _chunked(block: np.ndarray) -> np.ndarray:
+    """A 2-D ``(rows, columns)`` block as the chunked layout ``(1, rows, columns)``; a 3-D
+    ``(column chunks, rows, chunk columns)`` block (:func:`~atlas_engine.store.blockread.
+    read_chunk_row`) as it is."""
+    if block.ndim == 2:
+        return block[None]
+    if block.ndim != 3:
+        raise ValueError(f"expected a 2-D or chunked 3-D block, got {block.ndim} dimensions")
+    return block
+
+
+def _column_map(block: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk and offset of each column ``cols`` in a chunked block."""
+    cc = block.shape[2]
+    cols = np.asarray(cols, dtype=np.int64)
+    return cols // cc, cols % cc
+
+
 @njit(nogil=True, cache=True)
-def _group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                       codes: np.ndarray, n_groups: int) -> np.ndarray:
-    out = np.empty((rows.size, n_groups))
+def _group_mean_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: np.ndarray,
+                       codes: np.ndarray, n_groups: int, out: np.ndarray) -> None:
     s = np.empty(n_groups)
     c = np.empty(n_groups)
     for i in range(rows.size):
         r = rows[i]
         s[:] = 0.0
         c[:] = 0.0
-        for j in range(cols.size):
-            v = np.float64(block[r, cols[j]])
+        for j in range(cj.size):
+            v = np.float64(block[cj[j], r, co[j]])
             if not np.isnan(v):
                 s[codes[j]] += v
                 c[codes[j]] += 1.0
         for g in range(n_groups):
             out[i, g] = s[g] / c[g] if c[g] > 0 else np.nan
-    return out
 
 
 def group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                      codes: np.ndarray, n_groups: int) -> np.ndarray:
+                      codes: np.ndarray, n_groups: int, out: np.ndarray | None = None
+                      ) -> np.ndarray:
     """``(len(rows), n_groups)``: per selected row of ``block`` the mean of its non-NaN
     values in the columns ``cols`` (repeats count again) per group ``codes`` (one per entry
     of ``cols``, 0 … n_groups-1), summed in column order. Equivalent to grouping
     ``block[rows][:, cols]`` without building it; the sums are float64 whatever the block's
-    dtype."""
-    return _group_mean_select(block, np.asarray(rows, dtype=np.int64),
-                              np.asarray(cols, dtype=np.int64),
-                              np.asarray(codes, dtype=np.int64), int(n_groups))
+    dtype. ``block``: 2-D, or chunked 3-D (``[chunk, row, column in chunk]``). ``out``: a
+    float64 ``(len(rows), n_groups)`` array (view) to fill."""
+    blk = _chunked(block)
+    cj, co = _column_map(blk, cols)
+    rows = np.asarray(rows, dtype=np.int64)
+    if out is None:
+        out = np.empty((rows.size, int(n_groups)))
+    _group_mean_select(blk, rows, cj, co, np.asarray(codes, dtype=np.int64), int(n_groups),
+                       out)
+    return out
 
 
 @njit(nogil=True, cache=True)
-def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
-                         ) -> np.ndarray:
+def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray,
+                         n_cols: int) -> np.ndarray:
     out = np.zeros(rows.size)
+    cc = block.shape[2]
     for i in range(rows.size):
         r = rows[i]
         t = 0.0
-        for j in range(block.shape[1]):
-            if block[r, j]:
-                t += weight[j]
+        for jc in range(block.shape[0]):
+            w0 = jc * cc
+            for c in range(min(cc, n_cols - w0)):
+                if block[jc, r, c]:
+                    t += weight[w0 + c]
+        out[i] = t
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _integer_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray,
+                        n_cols: int) -> np.ndarray:
+    # integer weights: the sum is exact in any order, so it can be branch-free (vectorised)
+    out = np.zeros(rows.size)
+    cc = block.shape[2]
+    for i in range(rows.size):
+        r = rows[i]
+        t = 0
+        for jc in range(block.shape[0]):
+            w0 = jc * cc
+            for c in range(min(cc, n_cols - w0)):
+                t += weight[w0 + c] * np.int64(block[jc, r, c] != 0)
         out[i] = t
     return out
 
@@ -90,9 +133,18 @@ def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
 def weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
                         ) -> np.ndarray:
     """Per selected row of a boolean (or 0/1) ``block``: the sum of ``weight`` over the
-    columns that are set (``block[rows].astype(float) @ weight`` without the copy or BLAS)."""
-    return _weighted_true_count(block, np.asarray(rows, dtype=np.int64),
-                                np.asarray(weight, dtype=np.float64))
+    columns that are set (``block[rows].astype(float) @ weight`` without the copy or BLAS).
+    ``block``: 2-D, or chunked 3-D with ``len(weight)`` columns. Integer weights (e.g.
+    how often each column is used) are summed exactly as integers."""
+    blk = _chunked(block)
+    rows = np.asarray(rows, dtype=np.int64)
+    w = np.asarray(weight, dtype=np.float64)
+    if blk.shape[0] * blk.shape[2] < len(w):
+        raise ValueError(f"{len(w)} weights for a block of {blk.shape[0] * blk.shape[2]} "
+                         "columns")
+    if np.all(w == np.round(w)) and np.abs(w).sum() < 2.0**52:
+        return _integer_true_count(blk, rows, w.astype(np.int64), len(w))
+    return _weighted_true_count(blk, rows, w, len(w))
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -121,17 +173,25 @@ def nanmean_stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 @njit(nogil=True, cache=True)
 def _take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    cc = block.shape[2]
+    n_cols = out.shape[1]
     for i in range(src.size):
         r = src[i]
         o = dst[i]
-        for j in range(block.shape[1]):
-            out[o, j] = block[r, j]
+        for jc in range(block.shape[0]):
+            w0 = jc * cc
+            for c in range(min(cc, n_cols - w0)):
+                out[o, w0 + c] = block[jc, r, c]
 
 
 def take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
     """``out[dst] = block[src]`` (cast to ``out``'s dtype) without a temporary, the GIL
-    released (several threads fill disjoint rows of one ``out``)."""
-    if block.shape[1] != out.shape[1]:
-        raise ValueError(f"block has {block.shape[1]} columns, out {out.shape[1]}")
-    _take_rows(block, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
+    released (several threads fill disjoint rows of one ``out``). ``block``: 2-D, or chunked
+    3-D with ``out.shape[1]`` columns."""
+    blk = _chunked(block)
+    if blk.shape[0] * blk.shape[2] < out.shape[1] or (block.ndim == 2
+                                                       and block.shape[1] != out.shape[1]):
+        raise ValueError(f"block has {blk.shape[0] * blk.shape[2]} columns, out "
+                         f"{out.shape[1]}")
+    _take_rows(blk, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
                np.asarray(out))

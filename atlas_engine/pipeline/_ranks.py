@@ -191,10 +191,24 @@ def mean_pair_spearman(means: list[np.ndarray], pairs: list[tuple[int, int]],
     p = means[0].shape[0]
     width = max(m.shape[1] for m in means)
     vals = np.full((len(means), p, width), np.nan)
-    orders = np.zeros((len(means), p, width), dtype=np.int32)
     for d, m in enumerate(means):
         vals[d, :, :m.shape[1]] = m
-        orders[d, :, :m.shape[1]] = row_order(m)
+    return mean_pair_spearman_padded(vals, [m.shape[1] for m in means], pairs, cols)
+
+
+def mean_pair_spearman_padded(vals: np.ndarray, widths: list[int],
+                              pairs: list[tuple[int, int]],
+                              cols: list[tuple[np.ndarray, np.ndarray]],
+                              orders: np.ndarray | None = None) -> np.ndarray:
+    """:func:`mean_pair_spearman` of the donors' means stored in one ``(donors, rows,
+    width)`` float64 array (donor ``d``'s in ``vals[d, :, :widths[d]]``; the rest is not
+    read), e.g. written there by the kernel computing them. ``orders``: an int32 array of
+    the same shape to use as scratch (allocated when None)."""
+    n_donors, p, width = vals.shape
+    if orders is None:
+        orders = np.empty(vals.shape, dtype=np.int32)
+    for d in range(n_donors):
+        orders[d, :, :widths[d]] = row_order(vals[d, :, :widths[d]])
     pos1 = np.full((len(pairs), width), -1, dtype=np.int64)
     pos2 = np.full((len(pairs), width), -1, dtype=np.int64)
     shared = np.zeros(len(pairs), dtype=np.int64)
@@ -202,7 +216,7 @@ def mean_pair_spearman(means: list[np.ndarray], pairs: list[tuple[int, int]],
         pos1[q, np.asarray(ca, dtype=np.int64)] = np.arange(len(ca))
         pos2[q, np.asarray(cb, dtype=np.int64)] = np.arange(len(cb))
         shared[q] = len(ca)
-    widths = np.asarray([m.shape[1] for m in means], dtype=np.int64)
     d1 = np.asarray([a for a, _ in pairs], dtype=np.int64)
     d2 = np.asarray([b for _, b in pairs], dtype=np.int64)
-    return _mean_pair_spearman(vals, orders, widths, d1, d2, pos1, pos2, shared)
+    return _mean_pair_spearman(vals, orders, np.asarray(widths, dtype=np.int64), d1, d2, pos1,
+                               pos2, shared)

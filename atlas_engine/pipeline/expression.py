@@ -43,7 +43,6 @@ from .probes import (
     POOLED_ONLY,
     SELECTION_METHODS,
     IntensityFilter,
-    diff_stability_from_means,
     reannotate_probes,
     select_probes,
 )
@@ -65,9 +64,6 @@ from .samples import (
     similarity_threshold,
 )
 
-#: rows read per block from a donor's (probe, sample) arrays, rounded to whole chunk rows so
-#: every chunk is decoded once per pass (4096 × ~900 float64 samples ≈ 30 MB per thread)
-BLOCK_ROWS = 4096
 #: donors processed at once in the block-wise passes
 DONOR_THREADS = 2
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
@@ -271,31 +267,45 @@ _BLOCK = threading.local()
 
 @dataclass(frozen=True)
 class _StoreArray:
-    """One donor's 2-D ``(probe, sample)`` array, read in blocks of whole chunk rows straight
-    from its chunk files (:mod:`atlas_engine.store.blockread`; zarr for other stores)."""
+    """One donor's 2-D ``(probe, sample)`` array, read one chunk row at a time straight from
+    its chunk files (:func:`~atlas_engine.store.blockread.read_chunk_row`: each chunk decoded
+    once per pass, into a reused buffer, with no copy between layouts; zarr for stores that
+    are not local directories)."""
 
     url: str
     path: str
     shape: tuple[int, int]
-    chunk_rows: int
+    chunks: tuple[int, int]
     dtype: np.dtype
 
     def blocks(self) -> list[tuple[int, int]]:
-        """Row ranges of about BLOCK_ROWS rows, each made of whole chunk rows."""
-        return _blocks(self.shape[0], self.chunk_rows * max(1, BLOCK_ROWS // self.chunk_rows))
+        """The row range of every chunk row."""
+        cr = self.chunks[0]
+        return [(a, min(a + cr, self.shape[0])) for a in range(0, self.shape[0], cr)]
 
     def read(self, a: int, b: int) -> np.ndarray:
-        """Rows ``a:b`` in a buffer of the calling thread, reused by its next ``read``
-        (consume the block before reading the next one)."""
-        from ..store.blockread import read_rows
+        """The chunk row ``a:b`` (one of :meth:`blocks`) in the chunked layout ``[column
+        chunk, row, column in chunk]`` (the :mod:`._groups` kernels take it), in a buffer of
+        the calling thread reused by its next ``read``: consume it before reading again."""
+        from ..store.blockread import read_chunk_row
 
-        n = (b - a) * self.shape[1] * self.dtype.itemsize
-        buf = getattr(_BLOCK, "buf", None)
-        if buf is None or buf.nbytes < n:
-            buf = np.empty(n, dtype=np.uint8)
-            _BLOCK.buf = buf
-        out = buf[:n].view(self.dtype).reshape(b - a, self.shape[1])
-        return read_rows(self.url, self.path, a, b, out=out)
+        cr, cc = self.chunks
+        if a % cr or b - a > cr:
+            raise ValueError(f"rows {a}:{b} are not one chunk row of {cr}")
+        out = _thread_buffer("block", (-(-self.shape[1] // cc), cr, cc), self.dtype)
+        return read_chunk_row(self.url, self.path, a // cr, out=out)
+
+
+def _thread_buffer(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A C-contiguous array of the calling thread named ``name``, reused (its memory) by the
+    next call with that name: the block-wise passes touch the same pages block after block
+    instead of faulting in fresh ones. Freed with the thread."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_BLOCK, name, None)
+    if buf is None or buf.nbytes < n:
+        buf = np.empty(n, dtype=np.uint8)
+        setattr(_BLOCK, name, buf)
+    return buf[:n].view(dtype).reshape(shape)
 
 
 def _open(store: Any, donor: int, name: str) -> _StoreArray:
@@ -303,11 +313,7 @@ def _open(store: Any, donor: int, name: str) -> _StoreArray:
 
     path = f"{L.donor_path(donor)}/{name}"
     shape, chunks, dtype = array_shape(store.url, path)
-    return _StoreArray(str(store.url), path, tuple(shape), int(chunks[0]), np.dtype(dtype))
-
-
-def _blocks(n: int, size: int = BLOCK_ROWS) -> list[tuple[int, int]]:
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
+    return _StoreArray(str(store.url), path, tuple(shape), tuple(chunks), np.dtype(dtype))
 
 
 def _apply_similarity(store: Any, ds: _DonorSamples, rows: np.ndarray, t: float) -> None:
@@ -369,7 +375,9 @@ def _row_blocks(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64):
         lo, hi = np.searchsorted(sorted_rows, [a, b])
         if lo == hi:
             continue
-        yield order[lo:hi], np.asarray(arr.read(a, b)[sorted_rows[lo:hi] - a], dtype=dtype)
+        block = np.empty((hi - lo, arr.shape[1]), dtype=dtype)
+        take_rows(arr.read(a, b), sorted_rows[lo:hi] - a, np.arange(hi - lo), block)
+        yield order[lo:hi], block
 
 
 def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
@@ -393,6 +401,9 @@ def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> 
     time: each donor's structure means of the block (grouped kernels), then the pairwise
     Spearman correlations (:mod:`._ranks`). Memory: one block × all donors' structures."""
     from concurrent.futures import ThreadPoolExecutor
+    from itertools import combinations
+
+    from ._ranks import mean_pair_spearman_padded
 
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
@@ -401,6 +412,13 @@ def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> 
     for ds in donors:
         sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
         groups.append((sids, codes.reshape(-1).astype(np.int64)))
+    # the donor pairs and the structures each pair shares (diff_stability_from_means' rule)
+    pairs, shared = [], []
+    for (d1, (ids1, _)), (d2, (ids2, _)) in combinations(enumerate(groups), 2):
+        _, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
+        pairs.append((d1, d2))
+        shared.append((i1, i2))
+    widths = [len(sids) for sids, _ in groups]
     jobs = []
     for a, b in arrays[0].blocks():
         lo, hi = np.searchsorted(sorted_rows, [a, b])
@@ -410,11 +428,15 @@ def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> 
     def one(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         a, b, lo, hi = job
         local = sorted_rows[lo:hi] - a
-        means = []
-        for ds, arr, (sids, codes) in zip(donors, arrays, groups, strict=True):
-            block = arr.read(a, b)
-            means.append((sids, group_mean_select(block, local, ds.src, codes, len(sids))))
-        return order[lo:hi], diff_stability_from_means(means)
+        # every donor's structure means of the block written straight into one padded
+        # array (reused by this thread's next block, like the decoded block itself)
+        shape = (len(donors), hi - lo, max(widths))
+        vals = _thread_buffer("ds_vals", shape, np.float64)
+        orders = _thread_buffer("ds_orders", shape, np.int32)
+        for k, (ds, arr, (sids, codes)) in enumerate(zip(donors, arrays, groups, strict=True)):
+            group_mean_select(arr.read(a, b), local, ds.src, codes, len(sids),
+                              out=vals[k, :, :len(sids)])
+        return order[lo:hi], mean_pair_spearman_padded(vals, widths, pairs, shared, orders)
 
     out = np.empty(len(rows))
     with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
@@ -562,6 +584,7 @@ def get_expression_data(
     donors: str | Sequence[int] = "all",
     dtype: str = "float64",
     cache: bool = True,
+    out: Any = None,
 ) -> ExpressionResult:
     """Region × gene expression from a converted store, as ``abagen.get_expression_data``.
 
@@ -577,6 +600,10 @@ def get_expression_data(
     dtype : "float64" (parity) or "float32" (values are computed in float64 either way;
         the output frames are cast).
     cache : reuse / write the atlas-independent products in the store's ``cache/`` group.
+    out : path of a Zarr directory, optional
+        Stream the regions × genes result there block by block instead of holding it
+        (voxel-level atlases); ``expression`` is then a lazy xarray DataArray over it
+        (:mod:`.output`).
 
     Returns
     -------
@@ -665,9 +692,8 @@ def get_expression_data(
     rows_writer = None
     computed["rows"] = False
 
-    def chosen_rows(k: int, into: Any = None) -> np.ndarray:
-        """Genes × ALL of donor k's columns: from the cache, or read (and cached). ``into``:
-        a function of the shape giving the array to fill."""
+    def chosen_rows(k: int) -> np.ndarray:
+        """Genes × ALL of donor k's columns: from the cache, or read (and cached)."""
         nonlocal rows_writer
         if rows_hit is not None:
             return rows_hit[f"raw_{k}"]
@@ -684,8 +710,7 @@ def get_expression_data(
                              len(selection.genes))
         else:
             rows_k = kept["row"].to_numpy()[selection.rows[k]]
-            out = _read_rows(arr, rows_k, out=None if into is None else
-                             into((len(rows_k), arr.shape[1])))
+            out = _read_rows(arr, rows_k)
         if rows_writer is not None:
             rows_writer.add(f"raw_{k}", out)
         return out
@@ -708,6 +733,14 @@ def get_expression_data(
         seen = np.unique(np.concatenate([lab[lab != 0] for lab in labels]))
         empty = np.setdiff1d(vatlas.labels, seen)
     timings["match"] = time.perf_counter() - t0
+    sink = None
+    if out is not None:
+        from .output import RegionStream, check_stream_params
+
+        check_stream_params(params)
+        params["out"] = str(out)
+        sink = RegionStream(out, vatlas, all_labels, empty, len(selection.genes), missing,
+                            region_agg, agg_metric)
 
     # sample_norm works on each sample over the selected genes: independent of the atlas and
     # of which other samples are kept, so each donor's sample-normalised matrix (genes × all
@@ -729,12 +762,9 @@ def get_expression_data(
         nonlocal norm_writer
         if norm_hit is not None:
             return norm_hit.get(f"sn_{k}", mapped=True), True
-        # srs is normalised in place, so the rows are read straight into the cache file
-        # (file-backed: the kernel writes it back, no separate write)
-        in_file = sample_norm is not None and norm_writer is not None \
-            and check_method(sample_norm) == "srs"
-        raw = chosen_rows(k, into=(lambda shape: norm_writer.create(f"sn_{k}", shape))
-                          if in_file else None)
+        # read into anonymous memory, normalised there and written to the cache file once:
+        # measured cheaper than filling a file-backed map (one page fault per 4 KiB page)
+        raw = chosen_rows(k)
         if sample_norm is None:
             return raw, True
         if np.isnan(raw).any():
@@ -747,7 +777,7 @@ def get_expression_data(
         sn = sample_normalise(raw, sample_norm)  # in place for srs: raw is not used again
         del raw
         t_sample_norm[0] += time.perf_counter() - t1
-        if norm_writer is not None and not in_file:
+        if norm_writer is not None:
             t1 = time.perf_counter()
             norm_writer.add(f"sn_{k}", sn)
             t_sample_norm[1] += time.perf_counter() - t1
@@ -759,6 +789,7 @@ def get_expression_data(
     # the mean over donors (NaN skipped) kept as a running sum and count when nothing else
     # needs the per-donor values: the same additions in the same (donor) order
     running = region_agg == "donors" and agg_metric == "mean" and not return_donors \
+        and sink is None \
         and not len(empty)
     acc_sum = np.zeros((len(all_labels), len(selection.genes))) if running else None
     acc_cnt = np.zeros(acc_sum.shape, dtype=np.int32) if running else None
@@ -800,6 +831,7 @@ def get_expression_data(
                 classes = classes[keep] if classes is not None else None
         if (normalised and region_agg == "donors" and agg_metric == "mean" and not len(empty)
                 and classes is None and gene_norm is not None and missing != "interpolate"
+                and sink is None
                 and check_method(gene_norm) == "srs"):
             # the default path: gene norm and region means block by block (no genes ×
             # samples matrix)
@@ -817,6 +849,11 @@ def get_expression_data(
             xg = np.ascontiguousarray(x.T)
         del base
         x = xg.T  # samples × genes (view)
+        if sink is not None:  # spilled; the output is written after the last donor
+            sink.add_donor(xg, lab, coords, hemi, cls)
+            del x, xg
+            _release_memory()
+            continue
         if len(empty):
             m = lab != 0
             pk, dist = centroid_picks(vatlas, x[m], coords[m], empty,
@@ -846,9 +883,11 @@ def get_expression_data(
     timings["normalise"] = time.perf_counter() - t0 - t_read
 
     t0 = time.perf_counter()
-    fill = centroid_combine(picks, dists) if len(empty) else None
+    fill = centroid_combine(picks, dists) if len(empty) and sink is None else None
     fill_rows = np.searchsorted(all_labels, empty)
-    if region_agg == "donors":
+    if sink is not None:
+        combined = None
+    elif region_agg == "donors":
         if fill is not None:
             for v in per_donor:
                 v[fill_rows] = fill
@@ -876,6 +915,9 @@ def get_expression_data(
                         for d, v in zip(use, per_donor, strict=True)}
         frame = donor_frames[use[0]]
         drop_mask = np.zeros(len(genes), dtype=bool)
+    elif sink is not None:
+        frame, keep_genes = sink.write(genes, out_dtype)
+        drop_mask = ~keep_genes
     else:
         keep_genes = gene_keep(combined)
         frame = pd.DataFrame(combined[:, keep_genes].astype(out_dtype), index=index,

@@ -80,9 +80,11 @@ def _scratch(name: str, nbytes: int) -> np.ndarray:
     return buf[:nbytes]
 
 
-def _read_chunk(fname: str, plan: dict[str, Any]) -> np.ndarray | None:
-    """The decoded chunk ``fname`` as a ``chunks``-shaped view of a per-thread buffer (valid
-    until this thread's next read), or None when the file does not exist."""
+def _read_chunk(fname: str, plan: dict[str, Any], dest: np.ndarray | None = None
+                ) -> np.ndarray | None:
+    """The decoded chunk ``fname`` as a ``chunks``-shaped view of ``dest`` (C-contiguous,
+    one chunk's bytes) or of a per-thread buffer (valid until this thread's next read), or
+    None when the file does not exist."""
     try:
         with open(fname, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -97,11 +99,15 @@ def _read_chunk(fname: str, plan: dict[str, Any]) -> np.ndarray | None:
         return None
     cr, cc = plan["chunks"]
     nbytes = cr * cc * plan["dtype"].itemsize
+    if dest is not None:
+        dest = dest.reshape(-1).view(np.uint8)
     if plan["blosc"]:
         from numcodecs import blosc as nb
 
-        dest = _scratch("chunk", nbytes)
+        dest = _scratch("chunk", nbytes) if dest is None else dest
         nb.decompress(raw, dest)
+    elif dest is not None:
+        dest[:nbytes] = raw[:nbytes]
     else:
         dest = raw
     return dest[:nbytes].view(plan["dtype"]).reshape(cr, cc)
@@ -151,3 +157,34 @@ def array_shape(url: str, path: str) -> tuple[tuple[int, int], tuple[int, int], 
 
     arr = zarr.open_array(str(url), path=path, mode="r")
     return tuple(arr.shape), tuple(arr.chunks), arr.dtype  # type: ignore[return-value]
+
+
+def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Chunk row ``i`` of the 2-D array at ``path`` as ``(n_column_chunks, chunk_rows,
+    chunk_columns)``: ``[j, r, c]`` is element ``(i * chunk_rows + r, j * chunk_columns + c)``.
+
+    Each chunk is decoded straight into its slot of ``out`` (C-contiguous, that shape; a new
+    array when None), with no copy between layouts. Only the rows and columns inside the array
+    are meaningful (the last chunk row and column may extend past its edge).
+    """
+    (n_rows, n_cols), (cr, cc), dtype = array_shape(url, path)
+    n_cc = -(-n_cols // cc)
+    if out is None:
+        out = np.empty((n_cc, cr, cc), dtype=dtype)
+    elif out.shape != (n_cc, cr, cc) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {(n_cc, cr, cc)} {dtype} array, got "
+                         f"{out.shape} {out.dtype}")
+    plan = _plan(str(url), path)
+    r0, r1 = i * cr, min(n_rows, (i + 1) * cr)
+    if plan is None:
+        import zarr
+
+        block = np.asarray(zarr.open_array(str(url), path=path, mode="r")[r0:r1])
+        for j in range(n_cc):
+            b0, b1 = j * cc, min(n_cols, (j + 1) * cc)
+            out[j, :r1 - r0, :b1 - b0] = block[:, b0:b1]
+        return out
+    for j in range(n_cc):
+        if _read_chunk(os.path.join(plan["dir"], str(i), str(j)), plan, out[j]) is None:
+            out[j] = plan["fill"]
+    return out
