@@ -40,9 +40,11 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                      "T·std (per donor).")),
     (("--lr-mirror",), dict(type=click.Choice(["bidirectional", "leftright", "rightleft"]),
                             default=None, help="Mirror samples across hemispheres.")),
-    (("--missing",), dict(type=click.Choice(["centroids"]), default=None,
-                          help="Fill regions without samples from the samples nearest their "
-                               "centroid.")),
+    (("--missing",), dict(type=click.Choice(["centroids", "interpolate"]), default=None,
+                          help="Fill regions without samples: centroids (regions no donor "
+                               "has a sample in, from the samples nearest their centroid) or "
+                               "interpolate (per donor, inverse-distance weighted nearest "
+                               "samples of the region's voxels).")),
     (("--tolerance",), dict(type=float, default=2, show_default=True,
                             help="Matching distance in mm.")),
     (("--sample-norm",), dict(type=click.Choice(NORMS), default="srs", show_default=True,
@@ -106,7 +108,9 @@ def run_atlas_aggregate(store: str, atlas: str, atlas_info: str | None, out: str
     """Run :func:`~atlas_engine.pipeline.expression.get_expression_data` and write the
     results.
 
-    Writes ``out`` (regions × genes CSV, index ``label``) and next to it
+    Writes ``out`` (regions × genes CSV, index ``label``; or, when ``out`` ends in
+    ``.zarr``, a Zarr v3 group streamed block by block, for atlases too large to hold — see
+    :mod:`atlas_engine.pipeline.output`) and next to it
     ``<stem>.probes.csv``, ``.genes.csv``, ``.samples.csv``, ``.methods.txt``,
     ``.provenance.json``; ``.counts.csv`` with ``return_counts``; ``.donor<ID>.csv`` per donor
     with ``return_donors``. Returns a summary: regions, genes, dropped counts, timings, files.
@@ -129,12 +133,15 @@ def run_atlas_aggregate(store: str, atlas: str, atlas_info: str | None, out: str
             raise ConfigError(f"--donors expects 'all' or comma-separated donor ids, got "
                               f"{donors!r}") from None
     t0 = time.perf_counter()
-    res = get_expression_data(store, atlas, atlas_info, donors=use, **opts)
     out_path = Path(out)
+    streamed = out_path.suffix == ".zarr"
+    res = get_expression_data(store, atlas, atlas_info, donors=use,
+                              out=out_path if streamed else None, **opts)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    stem = out_path.with_suffix("") if out_path.suffix == ".csv" else out_path
+    stem = out_path.with_suffix("") if out_path.suffix in (".csv", ".zarr") else out_path
     files = [out_path]
-    _write_csv(res.expression, out_path)
+    if not streamed:
+        _write_csv(res.expression, out_path)
     for name, table in (("probes", res.probes), ("genes", res.genes),
                         ("samples", res.samples)):
         p = Path(f"{stem}.{name}.csv")

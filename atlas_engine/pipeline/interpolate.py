@@ -50,10 +50,16 @@ class InterpolationFill:
              ) -> np.ndarray:
         """Pseudo-samples of the labels at positions ``which``; ``fetch(sample indices)``
         returns those samples' rows (samples × genes), so the samples can live on disk."""
-        w = self.weights[np.asarray(which, dtype=np.int64)]
-        cols = np.unique(w.indices)
-        w = w[:, cols]
+        which = np.asarray(which, dtype=np.int64)
+        if len(which) and np.array_equal(which, np.arange(which[0], which[0] + len(which))):
+            w = self.weights[int(which[0]):int(which[0]) + len(which)]
+        else:
+            w = self.weights[which]
         w.sort_indices()
+        # only the samples these labels use, with the column order (and so the order of the
+        # additions) unchanged
+        cols, inv = np.unique(w.indices, return_inverse=True)
+        w = sp.csr_matrix((w.data, inv.reshape(-1), w.indptr), shape=(w.shape[0], len(cols)))
         x = np.asarray(fetch(cols), dtype=np.float64)
         out = np.asarray(w @ np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=-np.inf))
         out /= self.denominator[which][:, None]

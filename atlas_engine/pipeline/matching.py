@@ -192,19 +192,26 @@ class VolumeAtlas:
         if len(pts) == 0:
             return idx, dist
         use_info = self.atlas_info is not None and hemisphere is not None and structure is not None
-        for k in range(len(empty)):
-            cand = np.arange(len(pts))
-            if use_info:
-                row = self.atlas_info.loc[empty[k]]
-                cand = np.flatnonzero(
-                    (np.asarray(hemisphere) == row["hemisphere"])
-                    & (np.asarray(structure) == row["structure"])
-                )
-                if cand.size == 0:
-                    continue
-            d = np.linalg.norm(pts[cand] - cents[k], axis=1)
-            j = int(np.argmin(d))
-            idx[k], dist[k] = cand[j], d[j]
+        groups = [(np.arange(len(empty)), np.arange(len(pts)))]
+        if use_info:
+            info = self.atlas_info.reindex(empty)
+            h_lab = info["hemisphere"].to_numpy().astype(str)
+            c_lab = info["structure"].to_numpy().astype(str)
+            h_smp = np.asarray(hemisphere).astype(str)
+            c_smp = np.asarray(structure).astype(str)
+            groups = []
+            for h, c in sorted(set(zip(h_lab.tolist(), c_lab.tolist(), strict=True))):
+                groups.append((np.flatnonzero((h_lab == h) & (c_lab == c)),
+                               np.flatnonzero((h_smp == h) & (c_smp == c))))
+        from .interpolate import nearest_first
+
+        for rows, cand in groups:
+            if not cand.size or not rows.size:
+                continue
+            # the nearest sample (first in sample order on a tie), by KD-tree
+            j, _ = nearest_first(pts[cand], np.arange(cand.size), cents[rows])
+            idx[rows] = cand[j]
+            dist[rows] = np.linalg.norm(pts[cand[j]] - cents[rows], axis=1)
         return idx, dist
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ._stats import group_mean_columns
-from .matching import VolumeAtlas, inverse_distance_weights
+from .matching import VolumeAtlas
 from .registry import check_choice
 
 REGION_AGG = ("donors", "samples")
@@ -186,11 +186,23 @@ def centroid_picks(
 
 def centroid_combine(picks: Sequence[np.ndarray], dists: Sequence[np.ndarray]) -> np.ndarray:
     """Inverse-distance-weighted mean over donors of :func:`centroid_picks` results."""
-    n_empty, n_genes = picks[0].shape
     dist = np.column_stack(dists)  # E × D
-    out = np.empty((n_empty, n_genes))
-    for e in range(n_empty):
-        w = inverse_distance_weights(dist[e])
-        contrib = np.stack([picks[d][e] * w[d] for d in range(len(picks))])
-        out[e] = np.nansum(contrib, axis=0) / w.sum()
+    w = _row_weights(dist)
+    # donors added in their order, NaN (and NaN·0) skipped: np.nansum over the donor axis
+    out = np.zeros(picks[0].shape)
+    for d in range(len(picks)):
+        out += np.nan_to_num(np.asarray(picks[d]) * w[:, d:d + 1], nan=0.0, posinf=np.inf,
+                             neginf=-np.inf)
+    out /= w.sum(axis=1)[:, None]
     return out
+
+
+def _row_weights(dist: np.ndarray) -> np.ndarray:
+    """:func:`.inverse_distance_weights` of each row of ``dist``."""
+    d = np.asarray(dist, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        w = 1.0 / d
+    inf = np.isinf(w)
+    rows = inf.any(axis=1)
+    w[rows] = inf[rows]
+    return w
