@@ -22,11 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 import zarr
 
 from .. import __version__
@@ -35,9 +33,14 @@ from ..errors import AtlasEngineError, ConfigError, FormatError
 from ..sources.donors import DONORS, MICROARRAY_MEMBERS
 from ..store import layout as L
 from . import writer
-from .blockparse import Block, BlockPool, ParseStats, iter_blocks
-from .metadata import Table, read_ontology, read_probes, read_samples
 from .zipstream import MemberSource
+
+if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts,
+    import pandas as pd  # so a re-run over converted donors starts fast
+    import xarray as xr
+
+    from .blockparse import Block, ParseStats
+    from .metadata import Table
 
 _ZIP_RE = re.compile(r"^normalized_microarray_donor(\d+)\.zip$")
 _DIR_RE = re.compile(r"^normalized_microarray_donor(\d+)$")
@@ -202,6 +205,8 @@ def _donor_is_current(store_url: str, ds: DonorSource, opts: Options) -> bool:
 
 
 def _samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
+    import xarray as xr
+
     n = len(samples)
     coords: dict[str, Any] = {
         L.PROBE_DIM: (L.PROBE_DIM, probes.frame["probe_id"].to_numpy()),
@@ -245,6 +250,8 @@ def _stream_matrix(src: MemberSource, arr: zarr.Array, kind: str, probe_ids: np.
     ``inline`` the parse thread inflates too: when every core already runs a donor, the extra
     thread only adds hand-offs (measured on 2 cores, two donors at once: 1.3 CPU-s less).
     """
+    from .blockparse import BlockPool, ParseStats, iter_blocks
+
     stats = ParseStats()
     crcs: list[list[int]] = []
     n = len(probe_ids)
@@ -323,6 +330,8 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
                   plans: tuple[StreamPlan, StreamPlan] = (StreamPlan(), StreamPlan()),
                   inline: bool = False) -> dict[str, Any]:
     """Stage, fill and publish one donor group; returns a summary for the root attributes."""
+    from .metadata import read_samples
+
     cancel = cancel or threading.Event()
     t0 = time.perf_counter()
     samples = read_samples(ds.member("SampleAnnot.csv"))
@@ -407,6 +416,8 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
 
 
 def _tables_group(url: str, frame: pd.DataFrame, dim: str, index_col: str) -> xr.Dataset:
+    import xarray as xr
+
     coords = {dim: (dim, frame[index_col].to_numpy())}
     data = {}
     for c in frame.columns:
@@ -516,6 +527,8 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
 
     # tables: identical across donors (and with what the store already holds)
     # (the first donor's are parsed; the others only hashed: identical bytes, identical tables)
+    from .metadata import read_ontology, read_probes, read_samples
+
     ref = dict(info.get("probes_source") or {}) if info else {}
     first, *others = todo or sources
     probes = read_probes(first.member("Probes.csv"))

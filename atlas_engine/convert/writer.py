@@ -15,16 +15,18 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 import zarr
 from isal import isal_zlib
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec
 
 from ..store.layout import ROOT_ATTR, STAGING_DIR
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: float matrices: Blosc LZ4 with byte shuffle (measured on expression chunks: ~3× faster to
 #: write and ~7× faster to read than zstd level 1, and a better ratio, 1.30 vs 1.16)
