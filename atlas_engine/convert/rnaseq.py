@@ -19,11 +19,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 import zarr
 
 from .. import __version__
@@ -31,9 +29,13 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
 from . import writer
-from .blockparse import ParseStats
-from .labelparse import count_fields, iter_label_blocks
 from .zipstream import MemberSource
+
+if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
+    import pandas as pd
+    import xarray as xr
+
+    from .blockparse import ParseStats
 
 RNASEQ_MATRICES = (("tpm", "RNAseqTPM.csv", "TPM"), ("counts", "RNAseqCounts.csv",
                                                       "fragment counts"))
@@ -133,6 +135,8 @@ def find_rnaseq(src: str | os.PathLike, donors: Iterable[int | str] | None = Non
 
 def _read_table(src: MemberSource, columns: tuple[str, ...], ints: tuple[str, ...],
                 floats: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
     data = src.read_bytes()
     if not data.strip():
         raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
@@ -206,6 +210,8 @@ def _column_values(col: pd.Series) -> np.ndarray:
 
 
 def _tables_dataset(genes: pd.DataFrame, samples: pd.DataFrame) -> xr.Dataset:
+    import xarray as xr
+
     coords: dict[str, Any] = {
         L.GENE_DIM: (L.GENE_DIM, _column_values(genes["gene_symbol"])),
         L.SAMPLE_DIM: (L.SAMPLE_DIM, np.arange(1, len(samples) + 1, dtype=np.int64)),
@@ -240,6 +246,9 @@ def _is_current(store_url: str, src: RnaseqSource, opts: dict[str, Any]) -> bool
 def _stream(src: MemberSource, arr: zarr.Array, symbols: np.ndarray, ncols: int,
             dtype: str) -> tuple[list[list[int]], ParseStats]:
     """Parse one matrix member into ``arr`` block by block; labels checked against Genes.csv."""
+    from .blockparse import ParseStats
+    from .labelparse import iter_label_blocks
+
     stats = ParseStats()
     out = writer.BlockWriter(arr)
     crcs: list[list[int]] = []
@@ -264,6 +273,8 @@ def _stream(src: MemberSource, arr: zarr.Array, symbols: np.ndarray, ncols: int,
 
 
 def _first_line_fields(src: MemberSource) -> int:
+    from .labelparse import count_fields
+
     head = b""
     for piece in src.iter_chunks(read_size=1 << 16, piece_size=1 << 16):
         head += piece
