@@ -131,6 +131,20 @@ def test_rerun_skips_and_resumes(synth_small, tmp_path):
     assert sorted(open_store(store).donors) == sorted([DONOR, 9861])
 
 
+def test_rerun_over_converted_store_loads_no_parser(synth_small, tmp_path):
+    """A re-run over converted donors only reads metadata: pandas, xarray and the numba
+    parsers are not even imported (what keeps it well under a second)."""
+    store = tmp_path / "s.zarr"
+    convert_microarray(synth_small.dest, store, donors=[DONOR])
+    code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
+            "r = convert_microarray(sys.argv[1], sys.argv[2], donors=[int(sys.argv[3])]);"
+            "assert r.skipped == [int(sys.argv[3])] and not r.converted;"
+            "print(*sorted(m for m in ('pandas', 'xarray', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(synth_small.dest), str(store),
+                          str(DONOR)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_sigkill_then_rerun_finishes(synth_small, tmp_path):
     store = tmp_path / "s.zarr"
     code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
