@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import zarr
 
-from atlas_engine.store.blockread import _plan, array_shape, read_rows
+from atlas_engine.store.blockread import _plan, array_shape, read_chunk_row, read_rows
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bool"])
@@ -33,3 +33,30 @@ def test_read_rows_matches_zarr(tmp_path, dtype, codec):
     read_rows(url, "g/x", 10, 30, out=out[:, 5:34])
     np.testing.assert_array_equal(out[:, 5:34], want_all[10:30])
     assert not out[:, :5].any() and not out[:, 34:].any()
+
+
+@pytest.mark.parametrize("codec", ["blosc", "none", "zstd"])
+def test_read_chunk_row_matches_zarr(tmp_path, codec):
+    """The chunked layout ([column chunk, row, column in chunk]) of every chunk row, whole or
+    one column chunk at a time, holds the array's values (direct reads and the zarr path)."""
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(45, 23))
+    compressors = {"blosc": zarr.codecs.BloscCodec(cname="lz4", shuffle="shuffle"),
+                   "none": None, "zstd": zarr.codecs.ZstdCodec(level=1)}[codec]
+    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    arr = root.create_array("x", shape=data.shape, chunks=(16, 10), dtype="float64",
+                            compressors=compressors, fill_value=np.nan)
+    arr[:] = data
+    url = str(tmp_path / "s.zarr")
+    for i in range(3):
+        rows = data[i * 16:(i + 1) * 16]
+        block = read_chunk_row(url, "x", i)
+        assert block.shape == (3, 16, 10)
+        for j in range(3):
+            part = rows[:, j * 10:(j + 1) * 10]
+            np.testing.assert_array_equal(block[j, :len(part), :part.shape[1]], part)
+            one = np.empty((1, 16, 10))
+            assert read_chunk_row(url, "x", i, out=one, column_chunk=j) is one
+            np.testing.assert_array_equal(one[0, :len(part), :part.shape[1]], part)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        read_chunk_row(url, "x", 0, out=np.empty((3, 16, 9)))

@@ -123,15 +123,47 @@ def _each_block(n: int, step: int, func: Callable[[int], None]) -> None:
         list(pool.map(func, starts))
 
 
+#: rows per tile of the blocked transposes (a tile of the columns of one block stays in L1)
+_TILE = 64
+
+
+@njit(nogil=True, cache=True)
+def _columns_to_rows(a: np.ndarray, c0: int, out: np.ndarray) -> None:
+    """``out[j, r] = a[r, c0 + j]``, tile by tile (numpy's strided copy of a column slice of a
+    wide C-ordered array misses the cache on every element)."""
+    n, w = a.shape[0], out.shape[0]
+    for r0 in range(0, n, _TILE):
+        for r in range(r0, min(r0 + _TILE, n)):
+            for j in range(w):
+                out[j, r] = a[r, c0 + j]
+
+
+@njit(nogil=True, cache=True)
+def _rows_to_columns(block: np.ndarray, res: np.ndarray, c0: int) -> None:
+    """``res[r, c0 + j] = block[j, r]``, tile by tile."""
+    w, n = block.shape
+    for r0 in range(0, n, _TILE):
+        for r in range(r0, min(r0 + _TILE, n)):
+            for j in range(w):
+                res[r, c0 + j] = block[j, r]
+
+
 def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Scaled robust sigmoid of every column of a 2-D array (float64 result, C-ordered when
     allocated here). ``out`` may be ``x`` itself (float64) to normalise in place."""
     a = np.asarray(x, dtype=np.float64)
     res = np.empty(a.shape) if out is None else out
     step = min(_slices_per_block(a.shape[0]), -(-a.shape[1] // THREADS) or 1)
+    tiled = a.flags.c_contiguous and isinstance(res, np.ndarray) and res.flags.c_contiguous \
+        and res.dtype == np.float64
 
     def one(c: int) -> None:
-        res[:, c:c + step] = _srs_block(np.ascontiguousarray(a[:, c:c + step].T)).T
+        if not tiled:
+            res[:, c:c + step] = _srs_block(np.ascontiguousarray(a[:, c:c + step].T)).T
+            return
+        block = np.empty((min(step, a.shape[1] - c), a.shape[0]))
+        _columns_to_rows(a, c, block)
+        _rows_to_columns(_srs_block(block), np.asarray(res), c)
 
     _each_block(a.shape[1], step, one)
     return res
@@ -147,7 +179,8 @@ def srs_rows(x: np.ndarray, cols: np.ndarray | None = None,
     (a function of one normalised block of rows returning ``(rows, width)``) the reduced
     rows instead, so the normalised matrix never exists whole.
     """
-    a = np.asarray(x)
+    # anything with shape and row slicing (e.g. a cache.StripedMatrix) is read block by block
+    a = x if hasattr(x, "read_rows") else np.asarray(x)
     idx = np.arange(a.shape[1]) if cols is None else np.asarray(cols, dtype=np.int64)
     out = np.empty((a.shape[0], len(idx) if reduce is None else int(width or 0)))
     step = min(_slices_per_block(len(idx)), -(-a.shape[0] // THREADS) or 1)

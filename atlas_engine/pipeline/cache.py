@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,90 @@ class CacheWriter:
     def abort(self) -> None:
         self.ok = False
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class StripedMatrix:
+    """A 2-D float array stored as column stripes, one ``.npy`` file per stripe
+    (``<name>_0.npy``, ``<name>_1.npy``, … side by side), read a block of rows at a time.
+
+    Each stripe is written whole when it is complete (e.g. sample-normalised), and a block of
+    rows of a stripe is one contiguous range of its file, so rows are read with plain file
+    reads: nothing is mapped (mapped pages would count in the resident size) and the whole
+    matrix is never in memory unless asked for (``np.asarray``).
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.parts: list[tuple[str, int, int]] = []   # (file, data offset, stripe width)
+        n_rows = None
+        dtype = None
+        for path in paths:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = {(1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read is None:
+                    raise ValueError(f"{path}: .npy format {version} not read here")
+                shape, fortran, dt = read(fh)
+                if len(shape) != 2 or fortran or (n_rows is not None and shape[0] != n_rows) \
+                        or (dtype is not None and dt != dtype):
+                    raise ValueError(f"{path}: not a stripe of the same matrix")
+                n_rows, dtype = shape[0], dt
+                self.parts.append((str(path), fh.tell(), shape[1]))
+        if not self.parts:
+            raise ValueError("no stripes")
+        self.dtype = np.dtype(dtype)
+        self.shape = (int(n_rows), sum(w for _, _, w in self.parts))
+        self.ndim = 2
+
+    @classmethod
+    def open(cls, directory: Path, name: str) -> StripedMatrix:
+        """The stripes ``<name>_<j>.npy`` of ``directory`` (j = 0, 1, …)."""
+        paths = []
+        while (directory / f"{name}_{len(paths)}.npy").is_file():
+            paths.append(directory / f"{name}_{len(paths)}.npy")
+        if not paths:
+            raise KeyError(name)
+        return cls(paths)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``r0:r1`` (all columns), a new C-ordered array."""
+        r0, r1 = max(0, r0), min(self.shape[0], r1)
+        n = max(0, r1 - r0)
+        out = np.empty((n, self.shape[1]), dtype=self.dtype)
+        c0 = 0
+        size = self.dtype.itemsize
+        for path, offset, w in self.parts:
+            if n and w:
+                part = np.empty((n, w), dtype=self.dtype)
+                with open(path, "rb", buffering=0) as fh:
+                    fh.seek(offset + r0 * w * size)
+                    view = memoryview(part.reshape(-1).view(np.uint8))
+                    got = 0
+                    while got < view.nbytes:
+                        k = fh.readinto(view[got:])
+                        if not k:
+                            raise OSError(f"{path}: truncated")
+                        got += k
+                out[:, c0:c0 + w] = part
+            c0 += w
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = (key, slice(None)) if not isinstance(key, tuple) else (key + (
+            slice(None),))[:2]
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            r0, r1, _ = rows.indices(self.shape[0])
+            block = self.read_rows(r0, r1)
+            full = isinstance(cols, slice) and cols == slice(None)
+            return block if full else block[:, cols]
+        if isinstance(rows, (int, np.integer)):
+            r = int(rows) + (self.shape[0] if rows < 0 else 0)
+            return self.read_rows(r, r + 1)[0][cols]
+        return np.asarray(self)[rows, cols]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.read_rows(0, self.shape[0])
+        return out if dtype is None else out.astype(dtype)

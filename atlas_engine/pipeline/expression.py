@@ -34,7 +34,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..store import layout as L
 from ._groups import group_mean_rows, group_mean_select, take_rows, weighted_true_count
-from .cache import StoreCache
+from .cache import StoreCache, StripedMatrix
 from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
 from .matching import VolumeAtlas, load_nifti
 from .normalize import check_method, normalize, normalize_donor
@@ -67,7 +67,7 @@ from .samples import (
 #: donors processed at once in the block-wise passes
 DONOR_THREADS = 2
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +262,30 @@ def _read_rows(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64,
     return out
 
 
+def _read_stripe(arr: _StoreArray, rows: np.ndarray, j: int) -> np.ndarray:
+    """``arr[rows, columns of chunk column j]`` (float64), one chunk at a time on two threads
+    (memory: the stripe plus one chunk per thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c0, c1 = arr.column_chunks()[j]
+    out = np.empty((len(rows), c1 - c0))
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    jobs = []
+    for a, b in arr.blocks():
+        lo, hi = np.searchsorted(sorted_rows, [a, b])
+        if lo < hi:
+            jobs.append((a, lo, hi))
+
+    def one(job: tuple[int, int, int]) -> None:
+        a, lo, hi = job
+        take_rows(arr.read_chunk(a, j), sorted_rows[lo:hi] - a, order[lo:hi], out)
+
+    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
+        list(pool.map(one, jobs))
+    return out
+
+
 _BLOCK = threading.local()
 
 
@@ -294,6 +318,20 @@ class _StoreArray:
             raise ValueError(f"rows {a}:{b} are not one chunk row of {cr}")
         out = _thread_buffer("block", (-(-self.shape[1] // cc), cr, cc), self.dtype)
         return read_chunk_row(self.url, self.path, a // cr, out=out)
+
+    def column_chunks(self) -> list[tuple[int, int]]:
+        """The column range of every chunk column."""
+        cc = self.chunks[1]
+        return [(c, min(c + cc, self.shape[1])) for c in range(0, self.shape[1], cc)]
+
+    def read_chunk(self, a: int, j: int) -> np.ndarray:
+        """Chunk ``(a // chunk_rows, j)`` as ``(1, chunk_rows, chunk_columns)``, in a buffer
+        of the calling thread (as :meth:`read`)."""
+        from ..store.blockread import read_chunk_row
+
+        cr, cc = self.chunks
+        out = _thread_buffer("chunk", (1, cr, cc), self.dtype)
+        return read_chunk_row(self.url, self.path, a // cr, out=out, column_chunk=j)
 
 
 def _thread_buffer(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -756,14 +794,40 @@ def get_expression_data(
 
     t_sample_norm = [0.0, 0.0]  # normalising, writing the cache
 
+    def striped_sample_norm(k: int) -> StripedMatrix | None:
+        """Donor k's chosen rows sample-normalised into the cache entry one stripe of columns
+        (a chunk column of the store) at a time: each stripe is read, normalised over the
+        genes and written, so the genes × samples matrix is never in memory. None (and the
+        entry dropped) when a stripe holds NaN (see above)."""
+        nonlocal norm_writer
+        computed["rows"] = True
+        arr = _open(st, dsamples[k].donor, L.EXPRESSION)
+        rows_k = kept["row"].to_numpy()[selection.rows[k]]
+        for j in range(len(arr.column_chunks())):
+            stripe = _read_stripe(arr, rows_k, j)
+            if np.isnan(stripe).any():
+                norm_writer.abort()
+                norm_writer = None
+                return None
+            t1 = time.perf_counter()
+            stripe = sample_normalise(stripe, sample_norm)
+            t_sample_norm[0] += time.perf_counter() - t1
+            t1 = time.perf_counter()
+            norm_writer.add(f"sn_{k}_{j}", stripe)
+            t_sample_norm[1] += time.perf_counter() - t1
+            del stripe
+        return StripedMatrix.open(norm_writer.tmp, f"sn_{k}")
+
     def base_rows(k: int) -> tuple[np.ndarray, bool]:
         """Genes × all of donor k's columns, sample-normalised (True) or raw (False: the
         sample normalisation is left to the per-atlas path)."""
         nonlocal norm_writer
         if norm_hit is not None:
-            return norm_hit.get(f"sn_{k}", mapped=True), True
-        # read into anonymous memory, normalised there and written to the cache file once:
-        # measured cheaper than filling a file-backed map (one page fault per 4 KiB page)
+            return StripedMatrix.open(norm_hit.path, f"sn_{k}"), True
+        if norm_writer is not None and sample_norm is not None and method != "average":
+            striped = striped_sample_norm(k)
+            if striped is not None:
+                return striped, True
         raw = chosen_rows(k)
         if sample_norm is None:
             return raw, True
@@ -823,7 +887,7 @@ def get_expression_data(
             # the gene normalisation, as abagen does; they add nothing to region means
             maybe = np.unique(cols[np.isnan(base[0, cols])]) if len(base) else \
                 np.zeros(0, dtype=np.int64)         # a dead column is NaN in row 0 too
-            dead = maybe[np.all(np.isnan(np.take(base, maybe, axis=1)), axis=0)]
+            dead = maybe[np.all(np.isnan(base[:, maybe]), axis=0)] if len(maybe) else maybe
             if len(dead):
                 keep = ~np.isin(cols, dead)
                 cols, lab, coords, hemi, cls = (cols[keep], lab[keep], coords[keep],

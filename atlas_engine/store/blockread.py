@@ -159,16 +159,19 @@ def array_shape(url: str, path: str) -> tuple[tuple[int, int], tuple[int, int], 
     return tuple(arr.shape), tuple(arr.chunks), arr.dtype  # type: ignore[return-value]
 
 
-def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
+def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None,
+                   column_chunk: int | None = None) -> np.ndarray:
     """Chunk row ``i`` of the 2-D array at ``path`` as ``(n_column_chunks, chunk_rows,
     chunk_columns)``: ``[j, r, c]`` is element ``(i * chunk_rows + r, j * chunk_columns + c)``.
 
     Each chunk is decoded straight into its slot of ``out`` (C-contiguous, that shape; a new
     array when None), with no copy between layouts. Only the rows and columns inside the array
-    are meaningful (the last chunk row and column may extend past its edge).
+    are meaningful (the last chunk row and column may extend past its edge). With
+    ``column_chunk=j`` only chunk ``(i, j)`` is read, as ``(1, chunk_rows, chunk_columns)``.
     """
     (n_rows, n_cols), (cr, cc), dtype = array_shape(url, path)
-    n_cc = -(-n_cols // cc)
+    first = 0 if column_chunk is None else int(column_chunk)
+    n_cc = -(-n_cols // cc) if column_chunk is None else 1
     if out is None:
         out = np.empty((n_cc, cr, cc), dtype=dtype)
     elif out.shape != (n_cc, cr, cc) or out.dtype != dtype or not out.flags.c_contiguous:
@@ -179,12 +182,14 @@ def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None) -
     if plan is None:
         import zarr
 
-        block = np.asarray(zarr.open_array(str(url), path=path, mode="r")[r0:r1])
+        arr = zarr.open_array(str(url), path=path, mode="r")
+        block = np.asarray(arr[r0:r1, first * cc:min(n_cols, (first + n_cc) * cc)])
         for j in range(n_cc):
-            b0, b1 = j * cc, min(n_cols, (j + 1) * cc)
+            b0, b1 = j * cc, min(block.shape[1], (j + 1) * cc)
             out[j, :r1 - r0, :b1 - b0] = block[:, b0:b1]
         return out
     for j in range(n_cc):
-        if _read_chunk(os.path.join(plan["dir"], str(i), str(j)), plan, out[j]) is None:
+        fname = os.path.join(plan["dir"], str(i), str(first + j))
+        if _read_chunk(fname, plan, out[j]) is None:
             out[j] = plan["fill"]
     return out
