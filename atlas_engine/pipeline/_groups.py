@@ -97,6 +97,38 @@ def group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
 
 @njit(nogil=True, cache=True)
+def _group_sum_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: np.ndarray,
+                      codes: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+    for i in range(rows.size):
+        r = rows[i]
+        for j in range(cj.size):
+            v = np.float64(block[cj[j], r, co[j]])
+            if not np.isnan(v):
+                sums[i, codes[j]] += v
+                counts[i, codes[j]] += 1.0
+
+
+def group_sum_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                     codes: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+    """Add to ``sums`` / ``counts`` (``(len(rows), n_groups)`` float64) the non-NaN values of
+    the selected rows of ``block`` in the columns ``cols`` per group ``codes``, in column
+    order. Called on the column chunks of a row block one after the other (each with its own
+    columns, in increasing order), then :func:`finish_means`, it gives exactly
+    :func:`group_mean_select` of the whole rows with the columns in that order."""
+    blk = _chunked(block)
+    cj, co = _column_map(blk, cols)
+    _group_sum_select(blk, np.asarray(rows, dtype=np.int64), cj, co,
+                      np.asarray(codes, dtype=np.int64), sums, counts)
+
+
+def finish_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``sums / counts`` in place (NaN where a count is 0), as :func:`group_mean_select`."""
+    np.divide(sums, counts, out=sums, where=counts > 0)
+    sums[counts == 0] = np.nan
+    return sums
+
+
+@njit(nogil=True, cache=True)
 def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray,
                          n_cols: int) -> np.ndarray:
     out = np.zeros(rows.size)
