@@ -183,6 +183,9 @@ def test_bad_options(e2e):
                             return_donors=True, **FIXED)
     with pytest.raises(ConfigError, match="not in the store"):
         get_expression_data(e2e["store"], ATLAS, INFO, donors=[1], **FIXED)
+    for k in ("sample_norm", "gene_norm"):
+        with pytest.raises(ConfigError, match="batch_correct"):
+            get_expression_data(e2e["store"], ATLAS, INFO, **{k: "batch"}, **FIXED)
 
 
 def test_reannotation_join():

@@ -150,7 +150,13 @@ def _check_params(p: dict[str, Any]) -> None:
     for k in ("sample_norm", "gene_norm"):
         if p[k] is not None:
             if check_method(p[k]) == "batch":
-                raise ConfigError(f"{k}='batch' is not supported by get_expression_data")
+                # abagen 0.1.3 normalises one donor at a time, so its batch correction sees
+                # one batch and raises; the cross-donor correction is batch_correct()
+                raise ConfigError(
+                    f"{k}='batch' cannot apply here: samples are normalised one donor at a "
+                    "time (as abagen does, which raises 'Cannot perform batch correction with "
+                    "one batch'); correct donor effects across donors with "
+                    "atlas_engine.pipeline.normalize.batch_correct on return_donors=True output")
     check_choice("region_agg", p["region_agg"], REGION_AGG)
     check_choice("agg_metric", p["agg_metric"], AGG_METRICS)
     if p["region_agg"] == "samples" and p["return_donors"]:
