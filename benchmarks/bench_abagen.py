@@ -118,15 +118,22 @@ def load_table(out: Path) -> pd.DataFrame:
                         columns=labels["columns"])
 
 
-def engine_child(store: str, atlas: str, info: str | None, out: str) -> None:
+def engine_child(store: str, atlas: str, info: str | None, out: str,
+                 missing: str | None = None) -> None:
+    """One pipeline run; ``out`` ending in ``.zarr``: streamed there (voxel-level atlas)."""
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
     from atlas_engine.pipeline.expression import get_expression_data
 
     t1 = time.perf_counter()
-    res = get_expression_data(store, atlas, info, corrected_mni=False, reannotated=False)
+    streamed = out.endswith(".zarr")
+    res = get_expression_data(store, atlas, info, corrected_mni=False, reannotated=False,
+                              missing=missing, out=out if streamed else None)
     t2 = time.perf_counter()
-    save_table(res.expression, out)
+    if streamed:
+        out = out[:-len(".zarr")]
+    else:
+        save_table(res.expression, out)
     Path(out + ".json").write_text(json.dumps({
         "computed": res.computed, "timings": res.timings,
         "child_s": {"import": round(t1 - t0, 2), "pipeline": round(t2 - t1, 2),
@@ -144,10 +151,11 @@ def main() -> None:
                     help="reuse the converted store of a previous run (cache cleared)")
     ap.add_argument("--voxels", action="store_true", help="also run the voxel-level atlas")
     ap.add_argument("--child", nargs=4, metavar=("STORE", "ATLAS", "INFO", "OUT"))
+    ap.add_argument("--child-missing", default=None)
     args = ap.parse_args()
     if args.child:
         store, atlas, info, out = args.child
-        engine_child(store, atlas, None if info == "-" else info, out)
+        engine_child(store, atlas, None if info == "-" else info, out, args.child_missing)
         return
     raw, work = Path(args.raw), Path(args.work)
     if not (raw / "normalized_microarray_donor9861.zip").exists():
@@ -194,10 +202,18 @@ def main() -> None:
     for k, f in (("engine_cold", "engine_atlas1"), ("engine_cached_atlas2", "engine_atlas2")):
         figures[k].update(json.loads((work / (f + ".json")).read_text()))
     if args.voxels:
-        figures["engine_voxels"] = timed(me + [str(paths["voxels"]), "-",
-                                               str(work / "engine_voxels")],
-                                         work / "voxels.log")
-        print("engine voxels", figures["engine_voxels"], flush=True)
+        # every voxel of atlas1 its own region, streamed to a Zarr store (cache warm);
+        # missing=None (NaN rows for voxels without a sample) and 'interpolate'
+        for name, missing in (("engine_voxels", None), ("engine_voxels_interpolate",
+                                                        "interpolate")):
+            dest = work / f"{name}.zarr"
+            cmd = me + [str(paths["voxels"]), "-", str(dest)]
+            figures[name] = timed(cmd + (["--child-missing", missing] if missing else []),
+                                  work / f"{name}.log")
+            figures[name].update(json.loads((work / f"{name}.json").read_text()))
+            figures[name]["output_bytes"] = sum(p.stat().st_size for p in dest.rglob("*")
+                                                if p.is_file())
+            print(name, figures[name], flush=True)
 
     if "abagen" in figures:
         a = load_table(work / "abagen_atlas1")

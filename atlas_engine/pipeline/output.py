@@ -108,6 +108,7 @@ class RegionStream:
         # regions some donor has samples in
         self._nan: dict[int, np.ndarray] = {}
         self._filled = np.zeros(len(self.all_labels), dtype=bool)
+        self._has_data = np.zeros(len(self.all_labels), dtype=bool)
 
     # ---- collecting ----------------------------------------------------------------------
     def _save(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -122,10 +123,13 @@ class RegionStream:
         xg = np.asarray(xg, dtype=np.float64)
         lab = np.asarray(lab, dtype=np.int64)
         n = xg.shape[1]
+        # written a block of genes at a time, each block's pages flushed and dropped, so the
+        # spill does not add a copy of the matrix to the resident memory
         x = self._save(f"x_{k}", (n, self.n_genes))
-        for a in range(0, self.n_genes, 2048):
-            x[:, a:a + 2048] = xg[a:a + 2048].T
-        x.flush()
+        for a in range(0, self.n_genes, 1024):
+            x[:, a:a + 1024] = xg[a:a + 1024].T
+            x.flush()
+            _drop_pages(x)
         pos = np.searchsorted(self.all_labels, lab)
         pos = np.where((pos < len(self.all_labels))
                        & (self.all_labels[np.minimum(pos, len(self.all_labels) - 1)] == lab),
@@ -133,27 +137,33 @@ class RegionStream:
         present, codes = np.unique(pos[pos >= 0], return_inverse=True)
         full_codes = np.full(n, -1, dtype=np.int64)
         full_codes[pos >= 0] = codes.reshape(-1)
-        counts = None
-        if self.region_agg == "samples":
-            vals, counts = _group_sums(xg, full_codes, len(present))
-        elif self.agg_metric == "mean":
-            vals = group_mean_rows(xg, full_codes, len(present)).T
-        else:
-            vals = region_values(xg.T, lab, self.all_labels[present], self.agg_metric)
-        values = self._save(f"v_{k}", vals.shape)
-        values[:] = vals
-        values.flush()
-        if counts is not None:
-            cnt = self._save(f"c_{k}", counts.shape)
-            cnt[:] = counts
-            cnt.flush()
-            counts = cnt
-        nan = np.isnan(vals) if counts is None else (counts == 0)
+        pooled = self.region_agg == "samples"
+        values = self._save(f"v_{k}", (len(present), self.n_genes))
+        counts = self._save(f"c_{k}", (len(present), self.n_genes)) if pooled else None
+        nan = np.zeros((len(present), self.n_genes), dtype=bool)
+        for a in range(0, self.n_genes, 1024):
+            g = xg[a:a + 1024]
+            if pooled:
+                vals, cnt = _group_sums(g, full_codes, len(present))
+                counts[:, a:a + 1024] = cnt
+                nan[:, a:a + 1024] = cnt == 0
+            elif self.agg_metric == "mean":
+                vals = group_mean_rows(g, full_codes, len(present)).T
+            else:
+                vals = region_values(g.T, lab, self.all_labels[present], self.agg_metric)
+            values[:, a:a + 1024] = vals
+            if not pooled:
+                nan[:, a:a + 1024] = np.isnan(vals)
+            for m in (values, counts):
+                if m is not None:
+                    m.flush()
+                    _drop_pages(m)
         for i, p in enumerate(present.tolist()):
             bits = np.packbits(nan[i])
             prev = self._nan.get(p)
             self._nan[p] = bits if prev is None else (prev & bits)
-        del vals, nan
+        del nan
+        self._has_data[present] = True
         fill = empty_fill(n)
         if self.missing == "interpolate":
             fill = donor_fill(self.atlas, lab, coords, hemi, cls)
@@ -168,11 +178,10 @@ class RegionStream:
             c_idx = np.where(idx >= 0, m[np.maximum(idx, 0)], -1) if len(m) else idx
         d = _Donor(np.load(self.spill / f"x_{k}.npy", mmap_mode="r"), present,
                    np.load(self.spill / f"v_{k}.npy", mmap_mode="r"),
-                   None if counts is None else np.load(self.spill / f"c_{k}.npy",
-                                                       mmap_mode="r"),
+                   None if not pooled else np.load(self.spill / f"c_{k}.npy", mmap_mode="r"),
                    fill, c_idx, c_dist)
         d.fill_pos = np.searchsorted(self.all_labels, fill.labels)
-        del x, values
+        del x, values, counts
         self.donors.append(d)
 
     # ---- the gene drop ---------------------------------------------------------------------
@@ -197,10 +206,21 @@ class RegionStream:
 
         keep = self.keep_genes()
         kept = np.flatnonzero(keep)
-        n_regions, n_kept = len(self.all_labels), len(kept)
-        per_row = max(1, n_kept) * 8 * (len(self.donors) if self.agg_metric == "median" else 2)
+        n_kept = len(kept)
+        per_row = max(1, n_kept) * 8 * (len(self.donors) if self.agg_metric == "median" else 1)
         rows = int(max(16, min(8192, BLOCK_BYTES // per_row)))
         tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        # the gene chunks of a block are compressed and written concurrently
+        with zarr.config.set({"async.concurrency": 8}):
+            self._write(tmp, genes, dtype, keep, kept, rows)
+        data = xr.open_zarr(str(self.path), consolidated=False, zarr_format=3)
+        return data["expression"], keep
+
+    def _write(self, tmp: Path, genes: np.ndarray, dtype: Any, keep: np.ndarray,
+               kept: np.ndarray, rows: int) -> None:
+        import zarr
+
+        n_regions, n_kept = len(self.all_labels), len(kept)
         try:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             root.attrs.update({"description": "regions × genes expression (atlas-engine "
@@ -219,8 +239,12 @@ class RegionStream:
                 chunks=(min(rows, max(1, n_regions)), max(1, min(GENE_CHUNK, n_kept))),
                 fill_value=np.nan, dimension_names=["label", "gene_symbol"])
             fill_all = self._centroid_positions()
+            data = self._has_data | self._filled
+            data[fill_all] = True
             for a in range(0, n_regions, rows):
                 b = min(a + rows, n_regions)
+                if not data[a:b].any():
+                    continue           # all NaN: the chunks stay unwritten (fill value NaN)
                 block = self._block(a, b, kept, fill_all)
                 arr[a:b] = block.astype(dtype, copy=False)
                 del block
@@ -232,8 +256,6 @@ class RegionStream:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             self.close()
-        data = xr.open_zarr(str(self.path), consolidated=False, zarr_format=3)
-        return data["expression"], keep
 
     def close(self) -> None:
         """Remove the spilled files."""
