@@ -11,6 +11,8 @@ size and mtime match are skipped.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import hashlib
 import os
 import queue
@@ -486,6 +488,25 @@ def plan_jobs(opts: Options, n_samples_max: int, n_donors: int
     return 1, (_PLANS[-1], _PLANS[-1])
 
 
+def _gc_paused(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with Python's cyclic garbage collector paused: conversion makes few reference
+    cycles, but the collector's generation scans cost ~0.3 CPU-s over six donors (buffers are
+    freed by reference counting regardless)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return wrapper
+
+
+@_gc_paused
 def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                        dtype: str = "float32", donors: Iterable[int | str] | None = None,
                        memory_limit: int | str | None = None, jobs: int | None = None,
