@@ -46,7 +46,13 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
     as rnaseq/{id} (TPM and counts); probe_selection='rnaseq' reads them. Re-running skips
     donors already converted from unchanged sources and finishes interrupted ones.
     """
+    import os
     from pathlib import Path
+
+    # conversion does no linear algebra: without this, the BLAS thread pools numpy and scipy
+    # start spin on the cores the inflaters need (set before numpy is first imported)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
     from ..convert.donor import _DIR_RE, _ZIP_RE, convert_microarray
     from ..convert.malloc import limit_arenas
