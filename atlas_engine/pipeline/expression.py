@@ -20,6 +20,7 @@ store (:mod:`.cache`) and reused by later calls with the same sample/probe param
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -620,21 +621,48 @@ def _tuned(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import gc
 
-        import zarr
-
         from ..convert.malloc import limit_arenas
 
         limit_arenas(2)
         enabled = gc.isenabled()
         gc.disable()
         try:
-            with zarr.config.set({"async.concurrency": 1}):
+            with _zarr_one_fetch():
                 return fn(*args, **kwargs)
         finally:
             if enabled:
                 gc.enable()
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _zarr_one_fetch() -> Any:
+    """zarr's ``async.concurrency`` at 1 for the block. zarr is not imported for it (a call
+    served from the cache never needs zarr: ~0.15 s of imports): when it is not loaded yet,
+    the setting is passed through the environment zarr reads its configuration from when
+    (if) it is imported, and zarr's configuration is refreshed afterwards."""
+    import os
+    import sys
+
+    if "zarr" in sys.modules:
+        import zarr
+
+        with zarr.config.set({"async.concurrency": 1}):
+            yield
+        return
+    name = "ZARR_ASYNC__CONCURRENCY"
+    before = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+        if "zarr" in sys.modules:
+            sys.modules["zarr"].config.refresh()
 
 
 @_tuned
@@ -693,6 +721,8 @@ def get_expression_data(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     st = store if isinstance(store, AtlasStore) else open_store(store)
+    if cache and not isinstance(store, AtlasStore):
+        st.cache_tables()  # the probe and sample tables as plain arrays in the store cache
     params = dict(ibf_threshold=float(ibf_threshold), probe_selection=probe_selection,
                   donor_probes=donor_probes, sim_threshold=sim_threshold, lr_mirror=lr_mirror,
                   missing=missing, tolerance=tolerance, sample_norm=sample_norm,
