@@ -111,6 +111,18 @@ def _srs_block(g: np.ndarray) -> np.ndarray:
     return g
 
 
+def warm_up() -> None:
+    """Load the compiled kernels of the per-atlas path (:func:`srs_rows` with a group-mean
+    reduction) from numba's on-disk cache by calling them on a tiny block. numba's first call
+    in a process also initialises its compiler and runtime (~0.3 s, much of it in LLVM,
+    outside the GIL): run on a thread while the caller reads tables and matches samples, it
+    is off the critical path. Results of later calls are unaffected."""
+    from ._groups import group_mean_rows
+
+    block = _srs_block(np.array([[1.0, 2.0, 4.0]]))
+    group_mean_rows(block, np.zeros(3, dtype=np.int64), 1)
+
+
 def _each_block(n: int, step: int, func: Callable[[int], None]) -> None:
     """``func(start)`` for every block start, on THREADS threads (numpy's sort and the
     kernel release the GIL)."""

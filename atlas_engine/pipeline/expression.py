@@ -95,7 +95,8 @@ class ExpressionResult:
     counts : DataFrame or None
         Regions × donors number of matched samples (``return_counts=True``).
     probes, genes, samples : DataFrame
-        Explanation tables: every probe, gene and sample with what happened to it and why.
+        Explanation tables: every probe, gene and sample with what happened to it and why
+        (built on first access, from what the run kept in memory).
     params : dict
         Every parameter as used.
     computed : dict[str, bool]
@@ -107,14 +108,31 @@ class ExpressionResult:
     expression: pd.DataFrame
     donors: dict[int, pd.DataFrame] | None
     counts: pd.DataFrame | None
-    probes: pd.DataFrame
-    genes: pd.DataFrame
-    samples: pd.DataFrame
     params: dict[str, Any]
     computed: dict[str, bool] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     store_url: str = ""
     store_attrs: dict[str, Any] = field(default_factory=dict)
+    #: the explanation tables: each a DataFrame or a function building it
+    tables: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _table(self, name: str) -> pd.DataFrame:
+        value = self.tables[name]
+        if callable(value):
+            value = self.tables[name] = value()
+        return value
+
+    @property
+    def probes(self) -> pd.DataFrame:
+        return self._table("probes")
+
+    @property
+    def genes(self) -> pd.DataFrame:
+        return self._table("genes")
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        return self._table("samples")
 
     def methods(self) -> str:
         from .explain import methods_text
@@ -740,6 +758,8 @@ def get_expression_data(
     if method == "diff_stability" and len(use) < 2:
         raise ConfigError("probe_selection='diff_stability' needs at least two donors")
     params["donors"] = use
+    warm = threading.Thread(target=_warm_up, name="kernel-warm-up", daemon=True)
+    warm.start()
     vatlas = _resolve_atlas(atlas, atlas_info)
 
     # ---- probes and sample QC -----------------------------------------------------------
@@ -1061,15 +1081,18 @@ def get_expression_data(
 
     from .explain import gene_table, probe_explanations, sample_table
 
-    probe_tab = probe_explanations(probe_fate, probes, ibf, selection, kept)
-    gene_tab = gene_table(probe_fate, probes, ibf, selection, genes, drop_mask)
-    sample_tab = sample_table(dsamples)
+    # the explanation tables are built when first asked for (most calls never look)
+    tables = {
+        "probes": lambda: probe_explanations(probe_fate, probes, ibf, selection, kept),
+        "genes": lambda: gene_table(probe_fate, probes, ibf, selection, genes, drop_mask),
+        "samples": lambda: sample_table(dsamples),
+    }
     timings["total"] = time.perf_counter() - t_start
     return ExpressionResult(
         expression=frame, donors=donor_frames,
-        counts=counts if return_counts else None,
-        probes=probe_tab, genes=gene_tab, samples=sample_tab, params=params,
-        computed=computed, timings=timings, store_url=st.url, store_attrs=dict(st.attrs))
+        counts=counts if return_counts else None, params=params,
+        computed=computed, timings=timings, store_url=st.url, store_attrs=dict(st.attrs),
+        tables=tables)
 
 
 def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | None,
@@ -1157,6 +1180,16 @@ def _on_columns(x: np.ndarray, ok: np.ndarray, func: Any) -> np.ndarray:
     res = np.full(x.shape, np.nan)
     res[:, ok] = func(x[:, ok])
     return res
+
+
+def _warm_up() -> None:
+    """:func:`._srs.warm_up` (never raises: a failure here shows up in the real call)."""
+    try:
+        from ._srs import warm_up
+
+        warm_up()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _release_memory() -> None:

@@ -166,14 +166,45 @@ class VolumeAtlas:
         cls = [None] * n if structure is None else list(structure)
         tol = 0
         todo = np.arange(n)
+        # samples within reach of a single voxel (every sample at radius 0, most at 1) get
+        # that voxel's label when allowed, all at once: what _assign returns for one voxel
+        filtered = self.atlas_info is not None and hemisphere is not None
+        strings = not filtered or all(isinstance(h, str) for h in hemi)
+        hemi_arr, cls_arr = np.asarray(hemi, dtype=object), np.asarray(cls, dtype=object)
         while tol <= abs(tolerance) and todo.size:
             matches = self.tree.query_ball_point(pts[todo], tol)
-            for i, m in zip(todo.tolist(), matches, strict=True):
-                if m:
-                    labels[i] = self._assign(m, pts[i], hemi[i], cls[i])
+            sizes = np.fromiter((len(m) for m in matches), dtype=np.int64, count=len(todo))
+            if strings:
+                one = np.flatnonzero(sizes == 1)
+                voxel = np.fromiter((matches[j][0] for j in one.tolist()), dtype=np.int64,
+                                    count=len(one))
+                lab = self.voxel_labels[voxel]
+                if filtered:
+                    pick = todo[one]
+                    lab = np.where(self._allowed_each(lab, hemi_arr[pick], cls_arr[pick]), lab,
+                                   0)
+                labels[todo[one]] = lab
+                many = np.flatnonzero(sizes > 1)
+            else:
+                many = np.flatnonzero(sizes > 0)
+            for j in many.tolist():
+                i = int(todo[j])
+                labels[i] = self._assign(matches[j], pts[i], hemi[i], cls[i])
             todo = np.flatnonzero(labels == 0)
             tol += 1
         return labels
+
+    def _allowed_each(self, lab: np.ndarray, hemi: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """:meth:`_allowed` of one candidate label per sample, for many samples at once."""
+        ids = self._info_ids
+        if len(ids) == 0:
+            return np.ones(len(lab), dtype=bool)
+        pos = np.minimum(np.searchsorted(ids, lab), len(ids) - 1)
+        known = ids[pos] == lab          # labels missing from atlas_info are not filtered
+        h = self._info_hemi[pos]
+        same_cls = self._info_cls[pos] == np.asarray([str(c) for c in cls.tolist()])
+        ok = np.where(h == "B", same_cls, same_cls & (h == hemi.astype(str)))
+        return ~known | ok
 
     def nearest_to_centroids(
         self,
