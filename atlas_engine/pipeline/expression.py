@@ -946,16 +946,18 @@ def get_expression_data(
     running = region_agg == "donors" and agg_metric == "mean" and not return_donors \
         and sink is None \
         and not len(empty)
-    acc_sum = np.zeros((len(all_labels), len(selection.genes))) if running else None
+    # (genes × regions: the layout srs_region_means returns, so no strided passes)
+    acc_sum = np.zeros((len(selection.genes), len(all_labels))) if running else None
     acc_cnt = np.zeros(acc_sum.shape, dtype=np.int32) if running else None
 
     def add_donor(values: np.ndarray) -> None:
         if not running:
             per_donor.append(values)
             return
-        ok = ~np.isnan(values)
-        np.add(acc_sum, values, out=acc_sum, where=ok)
-        acc_cnt[ok] += 1
+        v = values.T
+        ok = ~np.isnan(v)
+        np.add(acc_sum, v, out=acc_sum, where=ok)
+        np.add(acc_cnt, ok, out=acc_cnt, casting="unsafe")
     pooled: list[np.ndarray] = []
     picks, dists = [], []
     with_info = vatlas.atlas_info is not None
@@ -1048,7 +1050,8 @@ def get_expression_data(
                 v[fill_rows] = fill
         if running:
             with np.errstate(invalid="ignore", divide="ignore"):
-                combined = np.where(acc_cnt > 0, acc_sum / acc_cnt, np.nan)
+                combined = np.ascontiguousarray(np.where(acc_cnt > 0, acc_sum / acc_cnt,
+                                                         np.nan).T)
             del acc_sum, acc_cnt
         else:
             combined = None if return_donors else combine_donors(per_donor, agg_metric)
