@@ -9,6 +9,7 @@ import pytest
 from atlas_engine.errors import ConfigError
 from atlas_engine.kernels import (
     divide_counts,
+    group_mean_probe,
     group_minmax,
     group_moments,
     group_sum_count,
@@ -203,3 +204,37 @@ def test_divide_counts_in_place():
     np.testing.assert_array_equal(num, exp)
     with pytest.raises(ConfigError):
         divide_counts(num, count, out=np.empty((5, 64), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize(("shape", "n_groups"), CASES)
+def test_group_mean_probe_matches_pandas_and_sum_count(shape, n_groups, dtype, out_dtype,
+                                                       parallel):
+    rng = np.random.default_rng(hash((shape, n_groups, "mean")) % 2**32)
+    values, labels = make_case(rng, shape, n_groups, 0, dtype)
+    if values.size:
+        values[rng.random(shape) < 0.02] = np.inf     # infinities are values
+    n_groups += 1  # an empty group
+    out = np.empty((n_groups, shape[1]), out_dtype)
+    got = group_mean_probe(values, labels, n_groups, parallel=parallel, out=out)
+    assert got is out
+    exp = oracle(values, labels, n_groups, 0)["mean"]
+    np.testing.assert_allclose(got, exp.astype(out_dtype), rtol=1e-6 if out_dtype == np.float32
+                               else 1e-12, equal_nan=True)
+    # bit for bit what the two-step path (float64 sums and counts, divide, cast) gives
+    sums, counts = group_sum_count(values, labels, n_groups, axis=0)
+    two_step = divide_counts(sums, counts).astype(out_dtype)
+    assert np.array_equal(got.view(np.uint8), two_step.view(np.uint8))
+
+
+def test_group_mean_probe_default_out_and_bad_out():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    got = group_mean_probe(x, np.array([1, 0, 1, -1]), 2)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [[3, 4, 5], [3, 4, 5]])
+    with pytest.raises(ConfigError, match="out must be"):
+        group_mean_probe(x, np.array([1, 0, 1, -1]), 2, out=np.empty((2, 3), np.int64))
+    with pytest.raises(ConfigError, match="out must be"):
+        group_mean_probe(x, np.array([1, 0, 1, -1]), 2, out=np.empty((3, 2)))

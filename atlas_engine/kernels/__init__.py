@@ -9,6 +9,7 @@ from __future__ import annotations
 from .grouped import (
     check_inputs,
     divide_counts,
+    group_mean_probe,
     group_minmax,
     group_moments,
     group_sum_count,
@@ -16,6 +17,6 @@ from .grouped import (
 )
 
 __all__ = [
-    "check_inputs", "divide_counts", "group_minmax", "group_moments", "group_sum_count",
+    "check_inputs", "divide_counts", "group_mean_probe", "group_minmax", "group_moments", "group_sum_count",
     "rows_by_group",
 ]

@@ -22,7 +22,7 @@ from . import _loops
 _NAMES = (
     "sum_count_sample", "moments_sample", "minmax_sample",
     "sum_count_probe", "moments_probe", "minmax_probe",
-    "divide_counts",
+    "divide_counts", "mean_probe",
 )
 
 

@@ -261,6 +261,49 @@ def minmax_probe(values, order, indptr, mins, maxs):
         _unset_to_nan(lo, hi)
 
 
+def mean_probe(values, order, indptr, out):
+    """Per group the NaN-skipping mean of its rows, written straight into ``out`` (float32 or
+    float64; NaN where a group has no valid value). Same sums, in the same order, as
+    :func:`sum_count_probe` followed by :func:`divide_counts`, without the two (G, S)
+    intermediates: one float64 row of scratch per group instead."""
+    n_groups = out.shape[0]
+    n_sample = values.shape[1]
+    for g in prange(n_groups):
+        orow = out[g]
+        lo = indptr[g]
+        hi = indptr[g + 1]
+        if hi == lo:
+            orow[:] = np.nan
+            continue
+        acc = np.empty(n_sample, np.float64)
+        first = values[order[lo]]
+        for j in range(n_sample):
+            acc[j] = first[j]
+        for r in range(lo + 1, hi):
+            vrow = values[order[r]]
+            for j in range(n_sample):
+                acc[j] += vrow[j]
+        clean = True
+        for j in range(n_sample):
+            clean &= acc[j] == acc[j]
+        if clean:
+            n = hi - lo
+            for j in range(n_sample):
+                orow[j] = acc[j] / n
+            continue
+        cnt = np.zeros(n_sample, np.int64)
+        acc[:] = 0.0
+        for r in range(lo, hi):
+            vrow = values[order[r]]
+            for j in range(n_sample):
+                x = np.float64(vrow[j])
+                if x == x:
+                    acc[j] += x
+                    cnt[j] += 1
+        for j in range(n_sample):
+            orow[j] = acc[j] / cnt[j] if cnt[j] > 0 else np.nan
+
+
 # --------------------------------------------------------------------------------------------
 # finalize: out = num / (count - ddof) where count > ddof, else NaN (flat, C-contiguous arrays)
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from ..errors import ConfigError
 from ._jit import loop
 
 __all__ = [
-    "check_inputs", "divide_counts", "group_minmax", "group_moments", "group_sum_count", "rows_by_group",
+    "check_inputs", "divide_counts", "group_mean_probe", "group_minmax", "group_moments",
+    "group_sum_count", "rows_by_group",
 ]
 
 
@@ -106,6 +107,29 @@ def group_sum_count(
     counts = np.empty(shape, np.int64)
     _run("sum_count", values, labels, n_groups, axis, parallel, sums, counts)
     return sums, counts
+
+
+def group_mean_probe(
+    values: np.ndarray, labels: np.ndarray, n_groups: int, *, parallel: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-probe-group NaN-skipping means ``(n_groups, n_sample)`` (probes → genes), written
+    into ``out`` (float32 or float64, C-contiguous; a new float64 array by default).
+
+    The same values as ``divide_counts(*group_sum_count(values, labels, n_groups, axis=0))``
+    cast to ``out``'s dtype (same float64 sums in the same order), without allocating the
+    float64 sums and int64 counts (each as large as the output).
+    """
+    values, labels = check_inputs(values, labels, n_groups, 0)
+    shape = (n_groups, values.shape[1])
+    if out is None:
+        out = np.empty(shape, np.float64)
+    elif (out.shape != shape or out.dtype not in (np.float32, np.float64)
+          or not out.flags.c_contiguous):
+        raise ConfigError(f"out must be a C-contiguous float32/float64 array of shape {shape}")
+    order, indptr = rows_by_group(labels, n_groups)
+    loop("mean_probe", parallel)(values, order, indptr, out)
+    return out
 
 
 def group_moments(
