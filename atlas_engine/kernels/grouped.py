@@ -114,7 +114,8 @@ def group_mean_probe(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-probe-group NaN-skipping means ``(n_groups, n_sample)`` (probes → genes), written
-    into ``out`` (float32 or float64, C-contiguous; a new float64 array by default).
+    into ``out`` (float32 or float64 with contiguous rows, e.g. the columns of one donor in a
+    larger result; a new float64 array by default).
 
     The same values as ``divide_counts(*group_sum_count(values, labels, n_groups, axis=0))``
     cast to ``out``'s dtype (same float64 sums in the same order), without allocating the
@@ -125,8 +126,9 @@ def group_mean_probe(
     if out is None:
         out = np.empty(shape, np.float64)
     elif (out.shape != shape or out.dtype not in (np.float32, np.float64)
-          or not out.flags.c_contiguous):
-        raise ConfigError(f"out must be a C-contiguous float32/float64 array of shape {shape}")
+          or (out.size and out.strides[1] != out.itemsize)):
+        raise ConfigError(f"out must be a float32/float64 array of shape {shape} with "
+                          "contiguous rows (e.g. a column slice of a larger result)")
     order, indptr = rows_by_group(labels, n_groups)
     loop("mean_probe", parallel)(values, order, indptr, out)
     return out
