@@ -632,12 +632,16 @@ def _tuned(fn: Any) -> Any:
     60–100 MB less transient chunk memory. Python's cyclic garbage collector is paused for
     the call (restored after): the tables and pandas steps allocate enough objects to trigger
     it over and over (measured ~0.3 s of a cold run) while the big buffers are freed by
-    reference counting anyway.
+    reference counting anyway. BLAS runs single-threaded: its only uses here are small
+    products (voxel coordinates × affine, one-hot group sums), after which OpenBLAS's idle
+    threads spin on the cores the decode and kernel threads need (~0.35 CPU-s of a cold run).
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import gc
+
+        from threadpoolctl import threadpool_limits
 
         from ..convert.malloc import limit_arenas
 
@@ -645,7 +649,7 @@ def _tuned(fn: Any) -> Any:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            with _zarr_one_fetch():
+            with _zarr_one_fetch(), threadpool_limits(1, user_api="blas"):
                 return fn(*args, **kwargs)
         finally:
             if enabled:
