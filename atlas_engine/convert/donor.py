@@ -489,16 +489,20 @@ def plan_jobs(opts: Options, n_samples_max: int, n_donors: int
 
 
 def _gc_paused(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn`` with Python's cyclic garbage collector paused: conversion makes few reference
-    cycles, but the collector's generation scans cost ~0.3 CPU-s over six donors (buffers are
-    freed by reference counting regardless)."""
+    """Run ``fn`` with Python's cyclic garbage collector paused (conversion makes few reference
+    cycles, but the collector's generation scans cost ~0.3 CPU-s over six donors; buffers are
+    freed by reference counting regardless) and BLAS single-threaded (conversion does no
+    linear algebra; idle OpenBLAS threads would spin beside the inflaters)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from threadpoolctl import threadpool_limits
+
         enabled = gc.isenabled()
         gc.disable()
         try:
-            return fn(*args, **kwargs)
+            with threadpool_limits(1, user_api="blas"):
+                return fn(*args, **kwargs)
         finally:
             if enabled:
                 gc.enable()
