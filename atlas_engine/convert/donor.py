@@ -492,18 +492,26 @@ def _gc_paused(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn`` with Python's cyclic garbage collector paused (conversion makes few reference
     cycles, but the collector's generation scans cost ~0.3 CPU-s over six donors; buffers are
     freed by reference counting regardless) and BLAS single-threaded (conversion does no
-    linear algebra; idle OpenBLAS threads would spin beside the inflaters)."""
+    linear algebra; idle OpenBLAS threads would spin beside the inflaters). The interpreter's
+    thread switch interval drops from 5 ms to 0.5 ms: a stream thread coming back from a
+    GIL-free inflate or parse call otherwise waits up to 5 ms for a thread that is writing
+    tables (xarray, pandas) — about the time one 2 MB piece takes to inflate."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import sys
+
         from threadpoolctl import threadpool_limits
 
         enabled = gc.isenabled()
+        interval = sys.getswitchinterval()
         gc.disable()
+        sys.setswitchinterval(min(interval, 0.0005))
         try:
             with threadpool_limits(1, user_api="blas"):
                 return fn(*args, **kwargs)
         finally:
+            sys.setswitchinterval(interval)
             if enabled:
                 gc.enable()
 
