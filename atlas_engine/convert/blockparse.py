@@ -558,6 +558,39 @@ class BlockPool:
         block.buffers = None
 
 
+def line_regions(chunks: Iterable[bytes], stats: ParseStats
+                 ) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Whole lines out of a byte stream of any chunking: ``(buf, start, end)`` with
+    ``buf[start:end]`` holding only complete lines (the last line of the stream may lack its
+    newline). Pieces are used in place; only a line split across pieces is copied. Counts the
+    bytes into ``stats.bytes``. Each region must be consumed before the next is asked for."""
+    carry = bytearray()
+    for piece in chunks:
+        if not piece:
+            continue
+        stats.bytes += len(piece)
+        start = 0
+        if carry:
+            nl = piece.find(b"\n")
+            if nl < 0:
+                carry += piece
+                continue
+            carry += piece[:nl + 1]
+            head = np.frombuffer(bytes(carry), np.uint8)
+            carry.clear()
+            yield head, 0, len(head)
+            start = nl + 1
+        last = piece.rfind(b"\n")
+        if last < start:
+            carry += piece[start:]
+            continue
+        yield np.frombuffer(piece, np.uint8), start, last + 1
+        carry += piece[last + 1:]
+    if carry:
+        tail = np.frombuffer(bytes(carry), np.uint8)
+        yield tail, 0, len(tail)
+
+
 def iter_blocks(
     chunks: Iterable[bytes],
     ncols: int,
@@ -643,33 +676,9 @@ def iter_blocks(
                     continue
                 bufs[0] = pool.acquire()
 
-    carry = bytearray()
     try:
-        for piece in chunks:
-            if not piece:
-                continue
-            stats.bytes += len(piece)
-            start = 0
-            if carry:
-                nl = piece.find(b"\n")
-                if nl < 0:
-                    carry += piece
-                    continue
-                carry += piece[:nl + 1]
-                head = np.frombuffer(bytes(carry), np.uint8)
-                carry.clear()
-                yield from region(head, 0, len(head))
-                start = nl + 1
-            last = piece.rfind(b"\n")
-            if last < start:
-                carry += piece[start:]
-                continue
-            yield from region(np.frombuffer(piece, np.uint8), start, last + 1)
-            carry += piece[last + 1:]
-        if carry:
-            tail = np.frombuffer(bytes(carry), np.uint8)
-            carry.clear()
-            yield from region(tail, 0, len(tail))
+        for buf, a, b in line_regions(chunks, stats):
+            yield from region(buf, a, b)
         if st["filled"]:
             yield emit(st["filled"])
         elif not own:

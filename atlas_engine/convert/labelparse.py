@@ -39,6 +39,7 @@ from .blockparse import (
     _fast_float,
     _parse_float,
     _token_text,
+    line_regions,
 )
 
 #: error code of a bad label (empty, unterminated quote, text after the closing quote)
@@ -290,32 +291,8 @@ def iter_label_blocks(
             if filled == block_rows:
                 yield emit()
 
-    carry = bytearray()
-    for piece in chunks:
-        if not piece:
-            continue
-        stats.bytes += len(piece)
-        start = 0
-        if carry:
-            nl = piece.find(b"\n")
-            if nl < 0:
-                carry += piece
-                continue
-            carry += piece[:nl + 1]
-            head = np.frombuffer(bytes(carry), np.uint8)
-            carry.clear()
-            yield from region(head, 0, len(head))
-            start = nl + 1
-        last = piece.rfind(b"\n")
-        if last < start:
-            carry += piece[start:]
-            continue
-        yield from region(np.frombuffer(piece, np.uint8), start, last + 1)
-        carry += piece[last + 1:]
-    if carry:
-        tail = np.frombuffer(bytes(carry), np.uint8)
-        carry.clear()
-        yield from region(tail, 0, len(tail))
+    for buf, a, b in line_regions(chunks, stats):
+        yield from region(buf, a, b)
     if state["filled"]:
         yield emit()
     if state["start"] == 0:
