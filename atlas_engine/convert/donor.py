@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import zarr
@@ -55,6 +55,8 @@ class DonorSource:
 
     donor_id: int
     path: Path
+    #: the CSVs a folder holds (their sizes and mtimes make the folder's fingerprint)
+    members: ClassVar[tuple[str, ...]] = MICROARRAY_MEMBERS
 
     @property
     def is_zip(self) -> bool:
@@ -74,7 +76,7 @@ class DonorSource:
             st = self.path.stat()
             return {"name": self.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         files = {}
-        for n in MICROARRAY_MEMBERS:
+        for n in self.members:
             f = self.path / n
             if f.exists():
                 st = f.stat()

@@ -29,6 +29,7 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
 from . import writer
+from .donor import DonorSource
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
@@ -55,36 +56,10 @@ _ZIP_RE = re.compile(r"^rnaseq_donor(\d+)\.zip$")
 _DIR_RE = re.compile(r"^rnaseq_donor(\d+)$")
 
 
-@dataclass
-class RnaseqSource:
+class RnaseqSource(DonorSource):
     """Where one RNA-seq donor's CSVs are: a zip, or an extracted folder."""
 
-    donor_id: int
-    path: Path
-
-    @property
-    def is_zip(self) -> bool:
-        return self.path.is_file()
-
-    def member(self, name: str) -> MemberSource:
-        if self.is_zip:
-            return MemberSource(self.path, name)
-        f = self.path / name
-        if not f.exists():
-            raise FormatError(self.path, f"missing file {name}", expected=f"{name} in the folder")
-        return MemberSource(f)
-
-    def fingerprint(self) -> dict[str, Any]:
-        if self.is_zip:
-            st = self.path.stat()
-            return {"name": self.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        files = {}
-        for n in MEMBERS:
-            f = self.path / n
-            if f.exists():
-                st = f.stat()
-                files[n] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        return {"name": self.path.name, "files": files}
+    members = MEMBERS
 
 
 @dataclass
