@@ -94,20 +94,51 @@ def extract(raw: Path, data_dir: Path) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def stage_generate() -> None:
+def generate_data(tmp: Path, **write_kw: object) -> tuple[Path, Path, pd.DataFrame]:
+    """The E2E dataset (``E2E_PARAMS``): generated zips in ``tmp/raw``, abagen's data-dir
+    layout in ``tmp/data``; returns both folders and the samples' annotation."""
     sys.path.insert(0, str(HERE.parents[1]))
-    sys.path.insert(0, str(HERE))
-    from synth_atlas import make_atlas, write_atlas
-
     from atlas_engine.testing.synth import write_all
 
     p = E2E_PARAMS
+    raw = tmp / "raw"
+    write_all(raw, probes=p["probes"], samples_fraction=p["samples_fraction"],
+              seed=p["seed"], quiet=True, **write_kw)
+    data_dir = tmp / "data"
+    return raw, data_dir, extract(raw, data_dir)
+
+
+def save_case(out: dict[str, np.ndarray], name: str, frames: object,
+              counts: pd.DataFrame) -> None:
+    """One abagen result (a frame, or a dict of per-donor frames) and its counts into ``out``
+    under ``name|values``/``labels``/``genes`` (``name@donor|…`` per donor) and
+    ``name|counts``/``count_donors``."""
+    frames = frames if isinstance(frames, dict) else {0: frames}
+    for donor, df in frames.items():
+        key = name if len(frames) == 1 else f"{name}@{donor}"
+        out[f"{key}|values"] = df.to_numpy(dtype=np.float64)
+        out[f"{key}|labels"] = df.index.to_numpy(dtype=np.int64)
+        out[f"{key}|genes"] = df.columns.to_numpy().astype("U")
+    out[f"{name}|counts"] = counts.to_numpy(dtype=np.int64)
+    out[f"{name}|count_donors"] = np.asarray(counts.columns, dtype=np.int64)
+    print(f"{name}: {frames[next(iter(frames))].shape}", flush=True)
+
+
+def save_npz(out: dict[str, np.ndarray], stem: str) -> None:
+    """``out`` as ``tests/data/abagen_golden/{stem}.npz`` (written whole, then renamed)."""
+    tmp = OUT / f".{stem}.tmp.npz"
+    np.savez_compressed(tmp, **out)
+    os.replace(tmp, OUT / f"{stem}.npz")
+
+
+def stage_generate() -> None:
+    sys.path.insert(0, str(HERE))
+    from synth_atlas import make_atlas, write_atlas
+
+    p = E2E_PARAMS
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw"
-        write_all(raw, probes=p["probes"], samples_fraction=p["samples_fraction"],
-                  seed=p["seed"], quiet=True, brainspan_genes=10, brainspan_samples=4)
-        data_dir = Path(tmp) / "data"
-        annot = extract(raw, data_dir)
+        raw, data_dir, annot = generate_data(Path(tmp), brainspan_genes=10,
+                                             brainspan_samples=4)
         vol, affine, info = make_atlas(annot[["mni_x", "mni_y", "mni_z"]].to_numpy(),
                                        annot["class"].to_numpy(), p["atlas_regions"],
                                        seed=p["atlas_seed"])
@@ -135,18 +166,8 @@ def stage_abagen(data_dir: str) -> None:
                                          reannotated=False, return_counts=True, verbose=0,
                                          **kw)
         frames, counts = res
-        frames = frames if isinstance(frames, dict) else {0: frames}
-        for donor, df in frames.items():
-            key = name if len(frames) == 1 else f"{name}@{donor}"
-            out[f"{key}|values"] = df.to_numpy(dtype=np.float64)
-            out[f"{key}|labels"] = df.index.to_numpy(dtype=np.int64)
-            out[f"{key}|genes"] = df.columns.to_numpy().astype("U")
-        out[f"{name}|counts"] = counts.to_numpy(dtype=np.int64)
-        out[f"{name}|count_donors"] = np.asarray(counts.columns, dtype=np.int64)
-        print(f"{name}: {frames[next(iter(frames))].shape}", flush=True)
-    tmp = OUT / ".e2e.tmp.npz"
-    np.savez_compressed(tmp, **out)
-    os.replace(tmp, OUT / "e2e.npz")
+        save_case(out, name, frames, counts)
+    save_npz(out, "e2e")
 
 
 if __name__ == "__main__":

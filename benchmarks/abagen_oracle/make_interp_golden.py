@@ -54,20 +54,13 @@ CASES: dict[str, dict] = {
 
 
 def stage_generate() -> None:
-    sys.path.insert(0, str(HERE.parents[1]))
     sys.path.insert(0, str(HERE))
-    from make_e2e_golden import E2E_PARAMS, extract
+    from make_e2e_golden import E2E_PARAMS, generate_data
     from synth_atlas import make_atlas, write_atlas
-
-    from atlas_engine.testing.synth import write_all
 
     p = E2E_PARAMS
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw"
-        write_all(raw, probes=p["probes"], samples_fraction=p["samples_fraction"],
-                  seed=p["seed"], quiet=True, brainspan=False)
-        data_dir = Path(tmp) / "data"
-        annot = extract(raw, data_dir)
+        _, data_dir, annot = generate_data(Path(tmp), brainspan=False)
         vol, affine, info = make_atlas(annot[["mni_x", "mni_y", "mni_z"]].to_numpy(),
                                        annot["class"].to_numpy(),
                                        ATLAS_PARAMS["atlas_regions"],
@@ -84,6 +77,9 @@ def stage_abagen(data_dir: str) -> None:
     warnings.simplefilter("ignore")
     import abagen
 
+    sys.path.insert(0, str(HERE))
+    from make_e2e_golden import save_case, save_npz
+
     atlas = str(OUT / "e2e_interp_atlas.nii.gz")
     info = str(OUT / "e2e_interp_atlas_info.csv")
     out: dict[str, np.ndarray] = {}
@@ -94,17 +90,8 @@ def stage_abagen(data_dir: str) -> None:
                                          reannotated=False, return_counts=True, verbose=0,
                                          **kw)
         frames, counts = res
-        frames = frames if isinstance(frames, dict) else {0: frames}
-        for donor, df in frames.items():
-            key = name if len(frames) == 1 else f"{name}@{donor}"
-            out[f"{key}|values"] = df.to_numpy(dtype=np.float64)
-            out[f"{key}|labels"] = df.index.to_numpy(dtype=np.int64)
-            out[f"{key}|genes"] = df.columns.to_numpy().astype("U")
-        out[f"{name}|counts"] = counts.to_numpy(dtype=np.int64)
-        print(f"{name}: {frames[next(iter(frames))].shape}", flush=True)
-    tmp = OUT / ".e2e_interp.tmp.npz"
-    np.savez_compressed(tmp, **out)
-    os.replace(tmp, OUT / "e2e_interp.npz")
+        save_case(out, name, frames, counts)
+    save_npz(out, "e2e_interp")
 
 
 if __name__ == "__main__":

@@ -43,19 +43,12 @@ CASES: dict[str, dict] = {
 
 
 def stage_generate() -> None:
-    sys.path.insert(0, str(HERE.parents[1]))
     sys.path.insert(0, str(HERE))
-    from make_e2e_golden import E2E_PARAMS, extract
-
-    from atlas_engine.testing.synth import write_all
+    from make_e2e_golden import E2E_PARAMS, generate_data
 
     p = E2E_PARAMS
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw"
-        write_all(raw, probes=p["probes"], samples_fraction=p["samples_fraction"],
-                  seed=p["seed"], quiet=True, brainspan=False)
-        data_dir = Path(tmp) / "data"
-        extract(raw, data_dir)
+        raw, data_dir, _ = generate_data(Path(tmp), brainspan=False)
         for z in sorted(raw.glob("rnaseq_donor*.zip")):
             dest = data_dir / "rnaseq" / z.stem
             dest.mkdir(parents=True, exist_ok=True)
@@ -74,6 +67,9 @@ def stage_abagen(data_dir: str) -> None:
     warnings.simplefilter("ignore")
     import abagen
 
+    sys.path.insert(0, str(HERE))
+    from make_e2e_golden import save_case, save_npz
+
     atlas = str(OUT / "e2e_atlas.nii.gz")
     info = str(OUT / "e2e_atlas_info.csv")
     out: dict[str, np.ndarray] = {}
@@ -81,15 +77,8 @@ def stage_abagen(data_dir: str) -> None:
         frame, counts = abagen.get_expression_data(
             atlas, info, data_dir=data_dir, corrected_mni=False, reannotated=False,
             return_counts=True, verbose=0, **kw)
-        out[f"{name}|values"] = frame.to_numpy(dtype=np.float64)
-        out[f"{name}|labels"] = frame.index.to_numpy(dtype=np.int64)
-        out[f"{name}|genes"] = frame.columns.to_numpy().astype("U")
-        out[f"{name}|counts"] = counts.to_numpy(dtype=np.int64)
-        out[f"{name}|count_donors"] = np.asarray(counts.columns, dtype=np.int64)
-        print(f"{name}: {frame.shape}", flush=True)
-    tmp = OUT / ".rnaseq.tmp.npz"
-    np.savez_compressed(tmp, **out)
-    os.replace(tmp, OUT / "rnaseq.npz")
+        save_case(out, name, frame, counts)
+    save_npz(out, "rnaseq")
 
 
 if __name__ == "__main__":
