@@ -4,12 +4,19 @@
 300 probes and 3% of the real sample counts, ``structure_graph_10.json`` and a small BrainSpan
 zip), written once into a session temporary directory. Tests must treat it as read-only; copy
 files elsewhere before modifying them.
+
+``e2e_source``: the dataset of the abagen end-to-end goldens and its float64 store, made once
+(see the fixture); ``_golden.store_copy`` gives a module its own copy of that store.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.testing.synth import SynthResult, write_all
 
 SYNTH_SMALL = {"probes": 300, "samples_fraction": 0.03, "seed": 0,
@@ -21,3 +28,21 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     """A small generated raw directory (see module docstring); returns its SynthResult."""
     dest = tmp_path_factory.mktemp("synth_small")
     return write_all(dest, quiet=True, **SYNTH_SMALL)
+
+
+GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
+
+
+@pytest.fixture(scope="session")
+def e2e_source(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The dataset behind the abagen end-to-end goldens (``e2e_params.json``; the
+    interpolation and RNA-seq goldens use the same one), generated once with its RNA-seq
+    zips, and its microarray donors converted once to a float64 store. Read-only: tests that
+    write into a store (the pipeline caches its products there) use ``_golden.store_copy``."""
+    params = json.loads((GOLDEN / "e2e_params.json").read_text())
+    root = tmp_path_factory.mktemp("e2e_source")
+    synth = write_all(root / "raw", probes=params["probes"],
+                      samples_fraction=params["samples_fraction"], seed=params["seed"],
+                      quiet=True, brainspan=False)
+    convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
+    return {"raw": root / "raw", "store": root / "store.zarr", "synth": synth}

@@ -111,20 +111,14 @@ def test_store_backed_atlas_matches_live_api(synth_small, store_path):
     assert sorted(local.get_donors().id) == sorted(donors_live.id)
 
 
-def test_aggregate_command_atlas_runs_the_abagen_pipeline(tmp_path):
+def test_aggregate_command_atlas_runs_the_abagen_pipeline(e2e_source, tmp_path):
     """--by atlas:IMAGE goes through get_expression_data with abagen's options."""
-    from pathlib import Path
+    from _golden import GOLDEN as golden
+    from _golden import store_copy
 
     from atlas_engine.pipeline.expression import get_expression_data
-    from atlas_engine.testing.synth import write_all
 
-    golden = Path(__file__).parent / "data" / "abagen_golden"
-    params = json.loads((golden / "e2e_params.json").read_text())
-    raw = tmp_path / "raw"
-    write_all(raw, probes=params["probes"], samples_fraction=params["samples_fraction"],
-              seed=params["seed"], brainspan=False, quiet=True)
-    store = tmp_path / "s.zarr"
-    convert_microarray(raw, store, dtype="float64")
+    store = store_copy(e2e_source, tmp_path / "s.zarr")
     atlas, info = golden / "e2e_atlas.nii.gz", golden / "e2e_atlas_info.csv"
     out = tmp_path / "dk.csv"
     r = CliRunner().invoke(cli, [

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _golden import load_golden
 
 from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.pipeline._groups import group_mean_select, take_rows, weighted_true_count
 from atlas_engine.pipeline.cache import StripedMatrix
 from atlas_engine.pipeline.expression import get_expression_data
-from atlas_engine.testing.synth import write_all
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
 PARAMS = json.loads((GOLDEN / "e2e_params.json").read_text())
@@ -78,11 +78,9 @@ def test_striped_matrix_reads_rows(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_chunks(tmp_path_factory):
+def small_chunks(e2e_source, tmp_path_factory):
     root = tmp_path_factory.mktemp("chunks")
-    write_all(root / "raw", probes=PARAMS["probes"], samples_fraction=PARAMS["samples_fraction"],
-              seed=PARAMS["seed"], quiet=True, brainspan=False)
-    convert_microarray(root / "raw", root / "store.zarr", dtype="float64", probe_chunk=96,
+    convert_microarray(e2e_source["raw"], root / "store.zarr", dtype="float64", probe_chunk=96,
                        sample_chunk=7)
     return root / "store.zarr"
 
@@ -93,8 +91,7 @@ INFO = str(GOLDEN / "e2e_atlas_info.csv")
 
 @pytest.fixture(scope="module")
 def golden():
-    with np.load(GOLDEN / "e2e.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_golden("e2e")
 
 
 @pytest.mark.parametrize("case", ["defaults", "mirror", "max_variance", "norm_structures",

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _golden import check_frame, load_golden, store_copy
 
 from atlas_engine import open_store
-from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.pipeline.expression import get_expression_data
 from atlas_engine.pipeline.interpolate import interpolation_fill
 from atlas_engine.pipeline.matching import VolumeAtlas
-from atlas_engine.testing.synth import write_all
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
 PARAMS = json.loads((GOLDEN / "e2e_interp_params.json").read_text())
@@ -26,25 +25,13 @@ FIXED = dict(corrected_mni=False, reannotated=False)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("interp")
-    write_all(root / "raw", probes=PARAMS["probes"], samples_fraction=PARAMS["samples_fraction"],
-              seed=PARAMS["seed"], quiet=True, brainspan=False)
-    convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
-    return open_store(root / "store.zarr")
+def store(e2e_source, tmp_path_factory):
+    return open_store(store_copy(e2e_source, tmp_path_factory.mktemp("interp") / "store.zarr"))
 
 
 @pytest.fixture(scope="module")
 def golden():
-    with np.load(GOLDEN / "e2e_interp.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def check_frame(frame: pd.DataFrame, golden: dict, key: str) -> None:
-    assert list(frame.index) == golden[f"{key}|labels"].tolist()
-    assert list(frame.columns) == golden[f"{key}|genes"].tolist()
-    np.testing.assert_allclose(frame.to_numpy(), golden[f"{key}|values"], rtol=0, atol=1e-6,
-                               equal_nan=True)
+    return load_golden("e2e_interp")
 
 
 @pytest.mark.parametrize("case", list(PARAMS["cases"]))

@@ -12,17 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from _golden import store_copy
 from click.testing import CliRunner
 
 from atlas_engine import open_store
-from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.errors import ConfigError
 from atlas_engine.pipeline import output as output_mod
 from atlas_engine.pipeline.expression import get_expression_data
 from atlas_engine.pipeline.matching import VolumeAtlas
 from atlas_engine.pipeline.output import RegionStream
 from atlas_engine.pipeline.regions import aggregate_samples
-from atlas_engine.testing.synth import write_all
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
 PARAMS = json.loads((GOLDEN / "e2e_interp_params.json").read_text())
@@ -32,12 +31,8 @@ FIXED = dict(corrected_mni=False, reannotated=False)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stream")
-    write_all(root / "raw", probes=PARAMS["probes"], samples_fraction=PARAMS["samples_fraction"],
-              seed=PARAMS["seed"], quiet=True, brainspan=False)
-    convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
-    return open_store(root / "store.zarr")
+def store(e2e_source, tmp_path_factory):
+    return open_store(store_copy(e2e_source, tmp_path_factory.mktemp("stream") / "store.zarr"))
 
 
 @pytest.fixture(scope="module")

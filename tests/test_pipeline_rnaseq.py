@@ -17,16 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _golden import load_golden, store_copy
 
 from atlas_engine import open_store
 from atlas_engine.cli import main
-from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.convert.rnaseq import convert_rnaseq
 from atlas_engine.errors import ConfigError, FormatError, StoreError
 from atlas_engine.pipeline.expression import get_expression_data
 from atlas_engine.pipeline.probes import rnaseq_correlation
 from atlas_engine.pipeline.rnaseq import correlate_with_rnaseq
-from atlas_engine.testing.synth import write_all
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
 PARAMS = json.loads((GOLDEN / "rnaseq_params.json").read_text())
@@ -36,22 +35,19 @@ FIXED = dict(corrected_mni=False, reannotated=False)
 
 
 @pytest.fixture(scope="module")
-def rna(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rnaseq")
+def rna(e2e_source, tmp_path_factory):
     p = PARAMS["dataset"]
-    synth = write_all(root / "raw", probes=p["probes"], samples_fraction=p["samples_fraction"],
-                      seed=p["seed"], quiet=True, brainspan=False)
-    store = root / "store.zarr"
-    convert_microarray(root / "raw", store, dtype="float64")
-    res = convert_rnaseq(root / "raw", store, dtype="float64")
-    return {"store": open_store(store), "path": store, "raw": root / "raw", "synth": synth,
-            "result": res}
+    e2e = json.loads((GOLDEN / "e2e_params.json").read_text())
+    assert p == {k: e2e[k] for k in p}  # the RNA-seq golden was made on the e2e dataset
+    store = store_copy(e2e_source, tmp_path_factory.mktemp("rnaseq") / "store.zarr")
+    res = convert_rnaseq(e2e_source["raw"], store, dtype="float64")
+    return {"store": open_store(store), "path": store, "raw": e2e_source["raw"],
+            "synth": e2e_source["synth"], "result": res}
 
 
 @pytest.fixture(scope="module")
 def golden():
-    with np.load(GOLDEN / "rnaseq.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_golden("rnaseq")
 
 
 def _member(zpath: Path, name: str) -> bytes:

@@ -16,17 +16,16 @@ import click
 import numpy as np
 import pandas as pd
 import pytest
+from _golden import check_frame, load_golden, store_copy
 from click.testing import CliRunner
 
 from atlas_engine import open_store
 from atlas_engine.cli.atlas_options import abagen_options, run_atlas_aggregate
-from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.errors import ConfigError
 from atlas_engine.pipeline.cache import StoreCache
 from atlas_engine.pipeline.expression import get_expression_data
 from atlas_engine.pipeline.probes import reannotate_probes
 from atlas_engine.pipeline.samples import corrected_coordinates
-from atlas_engine.testing.synth import write_all
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
 PARAMS = json.loads((GOLDEN / "e2e_params.json").read_text())
@@ -36,27 +35,15 @@ FIXED = dict(corrected_mni=False, reannotated=False)
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
+def e2e(e2e_source, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    synth = write_all(root / "raw", probes=PARAMS["probes"],
-                      samples_fraction=PARAMS["samples_fraction"], seed=PARAMS["seed"],
-                      quiet=True, brainspan=False)
-    convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
-    return {"store": open_store(root / "store.zarr"), "raw": root / "raw", "synth": synth,
-            "root": root}
+    return {"store": open_store(store_copy(e2e_source, root / "store.zarr")),
+            "raw": e2e_source["raw"], "synth": e2e_source["synth"]}
 
 
 @pytest.fixture(scope="module")
 def golden():
-    with np.load(GOLDEN / "e2e.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def check_frame(frame: pd.DataFrame, golden: dict, key: str) -> None:
-    assert list(frame.index) == golden[f"{key}|labels"].tolist()
-    assert list(frame.columns) == golden[f"{key}|genes"].tolist()
-    np.testing.assert_allclose(frame.to_numpy(), golden[f"{key}|values"], rtol=0, atol=1e-6,
-                               equal_nan=True)
+    return load_golden("e2e")
 
 
 @pytest.mark.parametrize("case", list(PARAMS["cases"]))
