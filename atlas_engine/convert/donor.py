@@ -84,21 +84,29 @@ class DonorSource:
         return {"name": self.path.name, "files": files}
 
 
+def scan_donor_paths(root: Path, zip_re: re.Pattern, dir_re: re.Pattern) -> dict[int, Path]:
+    """Donor id → zip (``zip_re``) or, for donors without one, extracted folder (``dir_re``)
+    in the directory ``root``; the patterns capture the donor id."""
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory")
+    found: dict[int, Path] = {}
+    entries = sorted(root.iterdir())
+    for p in entries:
+        m = zip_re.match(p.name)
+        if m and p.is_file():
+            found[int(m.group(1))] = p
+    for p in entries:
+        m = dir_re.match(p.name)
+        if m and p.is_dir() and int(m.group(1)) not in found:
+            found[int(m.group(1))] = p
+    return found
+
+
 def find_sources(src: str | os.PathLike, donors: Iterable[int | str] | None = None
                  ) -> list[DonorSource]:
     """Donor zips / folders in ``src`` (zips preferred), in donor-id order or the given order."""
     root = Path(src)
-    if not root.is_dir():
-        raise ConfigError(f"{root} is not a directory")
-    found: dict[int, Path] = {}
-    for p in sorted(root.iterdir()):
-        m = _ZIP_RE.match(p.name)
-        if m and p.is_file():
-            found[int(m.group(1))] = p
-    for p in sorted(root.iterdir()):
-        m = _DIR_RE.match(p.name)
-        if m and p.is_dir() and int(m.group(1)) not in found:
-            found[int(m.group(1))] = p
+    found = scan_donor_paths(root, _ZIP_RE, _DIR_RE)
     if donors is None:
         ids = sorted(found)
         if not ids:

@@ -29,7 +29,7 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
 from . import writer
-from .donor import DonorSource
+from .donor import DonorSource, scan_donor_paths
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
@@ -81,18 +81,7 @@ def find_rnaseq(src: str | os.PathLike, donors: Iterable[int | str] | None = Non
                 ) -> list[RnaseqSource]:
     """RNA-seq zips / folders in ``src`` (zips preferred), in donor-id order. With ``donors``,
     only those of them that are present (donors without RNA-seq are not an error)."""
-    root = Path(src)
-    if not root.is_dir():
-        raise ConfigError(f"{root} is not a directory")
-    found: dict[int, Path] = {}
-    for p in sorted(root.iterdir()):
-        m = _ZIP_RE.match(p.name)
-        if m and p.is_file():
-            found[int(m.group(1))] = p
-    for p in sorted(root.iterdir()):
-        m = _DIR_RE.match(p.name)
-        if m and p.is_dir() and int(m.group(1)) not in found:
-            found[int(m.group(1))] = p
+    found = scan_donor_paths(Path(src), _ZIP_RE, _DIR_RE)
     ids = sorted(found)
     if donors is not None:
         want = []
