@@ -22,7 +22,7 @@ from ..errors import ConfigError
 SELECTIONS = ["diff_stability", "max_intensity", "max_variance", "pc_loading",
               "corr_intensity", "corr_variance", "average", "mean", "rnaseq"]
 NORMS = ["srs", "rs", "sig", "scaled_sig", "scaled_sig_qnt", "mixed_sig", "zscore", "center",
-         "minmax", "none"]
+         "minmax", "batch", "none"]
 
 #: abagen option name -> (click declaration, keyword arguments)
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
