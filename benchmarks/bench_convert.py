@@ -63,7 +63,10 @@ def load() -> float:
 
 def run_measured(cmd: list[str]) -> dict[str, float]:
     """Run ``cmd``; wall seconds, CPU seconds (user+sys) and peak RSS MB of that child alone,
-    and the load average just before."""
+    and the load average just before. Dirty pages left by earlier steps (a store just written
+    or deleted) are flushed first, so that their write-back is not charged to this step."""
+    os.sync()
+    time.sleep(1.0)
     before = load()
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
