@@ -499,7 +499,8 @@ def plan_jobs(opts: Options, n_samples_max: int, n_donors: int
 
 
 def _gc_paused(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn`` with Python's cyclic garbage collector paused (conversion makes few reference
+    """Run ``fn`` with glibc's malloc arenas capped at two (each stream thread would otherwise
+    get an arena that keeps its freed blocks resident), Python's cyclic garbage collector paused (conversion makes few reference
     cycles, but the collector's generation scans cost ~0.3 CPU-s over six donors; buffers are
     freed by reference counting regardless) and BLAS single-threaded (conversion does no
     linear algebra; idle OpenBLAS threads would spin beside the inflaters). The interpreter's
@@ -513,6 +514,9 @@ def _gc_paused(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         from threadpoolctl import threadpool_limits
 
+        from .malloc import limit_arenas
+
+        limit_arenas()  # before the stream threads start (peak RSS 499 -> 389 MB measured)
         enabled = gc.isenabled()
         interval = sys.getswitchinterval()
         gc.disable()
