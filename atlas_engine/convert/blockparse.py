@@ -347,6 +347,70 @@ def _line_end(buf: np.ndarray, i: int, end: int) -> int:
     return i + 1 if i < end else end
 
 
+#: :func:`_parse_values` outcomes beside the error codes: the slow-token side table is full
+#: (stop before the line), and a ``\r`` not followed by ``\n`` ends the line
+_FULL = -1
+_BAD_CR = -2
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslow):
+    """The ``ncols`` values of one line into ``row`` (row ``r`` of the block), from ``i`` (the
+    delimiter after the line's first field) through its line end; shared by the integer-id and
+    the label parsers.
+
+    Returns ``(i, col, nslow, code)``: ``i`` just before the next line's first byte (or at the
+    offending token), the values read, the slow tokens recorded so far, and ``OK``, ``E_FEW``,
+    ``E_MANY``, ``E_TOKEN``, ``_FULL`` or ``_BAD_CR``.
+    """
+    cap = slow_pos.shape[0]
+    col = 0
+    while True:
+        # i is at a delimiter or end
+        if i >= end:
+            if col != ncols:
+                return i, col, nslow, E_FEW
+            break
+        d = buf[np.uint64(i)]
+        if d == 10 or d == 13:
+            if col != ncols:
+                return i, col, nslow, E_FEW
+            break
+        # buf[i] == ','
+        i += 1
+        if col == ncols:
+            return i, col, nslow, E_MANY
+        if nslow >= cap:
+            return i, col, nslow, _FULL
+        if i + _FAST_MARGIN <= end:
+            x, j, fast = _fast_float(buf, i)
+            if fast:
+                row[np.uint64(col)] = x
+                col += 1
+                i = j
+                continue
+        x, i, st = _parse_float(buf, i, end)
+        if st == 2:
+            return i, col, nslow, E_TOKEN
+        if st == 1:
+            tok_start = i
+            while tok_start > 0 and buf[tok_start - 1] != 44:
+                tok_start -= 1
+            slow_pos[nslow] = tok_start
+            slow_row[nslow] = r
+            slow_col[nslow] = col
+            nslow += 1
+            x = np.nan
+        row[col] = x
+        col += 1
+    if i < end and buf[i] == 13:
+        if i + 1 < end and buf[i + 1] == 10:
+            i += 1
+        else:
+            return i, col, nslow, _BAD_CR
+    return i, col, nslow, OK
+
+
 @numba.njit(nogil=True, cache=True)
 def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
                       slow_pos, slow_row, slow_col):
@@ -360,7 +424,6 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
     """
     rows = 0
     nslow = 0
-    cap = slow_pos.shape[0]
     while rows < max_rows and pos < end:
         line_start = pos
         r = row0 + rows
@@ -371,52 +434,15 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
             return rows, line_start, nslow, E_ID, rows, 1, pos
         ids[r] = v
         slow_mark = nslow
-        col = 0
-        row = out[r]
-        while True:
-            # i is at a delimiter or end
-            if i >= end:
-                if col != ncols:
-                    return rows, line_start, slow_mark, E_FEW, rows, col + 2, i
-                break
-            d = buf[np.uint64(i)]
-            if d == 10 or d == 13:
-                if col != ncols:
-                    return rows, line_start, slow_mark, E_FEW, rows, col + 2, i
-                break
-            # buf[i] == ','
-            i += 1
-            if col == ncols:
-                return rows, line_start, slow_mark, E_MANY, rows, col + 2, i
-            if nslow >= cap:
-                # side table full: stop before this line, the caller drains and calls again
-                return rows, line_start, slow_mark, OK, 0, 0, 0
-            if i + _FAST_MARGIN <= end:
-                x, j, fast = _fast_float(buf, i)
-                if fast:
-                    row[np.uint64(col)] = x
-                    col += 1
-                    i = j
-                    continue
-            x, i, st = _parse_float(buf, i, end)
-            if st == 2:
-                return rows, line_start, slow_mark, E_TOKEN, rows, col + 2, i
-            if st == 1:
-                tok_start = i
-                while tok_start > 0 and buf[tok_start - 1] != 44:
-                    tok_start -= 1
-                slow_pos[nslow] = tok_start
-                slow_row[nslow] = r
-                slow_col[nslow] = col
-                nslow += 1
-                x = np.nan
-            out[r, col] = x
-            col += 1
-        if i < end and buf[i] == 13:
-            if i + 1 < end and buf[i + 1] == 10:
-                i += 1
-            else:
-                return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
+        i, col, nslow, err = _parse_values(buf, i, end, ncols, out[r], r, slow_pos, slow_row,
+                                           slow_col, nslow)
+        if err == _FULL:
+            # side table full: stop before this line, the caller drains and calls again
+            return rows, line_start, slow_mark, OK, 0, 0, 0
+        if err == _BAD_CR:
+            return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
+        if err != OK:
+            return rows, line_start, slow_mark, err, rows, col + 2, i
         pos = i + 1 if i < end else end
         rows += 1
     return rows, pos, nslow, OK, 0, 0, 0

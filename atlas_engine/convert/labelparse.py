@@ -28,7 +28,8 @@ import numpy as np
 
 from ..errors import FormatError
 from .blockparse import (
-    _FAST_MARGIN,
+    _BAD_CR,
+    _FULL,
     E_EMPTY_LINE,
     E_FEW,
     E_MANY,
@@ -36,8 +37,7 @@ from .blockparse import (
     OK,
     SLOW_CAPACITY,
     ParseStats,
-    _fast_float,
-    _parse_float,
+    _parse_values,
     _token_text,
     line_regions,
 )
@@ -97,7 +97,6 @@ def parse_label_lines(buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, 
     """
     rows = 0
     nslow = 0
-    cap = slow_pos.shape[0]
     while rows < max_rows and pos < end:
         line_start = pos
         r = row0 + rows
@@ -110,43 +109,14 @@ def parse_label_lines(buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, 
         lab_stop[r] = b
         lab_kind[r] = kind
         slow_mark = nslow
-        col = 0
-        while True:
-            if i >= end or buf[i] == 10 or buf[i] == 13:
-                if col != ncols:
-                    return rows, line_start, slow_mark, E_FEW, rows, col + 2, i
-                break
-            i += 1
-            if col == ncols:
-                return rows, line_start, slow_mark, E_MANY, rows, col + 2, i
-            if nslow >= cap:
-                return rows, line_start, slow_mark, OK, 0, 0, 0
-            if i + _FAST_MARGIN <= end:
-                x, j, fast = _fast_float(buf, i)
-                if fast:
-                    out[r, col] = x
-                    col += 1
-                    i = j
-                    continue
-            x, i, st = _parse_float(buf, i, end)
-            if st == 2:
-                return rows, line_start, slow_mark, E_TOKEN, rows, col + 2, i
-            if st == 1:
-                tok_start = i
-                while tok_start > 0 and buf[tok_start - 1] != 44:
-                    tok_start -= 1
-                slow_pos[nslow] = tok_start
-                slow_row[nslow] = r
-                slow_col[nslow] = col
-                nslow += 1
-                x = np.nan
-            out[r, col] = x
-            col += 1
-        if i < end and buf[i] == 13:
-            if i + 1 < end and buf[i + 1] == 10:
-                i += 1
-            else:
-                return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
+        i, col, nslow, err = _parse_values(buf, i, end, ncols, out[r], r, slow_pos, slow_row,
+                                           slow_col, nslow)
+        if err == _FULL:
+            return rows, line_start, slow_mark, OK, 0, 0, 0
+        if err == _BAD_CR:
+            return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
+        if err != OK:
+            return rows, line_start, slow_mark, err, rows, col + 2, i
         pos = i + 1 if i < end else end
         rows += 1
     return rows, pos, nslow, OK, 0, 0, 0
