@@ -80,6 +80,24 @@ def test_stream_equals_in_memory(store, tmp_path, kw, with_info):
     assert [p.name for p in tmp_path.iterdir()] == ["cube.zarr"]
 
 
+def test_failed_stream_leaves_nothing(store, tmp_path, monkeypatch):
+    """An error between two donors: neither the output nor the spilled donors stay behind."""
+    calls = []
+
+    def add_donor(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return original(self, *args, **kwargs)
+
+    original = RegionStream.add_donor
+    monkeypatch.setattr(RegionStream, "add_donor", add_donor)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        get_expression_data(store, ATLAS, INFO, out=tmp_path / "cube.zarr", **FIXED)
+    assert len(calls) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_voxel_atlas_stream_equals_in_memory(store, voxel_atlas_path, tmp_path, monkeypatch):
     # small blocks: many blocks of regions, each region block split across donors' fills
     monkeypatch.setattr(output_mod, "BLOCK_BYTES", 2000 * 8 * 60)

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,9 @@ class RegionStream:
         self.missing, self.region_agg, self.agg_metric = missing, region_agg, agg_metric
         self.spill = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.spill-",
                                            dir=self.path.parent))
+        # the spilled donors go with this object however the run ends (an error or an
+        # interrupt between two donors included), not only through write()/close()
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.spill), True)
         self.donors: list[_Donor] = []
         # regions × genes "NaN in every donor that has samples there", bit-packed, over the
         # regions some donor has samples in
@@ -260,7 +264,7 @@ class RegionStream:
     def close(self) -> None:
         """Remove the spilled files."""
         self.donors = []
-        shutil.rmtree(self.spill, ignore_errors=True)
+        self._cleanup()
 
     def _centroid_positions(self) -> np.ndarray:
         return np.searchsorted(self.all_labels, self.empty) if (
