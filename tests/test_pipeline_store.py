@@ -330,6 +330,24 @@ def test_group_mean_rows_matches_pandas():
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, equal_nan=True)
 
 
+def test_failed_run_leaves_no_temporary_cache_entry(e2e, tmp_path, monkeypatch):
+    """An error after the cache entries were started (here in the gene normalisation): no
+    half-written entry, temporary or final, stays in the store."""
+    from atlas_engine.pipeline import expression as expr
+
+    path = store_copy({"store": Path(e2e["store"].url)}, tmp_path / "s.zarr")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(expr, "srs_region_means", fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        get_expression_data(str(path), ATLAS, INFO, ibf_threshold=0.33, **FIXED)
+    left = [q.name for q in (path / "cache").iterdir()] if (path / "cache").exists() else []
+    assert not any(n.startswith(".tmp") for n in left), left
+    assert not any(n.startswith("samplenorm") for n in left), left
+
+
 def test_cache_entry_roundtrip_and_file_backed_arrays(tmp_path):
     from atlas_engine.pipeline.cache import StoreCache
 

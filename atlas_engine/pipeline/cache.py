@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import uuid
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,9 @@ class CacheWriter:
         self.tmp = tmp
         self.final = final
         self.ok = True
+        # an entry never committed (the run failed or was interrupted) leaves no temporary
+        # directory behind once its writer is gone; after a commit there is nothing to remove
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(tmp), True)
 
     def add(self, name: str, values: np.ndarray) -> None:
         if not _NAME.match(name):
@@ -175,7 +179,7 @@ class CacheWriter:
 
     def abort(self) -> None:
         self.ok = False
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._cleanup()
 
 
 class StripedMatrix:
