@@ -1,11 +1,13 @@
 """Convert AHBA microarray donors (zips or abagen folders) into one Zarr v3 store.
 
-Per donor: the small tables are read and validated, then ``MicroarrayExpression.csv`` and
-``PACall.csv`` are streamed concurrently, each through inflate ‖ parse ‖ write threads joined by
-bounded queues (every stage releases the GIL; see :func:`_stream_matrix`), and by default two
-donors run at once within the memory plan (:func:`plan_jobs`). The donor group is staged and
-published atomically; the root attributes list it only afterwards. Donors whose recorded source
-size and mtime match are skipped.
+The first donor's Probes/Ontology tables are parsed (the other donors' copies must have the
+same sha256) and written as groups while the donors stream. Per donor: SampleAnnot is read and
+validated, then ``MicroarrayExpression.csv`` and ``PACall.csv`` are streamed concurrently, each
+through inflate → parse → write stages joined by bounded queues (every stage releases the GIL
+for its heavy part; inflate runs in the parse thread when every core already converts a donor;
+see :func:`_stream_matrix`). By default two donors run at once within the memory plan
+(:func:`plan_jobs`). The donor group is staged and published atomically; the root attributes
+list it only afterwards. Donors whose recorded source size and mtime match are skipped.
 """
 
 from __future__ import annotations
