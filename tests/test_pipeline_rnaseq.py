@@ -263,3 +263,26 @@ def test_cli_aggregate_probe_selection_rnaseq(rna, golden, tmp_path):
     assert frame.index.tolist() == golden["rnaseq|labels"].tolist()
     assert frame.columns.tolist() == golden["rnaseq|genes"].tolist()
     np.testing.assert_allclose(frame.to_numpy(), golden["rnaseq|values"], rtol=0, atol=1e-6)
+
+
+def test_verify_checks_the_rnaseq_groups(rna, tmp_path, capsys):
+    import zarr
+
+    from atlas_engine.store.verify import verify_store
+
+    rep = verify_store(rna["path"])
+    assert rep.ok, rep.problems
+    st = rna["store"]
+    assert sorted(rep.summary["rnaseq"]) == st.rnaseq_donors == [9861, 10021]
+    assert rep.summary["rnaseq"][9861]["samples"] == st.rnaseq(9861).sizes["sample"]
+    # one changed value in a TPM chunk: verify names the donor, the array and the chunk
+    path = tmp_path / "s.zarr"
+    shutil.copytree(rna["path"], path, ignore=shutil.ignore_patterns("cache"))
+    arr = zarr.open_group(path / "rnaseq" / "10021", mode="a")["tpm"]
+    arr[2, 1] = arr[2, 1] + 1
+    with pytest.raises(SystemExit) as info:
+        main(["verify", str(path)])
+    assert info.value.code == 1
+    out = capsys.readouterr().out
+    assert "RNA-seq: 9861:" in out
+    assert "RNA-seq donor 10021 tpm: chunk (0, 0) checksum differs" in out and "FAILED" in out

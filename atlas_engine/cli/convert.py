@@ -104,7 +104,8 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
 @click.option("--no-checksums", is_flag=True, help="Skip re-reading every chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
-    """Check STORE: dimensions, samples per donor, probe↔gene summary, NaN/inf, chunk checksums.
+    """Check STORE: dimensions, samples per donor, probe↔gene summary, NaN/inf, chunk checksums
+    (of the RNA-seq donors too).
 
     \b
     Example:
@@ -124,6 +125,9 @@ def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
         click.echo(f"probes: {s['probes']}, genes: {s['genes']}, non-RefSeq probes: "
                    f"{s['non_refseq_probes']}")
         click.echo(f"probes per gene: {s['probes_per_gene']}")
+        if s.get("rnaseq"):
+            click.echo("RNA-seq: " + ", ".join(f"{d}: {v['genes']} genes × {v['samples']} "
+                                                "samples" for d, v in s["rnaseq"].items()))
         click.echo(f"NaN: {s['nan']}, inf: {s['inf']}")
         for p in rep.problems:
             click.echo(f"PROBLEM: {p}")

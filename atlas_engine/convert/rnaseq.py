@@ -38,8 +38,8 @@ if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor
 
     from .blockparse import ParseStats
 
-RNASEQ_MATRICES = (("tpm", "RNAseqTPM.csv", "TPM"), ("counts", "RNAseqCounts.csv",
-                                                      "fragment counts"))
+RNASEQ_MATRICES = tuple(zip(L.RNASEQ_ARRAYS, ("RNAseqTPM.csv", "RNAseqCounts.csv"),
+                            ("TPM", "fragment counts"), strict=True))
 GENES_COLUMNS = ("gene_symbol", "gene_id", "entrez_id", "chromosome", "strand",
                  "number_of_transcripts", "median_transcriptome_length", "median_genome_length",
                  "median_number_of_exons", "median_gene_start", "median_gene_end")

@@ -13,6 +13,8 @@ ONTOLOGY_GROUP = "ontology"
 DONORS_GROUP = "donors"
 #: AHBA RNA-seq donors (``rnaseq/{id}``: tpm, counts, gene and sample tables)
 RNASEQ_GROUP = "rnaseq"
+#: the (gene, sample) arrays of an RNA-seq donor group
+RNASEQ_ARRAYS = ("tpm", "counts")
 #: BrainSpan stores: gene rows and sample columns
 GENES_GROUP = "genes"
 SAMPLES_GROUP = "samples"

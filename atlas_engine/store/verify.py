@@ -96,4 +96,41 @@ def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyRep
                 s["nan"] += nn
                 s["inf"] += ni
     s["total_samples"] = sum(s["samples"].values())
+    _verify_rnaseq(store, report, checksums)
     return report
+
+
+def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
+    """The RNA-seq groups (``rnaseq/{id}``): dimensions, completeness, sample count and the
+    chunk checksums conversion recorded for ``tpm`` and ``counts``."""
+    donors = store.rnaseq_donors
+    if not donors:
+        return
+    s = report.summary
+    s["rnaseq"] = {}
+    for d in donors:
+        ds = store.rnaseq(d)
+        n_g, n_s = ds.sizes[L.GENE_DIM], ds.sizes[L.SAMPLE_DIM]
+        s["rnaseq"][d] = {"genes": n_g, "samples": n_s}
+        info = ds.attrs.get("donor", {})
+        if info.get("n_samples") != n_s or info.get("n_genes") != n_g:
+            report.fail(f"RNA-seq donor {d}: {n_g} genes × {n_s} samples, conversion "
+                        f"recorded {info.get('n_genes')} × {info.get('n_samples')}")
+        if not ds.attrs.get("complete"):
+            report.fail(f"RNA-seq donor {d}: not marked complete")
+        for name in L.RNASEQ_ARRAYS:
+            if ds[name].dims != (L.GENE_DIM, L.SAMPLE_DIM):
+                report.fail(f"RNA-seq donor {d}: {name} has dims {ds[name].dims}")
+        if not checksums:
+            continue
+        group = zarr.open_group(store.url, mode="r", zarr_format=3)[f"{L.RNASEQ_GROUP}/{d}"]
+        cs = ds.attrs.get("checksums", {})
+        chunks = tuple(cs.get("chunks", (0, 0)))
+        for name in L.RNASEQ_ARRAYS:
+            if name not in cs:
+                report.fail(f"RNA-seq donor {d}: no checksums recorded for {name}")
+                continue
+            nn, ni = _check_chunks(group[name], cs[name], chunks, f"RNA-seq donor {d} {name}",
+                                   report)
+            s["nan"] += nn
+            s["inf"] += ni
