@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..convert.writer import COMPRESSORS
 from ..errors import ConfigError
 from ._groups import group_mean_rows
 from .interpolate import InterpolationFill, donor_fill, empty_fill
@@ -238,10 +239,14 @@ class RegionStream:
                                    chunks=(max(1, n_kept),), dimension_names=["gene_symbol"])
             if n_kept:
                 gs[:] = np.asarray(genes)[kept].astype(str)
+            # the store's own codec (Blosc LZ4 + byte shuffle) rather than zarr's default zstd:
+            # a gene's map over 148k voxels touches ~640 chunks, and LZ4 decodes them ~5x
+            # faster (voxel-level interpolate run: 144 -> 125 CPU-s, 8.5 -> 9.1 GB)
             arr = root.create_array(
                 "expression", shape=(n_regions, n_kept), dtype=np.dtype(dtype),
                 chunks=(min(rows, max(1, n_regions)), max(1, min(GENE_CHUNK, n_kept))),
-                fill_value=np.nan, dimension_names=["label", "gene_symbol"])
+                fill_value=np.nan, dimension_names=["label", "gene_symbol"],
+                compressors=COMPRESSORS)
             fill_all = self._centroid_positions()
             data = self._has_data | self._filled
             data[fill_all] = True
