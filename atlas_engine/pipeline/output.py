@@ -302,8 +302,9 @@ class RegionStream:
             c = np.zeros((nb, nk), dtype=np.int32)
         else:
             stack = []
+        v = np.empty((nb, nk))   # one donor's values at a time (reused: no fresh pages)
         for d in self.donors:
-            v = np.full((nb, nk), np.nan)
+            v.fill(np.nan)
             p0, p1 = np.searchsorted(d.present, [a, b])
             if p1 > p0:
                 v[d.present[p0:p1] - a] = np.asarray(d.values[p0:p1])[:, kept]
@@ -327,9 +328,9 @@ class RegionStream:
             if self.agg_metric == "mean":
                 ok = ~np.isnan(v)
                 np.add(s, v, out=s, where=ok)
-                c[ok] += 1
+                c += ok          # the same counts as c[ok] += 1, without a masked scatter
             else:
-                stack.append(v)
+                stack.append(v.copy())
         if self.region_agg == "samples":
             with np.errstate(invalid="ignore", divide="ignore"):
                 out = np.where(c > 0, s / c, np.nan)
