@@ -124,3 +124,29 @@ def test_fill_matches_dense_distance_matrix(with_info):
     # any block of labels, samples fetched on demand, gives the same rows
     part = np.array([len(fill.labels) - 1, 0])
     np.testing.assert_array_equal(fill.rows(part, lambda idx: x[idx]), got[part])
+
+
+@pytest.mark.parametrize("one_per_label", [True, False])
+def test_fill_rows_equal_the_sparse_product(one_per_label):
+    """Labels with one sample each take a gather path; it gives the sparse product's values
+    bit for bit (NaN counted as 0, as abagen's weighted sum does)."""
+    import scipy.sparse as sp
+
+    from atlas_engine.pipeline.interpolate import InterpolationFill
+
+    rng = np.random.default_rng(3)
+    n_labels, n_samples, n_genes = 40, 25, 17
+    x = rng.normal(size=(n_samples, n_genes))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    per = 1 if one_per_label else 3
+    cols = np.concatenate([np.sort(rng.choice(n_samples, per, replace=False))
+                           for _ in range(n_labels)])
+    data = rng.uniform(0.1, 2.0, len(cols))
+    w = sp.csr_matrix((data, cols, np.arange(0, per * n_labels + 1, per)),
+                      shape=(n_labels, n_samples))
+    den = np.asarray(w.sum(axis=1)).reshape(-1)
+    fill = InterpolationFill(np.arange(1, n_labels + 1), w, den)
+    which = np.array([3, 4, 5, 9, 17, 30])
+    got = fill.rows(which, lambda idx: x[idx])
+    want = np.asarray(w[which] @ np.nan_to_num(x, nan=0.0)) / den[which][:, None]
+    assert np.array_equal(got, want)

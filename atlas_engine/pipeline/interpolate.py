@@ -59,9 +59,16 @@ class InterpolationFill:
         # only the samples these labels use, with the column order (and so the order of the
         # additions) unchanged
         cols, inv = np.unique(w.indices, return_inverse=True)
-        w = sp.csr_matrix((w.data, inv.reshape(-1), w.indptr), shape=(w.shape[0], len(cols)))
-        x = np.asarray(fetch(cols), dtype=np.float64)
-        out = np.asarray(w @ np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=-np.inf))
+        inv = inv.reshape(-1)
+        x = np.nan_to_num(np.asarray(fetch(cols), dtype=np.float64), nan=0.0, posinf=np.inf,
+                          neginf=-np.inf)
+        if len(which) and np.all(np.diff(w.indptr) == 1):
+            # one sample per label (every voxel-level region): the product is a scaled
+            # gather, the same value the sparse product computes (0 + w·x == w·x)
+            out = x[inv] * w.data[:, None]
+        else:
+            w = sp.csr_matrix((w.data, inv, w.indptr), shape=(w.shape[0], len(cols)))
+            out = np.asarray(w @ x)
         out /= self.denominator[which][:, None]
         return out
 
