@@ -46,12 +46,16 @@ def _collapse(value: str) -> str | None:
               help="With --by atlas:...: abagen's atlas_info CSV (id, hemisphere, structure).")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Output: .csv | .parquet (table) or .zarr | .nc (cube).")
+@click.option("--layout", default="wide", show_default=True, type=click.Choice(["wide", "long"]),
+              help="Tables: wide (a row per group, a column per gene or probe) or long (a row "
+                   "per group and gene or probe).")
 @click.option("--quiet", "-q", is_flag=True)
 @dask_options
 @abagen_options
 def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode: str,
                   donor_ids: str | None, collapse: str, keep_non_refseq: bool,
-                  drop_empty: bool, atlas_info: str | None, out: str, quiet: bool, workers: int | None,
+                  drop_empty: bool, atlas_info: str | None, out: str, layout: str, quiet: bool,
+                  workers: int | None,
                   scheduler: str | None, memory_limit: str | None, **abagen: object) -> None:
     """Aggregate STORE into a region × gene (or probe) matrix.
 
@@ -93,7 +97,7 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
                            collapse=_collapse(collapse), donor_ids=ids,
                            block_bytes=block_bytes_for(memory_limit),
                            keep_non_refseq=keep_non_refseq)
-    paths = write_result(result, Path(out), drop_empty=drop_empty)
+    paths = write_result(result, Path(out), drop_empty=drop_empty, layout=layout)
     if not quiet:
         g = result.groups
         empty = int((g.n_samples == 0).sum())
@@ -130,8 +134,8 @@ def expression_cmd(store: str, genes: tuple[str, ...], donor_ids: str | None, la
       atlas-engine expression ahba.zarr @genes.txt --layout wide --out genes.parquet
     """
     from ..aggregate.extract import extract_expression
+    from ..atomic import atomic_output
     from ..sources.donors import resolve_donors
-    from .common import atomic_output
 
     ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
     table, missing = extract_expression(store, list(genes), donors=ids, layout=layout)

@@ -9,7 +9,6 @@ for :func:`run_atlas_aggregate`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,15 +90,22 @@ def _norm(value: str | None) -> str | None:
 
 
 def _write_csv(frame: Any, path: Path, index: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=index)
-    os.replace(tmp, path)
+    from ..atomic import atomic_output
+
+    atomic_output(path, lambda p: frame.to_csv(p, index=index))
+
+
+def _write_matrix(frame: Any, path: Path) -> None:
+    """A regions × genes matrix (index ``label``): the wide table writer, same text as pandas."""
+    from ..report.tablewrite import write_table
+
+    write_table(frame.reset_index(), path)
 
 
 def _write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from ..atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def run_atlas_aggregate(store: str, atlas: str, atlas_info: str | None, out: str,
@@ -141,7 +147,7 @@ def run_atlas_aggregate(store: str, atlas: str, atlas_info: str | None, out: str
     stem = out_path.with_suffix("") if out_path.suffix in (".csv", ".zarr") else out_path
     files = [out_path]
     if not streamed:
-        _write_csv(res.expression, out_path)
+        _write_matrix(res.expression, out_path)
     for name, table in (("probes", res.probes), ("genes", res.genes),
                         ("samples", res.samples)):
         p = Path(f"{stem}.{name}.csv")
@@ -154,7 +160,7 @@ def run_atlas_aggregate(store: str, atlas: str, atlas_info: str | None, out: str
     if res.donors is not None:
         for d, frame in res.donors.items():
             p = Path(f"{stem}.donor{d}.csv")
-            _write_csv(frame, p)
+            _write_matrix(frame, p)
             files.append(p)
     methods = Path(f"{stem}.methods.txt")
     _write_text(res.methods() + "\n", methods)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
 
+from ..atomic import atomic_output  # noqa: F401  (re-exported for the commands)
 from ..config import parse_size
 
 
@@ -59,22 +57,3 @@ def execution(scheduler: str | None, workers: int | None,
                 yield client
         else:
             yield client
-
-
-def atomic_output(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write ``path`` (a file or a directory such as a ``.zarr`` store) under a temporary
-    name, then rename it into place, so a failure leaves no half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    try:
-        write(tmp)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    return path

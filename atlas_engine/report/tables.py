@@ -17,12 +17,32 @@ def side_path(out: Path, what: str, suffix: str = ".csv") -> Path:
     return out.with_name(f"{stem}.{what}{suffix}")
 
 
-def write_result(result: Any, out: str | Path, *, drop_empty: bool = False) -> list[Path]:
+def write_result(result: Any, out: str | Path, *, drop_empty: bool = False,
+                 layout: str = "wide") -> list[Path]:
     """Write an :class:`~atlas_engine.aggregate.api.AggregateResult` by ``out``'s suffix, plus
     ``<stem>.counts.csv`` (samples per group and donor), ``<stem>.groups.csv`` (every group
     with its sample and donor counts, empty ones included) and, after a gene collapse,
-    ``<stem>.genes.csv`` (chosen probe per gene and why). Returns the paths written."""
-    from ..cli.common import atomic_output
+    ``<stem>.genes.csv`` (chosen probe per gene and why).
+
+    Parameters
+    ----------
+    result
+        The aggregation result.
+    out
+        ``.csv`` / ``.parquet`` (a table) or ``.zarr`` / ``.nc`` (a cube).
+    drop_empty
+        Leave out groups without samples (they are still listed in ``.groups.csv``).
+    layout
+        Tables only: ``"wide"`` (a row per group, a column per gene or probe) or ``"long"``
+        (a row per group and gene or probe).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from ..atomic import atomic_output
+    from .tablewrite import write_table
 
     out = Path(out)
     suffix = out.suffix.lower()
@@ -35,10 +55,8 @@ def write_result(result: Any, out: str | Path, *, drop_empty: bool = False) -> l
         if drop_empty:
             empty = set(result.groups.loc[result.groups.n_samples == 0, "structure_id"])
             frame = frame[~frame["structure_id"].isin(empty)]
-        if suffix == ".csv":
-            written.append(atomic_output(out, lambda p: frame.to_csv(p, index=False)))
-        else:
-            written.append(atomic_output(out, lambda p: frame.to_parquet(p, index=False)))
+        feature = "gene" if result.params.get("collapse") else "probe"
+        written.append(write_table(frame, out, layout=layout, var_name=feature))
     else:
         ds = result.to_dataset()
         if drop_empty:

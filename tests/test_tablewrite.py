@@ -1,0 +1,106 @@
+"""Result tables written by polars/pyarrow read back to exactly what pandas would have written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas_engine.errors import ConfigError
+from atlas_engine.report import tablewrite
+from atlas_engine.report.tablewrite import write_table
+
+#: id columns read back as text (an integer column with gaps would come back as floats)
+IDS = {"structure_id": str, "acronym": str, "name": str, "entrez": str}
+
+
+def _frame(n_rows: int, n_cols: int, dtype: type, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(5, 3, size=(n_rows, n_cols)).astype(dtype)
+    if values.size:
+        values[rng.random(values.shape) < 0.05] = np.nan
+        flat = values.reshape(-1)
+        extremes = np.array([1e-30, -0.0, 3.4e38, 1.5e-7, 123456789.0, -1e-5], dtype=dtype)
+        flat[: min(flat.size, extremes.size)] = extremes[: flat.size]
+    meta = pd.DataFrame({
+        "structure_id": np.arange(n_rows, dtype=np.int64) + 4000,
+        "acronym": [f"A{i}" for i in range(n_rows)],
+        "name": [f'gyrus, "part" {i}' if i % 2 else f"lobe {i}" for i in range(n_rows)],
+        "entrez": pd.array([None if i % 3 == 0 else i for i in range(n_rows)], dtype="Int64"),
+    })
+    body = pd.DataFrame(values, columns=[f"GENE{j}" for j in range(n_cols)])
+    return pd.concat([meta, body], axis=1)
+
+
+def _assert_same(got: pd.DataFrame, want: pd.DataFrame, dtype: type) -> None:
+    assert list(got.columns) == list(want.columns)
+    for c in want.columns:
+        w = want[c]
+        g = got[c]
+        if pd.api.types.is_float_dtype(w.dtype):
+            np.testing.assert_array_equal(g.to_numpy(dtype=np.float64).astype(dtype),
+                                          w.to_numpy(), strict=False)
+        else:
+            assert g.astype(object).where(g.notna(), "").astype(str).tolist() == \
+                   w.astype(object).where(w.notna(), "").astype(str).tolist(), c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n_rows", "n_cols"), [(7, 300), (300, 7), (1, 1), (600, 900)])
+def test_wide_csv_reads_back_like_pandas(tmp_path, dtype, n_rows, n_cols):
+    frame = _frame(n_rows, n_cols, dtype)
+    write_table(frame, tmp_path / "t.csv")
+    frame.to_csv(tmp_path / "oracle.csv", index=False)
+    got = pd.read_csv(tmp_path / "t.csv", dtype=IDS)
+    want = pd.read_csv(tmp_path / "oracle.csv", dtype=IDS)
+    _assert_same(got, frame, dtype)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_wide_csv_in_several_passes(tmp_path, monkeypatch):
+    monkeypatch.setattr(tablewrite, "ROWS_PER_PASS", 3)
+    frame = _frame(10, 50, np.float32)
+    write_table(frame, tmp_path / "t.csv")
+    _assert_same(pd.read_csv(tmp_path / "t.csv", dtype=IDS), frame, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_parquet_round_trip(tmp_path, dtype):
+    frame = _frame(9, 400, dtype)
+    write_table(frame, tmp_path / "t.parquet")
+    got = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(got.columns) == list(frame.columns)
+    for c in frame.columns:
+        if pd.api.types.is_float_dtype(frame[c].dtype):
+            assert got[c].dtype == frame[c].dtype
+            np.testing.assert_array_equal(got[c].to_numpy(), frame[c].to_numpy())
+        else:
+            assert got[c].astype(object).where(got[c].notna(), None).tolist() == \
+                frame[c].astype(object).where(frame[c].notna(), None).tolist()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_long_layout_is_the_melted_table(tmp_path, suffix):
+    frame = _frame(6, 11, np.float64)
+    path = write_table(frame, tmp_path / f"t{suffix}", layout="long", var_name="gene")
+    got = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    ids = ["structure_id", "acronym", "name", "entrez"]
+    want = frame.melt(id_vars=ids, var_name="gene", value_name="value")
+    # row-major: every gene of the first group, then the next group
+    want = want.assign(_r=np.tile(np.arange(6), 11), _c=np.repeat(np.arange(11), 6))
+    want = want.sort_values(["_r", "_c"]).drop(columns=["_r", "_c"]).reset_index(drop=True)
+    assert list(got.columns) == ids + ["gene", "value"]
+    assert got["gene"].tolist() == want["gene"].tolist()
+    np.testing.assert_array_equal(got["value"].to_numpy(dtype=np.float64),
+                                  want["value"].to_numpy())
+    assert got["structure_id"].tolist() == want["structure_id"].tolist()
+    assert got["name"].tolist() == want["name"].tolist()
+
+
+def test_bad_requests_are_refused(tmp_path):
+    frame = _frame(2, 2, np.float64)
+    with pytest.raises(ConfigError, match="unknown table format"):
+        write_table(frame, tmp_path / "t.xlsx")
+    with pytest.raises(ConfigError, match="layout"):
+        write_table(frame, tmp_path / "t.csv", layout="diagonal")  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())  # nothing half-written
