@@ -81,7 +81,9 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
     ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
     if by.startswith("atlas:"):
         opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}
-        with execution(scheduler, workers, memory_limit):
+        from ..tuning import process_tuning
+
+        with execution(scheduler, workers, memory_limit), process_tuning():
             summary = run_atlas_aggregate(store, by[len("atlas:"):], atlas_info, out,
                                           donors=",".join(map(str, ids)) if ids else "all",
                                           quiet=quiet, **opts)

@@ -47,56 +47,24 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
     donors already converted from unchanged sources and finishes interrupted ones.
     """
     import os
-    from pathlib import Path
 
     # conversion does no linear algebra: without this, the BLAS thread pools numpy and scipy
     # start spin on the cores the inflaters need (set before numpy is first imported)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
-    from ..convert.donor import _DIR_RE, _ZIP_RE, convert_microarray
-    from ..convert.malloc import limit_arenas
-    from ..convert.rnaseq import _ZIP_RE as _RNA_ZIP_RE
-    from ..convert.rnaseq import convert_rnaseq, find_rnaseq
-
-    limit_arenas()  # before the worker threads start: keeps peak RSS near the live memory
+    from ..convert.api import convert
+    from ..tuning import CONVERT_SWITCH_INTERVAL, process_tuning
 
     def log(text: str) -> None:
         if not quiet:
             click.echo(text, err=True)
 
-    donor_list = donors.split(",") if donors else None
-    if dataset == "auto":
-        p = Path(src)
-        names = [f.name for f in p.iterdir()] if p.is_dir() else []
-        has_ahba = any(_ZIP_RE.match(n) or _DIR_RE.match(n) for n in names)
-        has_rna = any(_RNA_ZIP_RE.match(n) for n in names)
-        dataset = "ahba" if has_ahba else "ahba-rnaseq" if has_rna else "brainspan"
-
-    def rna() -> None:
-        out = convert_rnaseq(src, store, dtype=dtype, donors=donor_list, log=log)
-        log(f"RNA-seq: converted {out.converted or 'nothing'}, skipped {out.skipped or 'none'} "
-            f"in {out.seconds:.1f} s → {store}")
-
-    if dataset == "ahba-rnaseq":
-        rna()
-        return
-    if dataset == "brainspan":
-        from ..convert.brainspan import convert_brainspan
-
-        out = convert_brainspan(src, store, dtype=dtype)
-        log(f"BrainSpan: {out['genes']} genes × {out['samples']} samples in "
-            f"{out['seconds']:.1f} s → {store}")
-        return
-    res = convert_microarray(src, store, dtype=dtype, donors=donor_list,
-                             memory_limit=memory_limit, jobs=jobs, log=log)
-    mb = res.bytes_parsed / 1e6
-    log(f"converted {res.converted or 'nothing'}, skipped {res.skipped or 'none'} in "
-        f"{res.seconds:.1f} s ({mb:.0f} MB of CSV, {mb / max(res.seconds, 1e-9):.0f} MB/s) → {store}")
-    for d, ids in res.unknown_structures.items():
-        log(f"warning: donor {d}: structure ids {ids} are not in the ontology (samples kept)")
-    if rnaseq and find_rnaseq(src, donor_list):
-        rna()
+    with process_tuning(switch_interval=CONVERT_SWITCH_INTERVAL):
+        out = convert(src, store, dataset=dataset, dtype=dtype, donors=donors, rnaseq=rnaseq,
+                      memory_limit=memory_limit, jobs=jobs, log=log)
+    for line in out.messages:
+        log(line)
 
 
 @click.command("verify")

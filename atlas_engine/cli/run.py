@@ -62,8 +62,9 @@ def run_cmd(out: str, data_dir: str | None, base_url: str | None, donors: str,
 def _run(*, demo: dict | None = None, scheduler: str | None, workers: int | None,
          memory_limit: str | None, collapse: str, **kw) -> None:  # type: ignore[no-untyped-def]
     from ..job import run_demo, run_job
+    from ..tuning import process_tuning
 
-    with execution(scheduler, workers, memory_limit):
+    with execution(scheduler, workers, memory_limit), process_tuning():
         common = dict(collapse=_collapse(collapse), memory_limit=memory_limit,
                       block_bytes=block_bytes_for(memory_limit), **kw)
         if demo is not None:

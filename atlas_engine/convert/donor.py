@@ -13,8 +13,6 @@ list it only afterwards. Donors whose recorded source size and mtime match are s
 from __future__ import annotations
 
 import contextlib
-import functools
-import gc
 import hashlib
 import os
 import queue
@@ -500,46 +498,6 @@ def plan_jobs(opts: Options, n_samples_max: int, n_donors: int
     return 1, (_PLANS[-1], _PLANS[-1])
 
 
-def _runtime_tuned(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn`` with the process settings conversion wants, restored afterwards:
-
-    * glibc's malloc arenas capped at two (each stream thread would otherwise get an arena that
-      keeps its freed blocks resident);
-    * Python's cyclic garbage collector paused (conversion makes few reference cycles, but the
-      collector's generation scans cost ~0.3 CPU-s over six donors; buffers are freed by
-      reference counting regardless);
-    * BLAS single-threaded (conversion does no linear algebra; idle OpenBLAS threads would spin
-      beside the inflaters);
-    * a 0.5 ms thread switch interval instead of 5 ms: a stream thread coming back from a
-      GIL-free inflate or parse call otherwise waits up to 5 ms for a thread writing tables
-      (xarray, pandas) — about the time one 2 MB piece takes to inflate.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import sys
-
-        from threadpoolctl import threadpool_limits
-
-        from .malloc import limit_arenas
-
-        limit_arenas()  # before the stream threads start (peak RSS 499 -> 389 MB measured)
-        enabled = gc.isenabled()
-        interval = sys.getswitchinterval()
-        gc.disable()
-        sys.setswitchinterval(min(interval, 0.0005))
-        try:
-            with threadpool_limits(1, user_api="blas"):
-                return fn(*args, **kwargs)
-        finally:
-            sys.setswitchinterval(interval)
-            if enabled:
-                gc.enable()
-
-    return wrapper
-
-
-@_runtime_tuned
 def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                        dtype: str = "float32", donors: Iterable[int | str] | None = None,
                        memory_limit: int | str | None = None, jobs: int | None = None,

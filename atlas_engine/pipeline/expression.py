@@ -622,42 +622,6 @@ def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method:
 # --------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------
-def _tuned(fn: Any) -> Any:
-    """Run ``fn`` with the allocator and zarr settings of the block-wise passes.
-
-    The passes allocate and free megabyte buffers from several threads; with glibc's default
-    (one arena per thread, up to 8 per core) freed memory stays resident in each arena
-    (measured on the full data: peak RSS 741 → 588 MB with two arenas). Each zarr call fetches
-    its chunks one at a time (the passes run their own threads over blocks): same speed, and
-    60–100 MB less transient chunk memory. Python's cyclic garbage collector is paused for
-    the call (restored after): the tables and pandas steps allocate enough objects to trigger
-    it over and over (measured ~0.3 s of a cold run) while the big buffers are freed by
-    reference counting anyway. BLAS runs single-threaded: its only uses here are small
-    products (voxel coordinates × affine, one-hot group sums), after which OpenBLAS's idle
-    threads spin on the cores the decode and kernel threads need (~0.35 CPU-s of a cold run).
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import gc
-
-        from threadpoolctl import threadpool_limits
-
-        from ..convert.malloc import limit_arenas
-
-        limit_arenas(2)
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            with _zarr_one_fetch(), threadpool_limits(1, user_api="blas"):
-                return fn(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-
-    return wrapper
-
-
 @contextlib.contextmanager
 def _zarr_one_fetch() -> Any:
     """zarr's ``async.concurrency`` at 1 for the block. zarr is not imported for it (a call
@@ -687,7 +651,19 @@ def _zarr_one_fetch() -> Any:
             sys.modules["zarr"].config.refresh()
 
 
-@_tuned
+def _one_fetch_per_call(fn: Any) -> Any:
+    """Run ``fn`` with zarr fetching one chunk at a time (the passes run their own threads
+    over blocks: same speed, 60–100 MB less transient chunk memory); restored afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _zarr_one_fetch():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_one_fetch_per_call
 def get_expression_data(
     store: Any,
     atlas: Any,

@@ -1,0 +1,136 @@
+"""``convert``: one entry point for every dataset the engine converts (the CLI calls it too)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConfigError
+
+__all__ = ["DATASETS", "ConvertSummary", "convert", "detect_dataset"]
+
+#: What ``convert`` can be asked to convert (``auto`` looks at the source).
+DATASETS = ("auto", "ahba", "ahba-rnaseq", "brainspan")
+
+
+@dataclass
+class ConvertSummary:
+    """What a :func:`convert` call did: one entry per dataset converted."""
+
+    store: str
+    dataset: str
+    microarray: Any = None     # convert.donor.ConvertResult
+    rnaseq: Any = None         # convert.rnaseq.RnaseqResult
+    brainspan: dict[str, Any] | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+def detect_dataset(src: str | os.PathLike) -> str:
+    """``ahba`` when ``src`` holds microarray donors, ``ahba-rnaseq`` when it holds only
+    RNA-seq donors, else ``brainspan``."""
+    from .donor import _DIR_RE, _ZIP_RE
+    from .rnaseq import _ZIP_RE as _RNA_ZIP_RE
+
+    p = Path(src)
+    names = [f.name for f in p.iterdir()] if p.is_dir() else []
+    if any(_ZIP_RE.match(n) or _DIR_RE.match(n) for n in names):
+        return "ahba"
+    if any(_RNA_ZIP_RE.match(n) for n in names):
+        return "ahba-rnaseq"
+    return "brainspan"
+
+
+def convert(
+    src: str | os.PathLike,
+    store: str | os.PathLike,
+    *,
+    dataset: Literal["auto", "ahba", "ahba-rnaseq", "brainspan"] = "auto",
+    dtype: Literal["float32", "float64"] = "float32",
+    donors: str | Iterable[int | str] | None = None,
+    rnaseq: bool = True,
+    memory_limit: int | str | None = None,
+    jobs: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ConvertSummary:
+    """Convert downloaded Allen files into a Zarr v3 store.
+
+    Parameters
+    ----------
+    src
+        A folder of donor zips (or extracted donor folders), RNA-seq zips, or a BrainSpan zip.
+    store
+        The Zarr store to create or complete (a path or an fsspec URL).
+    dataset
+        ``"auto"`` (microarray donors, with their RNA-seq donors if ``src`` has them; only
+        RNA-seq when that is all there is; else BrainSpan), ``"ahba"``, ``"ahba-rnaseq"`` or
+        ``"brainspan"``.
+    dtype
+        Stored precision of the expression values (``"float32"`` or ``"float64"``).
+    donors
+        Donor ids or names (``"9861,10021"`` or a list); default every donor in ``src``.
+    rnaseq
+        With the microarray donors, also convert the RNA-seq donors found in ``src``.
+    memory_limit
+        Bound on working memory (``"512MB"``); limits how many donors convert at once.
+    jobs
+        Donors converted in parallel (default: 2 on 2+ cores).
+    log
+        Called with one line of progress text at a time.
+
+    Returns
+    -------
+    ConvertSummary
+        Converted and skipped donors per dataset, with timings.
+
+    Notes
+    -----
+    Re-running skips donors already converted from unchanged sources and finishes interrupted
+    ones. Process-wide tuning (malloc arenas, BLAS threads, garbage collector) is left to the
+    caller: the command line applies :func:`atlas_engine.tuning.process_tuning`.
+    """
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    log = log or (lambda s: None)
+    donor_list = (donors.split(",") if isinstance(donors, str) else
+                  list(donors) if donors is not None else None)
+    if dataset == "auto":
+        dataset = detect_dataset(src)  # type: ignore[assignment]
+    out = ConvertSummary(os.fspath(store), dataset)
+
+    def rna() -> None:
+        from .rnaseq import convert_rnaseq
+
+        out.rnaseq = r = convert_rnaseq(src, store, dtype=dtype, donors=donor_list, log=log)
+        out.messages.append(f"RNA-seq: converted {r.converted or 'nothing'}, skipped "
+                            f"{r.skipped or 'none'} in {r.seconds:.1f} s → {store}")
+
+    if dataset == "ahba-rnaseq":
+        rna()
+        return out
+    if dataset == "brainspan":
+        from .brainspan import convert_brainspan
+
+        out.brainspan = b = convert_brainspan(src, store, dtype=dtype)
+        out.messages.append(f"BrainSpan: {b['genes']} genes × {b['samples']} samples in "
+                            f"{b['seconds']:.1f} s → {store}")
+        return out
+    from .donor import convert_microarray
+    from .rnaseq import find_rnaseq
+
+    res = convert_microarray(src, store, dtype=dtype, donors=donor_list,
+                             memory_limit=memory_limit, jobs=jobs, log=log)
+    out.microarray = res
+    mb = res.bytes_parsed / 1e6
+    out.messages.append(
+        f"converted {res.converted or 'nothing'}, skipped {res.skipped or 'none'} in "
+        f"{res.seconds:.1f} s ({mb:.0f} MB of CSV, {mb / max(res.seconds, 1e-9):.0f} MB/s) "
+        f"→ {store}")
+    for d, ids in res.unknown_structures.items():
+        out.messages.append(f"warning: donor {d}: structure ids {ids} are not in the ontology "
+                            "(samples kept)")
+    if rnaseq and find_rnaseq(src, donor_list):
+        rna()
+    return out
