@@ -48,8 +48,9 @@ class FormatError(AtlasEngineError, ValueError):
         super().__init__(text)
 
 
-class FetchError(AtlasEngineError):
-    """A download or API request failed after all retries."""
+class FetchError(AtlasEngineError, OSError):
+    """A download or API request failed after all retries (an ``OSError``, as network
+    failures are in Python)."""
 
 
 class VerificationError(FetchError):
@@ -66,3 +67,7 @@ class ApiError(FetchError):
 
 class StoreError(AtlasEngineError):
     """The Zarr store is missing, incomplete or inconsistent."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """There is no store at the given location (also a ``FileNotFoundError``)."""

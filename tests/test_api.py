@@ -59,3 +59,13 @@ def test_convert_refuses_an_unknown_dataset(tmp_path):
 
     with pytest.raises(ConfigError, match="dataset 'genome'"):
         ae.convert(tmp_path, tmp_path / "s.zarr", dataset="genome")  # type: ignore[arg-type]
+
+
+def test_errors_are_also_the_builtin_kinds(tmp_path):
+    from atlas_engine.errors import FetchError, StoreError
+
+    with pytest.raises(FileNotFoundError) as info:
+        ae.open_store(tmp_path / "nowhere.zarr")
+    assert isinstance(info.value, StoreError)
+    assert "nowhere.zarr: no such store" in str(info.value)
+    assert issubclass(FetchError, OSError)

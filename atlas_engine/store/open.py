@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreNotFoundError
 from ..sources.donors import DONORS
 from . import layout as L
 from .ontology import ONTOLOGY_COLUMNS, Ontology
@@ -185,7 +185,11 @@ class AtlasStore:
 
             try:
                 root = zarr.open_group(url, mode="r", zarr_format=3)
-            except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as exc:
+            except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+                if "://" not in url and not os.path.exists(url):
+                    raise StoreNotFoundError(f"{url}: no such store") from None
+                raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
+            except ValueError as exc:
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             attrs = dict(root.attrs.get(L.ROOT_ATTR, {}))
         if attrs.get("format") != L.FORMAT_MICROARRAY:
