@@ -15,7 +15,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,10 @@ ROWS_PER_PASS = 256
 def split_frame(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """The leading columns that label a row (anything before the first float column, plus any
     non-float column) and the float value columns."""
-    values = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype)]
-    ids = [c for c in frame.columns if c not in set(values)]
-    return [str(c) for c in ids], [str(c) for c in values]
+    is_float = [getattr(t, "kind", "") == "f" for t in frame.dtypes]
+    ids = [str(c) for c, f in zip(frame.columns, is_float, strict=True) if not f]
+    values = [str(c) for c, f in zip(frame.columns, is_float, strict=True) if f]
+    return ids, values
 
 
 def _header(names: Sequence[str]) -> str:
@@ -54,15 +55,40 @@ def _id_lines(frame: pd.DataFrame, ids: Sequence[str]) -> list[str]:
     return [_header(row).rstrip("\n") for row in sub.itertuples(index=False, name=None)]
 
 
-def _value_lines(block: np.ndarray) -> list[str]:
-    """``block`` (rows × columns, float) as one comma-joined string per row."""
+def _value_lines(block: np.ndarray, prefixes: Sequence[str]) -> object:
+    """``block`` (rows × columns, float) as a polars string Series, one CSV line per row:
+    ``prefixes[i]`` (the row's id text and a comma), the comma-joined values, a newline.
+    The values never leave polars until they are written."""
     import polars as pl
 
     cols = pl.from_numpy(np.ascontiguousarray(block.T))
     joined = cols.select(
-        pl.all().fill_nan(None).cast(pl.String).fill_null("").str.join(",")
+        pl.concat_str([pl.lit(prefix),
+                       pl.col(name).fill_nan(None).cast(pl.String).fill_null("").str.join(","),
+                       pl.lit("\n")]).alias(name)
+        for prefix, name in zip(prefixes, cols.columns, strict=True)
     )
-    return list(joined.row(0))
+    return joined.transpose(column_names=["line"])["line"]
+
+
+def _write_strings(fh: BinaryIO, lines: object) -> None:
+    """Write a polars string Series back to back: the bytes of its Arrow data buffer, no
+    copy through Python strings."""
+    import pyarrow as pa
+
+    arr = lines.to_arrow()  # type: ignore[attr-defined]
+    if isinstance(arr, pa.ChunkedArray):
+        chunks = arr.chunks
+    else:
+        chunks = [arr]
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if not pa.types.is_large_string(chunk.type):
+            chunk = chunk.cast(pa.large_string())
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
+            chunk.offset: chunk.offset + len(chunk) + 1]
+        fh.write(memoryview(chunk.buffers()[2])[offsets[0]:offsets[-1]])
 
 
 def _write_wide_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -76,19 +102,18 @@ def _write_wide_csv(frame: pd.DataFrame, path: Path) -> None:
         out.write_csv(path, null_value="")
         return
     order = ids + values
+    id_set = set(ids)
     if [str(c) for c in frame.columns] != order:
-        frame = frame[[c for c in frame.columns if str(c) in set(ids)]
-                      + [c for c in frame.columns if str(c) not in set(ids)]]
-    dtype = np.result_type(*[frame[c].dtype for c in frame.columns[len(ids):]])
+        frame = frame[[c for c in frame.columns if str(c) in id_set]
+                      + [c for c in frame.columns if str(c) not in id_set]]
+    dtype = np.result_type(*frame.dtypes.iloc[len(ids):].unique())
     block = frame.iloc[:, len(ids):].to_numpy(dtype=dtype)
-    id_text = _id_lines(frame, ids)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        fh.write(_header(order))
+    prefixes = [f"{text}," for text in _id_lines(frame, ids)] if ids else [""] * len(frame)
+    with open(path, "wb") as fh:
+        fh.write(_header(order).encode("utf-8"))
         for r0 in range(0, len(frame), ROWS_PER_PASS):
             r1 = min(len(frame), r0 + ROWS_PER_PASS)
-            vals = _value_lines(block[r0:r1])
-            fh.write("".join(f"{i},{v}\n" if ids else f"{v}\n"
-                             for i, v in zip(id_text[r0:r1], vals, strict=True)))
+            _write_strings(fh, _value_lines(block[r0:r1], prefixes[r0:r1]))
 
 
 def _long(frame: pd.DataFrame, var_name: str, value_name: str) -> object:
