@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -83,7 +84,12 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
         opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}
         from ..tuning import process_tuning
 
-        with execution(scheduler, workers, memory_limit), process_tuning():
+        if scheduler or workers or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+            # said, not silently ignored: the pipeline's passes run on this machine's threads
+            click.echo("note: --by atlas runs the abagen-grade pipeline on this machine's "
+                       "threads; --scheduler/--workers apply to structure, depth and id "
+                       "groupings (docs/architecture.md)", err=True)
+        with process_tuning():
             summary = run_atlas_aggregate(store, by[len("atlas:"):], atlas_info, out,
                                           donors=",".join(map(str, ids)) if ids else "all",
                                           quiet=quiet, **opts)
