@@ -1,4 +1,5 @@
-# atlas-engine: the two entry points are `make demo` and `make test`.
+# atlas-engine: the two entry points are `make demo` and `make test` (`make bench`: a short
+# benchmark round).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -24,8 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check atlas_engine tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+# a short round: the kernels at a quarter of the full size, then aggregation from the demo store
+bench: demo
+	$(BIN)/atlas-engine bench --what kernels -- --scale 0.25
+	$(BIN)/atlas-engine bench demo-output/data/ahba.zarr
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

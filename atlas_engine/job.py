@@ -91,7 +91,7 @@ def run_job(
 
     t = time.perf_counter()
     _log(quiet, f"[3/4] aggregate by {by} ({stat}, donors combined, probes → genes: {collapse})")
-    agg = aggregate(store, by=by, stat=stat, genes=genes, donors="combined", collapse=collapse,
+    agg = aggregate(store, by=by, stat=stat, genes=genes, combine="combined", collapse=collapse,
                     block_bytes=block_bytes)
     result.files += write_result(agg, out / MATRIX_NAME)
     result.timings["aggregate"] = time.perf_counter() - t

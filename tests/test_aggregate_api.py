@@ -41,7 +41,7 @@ def _group_stat(x, samples, labels, how):
 def test_combined_mean_matches_mean_of_donor_means(store):
     x, samples = _oracle_frames(store)
     labels = _depth_labels(store, samples, 4)
-    res = aggregate(store, by="depth:4", stat="mean", donors="combined")
+    res = aggregate(store, by="depth:4", stat="mean", combine="combined")
     df = pd.DataFrame(x.T)
     df["g"] = labels.to_numpy()
     df["donor"] = samples.donor.to_numpy()
@@ -62,7 +62,7 @@ def test_combined_mean_matches_mean_of_donor_means(store):
 @pytest.mark.parametrize("stat", ["mean", "std", "min", "max", "median", "sum", "count"])
 def test_pooled_stats_match_pandas(store, stat):
     x, samples = _oracle_frames(store)
-    res = aggregate(store, by="structure", stat=stat, donors="pooled")
+    res = aggregate(store, by="structure", stat=stat, combine="pooled")
     df = pd.DataFrame(x.T)
     df["g"] = samples.structure_id.to_numpy()
     oracle = getattr(df.groupby("g"), stat)()
@@ -75,7 +75,7 @@ def test_pooled_stats_match_pandas(store, stat):
 def test_each_and_named_structures_with_descendants(store):
     x, samples = _oracle_frames(store)
     onto = store.ontology
-    res = aggregate(store, by="4008,4275", stat="mean", donors="each")
+    res = aggregate(store, by="4008,4275", stat="mean", combine="each")
     assert res.values.shape == (6, 2, x.shape[0])
     for k, d in enumerate(res.donors):
         for j, g in enumerate([4008, 4275]):
@@ -90,11 +90,11 @@ def test_each_and_named_structures_with_descendants(store):
 def test_collapse_to_genes(store):
     x, samples = _oracle_frames(store)
     probes = store.probes.reset_index(drop=True)
-    res_p = aggregate(store, by="depth:3", donors="pooled")
+    res_p = aggregate(store, by="depth:3", combine="pooled")
     refseq = probes.entrez_id.to_numpy() != -1
     assert 0 < (~refseq).sum() < len(probes)
     for method in ("mean", "max_intensity", "max_variance"):
-        res = aggregate(store, by="depth:3", donors="pooled", collapse=method,
+        res = aggregate(store, by="depth:3", combine="pooled", collapse=method,
                         keep_non_refseq=True)
         assert list(res.features.index) == sorted(probes.gene_symbol.unique())
         for gene in res.features.index[:15]:
@@ -125,7 +125,7 @@ def test_non_refseq_probes_are_left_out_of_gene_collapse(store):
 def test_combined_collapse_scores_pool_all_samples(store):
     x, _ = _oracle_frames(store)
     probes = store.probes.reset_index(drop=True)
-    res = aggregate(store, by="depth:3", donors="combined", collapse="max_variance",
+    res = aggregate(store, by="depth:3", combine="combined", collapse="max_variance",
                     keep_non_refseq=True)
     var = np.nanvar(x, axis=1, ddof=1)
     for gene, row in res.features.iterrows():
@@ -149,8 +149,13 @@ def test_gene_selection_reports_missing(store, tmp_path):
 def test_bad_options(store):
     with pytest.raises(ConfigError, match="--stat"):
         aggregate(store, stat="mode")
-    with pytest.raises(ConfigError, match="--donors"):
+    with pytest.raises(ConfigError, match="--combine"):
+        aggregate(store, combine="some")
+    with pytest.raises(ConfigError, match="unknown donor 'some'"):
         aggregate(store, donors="some")
+    # the old meaning of donors= (the combine mode) is explained, not guessed
+    with pytest.raises(ConfigError, match=r"combine='pooled'"):
+        aggregate(store, donors="pooled")
     with pytest.raises(ConfigError, match="collapse"):
         aggregate(store, collapse="pc1")
 
@@ -158,7 +163,7 @@ def test_bad_options(store):
 def test_dataset_cube_round_trip(store, tmp_path):
     import xarray as xr
 
-    res = aggregate(store, by="depth:3", donors="each", collapse="mean")
+    res = aggregate(store, by="depth:3", combine="each", collapse="mean")
     ds = res.to_dataset()
     path = tmp_path / "cube.nc"
     ds.to_netcdf(path, engine="h5netcdf")
@@ -172,7 +177,7 @@ def test_collapse_probes_matches_pandas(store):
 
     x, samples = _oracle_frames(store)
     probes = store.probes.reset_index(drop=True)
-    got = collapse_probes(store, donor_ids=[12876, 9861])
+    got = collapse_probes(store, donors=[12876, 9861])
     cols = np.concatenate([np.flatnonzero(samples.donor == d) for d in (12876, 9861)])
     keep = probes.entrez_id.to_numpy() != -1
     frame = pd.DataFrame(x[keep][:, cols])
@@ -180,3 +185,44 @@ def test_collapse_probes_matches_pandas(store):
     assert list(got.gene.values) == list(want.index)
     np.testing.assert_allclose(got.values, want.to_numpy(), rtol=1e-6)
     assert got.donor.values.tolist() == samples.donor.to_numpy()[cols].tolist()
+
+
+def test_genes_by_symbol_give_gene_columns(store):
+    """Asking for genes by symbol gives one column per gene (their probes averaged) without
+    --collapse; collapse=None still gives the probes."""
+    symbols = store.probes.loc[store.probes.entrez_id != -1, "gene_symbol"]
+    genes = symbols.drop_duplicates().iloc[:3].tolist()
+    res = aggregate(store, by="depth:3", genes=genes)
+    assert sorted(res.feature_names) == sorted(genes)
+    assert res.params["collapse"] == "mean"
+    want = aggregate(store, by="depth:3", genes=genes, collapse="mean")
+    np.testing.assert_array_equal(res.values, want.values)
+    probes = aggregate(store, by="depth:3", genes=genes, collapse=None)
+    assert set(probes.features.gene_symbol) == set(genes)
+    assert aggregate(store, by="depth:3").params["collapse"] == ""  # all probes
+
+
+def test_cube_indexes_select_by_acronym_name_and_gene(store, tmp_path):
+    from atlas_engine.aggregate.api import open_cube
+    from atlas_engine.report.tables import write_result
+
+    res = aggregate(store, by="depth:3", collapse=None)
+    ds = res.to_dataset()
+    g = res.groups.iloc[1]
+    one = ds.sel(group=int(g.structure_id))
+    assert one.acronym.item() == g.acronym
+    by_acr = ds.sel(acronym=g.acronym)
+    assert g.structure_id in np.atleast_1d(by_acr.structure_id.values)
+    by_name = ds.sel(name=g["name"])
+    assert int(by_name.structure_id) == g.structure_id
+    sym = res.features.gene_symbol.iloc[0]
+    probes_of = res.features.index[res.features.gene_symbol == sym]
+    sel = ds.sel(gene_symbol=sym)
+    assert sorted(np.atleast_1d(sel.probe.values)) == sorted(probes_of)
+    for suffix in (".nc", ".zarr"):
+        out = tmp_path / f"cube{suffix}"
+        write_result(res, out)
+        back = open_cube(out)
+        np.testing.assert_array_equal(back.sel(acronym=g.acronym).value.values,
+                                      by_acr.value.values)
+        np.testing.assert_array_equal(back.sel(gene_symbol=sym).value.values, sel.value.values)

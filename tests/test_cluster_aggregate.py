@@ -30,7 +30,7 @@ def store(synth_small, tmp_path_factory):
 
 
 def test_local_cluster_matches_threads(store):
-    kw = dict(by="depth:4", donors="combined", collapse="max_variance", block_bytes=1 << 16)
+    kw = dict(by="depth:4", combine="combined", collapse="max_variance", block_bytes=1 << 16)
     exp = aggregate(store, **kw)
     exp_genes = collapse_probes(store)
     with get_client(workers=2, memory_limit="1GB") as client:
@@ -57,7 +57,7 @@ def test_cli_on_subprocess_cluster_matches_threads(store, tmp_path):
             [str(dask_exe), "worker", address, "--host", "127.0.0.1", "--nworkers", "2",
              "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        args = ["aggregate", str(store), "--by", "broad", "--stat", "std", "--donors", "pooled",
+        args = ["aggregate", str(store), "--by", "broad", "--stat", "std", "--combine", "pooled",
                 "--collapse", "gene:mean"]
         r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "threads.csv")])
         assert r.exit_code == 0, r.output

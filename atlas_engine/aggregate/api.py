@@ -6,7 +6,7 @@ One pass over the expression data, whatever is asked:
    the numba kernels (:func:`~atlas_engine.aggregate.engine.groupby_reduce`), rolled up to the
    requested groups (ontology level, named structures, …) plus one extra "all samples" group
    that gives each probe's overall mean/variance for probe selection;
-2. donors are combined lazily (``combined``: mean of donor means over donors that have the
+2. donors are combined lazily (``combine=``: ``combined``: mean of donor means over donors that have the
    group; ``pooled``: all samples together; ``each``: one result per donor);
 3. the small results are computed (Dask threads, or whatever ``distributed.Client`` is active)
    and probes are collapsed to genes.
@@ -40,7 +40,7 @@ DEFAULT_BLOCK_BYTES = 32 * 2**20
 class AggregateResult:
     """Aggregated values with everything needed to explain them.
 
-    ``values`` is ``(group, feature)`` — or ``(donor, group, feature)`` for ``donors="each"`` —
+    ``values`` is ``(group, feature)`` — or ``(donor, group, feature)`` for ``combine="each"`` —
     where a feature is a gene (after collapse) or a probe. ``n_samples`` counts the samples of
     each donor in each group (``(donor, group)``), ``n_values`` the non-NaN values behind each
     entry of ``values``.
@@ -62,7 +62,7 @@ class AggregateResult:
 
     def to_frame(self) -> pd.DataFrame:
         """A wide table: structure id/acronym/name columns, then one column per feature
-        (with a leading ``donor`` column for ``donors="each"``)."""
+        (with a leading ``donor`` column for ``combine="each"``)."""
         meta = self.groups[["structure_id", "acronym", "name"]].reset_index(drop=True)
         if self.values.ndim == 2:
             body = pd.DataFrame(self.values, columns=self.feature_names)
@@ -76,18 +76,28 @@ class AggregateResult:
 
     def to_dataset(self) -> Any:
         """An ``xarray.Dataset`` cube: ``value`` and ``n_values`` on (donor,) group, feature;
-        ``n_samples`` on donor × group; group and feature annotations as coordinates."""
+        ``n_samples`` on donor × group; group and feature annotations as coordinates.
+
+        The ``group`` axis is indexed by structure id (``ds.sel(group=4249)``) and, in memory,
+        also by ``acronym`` and ``name`` (``ds.sel(acronym="CN")`` gives every group with that
+        acronym, e.g. both hemispheres); a probe axis carries each probe's ``gene_symbol``,
+        indexed as well (``ds.sel(gene_symbol="BDNF")``). Files keep the coordinates but not
+        the extra indexes: :func:`open_cube` restores them."""
         import xarray as xr
 
         feat_dim = "gene" if self.params.get("collapse") else "probe"
         dims = ("group", feat_dim) if self.values.ndim == 2 else ("donor", "group", feat_dim)
         coords: dict[str, Any] = {
+            "group": self.groups["structure_id"].to_numpy(),
             "structure_id": ("group", self.groups["structure_id"].to_numpy()),
             "acronym": ("group", self.groups["acronym"].astype(str).to_numpy()),
             "name": ("group", self.groups["name"].astype(str).to_numpy()),
             feat_dim: np.asarray(self.feature_names, dtype=str),
             "donor": np.asarray(self.donors),
         }
+        if feat_dim == "probe":
+            coords["gene_symbol"] = ("probe",
+                                     self.features["gene_symbol"].astype(str).to_numpy())
         ds = xr.Dataset(
             {
                 "value": (dims, self.values),
@@ -97,7 +107,34 @@ class AggregateResult:
             coords=coords,
         )
         ds.attrs.update({k: str(v) for k, v in self.params.items()})
-        return ds
+        return index_cube(ds)
+
+
+#: non-dimension coordinates of a cube that get an index of their own (``.sel`` on them)
+CUBE_INDEXES = ("acronym", "name", "gene_symbol")
+
+
+def index_cube(ds: Any) -> Any:
+    """Index a cube's ``acronym``, ``name`` and (probe cubes) ``gene_symbol`` coordinates, so
+    ``ds.sel(acronym="CN")`` or ``ds.sel(gene_symbol="BDNF")`` select by them."""
+    for name in CUBE_INDEXES:
+        if name in ds.coords and name not in ds.indexes:
+            ds = ds.set_xindex(name)
+    return ds
+
+
+def open_cube(path: str | os.PathLike) -> Any:
+    """Open a cube written by ``atlas-engine aggregate --out X.nc|X.zarr`` (or
+    :meth:`AggregateResult.to_dataset`) with its indexes: ``group`` by structure id, and
+    ``acronym``, ``name``, ``gene_symbol`` (see :meth:`AggregateResult.to_dataset`)."""
+    import xarray as xr
+
+    path = Path(path)
+    if path.suffix == ".zarr":
+        ds = xr.open_zarr(path, consolidated=False)
+    else:
+        ds = xr.open_dataset(path, engine="h5netcdf")
+    return index_cube(ds.load())
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,9 +358,9 @@ def aggregate(
     by: str | Sequence[int | str] = "structure",
     stat: str = "mean",
     genes: str | Sequence[str] | None = None,
-    donors: str = "combined",
-    collapse: str | None = None,
-    donor_ids: Sequence[int] | None = None,
+    combine: str = "combined",
+    collapse: str | None = "auto",
+    donors: Sequence[int | str] | str | None = None,
     block_bytes: int | None = None,
     ddof: int = 1,
     keep_non_refseq: bool = False,
@@ -338,14 +375,17 @@ def aggregate(
         its descendants); see :func:`~atlas_engine.aggregate.grouping.resolve_grouping`.
     stat : {"mean", "median", "sum", "count", "std", "var", "min", "max"}
     genes : symbols, ``"@file"`` or None (all)
-    donors : {"combined", "pooled", "each"}
-        ``combined`` (abagen's default): the statistic per donor, then the mean over donors that
-        have the group (median of donor medians for ``median``); ``pooled``: all samples
-        together; ``each``: one result per donor.
-    collapse : {None, "mean", "max_intensity", "max_variance"}
+    combine : {"combined", "pooled", "each"}
+        How donors are combined. ``combined`` (abagen's default): the statistic per donor,
+        then the mean over donors that have the group (median of donor medians for
+        ``median``); ``pooled``: all samples together; ``each``: one result per donor.
+    collapse : {"auto", None, "mean", "max_intensity", "max_variance"}
         Probes → genes. ``max_*`` choose by the probe's mean / variance over all samples of all
-        selected donors (abagen's ``donor_probes="aggregate"``).
-    donor_ids : donors to include (default: all in the store)
+        selected donors (abagen's ``donor_probes="aggregate"``). ``"auto"`` (default):
+        ``"mean"`` when ``genes`` are asked for by symbol (gene columns), else ``None``
+        (one column per probe).
+    donors : donor ids or names to include (a list, or ``"9861,10021"``; default: all in the
+        store)
     keep_non_refseq : with ``collapse``, keep probes without an Entrez id (each its own
         "gene", named after the probe); by default they are left out and counted
     block_bytes : target size of one Dask block (bounds memory; default 32 MiB)
@@ -354,20 +394,23 @@ def aggregate(
 
     if stat not in STATS:
         raise ConfigError(f"unknown --stat {stat!r} (valid: {', '.join(STATS)})")
-    if donors not in DONOR_MODES:
-        raise ConfigError(f"unknown --donors {donors!r} (valid: {', '.join(DONOR_MODES)})")
+    if isinstance(donors, str) and donors.strip().lower() in DONOR_MODES:
+        raise ConfigError(f"donors={donors!r}: donors are donor ids now; the way donors are "
+                          f"combined is combine={donors!r} (--combine {donors})")
+    if combine not in DONOR_MODES:
+        raise ConfigError(f"unknown --combine {combine!r} (valid: {', '.join(DONOR_MODES)})")
+    gene_list = parse_genes(genes)
+    if collapse == "auto":
+        collapse = "mean" if gene_list is not None else None
     if collapse is not None and collapse not in COLLAPSE_METHODS:
         raise ConfigError(f"unknown collapse method {collapse!r} "
                           f"(valid: {', '.join(COLLAPSE_METHODS)})")
     st = store if isinstance(store, AtlasStore) else open_store(os.fspath(store))
-    use = list(st.donors) if donor_ids is None else [int(d) for d in donor_ids]
-    for d in use:
-        if d not in st.donors:
-            raise ConfigError(f"donor {d} is not in the store (complete donors: {st.donors})")
+    use = _donor_ids(donors, st.donors)
     block_bytes = int(block_bytes or DEFAULT_BLOCK_BYTES)
 
     probes_all = st.probes
-    rows, missing = select_probe_rows(probes_all, parse_genes(genes))
+    rows, missing = select_probe_rows(probes_all, gene_list)
     non_refseq = 0
     if collapse is not None and not keep_non_refseq:
         # probes without an Entrez id (non-RefSeq; their "symbol" is the probe name) are not
@@ -410,7 +453,7 @@ def aggregate(
     spec = _BlockSpec(url=st.url, paths=[f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use],
                       widths=[len(c) for c in donor_cols], dtype=np.dtype(dtype),
                       labels=labels_used, n_donors=len(use),
-                      n_labels=n_labels, member=member, mode=donors, stat=stat,
+                      n_labels=n_labels, member=member, mode=combine, stat=stat,
                       stats=tuple(sorted(stats)), ddof=ddof, need_scores=need_scores)
 
     import dask
@@ -444,11 +487,25 @@ def aggregate(
         values=values, n_values=n_values, groups=groups, features=features,
         n_samples=n_samples, donors=use, missing_genes=missing,
         unassigned_samples=int(grouping.unassigned.sum()),
-        params={"by": str(by), "stat": stat, "donors": donors, "collapse": collapse or "",
-                "genes": ",".join(parse_genes(genes) or []) or "all", "store": st.url,
+        params={"by": str(by), "stat": stat, "combine": combine, "collapse": collapse or "",
+                "genes": ",".join(gene_list or []) or "all", "store": st.url,
                 "ddof": ddof, "non_refseq_probes_left_out": non_refseq},
     )
 
+
+
+def _donor_ids(donors: Sequence[int | str] | str | None, in_store: list[int]) -> list[int]:
+    """Donor ids or names (a list or a comma-separated string) → ids, each checked against
+    the store; ``None`` or ``"all"`` → every donor of the store."""
+    if donors is None or (isinstance(donors, str) and donors.strip().lower() in ("", "all")):
+        return list(in_store)
+    from ..sources.donors import resolve_donors
+
+    use = [d.id for d in resolve_donors(donors)]
+    for d in use:
+        if d not in in_store:
+            raise ConfigError(f"donor {d} is not in the store (complete donors: {in_store})")
+    return use
 
 
 def _collapse_donor(url: str, path: str, gene_of_probe: np.ndarray, n_genes: int,
@@ -511,7 +568,7 @@ def collapse_probes(
     store: Any,
     *,
     genes: str | Sequence[str] | None = None,
-    donor_ids: Sequence[int] | None = None,
+    donors: Sequence[int | str] | str | None = None,
     keep_non_refseq: bool = False,
 ) -> Any:
     """Probes → genes for every sample: the mean of each gene's probes, as an
@@ -528,7 +585,7 @@ def collapse_probes(
     from ..store.open import AtlasStore, open_store
 
     st = store if isinstance(store, AtlasStore) else open_store(os.fspath(store))
-    use = list(st.donors) if donor_ids is None else [int(d) for d in donor_ids]
+    use = _donor_ids(donors, st.donors)
     probes = st.probes
     rows, missing = select_probe_rows(probes, parse_genes(genes))
     keep = np.zeros(len(probes), dtype=bool)

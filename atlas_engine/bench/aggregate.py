@@ -92,9 +92,9 @@ def run_variant(variant: str, store: str) -> dict[str, Any]:
         secs = timed(lambda: big.sum(axis=1).compute())
     elif variant in ("structure", "structure-combined") or variant.startswith("scale-"):
         mode = "combined" if variant == "structure-combined" else "pooled"
-        aggregate(st, by="structure", donors=mode, donor_ids=donors[:1],
+        aggregate(st, by="structure", combine=mode, donors=donors[:1], collapse=None,
                   genes=st.probes["gene_symbol"].iloc[:1].tolist())  # warm the kernels
-        secs = timed(lambda: aggregate(st, by="structure", donors=mode, donor_ids=donors))
+        secs = timed(lambda: aggregate(st, by="structure", combine=mode, donors=donors))
     elif variant in ("gene", "gene-cluster", "structure-cluster"):
         from ..aggregate.api import collapse_probes
 
@@ -102,7 +102,7 @@ def run_variant(variant: str, store: str) -> dict[str, Any]:
             collapse_probes(st, keep_non_refseq=True)
 
         def structure() -> None:
-            aggregate(st, by="structure", donors="pooled")
+            aggregate(st, by="structure", combine="pooled")
 
         fn = structure if variant == "structure-cluster" else gene
         if variant.endswith("cluster"):

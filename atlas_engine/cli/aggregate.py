@@ -15,13 +15,15 @@ from .common import block_bytes_for, dask_options, execution
 
 def _collapse(value: str) -> str | None:
     text = value.strip().lower()
+    if text == "auto":
+        return "auto"
     if text in ("", "none", "probe", "probes"):
         return None
     if text.startswith("gene:"):
         return text.split(":", 1)[1]
     if text == "gene":
         return "mean"
-    raise ConfigError(f"--collapse {value!r}: expected none or gene:<method> "
+    raise ConfigError(f"--collapse {value!r}: expected auto, none or gene:<method> "
                       "(gene:mean, gene:max_intensity, gene:max_variance)")
 
 
@@ -33,12 +35,15 @@ def _collapse(value: str) -> str | None:
 @click.option("--stat", default="mean", show_default=True,
               type=click.Choice(["mean", "median", "sum", "count", "std", "var", "min", "max"]))
 @click.option("--genes", default=None, help="Gene symbols (BDNF,COMT) or @file; default all.")
-@click.option("--donors", "donor_mode", default="combined", show_default=True,
+@click.option("--combine", default="combined", show_default=True,
               type=click.Choice(["combined", "pooled", "each"]),
-              help="combined: mean of donor means (abagen); pooled: all samples; each: per donor.")
-@click.option("--donor-ids", default=None, help="Restrict to these donors (ids or names).")
-@click.option("--collapse", default="none", show_default=True,
-              help="none (probes) or gene:mean | gene:max_intensity | gene:max_variance.")
+              help="How donors are combined. combined: mean of donor means (abagen); pooled: "
+                   "all samples together; each: one result per donor.")
+@click.option("--donors", default=None, help="Restrict to these donors (ids or names, "
+              "e.g. 9861,10021; default all).")
+@click.option("--collapse", default="auto", show_default=True,
+              help="auto (gene columns when --genes is given, else probes), none (probes) or "
+                   "gene:mean | gene:max_intensity | gene:max_variance.")
 @click.option("--keep-non-refseq", is_flag=True, help="With a gene collapse, keep probes "
               "without an Entrez id (by default they are left out and counted).")
 @click.option("--drop-empty", is_flag=True, help="Leave groups without samples out of the "
@@ -53,8 +58,8 @@ def _collapse(value: str) -> str | None:
 @click.option("--quiet", "-q", is_flag=True)
 @dask_options
 @abagen_options
-def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode: str,
-                  donor_ids: str | None, collapse: str, keep_non_refseq: bool,
+def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: str,
+                  donors: str | None, collapse: str, keep_non_refseq: bool,
                   drop_empty: bool, atlas_info: str | None, out: str, layout: str, quiet: bool,
                   workers: int | None,
                   scheduler: str | None, memory_limit: str | None, **abagen: object) -> None:
@@ -64,7 +69,8 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
     Examples:
       atlas-engine aggregate ahba.zarr --by depth:5 --collapse gene:mean --out regions.csv
       atlas-engine aggregate ahba.zarr --by "cerebral cortex,4249" --genes BDNF,COMT,DRD2 \\
-          --donors each --out psych.parquet
+          --combine each --out psych.parquet
+      atlas-engine aggregate ahba.zarr --by broad --donors 9861,10021 --out two.csv
       atlas-engine aggregate ahba.zarr --by structure --stat std --out cube.nc --workers 2
       atlas-engine aggregate ahba.zarr --by atlas:dk.nii.gz --atlas-info dk.csv --out dk.csv
 
@@ -79,7 +85,7 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
     from ..sources.donors import resolve_donors
 
     t0 = time.perf_counter()
-    ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
+    ids = [d.id for d in resolve_donors(donors)] if donors else None
     if by.startswith("atlas:"):
         opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}
         from ..tuning import process_tuning
@@ -101,8 +107,8 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
                 click.echo(f"wrote {p}")
         return
     with execution(scheduler, workers, memory_limit, quiet):
-        result = aggregate(store, by=by, stat=stat, genes=genes, donors=donor_mode,
-                           collapse=_collapse(collapse), donor_ids=ids,
+        result = aggregate(store, by=by, stat=stat, genes=genes, combine=combine,
+                           collapse=_collapse(collapse), donors=ids,
                            block_bytes=block_bytes_for(memory_limit),
                            keep_non_refseq=keep_non_refseq)
     paths = write_result(result, Path(out), drop_empty=drop_empty, layout=layout)
@@ -111,7 +117,7 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
         empty = int((g.n_samples == 0).sum())
         click.echo(f"{len(g)} groups ({empty} without samples), {len(result.features)} "
                    f"{'genes' if result.params['collapse'] else 'probes'}, "
-                   f"{len(result.donors)} donors, {stat} ({donor_mode}) "
+                   f"{len(result.donors)} donors, {stat} ({combine}) "
                    f"in {time.perf_counter() - t0:.1f} s")
         if result.params.get("non_refseq_probes_left_out"):
             click.echo(f"{result.params['non_refseq_probes_left_out']} probes without an Entrez "
@@ -127,12 +133,12 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, donor_mode:
 @click.command("expression")
 @click.argument("store", type=click.Path())
 @click.argument("genes", nargs=-1, required=True)
-@click.option("--donor-ids", default=None, help="Restrict to these donors (ids or names).")
+@click.option("--donors", default=None, help="Restrict to these donors (ids or names).")
 @click.option("--layout", default="long", show_default=True, type=click.Choice(["long", "wide"]),
               help="long: one row per probe and sample; wide: probes × samples.")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .csv or .parquet.")
 @click.option("--quiet", "-q", is_flag=True)
-def expression_cmd(store: str, genes: tuple[str, ...], donor_ids: str | None, layout: str,
+def expression_cmd(store: str, genes: tuple[str, ...], donors: str | None, layout: str,
                    out: str, quiet: bool) -> None:
     """Every probe of GENE... in every sample, annotated (no aggregation).
 
@@ -145,7 +151,7 @@ def expression_cmd(store: str, genes: tuple[str, ...], donor_ids: str | None, la
     from ..atomic import atomic_output
     from ..sources.donors import resolve_donors
 
-    ids = [d.id for d in resolve_donors(donor_ids)] if donor_ids else None
+    ids = [d.id for d in resolve_donors(donors)] if donors else None
     table, missing = extract_expression(store, list(genes), donors=ids, layout=layout)
     path = Path(out)
     if path.suffix.lower() == ".parquet":

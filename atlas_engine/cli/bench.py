@@ -13,8 +13,7 @@ SCRIPTS = {"kernels": "bench_kernels.py", "convert": "bench_convert.py", "fetch"
            "abagen": "bench_abagen.py"}
 
 
-@click.command("bench")
-@click.argument("store", required=False, type=click.Path())
+@click.command("bench", context_settings={"ignore_unknown_options": True})
 @click.option("--what", default="aggregate", show_default=True,
               help="aggregate (from STORE), or kernels, convert, fetch, abagen (the scripts in "
                    "the repository's benchmarks/ folder, run from a checkout).")
@@ -22,11 +21,15 @@ SCRIPTS = {"kernels": "bench_kernels.py", "convert": "bench_convert.py", "fetch"
               help="Only these aggregate variants (repeatable), e.g. structure, gene, pandas.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also append the markdown table to this file.")
-@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
-def bench_cmd(store: str | None, what: str, variants: tuple[str, ...], out: str | None,
-              extra: tuple[str, ...]) -> None:
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_cmd(what: str, variants: tuple[str, ...], out: str | None,
+              args: tuple[str, ...]) -> None:
     """Measure throughput against baselines in the same run (these machines are noisy:
     compare ratios, not absolute seconds).
+
+    \b
+    ARGS: the STORE for --what aggregate; for the other suites, the script's own options
+    (after --).
 
     \b
     Examples:
@@ -35,8 +38,11 @@ def bench_cmd(store: str | None, what: str, variants: tuple[str, ...], out: str 
       atlas-engine bench --what kernels -- --scale 0.25  # benchmarks/bench_kernels.py
     """
     if what == "aggregate":
-        if not store:
-            raise click.UsageError("give the STORE to benchmark (atlas-engine convert makes one)")
+        if len(args) != 1 or args[0].startswith("-"):
+            raise click.UsageError("give the STORE to benchmark (atlas-engine convert makes one)"
+                                   if not args else f"--what aggregate takes one STORE, got "
+                                   f"{' '.join(args)}")
+        store = args[0]
         from ..bench.aggregate import run_all, table
 
         click.echo(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -49,8 +55,14 @@ def bench_cmd(store: str | None, what: str, variants: tuple[str, ...], out: str 
         return
     if what not in SCRIPTS:
         raise click.UsageError(f"--what {what!r}: valid are aggregate, {', '.join(SCRIPTS)}")
-    script = Path.cwd() / "benchmarks" / SCRIPTS[what]
+    script = benchmarks_dir() / SCRIPTS[what]
     if not script.is_file():
         raise click.UsageError(f"{script} not found: run from a checkout of the repository")
-    args = list(extra) + ([store] if store else [])
     sys.exit(subprocess.call([sys.executable, str(script), *args]))
+
+
+def benchmarks_dir() -> Path:
+    """The repository's ``benchmarks/`` folder: beside the installed package when it was
+    installed from a checkout (``pip install -e .``), else under the current directory."""
+    beside = Path(__file__).resolve().parents[2] / "benchmarks"
+    return beside if beside.is_dir() else Path.cwd() / "benchmarks"

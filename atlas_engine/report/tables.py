@@ -17,6 +17,17 @@ def side_path(out: Path, what: str, suffix: str = ".csv") -> Path:
     return out.with_name(f"{stem}.{what}{suffix}")
 
 
+def _variable_length_strings(ds: Any) -> Any:
+    """Fixed-width numpy strings have no Zarr v3 specification (zarr warns): write string
+    coordinates as zarr's variable-length UTF-8 strings instead."""
+    fixed = {name: (var.dims, var.values.astype(object), var.attrs)
+             for name, var in ds.coords.items() if var.dtype.kind == "U"}
+    if not fixed:
+        return ds
+    ds = ds.drop_indexes([n for n in fixed if n in ds.xindexes and n not in ds.dims])
+    return ds.assign_coords(fixed)
+
+
 def write_result(result: Any, out: str | Path, *, drop_empty: bool = False,
                  layout: str = "wide") -> list[Path]:
     """Write an :class:`~atlas_engine.aggregate.api.AggregateResult` by ``out``'s suffix, plus
@@ -62,6 +73,7 @@ def write_result(result: Any, out: str | Path, *, drop_empty: bool = False,
         if drop_empty:
             ds = ds.isel(group=(result.groups.n_samples > 0).to_numpy())
         if suffix == ".zarr":
+            ds = _variable_length_strings(ds)
             written.append(atomic_output(out, lambda p: ds.to_zarr(p, mode="w",
                                                                    consolidated=False)))
         else:

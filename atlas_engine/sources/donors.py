@@ -95,6 +95,9 @@ def get_donor(key: str | int) -> Donor:
         if text == str(d.id) or text.lower() == d.name.lower():
             return d
     valid = ", ".join(f"{d.id}/{d.name}" for d in DONORS)
+    if text.lower() in ("combined", "pooled", "each"):
+        raise ConfigError(f"--donors {text}: --donors takes donor ids or names ({valid}); "
+                          f"how donors are combined is `aggregate --combine {text.lower()}`")
     raise ConfigError(f"unknown donor {key!r} (valid: {valid})")
 
 
