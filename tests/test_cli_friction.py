@@ -76,3 +76,43 @@ def test_bench_kernels_runs_through_the_cli(capsys):
                             "kernels", "--", "--scale", "0.005", "--repeat", "1",
                             "--skip-pandas", "--skip-flox", "--skip-scaling"], cwd="/")
     assert code == 0
+
+
+# -- the data folder --------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["default", "env", "flag"])
+def test_run_prints_and_honours_the_data_folder(monkeypatch, tmp_path, how):
+    import atlas_engine.cli.run as run_mod
+
+    seen = {}
+    monkeypatch.setattr(run_mod, "_run", lambda **kw: seen.update(kw))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ATLAS_ENGINE_DATA", raising=False)
+    args = ["run", "--out", str(tmp_path / "out")]
+    want = tmp_path / "home" / "atlas-engine-data"
+    if how == "env":
+        want = tmp_path / "env-data"
+        monkeypatch.setenv("ATLAS_ENGINE_DATA", str(want))
+    elif how == "flag":
+        want = tmp_path / "flag-data"
+        args += ["--data-dir", str(want)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert Path(seen["data_dir"]).expanduser() == want
+    assert f"data folder: {want} " in res.output
+    if how == "default":
+        assert "$ATLAS_ENGINE_DATA to change" in res.output
+
+
+def test_human_brain_atlas_cache_folder_is_announced_and_movable(monkeypatch, tmp_path, capsys):
+    from atlas_engine.fetch import api
+
+    monkeypatch.setattr(api, "_ANNOUNCED", set())
+    monkeypatch.setenv("ATLAS_ENGINE_DATA", str(tmp_path / "data"))
+    atlas = api.AsyncHumanBrainAtlas(base_url="http://127.0.0.1:9")
+    assert atlas.cache_dir == tmp_path / "data" / "rma-cache"
+    assert str(tmp_path / "data" / "rma-cache") in capsys.readouterr().err
+    api.AsyncHumanBrainAtlas(base_url="http://127.0.0.1:9")
+    assert capsys.readouterr().err == ""  # once per process
+    quiet = api.AsyncHumanBrainAtlas(base_url="http://127.0.0.1:9", cache=False)
+    assert quiet.cache_dir is None and quiet.client.cache_dir is None
+    assert not (tmp_path / "data").exists()  # nothing is created before an answer is cached

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from ..config import Config
@@ -34,8 +37,8 @@ def _job_options(f):  # type: ignore[no-untyped-def]
 @click.option("--out", "-o", default="atlas-engine-output", show_default=True,
               type=click.Path(), help="Output folder.")
 @click.option("--data-dir", default=None, type=click.Path(),
-              help="Where raw/ and ahba.zarr live (default $ATLAS_ENGINE_DATA or "
-                   "~/atlas-engine-data).")
+              help="Where raw/ (the downloads) and ahba.zarr (the store) live; printed at "
+                   "the start (default $ATLAS_ENGINE_DATA, else ~/atlas-engine-data).")
 @click.option("--base-url", default=None, help="Allen API base URL or a mirror "
               "(default https://human.brain-map.org).")
 @click.option("--donors", default="all", show_default=True, help="all or ids/names.")
@@ -55,8 +58,15 @@ def run_cmd(out: str, data_dir: str | None, base_url: str | None, donors: str,
       atlas-engine run --donors 9861,10021 --by depth:4 --out two-donors
       atlas-engine run --base-url http://127.0.0.1:8765  # a mirror (atlas-engine serve)
     """
-    _run(out=out, data_dir=data_dir or Config.from_env().data_dir, base_url=base_url,
-         donors=donors, concurrency=concurrency, **kw)
+    data = data_dir or Config.from_env().data_dir
+    if not kw.get("quiet"):
+        how = ("--data-dir" if data_dir else "$ATLAS_ENGINE_DATA"
+               if os.environ.get("ATLAS_ENGINE_DATA") else "the default; --data-dir or "
+               "$ATLAS_ENGINE_DATA to change")
+        click.echo(f"data folder: {Path(data).expanduser()} (downloads in raw/, the store "
+                   f"ahba.zarr; {how})")
+    _run(out=out, data_dir=data, base_url=base_url, donors=donors, concurrency=concurrency,
+         **kw)
 
 
 def _run(*, demo: dict | None = None, scheduler: str | None, workers: int | None,

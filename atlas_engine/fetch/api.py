@@ -4,6 +4,10 @@
 with :func:`~atlas_engine.fetch.sync.run_sync`::
 
     atlas = HumanBrainAtlas(cache_dir="~/.cache/atlas-engine/rma")
+
+Without ``cache_dir`` answers are cached in ``$ATLAS_ENGINE_DATA/rma-cache`` (default
+``~/atlas-engine-data/rma-cache``; the path is printed on stderr the first time);
+``cache=False`` caches nothing.
     expr, samples, probes = atlas.get_microarray_expression(["BDNF", "COMT"], donors=[15496])
 """
 
@@ -24,8 +28,23 @@ from .rma import BATCH, RmaClient
 from .sync import run_sync
 
 
+_ANNOUNCED: set[Path] = set()
+
+
 def _default_cache_dir() -> Path:
-    return Path(Config.from_env().data_dir).expanduser() / "rma-cache"
+    """``$ATLAS_ENGINE_DATA/rma-cache`` (default ``~/atlas-engine-data/rma-cache``); the first
+    time a process uses it, one line on stderr says where it is and how to change it."""
+    import os
+    import sys
+
+    path = Path(Config.from_env().data_dir).expanduser() / "rma-cache"
+    if path not in _ANNOUNCED:
+        _ANNOUNCED.add(path)
+        how = ("$ATLAS_ENGINE_DATA" if os.environ.get("ATLAS_ENGINE_DATA") else
+               "set $ATLAS_ENGINE_DATA to move it")
+        print(f"atlas-engine: caching Allen API answers in {path} ({how}; cache_dir= or "
+              "cache=False to change)", file=sys.stderr)
+    return path
 
 
 def _frame(rows: list[dict[str, Any]], sort: str | None = "id") -> pd.DataFrame:
@@ -56,7 +75,8 @@ class AsyncHumanBrainAtlas:
                  page_size: int = 2000) -> None:
         self.base_url = base_url or Config.from_env().base_url
         self.cache = cache
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
+        self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else
+                          _default_cache_dir() if cache else None)
         self.client = RmaClient(self.base_url, cache_dir=self.cache_dir if cache else None,
                                 policy=policy, page_size=page_size)
 
