@@ -56,6 +56,43 @@ def _group_table(ontology: Ontology, ids: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["structure_id", "acronym", "name"])
 
 
+def _suggest(key: str, ontology: Ontology) -> str:
+    """``" (did you mean depth:5?)"`` for a near miss of a --by keyword, an acronym or a
+    name; ``""`` when nothing is close."""
+    import difflib
+
+    head, sep, tail = key.partition(":")
+    if sep and tail.strip().isdigit():
+        hit = difflib.get_close_matches(head.strip().lower(), ["depth", "level", "atlas"],
+                                        n=1, cutoff=0.6)
+        if hit:
+            return f" (did you mean {hit[0]}:{tail.strip()}?)"
+    if sep and head.strip().lower() in ("atlases", "atlass", "altas", "atals"):
+        return f" (did you mean atlas:{tail.strip()}?)"
+    words = ["structure", "broad", "depth:N"]
+    hit = difflib.get_close_matches(key.lower(), words, n=1, cutoff=0.7)
+    if hit:
+        return f" (did you mean {hit[0]}?)"
+    t = ontology.table
+    names = t["acronym"].astype(str).tolist() + t["name"].astype(str).tolist()
+    lower = {n.lower(): n for n in names}
+    hits = difflib.get_close_matches(key.lower(), list(lower), n=3, cutoff=0.75)
+    if hits:
+        return " (did you mean " + " or ".join(repr(lower[h]) for h in hits) + "?)"
+    return ""
+
+
+def _lookup(ontology: Ontology, key: str) -> int:
+    try:
+        return ontology.lookup(key)
+    except ConfigError as exc:
+        if not str(exc).startswith("unknown structure"):
+            raise
+        raise ConfigError(f"--by: unknown structure {key!r}{_suggest(key, ontology)}; give "
+                          "structure, depth:N, broad, atlas:IMAGE or structure ids, acronyms "
+                          "or names") from None
+
+
 def resolve_grouping(
     spec: str | Sequence[int | str],
     sample_structure_ids: np.ndarray,
@@ -107,7 +144,7 @@ def resolve_grouping(
         items = [p for p in (text.split(",") if text is not None else list(spec)) if str(p).strip()]
         if not items:
             raise ConfigError("empty --by: give 'structure', 'depth:N', 'broad' or structure ids")
-        gids = [ontology.lookup(str(p).strip()) for p in items]
+        gids = [_lookup(ontology, str(p).strip()) for p in items]
         rollup = ontology.membership(structures, gids)
         groups = _group_table(ontology, gids)
 

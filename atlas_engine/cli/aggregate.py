@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
-from .atlas_options import ABAGEN_OPTION_NAMES, abagen_options, run_atlas_aggregate
+from ..errors import AtlasEngineError, ConfigError
+from .atlas_options import ABAGEN_OPTION_NAMES, abagen_options, cli_wording, run_atlas_aggregate
 from .common import block_bytes_for, dask_options, execution
 
 
@@ -95,10 +95,14 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
             click.echo("note: --by atlas runs the abagen-grade pipeline on this machine's "
                        "threads; --scheduler/--workers apply to structure, depth and id "
                        "groupings (docs/architecture.md)", err=True)
-        with process_tuning():
-            summary = run_atlas_aggregate(store, by[len("atlas:"):], atlas_info, out,
-                                          donors=",".join(map(str, ids)) if ids else "all",
-                                          quiet=quiet, **opts)
+        try:
+            with process_tuning():
+                summary = run_atlas_aggregate(store, by[len("atlas:"):], atlas_info, out,
+                                              donors=",".join(map(str, ids)) if ids else "all",
+                                              quiet=quiet, **opts)
+        except AtlasEngineError as exc:  # the library names its keywords; say the flags
+            exc.args = (cli_wording(str(exc)),) + exc.args[1:]
+            raise
         if not quiet:
             for key, value in summary.items():
                 if key != "files":

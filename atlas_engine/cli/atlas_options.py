@@ -9,6 +9,7 @@ for :func:`run_atlas_aggregate`.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,42 @@ ABAGEN_OPTION_NAMES = ("ibf_threshold", "probe_selection", "donor_probes", "sim_
                        "lr_mirror", "missing", "tolerance", "sample_norm", "gene_norm",
                        "norm_matched", "norm_structures", "region_agg", "agg_metric",
                        "corrected_mni", "reannotated", "return_donors", "return_counts")
+
+
+_KEYWORD = re.compile(r"\b(" + "|".join(ABAGEN_OPTION_NAMES + ("donors", "atlas_info", "out"))
+                      + r")=(?:'([^']*)'|\"([^\"]*)\"|(\w[\w.\-]*)?)")
+_BARE = re.compile(r"(?<![\w\-=/.])(" + "|".join(ABAGEN_OPTION_NAMES) + r")\b(?!=)")
+_SWITCHES = {decls[0].split("/")[0][2:].replace("-", "_"): decls[0]
+             for decls, _ in _OPTIONS if "/" in decls[0]}
+
+
+def _flag(name: str, value: str | None) -> str:
+    """``corrected_mni=False`` → ``--no-corrected-mni``, ``region_agg='samples'`` →
+    ``--region-agg samples``, ``out=`` → ``-o X.zarr``."""
+    if name == "out":
+        return "-o X.zarr"
+    if name == "atlas_info":
+        return "--atlas-info" + (f" {value}" if value else "")
+    dashed = "--" + name.replace("_", "-")
+    if name in _SWITCHES:
+        on, off = _SWITCHES[name].split("/")
+        return off if value == "False" else on
+    if value in ("True", None, ""):
+        return dashed
+    return f"{dashed} {'none' if value == 'None' else value}"
+
+
+def cli_wording(message: str) -> str:
+    """Rewrite the Python keywords of a library error (``corrected_mni=False``,
+    ``region_agg='samples'``, ``return_donors``) as the command line's flags."""
+    def keyword(m: re.Match) -> str:
+        value = next((g for g in m.groups()[1:] if g is not None), None)
+        if value is None and m.group(1) != "out":
+            return m.group(0)  # not a simple value (a list, an expression): leave it
+        return _flag(m.group(1), value)
+
+    message = _KEYWORD.sub(keyword, message)
+    return _BARE.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def abagen_options(func: Callable) -> Callable:
