@@ -116,3 +116,55 @@ def test_human_brain_atlas_cache_folder_is_announced_and_movable(monkeypatch, tm
     quiet = api.AsyncHumanBrainAtlas(base_url="http://127.0.0.1:9", cache=False)
     assert quiet.cache_dir is None and quiet.client.cache_dir is None
     assert not (tmp_path / "data").exists()  # nothing is created before an answer is cached
+
+
+# -- errors name flags, and near misses get a suggestion ---------------------------------------
+@pytest.fixture(scope="module")
+def small_store(synth_small, tmp_path_factory):
+    from atlas_engine.convert.donor import convert_microarray
+
+    path = tmp_path_factory.mktemp("friction") / "s.zarr"
+    convert_microarray(synth_small.dest, path)
+    return path
+
+
+@pytest.mark.parametrize("by,hint", [("depht:5", "did you mean depth:5?"),
+                                     ("strucure", "did you mean structure?"),
+                                     ("brod", "did you mean broad?")])
+def test_by_typo_gets_did_you_mean(small_store, tmp_path, capsys, by, hint):
+    code, _, err = _run(["aggregate", str(small_store), "--by", by, "-o",
+                         str(tmp_path / "x.csv")], capsys)
+    assert code == 1 and hint in err and err.count("\n") == 1
+
+
+def test_atlas_errors_name_flags_not_keywords(e2e_source, tmp_path, capsys):
+    from _golden import GOLDEN
+
+    code, _, err = _run(["aggregate", str(e2e_source["store"]), "--by",
+                         f"atlas:{GOLDEN / 'e2e_atlas.nii.gz'}", "-o", str(tmp_path / "dk.csv")],
+                        capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "--no-corrected-mni" in err and "corrected_mni" not in err
+
+
+def test_cli_wording():
+    from atlas_engine.cli.atlas_options import cli_wording
+
+    assert cli_wording("region_agg='samples' cannot be combined with return_donors") == \
+        "--region-agg samples cannot be combined with --return-donors"
+    assert cli_wording("out= with region_agg='samples' supports agg_metric='mean' only") == \
+        "-o X.zarr with --region-agg samples supports --agg-metric mean only"
+    assert cli_wording("use reannotated=False, sample_norm=None; see /x/return_donors.csv") == \
+        "use --no-reannotated, --sample-norm none; see /x/return_donors.csv"
+
+
+def test_old_donors_mode_gets_one_line_saying_what_to_use(small_store, tmp_path, capsys):
+    code, _, err = _run(["aggregate", str(small_store), "--donors", "pooled", "-o",
+                         str(tmp_path / "x.csv")], capsys)
+    assert code == 1 and err.count("\n") == 1 and "--combine pooled" in err
+    code, _, err = _run(["aggregate", str(small_store), "--combine", "pooled", "--donors",
+                         "9861,H0351.1009", "--by", "broad", "-o", str(tmp_path / "x.csv")],
+                        capsys)
+    assert code == 0, err
+    counts = __import__("pandas").read_csv(tmp_path / "x.counts.csv", index_col=0)
+    assert list(counts.columns) == ["9861", "12876"]  # H0351.1009 is 12876

@@ -249,3 +249,37 @@ def test_query_cli(tmp_path: Path) -> None:
         header, first, _ = res.output.splitlines()
         assert header == "probe_id,probe_name,gene_symbol,15496:154960,15496:154961,15496:154962"
         assert first.split(",")[3] == str(0.005 + 15496)
+
+
+def test_query_accepts_the_allen_stage_strings(capsys) -> None:
+    """TARGET as the Allen documentation writes it gives the same request as the options;
+    a parameter the service does not have is explained in one line, without a traceback."""
+    from atlas_engine.cli import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--base-url", srv.url])
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    with RmaServer(_rows(9)) as srv:
+        code, flags, _ = run(["query", "Gene", "--criteria", "[acronym$in'G100','G101']",
+                              "--only", "id,acronym"])
+        assert code == 0
+        code, stages, _ = run(["query", "model::Gene,rma::criteria,[acronym$in'G100','G101'],"
+                               "rma::options[only$eq'id,acronym']"])
+        assert code == 0
+        assert srv.log[-1] == srv.log[-2] and stages == flags
+        code, flags, _ = run(["query", "service::human_microarray_expression", "--probes", "5,6",
+                              "--donors", "15496"])
+        code2, stages, _ = run(["query",
+                                "service::human_microarray_expression[probes$in5,6][donors$eq15496]"])
+        assert code == code2 == 0 and stages == flags and srv.log[-1] == srv.log[-2]
+        n = len(srv.log)
+        code, out, err = run(["query", "service::human_microarray_expression[gene_ids$eq18339]"])
+        assert code == 1 and len(srv.log) == n  # refused before any request
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "no parameter 'gene_ids'" in err and "probes" in err
+        code, out, err = run(["query", "model::Donor,rma::frobnicate,[id$eq1]"])
+        assert code == 1 and "rma::frobnicate" in err and err.count("\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,60 @@ def _expression_csv(msg: dict[str, Any]) -> str:
     return _records_csv(rows)
 
 
+#: parameters of service::human_microarray_expression (the Allen API's, same names)
+EXPRESSION_PARAMS = ("probes", "donors", "structures")
+_BRACKET = re.compile(r"\[([A-Za-z_]+)\$(eq|in)([^\]]*)\]")
+_OPTION_KEYS = {"only": "only", "except": "except_", "order": "order", "tabular": "tabular",
+                "num_rows": "num_rows", "start_row": "start_row", "debug": "debug",
+                "count": "count"}
+
+
+def _brackets(text: str, where: str) -> dict[str, str]:
+    """``[a$eq1][b$in2,3]`` → ``{"a": "1", "b": "2,3"}`` (quotes around a value dropped)."""
+    found = _BRACKET.findall(text)
+    if "".join(f"[{k}${op}{v}]" for k, op, v in found) != text:
+        raise ConfigError(f"{where}: cannot read {text!r} (expected [name$eqvalue]...)")
+    return {k: v.strip("'\"") for k, _, v in found}
+
+
+def parse_target(target: str) -> dict[str, Any]:
+    """Read TARGET in any of the forms the Allen API documents: ``Gene``, ``model::Gene``,
+    a whole stage string ``model::Donor,rma::criteria,[id$eq9861],rma::include,...,
+    rma::options[only$eq'id,name']``, ``service::NAME`` or ``service::NAME[k$eqV][...]``.
+    Returns ``{"kind": "model"|"service", "name", "criteria", "include", "options"
+    (model) | "params" (service)}``."""
+    text = target.strip()
+    if text.startswith("service::"):
+        name, _, rest = text[len("service::"):].partition("[")
+        params = _brackets("[" + rest, target) if rest else {}
+        return {"kind": "service", "name": name.strip(), "params": params}
+    if text.startswith("model::"):
+        text = text[len("model::"):]
+    head, *stages = re.split(r",\s*rma::", text)
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", head.strip()):
+        raise ConfigError(f"query {target!r}: expected a model name (Gene, model::Probe), a "
+                          "stage string (model::Donor,rma::criteria,[id$eq9861]) or "
+                          "service::NAME")
+    out: dict[str, Any] = {"kind": "model", "name": head.strip(), "criteria": [],
+                           "include": [], "options": {}}
+    for stage in stages:
+        kind, _, body = stage.partition(",") if not stage.startswith("options") else (
+            "options", "", stage[len("options"):])
+        if kind in ("criteria", "include"):
+            out[kind].append(body.strip())
+        elif kind == "options":
+            for key, value in _brackets(body.strip(), target).items():
+                if key not in _OPTION_KEYS:
+                    raise ConfigError(f"query {target!r}: unknown rma::options {key!r} "
+                                      f"(valid: {', '.join(_OPTION_KEYS)})")
+                out["options"][_OPTION_KEYS[key]] = (value.split(",") if key in (
+                    "only", "except", "order", "tabular") else value)
+        else:
+            raise ConfigError(f"query {target!r}: unknown stage rma::{kind} (expected "
+                              "rma::criteria, rma::include or rma::options)")
+    return out
+
+
 @click.command("query")
 @click.argument("target")
 @click.option("--criteria", multiple=True, help="RMA criteria, e.g. \"[acronym$in'BDNF']\".")
@@ -75,6 +130,10 @@ def query_cmd(target: str, criteria: tuple[str, ...], include: tuple[str, ...],
     """Run an RMA query against the Allen API: TARGET is a model (Gene, model::Probe) or a
     service (service::human_microarray_expression). Model queries are paged until done.
 
+    TARGET may also be a whole RMA stage string as the Allen documentation writes them,
+    e.g. "model::Donor,rma::criteria,products[id\\$eq2]" or
+    "service::human_microarray_expression[probes\\$eq1023146][donors\\$eq15496]".
+
     \b
     Examples:
       atlas-engine query Gene --criteria "[acronym\\$in'BDNF','COMT']"
@@ -88,30 +147,58 @@ def query_cmd(target: str, criteria: tuple[str, ...], include: tuple[str, ...],
 
     base = base_url or Config.from_env().base_url
 
+    parsed = parse_target(target)
+    if parsed["kind"] == "service":
+        name = parsed["name"]
+        raw: dict[str, str] = dict(parsed["params"])
+        for key, value in (("probes", probes), ("donors", donors), ("structures", structures)):
+            if value:
+                raw[key] = value
+        for p in params:
+            if "=" not in p:
+                raise ConfigError(f"--param {p!r}: expected NAME=VALUE")
+            k, v = p.split("=", 1)
+            raw[k.strip()] = v.strip()
+        kw: dict[str, object] = {}
+        if name == "human_microarray_expression":
+            unknown = [k for k in raw if k not in EXPRESSION_PARAMS]
+            if unknown:
+                raise ConfigError(
+                    f"service::human_microarray_expression has no parameter {unknown[0]!r}: it "
+                    "takes probes (probe ids, required), donors and structures, e.g. --probes "
+                    "1023146 --donors 15496; the probes of a gene: atlas-engine query Probe "
+                    "--criteria \"[gene_id\\$eq18339]\"")
+            for key, value in raw.items():
+                try:
+                    kw[key] = [int(v) for v in _split((value,))]
+                except ValueError:
+                    raise ConfigError(f"human_microarray_expression {key}: expected ids "
+                                      f"separated by commas, got {value!r}") from None
+            if "probes" not in kw:
+                raise ConfigError("human_microarray_expression needs --probes (probe ids)")
+        else:
+            kw.update(raw)
+    else:
+        criteria = tuple(parsed["criteria"]) + criteria
+        include = tuple(parsed["include"]) + include
+        opts = parsed["options"]
+        if "num_rows" in opts or "start_row" in opts:
+            raise ConfigError(f"query {target!r}: paging (num_rows, start_row) is done for you; "
+                              "leave them out")
+        only = tuple(opts.get("only", ())) + only
+        except_ = tuple(opts.get("except_", ())) + except_
+        order = tuple(opts.get("order", ())) + order
+
     async def go() -> tuple[Any, str]:
         async with RmaClient(base, cache_dir=cache_dir, page_size=page_size) as client:
-            if target.startswith("service::"):
-                name = target[len("service::"):]
-                kw: dict[str, object] = {}
-                for key, value in (("probes", probes), ("donors", donors),
-                                   ("structures", structures)):
-                    if value:
-                        kw[key] = [int(v) for v in _split((value,))]
-                for p in params:
-                    if "=" not in p:
-                        raise ConfigError(f"--param {p!r}: expected NAME=VALUE")
-                    k, v = p.split("=", 1)
-                    kw[k.strip()] = v.strip()
+            if parsed["kind"] == "service":
                 if name == "human_microarray_expression":
-                    if "probes" not in kw:
-                        raise ConfigError("human_microarray_expression needs --probes")
                     msg = await client.human_microarray_expression(
                         kw.pop("probes"), kw.pop("donors", None),  # type: ignore[arg-type]
                         kw.pop("structures", None))  # type: ignore[arg-type]
                     return msg, "expression"
                 return await client.service(service_query(name, **kw)), "service"
-            model = target[len("model::"):] if target.startswith("model::") else target
-            query = model_query(model, list(criteria), list(include), only=_split(only),
+            query = model_query(parsed["name"], list(criteria), list(include), only=_split(only),
                                 except_=_split(except_), order=_split(order))
             return await client.model_rows(query, cache=cache_dir is not None), "rows"
 

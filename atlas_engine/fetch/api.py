@@ -27,7 +27,6 @@ from .http import RetryPolicy
 from .rma import BATCH, RmaClient
 from .sync import run_sync
 
-
 _ANNOUNCED: set[Path] = set()
 
 
