@@ -168,3 +168,33 @@ def test_old_donors_mode_gets_one_line_saying_what_to_use(small_store, tmp_path,
     assert code == 0, err
     counts = __import__("pandas").read_csv(tmp_path / "x.counts.csv", index_col=0)
     assert list(counts.columns) == ["9861", "12876"]  # H0351.1009 is 12876
+
+
+# -- per-donor groups in xarray -----------------------------------------------------------------
+def test_donor_group_coordinates_are_in_memory(small_store):
+    """`.where(..., drop=True)` and `.groupby("structure_acronym")` on a donor's group: the
+    sample coordinates are loaded, the expression stays lazy."""
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
+    from atlas_engine import open_store
+
+    st = open_store(small_store)
+    ds = st.donor(9861)
+    assert ds.expression.chunks is not None
+    assert all(c.chunks is None for c in ds.coords.values())
+    acr = str(ds.structure_acronym.values[0])
+    sub = ds.where(ds.structure_acronym == acr, drop=True)
+    assert set(sub.structure_acronym.values.tolist()) == {acr}
+    means = ds.expression.groupby("structure_acronym").mean()
+    want = ds.expression.values[:, ds.structure_acronym.values == acr].mean(axis=1)
+    np.testing.assert_allclose(means.sel(structure_acronym=acr).values, want, rtol=1e-6)
+    # plain xarray, as docs/store-layout.md shows it: no warning, and chunks=None gives
+    # numpy-backed coordinates too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = xr.open_zarr(small_store, group="donors/9861", chunks=None)
+    assert plain.where(plain.structure_acronym == acr, drop=True).sizes["sample"] == \
+        sub.sizes["sample"]

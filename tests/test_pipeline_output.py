@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ def test_stream_equals_in_memory(store, tmp_path, kw, with_info):
     _same(res.expression, mem.expression, exact=kw.get("region_agg") != "samples")
     pd.testing.assert_frame_equal(res.genes, mem.genes)
     # xarray reads it back on its own, and nothing else is left next to it
-    ds = xr.open_zarr(out, consolidated=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # no "consolidated metadata" warning either
+        ds = xr.open_zarr(out)
     assert ds["expression"].shape == mem.expression.shape
     assert [p.name for p in tmp_path.iterdir()] == ["cube.zarr"]
 

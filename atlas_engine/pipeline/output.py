@@ -218,7 +218,7 @@ class RegionStream:
         # the gene chunks of a block are compressed and written concurrently
         with zarr.config.set({"async.concurrency": 8}):
             self._write(tmp, genes, dtype, keep, kept, rows)
-        data = xr.open_zarr(str(self.path), consolidated=False, zarr_format=3)
+        data = xr.open_zarr(str(self.path), zarr_format=3)
         return data["expression"], keep
 
     def _write(self, tmp: Path, genes: np.ndarray, dtype: Any, keep: np.ndarray,
@@ -261,6 +261,10 @@ class RegionStream:
                     for m in (d.x, d.values, d.counts):
                         if m is not None:
                             _drop_pages(m)
+            # consolidated metadata: xr.open_zarr(path) then opens without a warning
+            from ..convert.writer import consolidate
+
+            consolidate(tmp)
             _replace_dir(tmp, self.path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

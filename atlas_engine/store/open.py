@@ -256,11 +256,14 @@ class AtlasStore:
         return root / CACHE_DIR / f"table-{group.replace('/', '_')}-{ident}.npz"
 
     def donor(self, donor_id: int) -> xr.Dataset:
-        """One donor's group: ``expression``, ``pacall`` and the SampleAnnot coordinates."""
+        """One donor's group: ``expression``, ``pacall`` (lazy, Dask) and the SampleAnnot
+        coordinates, loaded (so ``.where(ds.structure_acronym == "CN", drop=True)`` and
+        ``.groupby("structure_acronym")`` work; ``xr.open_zarr`` alone makes them Dask
+        arrays, on which both fail)."""
         if int(donor_id) not in self.donors:
             raise StoreError(f"{self.url}: donor {donor_id} is not in the store "
                              f"(complete donors: {self.donors})")
-        return self._open(L.donor_path(donor_id))
+        return eager_coords(self._open(L.donor_path(donor_id)))
 
     @property
     def rnaseq_donors(self) -> list[int]:
@@ -273,7 +276,7 @@ class AtlasStore:
         if int(donor_id) not in self.rnaseq_donors:
             raise StoreError(f"{self.url}: no RNA-seq data for donor {donor_id} (RNA-seq "
                              f"donors: {self.rnaseq_donors}; convert rnaseq_donor{donor_id}.zip)")
-        return self._open(f"{L.RNASEQ_GROUP}/{int(donor_id)}")
+        return eager_coords(self._open(f"{L.RNASEQ_GROUP}/{int(donor_id)}"))
 
     @cached_property
     def probes(self) -> pd.DataFrame:
@@ -327,6 +330,13 @@ class AtlasStore:
     @cached_property
     def pacall(self) -> xr.DataArray:
         return self._combined(L.PACALL)
+
+
+def eager_coords(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with every coordinate loaded into memory (data variables stay lazy)."""
+    lazy = {name: c.variable.compute() for name, c in ds.coords.items()
+            if name not in ds.indexes and c.chunks is not None}
+    return ds.assign_coords(lazy) if lazy else ds
 
 
 def open_store(path_or_url: str | os.PathLike) -> AtlasStore:
