@@ -198,3 +198,25 @@ def test_donor_group_coordinates_are_in_memory(small_store):
         plain = xr.open_zarr(small_store, group="donors/9861", chunks=None)
     assert plain.where(plain.structure_acronym == acr, drop=True).sizes["sample"] == \
         sub.sizes["sample"]
+
+
+# -- Ctrl-C in the last moment ------------------------------------------------------------------
+LATE_INTERRUPT = """
+import os, signal, sys, threading, time
+from atlas_engine.cli import main
+threading.Thread(target=time.sleep, args=(3,)).start()   # joined at interpreter shutdown
+def late():
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=late, daemon=True).start()
+sys.argv = ["atlas-engine", "--version"]
+main()
+"""
+
+
+def test_interrupt_during_shutdown_prints_no_traceback():
+    proc = subprocess.run([sys.executable, "-c", LATE_INTERRUPT], capture_output=True,
+                          text=True, timeout=60)
+    assert "atlas-engine, version" in proc.stdout
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.returncode == 130

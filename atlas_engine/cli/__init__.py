@@ -71,8 +71,37 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     tune_allocator()
 
 
+def _exit_quietly_on_interrupt() -> None:
+    """From now on Ctrl-C ends the process at once with status 130: the command is over, and
+    an interrupt while the interpreter shuts down (joining worker threads, atexit hooks)
+    would otherwise print an "Exception ignored in ..." traceback."""
+    import os
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become one line on stderr and exit code 1."""
+    try:
+        _main(argv)
+    finally:
+        if argv is None:  # the console script (not a caller embedding the CLI)
+            _exit_quietly_on_interrupt()
+
+
+def _main(argv: list[str] | None) -> None:
     verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
     try:
         cli.main(args=argv, prog_name="atlas-engine", standalone_mode=False)
