@@ -62,9 +62,10 @@ def run_job(
     from .convert.donor import convert_microarray
     from .convert.malloc import trim
     from .fetch import fetch_ahba
-    from .report.heatmap import plot_heatmap
+    from .report.heatmap import plot_heatmap, region_labels
     from .report.summary import write_summary
     from .report.tables import write_result
+    from .store.open import open_store
 
     out = Path(out)
     data_dir = Path(data_dir)
@@ -91,7 +92,8 @@ def run_job(
 
     t = time.perf_counter()
     _log(quiet, f"[3/4] aggregate by {by} ({stat}, donors combined, probes → genes: {collapse})")
-    agg = aggregate(store, by=by, stat=stat, genes=genes, combine="combined", collapse=collapse,
+    st = open_store(store)
+    agg = aggregate(st, by=by, stat=stat, genes=genes, combine="combined", collapse=collapse,
                     block_bytes=block_bytes)
     result.files += write_result(agg, out / MATRIX_NAME)
     result.timings["aggregate"] = time.perf_counter() - t
@@ -101,13 +103,18 @@ def run_job(
     table = agg.to_frame().set_index("structure_id")
     with_samples = agg.groups.loc[agg.groups.n_samples > 0, "structure_id"].to_numpy()
     matrix = table.loc[with_samples].drop(columns=["acronym", "name"])
-    acronyms = table["acronym"]
+    labels = region_labels(agg.groups, st.ontology.table["hemisphere"])
     if len(matrix) >= 2 and matrix.shape[1] >= 2:
+        n_top = min(top, matrix.shape[1])
+        title = (f"{n_top} most variable of {matrix.shape[1]} genes, {len(matrix)} regions "
+                 f"with samples at {by} ({stat}, z-scored per gene)")
         result.files.append(plot_heatmap(matrix, out / "heatmap.png", top=top,
-                                         row_labels=acronyms))
+                                         row_labels=labels, title=title,
+                                         ylabel=f"region ({by}; L/R = hemisphere)"))
     result.timings["report"] = time.perf_counter() - t
 
     g = agg.groups
+    in_store = st.samples["donor"].value_counts().reindex(agg.donors).fillna(0).astype(int)
     result.summary = {
         "version": __version__,
         "python": platform.python_version(),
@@ -116,7 +123,9 @@ def run_job(
         "store": str(store),
         "out": str(out),
         "donors": agg.donors,
-        "samples_per_donor": {str(k): int(v) for k, v in agg.n_samples.sum(axis=0).items()},
+        "samples_per_donor": {str(d): int(n) for d, n in in_store.items()},
+        "samples_in_regions_per_donor": {str(d): int(in_store[d] - agg.unassigned_by_donor.get(d, 0))
+                                         for d in agg.donors},
         "converted": conv.converted,
         "skipped_conversion": conv.skipped,
         "unknown_structures": {str(k): v for k, v in conv.unknown_structures.items()},

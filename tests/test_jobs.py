@@ -47,7 +47,18 @@ def test_demo_end_to_end_offline(tmp_path):
     assert summary["donors"] == [9861, 10021, 12876, 14380, 15496, 15697]
     # the flaky mirror dropped connections: some downloads needed several requests
     assert max(d["requests"] for d in summary["downloads"]) > 1
-    assert "depth:4" in (out / "summary.md").read_text()
+    text = (out / "summary.md").read_text()
+    assert "depth:4" in text
+    # samples per donor as converted, and those in a region at this level, with the reason
+    st = open_store(res.store)
+    in_store = st.samples["donor"].value_counts()
+    assert summary["samples_per_donor"] == {str(d): int(in_store[d]) for d in st.donors}
+    assert sum(summary["samples_per_donor"].values()) - \
+        sum(summary["samples_in_regions_per_donor"].values()) == summary["unassigned_samples"]
+    d = st.donors[0]
+    assert (f"{d}: {summary['samples_per_donor'][str(d)]} → "
+            f"{summary['samples_in_regions_per_donor'][str(d)]}") in text
+    assert "fewer samples count here than `convert` reports" in text
 
 
 def test_expression_command_matches_raw_csv_tokens(synth_small, store_path, tmp_path):

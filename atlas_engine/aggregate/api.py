@@ -54,6 +54,8 @@ class AggregateResult:
     donors: list[int]
     missing_genes: list[str] = field(default_factory=list)
     unassigned_samples: int = 0
+    #: samples of each donor that fall in no group (included in ``unassigned_samples``)
+    unassigned_by_donor: dict[int, int] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -487,6 +489,9 @@ def aggregate(
         values=values, n_values=n_values, groups=groups, features=features,
         n_samples=n_samples, donors=use, missing_genes=missing,
         unassigned_samples=int(grouping.unassigned.sum()),
+        unassigned_by_donor={d: int(n) for d, n in zip(use, (
+            grouping.unassigned[samples.loc[in_use, "donor"].to_numpy() == d].sum()
+            for d in use), strict=True)},
         params={"by": str(by), "stat": stat, "combine": combine, "collapse": collapse or "",
                 "genes": ",".join(gene_list or []) or "all", "store": st.url,
                 "ddof": ddof, "non_refseq_probes_left_out": non_refseq},

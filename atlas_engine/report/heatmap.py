@@ -14,18 +14,40 @@ def top_variable_genes(table: pd.DataFrame, n: int = 50) -> list[str]:
     return list(var.sort_values(ascending=False, kind="stable").index[:n])
 
 
+def region_labels(groups: pd.DataFrame, hemisphere: pd.Series | None = None) -> pd.Series:
+    """Row labels for regions, indexed by ``structure_id``: the acronym, with `` (L)`` /
+    `` (R)`` when the structure belongs to one hemisphere (left and right share acronyms in
+    the Allen ontology), and the structure id added to any label that is still repeated.
+
+    ``groups`` has ``structure_id`` and ``acronym`` columns; ``hemisphere`` maps structure id
+    → ``"L"``, ``"R"`` or ``""`` (the ontology's column)."""
+    ids = groups["structure_id"].to_numpy()
+    labels = groups["acronym"].astype(str).to_numpy().astype(object)
+    if hemisphere is not None:
+        hemi = pd.Series(hemisphere).reindex(ids).fillna("").astype(str).to_numpy()
+        labels = np.array([f"{a} ({h})" if h in ("L", "R") else a
+                           for a, h in zip(labels, hemi, strict=True)], dtype=object)
+    out = pd.Series(labels, index=ids)
+    dup = out.duplicated(keep=False).to_numpy()
+    if dup.any():
+        out[dup] = [f"{lab} [{sid}]" for lab, sid in zip(out[dup], ids[dup], strict=True)]
+    return out
+
+
 def plot_heatmap(
     table: pd.DataFrame,
     path: str | Path,
     *,
     top: int = 50,
     row_labels: pd.Series | None = None,
-    title: str = "Top variable genes (z-scored across regions)",
+    title: str | None = None,
+    ylabel: str = "structure",
 ) -> Path:
     """Write a PNG heatmap of the ``top`` most variable genes, each z-scored across regions.
 
     ``table`` is regions × genes; ``row_labels`` (indexed like ``table``) replaces the row names
-    (e.g. structure acronyms). Returns the written path.
+    (e.g. :func:`region_labels`). The default title says how many genes of how many are shown
+    for how many regions. Returns the written path.
     """
     import matplotlib
 
@@ -34,6 +56,9 @@ def plot_heatmap(
 
     path = Path(path)
     genes = top_variable_genes(table, top)
+    if title is None:
+        title = (f"{len(genes)} most variable of {table.shape[1]} genes across "
+                 f"{table.shape[0]} regions (z-scored per gene)")
     sub = table.loc[:, genes].astype(float)
     z = (sub - sub.mean(axis=0)) / sub.std(axis=0, ddof=1).replace(0, np.nan)
     labels = [str(row_labels.get(i, i)) if row_labels is not None else str(i) for i in sub.index]
@@ -47,7 +72,7 @@ def plot_heatmap(
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=6)
     ax.set_xlabel("gene")
-    ax.set_ylabel("structure")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="z-score", shrink=0.6)
     fig.tight_layout()

@@ -12,17 +12,21 @@ def write_summary(path: str | Path, s: dict[str, Any], files: Sequence[Path]) ->
     path = Path(path)
     t = s.get("timings_s", {})
     samples = s.get("samples_per_donor", {})
+    in_regions = s.get("samples_in_regions_per_donor", samples)
     lines = [
         "# atlas-engine run",
         "",
         f"- Source: {s['base_url']}; raw files in `{s['raw']}`.",
         f"- Store: `{s['store']}` (converted now: {s['converted'] or 'none'}; already "
         f"complete: {s['skipped_conversion'] or 'none'}).",
-        f"- Donors: {', '.join(map(str, s['donors']))} — samples per donor: "
-        + ", ".join(f"{d}: {n}" for d, n in samples.items()) + ".",
+        f"- Donors: {', '.join(map(str, s['donors']))} — samples per donor in the store "
+        f"(as converted) and, after the arrow, in a region at `{s['by']}`: "
+        + ", ".join(f"{d}: {n} → {in_regions.get(d, n)}" for d, n in samples.items()) + ".",
         f"- Grouping: `{s['by']}` — {s['groups']} regions, {s['groups_without_samples']} "
         f"of them without samples (kept as empty rows, listed in the groups table); "
-        f"{s['unassigned_samples']} samples fall in no region at this level.",
+        f"{s['unassigned_samples']} samples fall in no region at this level (their structure "
+        f"lies above it in the ontology, or in no structure it has), so they are left out of "
+        f"the matrix: that is why fewer samples count here than `convert` reports.",
         f"- Values: {s['stat']} per region and donor, then the mean over the donors that have "
         f"the region (abagen's default); probes collapsed to genes by {s['collapse']}: "
         f"{s['genes']} genes ({s.get('non_refseq_probes_left_out', 0)} probes without an "
