@@ -30,6 +30,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "verify_store": (".store.verify", "verify_store"),
     "aggregate": (".aggregate", ""),
     "collapse_probes": (".aggregate.api", "collapse_probes"),
+    "open_cube": (".aggregate.api", "open_cube"),
     "get_expression_data": (".pipeline.expression", "get_expression_data"),
     "RmaClient": (".fetch.rma", "RmaClient"),
     "HumanBrainAtlas": (".fetch.api", "HumanBrainAtlas"),

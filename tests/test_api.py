@@ -40,7 +40,7 @@ def test_convert_aggregate_through_the_api_leave_process_state_alone(synth_small
     assert sys.getswitchinterval() == switch
     assert gc.isenabled() == gc_enabled
 
-    res = ae.aggregate(store, by="structure", donors="pooled")
+    res = ae.aggregate(store, by="structure", combine="pooled")
     # the pooled mean of each structure's samples, by pandas from the opened store
     opened = ae.open_store(store)
     expr = opened.expression.compute()
