@@ -271,7 +271,8 @@ def inspect_zip(path: Path) -> Found | None:
 
 
 def inspect_folder(path: Path, nested: bool = True) -> Found | None:
-    """The archive a folder holds: its own files, or (``nested``) those of its only subfolder."""
+    """The archive a folder holds: its own files or, when it holds nothing but one subfolder
+    (``nested``), that subfolder's."""
     try:
         entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     except OSError as exc:
@@ -281,7 +282,8 @@ def inspect_folder(path: Path, nested: bool = True) -> Found | None:
         sig, names, readme = got
         return Found(sig.kind, path, "", names, readme, name_claims(path.name))
     subdirs = [p for p in entries if p.is_dir()]
-    if nested and len(subdirs) == 1 and not (subdirs[0] / "zarr.json").exists():
+    if (nested and len(subdirs) == 1 and len(entries) == 1
+            and not (subdirs[0] / "zarr.json").exists()):
         inner = inspect_folder(subdirs[0], nested=False)
         if inner is not None:
             inner.claims = name_claims(path.name) + inner.claims

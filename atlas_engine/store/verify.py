@@ -73,6 +73,7 @@ def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyRep
         s["samples"][d] = n_s
         if ds.sizes[L.PROBE_DIM] != n_probes:
             report.fail(f"donor {d}: {ds.sizes[L.PROBE_DIM]} probes, Probes table has {n_probes}")
+        s.setdefault("sources", {})[d] = (ds.attrs.get("provenance") or {}).get("origin")
         recorded_n = ds.attrs.get("donor", {}).get("n_samples")
         if recorded_n != n_s:
             report.fail(f"donor {d}: {n_s} samples, SampleAnnot had {recorded_n}")
