@@ -29,7 +29,6 @@ from atlas_engine.sources import wells as W
 from atlas_engine.sources.donors import DONORS
 from atlas_engine.store.open import open_store
 from atlas_engine.store.verify import verify_store
-from atlas_engine.testing.synth_model import WELL_ID_RANGES
 
 FULL = {d.id: d.n_samples for d in DONORS}
 
@@ -87,13 +86,16 @@ def test_well_table_blocks():
         assert (W.donor_of(W.donor_wells(d)) == d).all()
 
 
-def test_generated_well_ids_fit_their_donor_range():
-    # until the generator draws real well_ids, its own ranges must stay recognisable
-    for d, (lo, hi, _, _) in WELL_ID_RANGES.items():
-        assert d in W.range_candidates([lo, hi])
+def test_well_id_ranges_for_unknown_ids():
+    # well_ids outside the table (generated data) are placed by range: 9861 and 10021 share
+    # the small ids, the others have a range each
     assert W.range_candidates([12_000, 13_000]) == [12876]
     assert W.range_candidates([100, 9_000]) == [9861, 10021]
+    assert W.range_candidates([126_400_000, 127_000_000]) == [14380]
+    assert W.range_candidates([157_800_000, 165_400_000]) == [15697]
     assert W.range_candidates([99_999_999]) == []
+    for d in FULL:                     # every real well is inside its donor's range
+        assert d in W.range_candidates(W.donor_wells(d))
 
 
 # -------------------------------------------------------------------------------------------
@@ -158,8 +160,8 @@ def test_generated_zips_recognised_and_swaps_caught(synth_small, tmp_path):
     # the generator's own names and well_ids (not real ones) are still recognised ...
     found = {ds.donor_id: ds for ds in find_sources(synth_small.dest)}
     assert sorted(found) == sorted(FULL)
-    assert "the name picks donor 9861" in found[9861].found.evidence
-    # ... and, renamed, identified by their well_id range where it is one donor's
+    assert all("well_ids" in ds.found.evidence for ds in found.values())
+    # ... and, renamed, identified by their well_ids (real ones, or the donor's range)
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(synth_small.zips[12876], raw / "a.zip")
@@ -171,11 +173,17 @@ def test_generated_zips_recognised_and_swaps_caught(synth_small, tmp_path):
         find_sources(raw)
 
 
+def _unknown_small_wells(n: int) -> np.ndarray:
+    """``n`` well_ids below 10,000 that are no known sample: 9861's or 10021's by range."""
+    ids = np.arange(100, 9_000, 7)
+    return ids[W.donor_of(ids) == 0][:n]
+
+
 def test_unattributable_content_says_so(synth_small, tmp_path):
     raw = tmp_path / "raw"
-    raw.mkdir()
-    shutil.copy(synth_small.zips[9861], raw / "x.zip")   # generated ids: 9861 or 10021
-    shutil.copy(synth_small.zips[12876], raw / "y.zip")
+    n = synth_small.samples[9861]
+    _rezip(synth_small.zips[9861], raw / "x.zip", wells=_unknown_small_wells(n))
+    _real(synth_small, 12876, raw / "y.zip")
     with pytest.raises(ConfigError, match=r"x.zip: cannot tell which donor this is: .* well_id "
                        r"range of donors 9861 and 10021; name it "
                        r"normalized_microarray_donor<id>.zip"):
@@ -183,6 +191,14 @@ def test_unattributable_content_says_so(synth_small, tmp_path):
     assert [ds.donor_id for ds in find_sources(raw, ["12876"])] == [12876]
     with pytest.raises(ConfigError, match="cannot tell"):
         find_sources(raw, ["9861"])
+    # the name picks among the donors the content leaves open, and may not leave them
+    (raw / "x.zip").rename(raw / "normalized_microarray_donor10021.zip")
+    [ds] = find_sources(raw, ["10021"])
+    assert "the name picks donor 10021" in ds.found.evidence
+    (raw / "normalized_microarray_donor10021.zip").rename(raw / "donor12876.zip")
+    with pytest.raises(FormatError, match=r'the name "donor12876.zip" says donor 12876 '
+                       r"\(H0351.1009\) but its \d+ well_ids .* range of donors 9861 and 10021"):
+        find_sources(raw)
 
 
 def test_mixed_donors_in_one_file_refused(synth_small, tmp_path):

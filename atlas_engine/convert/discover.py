@@ -401,6 +401,8 @@ def identify(f: Found) -> None:
                               expected="one donor's samples per archive")
         donor = int(owners[0])
         evidence = f"its {n} well_ids, all donor {donor}'s"
+        if W.BASIS.get(donor, "").startswith("inferred"):
+            evidence += " (that block of the well_id table is inferred to be this donor's)"
     else:
         # UNCONFIRMED in the real files (allen_formats.md §2, §3.7): the RNA-seq ``brain``
         # column and the readme's text. Used only when the well_ids do not decide.

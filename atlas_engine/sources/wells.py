@@ -12,7 +12,9 @@ Which donor each block is:
   confirmed (abagen's docs and tests);
 * 363 rows → 12876: count confirmed; its first rows (11281, 11305, ...) are the first rows of
   the intermine fixture SampleAnnot.csv, which is H0351.1009's;
-* 893 rows → 10021: INFERRED, the other block of small well_ids (9861 being the 946 one);
+* 893 rows → 10021: INFERRED, the other block of small well_ids (9861 being the 946 one); it
+  is also, with 9861's, the only block with about half its samples at x > 0 (9861 and 10021
+  were sampled in both hemispheres, the others on the left);
 * 529 rows → 14380 and 501 rows → 15697: INFERRED from the well_ids growing with the donor id
   (9861 < 10021 < 12876 < 14380 < 15496 < 15697; 15496's confirmed block sits between them).
 
@@ -39,7 +41,7 @@ WELL_BLOCKS: tuple[tuple[int, int], ...] = (
 BASIS: dict[int, str] = {
     9861: "confirmed (946 samples)", 15496: "confirmed (470 samples)",
     12876: "confirmed (363 samples; intermine fixture well_ids)",
-    10021: "inferred (the other block of small well_ids)",
+    10021: "inferred (the other block of small well_ids, both hemispheres)",
     14380: "inferred (well_ids grow with the donor id)",
     15697: "inferred (well_ids grow with the donor id)",
 }
