@@ -23,7 +23,7 @@ from atlas_engine.convert.api import detect_dataset
 from atlas_engine.convert.brainspan import convert_brainspan
 from atlas_engine.convert.discover import scan
 from atlas_engine.convert.donor import convert_microarray, find_sources
-from atlas_engine.convert.rnaseq import find_rnaseq
+from atlas_engine.convert.rnaseq import convert_rnaseq, find_rnaseq
 from atlas_engine.errors import ConfigError, FormatError, UnsafeArchiveError
 from atlas_engine.sources import wells as W
 from atlas_engine.sources.donors import DONORS
@@ -309,6 +309,14 @@ def test_rnaseq_by_content(synth_small, tmp_path):
     assert sorted(got) == [9861, 10021]
     assert "brain column" in got[9861].found.evidence
     assert detect_dataset(raw) == "ahba-rnaseq"
+    res = convert_rnaseq(raw, tmp_path / "r.zarr")
+    assert sorted(res.converted) == [9861, 10021]
+    import xarray as xr
+
+    g = xr.open_zarr(tmp_path / "r.zarr", group="rnaseq/10021")
+    o = g.attrs["provenance"]["origin"]
+    assert o["file"] == "278448166.zip" and o["kind"] == "rnaseq" and o["donor"] == 10021
+    assert o["sha256"] == hashlib.sha256((raw / "278448166.zip").read_bytes()).hexdigest()
     # an RNA-seq zip saved under a microarray donor's name
     shutil.copy(synth_small.dest / "rnaseq_donor9861.zip",
                 raw / "normalized_microarray_donor9861.zip")

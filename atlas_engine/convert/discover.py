@@ -426,8 +426,10 @@ def identify(f: Found) -> None:
     if not cands:
         raise FormatError(sample_file, f"well_ids {lo}-{hi} fit no AHBA donor", expected=(
             "well_ids of one donor (the 3,702 known samples, or one donor's well_id range)"))
-    evidence = (f"its {n} well_ids ({lo}-{hi}), not known AHBA samples but in the well_id "
-                f"range of donor{'s' if len(cands) > 1 else ''} {_and(cands)}")
+    n_known = int((known > 0).sum())
+    which = "not known AHBA samples" if not n_known else f"{n - n_known} of them no known AHBA sample"
+    evidence = (f"its {n} well_ids ({lo}-{hi}), {which} but in the well_id range of "
+                f"donor{'s' if len(cands) > 1 else ''} {_and(cands)}")
     if len(cands) > 1:
         by_count = [c for c in cands if _FULL.get(c) == n]
         if len(by_count) == 1:
