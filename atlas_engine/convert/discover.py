@@ -515,8 +515,9 @@ def scan(src: str | Path) -> Scan:
     if not root.exists():
         raise ConfigError(f"{root}: no such file or folder")
     if root.is_file():
-        got, _ = _file_found(root, explicit=True)
+        got, why = _file_found(root, explicit=True)
         if got is None:
+            out.ignored.append(why or root.name)
             raise out.nothing()
         out.found.append(got)
     else:
