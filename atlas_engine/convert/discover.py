@@ -308,12 +308,12 @@ class _Mismatch(Exception):
             said = _BY_KIND[c.kind].label + (f" {donor_label(c.donor)}" if c.donor else "")
             have = _BY_KIND[self.kind].label + (f" {donor_label(self.donor)}"
                                                 if self.donor else "")
-            return FormatError(f.display, f"the {c.text} says {said} but it holds {_a(have)} "
-                               f"({self.evidence})", expected="a name that does not contradict "
+            return FormatError(f.display, f"the {c.text} says {said} but it holds {_a(have)}, "
+                               f"by {self.evidence}", expected="a name that does not contradict "
                                "the content (any neutral name is accepted)")
         return FormatError(f.display, f"the {c.text} says donor {donor_label(c.donor or 0)} but "
-                           f"the content is donor {donor_label(self.donor or 0)} "
-                           f"({self.evidence})", expected=f"a name that does not contradict the "
+                           f"the content is donor {donor_label(self.donor or 0)}, by "
+                           f"{self.evidence}", expected=f"a name that does not contradict the "
                            f"content, e.g. {_suggest(f, self.donor)}")
 
 
@@ -381,7 +381,7 @@ def identify(f: Found) -> None:
     name contradicts the content, :class:`FormatError` for contradictory content."""
     for c in f.claims:
         if c.kind is not None and c.kind != f.kind:
-            raise _Mismatch(f, c, None, f.kind, "recognised by its members")
+            raise _Mismatch(f, c, None, f.kind, "its members")
     if f.kind == BRAINSPAN:
         f.evidence = "its members"
         return
@@ -402,7 +402,7 @@ def identify(f: Found) -> None:
         donor = int(owners[0])
         evidence = f"its {n} well_ids, all donor {donor}'s"
         if W.BASIS.get(donor, "").startswith("inferred"):
-            evidence += " (that block of the well_id table is inferred to be this donor's)"
+            evidence += ", an inferred block of the well_id table"
     else:
         # UNCONFIRMED in the real files (allen_formats.md §2, §3.7): the RNA-seq ``brain``
         # column and the readme's text. Used only when the well_ids do not decide.
@@ -428,7 +428,7 @@ def identify(f: Found) -> None:
             "well_ids of one donor (the 3,702 known samples, or one donor's well_id range)"))
     n_known = int((known > 0).sum())
     which = "not known AHBA samples" if not n_known else f"{n - n_known} of them no known AHBA sample"
-    evidence = (f"its {n} well_ids ({lo}-{hi}), {which} but in the well_id range of "
+    evidence = (f"its {n} well_ids, {lo} to {hi}, {which} but in the well_id range of "
                 f"donor{'s' if len(cands) > 1 else ''} {_and(cands)}")
     if len(cands) > 1:
         by_count = [c for c in cands if _FULL.get(c) == n]
@@ -564,8 +564,8 @@ def _mismatch_error(ms: list[_Mismatch]) -> FormatError:
                 return FormatError(
                     f"{a.found.display} and {b.found.display}",
                     f"names swapped: {a.found.path.name} holds donor {donor_label(a.donor)} "
-                    f"({a.evidence}) and {b.found.path.name} holds donor "
-                    f"{donor_label(b.donor)} ({b.evidence})",
+                    f"by {a.evidence}; {b.found.path.name} holds donor "
+                    f"{donor_label(b.donor)} by {b.evidence}",
                     expected="each file named for the donor it holds, or neutral names")
     return ms[0].error()
 
