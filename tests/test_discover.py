@@ -197,7 +197,7 @@ def test_unattributable_content_says_so(synth_small, tmp_path):
     assert "the name picks donor 10021" in ds.found.evidence
     (raw / "normalized_microarray_donor10021.zip").rename(raw / "donor12876.zip")
     with pytest.raises(FormatError, match=r'the name "donor12876.zip" says donor 12876 '
-                       r"\(H0351.1009\) but its \d+ well_ids .* range of donors 9861 and 10021"):
+                       r"\(H0351.1009\) but its \d+ well_ids, .* range of donors 9861 and 10021"):
         find_sources(raw)
 
 
