@@ -304,7 +304,11 @@ def test_rnaseq_by_content(synth_small, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(synth_small.dest / "rnaseq_donor10021.zip", raw / "278448166.zip")
-    shutil.copy(synth_small.dest / "rnaseq_donor9861.zip", raw / "rna.zip")
+    # well_ids that are no known sample: the brain column names the donor
+    with zipfile.ZipFile(synth_small.dest / "rnaseq_donor9861.zip") as zf:
+        n = len(zf.read("SampleAnnot.csv").decode().strip().splitlines()) - 1
+    _rezip(synth_small.dest / "rnaseq_donor9861.zip", raw / "rna.zip",
+           wells=_unknown_small_wells(n))
     got = {s.donor_id: s for s in find_rnaseq(raw)}
     assert sorted(got) == [9861, 10021]
     assert "brain column" in got[9861].found.evidence
