@@ -255,6 +255,21 @@ def test_folders_and_nesting(synth_small, tmp_path):
     assert [ds.donor_id for ds in find_sources(raw / "zipped_folder.zip")] == [10021]
 
 
+def test_abagen_data_folder(synth_small, tmp_path):
+    # abagen keeps microarray/normalized_microarray_donor{id}/ and rnaseq/rnaseq_donor{id}/
+    data = tmp_path / "abagen-data"
+    for d in (9861, 12876):
+        with zipfile.ZipFile(_real(synth_small, d, tmp_path / f"{d}.zip")) as zf:
+            zf.extractall(data / "microarray" / f"normalized_microarray_donor{d}")
+    with zipfile.ZipFile(synth_small.dest / "rnaseq_donor9861.zip") as zf:
+        zf.extractall(data / "rnaseq" / "rnaseq_donor9861")
+    assert [ds.donor_id for ds in find_sources(data)] == [9861, 12876]
+    assert [s.donor_id for s in find_rnaseq(data)] == [9861]
+    # a folder with archives of its own is not searched further down
+    shutil.copy(tmp_path / "12876.zip", data / "a.zip")
+    assert [ds.donor_id for ds in find_sources(data)] == [12876]
+
+
 def test_nothing_recognised_lists_what_was_looked_for(synth_small, tmp_path):
     raw = tmp_path / "raw"
     (raw / "sub").mkdir(parents=True)

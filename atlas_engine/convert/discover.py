@@ -505,11 +505,40 @@ def _file_found(p: Path, explicit: bool) -> tuple[Found | None, str | None]:
     return (got, None) if got is not None else (None, f"{p.name} (a zip of other files)")
 
 
+def _scan_dir(folder: Path, out: Scan, depth: int, rel: str = "") -> None:
+    """Add the archives among ``folder``'s entries to ``out``; a subfolder that is no archive
+    is searched ``depth`` more levels down (abagen's data folder: ``microarray/<donor folders>``,
+    ``rnaseq/<donor folders>``)."""
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            if (p / "zarr.json").exists():
+                out.ignored.append(f"{rel}{p.name}/ (a Zarr store)")
+                continue
+            got = inspect_folder(p)
+            if got is not None:
+                out.found.append(got)
+                continue
+            n_before = len(out.found)
+            if depth > 0:
+                _scan_dir(p, out, depth - 1, f"{rel}{p.name}/")
+            if len(out.found) == n_before:
+                out.ignored.append(f"{rel}{p.name}/ (no archive's files)")
+        elif p.is_file():
+            got, why = _file_found(p, explicit=False)
+            if got is not None:
+                out.found.append(got)
+            elif why:
+                out.ignored.append(f"{rel}{why}")
+
+
 def scan(src: str | Path) -> Scan:
     """Recognise every archive in ``src`` (a zip, a folder of zips/folders, or one archive's
-    folder) and identify its donor. Raises for damaged archives, names contradicting content
-    (two swapped names in one message) and one donor found twice; archives the content cannot
-    attribute carry their ``problem`` (raised by whoever needs them)."""
+    folder; when the folder's own entries hold none, its subfolders' entries) and identify its
+    donor. Raises for damaged archives, names contradicting content (two swapped names in one
+    message) and one donor found twice; archives the content cannot attribute carry their
+    ``problem`` (raised by whoever needs them)."""
     root = Path(src)
     out = Scan(root)
     if not root.exists():
@@ -525,24 +554,10 @@ def scan(src: str | Path) -> Scan:
         if own is not None:
             out.found.append(own)
         else:
-            for p in sorted(root.iterdir()):
-                if p.name.startswith("."):
-                    continue
-                if p.is_dir():
-                    if (p / "zarr.json").exists():
-                        out.ignored.append(f"{p.name}/ (a Zarr store)")
-                        continue
-                    got = inspect_folder(p)
-                    if got is None:
-                        out.ignored.append(f"{p.name}/ (no archive's files)")
-                    else:
-                        out.found.append(got)
-                elif p.is_file():
-                    got, why = _file_found(p, explicit=False)
-                    if got is not None:
-                        out.found.append(got)
-                    elif why:
-                        out.ignored.append(why)
+            _scan_dir(root, out, depth=0)
+            if not out.found:   # e.g. abagen's data folder: microarray/, rnaseq/ subfolders
+                out.ignored.clear()
+                _scan_dir(root, out, depth=1)
     mismatches: list[_Mismatch] = []
     for f in out.found:
         try:
