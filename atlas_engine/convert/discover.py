@@ -555,7 +555,10 @@ def scan(src: str | Path) -> Scan:
             out.found.append(own)
         else:
             _scan_dir(root, out, depth=0)
-            if not out.found:   # e.g. abagen's data folder: microarray/, rnaseq/ subfolders
+            if not any(f.path.parent == root for f in out.found):
+                # no archive of its own (e.g. abagen's data folder: microarray/ and rnaseq/
+                # folders of donor folders): look one level further down
+                out.found.clear()
                 out.ignored.clear()
                 _scan_dir(root, out, depth=1)
     mismatches: list[_Mismatch] = []
