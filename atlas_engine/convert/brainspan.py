@@ -67,7 +67,8 @@ def find_brainspan(src: str | os.PathLike) -> Found | None:
 def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
                       dtype: str = "float32", gene_chunk: int = L.PROBE_CHUNK,
                       sample_chunk: int = L.SAMPLE_CHUNK) -> dict:
-    """Convert ``genes_matrix_csv.zip`` (``src`` is the zip or a folder holding it)."""
+    """Convert BrainSpan's ``genes_matrix_csv.zip``: ``src`` is the zip (any name), a folder
+    holding it, or its extracted folder (recognised by the members, see :mod:`.discover`)."""
     found = find_brainspan(src)
     if found is None:
         from .discover import BRAINSPAN, scan

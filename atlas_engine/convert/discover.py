@@ -3,7 +3,8 @@
 ``convert`` is given a file or a folder. Each zip (any file name: ``human_microarray_expression.zip``
 from ``curl -o``, ``178238387.zip`` named by its well-known-file id, or no extension at all) and
 each folder (any name; the members may sit one folder down, as when a zip is extracted into a
-folder named after it) is recognised by its members:
+folder named after it; abagen's data folder keeps donor folders under ``microarray/`` and
+``rnaseq/``) is recognised by its members:
 
 * an AHBA microarray donor holds ``MicroarrayExpression.csv`` / ``PACall.csv`` (and needs
   ``Probes.csv``, ``SampleAnnot.csv``, ``Ontology.csv``);
