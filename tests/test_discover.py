@@ -373,3 +373,17 @@ def test_brainspan_by_content(synth_small, tmp_path):
     with pytest.raises(FormatError, match="says AHBA microarray donor 9861 .* but it holds a "
                        "BrainSpan genes matrix"):
         detect_dataset(raw)
+
+
+def test_cli_converts_a_curl_named_zip(synth_small, tmp_path):
+    # the seed's users save the donor zip with `curl ... -o human_microarray_expression.zip`
+    raw = tmp_path / "raw"
+    _real(synth_small, 15496, raw / "human_microarray_expression.zip")
+    store = tmp_path / "s.zarr"
+    out = CliRunner().invoke(cli_main, ["convert", str(raw), str(store)])
+    assert out.exit_code == 0, out.output
+    n = synth_small.samples[15496]
+    assert (f"human_microarray_expression.zip: AHBA microarray donor 15496 (H0351.1015), {n} of "
+            f"470 samples (a cut-down file); identified by its {n} well_ids, all donor "
+            "15496's") in out.output
+    assert open_store(store).donors == [15496]
