@@ -378,7 +378,6 @@ class MirrorServer:
         return _json_response(_envelope(False, what), status=404)
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
-        record = _RECORD.get()
         text = request.match_info["wkf"]
         if not text.isdigit():
             return self._not_found(f"Well known file {text!r} is not an id")
