@@ -22,7 +22,7 @@ def _float_ids(values: np.ndarray, ids: np.ndarray, source: str | Path,
     uniq = np.unique(values)
     bad = uniq[~np.isfinite(uniq)]
     if bad.size:
-        raise FormatError(source, f"label value {bad[0]} is not finite",
+        raise FormatError(source, f"label value {float(bad[0])} is not finite",
                           expected="integer structure ids")
     f32 = ids.astype(values.dtype)
     order = np.argsort(f32, kind="stable")
@@ -36,13 +36,13 @@ def _float_ids(values: np.ndarray, ids: np.ndarray, source: str | Path,
         if hi - lo == 1:
             out[k] = idsort[lo]
         elif hi - lo > 1:
-            raise FormatError(source, f"label value {v!r} ({values.dtype}) stands for several "
+            raise FormatError(source, f"label value {float(v)!r} ({values.dtype}) stands for several "
                               f"ids: {', '.join(map(str, idsort[lo:hi]))}",
                               expected="ids distinct in the stored float type")
         elif float(v).is_integer():
             out[k] = int(v)       # reported as unknown by the caller
         else:
-            raise FormatError(source, f"label value {v!r} is not an integer",
+            raise FormatError(source, f"label value {float(v)!r} is not an integer",
                               expected="integer structure ids")
     return np.searchsorted(uniq, values).astype(np.int64, copy=False), out
 
