@@ -53,9 +53,10 @@ def open_nifti(path: str | Path, *, labels: bool = False) -> Volume:
     if len(shape) != 3:
         raise FormatError(path, f"image shape {shape}", expected="a 3-D volume")
     hdr = img.header
-    slope, inter = hdr.get_slope_inter()
-    if labels and ((slope not in (None, 1.0) and not np.isnan(slope)) or
-                   (inter not in (None, 0.0) and not np.isnan(inter))):
+    # nibabel moves the scaling from the header into the array proxy on load
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    if labels and (slope != 1.0 or inter != 0.0):
         raise FormatError(path, f"label volume with scl_slope {slope}, scl_inter {inter}",
                           expected="unscaled labels")
     dtype = hdr.get_data_dtype()
