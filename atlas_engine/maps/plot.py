@@ -104,8 +104,7 @@ def plot_map(table: pd.DataFrame | str | Path, atlas: Volume | str | Path, gene:
     nrow = int(np.ceil(len(cuts) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol + 1.2, 3.0 * nrow + 1.0),
                              squeeze=False)
-    cm = matplotlib.colormaps[cmap].copy()
-    cm.set_bad((0, 0, 0, 0))
+    cm = matplotlib.colormaps[cmap].with_extremes(bad=(0, 0, 0, 0))
     shown = None
     for k, (a, i) in enumerate(cuts):
         axp = axes.flat[k]

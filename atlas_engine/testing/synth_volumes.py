@@ -48,17 +48,31 @@ def _leaf_ids(table: pd.DataFrame, skip: Sequence[int] = ()) -> np.ndarray:
     return np.asarray([i for i in leaves if i not in set(skip)], dtype=np.int64)
 
 
-def coarse_labels(shape: Sequence[int], leaves: np.ndarray, seed: int) -> np.ndarray:
-    """An ellipsoid of ``shape`` split into Voronoi cells, one leaf id per cell, 0 outside."""
+def coarse_labels(shape: Sequence[int], leaves: np.ndarray, seed: int,
+                  sides: np.ndarray | None = None) -> np.ndarray:
+    """An ellipsoid of ``shape`` split into Voronoi cells, one leaf id per cell, 0 outside.
+
+    ``sides`` (-1 left, +1 right, 0 either, per leaf) puts each leaf's seed in its half along
+    axis 0, so left structures lie in the left hemisphere.
+    """
+    from scipy.spatial import cKDTree
+
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n for n in shape], indexing="ij"), -1)
     r = ((grid - 0.5) / np.array([0.46, 0.44, 0.46])) ** 2
     inside = r.sum(-1) <= 1.0
     pts = grid[inside]
-    seeds = pts[rng.choice(len(pts), size=len(leaves), replace=len(pts) < len(leaves))]
-    d = ((pts[:, None, :] - seeds[None, :, :]) ** 2).sum(-1)
+    sides = np.zeros(len(leaves), dtype=int) if sides is None else np.asarray(sides)
+    seeds = np.empty((len(leaves), 3))
+    for side in (-1, 0, 1):
+        which = np.flatnonzero(sides == side)
+        if not which.size:
+            continue
+        pool = pts if side == 0 else pts[(pts[:, 0] < 0.5) == (side < 0)]
+        seeds[which] = pool[rng.choice(len(pool), size=which.size,
+                                       replace=len(pool) < which.size)]
     out = np.zeros(tuple(shape), dtype=np.int64)
-    out[inside] = leaves[np.argmin(d, axis=1)]
+    out[inside] = leaves[cKDTree(seeds).query(pts)[1]]
     return out
 
 
@@ -114,7 +128,10 @@ def write_human_volumes(dest: str | Path, *, scale: int = 8, seed: int = 0,
     """The human annotation NIfTI (float32 labels), donor T1/T2 and graph 10 into dest."""
     dest = Path(dest)
     table = build_ontology()
-    coarse = coarse_labels(HUMAN_COARSE, _leaf_ids(table), seed + 1)
+    leaves = _leaf_ids(table)
+    hemi = table.set_index("id").loc[leaves, "hemisphere"].fillna("")
+    sides = np.where(hemi == "L", -1, np.where(hemi == "R", 1, 0))
+    coarse = coarse_labels(HUMAN_COARSE, leaves, seed + 1, sides)
     shape = tuple(max(2, s // scale) for s in HUMAN_SHAPE)
     aff = human_affine(shape, 0.5 * scale)
     out: dict[str, Path] = {}
