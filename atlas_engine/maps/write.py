@@ -178,7 +178,7 @@ def _safe_name(name: str) -> str:
 def write_maps(table: pd.DataFrame | str | Path, atlas: Volume | str | Path, out: str | Path,
                *, genes: Sequence[str] | None = None, ontology: Ontology | None = None,
                background: float = 0.0, fmt: str | None = None,
-               slab_bytes: int = SLAB_BYTES) -> list[Path]:
+               slab_bytes: int = SLAB_BYTES // 2) -> list[Path]:
     """Write region values onto an atlas.
 
     Parameters

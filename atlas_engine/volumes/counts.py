@@ -28,7 +28,7 @@ def _ones_block(slab: np.ndarray, ids: np.ndarray, source: Any) -> tuple[np.ndar
 
 def voxel_counts(volume: Volume, ontology: Ontology, *, rollup: bool = True,
                  depth: int | None = None, lazy: bool | None = None,
-                 slab_bytes: int = SLAB_BYTES) -> pd.DataFrame:
+                 slab_bytes: int = SLAB_BYTES // 2) -> pd.DataFrame:
     """Voxels and volume per structure.
 
     Parameters

@@ -58,22 +58,21 @@ def label_index(slab: np.ndarray, ids: np.ndarray, source: str | Path,
     FormatError
         A label that is not in ``ids`` (the first few are named, with voxel counts).
     """
+    from ..kernels.lookup import index_in_sorted
+
     ids = np.asarray(ids, dtype=np.int64)
     flat = np.asarray(slab).reshape(-1, order="F")
     if np.issubdtype(flat.dtype, np.floating):
         pos, uniq_ids = _float_ids(flat, ids, source)
-        as_id = uniq_ids[pos]
-    else:
-        as_id = flat.astype(np.int64, copy=False)
-    idx = np.searchsorted(ids, as_id)
-    idx_c = np.minimum(idx, max(len(ids) - 1, 0))
-    known = (ids[idx_c] == as_id) if len(ids) else np.zeros(as_id.shape, bool)
-    bg = as_id == background
-    unknown = ~known & ~bg
+        flat = uniq_ids[pos]
+    if not flat.dtype.isnative:
+        flat = flat.astype(flat.dtype.newbyteorder("="))
+    idx = index_in_sorted(flat, ids, background)
+    unknown = idx == -2
     if unknown.any():
-        vals, counts = np.unique(as_id[unknown], return_counts=True)
+        vals, counts = np.unique(flat[unknown], return_counts=True)
         listed = ", ".join(f"{v} ({c:,} voxels)" for v, c in zip(vals[:5], counts[:5], strict=True))
         more = f" and {len(vals) - 5} more" if len(vals) > 5 else ""
         raise FormatError(source, f"labels not in the ontology: {listed}{more}",
                           expected="structure ids of the ontology (0 = outside the brain)")
-    return np.where(bg, -1, idx_c).astype(np.int64)
+    return idx
