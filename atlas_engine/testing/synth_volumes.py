@@ -81,10 +81,12 @@ def label_slabs(coarse: np.ndarray, shape: Sequence[int], depth: int = 16,
     """The coarse labels at ``shape`` (nearest lookup), slab by slab along the last axis."""
     idx = [np.minimum((np.arange(n) * c) // n, c - 1)
            for n, c in zip(shape, coarse.shape, strict=True)]
-    plane = coarse[idx[0]][:, idx[1]]
     for z0 in range(0, int(shape[2]), depth):
-        zs = idx[2][z0:z0 + depth]
-        yield np.asfortranarray(plane[:, :, zs].astype(dtype))
+        sub = coarse[:, :, idx[2][z0:z0 + depth]].astype(dtype)     # coarse planes: small
+        out = np.empty((int(shape[0]), int(shape[1]), sub.shape[2]), dtype=dtype, order="F")
+        for k in range(sub.shape[2]):
+            out[:, :, k] = sub[:, :, k][np.ix_(idx[0], idx[1])]
+        yield out
 
 
 def mouse_shape(resolution: int, scale: int = 1) -> tuple[int, int, int]:
