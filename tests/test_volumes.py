@@ -212,3 +212,17 @@ def test_metaimage_bad_inputs(tmp_path):
     with pytest.raises(FormatError, match=r"short.zip:annotation.raw: holds 31 bytes "
                                           r"\(expected 32 bytes"):
         open_volume(p2)
+
+
+def test_lookup_kernel_against_numpy():
+    from atlas_engine.kernels.lookup import index_in_sorted
+
+    rng = np.random.default_rng(5)
+    ids = np.unique(rng.integers(1, 700_000_000, size=300)).astype(np.int64)
+    pool = np.r_[0, ids, 5, 7]                       # 5 and 7: not ids (unless drawn)
+    values = np.repeat(rng.choice(pool, size=2000), rng.integers(1, 5, size=2000)).astype(np.uint32)
+    got = index_in_sorted(values, ids)
+    pos = np.searchsorted(ids, values.astype(np.int64))
+    found = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == values)
+    want = np.where(values == 0, -1, np.where(found, pos, -2))
+    np.testing.assert_array_equal(got, want)
