@@ -190,3 +190,22 @@ def test_published_checksum_enforced(mirror, tmp_path):
         results = run_sync(download_files([spec], tmp_path / "d", quiet=True))
     assert results[0].status == "failed" and "differs from the published" in results[0].error
     assert not (tmp_path / "d" / "annotation_25.nrrd").exists()
+
+
+def test_pipeline_zarr_output_as_source(tmp_path):
+    """The pipeline's streamed output (label × gene_symbol Zarr) maps like its CSV."""
+    import xarray as xr
+
+    labels = np.arange(1, 6)
+    expr = np.arange(10, dtype=np.float64).reshape(5, 2)
+    xr.Dataset({"expression": (("label", "gene_symbol"), expr)},
+               coords={"label": labels, "gene_symbol": np.array(["A", "B"], dtype=object)}
+               ).to_zarr(tmp_path / "out.zarr", zarr_format=3, consolidated=False)
+    table = read_region_table(tmp_path / "out.zarr")
+    assert list(table.columns) == ["A", "B"] and list(table.index) == list(labels)
+    vol = np.tile(np.arange(0, 7, dtype=np.int16)[:, None, None], (1, 2, 3))
+    atlas = write_nifti(tmp_path / "a.nii", [vol], vol.shape, np.int16, np.eye(4))
+    out = write_maps(table, atlas, tmp_path / "b.nii", genes=["B"])[0]
+    got = np.asanyarray(nib.load(out).dataobj)
+    want = np.where((vol >= 1) & (vol <= 5), expr[np.clip(vol - 1, 0, 4), 1], 0.0)
+    np.testing.assert_array_equal(got, want.astype(np.float32))

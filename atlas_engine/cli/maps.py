@@ -81,10 +81,13 @@ def maps_cmd(store: str, result: str, atlas: str, genes: str | None, out: str, r
             raise ConfigError("--regions structures needs STORE (a store, structure graph "
                               "or ontology CSV)")
         ontology = load_ontology(store)
+    from ..tuning import process_tuning
+
     chosen = [g.strip() for g in genes.split(",") if g.strip()] if genes else None
     vol = open_volume(atlas)
-    files = write_maps(table, vol, out, genes=chosen, ontology=ontology,
-                       background=float("nan") if background == "nan" else 0.0, fmt=fmt)
+    with process_tuning():
+        files = write_maps(table, vol, out, genes=chosen, ontology=ontology,
+                           background=float("nan") if background == "nan" else 0.0, fmt=fmt)
     for f in files:
         click.echo(str(f))
     if plot != "none":
@@ -114,10 +117,12 @@ def voxels_cmd(annotation: str, ontology: str, depth: int | None, out: str | Non
     Example:
       atlas-engine voxels annotation_25.nrrd structure_graph_1.json --depth 3 --out vox.csv
     """
+    from ..tuning import process_tuning
     from ..volumes import open_volume
     from ..volumes.counts import voxel_counts
 
-    table = voxel_counts(open_volume(annotation), load_ontology(ontology), depth=depth)
+    with process_tuning():
+        table = voxel_counts(open_volume(annotation), load_ontology(ontology), depth=depth)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out)
