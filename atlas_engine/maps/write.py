@@ -51,7 +51,7 @@ def read_region_table(source: str | Path | pd.DataFrame,
         if where.suffix == ".zarr" or (where.is_dir() and (where / "zarr.json").exists()):
             import xarray as xr
 
-            ds = xr.open_zarr(where)
+            ds = xr.open_zarr(where, consolidated=False)
             frame = pd.DataFrame(np.asarray(ds["expression"].values),
                                  index=pd.Index(ds["label"].values, name="label"),
                                  columns=[str(g) for g in ds["gene_symbol"].values])
