@@ -209,3 +209,16 @@ def test_pipeline_zarr_output_as_source(tmp_path):
     got = np.asanyarray(nib.load(out).dataobj)
     want = np.where((vol >= 1) & (vol <= 5), expr[np.clip(vol - 1, 0, 4), 1], 0.0)
     np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+def test_cli_mask(mirror, tmp_path):
+    root, files = mirror
+    onto = ontology_from_structure_graph(files["structure_graph_1"])
+    res = CliRunner().invoke(cli, ["voxels", str(files["annotation_25"]),
+                                   str(files["structure_graph_1"]), "--mask", "CTX",
+                                   "--mask-out", str(tmp_path / "ctx.nrrd")])
+    assert res.exit_code == 0, res.output
+    got, _ = nrrd.read(str(tmp_path / "ctx.nrrd"))
+    labels = open_volume(files["annotation_25"]).read()
+    np.testing.assert_array_equal(got, np.isin(labels, onto.descendants(688, True)))
+    assert got.dtype == np.uint8 and got.sum() > 0

@@ -106,7 +106,13 @@ def maps_cmd(store: str, result: str, atlas: str, genes: str | None, out: str, r
               help="Only structures at this ontology depth (0 = root).")
 @click.option("--out", "-o", default=None, type=click.Path(),
               help="CSV to write (default: print the table).")
-def voxels_cmd(annotation: str, ontology: str, depth: int | None, out: str | None) -> None:
+@click.option("--mask", default=None,
+              help="Also write the mask of this structure (id, acronym or name) and its "
+                   "descendants to --mask-out.")
+@click.option("--mask-out", default=None, type=click.Path(),
+              help="Mask file: .nrrd or .nii/.nii.gz (uint8 on the annotation's grid).")
+def voxels_cmd(annotation: str, ontology: str, depth: int | None, out: str | None,
+               mask: str | None, mask_out: str | None) -> None:
     """Voxel counts and volumes per structure of an ANNOTATION volume (.nrrd, MetaImage .zip,
     .nii.gz); ONTOLOGY is a structure graph .json, an ontology .csv or a store.
 
@@ -116,13 +122,24 @@ def voxels_cmd(annotation: str, ontology: str, depth: int | None, out: str | Non
     \b
     Example:
       atlas-engine voxels annotation_25.nrrd structure_graph_1.json --depth 3 --out vox.csv
+      atlas-engine voxels annotation_25.nrrd structure_graph_1.json --out vox.csv \
+          --mask CTX --mask-out ctx_mask.nrrd
     """
     from ..tuning import process_tuning
     from ..volumes import open_volume
     from ..volumes.counts import voxel_counts
 
+    if (mask is None) != (mask_out is None):
+        raise ConfigError("--mask and --mask-out go together")
+    vol = open_volume(annotation)
+    onto = load_ontology(ontology)
     with process_tuning():
-        table = voxel_counts(open_volume(annotation), load_ontology(ontology), depth=depth)
+        table = voxel_counts(vol, onto, depth=depth)
+        if mask is not None:
+            from ..volumes.counts import write_structure_mask
+
+            Path(mask_out).parent.mkdir(parents=True, exist_ok=True)
+            click.echo(f"mask of {mask} -> {write_structure_mask(vol, onto, mask, mask_out)}")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out)

@@ -10,6 +10,8 @@ rows; the per-structure counts are merged over slabs and rolled up with the onto
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,3 +97,33 @@ def structure_mask(volume: Volume, ontology: Ontology, structure: int | str) -> 
     members = np.asarray(ontology.descendants(sid, include_self=True), dtype=np.int64)
     arr = volume.to_dask()
     return da.map_blocks(lambda b: np.isin(b, members), arr, dtype=bool)
+
+
+def mask_slabs(volume: Volume, ontology: Ontology, structure: int | str,
+               slab_bytes: int = SLAB_BYTES // 2) -> Iterator[np.ndarray]:
+    """uint8 slabs (1 inside ``structure`` or a descendant, else 0), in volume order; voxel
+    labels outside the ontology raise :class:`~atlas_engine.errors.FormatError`."""
+    sid = ontology.lookup(structure)
+    ids = np.sort(np.asarray(ontology.ids, dtype=np.int64))
+    inside = np.isin(ids, np.asarray(ontology.descendants(sid, include_self=True)))
+    for _, slab in volume.slabs(volume.slab_depth(slab_bytes)):
+        idx = label_index(slab, ids, volume.path)
+        yield (inside[np.maximum(idx, 0)] & (idx >= 0)).astype(np.uint8).reshape(
+            slab.shape, order="F")
+
+
+def write_structure_mask(volume: Volume, ontology: Ontology, structure: int | str,
+                         out: str | Path) -> Path:
+    """Write the mask of ``structure`` and its descendants as ``.nrrd`` or ``.nii[.gz]``
+    (uint8, the atlas's grid), slab by slab. Returns the path."""
+    from .nifti import write_nifti
+    from .nrrd import write_nrrd
+
+    out = Path(out)
+    slabs = mask_slabs(volume, ontology, structure)
+    if out.name.endswith((".nii", ".nii.gz")):
+        aff = np.array(volume.affine, dtype=float)
+        if volume.unit == "um":
+            aff[:3, :] *= 1e-3
+        return write_nifti(out, slabs, volume.shape, np.uint8, aff)
+    return write_nrrd(out, slabs, volume.shape, np.uint8, volume.spacing)
