@@ -21,6 +21,10 @@ from ..store.ontology import Ontology
 from ..volumes.base import Volume
 from .write import extremes, read_region_table, region_lookup
 
+#: Name of a cut across each axis: CCF volumes are (AP, DV, ML), NIfTI volumes (x, y, z) RAS.
+_CCF_VIEWS = ("coronal", "horizontal", "sagittal")
+_RAS_VIEWS = ("sagittal", "coronal", "axial")
+
 
 def region_rows(volume: Volume, lookup: Any, max_side: int = 160) -> np.ndarray:
     """Table row per voxel of a strided copy of ``volume`` (-1 background, -2 in-brain with
@@ -120,8 +124,9 @@ def plot_map(table: pd.DataFrame | str | Path, atlas: Volume | str | Path, gene:
                            interpolation="nearest")
         axp.imshow(np.ma.masked_where(~_edges(r2), np.ones(r2.shape)), cmap="gray", vmin=0,
                    vmax=1.5, origin=origin, interpolation="nearest", alpha=0.6)
-        axp.set_title(f"axis {a} = {i * max(1, int(np.ceil(max(vol.shape) / max_side)))}",
-                      fontsize=8)
+        stride = max(1, int(np.ceil(max(vol.shape) / max_side)))
+        view = (_RAS_VIEWS if nifti else _CCF_VIEWS)[a]
+        axp.set_title(f"{view} {i * stride}", fontsize=8)
         axp.set_axis_off()
     for k in range(len(cuts), nrow * ncol):
         axes.flat[k].set_axis_off()
