@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,6 +40,7 @@ from .http import (
     is_retryable_status,
     make_session,
     parse_retry_after,
+    unreachable_reason,
 )
 from .manifest import Manifest, sha256_file
 from .verify import sniff_head, verify_file
@@ -514,7 +514,7 @@ class Downloader:
     async def _transfer(self, spec: DownloadSpec, part: Path, result: DownloadResult) -> _Body:
         """Bring ``part`` to the complete body of one version of the server's file."""
         policy = self.policy
-        failures = 0
+        failures = unreachable = 0
         state: _Hash | None = None
         file_bar = bar(total=None, desc=spec.name[:40], bytes_=True, quiet=self.quiet)
         try:
@@ -538,8 +538,12 @@ class Downloader:
                     wait, error = exc.wait, exc
                 except TRANSIENT_ERRORS as exc:
                     error = exc
-                    if _unreachable(exc):  # no network, no such host, nothing listening
-                        failures = max(failures, policy.max_attempts - 2)
+                    reason = unreachable_reason(exc)
+                    if reason:  # no network, no such host, nothing listening: retry once
+                        unreachable += 1
+                        if unreachable >= 2 or policy.max_attempts <= 1:
+                            raise FetchError(f"{spec.url}: {reason}") from None
+                        wait = policy.backoff(1)
                 progressed = part.exists() and part.stat().st_size > offset
                 failures = 0 if progressed else failures + 1
                 if failures >= policy.max_attempts:
@@ -679,16 +683,6 @@ class Downloader:
                        content_type=resp.headers.get("Content-Type"))
         except VerificationError as exc:
             raise _Retry(str(exc)) from None
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """No route to the server at all: the name does not resolve or nothing listens there.
-    Retrying for minutes will not fix it, so such a file gets two attempts, not eight."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        inner = exc.os_error
-        return isinstance(inner, (socket.gaierror, ConnectionRefusedError)) or \
-            inner.errno in (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
-    return False
 
 
 def _html_error(spec: DownloadSpec, ctype: str, head: bytes) -> VerificationError:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -90,6 +92,24 @@ def make_session(policy: RetryPolicy, *, limit: int = 0,
     return aiohttp.ClientSession(connector=connector, timeout=policy.timeout(),
                                  headers=base_headers, raise_for_status=False,
                                  read_bufsize=4 << 20)
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why there is no route to the server at all - the name does not resolve, nothing listens
+    there, no network - or None for other failures. Retrying for minutes will not fix these,
+    so such a file gets one more attempt, not eight."""
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return None
+    inner, where = exc.os_error, f"{exc.host}:{exc.port}"
+    if isinstance(inner, socket.gaierror) or isinstance(
+            exc, getattr(aiohttp, "ClientConnectorDNSError", ())):
+        return (f"cannot resolve the host name {exc.host!r} ({inner.strerror or inner}) - "
+                "no network or DNS, or a wrong --base-url")
+    if isinstance(inner, ConnectionRefusedError) or inner.errno == errno.ECONNREFUSED:
+        return f"connection refused by {where} - nothing is listening there"
+    if inner.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"{where} is unreachable ({inner.strerror}) - no network route"
+    return None
 
 
 class HttpStatusError(FetchError):
