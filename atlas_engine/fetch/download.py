@@ -20,14 +20,15 @@ import hashlib
 import json
 import multiprocessing
 import os
-import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -160,46 +161,44 @@ def _hash_prefix(path: Path, length: int) -> _Hash:
 _POOL: ProcessPoolExecutor | None = None
 
 
-def _die_with_parent(parent: int | None) -> None:
-    """Worker initializer: the worker is killed when the process that forked it dies.
+#: The write end of each pool's lifeline pipe; held only by this process, never written.
+_LIFELINES: list[Any] = []
 
-    The pool's workers are forked by the multiprocessing forkserver, which itself exits as soon
-    as the fetching process is gone (its end of the "alive" pipe closes); ``PR_SET_PDEATHSIG``
-    turns that exit into SIGKILL for the worker, so a killed ``fetch`` leaves no process behind
-    (holding its stdout or inflating a zip nobody waits for). Linux only; elsewhere the worker
-    notices the closed call queue when its current job ends.
+
+def _die_with_parent(lifeline: Any) -> None:
+    """Worker initializer: the worker exits as soon as the process that owns the pool dies.
+
+    The workers are forked by the multiprocessing forkserver, which itself waits for every
+    worker before it exits, and a worker busy inflating a zip (or waiting on a call queue
+    nobody will write to) would otherwise outlive a killed ``fetch`` for minutes, holding its
+    stdout. Each worker gets the read end of a pipe whose only write end stays in the owner; a
+    daemon thread waits on it and ends the worker with ``os._exit`` at end-of-file - which the
+    kernel delivers however the owner died (SIGKILL included). The forkserver and the resource
+    tracker then exit on their own, their last clients gone.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
+    def watch() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
         os._exit(1)
+
+    threading.Thread(target=watch, name="atlas-engine-lifeline", daemon=True).start()
 
 
 def _verify_pool() -> ProcessPoolExecutor:
     """Worker processes for the zip CRC pass: ISA-L inflate holds the GIL, so threads would
-    serialise it with each other and with the event loop. Workers die with their parent
+    serialise it with each other and with the event loop. Workers die with this process
     (:func:`_die_with_parent`)."""
     global _POOL
     if _POOL is None:
-        if os.name == "posix":
-            from multiprocessing import forkserver
-
-            ctx = multiprocessing.get_context("forkserver")
-            forkserver.ensure_running()
-            parent = getattr(forkserver._forkserver, "_forkserver_pid", None)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            parent = os.getpid()
+        ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        read_end, write_end = ctx.Pipe(duplex=False)
+        _LIFELINES.append(write_end)
         _POOL = ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                     mp_context=ctx, initializer=_die_with_parent,
-                                    initargs=(parent,))
+                                    initargs=(read_end,))
     return _POOL
 
 
