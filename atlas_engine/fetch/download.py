@@ -161,8 +161,8 @@ def _hash_prefix(path: Path, length: int) -> _Hash:
 _POOL: ProcessPoolExecutor | None = None
 
 
-#: The write end of each pool's lifeline pipe; held only by this process, never written.
-_LIFELINES: list[Any] = []
+#: The write end of the pool's lifeline pipe; held only by this process, never written.
+_LIFELINE: Any = None
 
 
 def _die_with_parent(lifeline: Any) -> None:
@@ -191,11 +191,13 @@ def _verify_pool() -> ProcessPoolExecutor:
     """Worker processes for the zip CRC pass: ISA-L inflate holds the GIL, so threads would
     serialise it with each other and with the event loop. Workers die with this process
     (:func:`_die_with_parent`)."""
-    global _POOL
+    global _POOL, _LIFELINE
     if _POOL is None:
         ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
         read_end, write_end = ctx.Pipe(duplex=False)
-        _LIFELINES.append(write_end)
+        if _LIFELINE is not None:
+            _LIFELINE.close()  # the workers of a pool given up on exit too
+        _LIFELINE = write_end
         _POOL = ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                     mp_context=ctx, initializer=_die_with_parent,
                                     initargs=(read_end,))
