@@ -90,7 +90,7 @@ class FetchReport:
             return ""
         text = f"first error: {failed[0].error}"
         if len(failed) > 1:
-            text += f" (and {len(failed) - 1} more, see above)"
+            text += f" (and {len(failed) - 1} more)"
         return text
 
 
