@@ -149,16 +149,19 @@ def test_random_kills_then_byte_identical_files(mirror_dir: Path, raw: Path,
     other = tmp_path / "other"
     write_ahba(other, probes=1500, samples_fraction=0.1, seed=8, donors="9861")
     kills = finished = children = in_crc = 0
-    old_version, was_complete, stale_part = b"", False, False
+    old_version, was_complete, stale_part, kept_old = b"", False, False, False
     # ~1.5 MB/s per response: a run takes ~3 s (start-up, transfer, CRC check, publish)
     with MirrorServer(mirror_dir, faults=Faults(bandwidth=1_500_000)) as srv:
         for i in range(KILLS):
             if i == KILLS // 2:  # the server's file changes while a .part of it may exist
                 old_version = (mirror_dir / ZIPS[0]).read_bytes()
-                # a file already complete then is not asked for again (a re-run makes no
-                # request for verified files): it may stay the old version, whole
-                was_complete = (dest / ZIPS[0]).exists()
-                stale_part = (dest / (ZIPS[0] + ".part")).exists()
+                # a file already complete then - published, or a whole .part killed during
+                # its CRC check - is not asked for again: it may stay the old version, whole
+                part = dest / (ZIPS[0] + ".part")
+                stale_part = part.exists()
+                meta = dl.load_part_meta(part) if stale_part else None
+                was_complete = (dest / ZIPS[0]).exists() or (
+                    meta is not None and meta.size == part.stat().st_size)
                 _replace(mirror_dir / ZIPS[0], (other / ZIPS[0]).read_bytes())
             proc = subprocess.Popen(_fetch_cmd(dest, srv.url), env=_env(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -177,8 +180,11 @@ def test_random_kills_then_byte_identical_files(mirror_dir: Path, raw: Path,
         done = subprocess.run(_fetch_cmd(dest, srv.url), env=_env(), capture_output=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr.decode()
-        if was_complete and (dest / ZIPS[0]).read_bytes() == old_version:
+        got = (dest / ZIPS[0]).read_bytes()
+        if got != (mirror_dir / ZIPS[0]).read_bytes():
+            assert was_complete and got == old_version, "neither version of the changed file"
             _replace(mirror_dir / ZIPS[0], old_version)
+        kept_old = got == old_version
         _same_as_mirror(dest, mirror_dir)
         again = subprocess.run(_fetch_cmd(dest, srv.url, "--verify-all"), env=_env(),
                                capture_output=True, timeout=120)
@@ -186,8 +192,10 @@ def test_random_kills_then_byte_identical_files(mirror_dir: Path, raw: Path,
     assert kills >= KILLS // 2, (kills, finished)
     print(f"\nrandom kills: {kills} killed ({in_crc} with CRC workers running; {children} "
           f"child processes, all gone with their parent), {finished} runs finished before "
-          f"their kill; a .part of the replaced file {'was' if stale_part else 'was not'} "
-          "left when it changed; final files byte-identical to the mirror's")
+          f"their kill; when the mirror's file changed a .part of it "
+          f"{'was' if stale_part else 'was not'} there ({'complete' if was_complete else 'partial'})"
+          f" and the result is its {'old' if kept_old else 'new'} version; final files "
+          "byte-identical to the mirror's")
 
 
 @pytest.mark.skipif(not LINUX, reason="process-tree checks read /proc")
