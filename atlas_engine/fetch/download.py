@@ -1,13 +1,20 @@
 """Async, resumable, verified downloads.
 
 For every file: one shared :class:`asyncio.Semaphore` bounds the transfers in flight; the body
-streams to ``DEST/NAME.part`` in large writes while its sha256 is computed; a dropped connection
-resumes with ``Range: bytes=N-`` (the ``Content-Range`` must start ``bytes N-``, otherwise the
-file restarts from zero, as it does when the server ignores Range and answers ``200``); 5xx,
-timeouts and connection errors are retried with exponential backoff and jitter, 429/503 after
-``Retry-After``; the byte count must equal ``Content-Length``; HTML bodies are refused; zips are
-checked member by member (CRC-32); only then is ``.part`` renamed to ``NAME`` and the file
-recorded in ``manifest.json``. A failed file never appears under its final name.
+streams to ``DEST/NAME.part`` in large writes (every 4 MiB or 0.25 s) while its sha256 is
+computed; ``NAME.part.json`` (:class:`PartMeta`) records the ETag, Last-Modified and size of
+the version being fetched. A dropped connection or a killed run resumes with
+``Range: bytes=N-`` and ``If-Range`` (the ``Content-Range`` must start ``bytes N-`` and the
+``206`` must carry the recorded version, otherwise the file restarts from zero, as it does when
+the server answers ``200``); a complete ``.part`` left by a killed run is verified where it
+lies. 5xx, timeouts and connection errors are retried with exponential backoff and jitter,
+429/503 after ``Retry-After`` (long waits announced, ones beyond the policy's limit refused);
+an unreachable host fails after two attempts with its cause; the byte count must equal
+``Content-Length`` (a body without one that fails verification is fetched again); HTML bodies
+are refused; zips are checked member by member (CRC-32); only then is ``.part`` renamed to
+``NAME`` and the file recorded in ``manifest.json`` (re-runs skip it by name, size and
+sha256). A failed file - a full disk included - never appears under its final name and is
+reported in one line; the others carry on.
 
 The zip CRC pass can be left to the converter (``verify_crc=False``): see :func:`download_files`.
 """
