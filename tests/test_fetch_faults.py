@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -32,6 +33,7 @@ import pytest
 
 from atlas_engine.fetch import RetryPolicy, fetch_ahba
 from atlas_engine.fetch import download as dl
+from atlas_engine.fetch.http import DNS_ATTEMPTS, REFUSED_ATTEMPTS
 from atlas_engine.fetch.manifest import Manifest
 from atlas_engine.sources.donors import resolve_donors
 from atlas_engine.testing.server import DOWNLOAD_PREFIX, Faults, MirrorServer
@@ -396,8 +398,34 @@ def test_unreachable_server_fails_fast_saying_why(tmp_path: Path) -> None:
     report = fetch_ahba(tmp_path, donors=DONORS, what="microarray",
                         base_url=f"http://127.0.0.1:{port}", policy=RetryPolicy())
     assert not report.ok and len(report.failed) == 3
-    assert all(r.requests == 2 for r in report.failed)  # not the policy's 8
-    assert "connection refused" in report.cause()
+    # a few quick attempts (a server may be starting), not the policy's 8 with long waits
+    assert all(r.requests == REFUSED_ATTEMPTS for r in report.failed)
+    assert "connection refused by 127.0.0.1" in report.cause()
+    # a host name that does not resolve: two attempts (the error is the same as offline)
+    report = fetch_ahba(tmp_path, donors="9861", what="microarray",
+                        base_url="http://no-such-host.invalid", policy=RetryPolicy())
+    assert [r.requests for r in report.failed] == [DNS_ATTEMPTS]
+    assert "cannot resolve the host name 'no-such-host.invalid'" in report.cause()
+
+
+def test_fetch_waits_for_a_mirror_still_starting(mirror_dir: Path, tmp_path: Path) -> None:
+    """``atlas-engine serve DIR &`` then ``fetch`` at once: refused connections are retried
+    for a few seconds."""
+    srv = MirrorServer(mirror_dir)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv.port = sock.getsockname()[1]
+    sock.close()
+    timer = threading.Timer(0.3, srv.start_in_thread)
+    timer.start()
+    try:
+        report = fetch_ahba(tmp_path, donors="9861", what="microarray",
+                            base_url=f"http://127.0.0.1:{srv.port}", policy=RetryPolicy())
+    finally:
+        timer.join()
+        srv.stop_thread()
+    assert report.ok, report.cause()
+    assert report.results[0].requests >= 2
 
 
 # -- full disk ----------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
     recorded in NAME.part.json), is checked (length, not HTML, zip CRCs) and only then
     renamed to NAME; a re-run skips files recorded in DEST/manifest.json (by name, size and
     sha256). A file that fails - a full disk included - is reported in one line and the
-    others still finish; the exit code is then 1. An unreachable server fails after two
-    attempts, saying why. See docs/reliability.md.
+    others still finish; the exit code is then 1. An unreachable server fails within
+    seconds, saying why. See docs/reliability.md.
 
     \b
     Examples:

@@ -9,7 +9,7 @@ the version being fetched. A dropped connection or a killed run resumes with
 the server answers ``200``); a complete ``.part`` left by a killed run is verified where it
 lies. 5xx, timeouts and connection errors are retried with exponential backoff and jitter,
 429/503 after ``Retry-After`` (long waits announced, ones beyond the policy's limit refused);
-an unreachable host fails after two attempts with its cause; the byte count must equal
+an unreachable host fails within seconds with its cause; the byte count must equal
 ``Content-Length`` (a body without one that fails verification is fetched again); HTML bodies
 are refused; zips are checked member by member (CRC-32); only then is ``.part`` renamed to
 ``NAME`` and the file recorded in ``manifest.json`` (re-runs skip it by name, size and
@@ -48,7 +48,7 @@ from .http import (
     is_retryable_status,
     make_session,
     parse_retry_after,
-    unreachable_reason,
+    unreachable,
 )
 from .manifest import Manifest, sha256_file
 from .verify import sniff_head, verify_file
@@ -522,7 +522,7 @@ class Downloader:
     async def _transfer(self, spec: DownloadSpec, part: Path, result: DownloadResult) -> _Body:
         """Bring ``part`` to the complete body of one version of the server's file."""
         policy = self.policy
-        failures = unreachable = 0
+        failures = unreached = 0
         state: _Hash | None = None
         file_bar = bar(total=None, desc=spec.name[:40], bytes_=True, quiet=self.quiet)
         try:
@@ -546,12 +546,12 @@ class Downloader:
                     wait, error = exc.wait, exc
                 except TRANSIENT_ERRORS as exc:
                     error = exc
-                    reason = unreachable_reason(exc)
-                    if reason:  # no network, no such host, nothing listening: retry once
-                        unreachable += 1
-                        if unreachable >= 2 or policy.max_attempts <= 1:
-                            raise FetchError(f"{spec.url}: {reason}") from None
-                        wait = policy.backoff(1)
+                    cause = unreachable(exc)
+                    if cause:  # no network, no such host, nothing listening: a few quick tries
+                        unreached += 1
+                        if unreached >= min(cause[1], policy.max_attempts):
+                            raise FetchError(f"{spec.url}: {cause[0]}") from None
+                        wait = policy.backoff(unreached)
                 progressed = part.exists() and part.stat().st_size > offset
                 failures = 0 if progressed else failures + 1
                 if failures >= policy.max_attempts:
