@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..kernels import check_inputs, group_minmax, group_moments, group_sum_count
 from . import specs
+from .csr import CsrBlock, csr_chunk_reduce
 from .specs import Aggregation, Intermediates
 
 __all__ = ["DONOR_MODES", "chunk_reduce", "combine_donors", "groupby_reduce"]
@@ -43,6 +44,13 @@ def chunk_reduce(
     parallel: bool = False,
 ) -> Intermediates:
     """Intermediates ``needed`` (see :mod:`.specs`) of one block, one kernel pass per family."""
+    if isinstance(values, CsrBlock):
+        if axis != 0:
+            raise ConfigError("sparse cell blocks are grouped along cells (axis 0)")
+        return csr_chunk_reduce(values, labels, n_groups, needed)
+    if set(needed) & specs.SPARSE_ONLY:
+        raise ConfigError(f"statistics {sorted(set(needed) & specs.SPARSE_ONLY)} need "
+                          "single-cell count blocks")
     out: Intermediates = {}
     for fam in specs.kernel_families(needed):
         if fam == "sum_count":
@@ -123,6 +131,12 @@ def _is_dask(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "dask")
 
 
+def _has_sparse_blocks(values: Any) -> bool:
+    """A Dask array whose blocks are :class:`CsrBlock` (its meta is a scipy sparse matrix)."""
+    meta = getattr(values, "_meta", None)
+    return type(meta).__module__.startswith("scipy.sparse")
+
+
 #: Target bytes of one block when :func:`_whole_groups_if_cheaper` rechunks.
 REBLOCK_BYTES = 64 << 20
 
@@ -161,7 +175,11 @@ def _dask_groupby(
         raise ConfigError(f"values must be 2-D (probe, sample), got shape {values.shape}")
     needed = specs.needed_intermediates(aggs)
     want_median = any(not a.mergeable for a in aggs)
-    values = _whole_groups_if_cheaper(values, n_groups, axis)
+    if not _has_sparse_blocks(values):
+        values = _whole_groups_if_cheaper(values, n_groups, axis)
+    if want_median and _has_sparse_blocks(values):
+        raise ConfigError("median of counts is not available on sparse cell blocks "
+                          "(use logcpm_median)")
     if want_median and values.numblocks[axis] != 1:
         raise ConfigError(
             "median needs whole groups in one block: the grouped axis "
@@ -303,6 +321,12 @@ def groupby_reduce(
     if _is_dask(values):
         return _dask_groupby(values, labels, n_groups, ax, aggs, ddof, membership, every)
 
+    if isinstance(values, CsrBlock):
+        if any(not a.mergeable for a in aggs):
+            raise ConfigError("median of counts is not available on sparse cell blocks "
+                              "(use logcpm_median)")
+        inter = chunk_reduce(values, labels, n_groups, ax, specs.needed_intermediates(aggs))
+        return _finish(inter, aggs, ddof, ax, membership)
     values = np.asarray(values)
     inter = chunk_reduce(values, labels, n_groups, ax, specs.needed_intermediates(aggs),
                          parallel=parallel)
