@@ -216,3 +216,42 @@ def aggregate_cells(
                          missing_genes=missing,
                          params={"by": by_cols, "stats": names, "ddof": ddof,
                                  "block_cells": block_cells, "band_genes": width})
+
+
+def write_cell_aggregate(result: CellAggregate, out: str) -> list[str]:
+    """Write ``result``: ``.zarr`` / ``.h5ad`` as AnnData (one layer per statistic), ``.csv`` /
+    ``.parquet`` as genes × groups tables (Allen's layout, first column ``feature``): ``out``
+    itself for one statistic, ``{stem}.{stat}{suffix}`` for several; the groups table (with
+    ``n_cells``) always goes to ``{stem}.groups.csv``."""
+    from pathlib import Path
+
+    import anndata as ad
+
+    from ..cli.common import atomic_output
+
+    path = Path(out)
+    suffix = path.suffix.lower()
+    written: list[str] = []
+    if suffix in (".zarr", ".h5ad"):
+        adata = result.to_anndata()
+        with ad.settings.override(allow_write_nullable_strings=True, zarr_write_format=3,
+                              auto_shard_zarr_v3=False):
+            if suffix == ".zarr":
+                atomic_output(path, lambda p: adata.write_zarr(p))
+            else:
+                atomic_output(path, lambda p: adata.write_h5ad(p))
+        return [str(path)]
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {out}: use .csv, .parquet, .zarr or .h5ad")
+    for stat in result.stats:
+        target = path if len(result.stats) == 1 else path.with_name(f"{path.stem}.{stat}{suffix}")
+        table = result.table(stat)
+        if suffix == ".csv":
+            atomic_output(target, lambda p, t=table: t.to_csv(p))
+        else:
+            atomic_output(target, lambda p, t=table: t.reset_index().to_parquet(p, index=False))
+        written.append(str(target))
+    groups = path.with_name(f"{path.stem}.groups.csv")
+    atomic_output(groups, lambda p: result.groups.to_csv(p))
+    written.append(str(groups))
+    return written

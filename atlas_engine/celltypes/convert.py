@@ -86,6 +86,15 @@ def find_source(src: str | Path) -> CellTypeSource:
                       "*_exon-matrix.csv)")
 
 
+def looks_like_celltypes(src: str | Path) -> bool:
+    """True when :func:`find_source` recognises a cell-types data set in ``src``."""
+    try:
+        find_source(src)
+    except (ConfigError, FormatError):
+        return False
+    return True
+
+
 def _is_2018_zip(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -145,7 +154,8 @@ def _write_annotations(root: zarr.Group, obs: pd.DataFrame, var: pd.DataFrame,
     import anndata as ad
     from anndata.io import write_elem
 
-    with ad.settings.override(allow_write_nullable_strings=True, zarr_write_format=3):
+    with ad.settings.override(allow_write_nullable_strings=True, zarr_write_format=3,
+                              auto_shard_zarr_v3=False):
         write_elem(root, "obs", obs)
         write_elem(root, "var", var)
         write_elem(root, "uns", uns)
@@ -168,7 +178,12 @@ def _source_key(src: MemberSource) -> dict[str, object]:
 
 
 def _publish(staging: Path, store: Path, *extra: Path) -> None:
-    zarr.consolidate_metadata(str(staging))
+    import warnings
+
+    with warnings.catch_warnings():
+        # consolidated metadata is not in the Zarr v3 spec yet; anndata's readers use it
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(staging))
     os.replace(staging, store)
     for p in extra:
         p.unlink(missing_ok=True)
@@ -289,7 +304,7 @@ def _spill_gene_blocks(src: MemberSource, cells: list[str], entrez: np.ndarray, 
         if len(want) < len(got) or (got != want).any():
             i = int(np.flatnonzero(got[:len(want)] != want)[0]) if len(want) == len(got) \
                 else len(want)
-            raise FormatError(src.display, f"row id {got[i]!r}", line=blk.start + i + 2,
+            raise FormatError(src.display, f"row id {str(got[i])!r}", line=blk.start + i + 2,
                               column=1, expected=f"{want[i] if i < len(want) else 'no more rows'}"
                               " (the genes-rows Entrez id at this position)")
         m = sparse.csr_matrix((blk.data, blk.indices, blk.indptr), shape=(blk.n_rows, ncells))
