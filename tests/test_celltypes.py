@@ -293,3 +293,51 @@ def test_aggregate_gene_subset_and_outputs(worlds: dict, tmp_path: Path) -> None
     paths = write_cell_aggregate(res, str(tmp_path / "o.csv"))
     assert [Path(p).name for p in paths] == ["o.mean.csv", "o.trimmed_mean.csv", "o.groups.csv"]
     assert pd.read_csv(paths[0]).columns[0] == "feature"
+
+
+# ------------------------------------------------------------------------------------------
+# fetch -> convert -> aggregate against the mirror
+# ------------------------------------------------------------------------------------------
+def test_fetch_convert_aggregate_from_mirror(worlds: dict, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atlas_engine.cli import cli as main
+    from atlas_engine.testing.server import Faults, serving
+
+    mirror = worlds["human-m1"][1][0].parent.parent  # every generated set shares one root
+    runner = CliRunner()
+    with serving(mirror) as server:
+        server.faults = Faults(drop_after=20_000, drop_first=2)  # two bodies cut short
+        res = runner.invoke(main, ["fetch", "--dest", str(tmp_path / "raw"), "--base-url",
+                                   server.url, "--what", "celltypes:human-m1,celltypes:human-mtg",
+                                   "--quiet"])
+        assert res.exit_code == 0, res.output
+        ranged = [r for r in server.log if r.range]
+        assert ranged, "dropped bodies resume with Range"
+    raw = tmp_path / "raw"
+    m1 = raw / "aibs_human_m1_10x"
+    assert {p.name for p in m1.iterdir()} >= {"matrix.csv", "metadata.csv", "trimmed_means.csv",
+                                               "medians.csv", "manifest.json"}
+    assert (m1 / "matrix.csv").read_bytes() == (mirror / "aibs_human_m1_10x/matrix.csv").read_bytes()
+    for src, name in ((m1, "m1"), (raw / worlds["human-mtg"][1][0].name, "mtg")):
+        res = runner.invoke(main, ["convert", str(src), str(tmp_path / f"{name}.zarr"),
+                                   "--quiet"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(main, ["aggregate", str(tmp_path / f"{name}.zarr"), "--by",
+                                   "cluster", "--stat", "mean,trimmed_mean", "--out",
+                                   str(tmp_path / f"{name}.csv"), "--quiet"])
+        assert res.exit_code == 0, res.output
+    ours = pd.read_csv(tmp_path / "m1.trimmed_mean.csv", index_col=0)
+    allen = pd.read_csv(m1 / "trimmed_means.csv", index_col=0)
+    np.testing.assert_allclose(ours[allen.columns].to_numpy(), allen.to_numpy(), atol=1e-12)
+
+
+def test_fetch_unknown_celltypes_set_is_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atlas_engine.cli import cli as main
+
+    res = CliRunner().invoke(main, ["fetch", "--dest", str(tmp_path), "--what",
+                                    "celltypes:human-xyz", "--base-url", "http://127.0.0.1:9"])
+    assert res.exit_code != 0
+    assert "unknown cell-types data set 'human-xyz'" in str(res.exception)
