@@ -210,7 +210,9 @@ def aggregate_cells(
     # the computed columns are the bands' concatenation; keep the selected genes
     covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
     take = np.searchsorted(covered, cols)
-    out = {n: np.ascontiguousarray(res[STATS[n]][:, take]) for n in names}
+    whole = covered.size == cols.size
+    out = {n: res[STATS[n]] if whole else np.ascontiguousarray(res[STATS[n]][:, take])
+           for n in names}
     var = st.var.iloc[cols]
     return CellAggregate(groups, var, out, unassigned_cells=int((labels < 0).sum()),
                          missing_genes=missing,

@@ -2,8 +2,8 @@
 
 :func:`cell_blocks` builds a lazy Dask array whose blocks are
 :class:`~atlas_engine.aggregate.csr.CsrBlock` objects: one task reads a run of whole cells
-(their slice of ``X/indptr``, ``X/indices``, ``X/data``) and computes the cells' total counts;
-one light task per gene band then views those rows through the band. The engine
+(their slice of ``X/indptr``, ``X/indices``, ``X/data``), splits them into gene bands and sums
+each cell in one pass; one light task per band then hands its piece on. The engine
 (:func:`atlas_engine.aggregate.engine.groupby_reduce`) reduces it like any other Dask array.
 """
 
@@ -20,6 +20,7 @@ from scipy import sparse
 
 from ..aggregate.csr import CsrBlock
 from ..errors import ConfigError, FormatError
+from ..kernels.sparse import csr_split_bands
 
 
 @dataclass
@@ -63,25 +64,26 @@ def open_cell_store(path: str | Path) -> CellStore:
     return CellStore(str(path), int(shape[0]), int(shape[1]), obs, var, uns)
 
 
-def read_rows(path: str, start: int, stop: int) -> CsrBlock:
-    """Cells ``start:stop`` of ``X`` as a :class:`CsrBlock` over all genes, with totals."""
+def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list[CsrBlock]:
+    """Cells ``start:stop`` of ``X`` split into the gene bands ``bounds`` (one
+    :class:`CsrBlock` per band, each with the cells' totals over all genes)."""
     x = zarr.open_group(path, mode="r")["X"]
     indptr = np.asarray(x["indptr"][start:stop + 1], dtype=np.int64)
     p0, p1 = int(indptr[0]), int(indptr[-1])
     indices = np.asarray(x["indices"][p0:p1])
     data = np.asarray(x["data"][p0:p1])
-    local = indptr - p0
-    csum = np.concatenate([[0], np.cumsum(data, dtype=np.int64)])
-    totals = (csum[local[1:]] - csum[local[:-1]]).astype(np.float64)
     n_genes = int(x.attrs["shape"][1])
     if indices.size and (int(indices.max()) >= n_genes or int(indices.min()) < 0):
         raise FormatError(f"{path}/X/indices", f"column index out of range in cells "
                           f"{start}..{stop - 1}", expected=f"indices in [0, {n_genes})")
-    return CsrBlock(local, indices, data, totals, 0, n_genes)
+    parts, totals = csr_split_bands(indptr - p0, indices, data, np.asarray(bounds))
+    return [CsrBlock(ip, ix, dt, totals, int(bounds[k]), int(bounds[k + 1]))
+            for k, (ip, ix, dt) in enumerate(parts)]
 
 
-def _band(block: CsrBlock, col0: int, col1: int, mask: np.ndarray | None) -> CsrBlock:
-    return block.band(col0, col1, mask)
+def _band(blocks: list[CsrBlock], k: int, mask: np.ndarray | None) -> CsrBlock:
+    blk = blocks[k]
+    return blk if mask is None else blk.band(blk.col0, blk.col1, mask)
 
 
 def gene_bands(columns: np.ndarray, width: int) -> list[tuple[int, int]]:
@@ -118,10 +120,17 @@ def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int
     load = f"celltypes-rows-{token}"
     name = f"celltypes-band-{token}"
     dsk: dict[Any, Any] = {}
+    # bands may skip genes: split at every band edge, keep the even pieces
+    edges: list[int] = []
+    for c0, c1 in bands:
+        if not edges or edges[-1] != c0:
+            edges.append(c0)
+        edges.append(c1)
+    piece = [edges.index(c0) for c0, _ in bands]
     for i, a in enumerate(starts):
-        dsk[(load, i)] = (read_rows, store.path, a, min(n, a + block_cells))
-        for j, (c0, c1) in enumerate(bands):
-            dsk[(name, i, j)] = (_band, (load, i), c0, c1,
+        dsk[(load, i)] = (read_rows, store.path, a, min(n, a + block_cells), tuple(edges))
+        for j in range(len(bands)):
+            dsk[(name, i, j)] = (_band, (load, i), piece[j],
                                  None if masks is None else masks[j])
     chunks = (tuple(min(n, a + block_cells) - a for a in starts),
               tuple(c1 - c0 for c0, c1 in bands))

@@ -5,6 +5,8 @@ Pure compute: arrays in, arrays out. A block is given by its CSR arrays and a ge
 several gene bands without a copy. Per-cell totals (library sizes over *all* genes) come in
 separately, because a band alone does not know them.
 
+* :func:`csr_split_bands` - one pass that splits CSR rows into gene bands (and sums each
+  row), so each band's kernels touch only its own entries.
 * :func:`csr_group_stats` - per group: cells; per group and gene: stored (non-zero) counts,
   sum, sum of squared deviations about the block's group mean (zeros included), and the sums of
   CPM and of log2(CPM + 1) (CPM = count / cell total × 1e6).
@@ -45,32 +47,87 @@ def _group_stats(indptr, indices, data, labels, totals, n_groups, col0, col1, wa
             x = np.float64(data[p])
             nnz[g, jj] += 1
             s[g, jj] += x
+            if want_m2:
+                m2[g, jj] += x * x
             if want_cpm:
                 c = x * scale
                 cpm[g, jj] += c
                 lcpm[g, jj] += math.log2(c + 1.0)
     if want_m2:
-        # sum over the group of (x - m)^2 = sum over stored x of (x^2 - 2 x m) + n m^2
-        for r in range(indptr.size - 1):
-            g = labels[r]
-            if g < 0:
-                continue
-            for p in range(indptr[r], indptr[r + 1]):
-                j = indices[p]
-                if j < col0 or j >= col1:
-                    continue
-                jj = j - col0
-                m = s[g, jj] / cells[g]
-                x = np.float64(data[p])
-                m2[g, jj] += (x - m) * (x - m) - m * m
+        # counts are integers: their sums and sums of squares are exact in float64 (below
+        # 2**53), so m2 = sum(x^2) - sum(x)^2 / n loses only the final division's rounding
         for g in range(n_groups):
-            if cells[g] == 0:
+            n = cells[g]
+            if n == 0:
                 continue
             for jj in range(width):
-                m = s[g, jj] / cells[g]
-                v = m2[g, jj] + cells[g] * m * m
+                v = m2[g, jj] - s[g, jj] * s[g, jj] / n
                 m2[g, jj] = v if v > 0.0 else 0.0
     return cells, nnz, s, m2, cpm, lcpm
+
+
+@numba.njit(nogil=True, cache=True)
+def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_data, totals):
+    n_rows = indptr.size - 1
+    n_bands = bounds.size - 1
+    n_cols = 0
+    for p in range(indices.size):
+        if indices[p] + 1 > n_cols:
+            n_cols = indices[p] + 1
+    band_of = np.full(max(n_cols, 1), -1, np.int64)
+    for b in range(n_bands):
+        for j in range(bounds[b], min(bounds[b + 1], n_cols)):
+            band_of[j] = b
+    counts = np.zeros(n_bands, np.int64)
+    for r in range(n_rows):
+        t = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            t += data[p]
+            b = band_of[indices[p]]
+            if b >= 0:
+                counts[b] += 1
+        totals[r] = t
+    offs = np.zeros(n_bands + 1, np.int64)
+    for b in range(n_bands):
+        offs[b + 1] = offs[b] + counts[b]
+    fill = offs[:-1].copy()
+    for r in range(n_rows):
+        for b in range(n_bands):
+            out_indptr[b, r] = fill[b] - offs[b]
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            b = band_of[j]
+            if b >= 0:
+                out_indices[fill[b]] = j
+                out_data[fill[b]] = data[p]
+                fill[b] += 1
+    for b in range(n_bands):
+        out_indptr[b, n_rows] = fill[b] - offs[b]
+    return offs
+
+
+def csr_split_bands(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, bounds: np.ndarray,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
+    """Split CSR rows into gene bands ``[bounds[b], bounds[b + 1])`` in one pass.
+
+    Returns one ``(indptr, indices, data)`` per band (column indices unchanged; entries outside
+    every band dropped) and each row's total over *all* its entries (float64).
+    """
+    indptr = np.asarray(indptr, np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    n_rows = indptr.size - 1
+    nb = bounds.size - 1
+    cap = int(indptr[-1] - indptr[0])
+    out_indptr = np.empty((nb, n_rows + 1), np.int64)
+    out_indices = np.empty(cap, np.asarray(indices).dtype)
+    out_data = np.empty(cap, np.asarray(data).dtype)
+    totals = np.empty(n_rows, np.int64)
+    offs = _split_bands(indptr, np.asarray(indices), np.asarray(data), bounds, out_indptr,
+                        out_indices, out_data, totals)
+    parts = [(out_indptr[b], out_indices[offs[b]:offs[b + 1]], out_data[offs[b]:offs[b + 1]])
+             for b in range(nb)]
+    return parts, totals.astype(np.float64)
 
 
 def csr_group_stats(
@@ -95,7 +152,9 @@ def csr_group_stats(
     -------
     dict
         ``cells`` (G,), ``nnz`` (G, W) int64, ``sum`` (G, W), and when asked ``m2`` (sum of
-        squared deviations from the group mean of this block, zeros included), ``cpm`` (sum of
+        squared deviations from the group mean of this block, zeros included; computed as
+        ``sum(x^2) - sum(x)^2 / n``, exact up to one rounding for integer counts whose sums of
+        squares stay below 2**53), ``cpm`` (sum of
         CPM) and ``lcpm`` (sum of log2(CPM + 1)), all float64.
     """
     cells, nnz, s, m2_, c, lc = _group_stats(

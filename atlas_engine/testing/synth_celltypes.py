@@ -157,8 +157,9 @@ def make_world(spec: CellTypeWorldSpec, species: str = "human") -> CellTypeWorld
     cell_donor = rng.integers(0, spec.n_donors, spec.n_cells)
     cell_region = rng.integers(0, 3, spec.n_cells)
     size_factor = rng.lognormal(0.0, 0.35, spec.n_cells)
-    # most genes barely expressed; a quarter moderately; markers high in their groups
-    base = np.where(rng.random(spec.n_genes) < 0.25, rng.lognormal(-0.5, 1.0, spec.n_genes),
+    # most genes barely expressed; about one in eight moderately (about 8 % of counts are
+    # non-zero, as in 10x nuclei); markers high in their groups
+    base = np.where(rng.random(spec.n_genes) < 0.12, rng.lognormal(-0.5, 1.0, spec.n_genes),
                     rng.lognormal(-4.0, 1.0, spec.n_genes))
     profile = base[None, :] * rng.lognormal(0.0, 0.3, (spec.n_clusters, spec.n_genes))
     markers: dict[str, list[str]] = {}
