@@ -341,3 +341,62 @@ def test_fetch_unknown_celltypes_set_is_refused(tmp_path: Path) -> None:
                                     "celltypes:human-xyz", "--base-url", "http://127.0.0.1:9"])
     assert res.exit_code != 0
     assert "unknown cell-types data set 'human-xyz'" in str(res.exception)
+
+
+# ------------------------------------------------------------------------------------------
+# marker signatures across AHBA regions
+# ------------------------------------------------------------------------------------------
+def test_marker_rule_picks_planted_markers(worlds: dict) -> None:
+    from atlas_engine.celltypes.markers import marker_signatures
+
+    world, _, store = worlds["human-m1"]
+    agg = aggregate_cells(store, "cluster", ["logcpm", "frac"])
+    sigs = marker_signatures(agg, n=5, min_frac=0.5)
+    big = agg.groups.index[agg.groups["n_cells"] >= 10]
+    for t in big:
+        assert sigs[t], t
+        # every signature gene is higher in its type than in any other type
+        g = list(agg.groups.index).index(t)
+        cols = [list(agg.genes.index).index(s) for s in sigs[t]]
+        lc = agg.stats["logcpm"][:, cols]
+        assert (lc[g] > np.delete(lc, g, axis=0).max(axis=0)).all()
+        assert set(sigs[t]) & set(world.markers[t])  # the planted markers are found
+
+
+def test_score_regions_is_mean_z() -> None:
+    from atlas_engine.celltypes.markers import score_regions
+
+    regions = pd.DataFrame({"A": [1.0, 2.0, 3.0], "B": [3.0, 3.0, 6.0], "C": [0.0, 1.0, 0.0]},
+                           index=["r1", "r2", "r3"])
+    res = score_regions(regions, {"t1": ["a", "B", "ZZZ"], "t2": ["ZZZ"]})
+    z = (regions - regions.mean()) / regions.std(ddof=1)
+    np.testing.assert_allclose(res.scores["t1"], z[["A", "B"]].mean(axis=1))
+    assert res.scores["t2"].isna().all()
+    assert res.found["t1"] == ["A", "B"] and res.missing["t1"] == ["ZZZ"]
+
+
+def test_markers_command_on_shared_genes(synth_small, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atlas_engine.cli import cli
+    from atlas_engine.convert.donor import convert_microarray
+    from atlas_engine.store.open import open_store
+
+    ahba = tmp_path / "ahba.zarr"
+    convert_microarray(synth_small.dest, ahba, donors=["9861", "10021"])
+    probes = open_store(ahba).probes
+    # genes the AHBA gene collapse keeps (probes with an Entrez id)
+    genes = probes.dropna(subset=["gene_symbol", "entrez_id"]).drop_duplicates("gene_symbol")
+    genes = genes[genes["entrez_id"] > 0].drop_duplicates("entrez_id")
+    world, files = write_dataset(tmp_path / "ct", "human-m1", CellTypeWorldSpec(
+        n_cells=400, n_genes=min(120, len(genes)), n_clusters=5, seed=4), symbols=genes)
+    convert_celltypes(files[0].parent, tmp_path / "m1.zarr")
+    res = CliRunner().invoke(cli, ["markers", str(tmp_path / "m1.zarr"), str(ahba), "--n", "5",
+                                   "--regions", "depth:3", "--out", str(tmp_path / "s.csv"),
+                                   "--heatmap", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    scores = pd.read_csv(tmp_path / "s.csv", index_col=0)
+    sigs = pd.read_csv(tmp_path / "s.signatures.csv")
+    assert set(scores.columns) == set(sigs["cell_type"])
+    assert sigs["in_ahba"].all()  # the two worlds share their genes
+    assert scores.notna().any().all() and (tmp_path / "s.png").stat().st_size > 0

@@ -58,12 +58,17 @@ class CellTypeWorldSpec:
 # ------------------------------------------------------------------------------------------
 # genes and taxonomy
 # ------------------------------------------------------------------------------------------
-def gene_table(n_genes: int, species: str, seed: int = 0) -> pd.DataFrame:
-    """``n_genes`` genes with unique symbols and Entrez ids from ``reannotated.csv.gz`` (then
-    ``LOC<n>`` names once those run out). Mouse symbols are title-cased (``Snap25``)."""
-    ref = resources.files("atlas_engine.data").joinpath("reannotated.csv.gz")
-    with ref.open("rb") as fh, gzip.open(fh) as gz:
-        table = pd.read_csv(gz, usecols=["gene_symbol", "entrez_id"])
+def gene_table(n_genes: int, species: str, seed: int = 0,
+               symbols: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``n_genes`` genes with unique symbols and Entrez ids from ``reannotated.csv.gz`` (or from
+    ``symbols``, a table with ``gene_symbol`` and ``entrez_id``; then ``LOC<n>`` names once those
+    run out). Mouse symbols are title-cased (``Snap25``)."""
+    if symbols is not None:
+        table = symbols[["gene_symbol", "entrez_id"]]
+    else:
+        ref = resources.files("atlas_engine.data").joinpath("reannotated.csv.gz")
+        with ref.open("rb") as fh, gzip.open(fh) as gz:
+            table = pd.read_csv(gz, usecols=["gene_symbol", "entrez_id"])
     table = table.dropna().drop_duplicates("gene_symbol").drop_duplicates("entrez_id")
     table = table.sort_values("gene_symbol", kind="stable")
     rng = np.random.default_rng(seed)
@@ -139,10 +144,12 @@ class CellTypeWorld:
         return sparse.vstack([b for _, b in self.iter_blocks()], format="csr")
 
 
-def make_world(spec: CellTypeWorldSpec, species: str = "human") -> CellTypeWorld:
-    """Draw the taxonomy, the cells and the expression profiles of ``spec``."""
+def make_world(spec: CellTypeWorldSpec, species: str = "human",
+               symbols: pd.DataFrame | None = None) -> CellTypeWorld:
+    """Draw the taxonomy, the cells and the expression profiles of ``spec`` (genes from
+    ``symbols`` when given, see :func:`gene_table`)."""
     rng = np.random.default_rng(spec.seed)
-    genes = gene_table(spec.n_genes, species, spec.seed)
+    genes = gene_table(spec.n_genes, species, spec.seed, symbols)
     clusters = taxonomy(spec.n_clusters, rng)
     # uneven cluster sizes, with the last two tiny (1 and 3 cells) so small-cluster rules show
     weights = rng.gamma(1.5, 1.0, size=spec.n_clusters)
@@ -486,7 +493,8 @@ def _write_zip2018(root: Path, world: CellTypeWorld, dataset: CellTypeDataset) -
 
 
 def write_dataset(root: str | Path, dataset: str, spec: CellTypeWorldSpec | None = None,
-                  *, summaries: bool | None = None) -> tuple[CellTypeWorld, list[Path]]:
+                  *, summaries: bool | None = None, symbols: pd.DataFrame | None = None,
+                  ) -> tuple[CellTypeWorld, list[Path]]:
     """Generate data set ``dataset`` (a name from :data:`~atlas_engine.celltypes.datasets.DATASETS`)
     under ``root`` in its real layout and mirror paths.
 
@@ -501,6 +509,9 @@ def write_dataset(root: str | Path, dataset: str, spec: CellTypeWorldSpec | None
     summaries : bool, optional
         Write ``trimmed_means.csv`` / ``medians.csv`` (portal sets; default when the matrix has
         at most :data:`SUMMARY_LIMIT` entries, as they are computed densely in memory).
+    symbols : DataFrame, optional
+        Draw gene symbols and Entrez ids from this table (``gene_symbol``, ``entrez_id``), e.g.
+        an AHBA store's genes, instead of the shipped ``reannotated.csv.gz``.
 
     Returns
     -------
@@ -512,7 +523,7 @@ def write_dataset(root: str | Path, dataset: str, spec: CellTypeWorldSpec | None
         spec = CellTypeWorldSpec(depth=1.0 if "10x" in ds.name or ds.name == "human-m1" else 30.0)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    world = make_world(spec, ds.species)
+    world = make_world(spec, ds.species, symbols)
     if ds.layout == "zip2018":
         return world, _write_zip2018(root, world, ds)
     if summaries is None:
