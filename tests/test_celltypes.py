@@ -400,3 +400,39 @@ def test_markers_command_on_shared_genes(synth_small, tmp_path: Path) -> None:
     assert set(scores.columns) == set(sigs["cell_type"])
     assert sigs["in_ahba"].all()  # the two worlds share their genes
     assert scores.notna().any().all() and (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_order_stats_in_several_bounded_passes(worlds: dict, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    import atlas_engine.celltypes.aggregate as agg_mod
+
+    store = worlds["human-m1"][2]
+    one = aggregate_cells(store, "cluster", ["trimmed_mean", "median"])
+    calls = []
+    real = agg_mod.plan_order_passes
+
+    def spy(*args: object) -> list:
+        out = real(*args)
+        calls.append(len(out))
+        return out
+
+    monkeypatch.setattr(agg_mod, "GATHER_VALUES", 200)
+    monkeypatch.setattr(agg_mod, "plan_order_passes", spy)
+    many = aggregate_cells(store, "cluster", ["trimmed_mean", "median"], band_genes=64)
+    assert calls and calls[0] > 5
+    for s in ("trimmed_mean", "median"):
+        np.testing.assert_array_equal(many.stats[s], one.stats[s])
+
+
+def test_plan_order_passes_bounds_each_pass() -> None:
+    from atlas_engine.celltypes.aggregate import plan_order_passes
+
+    covered = np.arange(10, 30)
+    gathered = np.arange(20) % 7
+    passes = plan_order_passes([(10, 20), (20, 30)], gathered, covered, 9)
+    flat = [c for p in passes for (a, b) in p for c in range(a, b)]
+    assert flat == list(range(10, 30))
+    per = dict(zip(covered, gathered, strict=True))
+    for p in passes:
+        total = sum(per[c] for a, b in p for c in range(a, b))
+        assert total <= 9 or sum(b - a for a, b in p) == 1

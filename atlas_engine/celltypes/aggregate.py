@@ -22,7 +22,8 @@ columns and computes, per group and gene:
 Cell totals are over all genes of the store, whatever ``genes`` selects. Every statistic runs
 as chunk -> combine -> finalize in :func:`atlas_engine.aggregate.engine.groupby_reduce` on CSR row
 blocks; the order statistics take a second pass that gathers only the values of the (group,
-gene) pairs with more than ``floor(n / 4)`` non-zero cells (the others are 0 exactly).
+gene) pairs with more than ``floor(n / 4)`` non-zero cells (the others are 0 exactly), at most
+:data:`GATHER_VALUES` at a time (more passes over the store when there are more).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ DEFAULT_STATS = ("sum", "mean", "var", "nnz")
 ORDER_STATS = ("trimmed_mean", "median")
 #: byte budget of one band's per-block intermediates (groups × genes × float64 × ~6)
 BAND_BYTES = 48 << 20
+#: values gathered for trimmed means / medians per pass over the store (12 bytes each, about
+#: three times that while sorting)
+GATHER_VALUES = 6_000_000
 
 
 @dataclass
@@ -145,6 +149,59 @@ def _compute(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in zip(keys, values, strict=True)}
 
 
+def plan_order_passes(bands: list[tuple[int, int]], gathered: np.ndarray, covered: np.ndarray,
+                      budget: int) -> list[list[tuple[int, int]]]:
+    """Group gene bands into passes of at most ``budget`` gathered values each (a band over
+    budget is split into narrower bands; one gene over budget gets a pass of its own).
+
+    ``gathered`` holds the values each column of ``covered`` will gather.
+    """
+    per_col = dict(zip(covered.tolist(), gathered.tolist(), strict=True))
+    pieces: list[tuple[int, int, int]] = []
+    for c0, c1 in bands:
+        start, acc = c0, 0
+        for j in range(c0, c1):
+            v = per_col.get(j, 0)
+            if acc + v > budget and j > start:
+                pieces.append((start, j, acc))
+                start, acc = j, 0
+            acc += v
+        pieces.append((start, c1, acc))
+    passes: list[list[tuple[int, int]]] = []
+    total = budget + 1
+    for a, b, v in pieces:
+        if total + v > budget:
+            passes.append([])
+            total = 0
+        passes[-1].append((a, b))
+        total += v
+    return passes
+
+
+def _order_pass(st: CellStore, bands: list[tuple[int, int]], covered: np.ndarray,
+                labels: np.ndarray, n_groups: int, count: np.ndarray, nnz: np.ndarray,
+                order: list[str], block_cells: int) -> dict[str, np.ndarray]:
+    """Trimmed mean / median: gather the values of the pairs that need them, a bounded number
+    at a time (several passes over the store when they exceed :data:`GATHER_VALUES`)."""
+    n_cells = count[:, 0] if count.shape[1] else np.zeros(n_groups, np.int64)
+    k = np.nan_to_num(nnz).astype(np.int64)
+    mask = gather_mask(n_cells, k)
+    gathered = np.where(mask, k, 0).sum(axis=0)
+    out = {name: np.full((n_groups, covered.size), np.nan) for name in order}
+    for bands_p in plan_order_passes(bands, gathered, covered, GATHER_VALUES):
+        pos = [int(np.searchsorted(covered, c0)) for c0, _ in bands_p]
+        masks = [mask[:, p:p + (c1 - c0)] for p, (c0, c1) in zip(pos, bands_p, strict=True)]
+        part = _compute(groupby_reduce(cell_blocks(st, bands_p, block_cells, masks), labels,
+                                       axis=0, n_groups=n_groups, stats=order))
+        at = 0
+        for p, (c0, c1) in zip(pos, bands_p, strict=True):
+            w = c1 - c0
+            for name in order:
+                out[name][:, p:p + w] = part[name][:, at:at + w]
+            at += w
+    return out
+
+
 def aggregate_cells(
     store: str | CellStore,
     by: str | Sequence[str] = "cluster",
@@ -199,16 +256,11 @@ def aggregate_cells(
     first = list(dict.fromkeys([*mergeable, "nnz"]))
     res = _compute(groupby_reduce(cell_blocks(st, bands, block_cells), labels, axis=0,
                                   n_groups=n_groups, stats=first, ddof=ddof))
-    if order:
-        count, nnz = res["count"], res["nnz"]
-        offs = np.cumsum([0] + [c1 - c0 for c0, c1 in bands])
-        n_cells = count[:, 0] if count.shape[1] else np.zeros(n_groups, np.int64)
-        masks = [gather_mask(n_cells, np.nan_to_num(nnz[:, a:b]).astype(np.int64))
-                 for a, b in zip(offs[:-1], offs[1:], strict=True)]
-        res.update(_compute(groupby_reduce(cell_blocks(st, bands, block_cells, masks), labels,
-                                           axis=0, n_groups=n_groups, stats=order)))
-    # the computed columns are the bands' concatenation; keep the selected genes
     covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
+    if order:
+        res.update(_order_pass(st, bands, covered, labels, n_groups, res["count"], res["nnz"],
+                               order, block_cells))
+    # the computed columns are the bands' concatenation; keep the selected genes
     take = np.searchsorted(covered, cols)
     whole = covered.size == cols.size
     out = {n: res[STATS[n]] if whole else np.ascontiguousarray(res[STATS[n]][:, take])

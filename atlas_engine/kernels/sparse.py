@@ -191,18 +191,24 @@ def _gather(indptr, indices, data, labels, totals, col0, col1, mask, out_slot, o
     return n
 
 
+def n_groups_width(mask: np.ndarray) -> int:
+    """Number of (group, gene) slots of a gather mask."""
+    return int(np.asarray(mask).size)
+
+
 def csr_gather(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
     totals: np.ndarray, col0: int, col1: int, mask: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """log2(CPM + 1) of the stored counts of the pairs ``mask[g, j - col0]`` selects.
 
-    Returns ``(slot, value)``: ``slot = g * (col1 - col0) + (j - col0)`` (int64) and the value
+    Returns ``(slot, value)``: ``slot = g * (col1 - col0) + (j - col0)`` (int32 when it fits) and
+    the value
     (float64) of every such stored count, in block order.
     """
     indptr = np.asarray(indptr, np.int64)
     cap = int(indptr[-1] - indptr[0])
-    slot = np.empty(cap, np.int64)
+    slot = np.empty(cap, np.int32 if n_groups_width(mask) < 2**31 else np.int64)
     val = np.empty(cap, np.float64)
     n = _gather(indptr, np.asarray(indices), np.asarray(data), np.asarray(labels, np.int64),
                 np.asarray(totals, np.float64), int(col0), int(col1),
