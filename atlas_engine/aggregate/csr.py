@@ -54,7 +54,8 @@ def csr_chunk_reduce(block: CsrBlock, labels: np.ndarray, n_groups: int,
                             cpm=bool(need & {"cpm", "lcpm"}))
     width = block.col1 - block.col0
     out: Intermediates = {
-        "count": np.repeat(stats["cells"][:, None], width, axis=1),
+        # the same for every gene: a read-only broadcast view, no memory (see specs.merge_pair)
+        "count": np.broadcast_to(stats["cells"][:, None], (len(stats["cells"]), width)),
         "sum": stats["sum"], "nnz": stats["nnz"],
     }
     for key in ("m2", "cpm", "lcpm"):

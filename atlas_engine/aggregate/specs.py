@@ -218,6 +218,15 @@ def kernel_families(needed: Iterable[str]) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------
 # combine
 # ------------------------------------------------------------------------------------------
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b``; two 2-D arrays constant along their last axis (broadcast views, such as the
+    per-group cell counts of sparse blocks) stay a broadcast view."""
+    if (a.ndim == 2 and b.ndim == 2 and a.shape == b.shape and a.shape[1] > 1
+            and a.strides[1] == 0 and b.strides[1] == 0):
+        return np.broadcast_to(a[:, :1] + b[:, :1], a.shape)
+    return a + b
+
+
 def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Intermediates:
     """Merge the intermediates of two disjoint sets of values (same keys, same shapes)."""
     out: Intermediates = {}
@@ -230,7 +239,7 @@ def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Inte
         out["m2"] = a["m2"] + b["m2"] + extra
     for key in a:
         if key in ("count", "sum", "nnz", "cpm", "lcpm"):
-            out[key] = a[key] + b[key]
+            out[key] = _add(a[key], b[key])
         elif key in ("gslot", "gval"):
             out[key] = np.concatenate([a[key], b[key]])
         elif key == "min":

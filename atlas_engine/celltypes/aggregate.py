@@ -54,6 +54,8 @@ BAND_BYTES = 48 << 20
 #: values gathered for trimmed means / medians per pass over the store (12 bytes each, about
 #: three times that while sorting)
 GATHER_VALUES = 6_000_000
+#: partial results merged per combine task: small, so that few wait in memory at once
+SPLIT_EVERY = 2
 
 
 @dataclass
@@ -141,12 +143,15 @@ def _columns(store: CellStore, genes: Iterable[str] | None) -> tuple[np.ndarray,
     return np.asarray(sorted(set(pos)), np.int64), missing
 
 
-def _compute(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
-    import dask
+def _compute(arrays: dict[str, Any], keep: Iterable[str]) -> dict[str, np.ndarray]:
+    """Compute the ``keep`` arrays in one graph, each block stored straight into a
+    preallocated result (no concatenation copy)."""
+    import dask.array as da
 
-    keys = list(arrays)
-    values = dask.compute(*[arrays[k] for k in keys])
-    return {k: np.asarray(v) for k, v in zip(keys, values, strict=True)}
+    keys = [k for k in keep if k in arrays]
+    out = {k: np.empty(arrays[k].shape, dtype=arrays[k].dtype) for k in keys}
+    da.store([arrays[k] for k in keys], [out[k] for k in keys], lock=False)
+    return out
 
 
 def plan_order_passes(bands: list[tuple[int, int]], gathered: np.ndarray, covered: np.ndarray,
@@ -179,11 +184,10 @@ def plan_order_passes(bands: list[tuple[int, int]], gathered: np.ndarray, covere
 
 
 def _order_pass(st: CellStore, bands: list[tuple[int, int]], covered: np.ndarray,
-                labels: np.ndarray, n_groups: int, count: np.ndarray, nnz: np.ndarray,
+                labels: np.ndarray, n_groups: int, n_cells: np.ndarray, nnz: np.ndarray,
                 order: list[str], block_cells: int) -> dict[str, np.ndarray]:
     """Trimmed mean / median: gather the values of the pairs that need them, a bounded number
     at a time (several passes over the store when they exceed :data:`GATHER_VALUES`)."""
-    n_cells = count[:, 0] if count.shape[1] else np.zeros(n_groups, np.int64)
     k = np.nan_to_num(nnz).astype(np.int64)
     mask = gather_mask(n_cells, k)
     gathered = np.where(mask, k, 0).sum(axis=0)
@@ -192,7 +196,8 @@ def _order_pass(st: CellStore, bands: list[tuple[int, int]], covered: np.ndarray
         pos = [int(np.searchsorted(covered, c0)) for c0, _ in bands_p]
         masks = [mask[:, p:p + (c1 - c0)] for p, (c0, c1) in zip(pos, bands_p, strict=True)]
         part = _compute(groupby_reduce(cell_blocks(st, bands_p, block_cells, masks), labels,
-                                       axis=0, n_groups=n_groups, stats=order))
+                                       axis=0, n_groups=n_groups, stats=order,
+                                       split_every=SPLIT_EVERY), order)
         at = 0
         for p, (c0, c1) in zip(pos, bands_p, strict=True):
             w = c1 - c0
@@ -253,13 +258,15 @@ def aggregate_cells(
     bands = gene_bands(cols, width)
     mergeable = [STATS[n] for n in names if n not in ORDER_STATS]
     order = [STATS[n] for n in names if n in ORDER_STATS]
-    first = list(dict.fromkeys([*mergeable, "nnz"]))
+    first = list(dict.fromkeys([*mergeable, "nnz"] if order else mergeable))
     res = _compute(groupby_reduce(cell_blocks(st, bands, block_cells), labels, axis=0,
-                                  n_groups=n_groups, stats=first, ddof=ddof))
+                                  n_groups=n_groups, stats=first, ddof=ddof,
+                                  split_every=SPLIT_EVERY), first)
     covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
     if order:
-        res.update(_order_pass(st, bands, covered, labels, n_groups, res["count"], res["nnz"],
-                               order, block_cells))
+        res.update(_order_pass(st, bands, covered, labels, n_groups,
+                               groups["n_cells"].to_numpy(np.int64), res["nnz"], order,
+                               block_cells))
     # the computed columns are the bands' concatenation; keep the selected genes
     take = np.searchsorted(covered, cols)
     whole = covered.size == cols.size

@@ -20,11 +20,14 @@ CSR counts in ``X``, ``obs`` from the metadata (:mod:`.metadata`), ``var`` from 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import queue
 import shutil
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -37,7 +40,7 @@ import zarr
 from scipy import sparse
 
 from .. import __version__
-from ..convert.countparse import iter_count_blocks
+from ..convert.countparse import CountBlock, iter_count_blocks
 from ..convert.zipstream import MemberSource
 from ..errors import ConfigError, FormatError
 from ..fetch.manifest import atomic_write_bytes
@@ -230,11 +233,11 @@ def _convert_portal(source: CellTypeSource, store: Path, block_rows: int,
             while piece := fh.read(4 << 20):
                 yield piece
 
-    with open(names_path, "a", encoding="utf-8") as names_out:
-        for blk in iter_count_blocks(chunks(), ncols, block_rows, name=src.display,
-                                     first_line=2 + int(state["rows"]),
-                                     start_row=int(state["rows"]),
-                                     start_offset=int(state["offset"])):
+    blocks = iter_count_blocks(chunks(), ncols, block_rows, name=src.display,
+                               first_line=2 + int(state["rows"]), start_row=int(state["rows"]),
+                               start_offset=int(state["offset"]))
+    with open(names_path, "a", encoding="utf-8") as names_out, ahead(blocks) as parsed:
+        for blk in parsed:
             if any("\n" in n for n in blk.names):
                 raise FormatError(src.display, "newline in a cell name",
                                   line=2 + blk.start, column=1)
@@ -265,6 +268,51 @@ def _convert_portal(source: CellTypeSource, store: Path, block_rows: int,
     _write_annotations(root, obs, var, uns)
     _publish(staging, store, prog_path, names_path)
     return report
+
+
+@contextlib.contextmanager
+def ahead(items: Iterator[CountBlock], depth: int = 2) -> Iterator[Iterator[CountBlock]]:
+    """Run ``items`` (the parser) in a thread, up to ``depth`` blocks ahead of the consumer, so
+    parsing (numba, no GIL) overlaps writing (compression, no GIL). Errors of the parser are
+    raised in the consumer; leaving the ``with`` block stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    def consume() -> Iterator[CountBlock]:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    thread = threading.Thread(target=produce, name="celltypes-parse", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _check_unique(cells: pd.Index, name: str) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 def _group_stats(indptr, indices, data, labels, totals, n_groups, col0, col1, want_m2, want_cpm):
     width = col1 - col0
     cells = np.zeros(n_groups, np.int64)
-    nnz = np.zeros((n_groups, width), np.int64)
+    nnz = np.zeros((n_groups, width), np.int32)
     s = np.zeros((n_groups, width), np.float64)
     m2 = np.zeros((n_groups, width) if want_m2 else (0, 0), np.float64)
     cpm = np.zeros((n_groups, width) if want_cpm else (0, 0), np.float64)
@@ -151,7 +151,7 @@ def csr_group_stats(
     Returns
     -------
     dict
-        ``cells`` (G,), ``nnz`` (G, W) int64, ``sum`` (G, W), and when asked ``m2`` (sum of
+        ``cells`` (G,), ``nnz`` (G, W) int32, ``sum`` (G, W), and when asked ``m2`` (sum of
         squared deviations from the group mean of this block, zeros included; computed as
         ``sum(x^2) - sum(x)^2 / n``, exact up to one rounding for integer counts whose sums of
         squares stay below 2**53), ``cpm`` (sum of
