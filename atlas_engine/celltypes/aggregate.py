@@ -56,6 +56,8 @@ BAND_BYTES = 48 << 20
 GATHER_VALUES = 6_000_000
 #: partial results merged per combine task: small, so that few wait in memory at once
 SPLIT_EVERY = 2
+#: cells per wave: one graph at a time, so memory does not grow with the number of cells
+WAVE_CELLS = 16384
 
 
 @dataclass
@@ -143,14 +145,39 @@ def _columns(store: CellStore, genes: Iterable[str] | None) -> tuple[np.ndarray,
     return np.asarray(sorted(set(pos)), np.int64), missing
 
 
-def _compute(arrays: dict[str, Any], keep: Iterable[str]) -> dict[str, np.ndarray]:
-    """Compute the ``keep`` arrays in one graph, each block stored straight into a
-    preallocated result (no concatenation copy)."""
-    import dask.array as da
+def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
+               n_groups: int, stats: list[str], ddof: int, block_cells: int,
+               masks: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Statistics ``stats`` over all cells, in waves of :data:`WAVE_CELLS` cells.
 
-    keys = [k for k in keep if k in arrays]
-    out = {k: np.empty(arrays[k].shape, dtype=arrays[k].dtype) for k in keys}
-    da.store([arrays[k] for k in keys], [out[k] for k in keys], lock=False)
+    Each wave is one ``groupby_reduce`` graph stopped after its combine step; the waves'
+    intermediates are merged (:func:`atlas_engine.aggregate.specs.merge`) and finalized once,
+    band by band. Memory: one wave of row blocks and partial results, plus one accumulator of
+    intermediates per band (the result's size), whatever the number of cells.
+    """
+    import dask
+
+    from ..aggregate import specs
+
+    aggs = specs.resolve(stats)
+    acc: list[Any] = [None] * len(bands)
+    step = max(block_cells, WAVE_CELLS - WAVE_CELLS % block_cells)
+    for a in range(0, st.n_cells, step):
+        b = min(st.n_cells, a + step)
+        arr = cell_blocks(st, bands, block_cells, masks, rows=(a, b))
+        parts = groupby_reduce(arr, labels[a:b], axis=0, n_groups=n_groups, stats=stats,
+                               ddof=ddof, split_every=SPLIT_EVERY, finalize=False)
+        for k, part in enumerate(dask.compute(*parts["intermediates"])):
+            acc[k] = part if acc[k] is None else specs.merge([acc[k], part])
+    widths = [c1 - c0 for c0, c1 in bands]
+    out = {name: np.empty((n_groups, sum(widths))) for name in stats}
+    at = 0
+    for k, w in enumerate(widths):
+        done = specs.finalize(acc[k], aggs, ddof)
+        acc[k] = None
+        for name in stats:
+            out[name][:, at:at + w] = done[name]
+        at += w
     return out
 
 
@@ -195,9 +222,7 @@ def _order_pass(st: CellStore, bands: list[tuple[int, int]], covered: np.ndarray
     for bands_p in plan_order_passes(bands, gathered, covered, GATHER_VALUES):
         pos = [int(np.searchsorted(covered, c0)) for c0, _ in bands_p]
         masks = [mask[:, p:p + (c1 - c0)] for p, (c0, c1) in zip(pos, bands_p, strict=True)]
-        part = _compute(groupby_reduce(cell_blocks(st, bands_p, block_cells, masks), labels,
-                                       axis=0, n_groups=n_groups, stats=order,
-                                       split_every=SPLIT_EVERY), order)
+        part = _run_waves(st, bands_p, labels, n_groups, order, 1, block_cells, masks)
         at = 0
         for p, (c0, c1) in zip(pos, bands_p, strict=True):
             w = c1 - c0
@@ -259,9 +284,7 @@ def aggregate_cells(
     mergeable = [STATS[n] for n in names if n not in ORDER_STATS]
     order = [STATS[n] for n in names if n in ORDER_STATS]
     first = list(dict.fromkeys([*mergeable, "nnz"] if order else mergeable))
-    res = _compute(groupby_reduce(cell_blocks(st, bands, block_cells), labels, axis=0,
-                                  n_groups=n_groups, stats=first, ddof=ddof,
-                                  split_every=SPLIT_EVERY), first)
+    res = _run_waves(st, bands, labels, n_groups, first, ddof, block_cells)
     covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
     if order:
         res.update(_order_pass(st, bands, covered, labels, n_groups,

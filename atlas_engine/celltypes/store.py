@@ -101,11 +101,13 @@ def gene_bands(columns: np.ndarray, width: int) -> list[tuple[int, int]]:
 
 
 def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int,
-                masks: list[np.ndarray] | None = None) -> Any:
+                masks: list[np.ndarray] | None = None,
+                rows: tuple[int, int] | None = None) -> Any:
     """Lazy Dask array (cells × band genes) of :class:`CsrBlock` blocks.
 
     ``bands`` are ``[col0, col1)`` gene ranges (the array's columns are their concatenation);
-    ``masks`` (one per band, groups × band width) go with the blocks for order statistics.
+    ``masks`` (one per band, groups × band width) go with the blocks for order statistics;
+    ``rows`` (``[start, stop)``, default all cells) restricts the array to a run of cells.
     """
     import dask.array as da
     from dask.base import tokenize
@@ -113,9 +115,9 @@ def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int
 
     if block_cells < 1:
         raise ConfigError("block_cells must be >= 1")
-    n = store.n_cells
-    starts = list(range(0, n, block_cells)) or [0]
-    token = tokenize(store.path, bands, block_cells,
+    lo, n = rows if rows is not None else (0, store.n_cells)
+    starts = list(range(lo, n, block_cells)) or [lo]
+    token = tokenize(store.path, bands, block_cells, lo, n,
                      None if masks is None else [tokenize(m) for m in masks])
     load = f"celltypes-rows-{token}"
     name = f"celltypes-band-{token}"
