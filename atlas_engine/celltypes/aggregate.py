@@ -56,8 +56,9 @@ BAND_BYTES = 48 << 20
 GATHER_VALUES = 6_000_000
 #: partial results merged per combine task: small, so that few wait in memory at once
 SPLIT_EVERY = 2
-#: cells per wave: one graph at a time, so memory does not grow with the number of cells
-WAVE_CELLS = 16384
+#: cells per wave (two row blocks, one per thread): one graph at a time, so memory does not
+#: grow with the number of cells (each block's partial result is groups × genes)
+WAVE_CELLS = 4096
 
 
 @dataclass
@@ -239,7 +240,7 @@ def aggregate_cells(
     *,
     genes: Iterable[str] | None = None,
     ddof: int = 1,
-    block_cells: int = 4096,
+    block_cells: int = 2048,
     band_genes: int | None = None,
 ) -> CellAggregate:
     """Per-group statistics of a Cell Types store (see the module docstring).

@@ -20,7 +20,7 @@ from scipy import sparse
 
 from ..aggregate.csr import CsrBlock
 from ..errors import ConfigError, FormatError
-from ..kernels.sparse import csr_split_bands
+from ..kernels.sparse import csr_row_totals, csr_split_bands
 
 
 @dataclass
@@ -76,6 +76,10 @@ def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list
     if indices.size and (int(indices.max()) >= n_genes or int(indices.min()) < 0):
         raise FormatError(f"{path}/X/indices", f"column index out of range in cells "
                           f"{start}..{stop - 1}", expected=f"indices in [0, {n_genes})")
+    if len(bounds) == 2 and bounds[0] == 0 and bounds[1] == n_genes:
+        # one band holding every gene: the rows as read, no copy
+        local = indptr - p0
+        return [CsrBlock(local, indices, data, csr_row_totals(local, data), 0, n_genes)]
     parts, totals = csr_split_bands(indptr - p0, indices, data, np.asarray(bounds))
     return [CsrBlock(ip, ix, dt, totals, int(bounds[k]), int(bounds[k + 1]))
             for k, (ip, ix, dt) in enumerate(parts)]

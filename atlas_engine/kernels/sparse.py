@@ -106,6 +106,23 @@ def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_dat
     return offs
 
 
+@numba.njit(nogil=True, cache=True)
+def _row_totals(indptr, data, out):
+    for r in range(indptr.size - 1):
+        t = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            t += data[p]
+        out[r] = t
+
+
+def csr_row_totals(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Each row's sum (float64; integer-exact below 2**53)."""
+    indptr = np.asarray(indptr, np.int64)
+    out = np.empty(indptr.size - 1, np.int64)
+    _row_totals(indptr, np.asarray(data), out)
+    return out.astype(np.float64)
+
+
 def csr_split_bands(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, bounds: np.ndarray,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
