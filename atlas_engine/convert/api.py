@@ -35,15 +35,20 @@ def detect_dataset(src: str | os.PathLike) -> str:
     ``*_exon-matrix.csv``). Archives are recognised by their members, whatever their names
     (:mod:`.discover`); a source with none raises :class:`ConfigError` listing what was looked
     for."""
+    from ..celltypes.convert import looks_like_celltypes
     from .discover import BRAINSPAN, MICROARRAY, RNASEQ, scan
 
-    sc = scan(src)
+    try:
+        sc = scan(src)
+    except ConfigError:
+        # nothing of the AHBA / BrainSpan kinds: a Cell Types set, or the scan's own error
+        if looks_like_celltypes(src):
+            return "celltypes"
+        raise
     for kind, dataset in ((MICROARRAY, "ahba"), (RNASEQ, "ahba-rnaseq"),
                           (BRAINSPAN, "brainspan")):
         if sc.of_kind(kind):
             return dataset
-    from ..celltypes.convert import looks_like_celltypes
-
     if looks_like_celltypes(src):
         return "celltypes"
     raise sc.nothing()
