@@ -55,6 +55,9 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
               "matrix (they are still listed in <out>.groups.csv).")
 @click.option("--atlas-info", default=None, type=click.Path(exists=True, dir_okay=False),
               help="With --by atlas:...: abagen's atlas_info CSV (id, hemisphere, structure).")
+@click.option("--transform", default="none", show_default=True,
+              type=click.Choice(["none", "log2"]),
+              help="BrainSpan stores: log2 = statistics of log2(RPKM + 1).")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Output: .csv | .parquet (table) or .zarr | .nc (cube).")
 @click.option("--layout", default="wide", show_default=True, type=click.Choice(["wide", "long"]),
@@ -65,7 +68,8 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
 @abagen_options
 def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: str,
                   donors: str | None, collapse: str, keep_non_refseq: bool,
-                  drop_empty: bool, atlas_info: str | None, out: str, layout: str, quiet: bool,
+                  drop_empty: bool, atlas_info: str | None, transform: str, out: str,
+                  layout: str, quiet: bool,
                   workers: int | None,
                   scheduler: str | None, memory_limit: str | None, **abagen: object) -> None:
     """Aggregate STORE into a region × gene (or probe) matrix.
@@ -79,10 +83,16 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
       atlas-engine aggregate ahba.zarr --by structure --stat std --out cube.nc --workers 2
       atlas-engine aggregate ahba.zarr --by atlas:dk.nii.gz --atlas-info dk.csv --out dk.csv
       atlas-engine aggregate m1.zarr --by cluster --stat trimmed_mean,median --out m1.csv
+      atlas-engine aggregate brainspan.zarr --by period,region --genes BDNF --transform log2 \\
+          --out periods.csv
 
     \b
     Cell Types stores (see docs/celltypes.md): --by any obs column(s) (cluster, subclass,
     class, donor, region; comma-separated for combinations), several --stat at once.
+
+    \b
+    On a BrainSpan store (convert --dataset brainspan) --by takes period, age, structure,
+    region, donor, gender or a combination (period,structure); see docs/brainspan.md.
 
     \b
     With --by atlas:IMAGE (a volumetric parcellation in MNI space) the abagen-grade pipeline
@@ -101,6 +111,17 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
 
         with execution(scheduler, workers, memory_limit, quiet):
             run_cell_aggregate(store, by, stat, genes, out, quiet)
+        return
+    from ..store.brainspan import store_format
+    from ..store.layout import FORMAT_BRAINSPAN
+
+    if store_format(store) == FORMAT_BRAINSPAN:
+        from .brainspan import run_brainspan_aggregate
+
+        with execution(scheduler, workers, memory_limit, quiet):
+            run_brainspan_aggregate(store, by=by, stat=stat, genes=genes, combine=combine,
+                                    donors=donors, transform=transform,
+                                    collapse=collapse, out=out, quiet=quiet, layout=layout)
         return
     if stat not in AHBA_STATS:
         raise ConfigError(f"--stat {stat!r}: expected one of {', '.join(AHBA_STATS)}")

@@ -92,6 +92,20 @@ def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"ok": rep.ok, "problems": rep.problems, "summary": rep.summary},
                               default=str, indent=1))
+    elif rep.summary.get("dataset") == "brainspan":
+        s = rep.summary
+        click.echo(f"BrainSpan: {s['genes']} genes × {s['samples']} samples"
+                   + (f" ({s['note']})" if s.get("note") else ""))
+        if "donors" in s:
+            click.echo(f"donors: {s['donors']}, structures: {s['structures']}, ages: {s['ages']}")
+            click.echo("samples per period: " + ", ".join(f"{k} {v}"
+                                                          for k, v in s["periods"].items()))
+        if s.get("ages_not_in_real_data"):
+            click.echo(f"ages not in the real data: {s['ages_not_in_real_data']}")
+        click.echo(f"NaN: {s['nan']}, inf: {s['inf']}, negative: {s.get('negative', 'unchecked')}")
+        for p in rep.problems:
+            click.echo(f"PROBLEM: {p}")
+        click.echo("OK" if rep.ok else "FAILED")
     else:
         s = rep.summary
         click.echo(f"donors: {s['donors']}")

@@ -192,6 +192,9 @@ class AtlasStore:
             except ValueError as exc:
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             attrs = dict(root.attrs.get(L.ROOT_ATTR, {}))
+        if attrs.get("format") == L.FORMAT_BRAINSPAN:
+            raise StoreError(f"{url}: a BrainSpan store, not an AHBA microarray store (open it "
+                             "with atlas_engine.store.brainspan.open_brainspan)")
         if attrs.get("format") != L.FORMAT_MICROARRAY:
             raise StoreError(f"{url}: not an atlas-engine AHBA microarray store "
                              f"(format {attrs.get('format')!r})")

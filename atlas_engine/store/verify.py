@@ -50,7 +50,13 @@ def _check_chunks(arr: zarr.Array, recorded: list[list[int]], chunks: tuple[int,
 
 
 def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyReport:
-    """Recompute what conversion recorded and check the layout; ``report.ok`` is the verdict."""
+    """Recompute what conversion recorded and check the layout; ``report.ok`` is the verdict.
+
+    A BrainSpan store is checked by :func:`atlas_engine.store.brainspan.verify_brainspan`."""
+    from .brainspan import store_format, verify_brainspan
+
+    if store_format(os.fspath(url)) == L.FORMAT_BRAINSPAN:
+        return verify_brainspan(url, checksums=checksums)
     store = open_store(url)
     report = VerifyReport()
     probes = store.probes
