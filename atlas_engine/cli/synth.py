@@ -34,6 +34,8 @@ import click
                    "structure_graph_1.json, in the layout `serve` publishes.")
 @click.option("--volume-scale", type=click.IntRange(min=1), default=10, show_default=True,
               help="Divide the real volume shapes by this (1 = real size: 4.8 GB at 10 µm).")
+@click.option("--gtex/--no-gtex", default=True, show_default=True,
+              help="Also write GTEx median-TPM GCT files (v8 and v10 names) of the same genes.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes writing donors in parallel (default: CPU count for big outputs).")
 @click.option("--celltypes", default=None,
@@ -49,13 +51,14 @@ import click
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
 def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donors: str,
               brainspan: bool, brainspan_genes: int, brainspan_samples: int, rnaseq: bool,
-              volumes: bool, volume_scale: int, workers: int | None, celltypes: str | None,
-              cells: int, genes: int, clusters: int, quiet: bool) -> None:
+              volumes: bool, volume_scale: int, gtex: bool, workers: int | None,
+              celltypes: str | None, cells: int, genes: int, clusters: int, quiet: bool) -> None:
     """Write generated data in the exact Allen file formats into DEST.
 
     Per donor normalized_microarray_donor{id}.zip (MicroarrayExpression, PACall, Probes,
     SampleAnnot, Ontology CSVs), structure_graph_10.json, unless --no-rnaseq the RNA-seq
-    zips rnaseq_donor{9861,10021}.zip and, unless --no-brainspan, genes_matrix_csv.zip. The layout is what `atlas-engine fetch` downloads and
+    zips rnaseq_donor{9861,10021}.zip, unless --no-brainspan genes_matrix_csv.zip and, unless
+    --no-gtex, GTEx's median-TPM GCT files (v8 and v10 names) for the same genes. The layout is what `atlas-engine fetch` downloads and
     `atlas-engine serve` / `convert` read.
 
     \b
@@ -82,7 +85,8 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
         return
     result = write_all(dest, probes=probes, samples_fraction=samples_fraction, seed=seed,
                        donors=donors, brainspan=brainspan, brainspan_genes=brainspan_genes,
-                       brainspan_samples=brainspan_samples, rnaseq=rnaseq, workers=workers,
+                       brainspan_samples=brainspan_samples, rnaseq=rnaseq, gtex=gtex,
+                       workers=workers,
                        quiet=quiet)
     written_volumes = {}
     if volumes:
@@ -97,6 +101,7 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
     if result.brainspan is not None:
         paths.append(result.brainspan)
     paths += [p for k, p in written_volumes.items() if k != "structure_graph_10"]
+    paths += list(result.gtex.values())
     total = sum(p.stat().st_size for p in paths)
     for donor_id, path in result.zips.items():
         click.echo(f"{path}  ({result.n_probes} probes x {result.samples[donor_id]} samples, "
@@ -109,5 +114,7 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
     for path in written_volumes.values():
         if path != result.structure_graph:
             click.echo(str(path))
+    for path in result.gtex.values():
+        click.echo(f"{path}  (GTEx)")
     click.echo(f"wrote {len(paths)} files, {total / 2**20:,.1f} MiB in "
                f"{time.perf_counter() - started:,.1f} s (seed {seed})")

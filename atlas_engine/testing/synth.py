@@ -99,6 +99,8 @@ class SynthResult:
         ``genes_matrix_csv.zip`` when written by :func:`write_all`.
     rnaseq : dict[int, Path]
         Donor id → ``rnaseq_donor{id}.zip`` written by :func:`write_all` (9861, 10021).
+    gtex : dict[str, Path]
+        GTEx version (v8, v10) → median-TPM GCT file written by :func:`write_all`.
     """
 
     dest: Path
@@ -112,6 +114,7 @@ class SynthResult:
     params: dict[str, Any] = field(default_factory=dict)
     brainspan: Path | None = None
     rnaseq: dict[int, Path] = field(default_factory=dict)
+    gtex: dict[str, Path] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -377,13 +380,16 @@ def write_all(
     brainspan_genes: int = 2000,
     brainspan_samples: int = 524,
     rnaseq: bool = True,
+    gtex: bool = True,
     workers: int | None = None,
     quiet: bool = True,
 ) -> SynthResult:
     """Everything ``atlas-engine synth`` writes: :func:`write_ahba` plus, unless
     ``brainspan=False``, :func:`write_brainspan` (``genes_matrix_csv.zip``) and, unless
     ``rnaseq=False``, the RNA-seq zips of the selected donors among 9861 and 10021
-    (:func:`atlas_engine.testing.synth_rnaseq.write_rnaseq`) into ``dest``."""
+    (:func:`atlas_engine.testing.synth_rnaseq.write_rnaseq`) and, unless ``gtex=False``, the
+    GTEx median-TPM GCT files of the same genes (:mod:`atlas_engine.testing.synth_gtex`) into
+    ``dest``."""
     result = write_ahba(dest, probes=probes, samples_fraction=samples_fraction, seed=seed,
                         donors=donors, workers=workers, quiet=quiet)
     if rnaseq:
@@ -393,9 +399,28 @@ def write_all(
                                      seed=seed, donors=donors)
     if brainspan:
         result.brainspan = write_brainspan(dest, genes=brainspan_genes,
-                                           samples=brainspan_samples, seed=seed)
+                                           samples=brainspan_samples, seed=seed,
+                                           gene_pool=refseq_genes(result.probes))
         result.params.update(brainspan_genes=brainspan_genes, brainspan_samples=brainspan_samples)
+    if gtex:
+        from .synth_gtex import write_gtex
+
+        bs_genes = None
+        if result.brainspan is not None:
+            with zipfile.ZipFile(result.brainspan) as zf:
+                bs_genes = pd.read_csv(zf.open("rows_metadata.csv"), dtype=str,
+                                       keep_default_na=False)
+        result.gtex = write_gtex(dest, probes=probes, seed=seed, brainspan_genes=bs_genes)
     return result
+
+
+def refseq_genes(probes: pd.DataFrame) -> pd.DataFrame:
+    """The distinct RefSeq genes (``gene_symbol``, ``entrez_id``) of a generated Probes table,
+    in probe order: the gene set the BrainSpan and GTEx generators share with the AHBA one."""
+    t = probes[probes["entrez_id"].notna()][["gene_symbol", "entrez_id"]]
+    t = t.drop_duplicates("gene_symbol").reset_index(drop=True)
+    t["entrez_id"] = t["entrez_id"].astype(np.int64)
+    return t
 
 
 #: Real donor order, for callers that want the ids without importing sources.

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..errors import ConfigError
 from .synth_format import quote_minimal, render_decimal_rows, zip_member
@@ -71,30 +72,41 @@ AGES = ("8 pcw", "8 pcw", "9 pcw", "12 pcw", "12 pcw", "12 pcw", "13 pcw", "13 p
 
 FIXTURE_GENES = ((7062, "ENSG00000000003", "TSPAN6", 7105), (40735, "ENSG00000000005", "TNMD",
                                                               64102))
+#: Genes put first when the AHBA gene pool has them (the psychiatric-genetics examples of the
+#: docs), so that small generated datasets still hold them.
+PRIORITY_SYMBOLS = ("BDNF", "DISC1", "NRG1", "COMT", "DRD2", "SLC6A4")
+
+
+def ensembl_for_entrez(entrez: int) -> str:
+    """The generated (unversioned) Ensembl id of a generated gene with this Entrez id; the AHBA,
+    BrainSpan and GTEx generators all use it, so ids join across datasets."""
+    return f"ENSG{int(entrez):011d}"
 
 
 def _columns(samples: int, rng: np.random.Generator) -> list[tuple[object, ...]]:
-    counts = np.array([s[3] for s in STRUCTURES], dtype=float)
-    per = np.maximum(np.round(counts * samples / counts.sum()), 0).astype(int)
-    while per.sum() > samples:
-        per[int(np.argmax(per))] -= 1
-    while per.sum() < samples:
-        per[int(np.argmax(counts - per))] += 1
-    structs = [k for k, c in enumerate(per) for _ in range(c)]  # prenatal structures first
+    """One row per sample: donors youngest first, each sampled in distinct structures (the
+    prenatal-only structures only in fetal donors), ~12 samples per donor as in the real data."""
     n_donors = min(len(AGES), max(1, samples // 8))
-    # donors youngest first; the prenatal-only structures land on the young donors
     donor_of = (np.arange(samples) * n_donors) // max(samples, 1)
     donor_ids = 12_200 + np.sort(rng.choice(1_000, size=len(AGES), replace=False))
     donor_ids[0] = 13058
     sexes = rng.choice(["M", "F"], size=len(AGES))
     sexes[0] = "M"  # column 1 of the real file: 13058, H376.IIA.51, 8 pcw, M
     age_idx = np.round(np.linspace(0, len(AGES) - 1, n_donors)).astype(int)
+    prenatal = [k for k, st in enumerate(STRUCTURES) if st[4]]
+    adult = [k for k, st in enumerate(STRUCTURES) if not st[4]]
     rows = []
-    for col in range(samples):
-        d = int(donor_of[col])
-        sid, acr, name, _, _ = STRUCTURES[structs[col]]
-        rows.append((col + 1, int(donor_ids[d]), f"H376.{_roman(d + 1)}.{50 + d}",
-                     AGES[age_idx[d]], str(sexes[d]), sid, acr, name))
+    for d in range(n_donors):
+        cols = np.flatnonzero(donor_of == d)
+        fetal = AGES[age_idx[d]].endswith("pcw")
+        # fetal donors: Ocx first (column 1 of the real file), then any structure; postnatal
+        # donors: the adult ones; a donor's structures are distinct until all are used
+        rest = [k for k in rng.permutation(prenatal[1:] + adult)]
+        pool = [prenatal[0], *rest] if fetal else list(rng.permutation(adult))
+        for i, col in enumerate(cols):
+            sid, acr, name, _, _ = STRUCTURES[pool[i % len(pool)]]
+            rows.append((int(col) + 1, int(donor_ids[d]), f"H376.{_roman(d + 1)}.{50 + d}",
+                         AGES[age_idx[d]], str(sexes[d]), sid, acr, name))
     return rows
 
 
@@ -107,17 +119,63 @@ def _roman(n: int) -> str:
     return out
 
 
+def gene_table(genes: int, rng: np.random.Generator,
+               pool: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``rows_metadata`` columns for ``genes`` genes: the two fixture genes, then genes of
+    ``pool`` (``gene_symbol``, ``entrez_id``: the AHBA generator's RefSeq genes; those named in
+    :data:`PRIORITY_SYMBOLS` first, the rest shuffled), then BrainSpan-only genes (``LOC…``
+    without an Entrez id, or ``BSG…``)."""
+    rows: list[tuple[object, ...]] = []
+    gids = 40_736 + np.cumsum(rng.integers(1, 30, size=genes))
+    taken = {g[2] for g in FIXTURE_GENES}
+    for k in range(min(genes, len(FIXTURE_GENES))):
+        rows.append((k + 1, *FIXTURE_GENES[k]))
+    if pool is not None and len(pool):
+        p = pool.drop_duplicates("gene_symbol")
+        p = p[~p["gene_symbol"].isin(taken)]
+        first = p[p["gene_symbol"].isin(PRIORITY_SYMBOLS)]
+        rest = p[~p["gene_symbol"].isin(PRIORITY_SYMBOLS)]
+        rest = rest.iloc[rng.permutation(len(rest))]
+        for sym, ez in zip(pd.concat([first, rest])["gene_symbol"],
+                           pd.concat([first, rest])["entrez_id"], strict=True):
+            if len(rows) >= genes:
+                break
+            k = len(rows)
+            rows.append((k + 1, int(gids[k]), ensembl_for_entrez(int(ez)), str(sym), int(ez)))
+    extra_entrez = 200_000_000 + rng.choice(10_000_000, size=genes, replace=False)
+    while len(rows) < genes:
+        k = len(rows)
+        no_entrez = rng.random() < 0.3
+        ez = "" if no_entrez else int(extra_entrez[k])
+        symbol = f"LOC{100_000 + k}" if no_entrez else f"BSG{k:05d}"
+        ens = f"ENSG{90_000_000_000 + k:011d}" if no_entrez else ensembl_for_entrez(int(ez))
+        rows.append((k + 1, int(gids[k]), ens, symbol, ez))
+    return pd.DataFrame(rows, columns=["row_num", "gene_id", "ensembl_gene_id", "gene_symbol",
+                                       "entrez_id"])
+
+
+def _age_pcd(age: str) -> float:
+    value, unit = age.split(" ")
+    v = float(value)
+    return v * 7 if unit == "pcw" else 266 + (v / 12 if unit == "mos" else v) * 365
+
+
 def write_brainspan(
     dest: str | os.PathLike[str],
     *,
     genes: int = 2000,
     samples: int = BRAINSPAN_SAMPLES,
     seed: int = 0,
+    gene_pool: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``genes_matrix_csv.zip`` (G genes × S samples) into ``dest``; return its path.
 
-    The full real size is ``genes=52_376, samples=524``. About 20% of values are exactly zero;
-    the others are log-normal RPKMs with gene and structure effects.
+    The full real size is ``genes=52_376, samples=524``. ``gene_pool`` (``gene_symbol``,
+    ``entrez_id``; e.g. the AHBA generator's Probes table) supplies the gene symbols, so the
+    datasets share genes. About 20% of values are exactly zero; the others are log-normal RPKMs
+    with gene, structure and developmental effects: a gene's log level moves along
+    ``tanh(log(age_pcd / birth))`` with a gene-specific amplitude scaled per structure group,
+    so trajectories rise or fall around birth.
     """
     if genes < 1 or samples < 1:
         raise ConfigError(f"BrainSpan genes and samples must be positive (got {genes}, {samples})")
@@ -125,22 +183,17 @@ def write_brainspan(
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 20])
     columns = _columns(samples, rng)
-
-    gene_rows: list[tuple[object, ...]] = []
-    gids = 40_736 + np.cumsum(rng.integers(1, 30, size=genes))
-    entrez = 1 + rng.choice(110_000_000, size=genes, replace=False)
-    for k in range(genes):
-        if k < len(FIXTURE_GENES):
-            gene_rows.append((k + 1, *FIXTURE_GENES[k]))
-            continue
-        ez = "" if rng.random() < 0.1 else int(entrez[k])
-        symbol = f"LOC{100_000 + k}" if ez == "" else f"G{k:05d}"
-        gene_rows.append((k + 1, int(gids[k]), f"ENSG{5 + 3 * k:011d}", symbol, ez))
+    table = gene_table(genes, rng, gene_pool)
+    gene_rows = list(table.itertuples(index=False, name=None))
 
     struct_index = {s[0]: i for i, s in enumerate(STRUCTURES)}
     col_struct = np.array([struct_index[c[5]] for c in columns])
     gene_mu = rng.normal(0.5, 2.0, genes)
     struct_eff = rng.normal(0.0, 0.8, (genes, len(STRUCTURES)))
+    dev_amp = np.where(rng.random(genes) < 0.4, rng.normal(0.0, 1.3, genes),
+                       rng.normal(0.0, 0.15, genes))
+    struct_dev = rng.normal(1.0, 0.35, (genes, len(STRUCTURES)))
+    dev_curve = np.tanh(np.log(np.array([_age_pcd(str(c[3])) for c in columns]) / 266.0))
 
     path = out / ZIP_NAME
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -151,7 +204,9 @@ def write_brainspan(
                     hi = min(lo + 1024, genes)
                     brng = np.random.default_rng([seed, 21, lo])
                     logv = (gene_mu[lo:hi, None] + struct_eff[lo:hi][:, col_struct]
-                            + brng.normal(0, 0.7, (hi - lo, samples)))
+                            + dev_amp[lo:hi, None] * struct_dev[lo:hi][:, col_struct]
+                            * dev_curve[None, :]
+                            + brng.normal(0, 0.5, (hi - lo, samples)))
                     micro = np.rint(np.minimum(np.exp(logv), 1e5) * 1e6).astype(np.int64)
                     micro[brng.random(micro.shape) < 0.2] = 0
                     frac = np.full(micro.shape, 6, dtype=np.int8)

@@ -1,0 +1,1 @@
+"""GTEx: median-TPM GCT files (reading, fetching) and the cross-reference with Allen data."""
