@@ -11,6 +11,8 @@ from .errors import ConfigError
 #: The real Allen API. Mirrors (``atlas-engine serve``) are chosen with ``--base-url``.
 DEFAULT_BASE_URL = "https://human.brain-map.org"
 BRAINSPAN_BASE_URL = "https://www.brainspan.org"
+#: GTEx's bucket (files under /adult-gtex/bulk-gex/<version>/rna-seq/)
+GTEX_BASE_URL = "https://storage.googleapis.com"
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -44,6 +46,7 @@ class Config:
 
     base_url: str = DEFAULT_BASE_URL
     brainspan_base_url: str = BRAINSPAN_BASE_URL
+    gtex_base_url: str = GTEX_BASE_URL
     data_dir: str = field(default_factory=lambda: os.path.expanduser("~/atlas-engine-data"))
     memory_limit: int | None = None
     scheduler: str | None = None
@@ -54,6 +57,7 @@ class Config:
         cfg = cls()
         cfg.base_url = env.get("ATLAS_ENGINE_BASE_URL", cfg.base_url)
         cfg.brainspan_base_url = env.get("ATLAS_ENGINE_BRAINSPAN_URL", cfg.brainspan_base_url)
+        cfg.gtex_base_url = env.get("ATLAS_ENGINE_GTEX_URL", cfg.gtex_base_url)
         cfg.data_dir = env.get("ATLAS_ENGINE_DATA", cfg.data_dir)
         cfg.memory_limit = parse_size(env.get("ATLAS_ENGINE_MEMORY_LIMIT"))
         cfg.scheduler = env.get("DASK_SCHEDULER_ADDRESS")

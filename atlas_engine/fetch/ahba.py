@@ -16,6 +16,8 @@
 Files with a published SHA-256 (:data:`~atlas_engine.sources.volumes.KNOWN_SHA256`) are checked
 against it when they come from the real archive; a mismatch fails the file.
 * ``celltypes:<dataset>`` - a Cell Types data set (:mod:`.celltypes`)
+* ``gtex`` / ``gtex-v10`` - GTEx's median-TPM GCT file of v8 / v10 (from the GTEx bucket on
+  storage.googleapis.com unless a base URL is given)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..sources.donors import (
     resolve_donors,
     well_known_files,
 )
+from ..sources.gtex import gtex_url as gtex_file_url
 from ..sources.rma import model_query
 from ..sources.urls import structure_graph_url, well_known_file_url
 from ..sources.volumes import (
@@ -57,7 +60,7 @@ from .manifest import atomic_write_bytes
 from .rma import DEFAULT_ORDER, RmaClient
 
 WHAT_CHOICES = ("microarray", "ontology", "structure-graph", "brainspan", "rnaseq", "mouse-ccf",
-                "mouse-p56", "human-atlas", "mri")
+                "mouse-p56", "human-atlas", "mri", "gtex", "gtex-v10")
 DEFAULT_WHAT = ("microarray", "ontology", "structure-graph")
 ONTOLOGY_NAME = f"ontology_{HBA_STRUCTURE_GRAPH}.csv"
 STRUCTURE_GRAPH_NAME = f"structure_graph_{HBA_STRUCTURE_GRAPH}.json"
@@ -140,7 +143,8 @@ def graph_ids_of(what: Sequence[str]) -> list[int]:
 
 
 def plan_downloads(what: Sequence[str], donors: Sequence[Donor], base_url: str,
-                   brainspan_url: str, download_url: str | None = None) -> list[DownloadSpec]:
+                   brainspan_url: str, download_url: str | None = None,
+                   gtex_url: str | None = None) -> list[DownloadSpec]:
     """The plain-GET files of a fetch (everything except the RMA-built ontology)."""
     files = well_known_files()
     specs: list[DownloadSpec] = []
@@ -176,6 +180,10 @@ def plan_downloads(what: Sequence[str], donors: Sequence[Donor], base_url: str,
         wkf = files[BRAINSPAN_GENES_WKF]
         specs.append(DownloadSpec(well_known_file_url(brainspan_url, wkf.id), wkf.filename,
                                   "zip", wkf.id))
+    for kind, version in (("gtex", "v8"), ("gtex-v10", "v10")):
+        if kind in what:
+            url = gtex_file_url(version, gtex_url)
+            specs.append(DownloadSpec(url, url.rsplit("/", 1)[1], "raw"))
     if "rnaseq" in what:
         for d in donors:
             if d.id in RNASEQ_WKF:
@@ -225,8 +233,10 @@ async def afetch_ahba(
     chosen = resolve_donors(donors)
     base = (base_url or cfg.base_url).rstrip("/")
     brainspan = (base_url or cfg.brainspan_base_url).rstrip("/")
+    gtex = (base_url or cfg.gtex_base_url).rstrip("/")
     specs = plan_downloads(kinds, chosen, base, brainspan,
-                           download_url=base_url.rstrip("/") if base_url else None)
+                           download_url=base_url.rstrip("/") if base_url else None,
+                           gtex_url=gtex)
     policy = policy or RetryPolicy()
     dest = Path(dest)
     report = FetchReport(dest)

@@ -24,6 +24,9 @@ Endpoints (shared allen_formats.md §2 and §5):
   download bucket (``DIR/aibs_human_m1_10x/matrix.csv``, ...), served like a well-known file.
 * ``GET /api/v2/structure_graph_download/{id}.json`` — ``structure_graph_{id}.json`` from the
   directory when present, else (graph 10) built from ``Ontology.csv``.
+* ``GET/HEAD /adult-gtex/bulk-gex/{v8|v10}/rna-seq/{file}`` — GTEx's median-TPM GCT files (the
+  bucket layout of storage.googleapis.com), served from the directory by their real names, with
+  the same ranges and faults as the downloads.
 
 Faults (:class:`Faults`) can be changed at any time through :attr:`MirrorServer.faults`; every
 request is logged (:attr:`MirrorServer.log`) and concurrent download responses are counted.
@@ -259,6 +262,7 @@ class MirrorServer:
         app.router.add_get(r"/api/v2/structure_graph_download/{gid:\d+}.json", self._graph)
         app.router.add_get(r"/informatics-archive/{tail:.+}", self._archive)
         app.router.add_get(r"/{prefix:aibs_[A-Za-z0-9_.-]+}/{name:[A-Za-z0-9_.-]+}", self._bucket)
+        app.router.add_get(r"/adult-gtex/bulk-gex/{version}/rna-seq/{name}", self._gtex)
         return app
 
     async def start(self) -> str:
@@ -405,6 +409,17 @@ class MirrorServer:
         path = await asyncio.to_thread(self.data.file_for_id, int(text))
         if path is None:
             return self._not_found(f"Well known file with id {text} not found")
+        return await self._serve_file(request, path)
+
+    async def _gtex(self, request: web.Request) -> web.StreamResponse:
+        """``/adult-gtex/bulk-gex/{version}/rna-seq/{name}``: a GTEx median-TPM GCT file of
+        the served directory (only the known file names of each version)."""
+        from ..sources.gtex import GTEX_FILES
+
+        version, name = request.match_info["version"], request.match_info["name"]
+        path = self.data.root / name
+        if GTEX_FILES.get(version) != name or not path.is_file():
+            return web.Response(status=404, text=f"No such object: {version}/{name}")
         return await self._serve_file(request, path)
 
     async def _archive(self, request: web.Request) -> web.StreamResponse:

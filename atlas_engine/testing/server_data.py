@@ -5,7 +5,12 @@ Everything comes from the files themselves (docs/architecture.md "Raw directory"
 * ``Probe`` and ``Gene`` from ``Probes.csv`` of the first donor zip present (donor order of
   :data:`~atlas_engine.sources.donors.DONORS`); genes are the distinct ``gene_id`` values.
 * ``Structure`` and the structure graph from that zip's ``Ontology.csv``.
-* ``Donor`` from :data:`~atlas_engine.sources.donors.DONORS`, for donors whose zip exists.
+* ``Donor`` from :data:`~atlas_engine.sources.donors.DONORS`, for donors whose zip exists, plus
+  BrainSpan's donors and ``Specimen`` (one per BrainSpan sample) from ``columns_metadata.csv``
+  of ``genes_matrix_csv.zip`` when the directory has it. BrainSpan record fields are INFERRED
+  (Donor: ``id``, ``name``, ``external_donor_name``, ``sex``, ``age``, ``age_years``,
+  ``organism_id``; Specimen: ``id``, ``name``, ``donor_id``, ``structure_id``; specimen ids are
+  made here as ``BRAINSPAN_SPECIMEN_BASE + column_num``, the real ids being unknown).
 * samples and expression values (``service::human_microarray_expression``) from each donor's
   ``SampleAnnot.csv`` and ``MicroarrayExpression.csv`` (rows scanned out of the zip member and
   cached per donor).
@@ -61,6 +66,11 @@ PRODUCTS: tuple[Record, ...] = (
      "id": 24, "name": "Developing Human Transcriptome"},
 )
 
+#: BrainSpan's product (Developing Human Transcriptome)
+BRAINSPAN_PRODUCT_ID = 24
+#: Generated Specimen ids: this + the sample's column_num (real ids UNCONFIRMED)
+BRAINSPAN_SPECIMEN_BASE = 700_000_000
+
 #: Depth of the ancestor reported as a sample's ``top_level_structure`` (3 = e.g. cerebral
 #: cortex under brain/gray matter/telencephalon). The real choice is UNCONFIRMED.
 TOP_LEVEL_DEPTH = 3
@@ -110,6 +120,7 @@ class MirrorData:
         self._structures: list[Record] | None = None
         self._samples: dict[int, list[Record]] = {}
         self._expr: dict[int, dict[int, list[str]]] = {}
+        self._bs_columns: list[dict[str, str]] | None = None
 
     # -- files --------------------------------------------------------------------------------
     def file_for_id(self, wkf_id: int) -> Path | None:
@@ -383,6 +394,47 @@ class MirrorData:
             "top_level_structure": struct(top, s["structure_id"]),
         }
 
+    # -- BrainSpan --------------------------------------------------------------------------
+    def brainspan_columns(self) -> list[dict[str, str]]:
+        """``columns_metadata.csv`` rows of ``genes_matrix_csv.zip`` (empty without the zip)."""
+        with self._lock:
+            if self._bs_columns is None:
+                path = self.root / "genes_matrix_csv.zip"
+                rows: list[dict[str, str]] = []
+                if path.is_file():
+                    header = ["column_num", "donor_id", "donor_name", "age", "gender",
+                              "structure_id", "structure_acronym", "structure_name"]
+                    with open_checked_zip(path) as zf:
+                        it = _read_member(zf, path, "columns_metadata.csv")
+                        _header_checked(it, f"{path}:columns_metadata.csv", header)
+                        for lineno, row in enumerate(it, start=2):
+                            if len(row) != len(header):
+                                raise FormatError(f"{path}:columns_metadata.csv",
+                                                  f"{len(row)} fields", line=lineno,
+                                                  expected=f"{len(header)} fields")
+                            rows.append(dict(zip(header, row, strict=True)))
+                self._bs_columns = rows
+            return self._bs_columns
+
+    def brainspan_donors(self) -> list[Record]:
+        from ..sources.devtime import age_years
+
+        out: dict[int, Record] = {}
+        for r in self.brainspan_columns():
+            d = int(r["donor_id"])
+            if d not in out:
+                out[d] = _sorted({"id": d, "name": r["donor_name"],
+                                  "external_donor_name": r["donor_name"], "sex": r["gender"],
+                                  "age": r["age"], "age_years": round(age_years(r["age"]), 4),
+                                  "organism_id": HUMAN_ORGANISM_ID})
+        return list(out.values())
+
+    def specimens(self) -> list[Record]:
+        return [_sorted({"id": BRAINSPAN_SPECIMEN_BASE + int(r["column_num"]),
+                         "name": f"{r['donor_name']}.{r['structure_acronym']}",
+                         "donor_id": int(r["donor_id"]), "structure_id": int(r["structure_id"])})
+                for r in self.brainspan_columns()]
+
     # -- the Tables protocol ------------------------------------------------------------------
     def table(self, model: str) -> list[Record]:
         if model == "Probe":
@@ -398,7 +450,10 @@ class MirrorData:
         if model == "Donor":
             return [_sorted({"id": d.id, "name": d.name, "external_donor_name": d.name,
                              "sex": d.sex, "age": f"{d.age} years", "age_years": d.age,
-                             "organism_id": HUMAN_ORGANISM_ID}) for d in self.donors()]
+                             "organism_id": HUMAN_ORGANISM_ID}) for d in self.donors()] + \
+                self.brainspan_donors()
+        if model == "Specimen":
+            return self.specimens()
         if model == "Product":
             return [_sorted(p) for p in PRODUCTS]
         raise RmaError(f"unknown model {model!r}")
@@ -406,7 +461,18 @@ class MirrorData:
     def related(self, model: str, assoc: str, record: Record) -> tuple[str, list[Record]]:
         """Records associated with ``record`` through ``assoc`` and their model."""
         if assoc == "products" and model != "Product":
-            return "Product", [_sorted(p) for p in PRODUCTS if p["id"] == HUMAN_MA_PRODUCT_ID]
+            brainspan = model == "Specimen" or (
+                model == "Donor" and record["id"] in {d["id"] for d in self.brainspan_donors()})
+            pid = BRAINSPAN_PRODUCT_ID if brainspan else HUMAN_MA_PRODUCT_ID
+            return "Product", [_sorted(p) for p in PRODUCTS if p["id"] == pid]
+        if model == "Specimen" and assoc == "donor":
+            return "Donor", [d for d in self.brainspan_donors() if d["id"] == record["donor_id"]]
+        if model == "Specimen" and assoc == "structure":
+            cols = self.brainspan_columns()
+            hit = next((c for c in cols if int(c["structure_id"]) == record["structure_id"]), None)
+            return "Structure", [] if hit is None else [{
+                "id": int(hit["structure_id"]), "acronym": hit["structure_acronym"],
+                "name": hit["structure_name"]}]
         if model == "Probe" and assoc in ("gene", "genes"):
             self._load_probes()
             gene = self._gene_by_id.get(record["gene_id"])

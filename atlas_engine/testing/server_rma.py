@@ -8,12 +8,14 @@ The query language (shared allen_formats.md §5.2) is a comma-separated list of 
 
 Supported here:
 
-* ``model::Donor|Gene|Probe|Structure|Product`` with ``rma::criteria`` filters
+* ``model::Donor|Gene|Probe|Structure|Product|Specimen`` with ``rma::criteria`` filters
   ``[attr$op value]`` (``$eq $ne $li $il $gt $lt $ge $le $in``; ``*`` or ``%`` are the
   ``$li``/``$il`` wildcards, both case-insensitive), a bare ``[attr]`` (not null), and the
   associations ``gene``/``genes`` (Probe → Gene), ``probes`` (Gene → Probe) and ``products``
-  (every record except a Product belongs to the Human Brain Microarray product, id 2), nested
-  as ``gene(products[id$eq2])``. Unknown attributes, models and associations are errors.
+  (AHBA records belong to the Human Brain Microarray product, id 2; BrainSpan donors and
+  specimens to the Developing Human Transcriptome, id 24), ``donor`` (Specimen → Donor) and
+  ``structure`` (Specimen → its BrainSpan structure), nested as ``gene(products[id$eq2])`` or
+  ``donor(products[id$eq24])``. Unknown attributes, models and associations are errors.
 * ``rma::include`` is accepted and ignored (records never carry associated objects).
 * ``rma::options`` ``[num_rows$eqN|'all']``, ``[start_row$eqN]``, ``[order$eqa,b+desc]``
   (table prefixes such as ``structures.`` are dropped; ``+desc``, `` desc`` or ``$desc``),
@@ -293,7 +295,7 @@ class Tables(Protocol):
                               structures: list[int] | None) -> dict[str, list[Record]]: ...
 
 
-MODELS = ("Donor", "Gene", "Probe", "Structure", "Product")
+MODELS = ("Donor", "Gene", "Probe", "Structure", "Product", "Specimen")
 
 
 def _typed(value: str, example: Any, attr: str) -> Any:
