@@ -127,6 +127,10 @@ def plot_trajectories(
                 continue
             if i % 2 == 0:
                 ax.axvspan(a, b, color="0.93", lw=0, zorder=0)
+            wide = (math.log(b / a) if log_age else b - a) / (
+                math.log(hi_x / lo_x) if log_age and hi_x > lo_x else max(hi_x - lo_x, 1e-9))
+            if wide < 0.03:
+                continue
             ax.text(math.sqrt(a * b) if log_age else (a + b) / 2, 1.0, p.code,
                     transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=6,
                     color="0.4")
@@ -142,8 +146,8 @@ def plot_trajectories(
                     label=str(g), zorder=3)
         if log_age:
             ax.set_xscale("log")
-            ticks = [(f"{w} pcw", w * 7) for w in (8, 12, 16, 24, 37)] + [
-                (f"{y} y", 38 * 7 + y * 365) for y in (1, 4, 12, 20, 40)]
+            ticks = [(f"{w} pcw", w * 7) for w in (8, 16, 26)] + [
+                (f"{y} y", 38 * 7 + y * 365) for y in (1, 4, 12, 40)]
             ticks = [(lab, v) for lab, v in ticks if lo_x * 0.8 <= v <= hi_x * 1.2]
             ax.set_xticks([v for _, v in ticks], [lab for lab, _ in ticks], fontsize=7)
             ax.minorticks_off()

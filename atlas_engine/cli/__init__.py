@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "bench_cmd"),
     "maps": ("maps", "maps_cmd"),
     "voxels": ("maps", "voxels_cmd"),
+    "trajectory": ("brainspan", "trajectory_cmd"),
+    "crossref": ("crossref", "crossref_cmd"),
 }
 
 
