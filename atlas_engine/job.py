@@ -170,12 +170,15 @@ def run_demo(
     out = Path(out)
     mirror = out / "mirror"
     marker = mirror / ".synth.json"
-    params = {"probes": probes, "samples_fraction": samples_fraction, "seed": seed}
+    params = {"probes": probes, "samples_fraction": samples_fraction, "seed": seed,
+              "brainspan": True, "gtex": True}
     if not (marker.exists() and json.loads(marker.read_text()) == params):
         _log(quiet, f"[0/4] generate Allen-format data → {mirror} ({probes} probes, "
                     f"{samples_fraction:g} of the real sample counts)")
+        # BrainSpan and GTEx files too (not part of the job; they make the mirror serve every
+        # dataset the engine reads, for the examples in docs/brainspan.md)
         write_all(mirror, probes=probes, samples_fraction=samples_fraction, seed=seed,
-                  brainspan=False, quiet=quiet)
+                  brainspan=True, gtex=True, quiet=quiet)
         marker.write_text(json.dumps(params))
     faults = Faults(drop_after=200_000, drop_first=3, fail_first=2, fail_status=503,
                     retry_after=0.2, scope="download") if flaky else None

@@ -7,8 +7,9 @@ finalize on numpy, Dask threads or a dask.distributed cluster): samples get one 
 then combined:
 
 * ``combined`` — the statistic per donor, then the mean of the donor values over donors with the
-  group (:func:`~atlas_engine.aggregate.engine.combine_donors`; median of donor medians for
-  ``median``, as for the microarray store);
+  group (as :func:`~atlas_engine.aggregate.engine.combine_donors`; median of donor medians for
+  ``median``, as for the microarray store). The engine's labels are the (group, donor) pairs
+  that have samples — never more than the samples — so memory stays genes × samples;
 * ``pooled`` — all samples of the group together;
 * ``each`` — one result per donor.
 """
@@ -26,7 +27,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..sources.devtime import STRUCTURE_GROUPS
-from .engine import DONOR_MODES, combine_donors, groupby_reduce
+from .engine import DONOR_MODES, groupby_reduce
 
 #: grouping keys (``group`` and ``structure_group`` are aliases of ``region``)
 KEYS = ("period", "age", "structure", "region", "donor", "gender")
@@ -260,9 +261,13 @@ def aggregate_brainspan(
     per_donor = donors != "pooled"
     labels = np.full(len(samples), -1, dtype=np.int64)
     if per_donor:
+        # one label per (group, donor) pair that has samples: at most one per sample, so the
+        # engine's output stays genes × samples whatever the number of groups and donors
         didx = np.array([d_index[int(d)] for d in sub["donor_id"]], dtype=np.int64)
-        labels[use] = labels_used * n_d + didx
-        n_labels = n_groups * n_d
+        pairs, pair_of = np.unique(labels_used * n_d + didx, return_inverse=True)
+        labels[use] = pair_of
+        pair_group, pair_donor = pairs // n_d, pairs % n_d
+        n_labels = len(pairs)
     else:
         labels[use] = labels_used
         n_labels = n_groups
@@ -279,22 +284,36 @@ def aggregate_brainspan(
                          stats=tuple(dict.fromkeys((stat, "count"))), ddof=ddof)
     value, count = dask.compute(res[stat], res["count"])
     value, count = np.asarray(value), np.asarray(count)      # (G, n_labels)
-    if per_donor:
-        v = value.reshape(len(rows), n_groups, n_d).transpose(2, 1, 0)   # (D, groups, G)
-        c = count.reshape(len(rows), n_groups, n_d).transpose(2, 1, 0)
-        if donors == "each":
-            out_v, out_c = np.where(c > 0, v, np.nan), c
-        elif stat == "mean":
-            comb = combine_donors(v, c, "combined")
-            out_v, out_c = comb["mean"], comb["count"]
-        else:
-            masked = np.where(c > 0, v, np.nan)
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                agg = np.nanmedian if stat == "median" else np.nanmean
-                out_v, out_c = agg(masked, axis=0), c.sum(axis=0)
-    else:
+    if not per_donor:
         out_v, out_c = value.T, count.T
+    elif donors == "each":
+        out_v = np.full((n_d, n_groups, len(rows)), np.nan)
+        out_c = np.zeros((n_d, n_groups, len(rows)), dtype=np.int64)
+        has = count > 0
+        out_v[pair_donor, pair_group] = np.where(has, value, np.nan).T
+        out_c[pair_donor, pair_group] = count.T
+    elif stat == "mean":
+        # the mean of donor means over the donors with values (combine_donors' "combined"),
+        # summed over each group's pairs with a 0/1 pair → group matrix
+        member = np.zeros((n_labels, n_groups))
+        member[np.arange(n_labels), pair_group] = 1.0
+        has = count > 0
+        n_don = has.astype(np.float64) @ member
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (np.where(has, value, 0.0) @ member) / n_don
+        out_v = np.where(n_don > 0, mean, np.nan).T
+        out_c = (count @ member).T.astype(np.int64)
+    else:
+        masked = np.where(count > 0, value, np.nan)
+        agg = np.nanmedian if stat == "median" else np.nanmean
+        out_v = np.full((n_groups, len(rows)), np.nan)
+        out_c = np.zeros((n_groups, len(rows)), dtype=np.int64)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for g in range(n_groups):
+                cols = np.flatnonzero(pair_group == g)
+                out_v[g] = agg(masked[:, cols], axis=1)
+                out_c[g] = count[:, cols].sum(axis=1)
     features = bs.genes.iloc[rows].reset_index()
     return BrainSpanResult(
         values=np.asarray(out_v, dtype=np.float64), n_values=np.asarray(out_c, dtype=np.int64),

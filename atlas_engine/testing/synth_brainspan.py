@@ -172,7 +172,8 @@ def write_brainspan(
 
     The full real size is ``genes=52_376, samples=524``. ``gene_pool`` (``gene_symbol``,
     ``entrez_id``; e.g. the AHBA generator's Probes table) supplies the gene symbols, so the
-    datasets share genes. About 20% of values are exactly zero; the others are log-normal RPKMs
+    datasets share genes. About a fifth of values are exactly zero (the low ones, and 2% dropouts);
+    the others are log-normal RPKMs
     with gene, structure and developmental effects: a gene's log level moves along
     ``tanh(log(age_pcd / birth))`` with a gene-specific amplitude scaled per structure group,
     so trajectories rise or fall around birth.
@@ -208,7 +209,8 @@ def write_brainspan(
                             * dev_curve[None, :]
                             + brng.normal(0, 0.5, (hi - lo, samples)))
                     micro = np.rint(np.minimum(np.exp(logv), 1e5) * 1e6).astype(np.int64)
-                    micro[brng.random(micro.shape) < 0.2] = 0
+                    # zeros where expression is low (as in RNA-seq), plus a few dropouts
+                    micro[(logv < -1.5) | (brng.random(micro.shape) < 0.02)] = 0
                     frac = np.full(micro.shape, 6, dtype=np.int8)
                     fh.write(render_decimal_rows(np.arange(lo + 1, hi + 1), micro, frac,
                                                  strip=False))
