@@ -17,7 +17,6 @@ then combined:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -292,28 +291,16 @@ def aggregate_brainspan(
         has = count > 0
         out_v[pair_donor, pair_group] = np.where(has, value, np.nan).T
         out_c[pair_donor, pair_group] = count.T
-    elif stat == "mean":
-        # the mean of donor means over the donors with values (combine_donors' "combined"),
-        # summed over each group's pairs with a 0/1 pair → group matrix
-        member = np.zeros((n_labels, n_groups))
-        member[np.arange(n_labels), pair_group] = 1.0
-        has = count > 0
-        n_don = has.astype(np.float64) @ member
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (np.where(has, value, 0.0) @ member) / n_don
-        out_v = np.where(n_don > 0, mean, np.nan).T
-        out_c = (count @ member).T.astype(np.int64)
     else:
+        # second stage, also through the engine: per group, over its (group, donor) pairs with
+        # values (NaN elsewhere, which the kernels skip), the mean of the donor values — as
+        # combine_donors' "combined" — or their median for ``median``; counts are summed
         masked = np.where(count > 0, value, np.nan)
-        agg = np.nanmedian if stat == "median" else np.nanmean
-        out_v = np.full((n_groups, len(rows)), np.nan)
-        out_c = np.zeros((n_groups, len(rows)), dtype=np.int64)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for g in range(n_groups):
-                cols = np.flatnonzero(pair_group == g)
-                out_v[g] = agg(masked[:, cols], axis=1)
-                out_c[g] = count[:, cols].sum(axis=1)
+        second = "median" if stat == "median" else "mean"
+        out_v = groupby_reduce(masked, pair_group, axis="sample", n_groups=n_groups,
+                               stats=(second,))[second].T
+        out_c = groupby_reduce(count.astype(np.float64), pair_group, axis="sample",
+                               n_groups=n_groups, stats=("sum",))["sum"].T.astype(np.int64)
     features = bs.genes.iloc[rows].reset_index()
     return BrainSpanResult(
         values=np.asarray(out_v, dtype=np.float64), n_values=np.asarray(out_c, dtype=np.int64),

@@ -35,8 +35,13 @@ def run_brainspan_aggregate(store: str, *, by: str, stat: str, genes: str | None
     ids = [d.strip() for d in donor_ids.split(",") if d.strip()] if donor_ids else None
     res = aggregate_brainspan(store, by=by, stat=stat, genes=genes, donors=donors,
                               donor_ids=ids, transform=transform)
-    frame = res.to_long() if layout == "long" else res.to_frame()
-    path = _write_table(frame, Path(out))
+    from ..report.tablewrite import write_table
+
+    frame = res.to_frame()
+    for c in res.groups.columns:   # descriptive float columns (age_years, …) label rows
+        if frame[c].dtype.kind == "f":
+            frame[c] = frame[c].astype(str)
+    path = write_table(frame, Path(out), layout=layout, var_name="gene")
     if not quiet:
         click.echo(f"{len(res.groups)} groups ({res.params['by']}), {len(res.features)} genes, "
                    f"{len(res.donors)} donors, {stat} ({donors}"
