@@ -168,15 +168,18 @@ class BrainSpanResult:
                 zip(sym, self.features["ensembl_gene_id"].astype(str), dup, strict=True)]
 
     def to_frame(self) -> pd.DataFrame:
-        """Wide: the group columns, ``n_samples``, ``n_donors``, then one column per gene (a
-        leading ``donor`` column for ``each``)."""
+        """Wide: the group columns, ``n_samples``, ``n_donors``, then one column per gene (for
+        ``each``: a leading ``donor`` column, the donor's own ``n_samples`` (samples with a
+        value), no ``n_donors``, and only the groups the donor has)."""
         meta = self.groups.reset_index(drop=True)
         if self.values.ndim == 2:
             return pd.concat([meta, pd.DataFrame(self.values, columns=self.feature_names)], axis=1)
         parts = []
         for k, d in enumerate(self.donors):
             body = pd.DataFrame(self.values[k], columns=self.feature_names)
-            part = pd.concat([pd.DataFrame({"donor": d}, index=meta.index), meta, body], axis=1)
+            own = meta.drop(columns=["n_donors"]).assign(
+                n_samples=self.n_values[k].max(axis=1, initial=0))   # this donor's samples
+            part = pd.concat([pd.DataFrame({"donor": d}, index=meta.index), own, body], axis=1)
             parts.append(part[self.n_values[k].sum(axis=1) > 0])
         return pd.concat(parts, ignore_index=True)
 
