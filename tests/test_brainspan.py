@@ -342,3 +342,22 @@ def test_brainspan_donors_and_specimens_from_mirror(bs_store, tmp_path):
     assert sorted(joined["structure_id"]) == sorted(cols["structure_id"])
     assert res2.exit_code == 0, res2.output
     assert len(res2.output.strip().splitlines()) - 1 == int((cols["age"] == "8 pcw").sum())
+
+
+def test_store_with_an_unknown_age_is_refused(bs_store, tmp_path):
+    from atlas_engine.errors import FormatError
+
+    src = bs_store.parent / "raw" / "genes_matrix_csv.zip"
+    dst = tmp_path / "genes_matrix_csv.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "columns_metadata.csv":
+                data = data.replace(b",12 pcw,", b",12 weeks,", 1)
+            zout.writestr(item, data)
+    store = tmp_path / "bad.zarr"
+    convert_brainspan(dst, store)
+    rep = verify_store(store)
+    assert not rep.ok and any("'12 weeks'" in p for p in rep.problems)
+    with pytest.raises(FormatError, match="12 weeks"):
+        aggregate_brainspan(store)

@@ -399,7 +399,7 @@ def test_synth_command(tmp_path):
     assert out.exit_code == 0 and "Examples" in out.output
     res = runner.invoke(cli, ["synth", str(tmp_path), "--probes", "20", "--samples-fraction",
                               "0.01", "--donors", "9861,12876", "--brainspan-genes", "10",
-                              "--brainspan-samples", "5", "--no-rnaseq"])
+                              "--brainspan-samples", "5", "--no-rnaseq", "--no-gtex"])
     assert res.exit_code == 0, res.output
     assert "wrote 4 files" in res.output
     names = sorted(p.name for p in tmp_path.iterdir())
