@@ -41,6 +41,24 @@ def _open_text(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
+def _fast_table(body: str, n_fields: int) -> pd.DataFrame | None:
+    """The data rows parsed by pandas' C reader with float value columns, or None when that
+    reader refuses them (the careful path then names the problem)."""
+    if not body.strip():
+        return None
+    dtypes: dict[int, type] = {0: str, 1: str}
+    dtypes.update({j: np.float64 for j in range(2, n_fields)})
+    try:
+        frame = pd.read_csv(io.StringIO(body), sep="\t", header=None, names=range(n_fields),
+                            dtype=dtypes, keep_default_na=False, na_values=[], quoting=3,
+                            engine="c", skip_blank_lines=True)
+    except (ValueError, pd.errors.ParserError):
+        return None
+    if frame[0].isna().any() or frame[1].isna().any():
+        return None
+    return frame
+
+
 def read_gct(path: str | os.PathLike) -> GctTable:
     """Read ``path`` (``.gct`` or ``.gct.gz``); :class:`FormatError` names the line and column
     of the first problem (version line, dimensions, header, a row's field count, a value that is
@@ -82,6 +100,18 @@ def read_gct(path: str | os.PathLike) -> GctTable:
         raise FormatError(name, f"tissue column {dup_t[0]!r} appears twice", line=3,
                           column=tissues.index(dup_t[0], tissues.index(dup_t[0]) + 1) + 3,
                           expected="distinct tissue names")
+    fast = _fast_table(body, len(cols))
+    if fast is not None and len(fast) == n_rows:
+        ids = fast[0].to_numpy(dtype=object)
+        vals = fast.iloc[:, 2:].to_numpy(dtype=np.float64)
+        if (np.isfinite(vals).all() and (vals >= 0).all() and not pd.Index(ids).duplicated().any()
+                and (fast[0].str.strip() != "").all()):
+            genes = pd.DataFrame({"name": ids, "ensembl": fast[0].str.split(".").str[0].to_numpy(),
+                                  "symbol": fast[1].to_numpy(dtype=object)})
+            if not genes["ensembl"].duplicated().any():
+                return GctTable(genes=genes, values=pd.DataFrame(vals, columns=tissues),
+                                path=name)
+    # something is off (or the fast reader could not cope): find the first problem line by line
     lines = body.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
