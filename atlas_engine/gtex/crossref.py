@@ -150,25 +150,27 @@ def brainspan_tissues(store: Any, tissue_map: pd.DataFrame,
 def match_genes(allen: pd.DataFrame, gtex: pd.DataFrame) -> pd.DataFrame:
     """For each Allen gene (``symbol``, ``ensembl``): the GTEx row it matches (``gtex_row``,
     -1 = none), ``matched_by`` (``ensembl``/``symbol``/empty) and ``reason`` when unmatched."""
-    ens_row = pd.Series(np.arange(len(gtex)), index=gtex["ensembl"].to_numpy())
-    sym_groups = pd.Series(np.arange(len(gtex))).groupby(gtex["symbol"].to_numpy()).agg(list)
+    ens_row = {e: i for i, e in enumerate(gtex["ensembl"].astype(str))}
+    sym_rows: dict[str, list[int]] = {}
+    for i, sym in enumerate(gtex["symbol"].astype(str)):
+        sym_rows.setdefault(sym, []).append(i)
+    names = gtex["name"].astype(str).to_numpy()
     rows, how, why = [], [], []
     for sym, ens in zip(allen["symbol"].astype(str), allen["ensembl"].astype(str), strict=True):
-        if ens and ens in ens_row.index:
-            rows.append(int(ens_row[ens]))
+        if ens and ens in ens_row:
+            rows.append(ens_row[ens])
             how.append("ensembl")
             why.append("")
             continue
-        hits = sym_groups.get(sym, [])
+        hits = sym_rows.get(sym, [])
         if len(hits) == 1:
-            rows.append(int(hits[0]))
+            rows.append(hits[0])
             how.append("symbol")
             why.append("")
         elif len(hits) > 1:
-            ids = ", ".join(gtex["name"].iloc[hits].astype(str))
             rows.append(-1)
             how.append("")
-            why.append(f"symbol names {len(hits)} GTEx genes ({ids})")
+            why.append(f"symbol names {len(hits)} GTEx genes ({', '.join(names[hits])})")
         else:
             rows.append(-1)
             how.append("")
