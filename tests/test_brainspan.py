@@ -204,7 +204,7 @@ def _result_series(res, keys: list[str]) -> pd.Series:
 @pytest.mark.parametrize("mode", ["combined", "pooled"])
 def test_group_means_match_pandas(bs_store, bs_long, by, mode):
     keys = parse_keys(by)
-    res = aggregate_brainspan(bs_store, by=by, donors=mode)
+    res = aggregate_brainspan(bs_store, by=by, combine=mode)
     want = _oracle(bs_long, keys, mode)
     got = _result_series(res, keys)
     want.index = want.index.set_levels([lvl.astype(str) for lvl in want.index.levels])
@@ -228,7 +228,7 @@ def test_group_means_match_pandas(bs_store, bs_long, by, mode):
 @pytest.mark.parametrize("stat", ["median", "std", "min", "max", "sum"])
 def test_other_stats_pooled_and_combined(bs_store, bs_long, stat):
     for mode in ("pooled", "combined"):
-        res = aggregate_brainspan(bs_store, by="period", donors=mode, stat=stat,
+        res = aggregate_brainspan(bs_store, by="period", combine=mode, stat=stat,
                                   transform="log2")
         want = _oracle(bs_long, ["period"], mode, stat=stat, log2=True)
         got = _result_series(res, ["period"])
@@ -238,7 +238,7 @@ def test_other_stats_pooled_and_combined(bs_store, bs_long, stat):
 
 
 def test_each_donor(bs_store, bs_long):
-    res = aggregate_brainspan(bs_store, by="structure", donors="each")
+    res = aggregate_brainspan(bs_store, by="structure", combine="each")
     assert res.values.ndim == 3 and res.values.shape[0] == len(res.donors)
     want = _oracle(bs_long, ["structure"], "each")
     got = _result_series(res, ["structure"]).dropna()
@@ -259,11 +259,11 @@ def test_genes_by_symbol_entrez_ensembl(bs_store):
 def test_donor_subset_and_unknown(bs_store):
     s = open_brainspan(bs_store).samples
     d = int(s["donor_id"].iloc[0])
-    res = aggregate_brainspan(bs_store, by="structure", donor_ids=[d])
+    res = aggregate_brainspan(bs_store, by="structure", donors=[d])
     assert res.donors == [d]
     assert res.groups["n_samples"].sum() == int((s.donor_id == d).sum())
     with pytest.raises(ConfigError, match="not in the BrainSpan store"):
-        aggregate_brainspan(bs_store, donor_ids=[1])
+        aggregate_brainspan(bs_store, donors=[1])
 
 
 def test_aggregate_cli_on_brainspan(bs_store, tmp_path):

@@ -149,7 +149,7 @@ def select_genes(genes: pd.DataFrame, spec: str | Sequence[str] | None
 
 @dataclass
 class BrainSpanResult:
-    """``values`` (group, gene) — (donor, group, gene) for ``donors="each"`` — with the counts
+    """``values`` (group, gene) — (donor, group, gene) for ``combine="each"`` — with the counts
     behind each entry (``n_values``), the group table and the gene table."""
 
     values: np.ndarray
@@ -227,8 +227,8 @@ def aggregate_brainspan(
     by: str | Sequence[str] = "period",
     stat: str = "mean",
     genes: str | Sequence[str] | None = None,
-    donors: str = "combined",
-    donor_ids: Sequence[int | str] | None = None,
+    combine: str = "combined",
+    donors: Sequence[int | str] | None = None,
     transform: str = "none",
     ddof: int = 1,
 ) -> BrainSpanResult:
@@ -243,10 +243,10 @@ def aggregate_brainspan(
         comma-separated for combinations (``"period,structure"``).
     stat : {"mean", "median", "sum", "count", "std", "var", "min", "max"}
     genes : symbols, Entrez ids, Ensembl ids, ``"@file"`` or None (all genes)
-    donors : {"combined", "pooled", "each"}
+    combine : {"combined", "pooled", "each"}
         ``combined``: per donor, then the mean of donor values (median of donor medians);
         ``pooled``: all samples together; ``each``: one result per donor.
-    donor_ids : donors to include (ids or names; default all)
+    donors : donors to include (ids or names; default all)
     transform : {"none", "log2"}
         ``log2``: statistics of ``log2(RPKM + 1)``.
     ddof : int
@@ -258,16 +258,18 @@ def aggregate_brainspan(
 
     if stat not in STATS:
         raise ConfigError(f"unknown --stat {stat!r} (valid: {', '.join(STATS)})")
-    if donors not in DONOR_MODES:
-        raise ConfigError(f"unknown donor mode {donors!r} (valid: {', '.join(DONOR_MODES)})")
+    if combine not in DONOR_MODES:
+        raise ConfigError(f"unknown combine mode {combine!r} (valid: {', '.join(DONOR_MODES)})")
     if transform not in TRANSFORMS:
         raise ConfigError(f"unknown transform {transform!r} (valid: {', '.join(TRANSFORMS)})")
     bs = store if isinstance(store, BrainSpanStore) else open_brainspan(os.fspath(store))
     keys = parse_keys(by)
     samples = bs.samples
     use = np.ones(len(samples), dtype=bool)
-    if donor_ids is not None:
-        wanted = {str(d) for d in donor_ids}
+    if isinstance(donors, str):
+        donors = [d.strip() for d in donors.split(",") if d.strip()]
+    if donors is not None:
+        wanted = {str(d) for d in donors}
         use = (samples["donor_id"].astype(str).isin(wanted)
                | samples["donor_name"].astype(str).isin(wanted)).to_numpy()
         known = set(samples["donor_id"].astype(str)) | set(samples["donor_name"].astype(str))
@@ -281,7 +283,7 @@ def aggregate_brainspan(
                         key=lambda d: (float(sub.loc[sub.donor_id == d, "age_pcd"].iloc[0]), d))
     d_index = {d: i for i, d in enumerate(donor_list)}
     n_d = len(donor_list)
-    per_donor = donors != "pooled"
+    per_donor = combine != "pooled"
     labels = np.full(len(samples), -1, dtype=np.int64)
     if per_donor:
         # one label per (group, donor) pair that has samples: at most one per sample, so the
@@ -308,16 +310,16 @@ def aggregate_brainspan(
     # size than holding every block's per-label intermediates
     x = x.rechunk({1: -1})
     stats = tuple(dict.fromkeys((stat, "count")))
-    combine = per_donor and donors != "each"
-    width = 2 * (n_groups if combine else n_labels)
+    combined = per_donor and combine != "each"
+    width = 2 * (n_groups if combined else n_labels)
     both = x.map_blocks(_reduce_block, labels, n_labels, stats, ddof,
-                        pair_group if combine else None, n_groups,
+                        pair_group if combined else None, n_groups,
                         "median" if stat == "median" else "mean",
                         chunks=(x.chunks[0], (width,)), dtype=np.float64)
     done = np.asarray(dask.compute(both)[0])
     half = width // 2
     value, count = done[:, :half], done[:, half:].astype(np.int64)
-    if not per_donor or combine:
+    if not per_donor or combined:
         out_v, out_c = value.T, count.T
     else:
         out_v = np.full((n_d, n_groups, len(rows)), np.nan)
@@ -328,6 +330,6 @@ def aggregate_brainspan(
     return BrainSpanResult(
         values=np.asarray(out_v, dtype=np.float64), n_values=np.asarray(out_c, dtype=np.int64),
         groups=groups, features=features, donors=donor_list, missing_genes=missing,
-        params={"dataset": "brainspan", "by": ",".join(keys), "stat": stat, "donors": donors,
+        params={"dataset": "brainspan", "by": ",".join(keys), "stat": stat, "combine": combine,
                 "transform": transform, "store": bs.url},
     )

@@ -31,7 +31,7 @@ def trajectory_table(
     *,
     group_by: str = "region",
     transform: str = "log2",
-    donors: str = "combined",
+    combine: str = "combined",
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Tidy trajectories and per-sample points for ``genes``.
 
@@ -49,7 +49,7 @@ def trajectory_table(
     if group_by not in GROUP_KEYS:
         raise ConfigError(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_KEYS)}")
     bs = store if isinstance(store, BrainSpanStore) else open_brainspan(os.fspath(store))
-    res = aggregate_brainspan(bs, by=f"age,{group_by}", genes=genes, donors=donors,
+    res = aggregate_brainspan(bs, by=f"age,{group_by}", genes=genes, combine=combine,
                               transform=transform)
     long = res.to_long()
     long = long.rename(columns={"structure": group_by} if group_by == "structure" else {})

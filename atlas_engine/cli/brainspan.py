@@ -22,19 +22,19 @@ def _write_table(frame, out: Path) -> Path:  # noqa: ANN001 - a pandas DataFrame
     raise ConfigError(f"--out {out}: use .csv or .parquet")
 
 
-def run_brainspan_aggregate(store: str, *, by: str, stat: str, genes: str | None, donors: str,
-                            donor_ids: str | None, transform: str, collapse: str, out: str,
+def run_brainspan_aggregate(store: str, *, by: str, stat: str, genes: str | None, combine: str,
+                            donors: str | None, transform: str, collapse: str, out: str,
                             quiet: bool, layout: str = "wide") -> None:
     """``atlas-engine aggregate`` on a BrainSpan store: a group × gene table (``--by`` period,
     age, structure, region, donor, gender or a combination)."""
     from ..aggregate.brainspan import aggregate_brainspan
 
-    if collapse.strip().lower() not in ("", "none", "gene", "gene:mean"):
+    if collapse.strip().lower() not in ("", "auto", "none", "gene", "gene:mean"):
         raise ConfigError("--collapse does not apply to BrainSpan (its rows are genes already)")
     t0 = time.perf_counter()
-    ids = [d.strip() for d in donor_ids.split(",") if d.strip()] if donor_ids else None
-    res = aggregate_brainspan(store, by=by, stat=stat, genes=genes, donors=donors,
-                              donor_ids=ids, transform=transform)
+    ids = [d.strip() for d in donors.split(",") if d.strip()] if donors else None
+    res = aggregate_brainspan(store, by=by, stat=stat, genes=genes, combine=combine,
+                              donors=ids, transform=transform)
     from ..report.tablewrite import write_table
 
     frame = res.to_frame()
@@ -44,7 +44,7 @@ def run_brainspan_aggregate(store: str, *, by: str, stat: str, genes: str | None
     path = write_table(frame, Path(out), layout=layout, var_name="gene")
     if not quiet:
         click.echo(f"{len(res.groups)} groups ({res.params['by']}), {len(res.features)} genes, "
-                   f"{len(res.donors)} donors, {stat} ({donors}"
+                   f"{len(res.donors)} donors, {stat} ({combine}"
                    f"{', log2(RPKM+1)' if transform == 'log2' else ''}) in "
                    f"{time.perf_counter() - t0:.1f} s")
         if res.missing_genes:

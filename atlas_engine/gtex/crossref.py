@@ -126,7 +126,7 @@ def brainspan_tissues(store: Any, tissue_map: pd.DataFrame,
     adults = sorted(set(s.loc[s["age_years"] >= min_years, "donor_id"].astype(int)))
     if not adults:
         raise ConfigError(f"the BrainSpan store has no donor aged {min_years:g} years or more")
-    res = aggregate_brainspan(bs, by="structure", transform="log2", donor_ids=adults)
+    res = aggregate_brainspan(bs, by="structure", transform="log2", donors=adults)
     idx = {a: k for k, a in enumerate(res.groups["structure"].astype(str))}
     cols, notes = {}, []
     for _, row in tissue_map.iterrows():
