@@ -275,6 +275,12 @@ def test_aggregate_cli_on_brainspan(bs_store, tmp_path):
     t = pd.read_csv(out)
     assert list(t.columns[:2]) == ["period", "period_name"]
     assert {"BDNF", "COMT", "n_samples", "n_donors", "region"} <= set(t.columns)
+    res = CliRunner().invoke(cli, ["aggregate", str(bs_store), "--by", "age", "--combine",
+                                   "each", "--layout", "long", "--out", str(tmp_path / "e.csv")])
+    assert res.exit_code == 0, res.output
+    t = pd.read_csv(tmp_path / "e.csv")
+    assert {"donor", "age", "age_years", "gene", "value"} <= set(t.columns)
+    assert t.groupby("donor")["age"].nunique().max() == 1      # a donor has one age
     res = CliRunner().invoke(cli, ["aggregate", str(bs_store), "--collapse", "gene:max_variance",
                                    "--out", str(out)])
     assert res.exit_code != 0

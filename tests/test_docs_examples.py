@@ -6,9 +6,9 @@ demo-output`` ran (the demo is made once per session, at a small scale). Bash bl
 ``bash -e``; the Python blocks of a document share one interpreter, like a user following
 the page in a console. ``atlas-engine`` and ``python`` are this checkout's.
 
-The Allen servers are not reachable from tests: the session serves the demo's mirror (plus a
-BrainSpan file) on loopback and points ``ATLAS_ENGINE_BASE_URL`` / ``ATLAS_ENGINE_BRAINSPAN_URL``
-at it — the documented way to use a mirror — so examples that name the real API run against
+The Allen servers are not reachable from tests: the session serves the demo's mirror (with
+BrainSpan and GTEx files) on loopback and points ``ATLAS_ENGINE_BASE_URL`` /
+``ATLAS_ENGINE_BRAINSPAN_URL`` / ``ATLAS_ENGINE_GTEX_URL`` at it — the documented way to use a mirror — so examples that name the real API run against
 the mirror. The one change made to a block is the port of ``atlas-engine serve`` examples
 (8765 becomes a free port). ``HOME`` is a folder of the test, so nothing lands in the real one.
 
@@ -120,6 +120,7 @@ def _env(home: Path, bin_dir: Path, url: str | None) -> dict[str, str]:
     if url:
         env["ATLAS_ENGINE_BASE_URL"] = url
         env["ATLAS_ENGINE_BRAINSPAN_URL"] = url
+        env["ATLAS_ENGINE_GTEX_URL"] = url
     return env
 
 
@@ -137,10 +138,9 @@ def _bin_dir(where: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def docs_demo(tmp_path_factory):
-    """``atlas-engine demo --out demo-output`` (small), run once; its mirror (plus a
-    BrainSpan file) served on loopback for the session."""
+    """``atlas-engine demo --out demo-output`` (small), run once; its mirror (with BrainSpan
+    and GTEx files) served on loopback for the session."""
     from atlas_engine.testing.server import MirrorServer
-    from atlas_engine.testing.synth_brainspan import write_brainspan
 
     root = tmp_path_factory.mktemp("docs_demo")
     bin_dir = _bin_dir(root / "bin")
@@ -148,8 +148,7 @@ def docs_demo(tmp_path_factory):
                     str(DEMO["probes"]), "--samples-fraction", str(DEMO["samples_fraction"]),
                     "--quiet"], cwd=root, env=_env(root, bin_dir, None), check=True,
                    timeout=600)
-    mirror = root / "demo-output" / "mirror"
-    write_brainspan(mirror, genes=200, samples=40, seed=0)
+    mirror = root / "demo-output" / "mirror"   # the demo writes BrainSpan and GTEx files too
     server = MirrorServer(mirror)
     url = server.start_in_thread()
     try:

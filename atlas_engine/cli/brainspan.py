@@ -39,7 +39,7 @@ def run_brainspan_aggregate(store: str, *, by: str, stat: str, genes: str | None
 
     frame = res.to_frame()
     for c in res.groups.columns:   # descriptive float columns (age_years, …) label rows
-        if frame[c].dtype.kind == "f":
+        if c in frame.columns and frame[c].dtype.kind == "f":
             frame[c] = frame[c].astype(str)
     path = write_table(frame, Path(out), layout=layout, var_name="gene")
     if not quiet:
