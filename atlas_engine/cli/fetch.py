@@ -20,7 +20,8 @@ from ..errors import FetchError
 @click.option("--what", default="microarray,ontology,structure-graph", show_default=True,
               help="Comma-separated: microarray, ontology, structure-graph (graph 10) or "
                    "structure-graph:1,10 (any graph ids), brainspan, rnaseq, mouse-ccf, "
-                   "mouse-p56, human-atlas, mri, gtex (GTEx v8 median TPM), gtex-v10, all, or celltypes:<dataset> (human-m1, "
+                   "mouse-p56, human-atlas, mri, gtex (GTEx v8 median TPM), gtex-v10, all, or "
+                   "celltypes:<dataset> (human-m1, "
                    "human-mca, mouse-ctx-hpf-10x, mouse-ctx-hpf-smartseq, human-mtg, mouse-visp).")
 @click.option("--verify-all", is_flag=True,
               help="Re-hash files already in the manifest instead of trusting size + mtime.")
