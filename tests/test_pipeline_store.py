@@ -138,7 +138,7 @@ def test_explanations_against_raw_files(e2e):
     # each kept gene's chosen probe is selected in the probe table
     sel = set(probes.loc[probes.selected, "probe_id"])
     assert set(genes.loc[genes.status == "kept", "selected_probe_id"].astype(int)) <= sel
-    # samples: the generator's deliberate mismatches are the hemisphere drops
+    # samples: the mismatches the generator reports are the hemisphere drops
     smp = res.samples
     for donor, rows in synth.mismatches.items():
         got = smp[(smp.donor == donor) & smp.reason.str.contains("hemisphere mismatch")]
@@ -157,9 +157,10 @@ def test_explanations_against_raw_files(e2e):
     assert prov["store"]["url"] == st.url
 
 
-def test_corrected_mni_on_generated_ids_names_them(e2e):
-    with pytest.raises(ConfigError, match="well id"):
-        get_expression_data(e2e["store"], ATLAS, INFO, reannotated=False)
+def test_corrected_mni_applies_to_generated_well_ids(e2e):
+    # the generated samples carry real well ids: the corrected coordinates replace theirs
+    res = get_expression_data(e2e["store"], ATLAS, INFO, reannotated=False)
+    assert res.samples["status"].eq("matched").any()
 
 
 def test_bad_options(e2e):

@@ -186,9 +186,14 @@ def _check_params(p: dict[str, Any]) -> None:
 
 
 def _resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
+    from .atlases import resolve
+
     info = None
     if atlas_info is not None:
-        info = atlas_info if isinstance(atlas_info, pd.DataFrame) else pd.read_csv(atlas_info)
+        info = (atlas_info if isinstance(atlas_info, pd.DataFrame)
+                else pd.read_csv(resolve(atlas_info, "info")))
+    if isinstance(atlas, (str, Path)):
+        atlas = resolve(atlas, "image")
     if isinstance(atlas, VolumeAtlas):
         if info is not None:
             return VolumeAtlas(*_atlas_arrays(atlas), info)
@@ -454,16 +459,17 @@ def _row_blocks(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64):
 def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
     """``(sorted structure ids, len(rows) × n_structures means)`` of one donor's kept samples,
-    block-wise with the grouped kernels."""
-    from ..aggregate.engine import groupby_reduce
+    block-wise, Kahan-summed in sample order as pandas' groupby mean (abagen's
+    ``_groupby_structure_id``): with ``lr_mirror`` a structure and its mirror hold the same
+    samples in another order, and their means must tie exactly as in abagen for the ranks of
+    ``probe_selection='rnaseq'`` (:mod:`atlas_engine.kernels.compensated`)."""
+    from ..kernels.compensated import group_mean_compensated
 
     sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
     codes = codes.reshape(-1).astype(np.int64)
     out = np.empty((len(rows), len(sids)))
     for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
-        res = groupby_reduce(block[:, ds.src], codes, axis="sample", n_groups=len(sids),
-                             stats=("mean",), parallel=False)
-        out[pos] = res["mean"]
+        out[pos] = group_mean_compensated(block[:, ds.src], codes, len(sids))
     return sids, out
 
 
@@ -699,9 +705,10 @@ def get_expression_data(
 
     store : AtlasStore or path/URL
         A store written by ``atlas-engine convert``.
-    atlas : path to a NIfTI label image, ``(labels, affine)`` or :class:`VolumeAtlas`
+    atlas : path to a NIfTI label image, ``(labels, affine)``, :class:`VolumeAtlas` or the
+        name of a shipped atlas ("desikan-killiany", :mod:`.atlases`)
         A group (MNI) volumetric atlas.
-    atlas_info : path to a CSV or DataFrame, optional
+    atlas_info : path to a CSV, DataFrame or shipped atlas name, optional
         Columns id, hemisphere (L/R/B), structure (broad class).
     donors : "all" or donor ids
     dtype : "float64" (parity) or "float32" (values are computed in float64 either way;
