@@ -220,13 +220,13 @@ def test_rerun_repairs_consolidated_metadata_missing_a_listed_donor(clean, tmp_p
 _SLOW = r"""
 import sys, time
 from atlas_engine.convert import writer
-orig = writer.BlockWriter.write
-def write(self, r0, block):
-    time.sleep(0.05)
-    return orig(self, r0, block)
-writer.BlockWriter.write = write
+orig = writer.Staged.publish
+def publish(self):
+    time.sleep(1.0)
+    orig(self)
+writer.Staged.publish = publish
 from atlas_engine.convert.donor import convert_microarray
-convert_microarray(sys.argv[1], sys.argv[2], jobs=1, probe_chunk=16)
+convert_microarray(sys.argv[1], sys.argv[2], jobs=1)
 """
 
 
@@ -489,7 +489,7 @@ def small_tmpfs(tmp_path):
     mnt.mkdir()
     if not sys.platform.startswith("linux") or shutil.which("mount") is None:
         pytest.skip("needs Linux mount")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")

@@ -474,12 +474,15 @@ def _tables_group(url: str, frame: pd.DataFrame, dim: str, index_col: str) -> xr
     return xr.Dataset(data, coords=coords)
 
 
-def _ensure_tables(store_url: str, probes: Table, ontology: Table) -> None:
+def _ensure_tables(store_url: str, probes: Table, ontology: Table, force: bool = False) -> None:
+    """Write the probe and ontology groups unless the store holds them already (from the same
+    bytes, every array there); ``force`` rewrites them regardless."""
     for name, table, dim, key in ((L.PROBES_GROUP, probes, L.PROBE_DIM, "probe_id"),
                                   (L.ONTOLOGY_GROUP, ontology, L.STRUCTURE_DIM, "id")):
         try:
             g = zarr.open_group(writer.join(store_url, name), mode="r", zarr_format=3)
-            if g.attrs.get("sha256") == table.sha256:
+            if not force and g.attrs.get("sha256") == table.sha256 and \
+                    set(table.frame.columns) <= set(g.array_keys()):
                 continue
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
             pass
@@ -693,7 +696,7 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: Options, f
     first_error: BaseException | None = None
     # the probe and ontology groups are written while the first donors stream
     tables = threading.Thread(target=_capture, args=(tables_box, _ensure_tables, store_url,
-                                                    probes, ontology), name="tables")
+                                                    probes, ontology, force), name="tables")
     tables.start()
     with ThreadPoolExecutor(n_jobs, thread_name_prefix="convert") as pool:
         # largest first, so the last donors running at once are the short ones
@@ -811,9 +814,16 @@ def _capture(box: dict[str, Any], func: Callable[..., Any], *args: Any) -> None:
 
 
 def _member_sha256(src: MemberSource) -> str:
-    """sha256 of a (small) member's bytes, CRC-checked."""
+    """sha256 of a (small) member's bytes, CRC-checked, without a leading byte-order mark (as
+    :func:`.metadata.table_bytes` hashes them)."""
+    from .zipstream import BOM
+
     h = hashlib.sha256()
+    first = True
     for piece in src.iter_chunks():
+        if first and piece.startswith(BOM):
+            piece = piece[len(BOM):]
+        first = False
         h.update(piece)
     return h.hexdigest()
 
