@@ -320,18 +320,38 @@ def test_damaged_chunk_stops_reads_and_verify_says_how_to_repair(clean, tmp_path
     _same_as_clean(store, clean)
 
 
-def test_damaged_array_metadata_is_one_line(clean, tmp_path, capsys):
+@pytest.mark.parametrize("target", ["donors/14380/expression/zarr.json",
+                                    "donors/14380/zarr.json", "probes/gene_id/zarr.json"])
+def test_damaged_array_metadata_is_one_line(clean, tmp_path, capsys, target):
     store = tmp_path / "s.zarr"
     shutil.copytree(clean["store"], store)
-    (store / "donors/14380/zarr.json").write_text("{not json")
-    # readers use the consolidated copy; verify reads every array's own metadata too
-    (store / "zarr.json").write_text((store / "zarr.json").read_text().replace(
-        '"donors/14380/expression"', '"donors/14380/expressionX"'))
-    with pytest.raises(SystemExit):
-        main(["verify", str(store)])
-    out = capsys.readouterr()
-    assert "FAILED" in out.out or "error:" in out.err
-    assert "Traceback" not in out.out + out.err
+    meta = store / target
+    meta.write_bytes(meta.read_bytes()[:40])
+    for argv in (["aggregate", str(store), "--by", "structure", "--out",
+                  str(tmp_path / "o.csv"), "--quiet"], ["verify", str(store)]):
+        with pytest.raises(SystemExit) as code:
+            main(argv)
+        assert code.value.code == 1
+        out = capsys.readouterr()
+        text = out.out + out.err
+        assert "Traceback" not in text and ("error: " in out.err or "FAILED" in out.out)
+        assert ("donor 14380" if target.startswith("donors") else "probe") in text
+        assert "--force" in text
+    donors = ["--donors", "14380"] if target.startswith("donors") else []
+    main(["convert", str(clean["src"]), str(store), "--force", "--quiet", *donors])
+    _same_as_clean(store, clean)
+
+
+def test_damaged_root_metadata_is_rebuilt(clean, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(clean["store"], store)
+    root = store / "zarr.json"
+    root.write_bytes(root.read_bytes()[:1000])
+    with pytest.raises(StoreError, match="root metadata .* is damaged.*re-run convert"):
+        open_store(store)
+    res = convert_microarray(clean["src"], store)
+    assert res.converted == []
+    _same_as_clean(store, clean)
 
 
 def test_old_layout_store_says_reconvert(clean, tmp_path):

@@ -81,9 +81,18 @@ def join(url: str | os.PathLike, sub: str) -> str:
 
 
 def open_root(url: str | os.PathLike, mode: str = "a") -> zarr.Group:
+    """The root group of a store (created if needed). A local root whose ``zarr.json`` is
+    damaged (not JSON) is set aside as ``zarr.json.damaged`` and started afresh: conversion
+    rebuilds the listing from the groups on disk (call it holding :func:`store_lock`)."""
     path = local_path(url)
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
+        meta = path / "zarr.json"
+        if mode != "r" and meta.exists():
+            try:
+                json.loads(meta.read_bytes())
+            except ValueError:
+                os.replace(meta, path / "zarr.json.damaged")
         return zarr.open_group(str(path), mode=mode, zarr_format=3)
     return zarr.open_group(os.fspath(url), mode=mode, zarr_format=3)
 
@@ -138,7 +147,7 @@ def write_root(url: str | os.PathLike, update: Callable[[dict[str, Any]], dict[s
             root.attrs[ROOT_ATTR] = new
             consolidate(url)
             return True
-        members = {k: v.metadata for k, v in root.members(max_depth=None)}
+        members = _tree_metadata(path)
         for k, v in members.items():
             if isinstance(v, GroupMetadata) and v.consolidated_metadata is None:
                 members[k] = dataclasses.replace(
@@ -160,6 +169,42 @@ def write_root(url: str | os.PathLike, update: Callable[[dict[str, Any]], dict[s
             pass
         atomic_write(target, data)
         return True
+
+
+def _tree_metadata(root: Path) -> dict[str, Any]:
+    """Path → zarr metadata of every node under the local store ``root`` (breadth first, as
+    zarr lists them). A node whose ``zarr.json`` is damaged is left out with everything below
+    it (it is not listed, so readers never reach it; conversion rewrites it), as are hidden
+    folders (``.staging``) and ``cache/``."""
+    from zarr.core.group import GroupMetadata
+    from zarr.core.metadata import ArrayV3Metadata
+
+    out: dict[str, Any] = {}
+    level = [root]
+    while level:
+        nxt = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir())
+            except OSError:
+                continue
+            for child in children:
+                if child.name.startswith(".") or (folder == root and child.name == "cache"):
+                    continue
+                try:
+                    doc = json.loads((child / "zarr.json").read_bytes())
+                    kind = doc.get("node_type")
+                    meta = (ArrayV3Metadata.from_dict(dict(doc)) if kind == "array" else
+                            GroupMetadata.from_dict(dict(doc)) if kind == "group" else None)
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue
+                if meta is None:
+                    continue
+                out[child.relative_to(root).as_posix()] = meta
+                if kind == "group":
+                    nxt.append(child)
+        level = nxt
+    return out
 
 
 def atomic_write(target: Path, data: bytes) -> None:

@@ -15,16 +15,19 @@ must match, and an absent chunk file is an error, never the fill value
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .integrity import check_chunk, damaged, missing
+from ..errors import AtlasEngineError, StoreError
+from .integrity import check_chunk, damaged, missing, owner, repair_hint
 
 _DTYPES = {"float32": "<f4", "float64": "<f8", "bool": "|b1", "int64": "<i8", "int32": "<i4"}
 
@@ -36,17 +39,44 @@ def _local_root(url: str) -> Path | None:
     return Path(text)
 
 
-@lru_cache(maxsize=256)
 def _plan(url: str, path: str) -> dict[str, Any] | None:
-    """The direct-read plan of one array, or ``None`` when zarr must be used."""
+    """The direct-read plan of one array, or ``None`` when zarr must be used; damaged
+    metadata raises :class:`~atlas_engine.errors.StoreError` naming the array."""
+    try:
+        return _plan_cached(url, path)
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise _bad_metadata(url, path, exc) from None
+
+
+def _bad_metadata(url: str, path: str, exc: BaseException) -> StoreError:
+    return StoreError(f"{url}: the metadata of array {path} ({owner(path)}) cannot be read "
+                      f"({type(exc).__name__}: {str(exc)[:200]}); {repair_hint(url, path)}")
+
+
+@contextlib.contextmanager
+def _zarr_errors(url: str, path: str) -> Iterator[None]:
+    """Errors of zarr opening an array with damaged metadata, as one :class:`StoreError`."""
+    try:
+        yield
+    except AtlasEngineError:
+        raise
+    except (KeyError, ValueError, TypeError, OSError, AttributeError) as exc:
+        raise _bad_metadata(url, path, exc) from None
+
+
+@lru_cache(maxsize=256)
+def _plan_cached(url: str, path: str) -> dict[str, Any] | None:
     root = _local_root(url)
     if root is None:
         return None
     meta_file = root / path / "zarr.json"
     try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError):
+        text = meta_file.read_text()
+    except OSError:
         return None
+    meta = json.loads(text)
+    if not isinstance(meta, dict):
+        raise ValueError("zarr.json is not a JSON object")
     grid = meta.get("chunk_grid", {})
     keys = meta.get("chunk_key_encoding", {})
     codecs = meta.get("codecs", [])
@@ -161,7 +191,9 @@ def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = No
 
         from .checked import checked_store
 
-        block = np.asarray(zarr.open_array(checked_store(str(url)), path=path, mode="r")[r0:r1])
+        with _zarr_errors(str(url), path):
+            arr = zarr.open_array(checked_store(str(url)), path=path, mode="r")
+        block = np.asarray(arr[r0:r1])
         if out is None:
             return block
         out[...] = block
@@ -194,7 +226,8 @@ def array_shape(url: str, path: str) -> tuple[tuple[int, int], tuple[int, int], 
 
     from .checked import checked_store
 
-    arr = zarr.open_array(checked_store(str(url)), path=path, mode="r")
+    with _zarr_errors(str(url), path):
+        arr = zarr.open_array(checked_store(str(url)), path=path, mode="r")
     return tuple(arr.shape), tuple(arr.chunks), arr.dtype  # type: ignore[return-value]
 
 
@@ -223,7 +256,8 @@ def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None,
 
         from .checked import checked_store
 
-        arr = zarr.open_array(checked_store(str(url)), path=path, mode="r")
+        with _zarr_errors(str(url), path):
+            arr = zarr.open_array(checked_store(str(url)), path=path, mode="r")
         block = np.asarray(arr[r0:r1, first * cc:min(n_cols, (first + n_cc) * cc)])
         for j in range(n_cc):
             b0, b1 = j * cc, min(block.shape[1], (j + 1) * cc)

@@ -235,6 +235,10 @@ class AtlasStore:
                     raise StoreNotFoundError(f"{url}: no such store") from None
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             except ValueError as exc:
+                if "://" not in url and os.path.isfile(os.path.join(url, "zarr.json")):
+                    raise StoreError(f"{url}: the root metadata (zarr.json) is damaged ({exc}); "
+                                     "re-run convert to rebuild it: atlas-engine convert SRC "
+                                     f"{url}") from None
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             attrs = dict(root.attrs.get(L.ROOT_ATTR, {}))
         if not attrs:

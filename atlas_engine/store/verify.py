@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import AtlasEngineError, StoreError
 from ..sources.donors import DONORS, N_PROBES
 from . import layout as L
-from .integrity import repair_hint
+from .integrity import owner, repair_hint
 
 _KNOWN_COUNTS = {d.id: d.n_samples for d in DONORS}
 
@@ -34,10 +34,11 @@ class VerifyReport:
         self.problems.append(text)
 
 
-def _problem(exc: BaseException) -> str:
+def _problem(exc: BaseException, hint: str = "") -> str:
+    """One line for ``exc``; ``hint`` (the repair) added unless the message has it already."""
     if isinstance(exc, AtlasEngineError):
         return str(exc)
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}" + (f"; {hint}" if hint else "")
 
 
 def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], name: str,
@@ -88,7 +89,8 @@ def _check_group_arrays(url: str, group: str, report: VerifyReport,
         grp = zarr.open_group(checked_store(url), path=group, mode="r", zarr_format=3)
         arrays = dict(grp.arrays())
     except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
-        report.fail(f"{group}: cannot be opened ({_problem(exc)}); {repair_hint(url, group)}")
+        report.fail(f"{group} ({owner(group)}): cannot be opened: "
+                    f"{_problem(exc, repair_hint(url, group))}")
         return
     for name, arr in sorted(arrays.items()):
         if name in skip or arr.ndim != 1:
@@ -187,7 +189,7 @@ def _verify_donor(store: Any, d: int, n_probes: int | None, full_scale: bool, ch
             nn, ni = _check_matrix(store.url, f"{group}/{name}", cs[name], chunks,
                                    f"donor {d} {name}", report)
         except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
-            report.fail(f"donor {d} {name}: {_problem(exc)}; {hint}")
+            report.fail(f"donor {d} {name}: {_problem(exc, hint)}")
             continue
         s["nan"] += nn
         s["inf"] += ni
@@ -244,7 +246,7 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
                 nn, ni = _check_matrix(store.url, f"{group}/{name}", cs[name], chunks,
                                        f"RNA-seq donor {d} {name}", report)
             except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
-                report.fail(f"RNA-seq donor {d} {name}: {_problem(exc)}; {hint}")
+                report.fail(f"RNA-seq donor {d} {name}: {_problem(exc, hint)}")
                 continue
             s["nan"] += nn
             s["inf"] += ni
