@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -286,8 +287,8 @@ class AtlasStore:
         if cached is not None and cached.is_file():
             try:
                 return _frame_from_npz(cached)
-            except (OSError, ValueError, KeyError):
-                pass
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass     # damaged (the npz members carry CRC-32s): read the store instead
         with _metadata_errors(self.url, group):
             cols = _read_columns(self.url, group, index)
         if cols is None:  # arrays with encodings zarr alone does not apply: xarray
