@@ -532,4 +532,11 @@ def test_full_disk_is_one_line_and_leaves_a_readable_store(clean, small_tmpfs):
             assert st.donor(d)["expression"].values.size
     except StoreError as exc:
         assert "no finished donor" in str(exc)
-    assert not (store / ".staging").exists() or not any((store / ".staging").iterdir())
+    # once there is room, a re-run finishes it (the store moved to a roomier disk)
+    roomy = clean["store"].parent.parent / f"roomy-{os.getpid()}.zarr"
+    shutil.copytree(store, roomy)
+    try:
+        convert_microarray(clean["src"], roomy)
+        _same_as_clean(roomy, clean)
+    finally:
+        shutil.rmtree(roomy, ignore_errors=True)

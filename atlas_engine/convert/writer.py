@@ -417,8 +417,14 @@ class Staged:
             shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
-        if self.is_local:
-            shutil.rmtree(self.url, ignore_errors=True)
+        """Remove the staged group. zarr may still be finishing writes it had started when one
+        of them failed (they run on its event loop), so removal is retried briefly; anything
+        left is cleared by the next run."""
+        if not self.is_local:
+            return
+        shutil.rmtree(self.url, ignore_errors=True)
+        time.sleep(0.05)
+        shutil.rmtree(self.url, ignore_errors=True)
 
 
 def clean_staging(store_url: str | os.PathLike) -> None:
