@@ -540,3 +540,23 @@ def test_full_disk_is_one_line_and_leaves_a_readable_store(clean, small_tmpfs):
         _same_as_clean(roomy, clean)
     finally:
         shutil.rmtree(roomy, ignore_errors=True)
+
+
+def test_rnaseq_nonfinite_refused_then_counted(synth_small, tmp_path):
+    from atlas_engine.convert.rnaseq import convert_rnaseq
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    _rewrite_zip(synth_small.dest / "rnaseq_donor9861.zip", src / "rnaseq_donor9861.zip",
+                 lambda n, d: _replace_value(d, 3, 2, b"-inf") if n == "RNAseqTPM.csv" else d)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(FormatError) as info:
+        convert_rnaseq(src, store)
+    assert info.value.file.endswith("RNAseqTPM.csv")
+    assert (info.value.line, info.value.column) == (3, 2)
+    convert_rnaseq(src, store, allow_nonfinite=True)
+    import zarr
+
+    g = zarr.open_group(store / "rnaseq" / "9861", mode="r")
+    assert g.attrs["provenance"]["nonfinite_values"] == {"tpm": 1, "counts": 0}
+    assert np.isnan(g["tpm"][2, 0]) and int(np.isnan(g["tpm"][:]).sum()) == 1

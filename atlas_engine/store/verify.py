@@ -229,8 +229,8 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
                 report.fail(f"RNA-seq donor {d}: {name} is missing; {hint}")
             elif ds[name].dims != (L.GENE_DIM, L.SAMPLE_DIM):
                 report.fail(f"RNA-seq donor {d}: {name} has dims {ds[name].dims}; {hint}")
-        accepted = sum(((ds.attrs.get("provenance") or {}).get("nonfinite_values") or {})
-                       .values())
+        per_array = (ds.attrs.get("provenance") or {}).get("nonfinite_values") or {}
+        accepted = sum(per_array.values())
         if accepted:
             s["nonfinite_accepted"][f"rnaseq {d}"] = int(accepted)
         if not checksums:
@@ -250,6 +250,9 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
                 continue
             s["nan"] += nn
             s["inf"] += ni
+            if nn != per_array.get(name, 0) or ni:
+                report.fail(f"RNA-seq donor {d} {name}: {nn} NaN and {ni} infinite values where "
+                            f"conversion stored {per_array.get(name, 0)} NaN; {hint}")
 
 
 __all__ = ["VerifyReport", "verify_store", "StoreError"]
