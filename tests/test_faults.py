@@ -216,12 +216,15 @@ def test_rerun_repairs_consolidated_metadata_missing_a_listed_donor(clean, tmp_p
     _same_as_clean(store, clean)
 
 
-_SLOW = r"""
-import sys, time
+_HELD = r"""
+import os, sys, time
 from atlas_engine.convert import writer
+release = sys.argv[3]
 orig = writer.Staged.publish
 def publish(self):
-    time.sleep(0.6)
+    deadline = time.time() + 120
+    while not os.path.exists(release) and time.time() < deadline:
+        time.sleep(0.02)
     orig(self)
 writer.Staged.publish = publish
 from atlas_engine.convert.donor import convert_microarray
@@ -229,25 +232,35 @@ convert_microarray(sys.argv[1], sys.argv[2], jobs=1)
 """
 
 
-@pytest.mark.parametrize("wait", [False, True])
-def test_two_concurrent_converts(clean, tmp_path, wait):
+def test_two_concurrent_converts(clean, tmp_path):
+    # the finding: `convert L S --jobs 1 &` then `convert L S --donors 12876` corrupted a donor
     store = tmp_path / "s.zarr"
-    first = subprocess.Popen([sys.executable, "-c", _SLOW, str(clean["src"]), str(store)],
-                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
-    deadline = time.time() + 60
-    while writer.lock_holder(store) is None and first.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    assert first.poll() is None, first.stderr.read()
-    second = _run_cli("convert", str(clean["src"]), str(store), "--donors", "12876",
-                      "--quiet", *(["--wait"] if wait else []))
-    assert first.wait(timeout=120) == 0
-    if wait:
-        assert second.returncode == 0, second.stderr
-    else:
+    release = tmp_path / "release"
+    first = subprocess.Popen([sys.executable, "-c", _HELD, str(clean["src"]), str(store),
+                              str(release)], env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while writer.lock_holder(store) is None and first.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.01)
+        assert first.poll() is None, first.stderr.read()
+        # a second convert is refused, naming the first
+        second = _run_cli("convert", str(clean["src"]), str(store), "--donors", "12876",
+                          "--quiet")
         assert second.returncode == 1
         assert f"being converted by process {first.pid}" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
+        # with --wait it queues behind the first
+        third = subprocess.Popen([*_CLI, "convert", str(clean["src"]), str(store), "--donors",
+                                  "12876", "--wait"], env=_env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        line = third.stderr.readline()
+        assert f"waiting for process {first.pid}" in line
+    finally:
+        release.touch()
+    assert first.wait(timeout=120) == 0
+    assert third.wait(timeout=120) == 0, third.stderr.read()
     _same_as_clean(store, clean)
 
 
