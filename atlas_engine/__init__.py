@@ -34,6 +34,13 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "get_expression_data": (".pipeline.expression", "get_expression_data"),
     "RmaClient": (".fetch.rma", "RmaClient"),
     "HumanBrainAtlas": (".fetch.api", "HumanBrainAtlas"),
+    # reference atlases and brain maps
+    "ontology_from_structure_graph": (".store.graph", "ontology_from_structure_graph"),
+    "open_volume": (".volumes", "open_volume"),
+    "voxel_counts": (".volumes.counts", "voxel_counts"),
+    "structure_mask": (".volumes.counts", "structure_mask"),
+    "write_maps": (".maps.write", "write_maps"),
+    "plot_map": (".maps.plot", "plot_map"),
 }
 
 __all__ = ["__version__", *_EXPORTS]

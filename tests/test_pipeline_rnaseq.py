@@ -237,7 +237,7 @@ def test_abagen_folder_layout(rna, tmp_path):
 
     a = xr.open_zarr(store, group="rnaseq/9861")["tpm"].values
     np.testing.assert_array_equal(a, rna["store"].rnaseq(9861)["tpm"].values)
-    with pytest.raises(ConfigError, match="no rnaseq_donor"):
+    with pytest.raises(ConfigError, match="no AHBA RNA-seq donor"):
         convert_rnaseq(raw, store, donors=[10021])
 
 

@@ -360,3 +360,62 @@ def combine_donors(
             mean = np.where(has, means * counts, 0.0).sum(axis=0) / total
     mean = np.where(n_donors > 0, mean, np.nan)
     return {"mean": mean, "count": total, "n_donors": n_donors}
+
+
+# ------------------------------------------------------------------------------------------
+# blocks that carry their own labels (volumes: each voxel's label is data, not a 1-D axis)
+# ------------------------------------------------------------------------------------------
+def groupby_reduce_blocks(
+    blocks: Iterable[tuple[Any, Any]],
+    *,
+    n_groups: int,
+    stats: str | Iterable[str] = ("count",),
+    membership: np.ndarray | None = None,
+    split_every: int | None = None,
+) -> dict[str, Any]:
+    """Grouped statistics over ``(values, labels)`` blocks, each ``(1, n)`` with ``(n,)``
+    labels: the chunk → combine → finalize path of :func:`groupby_reduce` for data whose
+    labels differ per block (a volume's voxels grouped by their annotation).
+
+    ``blocks`` may yield numpy pairs (reduced as they come, in bounded memory) or
+    ``dask.delayed`` pairs (a task tree: one chunk task per block, merged ``split_every`` at a
+    time, then finalized; returns computed numpy results). Mergeable statistics only.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``(1, n_out)`` per statistic, as :func:`groupby_reduce` with ``axis="sample"``.
+    """
+    aggs = tuple(specs.resolve(stats))
+    if any(not a.mergeable for a in aggs):
+        raise ConfigError("per-block labels support mergeable statistics only (no median)")
+    if membership is not None:
+        membership = np.asarray(membership, dtype=bool)
+        if membership.ndim != 2 or membership.shape[0] != n_groups:
+            raise ConfigError(f"membership must have shape ({n_groups}, n_out), "
+                              f"got {membership.shape}")
+    needed = specs.needed_intermediates(aggs)
+    every = int(split_every or DEFAULT_SPLIT_EVERY)
+    parts: list[Any] = []
+    lazy = False
+    for values, labels in blocks:
+        if type(values).__module__.startswith("dask"):
+            import dask
+
+            lazy = True
+            parts.append(dask.delayed(_chunk_task)(values, labels, n_groups, 1, needed))
+        else:
+            parts.append(chunk_reduce(values, labels, n_groups, 1, needed))
+            if len(parts) >= every:
+                parts = [specs.merge(parts)]
+    if not parts:
+        parts = [chunk_reduce(np.zeros((1, 0)), np.zeros(0, np.int64), n_groups, 1, needed)]
+    if lazy:
+        import dask
+
+        level = parts
+        while len(level) > 1:
+            level = [dask.delayed(_merge_task)(level[k:k + every])
+                     for k in range(0, len(level), every)]
+        return dask.delayed(_finalize_task)(level[0], aggs, 1, 1, membership).compute()
+    return _finish(specs.merge(parts) if len(parts) > 1 else parts[0], aggs, 1, 1, membership)

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run_cmd"),
     "demo": ("run", "demo_cmd"),
     "bench": ("bench", "bench_cmd"),
+    "maps": ("maps", "maps_cmd"),
+    "voxels": ("maps", "voxels_cmd"),
 }
 
 

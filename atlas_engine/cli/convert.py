@@ -18,12 +18,13 @@ import click
               "(default: every donor found in SRC).")
 @click.option("--dataset", type=click.Choice(["auto", "ahba", "ahba-rnaseq", "brainspan"]),
               default="auto", show_default=True,
-              help="What to convert (auto: the microarray donors and their RNA-seq zips if "
-              "SRC has them, only RNA-seq if it has only rnaseq_donor*.zip, else BrainSpan; "
-              "ahba-rnaseq: only the RNA-seq donors).")
+              help="What to convert (auto: the microarray donors and their RNA-seq donors if "
+              "SRC has them, only RNA-seq if it has only RNA-seq donors, else BrainSpan; "
+              "ahba-rnaseq: only the RNA-seq donors). Archives are recognised by their "
+              "members, whatever their names.")
 @click.option("--rnaseq/--no-rnaseq", default=True, show_default=True,
-              help="With the microarray donors, also convert rnaseq_donor{id}.zip (or abagen's "
-              "rnaseq_donor{id}/ folders) found in SRC into rnaseq/{id}.")
+              help="With the microarray donors, also convert the RNA-seq donor zips (or "
+              "folders) found in SRC into rnaseq/{id}.")
 @click.option("--memory-limit", default=None, help="Bound on working memory, e.g. 512MB; "
               "limits how many donors convert at once.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
@@ -40,6 +41,10 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
                 rnaseq: bool, memory_limit: str | None, jobs: int | None, force: bool,
                 allow_nonfinite: bool, wait: bool, quiet: bool) -> None:
     """Convert donor zips (or abagen folders) in SRC into the Zarr v3 STORE.
+
+    SRC is a folder of zips / extracted folders, or one zip or folder. File names do not
+    matter: each archive is recognised by its members and each donor identified by its
+    SampleAnnot.csv well_ids; a name that contradicts the content is refused.
 
     \b
     Examples:
@@ -107,6 +112,12 @@ def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
         if s.get("rnaseq"):
             click.echo("RNA-seq: " + ", ".join(f"{d}: {v['genes']} genes × {v['samples']} "
                                                 "samples" for d, v in s["rnaseq"].items()))
+        for d, o in (s.get("sources") or {}).items():
+            if o:
+                sha = f", sha256 {o['sha256'][:16]}…" if o.get("sha256") else ""
+                inner = f" ({o['member_prefix']})" if o.get("member_prefix") else ""
+                click.echo(f"source of donor {d}: {o['file']}{inner}, {o['size']:,} bytes{sha}; "
+                           f"identified by {o['identified_by']}")
         click.echo(f"NaN: {s['nan']}, inf: {s['inf']}")
         if s.get("nonfinite_accepted"):
             click.echo("non-finite values stored as NaN at conversion (--allow-nonfinite): "

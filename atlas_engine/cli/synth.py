@@ -28,12 +28,18 @@ import click
 @click.option("--rnaseq/--no-rnaseq", default=True, show_default=True,
               help="Also write rnaseq_donor{id}.zip for the selected donors among 9861 and "
               "10021 (121 samples at full size; genes as the microarray probes').")
+@click.option("--volumes/--no-volumes", default=False, show_default=True,
+              help="Also write reference volumes: CCFv3-style annotation_{10,25,50,100}.nrrd, "
+                   "the P56 MetaImage zip, the human annotation_full.nii.gz, donor T1/T2 and "
+                   "structure_graph_1.json, in the layout `serve` publishes.")
+@click.option("--volume-scale", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Divide the real volume shapes by this (1 = real size: 4.8 GB at 10 µm).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes writing donors in parallel (default: CPU count for big outputs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
 def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donors: str,
               brainspan: bool, brainspan_genes: int, brainspan_samples: int, rnaseq: bool,
-              workers: int | None, quiet: bool) -> None:
+              volumes: bool, volume_scale: int, workers: int | None, quiet: bool) -> None:
     """Write generated data in the exact Allen file formats into DEST.
 
     Per donor normalized_microarray_donor{id}.zip (MicroarrayExpression, PACall, Probes,
@@ -46,6 +52,7 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
       atlas-engine synth raw/                                  # full size, ~4 GB of CSV
       atlas-engine synth small/ --probes 2000 --samples-fraction 0.1
       atlas-engine synth two/ --donors 9861,10021 --no-brainspan --seed 7
+      atlas-engine synth atlases/ --probes 500 --samples-fraction 0.1 --volumes
     """
     from ..testing.synth import write_all
 
@@ -54,11 +61,19 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
                        donors=donors, brainspan=brainspan, brainspan_genes=brainspan_genes,
                        brainspan_samples=brainspan_samples, rnaseq=rnaseq, workers=workers,
                        quiet=quiet)
+    written_volumes = {}
+    if volumes:
+        from ..testing.synth_volumes import write_reference_volumes
+
+        written_volumes = write_reference_volumes(dest, mouse_scale=volume_scale,
+                                                  human_scale=max(1, volume_scale * 4 // 5),
+                                                  seed=seed)
     if quiet:
         return
     paths = [*result.zips.values(), *result.rnaseq.values(), result.structure_graph]
     if result.brainspan is not None:
         paths.append(result.brainspan)
+    paths += [p for k, p in written_volumes.items() if k != "structure_graph_10"]
     total = sum(p.stat().st_size for p in paths)
     for donor_id, path in result.zips.items():
         click.echo(f"{path}  ({result.n_probes} probes x {result.samples[donor_id]} samples, "
@@ -68,5 +83,8 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
     click.echo(str(result.structure_graph))
     if result.brainspan is not None:
         click.echo(str(result.brainspan))
+    for path in written_volumes.values():
+        if path != result.structure_graph:
+            click.echo(str(path))
     click.echo(f"wrote {len(paths)} files, {total / 2**20:,.1f} MiB in "
                f"{time.perf_counter() - started:,.1f} s (seed {seed})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError
@@ -30,17 +29,17 @@ class ConvertSummary:
 
 def detect_dataset(src: str | os.PathLike) -> str:
     """``ahba`` when ``src`` holds microarray donors, ``ahba-rnaseq`` when it holds only
-    RNA-seq donors, else ``brainspan``."""
-    from .donor import _DIR_RE, _ZIP_RE
-    from .rnaseq import _ZIP_RE as _RNA_ZIP_RE
+    RNA-seq donors, ``brainspan`` when it holds a BrainSpan genes matrix. Archives are
+    recognised by their members, whatever their names (:mod:`.discover`); a source with none
+    raises :class:`ConfigError` listing what was looked for."""
+    from .discover import BRAINSPAN, MICROARRAY, RNASEQ, scan
 
-    p = Path(src)
-    names = [f.name for f in p.iterdir()] if p.is_dir() else []
-    if any(_ZIP_RE.match(n) or _DIR_RE.match(n) for n in names):
-        return "ahba"
-    if any(_RNA_ZIP_RE.match(n) for n in names):
-        return "ahba-rnaseq"
-    return "brainspan"
+    sc = scan(src)
+    for kind, dataset in ((MICROARRAY, "ahba"), (RNASEQ, "ahba-rnaseq"),
+                          (BRAINSPAN, "brainspan")):
+        if sc.of_kind(kind):
+            return dataset
+    raise sc.nothing()
 
 
 def convert(
@@ -63,12 +62,14 @@ def convert(
     Parameters
     ----------
     src
-        A folder of donor zips (or extracted donor folders), RNA-seq zips, or a BrainSpan zip.
+        A folder of donor zips (or extracted donor folders), RNA-seq zips, or a BrainSpan zip;
+        or one such zip or folder. Any file names: archives are recognised by their members and
+        donors identified by their content (a name contradicting the content is an error).
     store
         The Zarr store to create or complete (a path or an fsspec URL).
     dataset
         ``"auto"`` (microarray donors, with their RNA-seq donors if ``src`` has them; only
-        RNA-seq when that is all there is; else BrainSpan), ``"ahba"``, ``"ahba-rnaseq"`` or
+        RNA-seq when that is all there is; else a BrainSpan genes matrix), ``"ahba"``, ``"ahba-rnaseq"`` or
         ``"brainspan"``.
     dtype
         Stored precision of the expression values (``"float32"`` or ``"float64"``).

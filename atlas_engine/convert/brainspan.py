@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from ..store import layout as L
 from . import writer
 from .blockparse import ParseStats, iter_blocks
 from .zipstream import MemberSource
+
+if TYPE_CHECKING:
+    from .discover import Found
 
 ZIP_NAME = "genes_matrix_csv.zip"
 BRAINSPAN_GROUP = "brainspan"
@@ -51,37 +54,45 @@ def _table(src: MemberSource, columns: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
-def find_brainspan(src: str | os.PathLike) -> Path | None:
-    p = Path(src)
-    if p.is_file() and p.name.endswith(".zip"):
-        return p
-    cand = p / ZIP_NAME
-    return cand if cand.exists() else None
+def find_brainspan(src: str | os.PathLike) -> Found | None:
+    """The BrainSpan genes matrix in ``src`` (a zip of any name, a folder of them, or the
+    extracted folder), recognised by its members (see :mod:`.discover`)."""
+    from .discover import BRAINSPAN, scan
+
+    found = scan(src).of_kind(BRAINSPAN)
+    if len(found) > 1:
+        raise ConfigError(f"{src}: holds {len(found)} BrainSpan genes matrices "
+                          f"({', '.join(f.display for f in found)}); convert one at a time")
+    return found[0] if found else None
 
 
 def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
                       dtype: str = "float32", gene_chunk: int = L.PROBE_CHUNK,
                       sample_chunk: int = L.SAMPLE_CHUNK, allow_nonfinite: bool = False,
                       wait: bool = False) -> dict:
-    """Convert ``genes_matrix_csv.zip`` (``src`` is the zip or a folder holding it), holding
-    the store's writer lock (``wait`` for it, else :class:`StoreBusyError` when another
-    process converts into the store). ``allow_nonfinite`` stores nan/inf tokens as NaN
-    instead of refusing them."""
-    zpath = find_brainspan(src)
-    if zpath is None:
-        raise ConfigError(f"{src}: no {ZIP_NAME} found")
+    """Convert BrainSpan's ``genes_matrix_csv.zip``: ``src`` is the zip (any name), a folder
+    holding it, or its extracted folder (recognised by the members, see :mod:`.discover`).
+
+    The store's writer lock is held throughout (``wait`` for it, else
+    :class:`StoreBusyError` when another process converts into the store).
+    ``allow_nonfinite`` stores nan/inf tokens as NaN instead of refusing them."""
+    found = find_brainspan(src)
+    if found is None:
+        from .discover import BRAINSPAN, scan
+
+        raise scan(src).nothing((BRAINSPAN,))
     store_url = os.fspath(store)
     with writer.store_lock(store_url, wait=wait), \
             writer.disk_errors(store_url, "the BrainSpan group"):
-        return _convert(zpath, store_url, dtype, gene_chunk, sample_chunk,
+        return _convert(found, store_url, dtype, gene_chunk, sample_chunk,
                         "nan" if allow_nonfinite else "refuse")
 
 
-def _convert(zpath: Path, store_url: str, dtype: str, gene_chunk: int, sample_chunk: int,
+def _convert(found: Any, store_url: str, dtype: str, gene_chunk: int, sample_chunk: int,
              nonfinite: str) -> dict:
     t0 = time.perf_counter()
-    rows = _table(MemberSource(zpath, "rows_metadata.csv"), ROWS_COLUMNS)
-    cols = _table(MemberSource(zpath, "columns_metadata.csv"), COLS_COLUMNS)
+    rows = _table(found.member("rows_metadata.csv"), ROWS_COLUMNS)
+    cols = _table(found.member("columns_metadata.csv"), COLS_COLUMNS)
     n, m = len(rows), len(cols)
     root = writer.open_root(store_url)
     info = writer.root_info(root)
@@ -102,7 +113,7 @@ def _convert(zpath: Path, store_url: str, dtype: str, gene_chunk: int, sample_ch
         chunks = (min(gene_chunk, n), min(sample_chunk, m))
         arr = writer.create_matrix(staged.url, L.EXPRESSION, (n, m), chunks, dtype,
                                    (L.GENE_DIM, L.SAMPLE_DIM), {"units": "RPKM"})
-        src_m = MemberSource(zpath, "expression_matrix.csv")
+        src_m = found.member("expression_matrix.csv")
         stats = ParseStats()
         crcs = []
         want = rows["row_num"].to_numpy()
@@ -124,15 +135,19 @@ def _convert(zpath: Path, store_url: str, dtype: str, gene_chunk: int, sample_ch
         if stats.rows != n:
             raise FormatError(src_m.display, f"file ends after {stats.rows} rows",
                               line=stats.rows + 1, expected=f"{n} rows")
-        h = hashlib.sha256()
-        with open(zpath, "rb") as fh:
-            while piece := fh.read(8 << 20):
-                h.update(piece)
-        st = zpath.stat()
+        sha = None
+        if found.is_zip:
+            h = hashlib.sha256()
+            with open(found.path, "rb") as fh:
+                while piece := fh.read(8 << 20):
+                    h.update(piece)
+            sha = h.hexdigest()
+        st = found.path.stat()
         g = zarr.open_group(staged.url, mode="a", zarr_format=3)
-        g.attrs.update({"provenance": {"source": {"name": zpath.name, "size": st.st_size,
+        g.attrs.update({"provenance": {"source": {"name": found.path.name,
+                                                  "size": found.size(),
                                                   "mtime_ns": st.st_mtime_ns},
-                                       "sha256": h.hexdigest(),
+                                       "sha256": sha, "origin": found.record(sha),
                                        "converter": f"atlas-engine {__version__}",
                                        "nonfinite_values": stats.nonfinite,
                                        "options": {"dtype": dtype, "chunks": list(chunks),

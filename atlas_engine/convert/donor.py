@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import queue
-import re
 import threading
 import time
 import warnings
@@ -42,10 +41,9 @@ if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor
     import xarray as xr
 
     from .blockparse import Block, ParseStats
+    from .discover import Found
     from .metadata import Table
 
-_ZIP_RE = re.compile(r"^normalized_microarray_donor(\d+)\.zip$")
-_DIR_RE = re.compile(r"^normalized_microarray_donor(\d+)$")
 _KNOWN = {d.id: d for d in DONORS}
 
 
@@ -55,6 +53,8 @@ class DonorSource:
 
     donor_id: int
     path: Path
+    #: how the archive was recognised and its donor identified (member names, evidence)
+    found: Found | None = None
     #: the CSVs a folder holds (their sizes and mtimes make the folder's fingerprint)
     members: ClassVar[tuple[str, ...]] = MICROARRAY_MEMBERS
 
@@ -62,7 +62,13 @@ class DonorSource:
     def is_zip(self) -> bool:
         return self.path.is_file()
 
+    def origin(self, sha256: str | None = None) -> dict[str, Any] | None:
+        """The source file for the provenance: name, size, sha256, how it was identified."""
+        return self.found.record(sha256) if self.found is not None else None
+
     def member(self, name: str) -> MemberSource:
+        if self.found is not None:
+            return self.found.member(name)
         if self.is_zip:
             return MemberSource(self.path, name)
         f = self.path / name
@@ -84,44 +90,18 @@ class DonorSource:
         return {"name": self.path.name, "files": files}
 
 
-def scan_donor_paths(root: Path, zip_re: re.Pattern, dir_re: re.Pattern) -> dict[int, Path]:
-    """Donor id → zip (``zip_re``) or, for donors without one, extracted folder (``dir_re``)
-    in the directory ``root``; the patterns capture the donor id."""
-    if not root.is_dir():
-        raise ConfigError(f"{root} is not a directory")
-    found: dict[int, Path] = {}
-    entries = sorted(root.iterdir())
-    for p in entries:
-        m = zip_re.match(p.name)
-        if m and p.is_file():
-            found[int(m.group(1))] = p
-    for p in entries:
-        m = dir_re.match(p.name)
-        if m and p.is_dir() and int(m.group(1)) not in found:
-            found[int(m.group(1))] = p
-    return found
-
-
 def find_sources(src: str | os.PathLike, donors: Iterable[int | str] | None = None
                  ) -> list[DonorSource]:
-    """Donor zips / folders in ``src`` (zips preferred), in donor-id order or the given order."""
-    root = Path(src)
-    found = scan_donor_paths(root, _ZIP_RE, _DIR_RE)
-    if donors is None:
-        ids = sorted(found)
-        if not ids:
-            raise ConfigError(f"{root} holds no normalized_microarray_donor*.zip or folder")
-    else:
-        ids = []
-        for d in donors:
-            key = str(d).strip()
-            match = [k.id for k in DONORS if key.lower() == k.name.lower()]
-            ids.append(match[0] if match else int(key))
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise ConfigError(f"{root}: no zip or folder for donor(s) {missing} "
-                              f"(expected normalized_microarray_donor{missing[0]}.zip)")
-    return [DonorSource(i, found[i]) for i in ids]
+    """Microarray donor zips / folders in ``src`` (any names: recognised by their members, the
+    donor identified from their content, see :mod:`.discover`), in donor-id order or the given
+    order."""
+    from .discover import MICROARRAY, scan, select
+
+    sc = scan(src)
+    if not sc.of_kind(MICROARRAY):
+        raise sc.nothing((MICROARRAY,))
+    return [DonorSource(f.donor, f.path, f) for f in select(sc, MICROARRAY, donors)
+            if f.donor is not None]
 
 
 def prefetch(it: Iterable[bytes], depth: int = 3) -> Iterator[bytes]:
@@ -428,6 +408,7 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
         provenance = {
             "source": ds.fingerprint(),
             "sha256": sha_box["sha256"],
+            "origin": ds.origin(sha_box["sha256"]),
             "members": {
                 "MicroarrayExpression.csv": st_e.bytes, "PACall.csv": st_p.bytes,
                 "SampleAnnot.csv": samples.sha256,
@@ -563,6 +544,8 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
     log = log or (lambda s: None)
     store_url = os.fspath(store)
     sources = find_sources(src, donors)
+    for ds in sources:
+        log(ds.found.describe() if ds.found is not None else f"donor {ds.donor_id}: {ds.path}")
     with writer.store_lock(store_url, wait=wait, log=log), \
             writer.disk_errors(store_url, "the converted donors"):
         return _convert_locked(store_url, sources, opts, force, log, t0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
 from . import writer
-from .donor import DonorSource, scan_donor_paths
+from .donor import DonorSource
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
@@ -52,8 +51,6 @@ SAMPLE_COLUMNS = ("RNAseq_sample_name", "replicate_sample", "sample_name", "well
 _ALT_SPELLING = {"RIN_RNA_squality": "RIN_RNA_quality"}
 MEMBERS = ("Genes.csv", "RNAseqTPM.csv", "RNAseqCounts.csv", "SampleAnnot.csv")
 
-_ZIP_RE = re.compile(r"^rnaseq_donor(\d+)\.zip$")
-_DIR_RE = re.compile(r"^rnaseq_donor(\d+)$")
 
 
 class RnaseqSource(DonorSource):
@@ -79,18 +76,13 @@ def rnaseq_path(donor_id: int) -> str:
 
 def find_rnaseq(src: str | os.PathLike, donors: Iterable[int | str] | None = None
                 ) -> list[RnaseqSource]:
-    """RNA-seq zips / folders in ``src`` (zips preferred), in donor-id order. With ``donors``,
+    """RNA-seq zips / folders in ``src`` (any names: recognised by their members, the donor
+    identified from their content, see :mod:`.discover`), in donor-id order. With ``donors``,
     only those of them that are present (donors without RNA-seq are not an error)."""
-    found = scan_donor_paths(Path(src), _ZIP_RE, _DIR_RE)
-    ids = sorted(found)
-    if donors is not None:
-        want = []
-        for d in donors:
-            key = str(d).strip()
-            match = [k.id for k in DONORS if key.lower() == k.name.lower()]
-            want.append(match[0] if match else int(key))
-        ids = [i for i in want if i in found]
-    return [RnaseqSource(i, found[i]) for i in ids]
+    from .discover import RNASEQ, scan, select
+
+    found = select(scan(src), RNASEQ, donors, required=False)
+    return [RnaseqSource(f.donor, f.path, f) for f in found if f.donor is not None]
 
 
 # -------------------------------------------------------------------------------------------
@@ -299,11 +291,13 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
         known = {d.id: d for d in DONORS}.get(src.donor_id)
         info = {"donor_id": src.donor_id, "name": known.name if known else None,
                 "n_genes": n, "n_samples": m}
+        sha = _sha256(src.path) if src.is_zip else None
         g = zarr.open_group(staged.url, mode="a", zarr_format=3)
         g.attrs.update({
             "donor": info,
             "provenance": {"source": src.fingerprint(),
-                           "sha256": _sha256(src.path) if src.is_zip else None,
+                           "sha256": sha,
+                           "origin": src.origin(sha),
                            "members": sizes, "nonfinite_values": nonfinite,
                            "converter": f"atlas-engine {__version__}",
                            "options": opts,
@@ -368,9 +362,16 @@ def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: s
     log = log or (lambda s: None)
     sources = find_rnaseq(src, donors)
     if not sources:
-        raise ConfigError(f"{src} holds no rnaseq_donor*.zip or folder"
-                          + (f" for donor(s) {list(donors)}" if donors is not None else "")
-                          + f" (AHBA RNA-seq exists for donors {sorted(RNASEQ_WKF)})")
+        from .discover import RNASEQ, scan
+
+        if donors is None:
+            raise scan(src).nothing((RNASEQ,))
+        raise ConfigError(f"{src} holds no AHBA RNA-seq donor archive for donor(s) "
+                          f"{list(donors)} (AHBA RNA-seq exists for donors "
+                          f"{sorted(RNASEQ_WKF)}; recognised by their members Genes.csv, "
+                          "RNAseqTPM.csv, RNAseqCounts.csv, SampleAnnot.csv)")
+    for s in sources:
+        log(s.found.describe() if s.found is not None else f"RNA-seq donor {s.donor_id}")
     store_url = os.fspath(store)
     opts = _options(dtype, gene_chunk, sample_chunk, "nan" if allow_nonfinite else "refuse")
     with writer.store_lock(store_url, wait=wait, log=log), \

@@ -6,6 +6,15 @@
   written as CSV sorted by ``graph_order`` (one row per structure, every model field)
 * ``brainspan`` - ``genes_matrix_csv.zip`` (from www.brainspan.org unless a base URL is given)
 * ``rnaseq`` - ``rnaseq_donor{id}.zip`` for the selected donors that have RNA-seq (9861, 10021)
+* ``structure-graph:1,10,...`` - ``structure_graph_{id}.json`` for each graph id (1 adult mouse,
+  10 human, 16/17 developing human/mouse); plain ``structure-graph`` is graph 10
+* ``mouse-ccf`` - the CCFv3 ``annotation_{10,25,50,100}.nrrd`` (informatics archive)
+* ``mouse-p56`` - the old P56 annotation zip, well-known file 197642854 (MetaImage)
+* ``human-atlas`` - the Human Reference Atlas 3D ``annotation_full.nii.gz``
+* ``mri`` - ``mri_donor{id}_{T1,T2}.nii.gz`` for the selected donors (well-known files)
+
+Files with a published SHA-256 (:data:`~atlas_engine.sources.volumes.KNOWN_SHA256`) are checked
+against it when they come from the real archive; a mismatch fails the file.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from ..errors import ApiError, ConfigError
 from ..sources.donors import (
     BRAINSPAN_GENES_WKF,
     HBA_STRUCTURE_GRAPH,
+    MOUSE_P56_ANNOTATION_WKF,
     RNASEQ_WKF,
     Donor,
     resolve_donors,
@@ -30,12 +40,22 @@ from ..sources.donors import (
 )
 from ..sources.rma import model_query
 from ..sources.urls import structure_graph_url, well_known_file_url
+from ..sources.volumes import (
+    CCF_SHAPES,
+    DOWNLOAD_BASE_URL,
+    HUMAN_ATLAS_DIR,
+    KNOWN_SHA256,
+    MOUSE_CCF_DIR,
+    archive_url,
+    ccf_annotation_name,
+)
 from .download import Downloader, DownloadResult, DownloadSpec, summarize
 from .http import RetryPolicy, make_session
 from .manifest import atomic_write_bytes
 from .rma import DEFAULT_ORDER, RmaClient
 
-WHAT_CHOICES = ("microarray", "ontology", "structure-graph", "brainspan", "rnaseq")
+WHAT_CHOICES = ("microarray", "ontology", "structure-graph", "brainspan", "rnaseq", "mouse-ccf",
+                "mouse-p56", "human-atlas", "mri")
 DEFAULT_WHAT = ("microarray", "ontology", "structure-graph")
 ONTOLOGY_NAME = f"ontology_{HBA_STRUCTURE_GRAPH}.csv"
 STRUCTURE_GRAPH_NAME = f"structure_graph_{HBA_STRUCTURE_GRAPH}.json"
@@ -69,22 +89,45 @@ def parse_what(what: str | Iterable[str] | None) -> list[str]:
         return list(DEFAULT_WHAT)
     items = what.split(",") if isinstance(what, str) else list(what)
     out: list[str] = []
+    graph_ids: list[int] = []
+    last = ""
     for item in (i.strip().lower() for i in items):
         if not item:
             continue
         if item == "all":
             return list(WHAT_CHOICES)
+        if item.startswith("structure-graph:") or (item.isdigit() and last == "graph"):
+            text = item.partition(":")[2] if ":" in item else item
+            if not text.isdigit():
+                raise ConfigError(f"--what {item!r}: a structure graph id must be an integer "
+                                  "(e.g. structure-graph:1,10)")
+            graph_ids.append(int(text))
+            last = "graph"
+            if "structure-graph" not in out:
+                out.append("structure-graph")
+            continue
+        last = ""
         if item not in WHAT_CHOICES:
             raise ConfigError(f"unknown --what {item!r} (valid: {', '.join(WHAT_CHOICES)}, all)")
         if item not in out:
             out.append(item)
     if not out:
         raise ConfigError("nothing selected to fetch")
+    out += [f"structure-graph:{g}" for g in dict.fromkeys(graph_ids)]
     return out
 
 
+def graph_ids_of(what: Sequence[str]) -> list[int]:
+    """Structure graph ids selected by :func:`parse_what` output (10 for plain
+    ``structure-graph``)."""
+    ids = [int(w.partition(":")[2]) for w in what if w.startswith("structure-graph:")]
+    if not ids and "structure-graph" in what:
+        ids = [HBA_STRUCTURE_GRAPH]
+    return ids
+
+
 def plan_downloads(what: Sequence[str], donors: Sequence[Donor], base_url: str,
-                   brainspan_url: str) -> list[DownloadSpec]:
+                   brainspan_url: str, download_url: str | None = None) -> list[DownloadSpec]:
     """The plain-GET files of a fetch (everything except the RMA-built ontology)."""
     files = well_known_files()
     specs: list[DownloadSpec] = []
@@ -92,9 +135,30 @@ def plan_downloads(what: Sequence[str], donors: Sequence[Donor], base_url: str,
         for d in donors:
             specs.append(DownloadSpec(well_known_file_url(base_url, d.microarray_wkf),
                                       d.zip_name, "zip", d.microarray_wkf))
-    if "structure-graph" in what:
-        specs.append(DownloadSpec(structure_graph_url(base_url, HBA_STRUCTURE_GRAPH),
-                                  STRUCTURE_GRAPH_NAME, "json"))
+    for gid in graph_ids_of(what):
+        specs.append(DownloadSpec(structure_graph_url(base_url, gid),
+                                  f"structure_graph_{gid}.json", "json"))
+    archive = (download_url or DOWNLOAD_BASE_URL).rstrip("/")
+    real = download_url is None or archive == DOWNLOAD_BASE_URL
+    if "mouse-ccf" in what:
+        for res in sorted(CCF_SHAPES):
+            rel = f"{MOUSE_CCF_DIR}/{ccf_annotation_name(res)}"
+            specs.append(DownloadSpec(archive_url(archive, rel), ccf_annotation_name(res), "raw",
+                                      sha256=KNOWN_SHA256.get(rel) if real else None))
+    if "human-atlas" in what:
+        rel = f"{HUMAN_ATLAS_DIR}/annotation_full.nii.gz"
+        specs.append(DownloadSpec(archive_url(archive, rel), "annotation_full.nii.gz", "raw",
+                                  sha256=KNOWN_SHA256.get(rel) if real else None))
+    if "mouse-p56" in what:
+        wkf = files[MOUSE_P56_ANNOTATION_WKF]
+        specs.append(DownloadSpec(well_known_file_url(base_url, wkf.id), wkf.filename, "zip",
+                                  wkf.id))
+    if "mri" in what:
+        for d in donors:
+            for wid in (d.t1w_wkf, d.t2w_wkf):
+                wkf = files[wid]
+                specs.append(DownloadSpec(well_known_file_url(base_url, wkf.id), wkf.filename,
+                                          "raw", wkf.id))
     if "brainspan" in what:
         wkf = files[BRAINSPAN_GENES_WKF]
         specs.append(DownloadSpec(well_known_file_url(brainspan_url, wkf.id), wkf.filename,
@@ -144,7 +208,8 @@ async def afetch_ahba(
     chosen = resolve_donors(donors)
     base = (base_url or cfg.base_url).rstrip("/")
     brainspan = (base_url or cfg.brainspan_base_url).rstrip("/")
-    specs = plan_downloads(kinds, chosen, base, brainspan)
+    specs = plan_downloads(kinds, chosen, base, brainspan,
+                           download_url=base_url.rstrip("/") if base_url else None)
     policy = policy or RetryPolicy()
     dest = Path(dest)
     report = FetchReport(dest)

@@ -83,6 +83,8 @@ class DownloadSpec:
     name: str
     kind: str = ""
     wkf_id: int | None = None
+    #: Published SHA-256 the file must have (checked before it gets its final name).
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not self.kind:
@@ -270,6 +272,9 @@ class Downloader:
         size, digest = await self._transfer(spec, part, result)
         try:
             await verify_in_worker(part, spec.kind, self.verify_crc)
+            if spec.sha256 and digest != spec.sha256.lower():
+                raise VerificationError(f"{spec.url}: SHA-256 {digest} differs from the "
+                                        f"published {spec.sha256.lower()}")
         except VerificationError:
             part.unlink(missing_ok=True)  # complete but corrupt: resuming cannot repair it
             raise

@@ -53,6 +53,10 @@ RNASEQ_WKF: dict[int, int] = {9861: 278447594, 10021: 278448166}
 #: 267666525 "exons" and 267666527 "genes"; the majority of sources (and the file name) say genes.
 BRAINSPAN_GENES_WKF = 267666525
 
+#: The old P56 mouse brain annotation zip (MetaImage ``annotation.mhd`` + ``.raw``, 25 µm;
+#: pre-CCFv3; shared more_datasets.md §2.2).
+MOUSE_P56_ANNOTATION_WKF = 197642854
+
 #: Human Brain Atlas structure graph id (``/api/v2/structure_graph_download/10.json``).
 HBA_STRUCTURE_GRAPH = 10
 
@@ -74,7 +78,7 @@ class WellKnownFile:
 
     id: int
     filename: str
-    kind: str              # "microarray" | "rnaseq" | "brainspan"
+    kind: str              # "microarray" | "rnaseq" | "brainspan" | "mouse-annotation" | "mri"
     donor: int | None = None
 
 
@@ -85,6 +89,11 @@ def well_known_files() -> dict[int, WellKnownFile]:
     for donor, wkf in RNASEQ_WKF.items():
         files[wkf] = WellKnownFile(wkf, f"rnaseq_donor{donor}.zip", "rnaseq", donor)
     files[BRAINSPAN_GENES_WKF] = WellKnownFile(BRAINSPAN_GENES_WKF, "genes_matrix_csv.zip", "brainspan")
+    files[MOUSE_P56_ANNOTATION_WKF] = WellKnownFile(
+        MOUSE_P56_ANNOTATION_WKF, "P56_Mouse_annotation.zip", "mouse-annotation")
+    for d in DONORS:
+        for kind, wkf in (("T1", d.t1w_wkf), ("T2", d.t2w_wkf)):
+            files[wkf] = WellKnownFile(wkf, f"mri_donor{d.id}_{kind}.nii.gz", "mri", d.id)
     return files
 
 

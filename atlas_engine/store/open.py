@@ -322,6 +322,13 @@ class AtlasStore:
                              f"(complete donors: {self.donors})")
         return eager_coords(self._open(L.donor_path(donor_id)))
 
+    def sources(self) -> dict[int, dict[str, Any] | None]:
+        """Where each donor's data came from: file name, size, sha256 (when known), member
+        folder, sample count and how conversion identified the donor (the ``origin`` in the
+        group's provenance; ``None`` for stores converted before it was recorded)."""
+        return {d: (self.donor(d).attrs.get("provenance") or {}).get("origin")
+                for d in self.donors}
+
     @property
     def rnaseq_donors(self) -> list[int]:
         """Donors with a complete RNA-seq group (``rnaseq/{id}``; 9861 and 10021 at most)."""

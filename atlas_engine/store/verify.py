@@ -135,6 +135,7 @@ def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyRep
         s["probes_per_gene"] = {int(k): int(v) for k, v in hist.items()}
         s["non_refseq_probes"] = int((probes["entrez_id"] == L.MISSING_INT).sum())
     full_scale = n_probes == N_PROBES
+    s["sources"] = _sources(store)
     for d in store.donors:
         _verify_donor(store, d, n_probes, full_scale, checksums, report)
     s["total_samples"] = sum(s["samples"].values())
@@ -253,6 +254,19 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
             if nn != per_array.get(name, 0) or ni:
                 report.fail(f"RNA-seq donor {d} {name}: {nn} NaN and {ni} infinite values where "
                             f"conversion stored {per_array.get(name, 0)} NaN; {hint}")
+
+
+
+def _sources(store: Any) -> dict[int, dict[str, Any] | None]:
+    """Each donor's source file (its group's provenance ``origin``: name, size, sha256, how the
+    donor was identified); ``None`` where not recorded or not readable (reported elsewhere)."""
+    out: dict[int, dict[str, Any] | None] = {}
+    for d in store.donors:
+        try:
+            out[d] = (store.donor(d).attrs.get("provenance") or {}).get("origin")
+        except Exception:  # noqa: BLE001 - verify reports problems, it does not crash on them
+            out[d] = None
+    return out
 
 
 __all__ = ["VerifyReport", "verify_store", "StoreError"]

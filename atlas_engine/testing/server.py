@@ -15,6 +15,9 @@ Endpoints (shared allen_formats.md §2 and §5):
   ``order``/``only`` URL parameters apply when the query has no such option. A query that
   cannot be parsed gets HTTP 400; one that parses but cannot be answered (unknown model,
   attribute, probe, ...) gets HTTP 200. Both carry ``success: false`` and the reason in ``msg``.
+* ``GET/HEAD /informatics-archive/{path}`` — files under the directory's
+  ``informatics-archive/`` (the download.alleninstitute.org layout of the CCF NRRDs and the human
+  reference atlas), with the same headers, ranges and faults as well-known files.
 * ``GET /api/v2/structure_graph_download/{id}.json`` — ``structure_graph_{id}.json`` from the
   directory when present, else (graph 10) built from ``Ontology.csv``.
 
@@ -235,6 +238,7 @@ class MirrorServer:
         app.router.add_get(r"/api/v2/data/{model:[A-Za-z]+}/{rid:\d+}.{fmt:json|xml|csv}",
                            self._query)
         app.router.add_get(r"/api/v2/structure_graph_download/{gid:\d+}.json", self._graph)
+        app.router.add_get(r"/informatics-archive/{tail:.+}", self._archive)
         return app
 
     async def start(self) -> str:
@@ -374,13 +378,26 @@ class MirrorServer:
         return _json_response(_envelope(False, what), status=404)
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
-        record = _RECORD.get()
         text = request.match_info["wkf"]
         if not text.isdigit():
             return self._not_found(f"Well known file {text!r} is not an id")
         path = await asyncio.to_thread(self.data.file_for_id, int(text))
         if path is None:
             return self._not_found(f"Well known file with id {text} not found")
+        return await self._serve_file(request, path)
+
+    async def _archive(self, request: web.Request) -> web.StreamResponse:
+        """``/informatics-archive/...`` (download.alleninstitute.org layout) from the directory's
+        ``informatics-archive/`` folder."""
+        rel = request.match_info["tail"]
+        root = (self.root / "informatics-archive").resolve()
+        path = (root / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            return web.Response(status=404, text="404 Not Found\n")
+        return await self._serve_file(request, path)
+
+    async def _serve_file(self, request: web.Request, path: Path) -> web.StreamResponse:
+        record = _RECORD.get()
         stat = path.stat()
         size = stat.st_size
         f = self._faults
