@@ -255,8 +255,11 @@ def test_two_concurrent_converts(clean, tmp_path):
         third = subprocess.Popen([*_CLI, "convert", str(clean["src"]), str(store), "--donors",
                                   "12876", "--wait"], env=_env(), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
-        line = third.stderr.readline()
-        assert f"waiting for process {first.pid}" in line
+        # (after one line per recognised archive) it says whom it waits for
+        lines = []
+        while len(lines) < 20 and not any("waiting for process" in x for x in lines):
+            lines.append(third.stderr.readline())
+        assert any(f"waiting for process {first.pid}" in line for line in lines), lines
     finally:
         release.touch()
     assert first.wait(timeout=120) == 0
