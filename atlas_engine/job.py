@@ -79,7 +79,7 @@ def run_job(
     report = fetch_ahba(raw, donors=donors, what="microarray", base_url=base_url,
                         concurrency=concurrency, quiet=quiet)
     if not report.ok:
-        raise FetchError(f"fetch failed: {report.summary()}")
+        raise FetchError(f"fetch failed: {report.summary()}; {report.cause()}")
     result.timings["fetch"] = time.perf_counter() - t
 
     t = time.perf_counter()

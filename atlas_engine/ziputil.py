@@ -70,12 +70,40 @@ def check_zip_members(
     return infos
 
 
+def why_not_a_zip(path: str | Path, detail: str | None = None) -> str:
+    """What a file that does not open as a zip actually is, in words a user can act on:
+    empty, an HTML page (a web server's error or maintenance page saved in place of the
+    file), a zip cut short (no end-of-central-directory record: an interrupted download), or
+    something else (its first bytes). ``detail`` is :mod:`zipfile`'s own complaint, if any."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+            size = fh.seek(0, 2)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not head:
+        return "the file is empty"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or \
+            b"<html" in text:
+        preview = head[:60].decode("utf-8", "replace").replace("\n", " ")
+        return (f"this is an HTML page, not a zip (starts {preview!r}): the server sent an "
+                "error page in place of the file - download it again")
+    if head.startswith(b"PK\x03\x04"):
+        if detail and "not a zip file" not in detail.lower():
+            return f"the zip is damaged ({detail})"
+        return (f"the zip is truncated ({size:,} bytes and no end-of-central-directory "
+                "record): an interrupted download - download it again")
+    return f"not a zip archive (starts {head[:8]!r}, expected b'PK\\x03\\x04')"
+
+
 def open_checked_zip(path: str | Path) -> zipfile.ZipFile:
     """Open ``path`` as a zip and run :func:`check_zip_members`; the caller closes it."""
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise UnsafeArchiveError(f"{path}: not a valid zip archive ({exc})") from None
+        raise UnsafeArchiveError(
+            f"{path}: not a valid zip archive: {why_not_a_zip(path, str(exc))}") from None
     try:
         check_zip_members(zf, path)
     except BaseException:

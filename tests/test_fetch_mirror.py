@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,26 @@ def test_cli_no_verify_crc_fetches_identical_files(raw: Path, tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     name = "normalized_microarray_donor12876.zip"
     assert _sha(tmp_path / name) == _sha(raw / name)
+
+
+def test_verified_files_are_keyed_on_name_size_and_sha256_not_url(raw: Path,
+                                                                  tmp_path: Path) -> None:
+    """A mirror on another port (the demo's, each run) is the same source: no request; a copy
+    of the folder (new mtimes) is re-hashed, not downloaded again."""
+    with MirrorServer(raw) as srv:
+        assert fetch_ahba(tmp_path / "a", donors=DONORS, what="microarray", base_url=srv.url,
+                          policy=FAST).ok
+    with MirrorServer(raw) as srv:
+        report = fetch_ahba(tmp_path / "a", donors=DONORS, what="microarray",
+                            base_url=srv.url, policy=FAST)
+        assert {r.status for r in report.results} == {"skipped"}
+        shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copyfile)
+        report = fetch_ahba(tmp_path / "b", donors=DONORS, what="microarray",
+                            base_url=srv.url, policy=FAST)
+        assert {r.status for r in report.results} == {"skipped"}  # new mtimes, same bytes
+        assert srv.downloads() == []
+        (tmp_path / "b" / "normalized_microarray_donor9861.zip").write_bytes(b"PK\x03\x04junk")
+        report = fetch_ahba(tmp_path / "b", donors=DONORS, what="microarray",
+                            base_url=srv.url, policy=FAST)
+        assert [r.status for r in report.results] == ["downloaded", "skipped", "skipped"]
+        assert len(srv.downloads()) == 1

@@ -59,6 +59,12 @@ def test_demo_end_to_end_offline(tmp_path):
     assert (f"{d}: {summary['samples_per_donor'][str(d)]} → "
             f"{summary['samples_in_regions_per_donor'][str(d)]}") in text
     assert "fewer samples count here than `convert` reports" in text
+    # a second demo serves the same files on another port: nothing downloaded or converted
+    run_demo(out=out, probes=300, samples_fraction=0.05, seed=3, quiet=True, by="depth:4",
+             collapse="mean")
+    again = json.loads((out / "provenance.json").read_text())
+    assert {d["status"] for d in again["downloads"]} == {"skipped"}
+    assert again["converted"] == [] and again["skipped_conversion"] == summary["donors"]
 
 
 def test_expression_command_matches_raw_csv_tokens(synth_small, store_path, tmp_path):

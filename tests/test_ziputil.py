@@ -49,7 +49,23 @@ def test_absurd_declared_size_refused(tmp_path):
 def test_not_a_zip(tmp_path):
     p = tmp_path / "page.zip"
     p.write_text("<!DOCTYPE html><html>site unavailable</html>")
-    with pytest.raises(UnsafeArchiveError, match="not a valid zip"):
+    with pytest.raises(UnsafeArchiveError, match="not a valid zip archive: this is an HTML page"):
+        open_checked_zip(p)
+
+
+def test_truncated_zip_says_so(tmp_path):
+    p = tmp_path / "cut.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.csv", b"1,2,3\n" * 10000)
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(UnsafeArchiveError, match=r"the zip is truncated \(200 bytes and no "
+                                                 r"end-of-central-directory record\)"):
+        open_checked_zip(p)
+    p.write_bytes(b"")
+    with pytest.raises(UnsafeArchiveError, match="the file is empty"):
+        open_checked_zip(p)
+    p.write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(UnsafeArchiveError, match=r"not a zip archive \(starts b'GIF89a"):
         open_checked_zip(p)
 
 

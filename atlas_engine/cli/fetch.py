@@ -34,10 +34,13 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
               verify_all: bool, verify_crc: bool, retries: int, quiet: bool) -> None:
     """Download the AHBA donor zips, ontology and structure graph into DEST.
 
-    Each file streams to NAME.part, resumes with HTTP Range after a dropped connection,
-    is checked (length, not HTML, zip CRCs) and only then renamed to NAME; a re-run skips
-    files recorded in DEST/manifest.json. A file that fails is reported and the others
-    still finish; the exit code is then 1.
+    Each file streams to NAME.part, resumes with HTTP Range after a dropped connection or
+    a killed run (only from the same version of the server's file: If-Range with its ETag,
+    recorded in NAME.part.json), is checked (length, not HTML, zip CRCs) and only then
+    renamed to NAME; a re-run skips files recorded in DEST/manifest.json (by name, size and
+    sha256). A file that fails - a full disk included - is reported in one line and the
+    others still finish; the exit code is then 1. An unreachable server fails within
+    seconds, saying why. See docs/reliability.md.
 
     \b
     Examples:

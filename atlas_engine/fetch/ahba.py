@@ -82,6 +82,17 @@ class FetchReport:
     def summary(self) -> str:
         return summarize(self.results)
 
+    def cause(self) -> str:
+        """Why the failed files failed: the first error, and how many others there are
+        (``""`` when nothing failed)."""
+        failed = self.failed
+        if not failed:
+            return ""
+        text = f"first error: {failed[0].error}"
+        if len(failed) > 1:
+            text += f" (and {len(failed) - 1} more)"
+        return text
+
 
 def parse_what(what: str | Iterable[str] | None) -> list[str]:
     """``"microarray,ontology"`` / a list / ``None`` (the default set) → validated kinds."""

@@ -1,13 +1,20 @@
 """Async, resumable, verified downloads.
 
 For every file: one shared :class:`asyncio.Semaphore` bounds the transfers in flight; the body
-streams to ``DEST/NAME.part`` in large writes while its sha256 is computed; a dropped connection
-resumes with ``Range: bytes=N-`` (the ``Content-Range`` must start ``bytes N-``, otherwise the
-file restarts from zero, as it does when the server ignores Range and answers ``200``); 5xx,
-timeouts and connection errors are retried with exponential backoff and jitter, 429/503 after
-``Retry-After``; the byte count must equal ``Content-Length``; HTML bodies are refused; zips are
-checked member by member (CRC-32); only then is ``.part`` renamed to ``NAME`` and the file
-recorded in ``manifest.json``. A failed file never appears under its final name.
+streams to ``DEST/NAME.part`` in large writes (every 4 MiB or 0.25 s) while its sha256 is
+computed; ``NAME.part.json`` (:class:`PartMeta`) records the ETag, Last-Modified and size of
+the version being fetched. A dropped connection or a killed run resumes with
+``Range: bytes=N-`` and ``If-Range`` (the ``Content-Range`` must start ``bytes N-`` and the
+``206`` must carry the recorded version, otherwise the file restarts from zero, as it does when
+the server answers ``200``); a complete ``.part`` left by a killed run is verified where it
+lies. 5xx, timeouts and connection errors are retried with exponential backoff and jitter,
+429/503 after ``Retry-After`` (long waits announced, ones beyond the policy's limit refused);
+an unreachable host fails within seconds with its cause; the byte count must equal
+``Content-Length`` (a body without one that fails verification is fetched again); HTML bodies
+are refused; zips are checked member by member (CRC-32); only then is ``.part`` renamed to
+``NAME`` and the file recorded in ``manifest.json`` (re-runs skip it by name, size and
+sha256). A failed file - a full disk included - never appears under its final name and is
+reported in one line; the others carry on.
 
 The zip CRC pass can be left to the converter (``verify_crc=False``): see :func:`download_files`.
 """
@@ -15,15 +22,20 @@ The zip CRC pass can be left to the converter (``verify_crc=False``): see :func:
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import json
 import multiprocessing
 import os
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -36,12 +48,20 @@ from .http import (
     is_retryable_status,
     make_session,
     parse_retry_after,
+    unreachable,
 )
 from .manifest import Manifest, sha256_file
 from .verify import sniff_head, verify_file
 
 #: Bytes gathered from the socket before one write + hash job.
 CHUNK_SIZE = 4 << 20
+#: Seconds after which the bytes gathered so far are written even if fewer than ``chunk_size``
+#: (a slow transfer killed at any moment keeps all but the last fraction of a second).
+FLUSH_SECONDS = 0.25
+#: Waits at least this long are announced (``Retry-After``, backoff).
+ANNOUNCE_WAIT = 10.0
+#: Suffix of the record that ties a ``.part`` to one version of the server's file.
+META_SUFFIX = ".part.json"
 _SNIFF = 64
 #: Most chunks handed to one ``os.writev`` (below every platform's IOV_MAX).
 _MAX_IOV = 512
@@ -148,14 +168,46 @@ def _hash_prefix(path: Path, length: int) -> _Hash:
 _POOL: ProcessPoolExecutor | None = None
 
 
+#: The write end of the pool's lifeline pipe; held only by this process, never written.
+_LIFELINE: Any = None
+
+
+def _die_with_parent(lifeline: Any) -> None:
+    """Worker initializer: the worker exits as soon as the process that owns the pool dies.
+
+    The workers are forked by the multiprocessing forkserver, which itself waits for every
+    worker before it exits, and a worker busy inflating a zip (or waiting on a call queue
+    nobody will write to) would otherwise outlive a killed ``fetch`` for minutes, holding its
+    stdout. Each worker gets the read end of a pipe whose only write end stays in the owner; a
+    daemon thread waits on it and ends the worker with ``os._exit`` at end-of-file - which the
+    kernel delivers however the owner died (SIGKILL included). The forkserver and the resource
+    tracker then exit on their own, their last clients gone.
+    """
+
+    def watch() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="atlas-engine-lifeline", daemon=True).start()
+
+
 def _verify_pool() -> ProcessPoolExecutor:
     """Worker processes for the zip CRC pass: ISA-L inflate holds the GIL, so threads would
-    serialise it with each other and with the event loop."""
-    global _POOL
+    serialise it with each other and with the event loop. Workers die with this process
+    (:func:`_die_with_parent`)."""
+    global _POOL, _LIFELINE
     if _POOL is None:
         ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        read_end, write_end = ctx.Pipe(duplex=False)
+        if _LIFELINE is not None:
+            _LIFELINE.close()  # the workers of a pool given up on exit too
+        _LIFELINE = write_end
         _POOL = ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                    mp_context=ctx)
+                                    mp_context=ctx, initializer=_die_with_parent,
+                                    initargs=(read_end,))
     return _POOL
 
 
@@ -179,13 +231,112 @@ def _truncate(path: Path) -> None:
         pass
 
 
+@dataclass
+class PartMeta:
+    """Which version of the server's file a ``.part`` holds the beginning of.
+
+    Written (atomically, before the first body byte) beside ``NAME.part`` as
+    ``NAME.part.json`` from the response that started the file: its ``ETag``, ``Last-Modified``
+    and full size. A resume sends the strong ETag (else the date) as ``If-Range`` and checks the
+    ``206`` it gets against the record, so bytes of two versions are never joined.
+    """
+
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int | None = None
+
+    @property
+    def validator(self) -> str | None:
+        """The ``If-Range`` value: a strong ETag, else the Last-Modified date, else None."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    @classmethod
+    def from_response(cls, resp: aiohttp.ClientResponse, size: int | None) -> PartMeta:
+        return cls(resp.headers.get("ETag"), resp.headers.get("Last-Modified"), size)
+
+    def mismatch(self, resp: aiohttp.ClientResponse, size: int | None) -> str | None:
+        """Why ``resp`` (a 206) does not continue this version, or None when it does."""
+        etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+        if self.etag and etag and etag != self.etag:
+            return f"the server's file changed (ETag {self.etag} -> {etag})"
+        if not (self.etag and etag) and self.last_modified and modified \
+                and modified != self.last_modified:
+            return (f"the server's file changed (Last-Modified {self.last_modified} -> "
+                    f"{modified})")
+        if self.size is not None and size is not None and size != self.size:
+            return f"the server's file changed (size {self.size:,} -> {size:,} bytes)"
+        return None
+
+
+def _meta_path(part: Path) -> Path:
+    return part.with_name(part.name[: -len(".part")] + META_SUFFIX)
+
+
+def load_part_meta(part: Path) -> PartMeta | None:
+    """The record beside ``part`` (None when missing or unreadable)."""
+    try:
+        doc = json.loads(_meta_path(part).read_text("utf-8"))
+        size = doc.get("size")
+        return PartMeta(doc.get("etag"), doc.get("last_modified"),
+                        int(size) if size is not None else None)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _save_part_meta(part: Path, meta: PartMeta) -> None:
+    """Write the record (a few bytes, on the event loop: a thread hop here lets a dropped
+    connection's buffered body be discarded before it is read). Renamed into place, not
+    fsynced: it guards against killed processes, and a ``.part`` that outlives a power cut
+    with a bad record fails verification and is downloaded again."""
+    path = _meta_path(part)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(json.dumps({"etag": meta.etag, "last_modified": meta.last_modified,
+                                "size": meta.size}).encode())
+    os.replace(tmp, path)
+
+
+def _discard_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _meta_path(part).unlink(missing_ok=True)
+
+
+def _say(text: str) -> None:
+    """Announce something the user would otherwise wonder about (a long wait)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _os_error_line(spec: DownloadSpec, exc: OSError) -> str:
+    """One line for a local I/O failure (a full disk, a read-only directory)."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    where = f" {exc.filename}" if exc.filename else ""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    text = f"{spec.name}: cannot write{where}: {why}" + (f" [{code}]" if code else "")
+    if exc.errno == errno.ENOSPC:
+        text += " - free some space and run again (the partial file resumes)"
+    return text
+
+
+@dataclass
+class _Body:
+    """The outcome of :meth:`Downloader._transfer`: the bytes now in ``.part``."""
+
+    size: int
+    sha256: str
+    #: False when the server never said how long the body is (no Content-Length): the end of
+    #: the connection is then the only end there is, and verification is the judge.
+    length_known: bool
+
+
 class Downloader:
     """Shared state of one batch: session, semaphore, policy, manifest and progress bars."""
 
     def __init__(self, dest: str | Path, *, session: aiohttp.ClientSession,
                  concurrency: int = 4, policy: RetryPolicy | None = None,
                  quiet: bool = True, verify_all: bool = False,
-                 chunk_size: int = CHUNK_SIZE, verify_crc: bool = True) -> None:
+                 chunk_size: int = CHUNK_SIZE, verify_crc: bool = True,
+                 say: Callable[[str], None] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.dest = Path(dest)
@@ -196,6 +347,7 @@ class Downloader:
         self.verify_all = verify_all
         self.verify_crc = verify_crc
         self.chunk_size = chunk_size
+        self.say = say or _say
         self.manifest = Manifest.load(self.dest)
         self._manifest_lock = asyncio.Lock()
         self.total_bar = bar(total=0, desc="total", bytes_=True, quiet=quiet)
@@ -203,13 +355,16 @@ class Downloader:
 
     # -- public -----------------------------------------------------------------------------
     async def fetch(self, spec: DownloadSpec) -> DownloadResult:
-        """Fetch one file, never raising for a failure of that file (see ``result.error``)."""
+        """Fetch one file, never raising for a failure of that file (see ``result.error``):
+        every failure, a full disk included, becomes one line in ``result.error``."""
         started = time.perf_counter()
         result = DownloadResult(spec, "failed")
         try:
             await self._fetch(spec, result)
         except AtlasEngineError as exc:
             result.status, result.error = "failed", str(exc)
+        except OSError as exc:  # local I/O (ENOSPC, EACCES, ...): network errors are retried
+            result.status, result.error = "failed", _os_error_line(spec, exc)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -222,11 +377,8 @@ class Downloader:
         final = self.dest / spec.name
         part = self.dest / (spec.name + ".part")
         try:
-            entry = self.manifest.entries.get(spec.name)
-            if entry is not None and entry.url == spec.url and await asyncio.to_thread(
-                    self.manifest.is_verified, spec.name, rehash=self.verify_all):
-                result.status, result.path = "skipped", final
-                result.size, result.sha256 = entry.size, entry.sha256
+            if await self._already_verified(spec, result):
+                pass
             else:
                 self.dest.mkdir(parents=True, exist_ok=True)
                 try:
@@ -235,16 +387,12 @@ class Downloader:
                 except BaseException:
                     part.unlink(missing_ok=True)
                     raise
-                digest = await asyncio.to_thread(sha256_file, part)
-                os.replace(part, final)
-                async with self._manifest_lock:
-                    rec = self.manifest.record(final, url=spec.url, sha256=digest,
-                                               wkf_id=spec.wkf_id, kind=spec.kind)
-                    await asyncio.to_thread(self.manifest.save)
-                result.status, result.path = "downloaded", final
-                result.size, result.sha256 = rec.size, digest
+                await self._publish(spec, part, final, result,
+                                    await asyncio.to_thread(sha256_file, part))
         except AtlasEngineError as exc:
             result.status, result.error = "failed", str(exc)
+        except OSError as exc:
+            result.status, result.error = "failed", _os_error_line(spec, exc)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -253,37 +401,94 @@ class Downloader:
             await asyncio.to_thread(self.manifest.save)
 
     # -- one file ---------------------------------------------------------------------------
+    async def _already_verified(self, spec: DownloadSpec, result: DownloadResult) -> bool:
+        """Whether the manifest already holds this file intact, keyed on its name, size and
+        sha256 (not on the URL, so a mirror on another port or host counts as the same
+        source): size and mtime as recorded → trusted without reading (``verify_all``:
+        re-hashed); same size but another mtime (a copy, a restore) → re-hashed and, when the
+        sha256 matches, the record is refreshed instead of downloading again."""
+        entry = self.manifest.entries.get(spec.name)
+        if entry is None or (spec.sha256 and entry.sha256 != spec.sha256.lower()):
+            return False
+        final = self.dest / spec.name
+        intact = await asyncio.to_thread(self.manifest.is_verified, spec.name,
+                                         rehash=self.verify_all)
+        if not intact and not self.verify_all:
+            try:
+                same_size = final.stat().st_size == entry.size
+            except OSError:
+                same_size = False
+            if same_size and await asyncio.to_thread(sha256_file, final) == entry.sha256:
+                async with self._manifest_lock:
+                    self.manifest.record(final, url=entry.url, sha256=entry.sha256,
+                                         wkf_id=entry.wkf_id, kind=entry.kind)
+                    await asyncio.to_thread(self.manifest.save)
+                intact = True
+        if intact:
+            result.status, result.path = "skipped", final
+            result.size, result.sha256 = entry.size, entry.sha256
+        return intact
+
+    async def _publish(self, spec: DownloadSpec, part: Path, final: Path,
+                       result: DownloadResult, digest: str) -> None:
+        os.replace(part, final)
+        _meta_path(part).unlink(missing_ok=True)
+        async with self._manifest_lock:
+            rec = self.manifest.record(final, url=spec.url, sha256=digest, wkf_id=spec.wkf_id,
+                                       kind=spec.kind)
+            await asyncio.to_thread(self.manifest.save)
+        result.status, result.path = "downloaded", final
+        result.size, result.sha256 = rec.size, digest
+
     async def _fetch(self, spec: DownloadSpec, result: DownloadResult) -> None:
         final = self.dest / spec.name
         part = self.dest / (spec.name + ".part")
-        entry = self.manifest.entries.get(spec.name)
-        if entry is not None and entry.url == spec.url:
-            intact = await asyncio.to_thread(self.manifest.is_verified, spec.name,
-                                             rehash=self.verify_all)
-            if intact:
-                result.status, result.path = "skipped", final
-                result.size, result.sha256 = entry.size, entry.sha256
-                return
-        elif entry is None and final.exists() and not self.verify_all:
+        if await self._already_verified(spec, result):
+            return
+        if spec.name not in self.manifest.entries and final.exists() and not self.verify_all:
             # a file put here by hand (or by an interrupted run): verify locally, no request
             if await self._adopt(spec, final, result):
                 return
         self.dest.mkdir(parents=True, exist_ok=True)
-        size, digest = await self._transfer(spec, part, result)
+        retries = 0
+        while True:
+            body = await self._complete_part(spec, part)
+            leftover = body is not None
+            if body is None:
+                body = await self._transfer(spec, part, result)
+            try:
+                await verify_in_worker(part, spec.kind, self.verify_crc)
+                if spec.sha256 and body.sha256 != spec.sha256.lower():
+                    raise VerificationError(f"{spec.url}: SHA-256 {body.sha256} differs from "
+                                            f"the published {spec.sha256.lower()}")
+            except VerificationError as exc:
+                _discard_part(part)  # complete but corrupt: resuming cannot repair it
+                if leftover:  # what an earlier run left: download afresh
+                    continue
+                retries += 1
+                if body.length_known or retries >= self.policy.max_attempts:
+                    raise
+                # no Content-Length: a connection that closed early looked like the end
+                self.say(f"{spec.name}: {exc} - the server sent no Content-Length, so the "
+                         f"body may have been cut short; downloading it again")
+                continue
+            break
+        await self._publish(spec, part, final, result, body.sha256)
+
+    async def _complete_part(self, spec: DownloadSpec, part: Path) -> _Body | None:
+        """A ``.part`` left complete by an interrupted run (killed while it was being
+        verified): verified as it is instead of downloaded again."""
+        meta = load_part_meta(part)
+        if meta is None or meta.size is None:
+            return None
         try:
-            await verify_in_worker(part, spec.kind, self.verify_crc)
-            if spec.sha256 and digest != spec.sha256.lower():
-                raise VerificationError(f"{spec.url}: SHA-256 {digest} differs from the "
-                                        f"published {spec.sha256.lower()}")
-        except VerificationError:
-            part.unlink(missing_ok=True)  # complete but corrupt: resuming cannot repair it
-            raise
-        os.replace(part, final)
-        async with self._manifest_lock:
-            self.manifest.record(final, url=spec.url, sha256=digest, wkf_id=spec.wkf_id,
-                                 kind=spec.kind)
-            await asyncio.to_thread(self.manifest.save)
-        result.status, result.path, result.size, result.sha256 = "downloaded", final, size, digest
+            size = part.stat().st_size
+        except OSError:
+            return None
+        if size != meta.size:
+            return None
+        digest = await asyncio.to_thread(sha256_file, part)
+        return _Body(size, digest, True)
 
     async def _adopt(self, spec: DownloadSpec, final: Path, result: DownloadResult) -> bool:
         try:
@@ -291,6 +496,8 @@ class Downloader:
         except VerificationError:
             return False
         digest = await asyncio.to_thread(sha256_file, final)
+        if spec.sha256 and digest != spec.sha256.lower():
+            return False
         async with self._manifest_lock:
             entry = self.manifest.record(final, url=spec.url, sha256=digest,
                                          wkf_id=spec.wkf_id, kind=spec.kind)
@@ -298,16 +505,29 @@ class Downloader:
         result.status, result.path, result.size, result.sha256 = "skipped", final, entry.size, digest
         return True
 
-    async def _transfer(self, spec: DownloadSpec, part: Path,
-                        result: DownloadResult) -> tuple[int, str]:
-        """Bring ``part`` to the complete body; return (size, sha256)."""
+    def _resume_point(self, part: Path) -> tuple[int, PartMeta | None]:
+        """Bytes of ``part`` that may be continued, and the version they belong to. A
+        ``.part`` without its record (left by an older engine, or written by hand) cannot be
+        tied to a version of the server's file and starts again from zero."""
+        try:
+            offset = part.stat().st_size
+        except FileNotFoundError:
+            return 0, None
+        meta = load_part_meta(part)
+        if offset and (meta is None or (meta.size is not None and offset > meta.size)):
+            _discard_part(part)
+            return 0, None
+        return offset, meta
+
+    async def _transfer(self, spec: DownloadSpec, part: Path, result: DownloadResult) -> _Body:
+        """Bring ``part`` to the complete body of one version of the server's file."""
         policy = self.policy
-        failures = 0
+        failures = unreached = 0
         state: _Hash | None = None
         file_bar = bar(total=None, desc=spec.name[:40], bytes_=True, quiet=self.quiet)
         try:
             while True:
-                offset = part.stat().st_size if part.exists() else 0
+                offset, meta = self._resume_point(part)
                 if state is None or state.n != offset:
                     state = await asyncio.to_thread(_hash_prefix, part, offset) if offset \
                         else _Hash()
@@ -316,25 +536,39 @@ class Downloader:
                 try:
                     async with self.semaphore:
                         result.requests += 1
-                        await self._attempt(spec, part, offset, state, file_bar)
-                    return state.n, state.h.hexdigest()
+                        known = await self._attempt(spec, part, offset, meta, state, file_bar)
+                    return _Body(state.n, state.h.hexdigest(), known)
                 except _Restart as exc:
-                    _truncate(part)
+                    _discard_part(part)
                     state = _Hash()
                     error: BaseException = exc
                 except _Retry as exc:
                     wait, error = exc.wait, exc
                 except TRANSIENT_ERRORS as exc:
                     error = exc
+                    cause = unreachable(exc)
+                    if cause:  # no network, no such host, nothing listening: a few quick tries
+                        unreached += 1
+                        if unreached >= min(cause[1], policy.max_attempts):
+                            raise FetchError(f"{spec.url}: {cause[0]}") from None
+                        wait = policy.backoff(unreached)
                 progressed = part.exists() and part.stat().st_size > offset
                 failures = 0 if progressed else failures + 1
                 if failures >= policy.max_attempts:
                     raise FetchError(f"{spec.url}: giving up after {result.requests} requests "
                                      f"({failures} in a row without progress): "
                                      f"{_describe(error)}")
+                if wait is not None and wait > policy.max_retry_after:
+                    raise FetchError(
+                        f"{spec.url}: {_describe(error)} with Retry-After {wait:,.0f} s, longer "
+                        f"than the {policy.max_retry_after:,.0f} s this fetch waits - try "
+                        f"again later")
                 if wait is None:
                     wait = policy.backoff(max(1, failures))
-                await asyncio.sleep(min(wait, policy.max_retry_after))
+                if wait >= ANNOUNCE_WAIT:
+                    self.say(f"{spec.name}: {_describe(error)}; waiting {wait:,.0f} s before "
+                             f"trying again")
+                await asyncio.sleep(wait)
         finally:
             file_bar.close()
 
@@ -342,11 +576,14 @@ class Downloader:
         self.total_bar.total = (self.total_bar.total or 0) + n
         self.total_bar.refresh()
 
-    async def _attempt(self, spec: DownloadSpec, part: Path, offset: int, state: _Hash,
-                       file_bar) -> None:
+    async def _attempt(self, spec: DownloadSpec, part: Path, offset: int,
+                       meta: PartMeta | None, state: _Hash, file_bar) -> bool:
+        """One request; returns whether the body's length was known."""
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if meta is not None and meta.validator:
+                headers["If-Range"] = meta.validator
         async with self.session.get(spec.url, headers=headers) as resp:
             status = resp.status
             if is_retryable_status(status):
@@ -364,19 +601,23 @@ class Downloader:
                     raise _Restart(f"Content-Range {crange!r} does not continue at byte {offset}")
                 tail = crange.rsplit("/", 1)[-1]
                 total = int(tail) if tail.isdigit() else None
+                why = meta.mismatch(resp, total) if meta is not None else None
+                if why:  # a server that ignored If-Range: never join two versions
+                    raise _Restart(why)
             elif status == 200:
-                if offset:  # Range ignored: the body starts at byte zero
+                if offset:  # Range ignored, or If-Range saw a new version: restart at zero
                     _truncate(part)
                     offset = 0
                     state.h, state.n = hashlib.sha256(), 0
                     file_bar.n = 0
-                length = resp.content_length
-                total = length if length is not None else None
+                total = resp.content_length
             else:
                 raise HttpStatusError(spec.url, status, resp.reason)
             ctype = resp.headers.get("Content-Type")
             if ctype and ctype.split(";")[0].strip().lower() == "text/html":
                 raise _Retry(str(_html_error(spec, ctype, b"")))
+            if offset == 0:
+                _save_part_meta(part, PartMeta.from_response(resp, total))
             if total is not None and file_bar.total != total:
                 self._grow_total(total - (file_bar.total or 0))
                 file_bar.total = total
@@ -386,19 +627,23 @@ class Downloader:
             if state.n > total:
                 raise _Restart(f"received {state.n:,} bytes, more than the {total:,} announced")
             raise _Retry(f"body truncated: {state.n:,} of {total:,} bytes")
+        return total is not None
 
     async def _stream(self, spec: DownloadSpec, resp: aiohttp.ClientResponse, part: Path,
                       offset: int, state: _Hash, file_bar) -> None:
         """Copy the body to ``part``. The event loop only collects the socket's chunks (no
-        copies); every ``chunk_size`` bytes one worker-thread job hashes them and hands them to
-        the kernel with ``os.writev`` (both release the GIL), one job at a time and in order,
-        overlapping the next socket reads."""
+        copies); every ``chunk_size`` bytes - or every :data:`FLUSH_SECONDS` on a slow link,
+        so an interrupted run keeps what it received - one worker-thread job hashes them and
+        hands them to the kernel with ``os.writev`` (both release the GIL), one job at a time
+        and in order, overlapping the next socket reads."""
         sniffed = offset > 0
         pending: list[bytes] = []
         pending_n = 0
         writing: asyncio.Future[None] | None = None
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
         fd = os.open(part, flags | getattr(os, "O_BINARY", 0), 0o644)
+        loop = asyncio.get_running_loop()
+        last_flush = loop.time()
 
         def write(chunks: list[bytes]) -> None:
             h = state.h
@@ -408,8 +653,9 @@ class Downloader:
             state.n += sum(map(len, chunks))
 
         async def flush() -> None:
-            nonlocal pending, pending_n, writing
+            nonlocal pending, pending_n, writing, last_flush
             chunks, pending, pending_n = pending, [], 0
+            last_flush = loop.time()
             if writing is not None:
                 await writing
             writing = asyncio.ensure_future(asyncio.to_thread(write, chunks))
@@ -421,7 +667,8 @@ class Downloader:
                 if not sniffed and pending_n >= _SNIFF:
                     self._sniff(spec, b"".join(pending), resp)
                     sniffed = True
-                if pending_n >= self.chunk_size or len(pending) >= _MAX_IOV:
+                if sniffed and (pending_n >= self.chunk_size or len(pending) >= _MAX_IOV
+                                or loop.time() - last_flush >= FLUSH_SECONDS):
                     await flush()
                 if self._bars:
                     file_bar.update(len(chunk))

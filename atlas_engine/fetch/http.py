@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -90,6 +92,33 @@ def make_session(policy: RetryPolicy, *, limit: int = 0,
     return aiohttp.ClientSession(connector=connector, timeout=policy.timeout(),
                                  headers=base_headers, raise_for_status=False,
                                  read_bufsize=4 << 20)
+
+
+#: Attempts given to a host whose name does not resolve (no network, no DNS, a typo).
+DNS_ATTEMPTS = 2
+#: Attempts given to a host that refuses connections or has no route: a server may be starting
+#: (``atlas-engine serve ... &`` just before a fetch), so a few seconds of short waits.
+REFUSED_ATTEMPTS = 5
+
+
+def unreachable(exc: BaseException) -> tuple[str, int] | None:
+    """For a failure to reach the server at all - the name does not resolve, nothing listens
+    there, no route - the reason in words and the attempts worth making (:data:`DNS_ATTEMPTS`,
+    :data:`REFUSED_ATTEMPTS`, with the policy's shortest backoffs between them); None for
+    other failures. Retrying these for minutes does not help."""
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return None
+    inner, where = exc.os_error, f"{exc.host}:{exc.port}"
+    if isinstance(inner, socket.gaierror) or isinstance(
+            exc, getattr(aiohttp, "ClientConnectorDNSError", ())):
+        return (f"cannot resolve the host name {exc.host!r} ({inner.strerror or inner}) - "
+                "no network or DNS, or a wrong --base-url", DNS_ATTEMPTS)
+    if isinstance(inner, ConnectionRefusedError) or inner.errno == errno.ECONNREFUSED:
+        return (f"connection refused by {where} - nothing is listening there",
+                REFUSED_ATTEMPTS)
+    if inner.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"{where} is unreachable ({inner.strerror}) - no network route", REFUSED_ATTEMPTS
+    return None
 
 
 class HttpStatusError(FetchError):

@@ -32,6 +32,7 @@ from .http import (
     is_retryable_status,
     make_session,
     parse_retry_after,
+    unreachable,
 )
 from .manifest import atomic_write_bytes
 
@@ -130,10 +131,16 @@ class RmaClient:
             except HttpStatusError:
                 raise
             except (*TRANSIENT_ERRORS, FetchError) as exc:
+                cause = unreachable(exc)
+                if cause and attempt >= cause[1]:  # no network / nothing listening: fail fast
+                    raise FetchError(f"{url}: {cause[0]}") from None
                 if attempt >= policy.max_attempts:
                     raise FetchError(f"{url}: giving up after {attempt} attempts: {exc}") from None
-            await asyncio.sleep(min(wait if wait is not None else policy.backoff(attempt),
-                                    policy.max_retry_after))
+                if wait is not None and wait > policy.max_retry_after:
+                    raise FetchError(f"{url}: {exc} with Retry-After {wait:,.0f} s, longer than "
+                                     f"the {policy.max_retry_after:,.0f} s a query waits - try "
+                                     "again later") from None
+            await asyncio.sleep(wait if wait is not None else policy.backoff(attempt))
 
     async def envelope(self, stages: str | ModelQuery | ServiceQuery, *,
                        cache: bool = True) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from isal import isal_zlib
 
 from ..errors import VerificationError
-from ..ziputil import open_checked_zip
+from ..ziputil import open_checked_zip, why_not_a_zip
 
 ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -122,7 +122,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head != ZIP_MAGIC:
-        raise VerificationError(f"{path}: not a zip archive (starts {head!r})")
+        raise VerificationError(f"{path}: {why_not_a_zip(path)}")
     return open_checked_zip(path)
 
 

@@ -7,8 +7,10 @@ Endpoints (shared allen_formats.md §2 and §5):
   ``{"<id>": "relative/file"}`` in the directory), with ``Content-Length``,
   ``Content-Disposition: attachment; filename="<name>"``, ``Accept-Ranges: bytes`` and single
   HTTP ranges (``bytes=N-``, ``bytes=N-M``, ``bytes=-K`` → 206; unsatisfiable → 416; a
-  multi-range or malformed header is ignored, as RFC 9110 allows). Bodies stream in 1 MiB
-  chunks, never whole in memory.
+  multi-range or malformed header is ignored, as RFC 9110 allows), ``ETag`` (size and mtime)
+  and ``Last-Modified``, and ``If-Range`` (a Range applies only when it names the file's
+  current version; otherwise the whole file, ``200``). Bodies stream in 1 MiB chunks, never
+  whole in memory; a file replaced on disk between requests is a new version.
 * ``GET /api/v2/data/query.json?criteria=...`` (or ``q=``), ``/api/v2/data/{Model}/query.json``
   and ``/api/v2/data/{Model}/{id}.json`` — the RMA subset of :mod:`.server_rma`, answered from
   the directory's own files (:mod:`.server_data`). Legacy ``num_rows``/``start_row``/
@@ -93,6 +95,14 @@ class Faults:
     bandwidth: int | None = None
     #: Ignore ``Range`` headers (always 200 with the full body).
     ignore_range: bool = False
+    #: Ignore ``If-Range`` (answer a Range with 206 even when the file has changed since the
+    #: validator the client sent - a broken cache or server).
+    ignore_if_range: bool = False
+    #: Send neither ``ETag`` nor ``Last-Modified``.
+    no_validators: bool = False
+    #: Send download bodies without ``Content-Length`` (and without chunked encoding): the
+    #: end of the body is the end of the connection, so a cut body looks complete.
+    no_content_length: bool = False
     #: Seconds to wait before answering each download (makes concurrency observable).
     delay: float = 0.0
     #: Add this to ``total_rows`` of model queries (the real server sometimes overstates it).
@@ -167,6 +177,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | Literal["uns
     if first >= size:
         return "unsatisfiable"
     return first, min(last, size - 1)
+
+
+class _CloseDelimitedResponse(web.StreamResponse):
+    """A body with neither Content-Length nor chunked encoding: it ends when the connection
+    closes (HTTP/1.0 style, still legal in HTTP/1.1)."""
+
+    _length_check = False
 
 
 def _envelope(success: bool, msg: Any, start_row: int = 0, num_rows: int = 0,
@@ -402,15 +419,23 @@ class MirrorServer:
         size = stat.st_size
         f = self._faults
         first, last, status = 0, size - 1, 200
+        etag = f'"{stat.st_size:x}-{int(stat.st_mtime_ns):x}"'
+        modified = formatdate(stat.st_mtime, usegmt=True)
         headers = {
             "Content-Disposition": f'attachment; filename="{path.name}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/zip" if path.suffix == ".zip"
             else "application/octet-stream",
-            "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
-            "ETag": f'"{stat.st_size:x}-{int(stat.st_mtime_ns):x}"',
         }
-        if record.range and not f.ignore_range:
+        if not f.no_validators:
+            headers["Last-Modified"] = modified
+            headers["ETag"] = etag
+        if_range = request.headers.get("If-Range")
+        # RFC 9110 13.1.5: a Range applies only when If-Range names the current version
+        # (a strong ETag, or the exact Last-Modified date); otherwise the whole file, 200.
+        range_applies = if_range is None or f.ignore_if_range or (
+            not f.no_validators and if_range.strip() in (etag, modified))
+        if record.range and not f.ignore_range and range_applies:
             parsed = parse_range(record.range, size)
             if parsed == "unsatisfiable":
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}",
@@ -423,8 +448,13 @@ class MirrorServer:
         send = length
         if request.method != "HEAD":
             send = self._planned_cut(length, record)
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = length
+        if f.no_content_length and request.method != "HEAD":
+            response: web.StreamResponse = _CloseDelimitedResponse(status=status,
+                                                                   headers=headers)
+            response.force_close()
+        else:
+            response = web.StreamResponse(status=status, headers=headers)
+            response.content_length = length
         record.status = status
         active = [True]
 
@@ -451,8 +481,9 @@ class MirrorServer:
             except ConnectionError:
                 record.client_disconnected = True
                 return response
-            if send < length:
-                # Content-Length promised more: closing now leaves the client short.
+            if send < length or f.no_content_length:
+                # Content-Length promised more: closing now leaves the client short (without
+                # one, closing is the only end of the body there is).
                 transport = request.transport
                 if transport is not None:
                     transport.close()
