@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..kernels import check_inputs, group_minmax, group_moments, group_sum_count
 from . import specs
+from .csr import CsrBlock, csr_chunk_reduce
 from .specs import Aggregation, Intermediates
 
 __all__ = ["DONOR_MODES", "chunk_reduce", "combine_donors", "groupby_reduce"]
@@ -43,6 +44,13 @@ def chunk_reduce(
     parallel: bool = False,
 ) -> Intermediates:
     """Intermediates ``needed`` (see :mod:`.specs`) of one block, one kernel pass per family."""
+    if isinstance(values, CsrBlock):
+        if axis != 0:
+            raise ConfigError("sparse cell blocks are grouped along cells (axis 0)")
+        return csr_chunk_reduce(values, labels, n_groups, needed)
+    if set(needed) & specs.SPARSE_ONLY:
+        raise ConfigError(f"statistics {sorted(set(needed) & specs.SPARSE_ONLY)} need "
+                          "single-cell count blocks")
     out: Intermediates = {}
     for fam in specs.kernel_families(needed):
         if fam == "sum_count":
@@ -123,6 +131,12 @@ def _is_dask(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "dask")
 
 
+def _has_sparse_blocks(values: Any) -> bool:
+    """A Dask array whose blocks are :class:`CsrBlock` (its meta is a scipy sparse matrix)."""
+    meta = getattr(values, "_meta", None)
+    return type(meta).__module__.startswith("scipy.sparse")
+
+
 #: Target bytes of one block when :func:`_whole_groups_if_cheaper` rechunks.
 REBLOCK_BYTES = 64 << 20
 
@@ -151,7 +165,7 @@ def _whole_groups_if_cheaper(values: Any, n_groups: int, axis: int) -> Any:
 def _dask_groupby(
     values: Any, labels: np.ndarray, n_groups: int, axis: int,
     aggs: tuple[Aggregation, ...], ddof: int, membership: np.ndarray | None,
-    split_every: int,
+    split_every: int, finalize: bool = True,
 ) -> dict[str, Any]:
     import dask.array as da
     from dask.base import tokenize
@@ -161,7 +175,11 @@ def _dask_groupby(
         raise ConfigError(f"values must be 2-D (probe, sample), got shape {values.shape}")
     needed = specs.needed_intermediates(aggs)
     want_median = any(not a.mergeable for a in aggs)
-    values = _whole_groups_if_cheaper(values, n_groups, axis)
+    if not _has_sparse_blocks(values):
+        values = _whole_groups_if_cheaper(values, n_groups, axis)
+    if want_median and _has_sparse_blocks(values):
+        raise ConfigError("median of counts is not available on sparse cell blocks "
+                          "(use logcpm_median)")
     if want_median and values.numblocks[axis] != 1:
         raise ConfigError(
             "median needs whole groups in one block: the grouped axis "
@@ -182,6 +200,7 @@ def _dask_groupby(
     chunk_name = f"groupby-chunk-{token}"
     final_name = f"groupby-finalize-{token}"
     dsk: dict[Any, Any] = {}
+    tops: list[Any] = []
     for i in range(n_other):
         level = []
         for j in range(n_red):
@@ -199,6 +218,9 @@ def _dask_groupby(
                 nxt.append(key)
             level = nxt
             depth += 1
+        tops.append(level[0])
+        if not finalize:
+            continue
         if want_median:
             median_key = (f"groupby-median-{token}", i)
             dsk[median_key] = (_median_task, block_key(i, 0), labels, n_groups, axis, membership)
@@ -207,6 +229,14 @@ def _dask_groupby(
         else:
             dsk[(final_name, i)] = (_finalize_task, level[0], aggs, ddof, axis, membership)
 
+    if not finalize:
+        from dask.delayed import Delayed
+
+        name = f"groupby-intermediates-{token}"
+        alias = {f"{name}-{i}": top for i, top in enumerate(tops)}
+        graph = dict(HighLevelGraph.from_collections(name, {**dsk, **alias},
+                                                     dependencies=[values]))
+        return {"intermediates": [Delayed(key, graph) for key in alias]}
     n_out = n_groups if membership is None else membership.shape[1]
     out_chunks = ((values.chunks[0], (n_out,)) if axis == 1 else ((n_out,), values.chunks[1]))
     results: dict[str, Any] = {}
@@ -236,6 +266,7 @@ def groupby_reduce(
     membership: np.ndarray | None = None,
     split_every: int | None = None,
     parallel: bool = True,
+    finalize: bool = True,
 ) -> dict[str, Any]:
     """Grouped statistics of a ``(probe, sample)`` array along one axis.
 
@@ -263,6 +294,13 @@ def groupby_reduce(
     parallel : bool, default True
         numpy input only: use the numba ``prange`` kernels. Dask blocks always use the serial
         ``nogil`` kernels, with parallelism from Dask's workers.
+    finalize : bool, default True
+        False: stop after the combine step and return ``{"intermediates": [...]}``, the merged
+        intermediates (:mod:`.specs`) of each chunk of the kept axis (Dask ``Delayed`` objects
+        for Dask input), for the caller to merge with other runs
+        (:func:`~atlas_engine.aggregate.specs.merge`) and finalize
+        (:func:`~atlas_engine.aggregate.specs.finalize`) — e.g. to reduce a large input in
+        bounded waves. Not with ``membership`` or ``median``.
 
     Returns
     -------
@@ -300,12 +338,25 @@ def groupby_reduce(
     if every < 2:
         raise ConfigError(f"split_every must be >= 2, got {split_every}")
 
+    if not finalize and (membership is not None or any(not a.mergeable for a in aggs)):
+        raise ConfigError("finalize=False works without membership and median")
     if _is_dask(values):
-        return _dask_groupby(values, labels, n_groups, ax, aggs, ddof, membership, every)
+        return _dask_groupby(values, labels, n_groups, ax, aggs, ddof, membership, every,
+                             finalize)
 
+    if isinstance(values, CsrBlock):
+        if any(not a.mergeable for a in aggs):
+            raise ConfigError("median of counts is not available on sparse cell blocks "
+                              "(use logcpm_median)")
+        inter = chunk_reduce(values, labels, n_groups, ax, specs.needed_intermediates(aggs))
+        if not finalize:
+            return {"intermediates": [inter]}
+        return _finish(inter, aggs, ddof, ax, membership)
     values = np.asarray(values)
     inter = chunk_reduce(values, labels, n_groups, ax, specs.needed_intermediates(aggs),
                          parallel=parallel)
+    if not finalize:
+        return {"intermediates": [inter]}
     median = (_median(values, labels, n_groups, ax, membership)
               if any(not a.mergeable for a in aggs) else None)
     # the intermediates were made here and go no further: finalize may reuse them

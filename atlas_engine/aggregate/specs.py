@@ -16,7 +16,17 @@ name          meaning                                 merge of two parts ``a``, 
               group mean (shifted sums per block)     ``m2a + m2b + (mb - ma)**2 * na*nb/n``
 ``min``       smallest value (NaN if none)            ``fmin(a, b)``
 ``max``       largest value (NaN if none)             ``fmax(a, b)``
+``nnz``       stored (non-zero) counts (sparse)       ``a + b``
+``cpm``       sum of counts per million (sparse)      ``a + b``
+``lcpm``      sum of log2(CPM + 1) (sparse)           ``a + b``
+``gslot``,    gathered log2(CPM + 1) values of the    concatenation
+``gval``      pairs order statistics need (sparse)
 ============  ======================================  =========================================
+
+The sparse intermediates come from cells × genes count blocks
+(:mod:`atlas_engine.aggregate.csr`): CPM is the count over the cell's total times 1e6, and
+``trimmed_mean`` / ``logcpm_median`` are Allen's per-cluster statistics of log2(CPM + 1) (R's
+``mean(x, trim = 0.25)`` and the median), computed exactly from the gathered values.
 
 Every statistic except ``count`` is NaN where ``count == 0`` (``sum`` too, so an empty group is
 never mistaken for a zero sum); ``var``/``std`` are NaN where ``count <= ddof``. ``count`` is
@@ -109,6 +119,36 @@ def _finalize_max(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = Fals
     return it["max"]
 
 
+def _finalize_nnz(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
+    return _empty_to_nan(np.asarray(it["nnz"], np.float64), it["count"])
+
+
+def _ratio(key: str) -> Callable[[Mapping[str, np.ndarray], int, bool], np.ndarray]:
+    def fin(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(it["count"] > 0, it[key] / np.where(it["count"] > 0, it["count"], 1),
+                            np.nan)
+    fin.__name__ = f"_finalize_{key}_mean"
+    return fin
+
+
+def _order_stats(it: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    from ..kernels.sparse import segment_order_stats
+
+    count = np.asarray(it["count"])
+    return segment_order_stats(it["gslot"], it["gval"], count[:, 0] if count.shape[1] else
+                               np.zeros(count.shape[0], np.int64), it["nnz"], 0.25)
+
+
+def _finalize_trimmed(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
+    return _order_stats(it)[0]
+
+
+def _finalize_logcpm_median(it: Mapping[str, np.ndarray], ddof: int,
+                            parallel: bool = False) -> np.ndarray:
+    return _order_stats(it)[1]
+
+
 def _finalize_median(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return it["median"]
 
@@ -124,6 +164,15 @@ AGGREGATIONS: dict[str, Aggregation] = {
         Aggregation("min", ("min",), ("min",), _finalize_min),
         Aggregation("max", ("max",), ("max",), _finalize_max),
         Aggregation("median", (), (), _finalize_median),
+        # single-cell statistics (sparse count blocks only)
+        Aggregation("nnz", ("nnz", "count"), ("sum", "sum"), _finalize_nnz),
+        Aggregation("frac", ("nnz", "count"), ("sum", "sum"), _ratio("nnz")),
+        Aggregation("cpm", ("cpm", "count"), ("sum", "sum"), _ratio("cpm")),
+        Aggregation("logcpm", ("lcpm", "count"), ("sum", "sum"), _ratio("lcpm")),
+        Aggregation("trimmed_mean", ("count", "nnz", "gslot", "gval"),
+                    ("sum", "sum", "concat", "concat"), _finalize_trimmed),
+        Aggregation("logcpm_median", ("count", "nnz", "gslot", "gval"),
+                    ("sum", "sum", "concat", "concat"), _finalize_logcpm_median),
     )
 }
 
@@ -146,7 +195,11 @@ def needed_intermediates(aggs: Sequence[Aggregation]) -> tuple[str, ...]:
     want = {"count"}
     for a in aggs:
         want.update(a.chunk)
-    return tuple(n for n in ("count", "sum", "m2", "min", "max") if n in want)
+    return tuple(n for n in ("count", "sum", "m2", "min", "max", "nnz", "cpm", "lcpm", "gslot",
+                             "gval") if n in want)
+
+#: intermediates only the sparse (single-cell) chunk step produces
+SPARSE_ONLY = frozenset({"nnz", "cpm", "lcpm", "gslot", "gval"})
 
 
 def kernel_families(needed: Iterable[str]) -> tuple[str, ...]:
@@ -165,6 +218,15 @@ def kernel_families(needed: Iterable[str]) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------
 # combine
 # ------------------------------------------------------------------------------------------
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b``; two 2-D arrays constant along their last axis (broadcast views, such as the
+    per-group cell counts of sparse blocks) stay a broadcast view."""
+    if (a.ndim == 2 and b.ndim == 2 and a.shape == b.shape and a.shape[1] > 1
+            and a.strides[1] == 0 and b.strides[1] == 0):
+        return np.broadcast_to(a[:, :1] + b[:, :1], a.shape)
+    return a + b
+
+
 def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Intermediates:
     """Merge the intermediates of two disjoint sets of values (same keys, same shapes)."""
     out: Intermediates = {}
@@ -176,8 +238,10 @@ def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Inte
             extra = np.where((na > 0) & (nb > 0), delta * delta * (na * nb) / np.where(n > 0, n, 1), 0.0)
         out["m2"] = a["m2"] + b["m2"] + extra
     for key in a:
-        if key in ("count", "sum"):
-            out[key] = a[key] + b[key]
+        if key in ("count", "sum", "nnz", "cpm", "lcpm"):
+            out[key] = _add(a[key], b[key])
+        elif key in ("gslot", "gval"):
+            out[key] = np.concatenate([a[key], b[key]])
         elif key == "min":
             out[key] = np.fmin(a[key], b[key])
         elif key == "max":

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("convert", "verify_cmd"),
     "aggregate": ("aggregate", "aggregate_cmd"),
     "expression": ("aggregate", "expression_cmd"),
+    "markers": ("celltypes", "markers_cmd"),
     "query": ("query", "query_cmd"),
     "serve": ("serve", "serve_cmd"),
     "synth": ("synth", "synth_cmd"),

@@ -27,13 +27,18 @@ def _collapse(value: str) -> str | None:
                       "(gene:mean, gene:max_intensity, gene:max_variance)")
 
 
+AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
+
+
 @click.command("aggregate")
 @click.argument("store", type=click.Path())
 @click.option("--by", "by", default="structure", show_default=True,
               help="structure | depth:N | broad | ids/acronyms/names (comma-separated; each "
                    "with its descendants) | atlas:IMAGE.nii.gz (abagen-grade pipeline).")
 @click.option("--stat", default="mean", show_default=True,
-              type=click.Choice(["mean", "median", "sum", "count", "std", "var", "min", "max"]))
+              help="mean | median | sum | count | std | var | min | max. Cell Types stores: "
+                   "comma-separated from sum, mean, var, nnz, frac, cpm, logcpm, trimmed_mean, "
+                   "median (Allen's, of log2(CPM+1)) or all.")
 @click.option("--genes", default=None, help="Gene symbols (BDNF,COMT) or @file; default all.")
 @click.option("--combine", default="combined", show_default=True,
               type=click.Choice(["combined", "pooled", "each"]),
@@ -73,6 +78,11 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
       atlas-engine aggregate ahba.zarr --by broad --donors 9861,10021 --out two.csv
       atlas-engine aggregate ahba.zarr --by structure --stat std --out cube.nc --workers 2
       atlas-engine aggregate ahba.zarr --by atlas:dk.nii.gz --atlas-info dk.csv --out dk.csv
+      atlas-engine aggregate m1.zarr --by cluster --stat trimmed_mean,median --out m1.csv
+
+    \b
+    Cell Types stores (see docs/celltypes.md): --by any obs column(s) (cluster, subclass,
+    class, donor, region; comma-separated for combinations), several --stat at once.
 
     \b
     With --by atlas:IMAGE (a volumetric parcellation in MNI space) the abagen-grade pipeline
@@ -81,10 +91,19 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
     --probe-selection, ...; they apply only to atlas runs). See docs/abagen-pipeline.md.
     """
     from ..aggregate.api import aggregate
+    from ..celltypes.store import is_cell_store
     from ..report.tables import write_result
     from ..sources.donors import resolve_donors
 
     t0 = time.perf_counter()
+    if is_cell_store(store):
+        from .celltypes import run_cell_aggregate
+
+        with execution(scheduler, workers, memory_limit, quiet):
+            run_cell_aggregate(store, by, stat, genes, out, quiet)
+        return
+    if stat not in AHBA_STATS:
+        raise ConfigError(f"--stat {stat!r}: expected one of {', '.join(AHBA_STATS)}")
     ids = [d.id for d in resolve_donors(donors)] if donors else None
     if by.startswith("atlas:"):
         opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}

@@ -16,12 +16,12 @@ import click
               "rounded once to float32).")
 @click.option("--donors", default=None, help="Donors to convert: ids or names, e.g. 9861,10021 "
               "(default: every donor found in SRC).")
-@click.option("--dataset", type=click.Choice(["auto", "ahba", "ahba-rnaseq", "brainspan"]),
+@click.option("--dataset", type=click.Choice(["auto", "ahba", "ahba-rnaseq", "brainspan", "celltypes"]),
               default="auto", show_default=True,
               help="What to convert (auto: the microarray donors and their RNA-seq donors if "
-              "SRC has them, only RNA-seq if it has only RNA-seq donors, else BrainSpan; "
-              "ahba-rnaseq: only the RNA-seq donors). Archives are recognised by their "
-              "members, whatever their names.")
+              "SRC has them, only RNA-seq if it has only RNA-seq donors, a Cell Types "
+              "matrix.csv or 2018 zip, else BrainSpan; ahba-rnaseq: only the RNA-seq donors). "
+              "Archives are recognised by their members, whatever their names.")
 @click.option("--rnaseq/--no-rnaseq", default=True, show_default=True,
               help="With the microarray donors, also convert the RNA-seq donor zips (or "
               "folders) found in SRC into rnaseq/{id}.")
@@ -53,6 +53,7 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
       atlas-engine convert raw/ ahba.zarr --memory-limit 512MB
       atlas-engine convert raw/ brainspan.zarr --dataset brainspan
       atlas-engine convert raw/ ahba.zarr --dataset ahba-rnaseq   # RNA-seq donors only
+      atlas-engine convert raw/aibs_human_m1_10x m1.zarr     # Cell Types (AnnData store)
 
     RNA-seq donors (rnaseq_donor9861.zip, rnaseq_donor10021.zip) go into the same store
     as rnaseq/{id} (TPM and counts); probe_selection='rnaseq' reads them. Re-running skips

@@ -20,7 +20,8 @@ from ..errors import FetchError
 @click.option("--what", default="microarray,ontology,structure-graph", show_default=True,
               help="Comma-separated: microarray, ontology, structure-graph (graph 10) or "
                    "structure-graph:1,10 (any graph ids), brainspan, rnaseq, mouse-ccf, "
-                   "mouse-p56, human-atlas, mri, or all.")
+                   "mouse-p56, human-atlas, mri, all, or celltypes:<dataset> (human-m1, "
+                   "human-mca, mouse-ctx-hpf-10x, mouse-ctx-hpf-smartseq, human-mtg, mouse-visp).")
 @click.option("--verify-all", is_flag=True,
               help="Re-hash files already in the manifest instead of trusting size + mtime.")
 @click.option("--verify-crc/--no-verify-crc", default=True, show_default=True,
@@ -48,6 +49,7 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
       atlas-engine fetch --dest raw/ --donors 9861,H0351.1015 --what microarray
       atlas-engine fetch --dest raw/ --base-url http://127.0.0.1:8765 --concurrency 6
       atlas-engine fetch --dest atlases/ --what structure-graph:1,10,mouse-ccf,human-atlas
+      atlas-engine fetch --dest raw/ --what celltypes:human-m1,celltypes:human-mtg
     """
     from ..fetch.ahba import fetch_ahba
     from ..fetch.http import RetryPolicy

@@ -36,10 +36,21 @@ import click
               help="Divide the real volume shapes by this (1 = real size: 4.8 GB at 10 µm).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes writing donors in parallel (default: CPU count for big outputs).")
+@click.option("--celltypes", default=None,
+              help="Write only Cell Types data sets instead (comma-separated: human-m1, "
+                   "human-mca, mouse-ctx-hpf-10x, mouse-ctx-hpf-smartseq, human-mtg, mouse-visp), "
+                   "sized by --cells / --genes / --clusters.")
+@click.option("--cells", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Cell Types: cells per data set.")
+@click.option("--genes", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Cell Types: genes per data set.")
+@click.option("--clusters", type=click.IntRange(min=2), default=12, show_default=True,
+              help="Cell Types: clusters per data set.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
 def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donors: str,
               brainspan: bool, brainspan_genes: int, brainspan_samples: int, rnaseq: bool,
-              volumes: bool, volume_scale: int, workers: int | None, quiet: bool) -> None:
+              volumes: bool, volume_scale: int, workers: int | None, celltypes: str | None,
+              cells: int, genes: int, clusters: int, quiet: bool) -> None:
     """Write generated data in the exact Allen file formats into DEST.
 
     Per donor normalized_microarray_donor{id}.zip (MicroarrayExpression, PACall, Probes,
@@ -53,10 +64,22 @@ def synth_cmd(dest: Path, probes: int, samples_fraction: float, seed: int, donor
       atlas-engine synth small/ --probes 2000 --samples-fraction 0.1
       atlas-engine synth two/ --donors 9861,10021 --no-brainspan --seed 7
       atlas-engine synth atlases/ --probes 500 --samples-fraction 0.1 --volumes
+      atlas-engine synth ct/ --celltypes human-m1,human-mtg --cells 3000 --genes 1000
     """
     from ..testing.synth import write_all
 
     started = time.perf_counter()
+    if celltypes:
+        from ..testing.synth_celltypes import CellTypeWorldSpec, write_dataset
+
+        for name in [n.strip() for n in celltypes.split(",") if n.strip()]:
+            depth = 1.0 if "10x" in name or name == "human-m1" else 30.0
+            _, files = write_dataset(dest, name, CellTypeWorldSpec(
+                n_cells=cells, n_genes=genes, n_clusters=clusters, seed=seed, depth=depth))
+            if not quiet:
+                for f in files:
+                    click.echo(str(f))
+        return
     result = write_all(dest, probes=probes, samples_fraction=samples_fraction, seed=seed,
                        donors=donors, brainspan=brainspan, brainspan_genes=brainspan_genes,
                        brainspan_samples=brainspan_samples, rnaseq=rnaseq, workers=workers,

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 __all__ = ["DATASETS", "ConvertSummary", "convert", "detect_dataset"]
 
 #: What ``convert`` can be asked to convert (``auto`` looks at the source).
-DATASETS = ("auto", "ahba", "ahba-rnaseq", "brainspan")
+DATASETS = ("auto", "ahba", "ahba-rnaseq", "brainspan", "celltypes")
 
 
 @dataclass
@@ -24,21 +24,33 @@ class ConvertSummary:
     microarray: Any = None     # convert.donor.ConvertResult
     rnaseq: Any = None         # convert.rnaseq.RnaseqResult
     brainspan: dict[str, Any] | None = None
+    celltypes: dict[str, Any] | None = None
     messages: list[str] = field(default_factory=list)
 
 
 def detect_dataset(src: str | os.PathLike) -> str:
     """``ahba`` when ``src`` holds microarray donors, ``ahba-rnaseq`` when it holds only
-    RNA-seq donors, ``brainspan`` when it holds a BrainSpan genes matrix. Archives are
-    recognised by their members, whatever their names (:mod:`.discover`); a source with none
-    raises :class:`ConfigError` listing what was looked for."""
+    RNA-seq donors, ``brainspan`` when it holds a BrainSpan genes matrix, ``celltypes`` when
+    it holds a Cell Types matrix (a portal ``matrix.csv`` or a 2018 zip with
+    ``*_exon-matrix.csv``). Archives are recognised by their members, whatever their names
+    (:mod:`.discover`); a source with none raises :class:`ConfigError` listing what was looked
+    for."""
+    from ..celltypes.convert import looks_like_celltypes
     from .discover import BRAINSPAN, MICROARRAY, RNASEQ, scan
 
-    sc = scan(src)
+    try:
+        sc = scan(src)
+    except ConfigError:
+        # nothing of the AHBA / BrainSpan kinds: a Cell Types set, or the scan's own error
+        if looks_like_celltypes(src):
+            return "celltypes"
+        raise
     for kind, dataset in ((MICROARRAY, "ahba"), (RNASEQ, "ahba-rnaseq"),
                           (BRAINSPAN, "brainspan")):
         if sc.of_kind(kind):
             return dataset
+    if looks_like_celltypes(src):
+        return "celltypes"
     raise sc.nothing()
 
 
@@ -46,7 +58,7 @@ def convert(
     src: str | os.PathLike,
     store: str | os.PathLike,
     *,
-    dataset: Literal["auto", "ahba", "ahba-rnaseq", "brainspan"] = "auto",
+    dataset: Literal["auto", "ahba", "ahba-rnaseq", "brainspan", "celltypes"] = "auto",
     dtype: Literal["float32", "float64"] = "float32",
     donors: str | Iterable[int | str] | None = None,
     rnaseq: bool = True,
@@ -69,8 +81,9 @@ def convert(
         The Zarr store to create or complete (a path or an fsspec URL).
     dataset
         ``"auto"`` (microarray donors, with their RNA-seq donors if ``src`` has them; only
-        RNA-seq when that is all there is; else a BrainSpan genes matrix), ``"ahba"``, ``"ahba-rnaseq"`` or
-        ``"brainspan"``.
+        RNA-seq when that is all there is; else a BrainSpan genes matrix or a Cell Types
+        matrix), ``"ahba"``, ``"ahba-rnaseq"``, ``"brainspan"`` or ``"celltypes"`` (an AnnData
+        store, see :func:`atlas_engine.celltypes.convert.convert_celltypes`).
     dtype
         Stored precision of the expression values (``"float32"`` or ``"float64"``).
     donors
@@ -124,6 +137,25 @@ def convert(
 
     if dataset == "ahba-rnaseq":
         rna()
+        return out
+    if dataset == "celltypes":
+        from ..celltypes.convert import convert_celltypes
+
+        out.celltypes = rep = convert_celltypes(src, store)
+        if rep["status"] == "exists":
+            out.messages.append(f"{store} exists (complete); nothing to do")
+            return out
+        out.messages.append(
+            f"Cell Types ({rep['layout']}): {rep['cells']:,} cells × {rep['genes']:,} genes, "
+            f"{rep['nnz']:,} non-zero counts in {rep['seconds']:.1f} s → {store}")
+        if rep.get("cells_without_metadata"):
+            out.messages.append(
+                f"warning: {rep['cells_without_metadata']} cells have no metadata row (first: "
+                f"{', '.join(rep['cells_without_metadata_first'][:3])})")
+        if rep.get("metadata_rows_without_cells"):
+            out.messages.append(
+                f"warning: {rep['metadata_rows_without_cells']} metadata rows have no cell in "
+                f"the matrix (first: {', '.join(rep['metadata_rows_without_cells_first'][:3])})")
         return out
     if dataset == "brainspan":
         from .brainspan import convert_brainspan

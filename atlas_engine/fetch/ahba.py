@@ -15,6 +15,7 @@
 
 Files with a published SHA-256 (:data:`~atlas_engine.sources.volumes.KNOWN_SHA256`) are checked
 against it when they come from the real archive; a mismatch fails the file.
+* ``celltypes:<dataset>`` - a Cell Types data set (:mod:`.celltypes`)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from ..sources.volumes import (
     archive_url,
     ccf_annotation_name,
 )
+from .celltypes import plan_celltypes, split_what
 from .download import Downloader, DownloadResult, DownloadSpec, summarize
 from .http import RetryPolicy, make_session
 from .manifest import atomic_write_bytes
@@ -215,7 +217,11 @@ async def afetch_ahba(
 ) -> FetchReport:
     """Download the selected AHBA files into ``dest`` (async); see :func:`fetch_ahba`."""
     cfg = Config.from_env()
-    kinds = parse_what(what)
+    items = what.split(",") if isinstance(what, str) else list(what) if what is not None else None
+    cell_sets: list[str] = []
+    if items is not None:
+        items, cell_sets = split_what(items)
+    kinds = parse_what(items) if items or not cell_sets else []
     chosen = resolve_donors(donors)
     base = (base_url or cfg.base_url).rstrip("/")
     brainspan = (base_url or cfg.brainspan_base_url).rstrip("/")
@@ -228,6 +234,18 @@ async def afetch_ahba(
         dl = Downloader(dest, session=session, concurrency=concurrency, policy=policy,
                         quiet=quiet, verify_all=verify_all, verify_crc=verify_crc)
         jobs = [dl.fetch(s) for s in specs]
+        extra: list[Downloader] = []
+        for sub, spec in plan_celltypes(cell_sets, base_url):
+            if not sub:
+                jobs.append(dl.fetch(spec))
+                continue
+            sub_dl = next((d for d in extra if d.dest == dest / sub), None)
+            if sub_dl is None:
+                sub_dl = Downloader(dest / sub, session=session, concurrency=concurrency,
+                                    policy=policy, quiet=quiet, verify_all=verify_all,
+                                    verify_crc=verify_crc)
+                extra.append(sub_dl)
+            jobs.append(sub_dl.fetch(spec))
         if "ontology" in kinds:
             rma = RmaClient(base, session=session, policy=policy)
             query = model_query("Structure", f"[graph_id$eq{HBA_STRUCTURE_GRAPH}]")
@@ -246,6 +264,8 @@ async def afetch_ahba(
             report.results = list(await asyncio.gather(*jobs))
         finally:
             dl.total_bar.close()
+            for d in extra:
+                d.total_bar.close()
     return report
 
 

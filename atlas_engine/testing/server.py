@@ -20,6 +20,8 @@ Endpoints (shared allen_formats.md §2 and §5):
 * ``GET/HEAD /informatics-archive/{path}`` — files under the directory's
   ``informatics-archive/`` (the download.alleninstitute.org layout of the CCF NRRDs and the human
   reference atlas), with the same headers, ranges and faults as well-known files.
+* ``GET/HEAD /{prefix}/{name}`` with ``prefix`` starting ``aibs_`` — a file of the Cell Types
+  download bucket (``DIR/aibs_human_m1_10x/matrix.csv``, ...), served like a well-known file.
 * ``GET /api/v2/structure_graph_download/{id}.json`` — ``structure_graph_{id}.json`` from the
   directory when present, else (graph 10) built from ``Ontology.csv``.
 
@@ -256,6 +258,7 @@ class MirrorServer:
                            self._query)
         app.router.add_get(r"/api/v2/structure_graph_download/{gid:\d+}.json", self._graph)
         app.router.add_get(r"/informatics-archive/{tail:.+}", self._archive)
+        app.router.add_get(r"/{prefix:aibs_[A-Za-z0-9_.-]+}/{name:[A-Za-z0-9_.-]+}", self._bucket)
         return app
 
     async def start(self) -> str:
@@ -372,7 +375,8 @@ class MirrorServer:
     def _gate(self, request: web.Request, record: RequestRecord) -> web.StreamResponse | None:
         """The fail/HTML fault response for this request, if one is due."""
         f, c = self._faults, self._counters
-        kind = "download" if request.path.startswith(DOWNLOAD_PREFIX) else "api"
+        kind = ("download" if request.path.startswith((DOWNLOAD_PREFIX, "/aibs_"))
+                else "api")
         if f.scope not in ("all", kind):
             return None
         if c.fail < f.fail_first:
@@ -411,6 +415,15 @@ class MirrorServer:
         path = (root / rel).resolve()
         if root not in path.parents or not path.is_file():
             return web.Response(status=404, text="404 Not Found\n")
+        return await self._serve_file(request, path)
+
+    async def _bucket(self, request: web.Request) -> web.StreamResponse:
+        """A download-bucket object, ``/{prefix}/{name}`` → ``DIR/{prefix}/{name}``."""
+        root = self.data.root.resolve()
+        path = (root / request.match_info["prefix"] / request.match_info["name"]).resolve()
+        if root not in path.parents or not path.is_file():
+            return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>",
+                                content_type="application/xml")
         return await self._serve_file(request, path)
 
     async def _serve_file(self, request: web.Request, path: Path) -> web.StreamResponse:

@@ -1,0 +1,144 @@
+"""Reading a Cell Types store: annotations with anndata, counts as CSR row blocks (I/O only).
+
+:func:`cell_blocks` builds a lazy Dask array whose blocks are
+:class:`~atlas_engine.aggregate.csr.CsrBlock` objects: one task reads a run of whole cells
+(their slice of ``X/indptr``, ``X/indices``, ``X/data``), splits them into gene bands and sums
+each cell in one pass; one light task per band then hands its piece on. The engine
+(:func:`atlas_engine.aggregate.engine.groupby_reduce`) reduces it like any other Dask array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from scipy import sparse
+
+from ..aggregate.csr import CsrBlock
+from ..errors import ConfigError, FormatError
+from ..kernels.sparse import csr_row_totals, csr_split_bands
+
+
+@dataclass
+class CellStore:
+    """A converted Cell Types store: path, shape, ``obs``, ``var`` and ``uns`` (no counts)."""
+
+    path: str
+    n_cells: int
+    n_genes: int
+    obs: pd.DataFrame
+    var: pd.DataFrame
+    uns: dict[str, Any]
+
+
+def is_cell_store(path: str | Path) -> bool:
+    """True when ``path`` is an AnnData Zarr store with a CSR ``X`` (a Cell Types store)."""
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception:
+        return False
+    if root.attrs.get("encoding-type") != "anndata" or "X" not in root:
+        return False
+    return root["X"].attrs.get("encoding-type") == "csr_matrix"
+
+
+def open_cell_store(path: str | Path) -> CellStore:
+    """Open a Cell Types store's annotations (the counts stay on disk)."""
+    import anndata as ad
+    from anndata.io import read_elem
+
+    if not is_cell_store(path):
+        raise FormatError(path, "not a Cell Types store",
+                          expected="an AnnData Zarr store with CSR counts in X "
+                                   "(atlas-engine convert on a cell-types data set)")
+    root = zarr.open_group(str(path), mode="r")
+    with ad.settings.override(remove_unused_categories=False):
+        obs = read_elem(root["obs"])
+        var = read_elem(root["var"])
+        uns = read_elem(root["uns"]) if "uns" in root else {}
+    shape = root["X"].attrs["shape"]
+    return CellStore(str(path), int(shape[0]), int(shape[1]), obs, var, uns)
+
+
+def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list[CsrBlock]:
+    """Cells ``start:stop`` of ``X`` split into the gene bands ``bounds`` (one
+    :class:`CsrBlock` per band, each with the cells' totals over all genes)."""
+    x = zarr.open_group(path, mode="r")["X"]
+    indptr = np.asarray(x["indptr"][start:stop + 1], dtype=np.int64)
+    p0, p1 = int(indptr[0]), int(indptr[-1])
+    indices = np.asarray(x["indices"][p0:p1])
+    data = np.asarray(x["data"][p0:p1])
+    n_genes = int(x.attrs["shape"][1])
+    if indices.size and (int(indices.max()) >= n_genes or int(indices.min()) < 0):
+        raise FormatError(f"{path}/X/indices", f"column index out of range in cells "
+                          f"{start}..{stop - 1}", expected=f"indices in [0, {n_genes})")
+    if len(bounds) == 2 and bounds[0] == 0 and bounds[1] == n_genes:
+        # one band holding every gene: the rows as read, no copy
+        local = indptr - p0
+        return [CsrBlock(local, indices, data, csr_row_totals(local, data), 0, n_genes)]
+    parts, totals = csr_split_bands(indptr - p0, indices, data, np.asarray(bounds))
+    return [CsrBlock(ip, ix, dt, totals, int(bounds[k]), int(bounds[k + 1]))
+            for k, (ip, ix, dt) in enumerate(parts)]
+
+
+def _band(blocks: list[CsrBlock], k: int, mask: np.ndarray | None) -> CsrBlock:
+    blk = blocks[k]
+    return blk if mask is None else blk.band(blk.col0, blk.col1, mask)
+
+
+def gene_bands(columns: np.ndarray, width: int) -> list[tuple[int, int]]:
+    """Contiguous column bands of at most ``width`` genes covering ``columns`` (sorted)."""
+    cols = np.unique(np.asarray(columns, np.int64))
+    bands: list[tuple[int, int]] = []
+    i = 0
+    while i < cols.size:
+        c0 = int(cols[i])
+        c1 = c0 + width
+        j = int(np.searchsorted(cols, c1))
+        bands.append((c0, int(cols[j - 1]) + 1))
+        i = j
+    return bands
+
+
+def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int,
+                masks: list[np.ndarray] | None = None,
+                rows: tuple[int, int] | None = None) -> Any:
+    """Lazy Dask array (cells × band genes) of :class:`CsrBlock` blocks.
+
+    ``bands`` are ``[col0, col1)`` gene ranges (the array's columns are their concatenation);
+    ``masks`` (one per band, groups × band width) go with the blocks for order statistics;
+    ``rows`` (``[start, stop)``, default all cells) restricts the array to a run of cells.
+    """
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    if block_cells < 1:
+        raise ConfigError("block_cells must be >= 1")
+    lo, n = rows if rows is not None else (0, store.n_cells)
+    starts = list(range(lo, n, block_cells)) or [lo]
+    token = tokenize(store.path, bands, block_cells, lo, n,
+                     None if masks is None else [tokenize(m) for m in masks])
+    load = f"celltypes-rows-{token}"
+    name = f"celltypes-band-{token}"
+    dsk: dict[Any, Any] = {}
+    # bands may skip genes: split at every band edge, keep the even pieces
+    edges: list[int] = []
+    for c0, c1 in bands:
+        if not edges or edges[-1] != c0:
+            edges.append(c0)
+        edges.append(c1)
+    piece = [edges.index(c0) for c0, _ in bands]
+    for i, a in enumerate(starts):
+        dsk[(load, i)] = (read_rows, store.path, a, min(n, a + block_cells), tuple(edges))
+        for j in range(len(bands)):
+            dsk[(name, i, j)] = (_band, (load, i), piece[j],
+                                 None if masks is None else masks[j])
+    chunks = (tuple(min(n, a + block_cells) - a for a in starts),
+              tuple(c1 - c0 for c0, c1 in bands))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    return da.Array(graph, name, chunks, meta=sparse.csr_matrix((0, 0), dtype=np.int32))

@@ -1,0 +1,323 @@
+"""Numba grouped kernels on CSR row blocks (cells × genes counts); label < 0 = no group.
+
+Pure compute: arrays in, arrays out. A block is given by its CSR arrays and a gene band
+``[col0, col1)``; entries outside the band are skipped, so one block read from the store serves
+several gene bands without a copy. Per-cell totals (library sizes over *all* genes) come in
+separately, because a band alone does not know them.
+
+* :func:`csr_split_bands` - one pass that splits CSR rows into gene bands (and sums each
+  row), so each band's kernels touch only its own entries.
+* :func:`csr_group_stats` - per group: cells; per group and gene: stored (non-zero) counts,
+  sum, sum of squared deviations about the block's group mean (zeros included), and the sums of
+  CPM and of log2(CPM + 1) (CPM = count / cell total × 1e6).
+* :func:`csr_gather` - the log2(CPM + 1) values of the (group, gene) pairs a mask selects,
+  tagged with the pair's flat index: the input of exact order statistics.
+* :func:`segment_order_stats` - from those values (sorted), R's ``mean(x, trim)`` and the median
+  of every pair, with the group's zeros implied (a pair holds ``n`` values, ``k`` stored).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(nogil=True, cache=True)
+def _group_stats(indptr, indices, data, labels, totals, n_groups, col0, col1, want_m2, want_cpm):
+    width = col1 - col0
+    cells = np.zeros(n_groups, np.int64)
+    nnz = np.zeros((n_groups, width), np.int32)
+    s = np.zeros((n_groups, width), np.float64)
+    m2 = np.zeros((n_groups, width) if want_m2 else (0, 0), np.float64)
+    cpm = np.zeros((n_groups, width) if want_cpm else (0, 0), np.float64)
+    lcpm = np.zeros((n_groups, width) if want_cpm else (0, 0), np.float64)
+    for r in range(indptr.size - 1):
+        g = labels[r]
+        if g < 0:
+            continue
+        cells[g] += 1
+        scale = 1e6 / totals[r] if totals[r] > 0 else 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            if j < col0 or j >= col1:
+                continue
+            jj = j - col0
+            x = np.float64(data[p])
+            nnz[g, jj] += 1
+            s[g, jj] += x
+            if want_m2:
+                m2[g, jj] += x * x
+            if want_cpm:
+                c = x * scale
+                cpm[g, jj] += c
+                lcpm[g, jj] += math.log2(c + 1.0)
+    if want_m2:
+        # counts are integers: their sums and sums of squares are exact in float64 (below
+        # 2**53), so m2 = sum(x^2) - sum(x)^2 / n loses only the final division's rounding
+        for g in range(n_groups):
+            n = cells[g]
+            if n == 0:
+                continue
+            for jj in range(width):
+                v = m2[g, jj] - s[g, jj] * s[g, jj] / n
+                m2[g, jj] = v if v > 0.0 else 0.0
+    return cells, nnz, s, m2, cpm, lcpm
+
+
+@numba.njit(nogil=True, cache=True)
+def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_data, totals):
+    n_rows = indptr.size - 1
+    n_bands = bounds.size - 1
+    n_cols = 0
+    for p in range(indices.size):
+        if indices[p] + 1 > n_cols:
+            n_cols = indices[p] + 1
+    band_of = np.full(max(n_cols, 1), -1, np.int64)
+    for b in range(n_bands):
+        for j in range(bounds[b], min(bounds[b + 1], n_cols)):
+            band_of[j] = b
+    counts = np.zeros(n_bands, np.int64)
+    for r in range(n_rows):
+        t = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            t += data[p]
+            b = band_of[indices[p]]
+            if b >= 0:
+                counts[b] += 1
+        totals[r] = t
+    offs = np.zeros(n_bands + 1, np.int64)
+    for b in range(n_bands):
+        offs[b + 1] = offs[b] + counts[b]
+    fill = offs[:-1].copy()
+    for r in range(n_rows):
+        for b in range(n_bands):
+            out_indptr[b, r] = fill[b] - offs[b]
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            b = band_of[j]
+            if b >= 0:
+                out_indices[fill[b]] = j
+                out_data[fill[b]] = data[p]
+                fill[b] += 1
+    for b in range(n_bands):
+        out_indptr[b, n_rows] = fill[b] - offs[b]
+    return offs
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_totals(indptr, data, out):
+    for r in range(indptr.size - 1):
+        t = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            t += data[p]
+        out[r] = t
+
+
+def csr_row_totals(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Each row's sum (float64; integer-exact below 2**53)."""
+    indptr = np.asarray(indptr, np.int64)
+    out = np.empty(indptr.size - 1, np.int64)
+    _row_totals(indptr, np.asarray(data), out)
+    return out.astype(np.float64)
+
+
+def csr_split_bands(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, bounds: np.ndarray,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
+    """Split CSR rows into gene bands ``[bounds[b], bounds[b + 1])`` in one pass.
+
+    Returns one ``(indptr, indices, data)`` per band (column indices unchanged; entries outside
+    every band dropped) and each row's total over *all* its entries (float64).
+    """
+    indptr = np.asarray(indptr, np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    n_rows = indptr.size - 1
+    nb = bounds.size - 1
+    cap = int(indptr[-1] - indptr[0])
+    out_indptr = np.empty((nb, n_rows + 1), np.int64)
+    out_indices = np.empty(cap, np.asarray(indices).dtype)
+    out_data = np.empty(cap, np.asarray(data).dtype)
+    totals = np.empty(n_rows, np.int64)
+    offs = _split_bands(indptr, np.asarray(indices), np.asarray(data), bounds, out_indptr,
+                        out_indices, out_data, totals)
+    parts = [(out_indptr[b], out_indices[offs[b]:offs[b + 1]], out_data[offs[b]:offs[b + 1]])
+             for b in range(nb)]
+    return parts, totals.astype(np.float64)
+
+
+def csr_group_stats(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
+    totals: np.ndarray, n_groups: int, col0: int, col1: int, *, m2: bool = True,
+    cpm: bool = True,
+) -> dict[str, np.ndarray]:
+    """Grouped sums of one CSR row block over the gene band ``[col0, col1)``.
+
+    Parameters
+    ----------
+    indptr, indices, data : CSR arrays of the block (rows = cells)
+    labels : (rows,) int64
+        Group of each row; < 0 = in no group.
+    totals : (rows,) float64
+        Each cell's total count over all genes (for CPM).
+    n_groups, col0, col1 : int
+    m2, cpm : bool
+        Also compute ``m2`` / ``cpm`` and ``lcpm``.
+
+    Returns
+    -------
+    dict
+        ``cells`` (G,), ``nnz`` (G, W) int32, ``sum`` (G, W), and when asked ``m2`` (sum of
+        squared deviations from the group mean of this block, zeros included; computed as
+        ``sum(x^2) - sum(x)^2 / n``, exact up to one rounding for integer counts whose sums of
+        squares stay below 2**53), ``cpm`` (sum of
+        CPM) and ``lcpm`` (sum of log2(CPM + 1)), all float64.
+    """
+    cells, nnz, s, m2_, c, lc = _group_stats(
+        np.asarray(indptr, np.int64), np.asarray(indices), np.asarray(data),
+        np.asarray(labels, np.int64), np.asarray(totals, np.float64), int(n_groups), int(col0),
+        int(col1), bool(m2), bool(cpm))
+    out = {"cells": cells, "nnz": nnz, "sum": s}
+    if m2:
+        out["m2"] = m2_
+    if cpm:
+        out["cpm"] = c
+        out["lcpm"] = lc
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _gather(indptr, indices, data, labels, totals, col0, col1, mask, out_slot, out_val):
+    width = col1 - col0
+    n = 0
+    for r in range(indptr.size - 1):
+        g = labels[r]
+        if g < 0:
+            continue
+        scale = 1e6 / totals[r] if totals[r] > 0 else 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            if j < col0 or j >= col1:
+                continue
+            jj = j - col0
+            if mask[g, jj]:
+                out_slot[n] = g * width + jj
+                out_val[n] = math.log2(np.float64(data[p]) * scale + 1.0)
+                n += 1
+    return n
+
+
+def n_groups_width(mask: np.ndarray) -> int:
+    """Number of (group, gene) slots of a gather mask."""
+    return int(np.asarray(mask).size)
+
+
+def csr_gather(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
+    totals: np.ndarray, col0: int, col1: int, mask: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """log2(CPM + 1) of the stored counts of the pairs ``mask[g, j - col0]`` selects.
+
+    Returns ``(slot, value)``: ``slot = g * (col1 - col0) + (j - col0)`` (int32 when it fits) and
+    the value
+    (float64) of every such stored count, in block order.
+    """
+    indptr = np.asarray(indptr, np.int64)
+    cap = int(indptr[-1] - indptr[0])
+    slot = np.empty(cap, np.int32 if n_groups_width(mask) < 2**31 else np.int64)
+    val = np.empty(cap, np.float64)
+    n = _gather(indptr, np.asarray(indices), np.asarray(data), np.asarray(labels, np.int64),
+                np.asarray(totals, np.float64), int(col0), int(col1),
+                np.ascontiguousarray(mask, dtype=np.bool_), slot, val)
+    return slot[:n].copy(), val[:n].copy()
+
+
+@numba.njit(nogil=True, cache=True)
+def _segments(slot, val, n_cells, nnz, trim, tmean, med):
+    n_slots = tmean.size
+    width = nnz.shape[1]
+    # defaults: pairs without gathered values have every kept value 0 (or no cells: NaN)
+    for q in range(n_slots):
+        g = q // width
+        if n_cells[g] == 0:
+            tmean[q] = np.nan
+            med[q] = np.nan
+        else:
+            tmean[q] = 0.0
+            med[q] = 0.0
+    i = 0
+    total = slot.size
+    while i < total:
+        q = slot[i]
+        e = i
+        while e < total and slot[e] == q:
+            e += 1
+        g = q // width
+        jj = q - g * width
+        n = n_cells[g]
+        k = e - i
+        if k != nnz[g, jj]:
+            # incomplete gather: the caller's mask and counts disagree
+            tmean[q] = np.nan
+            med[q] = np.nan
+            i = e
+            continue
+        z = n - k
+        lo = int(math.floor(n * trim))
+        acc = 0.0
+        for p in range(max(lo, z), n - lo):
+            acc += val[i + p - z]
+        tmean[q] = acc / (n - 2 * lo)
+        a = (n - 1) // 2
+        b = n // 2
+        va = val[i + a - z] if a >= z else 0.0
+        vb = val[i + b - z] if b >= z else 0.0
+        med[q] = 0.5 * (va + vb)
+        i = e
+    return tmean, med
+
+
+def segment_order_stats(
+    slot: np.ndarray, value: np.ndarray, n_cells: np.ndarray, nnz: np.ndarray,
+    trim: float = 0.25,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trimmed mean and median of every (group, gene) pair, zeros implied.
+
+    Parameters
+    ----------
+    slot, value : 1-D arrays
+        Gathered values (:func:`csr_gather`), any order; they are sorted here.
+    n_cells : (G,) int
+        Cells of each group (the pair's ``n``).
+    nnz : (G, W) int
+        Stored (non-zero) values of each pair (``k``); a pair with gathered values must have
+        all ``k`` of them, a pair without any is taken to have its non-zeros all trimmed away
+        (``k <= floor(n * trim)``) for the trimmed mean and below the middle for the median.
+    trim : float, default 0.25
+        R's ``mean(x, trim)``: drop ``floor(n * trim)`` values at each end, average the rest.
+
+    Returns
+    -------
+    (trimmed_mean, median) : (G, W) float64
+        NaN for groups without cells.
+    """
+    if not 0 <= trim < 0.5:
+        raise ValueError("trim must be in [0, 0.5)")
+    order = np.lexsort((value, slot))
+    g, w = nnz.shape
+    tm = np.empty(g * w)
+    md = np.empty(g * w)
+    _segments(np.ascontiguousarray(slot[order]), np.ascontiguousarray(value[order]),
+              np.asarray(n_cells, np.int64), np.asarray(nnz, np.int64), float(trim), tm, md)
+    return tm.reshape(g, w), md.reshape(g, w)
+
+
+def gather_mask(n_cells: np.ndarray, nnz: np.ndarray, trim: float = 0.25) -> np.ndarray:
+    """Pairs whose trimmed mean or median depends on stored values: ``k > floor(n * trim)``.
+
+    With fewer stored values every one of them sorts into the trimmed top end (and above the
+    median, since ``floor(n * trim) < n - n // 2``), so those pairs' statistics are 0.
+    """
+    n = np.asarray(n_cells, np.int64)[:, None]
+    return np.asarray(nnz) > np.floor(n * trim).astype(np.int64)

@@ -1,0 +1,171 @@
+"""Cell Types benchmark: convert and per-cluster statistics at M1 scale (or a fraction of it).
+
+Every step runs in its own process; wall time and that process's peak RSS (``wait4``) are
+reported, with the 1-minute load average just before it. In one run, for each ``--scales``:
+
+* ``convert``: ``atlas-engine`` conversion of ``matrix.csv`` + ``metadata.csv`` to the store;
+* ``pandas``: the reader a user would write: ``pandas.read_csv(chunksize=...)`` with int32
+  columns, each chunk to ``scipy.sparse.csr_matrix``, then ``vstack`` (the CSR only, no obs);
+* ``polars``: the same with ``polars.scan_csv(...).collect_batches()`` (int32 schema);
+* ``aggregate``: per-cluster sum, mean, var and count of non-zeros of all genes from the store
+  (2 Dask threads);
+* ``scanpy``: ``scanpy.get.aggregate`` (same four) on the same counts already in memory as CSR
+  (the read is not timed; the reported time is the call alone);
+* ``trimmed``: per-cluster trimmed means from the store; ``means``: plain means alone.
+
+Usage::
+
+    python benchmarks/bench_celltypes.py --data bench-data/ct --scales 0.25
+    python benchmarks/bench_celltypes.py --data bench-data/ct --scales 0.25,0.5,1,2 --skip pandas
+
+Data for each scale is generated once under ``DATA/s{scale}/`` (76,533 × scale cells × 50,281
+genes, 127 clusters; ``--keep`` leaves it there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+M1_CELLS = 76_533
+M1_GENES = 50_281
+M1_CLUSTERS = 127
+HERE = Path(__file__).resolve().parent
+
+STEP_CODE = {
+    "convert": """
+from atlas_engine.celltypes.convert import convert_celltypes
+convert_celltypes(SRC, STORE, overwrite=True)
+""",
+    "pandas": """
+import numpy as np, pandas as pd
+from scipy import sparse
+with open(MATRIX) as fh:
+    header = fh.readline().rstrip('\\n').split(',')
+dtype = {g: np.int32 for g in header[1:]}
+dtype['sample_name'] = str
+parts, names = [], []
+for chunk in pd.read_csv(MATRIX, chunksize=1000, dtype=dtype, engine='c'):
+    names.extend(chunk['sample_name'].tolist())
+    parts.append(sparse.csr_matrix(chunk.iloc[:, 1:].to_numpy(np.int32)))
+X = sparse.vstack(parts, format='csr')
+print('nnz', X.nnz)
+""",
+    "polars": """
+import numpy as np, polars as pl
+from scipy import sparse
+with open(MATRIX) as fh:
+    header = fh.readline().rstrip('\\n').split(',')
+schema = {g: pl.Int32 for g in header[1:]}
+schema = {'sample_name': pl.String, **schema}
+parts, names = [], []
+for batch in pl.scan_csv(MATRIX, schema=schema).collect_batches(chunk_size=1000):
+    names.extend(batch['sample_name'].to_list())
+    parts.append(sparse.csr_matrix(batch.drop('sample_name').to_numpy()))
+X = sparse.vstack(parts, format='csr')
+print('nnz', X.nnz)
+""",
+    "aggregate": """
+import dask
+from atlas_engine.celltypes.aggregate import aggregate_cells
+with dask.config.set(scheduler='threads', num_workers=2):
+    r = aggregate_cells(STORE, 'cluster', ['sum', 'mean', 'var', 'nnz'])
+print('groups', len(r.groups))
+""",
+    "means": """
+import dask
+from atlas_engine.celltypes.aggregate import aggregate_cells
+with dask.config.set(scheduler='threads', num_workers=2):
+    r = aggregate_cells(STORE, 'cluster', ['mean'])
+""",
+    "trimmed": """
+import dask
+from atlas_engine.celltypes.aggregate import aggregate_cells
+with dask.config.set(scheduler='threads', num_workers=2):
+    r = aggregate_cells(STORE, 'cluster', ['trimmed_mean'])
+""",
+    "scanpy": """
+import time, warnings
+import anndata as ad, scanpy as sc
+warnings.simplefilter('ignore')
+a = ad.read_zarr(STORE)
+a = ad.AnnData(X=a.X, obs=a.obs[['cluster']], var=a.var[[]])
+t0 = time.perf_counter()
+g = sc.get.aggregate(a, by='cluster', func=['sum', 'mean', 'count_nonzero', 'var'])
+print('CALL_SECONDS', time.perf_counter() - t0)
+""",
+}
+
+
+def run_step(step: str, env: dict[str, str]) -> dict[str, float]:
+    code = "".join(f"{k} = {v!r}\n" for k, v in env.items()) + STEP_CODE[step]
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "OPENBLAS_NUM_THREADS": "1"})
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"step {step} failed (status {status})")
+    res = {"seconds": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+           "load1": round(load, 2)}
+    for line in out.splitlines():
+        if line.startswith("CALL_SECONDS"):
+            res["call_seconds"] = round(float(line.split()[1]), 2)
+    return res
+
+
+def generate(root: Path, scale: float) -> Path:
+    folder = root / f"s{scale:g}"
+    src = folder / "aibs_human_m1_10x"
+    if (src / "metadata.csv").is_file():
+        return src
+    # in its own process: a child's peak RSS counts its parent's at fork, so the parent stays
+    # small (no numpy, no generated data)
+    t0 = time.perf_counter()
+    code = ("from atlas_engine.testing.synth_celltypes import CellTypeWorldSpec, write_dataset\n"
+            f"spec = CellTypeWorldSpec(n_cells={int(round(M1_CELLS * scale))}, "
+            f"n_genes={M1_GENES}, n_clusters={M1_CLUSTERS}, seed=1)\n"
+            f"write_dataset({str(folder)!r}, 'human-m1', spec, summaries=False)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    print(f"generated {scale:g}x in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return src
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="bench-data/ct")
+    ap.add_argument("--scales", default="0.25")
+    ap.add_argument("--skip", default="", help="steps to skip (comma-separated)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = ap.parse_args()
+    root = Path(args.data)
+    skip = {s for s in args.skip.split(",") if s}
+    results = []
+    for scale in (float(s) for s in args.scales.split(",")):
+        src = generate(root, scale)
+        store = str(src.parent / "m1.zarr")
+        env = {"SRC": str(src), "STORE": store, "MATRIX": str(src / "matrix.csv")}
+        row: dict[str, object] = {"scale": scale,
+                                  "csv_gb": round((src / "matrix.csv").stat().st_size / 1e9, 2)}
+        for step in ("convert", "pandas", "polars", "aggregate", "scanpy", "means", "trimmed"):
+            if step in skip:
+                continue
+            row[step] = run_step(step, env)
+            print(json.dumps({"scale": scale, step: row[step]}), file=sys.stderr)
+        results.append(row)
+        if not args.keep:
+            shutil.rmtree(src.parent)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
