@@ -382,6 +382,33 @@ def test_cache_entry_roundtrip_and_file_backed_arrays(tmp_path):
     assert cache.entries() == [key]
 
 
+def test_damaged_cache_entry_is_a_miss(tmp_path):
+    cache = StoreCache(str(tmp_path), {"attrs": {}})
+    key = cache.key("selection", {"a": 1})
+    assert cache.save(key, {"x": np.arange(1000.0)}, {"params": {}})
+    assert cache.load(key) is not None
+    f = tmp_path / "cache" / key / "x.npy"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 1                       # one bit of one value
+    f.write_bytes(bytes(data))
+    assert cache.load(key) is None and not (tmp_path / "cache" / key).exists()
+
+
+def test_damaged_cached_product_is_recomputed(e2e, tmp_path):
+    st = e2e["store"]
+    opts = dict(ibf_threshold=0.35, probe_selection="max_variance", **FIXED)
+    want = get_expression_data(st, ATLAS, INFO, cache=False, **opts).expression
+    get_expression_data(st, ATLAS, INFO, **opts)
+    cache_dir = Path(st.url) / "cache"
+    for f in sorted(cache_dir.glob("samplenorm-*/*_0.npy")):
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        f.write_bytes(bytes(data))
+    again = get_expression_data(st, ATLAS, INFO, **opts)
+    assert again.computed["sample_norm"] is True
+    pd.testing.assert_frame_equal(again.expression, want, check_exact=True)
+
+
 def test_mean_pair_spearman_matches_scipy():
     """Every donor pair of a row at once (different structure sets, ties, a NaN) against the
     mean of scipy's Spearman correlations."""
