@@ -71,3 +71,12 @@ class StoreError(AtlasEngineError):
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """There is no store at the given location (also a ``FileNotFoundError``)."""
+
+
+class DamagedStoreError(StoreError):
+    """A chunk of the store is missing or fails its checksum; the message names the store, the
+    array, the chunk and the donor, and how to repair it."""
+
+
+class StoreBusyError(StoreError):
+    """Another process is writing the store (it holds the store's lock)."""

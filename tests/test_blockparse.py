@@ -11,10 +11,12 @@ from atlas_engine.convert.blockparse import BlockPool, iter_blocks
 from atlas_engine.errors import FormatError
 
 
-def _parse(text: str, ncols: int, block_rows: int = 3, piece: int = 7, kind: str = "float"):
+def _parse(text: str, ncols: int, block_rows: int = 3, piece: int = 7, kind: str = "float",
+           nonfinite: str = "refuse"):
     data = text.encode()
     chunks = [data[i:i + piece] for i in range(0, len(data), piece)]
-    blocks = list(iter_blocks(chunks, ncols, block_rows, kind=kind, name="M.csv"))
+    blocks = list(iter_blocks(chunks, ncols, block_rows, kind=kind, name="M.csv",
+                              nonfinite=nonfinite))
     ids = np.concatenate([b.ids for b in blocks])
     vals = np.concatenate([b.values for b in blocks])
     return blocks, ids, vals
@@ -23,6 +25,7 @@ def _parse(text: str, ncols: int, block_rows: int = 3, piece: int = 7, kind: str
 def _oracle(lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     ids = np.array([int(r[0]) for r in lines], dtype=np.int64)
     vals = np.array([[float(t) for t in r[1:]] for r in lines], dtype=np.float64)
+    vals[~np.isfinite(vals)] = np.nan      # as stored with nonfinite="nan"
     return ids, vals
 
 
@@ -51,7 +54,7 @@ decimal_token = st.one_of(
 def test_values_bit_identical_to_python_float(rows, block_rows, piece):
     lines = [[str(1000 + i), *r] for i, r in enumerate(rows)]
     text = "\n".join(",".join(r) for r in lines) + "\n"
-    blocks, ids, vals = _parse(text, 3, block_rows, piece)
+    blocks, ids, vals = _parse(text, 3, block_rows, piece, nonfinite="nan")
     want_ids, want = _oracle(lines)
     assert (ids == want_ids).all()
     assert _same_bits(vals, want)
@@ -130,7 +133,7 @@ def test_empty_stream():
 def test_fast_path_long_rows_bit_identical(tokens, piece):
     lines = [[str(i), *tokens[i:] + tokens[:i]] for i in range(6)]
     text = "\n".join(",".join(r) for r in lines) + "\n"
-    _, ids, vals = _parse(text, 40, block_rows=4, piece=piece)
+    _, ids, vals = _parse(text, 40, block_rows=4, piece=piece, nonfinite="nan")
     assert _same_bits(vals, _oracle(lines)[1])
 
 
@@ -222,3 +225,61 @@ def test_fraction_word_stops_at_a_non_digit(stop, at):
     else:
         _, _, vals = _parse(text, 51, piece=1 << 20)
         assert vals[0, 20] == want
+
+
+@pytest.mark.parametrize("tok", ["nan", "NaN", "-inf", "Infinity", "+inf", "1e999", "-2e400"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nonfinite_refused_with_line_and_column(tok, dtype):
+    text = "1,0.5,1.5,2.5\n2,0.25," + tok + ",3.5\n3,1,2,3\n"
+    with pytest.raises(FormatError) as info:
+        list(iter_blocks([text.encode()], 3, 2, name="M.csv", dtype=dtype))
+    err = info.value
+    assert (err.file, err.line, err.column) == ("M.csv", 2, 3)
+    assert "non-finite" in str(err) and tok in str(err) and "--allow-nonfinite" in str(err)
+
+
+def test_float32_overflow_refused():
+    # finite as a double, beyond float32's range: refused when storing float32
+    text = "1,0.5,3.5e38\n"
+    assert list(iter_blocks([text.encode()], 2, 2))[0].values[0, 1] == 3.5e38
+    with pytest.raises(FormatError) as info:
+        list(iter_blocks([text.encode()], 2, 2, name="M.csv", dtype=np.float32))
+    assert (info.value.line, info.value.column) == (1, 3)
+
+
+def test_nonfinite_accepted_as_nan_and_counted():
+    from atlas_engine.convert.blockparse import ParseStats
+
+    text = "1,nan,1.5\n2,-inf,1e999\n3,1,2\n"
+    stats = ParseStats()
+    blocks = list(iter_blocks([text.encode()], 2, 2, stats=stats, nonfinite="nan"))
+    vals = np.concatenate([b.values for b in blocks])
+    assert np.isnan(vals[:2]).tolist() == [[True, False], [True, True]]
+    assert stats.nonfinite == 3 and (vals[2] == [1, 2]).all()
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 1000])
+@pytest.mark.parametrize("kind", ["float", "bool"])
+def test_utf8_bom_stripped(piece, kind):
+    data = b"\xef\xbb\xbf" + b"7,1,0\n8,0,1\n"
+    chunks = [data[i:i + piece] for i in range(0, len(data), piece)]
+    blocks = list(iter_blocks(chunks, 2, 4, kind=kind))
+    assert blocks[0].ids.tolist() == [7, 8]
+    assert blocks[0].values.astype(int).tolist() == [[1, 0], [0, 1]]
+
+
+def test_line_without_end_refused_before_it_grows():
+    # a member that inflates to a huge line (no newline): refused once past the bound for its
+    # field count, not buffered whole
+    from atlas_engine.convert.blockparse import max_line_bytes
+
+    def pieces():
+        yield b"1,0.5,0.5\n2,"
+        for _ in range(10_000):
+            yield b"0" * 4096
+        raise AssertionError("read past the line bound")
+
+    with pytest.raises(FormatError) as info:
+        list(iter_blocks(pieces(), 2, 4, name="M.csv"))
+    assert info.value.line == 2 and "line longer than" in str(info.value)
+    assert max_line_bytes(2) < 4096 * 10

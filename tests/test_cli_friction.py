@@ -140,11 +140,12 @@ def test_by_typo_gets_did_you_mean(small_store, tmp_path, capsys, by, hint):
 def test_atlas_errors_name_flags_not_keywords(e2e_source, tmp_path, capsys):
     from _golden import GOLDEN
 
+    # (generated well ids are real ones now, so corrected_mni no longer fails on them)
     code, _, err = _run(["aggregate", str(e2e_source["store"]), "--by",
-                         f"atlas:{GOLDEN / 'e2e_atlas.nii.gz'}", "-o", str(tmp_path / "dk.csv")],
-                        capsys)
+                         f"atlas:{GOLDEN / 'e2e_atlas.nii.gz'}", "--region-agg", "samples",
+                         "--return-donors", "-o", str(tmp_path / "dk.csv")], capsys)
     assert code == 1 and err.count("\n") == 1
-    assert "--no-corrected-mni" in err and "corrected_mni" not in err
+    assert "--return-donors" in err and "return_donors" not in err
 
 
 def test_cli_wording():

@@ -309,7 +309,7 @@ def test_verify_detects_corrupt_chunk(synth_small, tmp_path, capsys):
         main(["verify", str(store)])
     assert info.value.code == 1
     out = capsys.readouterr().out
-    assert "chunk (0, 0) checksum" in out and "FAILED" in out
+    assert "chunk (0, 0) values differ from conversion" in out and "FAILED" in out
 
 
 def test_cli_convert_and_verify(synth_small, tmp_path, capsys):

@@ -245,3 +245,17 @@ def test_group_mean_probe_default_out_and_bad_out():
         group_mean_probe(x, np.array([1, 0, 1, -1]), 2, out=np.empty((2, 3), np.int64))
     with pytest.raises(ConfigError, match="out must be"):
         group_mean_probe(x, np.array([1, 0, 1, -1]), 2, out=np.empty((3, 2)))
+
+
+def test_compensated_group_mean_is_pandas_groupby_mean():
+    from atlas_engine.kernels.compensated import group_mean_compensated
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(5, 3, (40, 300)) * 10.0 ** rng.integers(-3, 4, (40, 1))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    codes = rng.integers(0, 17, 300)
+    want = pd.DataFrame(x).T.groupby(codes).mean().T.to_numpy()
+    got = group_mean_compensated(x, codes, 17)
+    np.testing.assert_array_equal(got, want)  # bit for bit, as abagen's pandas computes it
+    with pytest.raises(ValueError):
+        group_mean_compensated(x, codes, 3)

@@ -67,19 +67,37 @@ def test_values_and_labels_exact(rows, block_rows, piece, crlf):
         tokens.append(toks)
     eol = "\r\n" if crlf else "\n"
     data = (eol.join(lines) + eol).encode()
-    blocks = list(iter_label_blocks(_pieces(data, piece), 4, block_rows, name="T.csv"))
+    blocks = list(iter_label_blocks(_pieces(data, piece), 4, block_rows, name="T.csv",
+                                    nonfinite="nan"))
     got_labels = np.concatenate([b.labels for b in blocks]).tolist()
     got = np.concatenate([b.values for b in blocks])
     want = np.array([[float(t) for t in r] for r in tokens], dtype=np.float64)
+    want[~np.isfinite(want)] = np.nan      # non-finite values are stored as NaN when accepted
     assert got_labels == labels
     # the csv module reads the same labels back
     assert [r[0] for r in csv.reader(io.StringIO(data.decode()))] == labels
     assert _same_bits(got, want)
     assert [b.start for b in blocks] == list(range(0, len(lines), block_rows))
-    lab32, got32 = read_label_matrix(_pieces(data, piece), dtype=np.float32)
+    lab32, got32 = read_label_matrix(_pieces(data, piece), dtype=np.float32, nonfinite="nan")
     with np.errstate(over="ignore"):
-        assert _same_bits(got32, want.astype(np.float32))
+        want32 = want.astype(np.float32)
+    want32[~np.isfinite(want32)] = np.nan   # beyond float32's range: non-finite as stored
+    assert _same_bits(got32, want32)
     assert lab32.tolist() == labels
+
+
+def test_nonfinite_refused_with_line_and_column():
+    data = b"A,1,2\nB,3,inf\n"
+    with pytest.raises(FormatError) as info:
+        list(iter_label_blocks([data], 2, 4, name="T.csv"))
+    assert (info.value.line, info.value.column) == (2, 3)
+    assert "non-finite" in str(info.value)
+
+
+def test_bom_stripped_from_the_first_label():
+    data = b"\xef\xbb\xbfA,1,2\nB,3,4\n"
+    (block,) = list(iter_label_blocks([data[:2], data[2:]], 2, 4))
+    assert block.labels.tolist() == ["A", "B"]
 
 
 def test_long_tokens_and_no_final_newline_vs_pandas():

@@ -285,4 +285,5 @@ def test_verify_checks_the_rnaseq_groups(rna, tmp_path, capsys):
     assert info.value.code == 1
     out = capsys.readouterr().out
     assert "RNA-seq: 9861:" in out
-    assert "RNA-seq donor 10021 tpm: chunk (0, 0) checksum differs" in out and "FAILED" in out
+    assert "RNA-seq donor 10021 tpm: chunk (0, 0) values differ from conversion" in out \
+        and "FAILED" in out

@@ -138,7 +138,7 @@ def test_explanations_against_raw_files(e2e):
     # each kept gene's chosen probe is selected in the probe table
     sel = set(probes.loc[probes.selected, "probe_id"])
     assert set(genes.loc[genes.status == "kept", "selected_probe_id"].astype(int)) <= sel
-    # samples: the generator's deliberate mismatches are the hemisphere drops
+    # samples: the mismatches the generator reports are the hemisphere drops
     smp = res.samples
     for donor, rows in synth.mismatches.items():
         got = smp[(smp.donor == donor) & smp.reason.str.contains("hemisphere mismatch")]
@@ -157,9 +157,10 @@ def test_explanations_against_raw_files(e2e):
     assert prov["store"]["url"] == st.url
 
 
-def test_corrected_mni_on_generated_ids_names_them(e2e):
-    with pytest.raises(ConfigError, match="well id"):
-        get_expression_data(e2e["store"], ATLAS, INFO, reannotated=False)
+def test_corrected_mni_applies_to_generated_well_ids(e2e):
+    # the generated samples carry real well ids: the corrected coordinates replace theirs
+    res = get_expression_data(e2e["store"], ATLAS, INFO, reannotated=False)
+    assert res.samples["status"].eq("matched").any()
 
 
 def test_bad_options(e2e):
@@ -379,6 +380,33 @@ def test_cache_entry_roundtrip_and_file_backed_arrays(tmp_path):
     aborted.add("x", np.zeros(2))
     aborted.abort()
     assert cache.entries() == [key]
+
+
+def test_damaged_cache_entry_is_a_miss(tmp_path):
+    cache = StoreCache(str(tmp_path), {"attrs": {}})
+    key = cache.key("selection", {"a": 1})
+    assert cache.save(key, {"x": np.arange(1000.0)}, {"params": {}})
+    assert cache.load(key) is not None
+    f = tmp_path / "cache" / key / "x.npy"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 1                       # one bit of one value
+    f.write_bytes(bytes(data))
+    assert cache.load(key) is None and not (tmp_path / "cache" / key).exists()
+
+
+def test_damaged_cached_product_is_recomputed(e2e, tmp_path):
+    st = e2e["store"]
+    opts = dict(ibf_threshold=0.35, probe_selection="max_variance", **FIXED)
+    want = get_expression_data(st, ATLAS, INFO, cache=False, **opts).expression
+    get_expression_data(st, ATLAS, INFO, **opts)
+    cache_dir = Path(st.url) / "cache"
+    for f in sorted(cache_dir.glob("samplenorm-*/*_0.npy")):
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        f.write_bytes(bytes(data))
+    again = get_expression_data(st, ATLAS, INFO, **opts)
+    assert again.computed["sample_norm"] is True
+    pd.testing.assert_frame_equal(again.expression, want, check_exact=True)
 
 
 def test_mean_pair_spearman_matches_scipy():

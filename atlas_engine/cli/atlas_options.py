@@ -71,12 +71,18 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                 help="Also write one regions × genes table per donor.")),
     (("--return-counts",), dict(is_flag=True, default=False,
                                 help="Also write the number of samples per region and donor.")),
+    (("--match-rule",), dict(type=click.Choice(["abagen", "majority"]), default="abagen",
+                             show_default=True,
+                             help="Not abagen's: with --atlas-info, several allowed regions near "
+                                  "a sample go to the nearest centroid (abagen 0.1.3) or to "
+                                  "the region with most voxels (majority).")),
 ]
 
 ABAGEN_OPTION_NAMES = ("ibf_threshold", "probe_selection", "donor_probes", "sim_threshold",
                        "lr_mirror", "missing", "tolerance", "sample_norm", "gene_norm",
                        "norm_matched", "norm_structures", "region_agg", "agg_metric",
-                       "corrected_mni", "reannotated", "return_donors", "return_counts")
+                       "corrected_mni", "reannotated", "return_donors", "return_counts",
+                       "match_rule")
 
 
 _KEYWORD = re.compile(r"\b(" + "|".join(ABAGEN_OPTION_NAMES + ("donors", "atlas_info", "out"))

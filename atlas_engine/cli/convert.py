@@ -30,9 +30,16 @@ import click
 @click.option("--jobs", type=click.IntRange(1), default=None,
               help="Donors converted in parallel (default 2 on 2+ cores); lowered if "
               "--memory-limit requires.")
+@click.option("--force", is_flag=True, help="Reconvert the selected donors even when they are "
+              "current (the repair for a donor that verify or a reader found damaged).")
+@click.option("--allow-nonfinite", is_flag=True, help="Store nan/inf tokens as NaN (counted "
+              "in each donor's provenance and by verify) instead of refusing them.")
+@click.option("--wait", is_flag=True, help="If another convert is writing STORE, wait for it "
+              "(default: stop and say which process holds the store).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: str,
-                rnaseq: bool, memory_limit: str | None, jobs: int | None, quiet: bool) -> None:
+                rnaseq: bool, memory_limit: str | None, jobs: int | None, force: bool,
+                allow_nonfinite: bool, wait: bool, quiet: bool) -> None:
     """Convert donor zips (or abagen folders) in SRC into the Zarr v3 STORE.
 
     SRC is a folder of zips / extracted folders, or one zip or folder. File names do not
@@ -50,7 +57,9 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
 
     RNA-seq donors (rnaseq_donor9861.zip, rnaseq_donor10021.zip) go into the same store
     as rnaseq/{id} (TPM and counts); probe_selection='rnaseq' reads them. Re-running skips
-    donors already converted from unchanged sources and finishes interrupted ones.
+    donors already converted from unchanged sources and finishes interrupted ones. One
+    convert writes a store at a time; a damaged donor is rewritten with
+    --donors ID --force.
     """
     import os
 
@@ -68,7 +77,8 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
 
     with process_tuning(switch_interval=CONVERT_SWITCH_INTERVAL):
         out = convert(src, store, dataset=dataset, dtype=dtype, donors=donors, rnaseq=rnaseq,
-                      memory_limit=memory_limit, jobs=jobs, log=log)
+                      memory_limit=memory_limit, jobs=jobs, force=force,
+                      allow_nonfinite=allow_nonfinite, wait=wait, log=log)
     for line in out.messages:
         log(line)
 
@@ -78,8 +88,9 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
 @click.option("--no-checksums", is_flag=True, help="Skip re-reading every chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
-    """Check STORE: dimensions, samples per donor, probe↔gene summary, NaN/inf, chunk checksums
-    (of the RNA-seq donors too).
+    """Check STORE: dimensions, samples per donor, probe↔gene summary, NaN/inf, and every chunk
+    of every array (its CRC-32C, and the matrices' values against conversion; of the RNA-seq
+    donors too). Each problem says how to repair it (re-convert that donor with --force).
 
     \b
     Example:
@@ -123,6 +134,9 @@ def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
                 click.echo(f"source of donor {d}: {o['file']}{inner}, {o['size']:,} bytes{sha}; "
                            f"identified by {o['identified_by']}")
         click.echo(f"NaN: {s['nan']}, inf: {s['inf']}")
+        if s.get("nonfinite_accepted"):
+            click.echo("non-finite values stored as NaN at conversion (--allow-nonfinite): "
+                       + ", ".join(f"{d}: {k}" for d, k in s["nonfinite_accepted"].items()))
         for p in rep.problems:
             click.echo(f"PROBLEM: {p}")
         click.echo("OK" if rep.ok else "FAILED")

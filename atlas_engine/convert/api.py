@@ -64,6 +64,9 @@ def convert(
     rnaseq: bool = True,
     memory_limit: int | str | None = None,
     jobs: int | None = None,
+    force: bool = False,
+    allow_nonfinite: bool = False,
+    wait: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ConvertSummary:
     """Convert downloaded Allen files into a Zarr v3 store.
@@ -91,6 +94,15 @@ def convert(
         Bound on working memory (``"512MB"``); limits how many donors convert at once.
     jobs
         Donors converted in parallel (default: 2 on 2+ cores).
+    force
+        Reconvert the selected donors even when they are current (the repair for a donor
+        that ``verify`` or a reader found damaged).
+    allow_nonfinite
+        Store ``nan``/``inf`` tokens (and values beyond the dtype's range) as NaN, counted in
+        the provenance, instead of refusing them with their file, line and column.
+    wait
+        When another process is converting into ``store`` (it holds the store's lock), wait
+        for it instead of raising :class:`~atlas_engine.errors.StoreBusyError`.
     log
         Called with one line of progress text at a time.
 
@@ -102,7 +114,7 @@ def convert(
     Notes
     -----
     Re-running skips donors already converted from unchanged sources and finishes interrupted
-    ones. Process-wide tuning (malloc arenas, BLAS threads, garbage collector) is left to the
+    ones, repairing whatever a crash left (docs/reliability.md). Process-wide tuning (malloc arenas, BLAS threads, garbage collector) is left to the
     caller: the command line applies :func:`atlas_engine.tuning.process_tuning`.
     """
     if dataset not in DATASETS:
@@ -117,7 +129,9 @@ def convert(
     def rna() -> None:
         from .rnaseq import convert_rnaseq
 
-        out.rnaseq = r = convert_rnaseq(src, store, dtype=dtype, donors=donor_list, log=log)
+        out.rnaseq = r = convert_rnaseq(src, store, dtype=dtype, donors=donor_list,
+                                        force=force, allow_nonfinite=allow_nonfinite,
+                                        wait=wait, log=log)
         out.messages.append(f"RNA-seq: converted {r.converted or 'nothing'}, skipped "
                             f"{r.skipped or 'none'} in {r.seconds:.1f} s → {store}")
 
@@ -146,7 +160,8 @@ def convert(
     if dataset == "brainspan":
         from .brainspan import convert_brainspan
 
-        out.brainspan = b = convert_brainspan(src, store, dtype=dtype)
+        out.brainspan = b = convert_brainspan(src, store, dtype=dtype,
+                                              allow_nonfinite=allow_nonfinite, wait=wait)
         out.messages.append(f"BrainSpan: {b['genes']} genes × {b['samples']} samples in "
                             f"{b['seconds']:.1f} s → {store}")
         return out
@@ -154,13 +169,17 @@ def convert(
     from .rnaseq import find_rnaseq
 
     res = convert_microarray(src, store, dtype=dtype, donors=donor_list,
-                             memory_limit=memory_limit, jobs=jobs, log=log)
+                             memory_limit=memory_limit, jobs=jobs, force=force,
+                             allow_nonfinite=allow_nonfinite, wait=wait, log=log)
     out.microarray = res
     mb = res.bytes_parsed / 1e6
     out.messages.append(
         f"converted {res.converted or 'nothing'}, skipped {res.skipped or 'none'} in "
         f"{res.seconds:.1f} s ({mb:.0f} MB of CSV, {mb / max(res.seconds, 1e-9):.0f} MB/s) "
         f"→ {store}")
+    for d, k in res.nonfinite.items():
+        out.messages.append(f"warning: donor {d}: {k} non-finite value(s) stored as NaN "
+                            "(allow_nonfinite)")
     for d, ids in res.unknown_structures.items():
         out.messages.append(f"warning: donor {d}: structure ids {ids} are not in the ontology "
                             "(samples kept)")

@@ -24,10 +24,14 @@ Every float is the double Python's ``float(token)`` gives, bit for bit:
   recorded and the driver converts it with Python ``float()`` (rare; counted in ``slow``).
 
 Accepted float syntax: optional sign, digits with an optional ``.`` and fraction, optional
-``e``/``E`` exponent, and case-insensitive ``nan``, ``inf``, ``infinity`` (optionally signed),
-all as Python ``float()`` reads them. Rejected: empty fields, surrounding spaces, underscores,
+``e``/``E`` exponent, as Python ``float()`` reads them. Non-finite values — the tokens ``nan``,
+``inf``, ``infinity`` (any case, optionally signed) and numbers beyond the range of the stored
+dtype — are refused with their line and column unless ``nonfinite="nan"`` is asked for, which
+stores them as NaN (and counts them). Rejected: empty fields, surrounding spaces, underscores,
 hexadecimal. Lines end in ``\\n`` or ``\\r\\n``; a missing newline at the end of the data is
-accepted. Boolean matrices (PACall) accept exactly the tokens ``0`` and ``1``.
+accepted, and so is a UTF-8 byte-order mark at the start (stripped). Boolean matrices (PACall)
+accept exactly the tokens ``0`` and ``1``. A line longer than :func:`max_line_bytes` allows for
+its field count is refused before it is buffered, so memory stays bounded whatever the input.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..errors import FormatError
+from .zipstream import BOM
 
 # error codes returned by the kernels
 OK = 0
@@ -50,6 +55,10 @@ E_MANY = 2       # more than ncols values on a line
 E_TOKEN = 3      # a value token is not a number
 E_ID = 4         # the id token is not an integer
 E_EMPTY_LINE = 5
+E_NONFINITE = 7  # nan / inf / out of the dtype's range (6 is the label parser's E_LABEL)
+
+#: longest field a line may average (Allen writes ~20 bytes per value); bounds the buffered line
+MAX_FIELD_BYTES = 64
 
 _P10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
 _P5 = np.array([5**i for i in range(23)], dtype=np.uint64)
@@ -354,14 +363,16 @@ _BAD_CR = -2
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslow):
+def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslow, nan_ok):
     """The ``ncols`` values of one line into ``row`` (row ``r`` of the block), from ``i`` (the
     delimiter after the line's first field) through its line end; shared by the integer-id and
     the label parsers.
 
     Returns ``(i, col, nslow, code)``: ``i`` just before the next line's first byte (or at the
     offending token), the values read, the slow tokens recorded so far, and ``OK``, ``E_FEW``,
-    ``E_MANY``, ``E_TOKEN``, ``_FULL`` or ``_BAD_CR``.
+    ``E_MANY``, ``E_TOKEN``, ``E_NONFINITE``, ``_FULL`` or ``_BAD_CR``. A non-finite value
+    (as stored in ``row``'s dtype) is an error unless ``nan_ok``, which stores NaN instead.
+    (The fast path never yields one: its values are below 2^53.)
     """
     cap = slow_pos.shape[0]
     col = 0
@@ -400,8 +411,15 @@ def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslo
             slow_row[nslow] = r
             slow_col[nslow] = col
             nslow += 1
-            x = np.nan
+            row[col] = np.nan
+            col += 1
+            continue
         row[col] = x
+        y = row[col]
+        if y != y or y - y != 0.0:
+            if not nan_ok:
+                return i, col, nslow, E_NONFINITE
+            row[col] = np.nan
         col += 1
     if i < end and buf[i] == 13:
         if i + 1 < end and buf[i + 1] == 10:
@@ -413,14 +431,15 @@ def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslo
 
 @numba.njit(nogil=True, cache=True)
 def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
-                      slow_pos, slow_row, slow_col):
+                      slow_pos, slow_row, slow_col, nan_ok=False):
     """Parse whole lines of ``buf[pos:end]`` into ``ids[row0:]`` / ``out[row0:, :]``.
 
     ``buf[pos:end]`` must hold whole lines (the last may lack its newline). Parses at most
     ``max_rows`` lines. Returns ``(rows, pos, nslow, err, err_row, err_col, err_pos)``: rows
     parsed, the byte position after them, slow tokens recorded in ``slow_*`` (their ``out``
     cells are to be filled by the caller), and on error the code, the row (relative to
-    ``row0``), the 1-based field and the byte position of the offending token.
+    ``row0``), the 1-based field and the byte position of the offending token. Non-finite
+    values: see :func:`_parse_values` (``nan_ok``).
     """
     rows = 0
     nslow = 0
@@ -435,7 +454,7 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
         ids[r] = v
         slow_mark = nslow
         i, col, nslow, err = _parse_values(buf, i, end, ncols, out[r], r, slow_pos, slow_row,
-                                           slow_col, nslow)
+                                           slow_col, nslow, nan_ok)
         if err == _FULL:
             # side table full: stop before this line, the caller drains and calls again
             return rows, line_start, slow_mark, OK, 0, 0, 0
@@ -524,6 +543,8 @@ class ParseStats:
     rows: int = 0
     bytes: int = 0
     slow_tokens: int = 0
+    #: non-finite values stored as NaN (``nonfinite="nan"`` only; otherwise they are errors)
+    nonfinite: int = 0
 
 
 def _token_text(buf: np.ndarray, pos: int, end: int) -> str:
@@ -549,8 +570,41 @@ def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str, kind
     if code == E_EMPTY_LINE:
         raise FormatError(name, "empty line", line=line, column=1,
                           expected=f"{ncols + 1} comma-separated fields")
+    if code == E_NONFINITE:
+        raise nonfinite_error(name, line, col, tok)
     want = "0 or 1" if kind == "bool" else "a decimal number"
     raise FormatError(name, f"bad value token {tok!r}", line=line, column=col, expected=want)
+
+
+def nonfinite_error(name: str, line: int, col: int, tok: str) -> FormatError:
+    """The error for a non-finite value (refused unless the user opts in)."""
+    return FormatError(name, f"non-finite value {tok!r}", line=line, column=col,
+                       expected="a finite number; to read nan/inf tokens as NaN, convert with "
+                       "--allow-nonfinite")
+
+
+def max_line_bytes(ncols: int) -> int:
+    """The longest line accepted for ``ncols`` values after the id or label."""
+    return MAX_FIELD_BYTES * (ncols + 1) + 4096
+
+
+class LineTooLong(Exception):
+    """Raised by :func:`line_regions` when a line exceeds its bound (the caller knows where)."""
+
+
+def strip_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The byte stream ``chunks`` without a leading UTF-8 byte-order mark."""
+    it = iter(chunks)
+    head = b""
+    for piece in it:
+        head += piece
+        if len(head) >= len(BOM):
+            break
+    if head.startswith(BOM):
+        head = head[len(BOM):]
+    if head:
+        yield head
+    yield from it
 
 
 class BlockPool:
@@ -584,14 +638,16 @@ class BlockPool:
         block.buffers = None
 
 
-def line_regions(chunks: Iterable[bytes], stats: ParseStats
+def line_regions(chunks: Iterable[bytes], stats: ParseStats, max_line: int | None = None
                  ) -> Iterator[tuple[np.ndarray, int, int]]:
     """Whole lines out of a byte stream of any chunking: ``(buf, start, end)`` with
     ``buf[start:end]`` holding only complete lines (the last line of the stream may lack its
     newline). Pieces are used in place; only a line split across pieces is copied. Counts the
-    bytes into ``stats.bytes``. Each region must be consumed before the next is asked for."""
+    bytes into ``stats.bytes``. Each region must be consumed before the next is asked for.
+    A leading UTF-8 byte-order mark is dropped. With ``max_line``, a line split across pieces
+    that grows beyond it raises :class:`LineTooLong` instead of being buffered further."""
     carry = bytearray()
-    for piece in chunks:
+    for piece in strip_bom(chunks):
         if not piece:
             continue
         stats.bytes += len(piece)
@@ -600,6 +656,8 @@ def line_regions(chunks: Iterable[bytes], stats: ParseStats
             nl = piece.find(b"\n")
             if nl < 0:
                 carry += piece
+                if max_line is not None and len(carry) > max_line:
+                    raise LineTooLong(len(carry))
                 continue
             carry += piece[:nl + 1]
             head = np.frombuffer(bytes(carry), np.uint8)
@@ -609,9 +667,13 @@ def line_regions(chunks: Iterable[bytes], stats: ParseStats
         last = piece.rfind(b"\n")
         if last < start:
             carry += piece[start:]
+            if max_line is not None and len(carry) > max_line:
+                raise LineTooLong(len(carry))
             continue
         yield np.frombuffer(piece, np.uint8), start, last + 1
         carry += piece[last + 1:]
+        if max_line is not None and len(carry) > max_line:
+            raise LineTooLong(len(carry))
     if carry:
         tail = np.frombuffer(bytes(carry), np.uint8)
         yield tail, 0, len(tail)
@@ -627,6 +689,7 @@ def iter_blocks(
     stats: ParseStats | None = None,
     dtype: np.dtype | type = np.float64,
     pool: BlockPool | None = None,
+    nonfinite: str = "refuse",
 ) -> Iterator[Block]:
     """Parse a byte stream (any chunking) into blocks of ``block_rows`` rows (the last may be
     shorter).
@@ -637,10 +700,16 @@ def iter_blocks(
     for floats, uint8 for bool) the blocks are views of pool buffers, no copy is made and the
     consumer must :meth:`BlockPool.release` each one. Pieces are parsed in place; only a line
     split across two pieces is copied. Raises :class:`FormatError` with file, 1-based line and
-    column on the first bad token or ragged row, and on an empty stream.
+    column on the first bad token or ragged row, and on an empty stream. Non-finite values are
+    refused with ``nonfinite="refuse"`` (the default) and stored as NaN (counted in
+    ``stats.nonfinite``) with ``nonfinite="nan"``. A line too long for ``ncols`` values
+    (:func:`max_line_bytes`) is refused before it is buffered.
     """
     if block_rows < 1:
         raise ValueError("block_rows must be ≥ 1")
+    if nonfinite not in ("refuse", "nan"):
+        raise ValueError(f"nonfinite must be 'refuse' or 'nan', not {nonfinite!r}")
+    nan_ok = nonfinite == "nan"
     stats = stats if stats is not None else ParseStats()
     is_float = kind == "float"
     vdtype = np.dtype(dtype) if is_float else np.dtype(np.uint8)
@@ -661,6 +730,8 @@ def iter_blocks(
             ids_v, out_v = ids[:rows], out[:rows]
         if not is_float:
             out_v = out_v.view(bool)
+        elif nan_ok:
+            stats.nonfinite += int(np.count_nonzero(np.isnan(out_v)))
         blk = Block(st["start"], ids_v, out_v, None if own else bufs[0])
         stats.rows += rows
         st["start"] += rows
@@ -676,13 +747,20 @@ def iter_blocks(
             if is_float:
                 sp, sr, sc = st["slow"]
                 rows, pos2, nslow, err, erow, ecol, epos = parse_float_lines(
-                    buf, pos, end, ncols, ids, out, filled, block_rows - filled, sp, sr, sc)
+                    buf, pos, end, ncols, ids, out, filled, block_rows - filled, sp, sr, sc,
+                    nan_ok)
                 for k in range(nslow):
                     a = int(sp[k])
                     b = a
                     while b < end and buf[b] not in (44, 10, 13):
                         b += 1
-                    out[sr[k], sc[k]] = float(bytes(buf[a:b]))
+                    with np.errstate(over="ignore"):   # float32: beyond its range → ±inf
+                        out[sr[k], sc[k]] = float(bytes(buf[a:b]))
+                    if not math.isfinite(out[sr[k], sc[k]]):
+                        if not nan_ok:
+                            raise nonfinite_error(name, st["line0"] + int(sr[k]) + 1,
+                                                  int(sc[k]) + 2, _token_text(buf, a, end))
+                        out[sr[k], sc[k]] = np.nan
                 stats.slow_tokens += nslow
                 if rows == 0 and pos2 == pos and not err:
                     # one line holds more slow tokens than the side table: grow it
@@ -703,8 +781,14 @@ def iter_blocks(
                 bufs[0] = pool.acquire()
 
     try:
-        for buf, a, b in line_regions(chunks, stats):
-            yield from region(buf, a, b)
+        try:
+            for buf, a, b in line_regions(chunks, stats, max_line_bytes(ncols)):
+                yield from region(buf, a, b)
+        except LineTooLong as exc:
+            raise FormatError(name, f"line longer than {exc.args[0]:,} bytes without a line "
+                              "end", line=st["line0"] + st["filled"] + 1,
+                              expected=f"{ncols + 1} fields of at most ~{MAX_FIELD_BYTES} "
+                              "bytes each") from None
         if st["filled"]:
             yield emit(st["filled"])
         elif not own:

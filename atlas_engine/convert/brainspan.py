@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,9 @@ COLS_COLUMNS = ("column_num", "donor_id", "donor_name", "age", "gender", "struct
 
 
 def _table(src: MemberSource, columns: tuple[str, ...]) -> pd.DataFrame:
-    data = src.read_bytes()
+    from .metadata import table_bytes
+
+    data = table_bytes(src)
     if not data.strip():
         raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
     frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""])
@@ -66,16 +68,29 @@ def find_brainspan(src: str | os.PathLike) -> Found | None:
 
 def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
                       dtype: str = "float32", gene_chunk: int = L.PROBE_CHUNK,
-                      sample_chunk: int = L.SAMPLE_CHUNK) -> dict:
+                      sample_chunk: int = L.SAMPLE_CHUNK, allow_nonfinite: bool = False,
+                      wait: bool = False) -> dict:
     """Convert BrainSpan's ``genes_matrix_csv.zip``: ``src`` is the zip (any name), a folder
-    holding it, or its extracted folder (recognised by the members, see :mod:`.discover`)."""
+    holding it, or its extracted folder (recognised by the members, see :mod:`.discover`).
+
+    The store's writer lock is held throughout (``wait`` for it, else
+    :class:`StoreBusyError` when another process converts into the store).
+    ``allow_nonfinite`` stores nan/inf tokens as NaN instead of refusing them."""
     found = find_brainspan(src)
     if found is None:
         from .discover import BRAINSPAN, scan
 
         raise scan(src).nothing((BRAINSPAN,))
-    t0 = time.perf_counter()
     store_url = os.fspath(store)
+    with writer.store_lock(store_url, wait=wait), \
+            writer.disk_errors(store_url, "the BrainSpan group"):
+        return _convert(found, store_url, dtype, gene_chunk, sample_chunk,
+                        "nan" if allow_nonfinite else "refuse")
+
+
+def _convert(found: Any, store_url: str, dtype: str, gene_chunk: int, sample_chunk: int,
+             nonfinite: str) -> dict:
+    t0 = time.perf_counter()
     rows = _table(found.member("rows_metadata.csv"), ROWS_COLUMNS)
     cols = _table(found.member("columns_metadata.csv"), COLS_COLUMNS)
     n, m = len(rows), len(cols)
@@ -83,6 +98,7 @@ def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
     info = writer.root_info(root)
     if info and info.get("format") != L.FORMAT_BRAINSPAN:
         raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not BrainSpan")
+    writer.clean_staging(store_url)
     staged = writer.Staged.begin(store_url, BRAINSPAN_GROUP)
     try:
         coords = {L.GENE_DIM: (L.GENE_DIM, rows["row_num"].to_numpy()),
@@ -102,7 +118,7 @@ def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
         crcs = []
         want = rows["row_num"].to_numpy()
         for block in iter_blocks(src_m.iter_chunks(), m, chunks[0], name=src_m.display,
-                                 stats=stats, dtype=dtype):
+                                 stats=stats, dtype=dtype, nonfinite=nonfinite):
             r0, r1 = block.start, block.start + len(block.ids)
             if r1 > n:
                 raise FormatError(src_m.display, "more rows than rows_metadata.csv", line=n + 1,
@@ -133,20 +149,21 @@ def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
                                                   "mtime_ns": st.st_mtime_ns},
                                        "sha256": sha, "origin": found.record(sha),
                                        "converter": f"atlas-engine {__version__}",
-                                       "options": {"dtype": dtype, "chunks": list(chunks)}},
+                                       "nonfinite_values": stats.nonfinite,
+                                       "options": {"dtype": dtype, "chunks": list(chunks),
+                                                   "nonfinite": nonfinite}},
                         "checksums": {"algorithm": "crc32", "chunks": list(chunks),
                                       L.EXPRESSION: crcs}})
         g.attrs["complete"] = True
+        if staged.replaces():   # unlisted while the group is swapped
+            writer.write_root(store_url, lambda cur: {})
         staged.publish()
     except BaseException:
         staged.abort()
         raise
-    root = writer.open_root(store_url)
-    writer.set_root_info(root, {"format": L.FORMAT_BRAINSPAN, "layout_version": L.LAYOUT_VERSION,
-                                "dtype": dtype, "genes": n, "samples": m,
-                                "group": BRAINSPAN_GROUP,
-                                "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                              time.gmtime())})
-    writer.consolidate(store_url)
+    writer.write_root(store_url, lambda cur: {
+        "format": L.FORMAT_BRAINSPAN, "layout_version": L.LAYOUT_VERSION, "dtype": dtype,
+        "genes": n, "samples": m, "group": BRAINSPAN_GROUP,
+        "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return {"genes": n, "samples": m, "seconds": time.perf_counter() - t0,
             "bytes": stats.bytes}

@@ -147,10 +147,12 @@ class Options:
     sample_chunk: int = L.SAMPLE_CHUNK
     memory_limit: int | None = None
     jobs: int | None = None
+    #: "refuse" (default): a nan/inf token is an error; "nan": stored as NaN and counted
+    nonfinite: str = "refuse"
 
     def record(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "probe_chunk": self.probe_chunk,
-                "sample_chunk": self.sample_chunk}
+                "sample_chunk": self.sample_chunk, "nonfinite": self.nonfinite}
 
 
 @dataclass
@@ -162,6 +164,8 @@ class ConvertResult:
     bytes_parsed: int = 0
     slow_tokens: int = 0
     unknown_structures: dict[int, list[int]] = field(default_factory=dict)
+    #: non-finite values stored as NaN per donor (``allow_nonfinite`` only)
+    nonfinite: dict[int, int] = field(default_factory=dict)
 
 
 def _manifest_sha256(path: Path) -> str | None:
@@ -193,7 +197,20 @@ def _donor_is_current(store_url: str, ds: DonorSource, opts: Options) -> bool:
     attrs = g.attrs.asdict()
     prov = attrs.get("provenance", {})
     return (bool(attrs.get("complete")) and prov.get("source") == ds.fingerprint()
-            and prov.get("options") == opts.record())
+            and prov.get("options") == opts.record() and _group_whole(g))
+
+
+#: the arrays every donor group holds (a group missing one is not complete, whatever it says)
+DONOR_ARRAYS = (L.EXPRESSION, L.PACALL, L.PROBE_DIM, L.SAMPLE_DIM, *L.SAMPLE_COLUMNS)
+
+
+def _group_whole(g: zarr.Group) -> bool:
+    """Every array of a donor group is there (its metadata at least)."""
+    try:
+        have = set(g.array_keys())
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(a in have for a in DONOR_ARRAYS)
 
 
 def _samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
@@ -269,7 +286,7 @@ def _stream_matrix(src: MemberSource, arr: zarr.Array, kind: str, probe_ids: np.
     pieces = src.iter_chunks(piece_size=plan.piece)
     blocks = iter_blocks(pieces if inline else prefetch(pieces, plan.depth), ncols,
                          opts.probe_chunk, kind=kind, name=src.display, stats=stats,
-                         dtype=vdtype, pool=pool)
+                         dtype=vdtype, pool=pool, nonfinite=opts.nonfinite)
     try:
         with contextlib.closing(blocks):
             for block in blocks:
@@ -307,10 +324,16 @@ def _check_ids(block: Block, probe_ids: np.ndarray, name: str, other: str | None
     if not bad.size:
         return None
     k = int(bad[0])
+    got, want = int(block.ids[k]), int(probe_ids[r0 + k])
+    earlier = np.flatnonzero(probe_ids[:r0 + k] == got)
+    if earlier.size:   # the id of an earlier row again: a repeated row
+        return FormatError(name, f"probe id {got} appears twice (already on line "
+                           f"{int(earlier[0]) + 1})", line=r0 + k + 1, column=1,
+                           expected=f"probe {want}: one row per Probes.csv probe, in its order")
     against = f"{other} and Probes.csv" if other else "Probes.csv"
-    return FormatError(name, f"probe id {block.ids[k]} differs from {against} "
-                       f"({probe_ids[r0 + k]})", line=r0 + k + 1, column=1,
-                       expected=f"probe {probe_ids[r0 + k]} in the Probes.csv row order")
+    return FormatError(name, f"probe id {got} differs from {against} ({want})",
+                       line=r0 + k + 1, column=1,
+                       expected=f"probe {want} in the Probes.csv row order")
 
 
 class _Cancelled(Exception):
@@ -320,8 +343,13 @@ class _Cancelled(Exception):
 def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: set[int],
                   opts: Options, cancel: threading.Event | None = None,
                   plans: tuple[StreamPlan, StreamPlan] = (StreamPlan(), StreamPlan()),
-                  inline: bool = False) -> dict[str, Any]:
-    """Stage, fill and publish one donor group; returns a summary for the root attributes."""
+                  inline: bool = False,
+                  publish: Callable[[writer.Staged, dict[str, Any]], None] | None = None
+                  ) -> dict[str, Any]:
+    """Stage, fill and publish one donor group; returns a summary for the root attributes.
+
+    ``publish(staged, info)`` moves the finished group into place (and lists it); by default
+    the group is only moved (``staged.publish()``)."""
     from .metadata import read_samples
 
     cancel = cancel or threading.Event()
@@ -386,6 +414,7 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
                 "SampleAnnot.csv": samples.sha256,
             },
             "probes_sha256": probes.sha256,
+            "nonfinite_values": st_e.nonfinite,
             "converter": f"atlas-engine {__version__}",
             "options": opts.record(),
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -397,11 +426,16 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
             "checksums": {"algorithm": "crc32", "chunks": list(chunks),
                           L.EXPRESSION: crc_e, L.PACALL: crc_p},
             "slow_tokens": st_e.slow_tokens,
+            "nonfinite": st_e.nonfinite,
         })
         g.attrs["complete"] = True   # last: the completion marker for non-local stores
-        staged.publish()
+        if publish is None:
+            staged.publish()
+        else:
+            publish(staged, dict(info))
         info["bytes"] = st_e.bytes + st_p.bytes
         info["slow_tokens"] = st_e.slow_tokens
+        info["nonfinite"] = st_e.nonfinite
         return info
     except BaseException:
         staged.abort()
@@ -421,12 +455,15 @@ def _tables_group(url: str, frame: pd.DataFrame, dim: str, index_col: str) -> xr
     return xr.Dataset(data, coords=coords)
 
 
-def _ensure_tables(store_url: str, probes: Table, ontology: Table) -> None:
+def _ensure_tables(store_url: str, probes: Table, ontology: Table, force: bool = False) -> None:
+    """Write the probe and ontology groups unless the store holds them already (from the same
+    bytes, every array there); ``force`` rewrites them regardless."""
     for name, table, dim, key in ((L.PROBES_GROUP, probes, L.PROBE_DIM, "probe_id"),
                                   (L.ONTOLOGY_GROUP, ontology, L.STRUCTURE_DIM, "id")):
         try:
             g = zarr.open_group(writer.join(store_url, name), mode="r", zarr_format=3)
-            if g.attrs.get("sha256") == table.sha256:
+            if not force and g.attrs.get("sha256") == table.sha256 and \
+                    set(table.frame.columns) <= set(g.array_keys()):
                 continue
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
             pass
@@ -483,49 +520,113 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                        dtype: str = "float32", donors: Iterable[int | str] | None = None,
                        memory_limit: int | str | None = None, jobs: int | None = None,
                        probe_chunk: int = L.PROBE_CHUNK, sample_chunk: int = L.SAMPLE_CHUNK,
+                       force: bool = False, allow_nonfinite: bool = False, wait: bool = False,
                        log: Callable[[str], None] | None = None) -> ConvertResult:
     """Convert the donors found in ``src`` into the store ``store`` (created if needed).
 
+    The store's writer lock is held throughout: another conversion into the same local store
+    raises :class:`~atlas_engine.errors.StoreBusyError` naming it (or, with ``wait``, is waited
+    for). ``force`` reconverts the selected donors even when they are current (a donor that
+    ``verify`` or a reader found damaged). ``allow_nonfinite`` stores nan/inf tokens as NaN
+    (counted in the provenance) instead of refusing them.
+
     Raises :class:`FormatError` on the first bad input; donors completed before it stay, the
-    failing donor leaves nothing behind.
+    failing donor leaves nothing behind. Whatever an interrupted run left (staged groups, a
+    published donor not yet listed, stale consolidated metadata) is repaired first.
     """
     t0 = time.perf_counter()
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, not {dtype!r}")
     if probe_chunk < 1 or sample_chunk < 1:
         raise ConfigError("chunk sizes must be ≥ 1")
-    opts = Options(dtype, probe_chunk, sample_chunk, parse_size(memory_limit), jobs)
+    opts = Options(dtype, probe_chunk, sample_chunk, parse_size(memory_limit), jobs,
+                   "nan" if allow_nonfinite else "refuse")
     log = log or (lambda s: None)
     store_url = os.fspath(store)
     sources = find_sources(src, donors)
     for ds in sources:
         log(ds.found.describe() if ds.found is not None else f"donor {ds.donor_id}: {ds.path}")
+    with writer.store_lock(store_url, wait=wait, log=log), \
+            writer.disk_errors(store_url, "the converted donors"):
+        return _convert_locked(store_url, sources, opts, force, log, t0)
+
+
+def _convert_locked(store_url: str, sources: list[DonorSource], opts: Options, force: bool,
+                    log: Callable[[str], None], t0: float) -> ConvertResult:
+    dtype = opts.dtype
     root = writer.open_root(store_url)
     info = writer.root_info(root)
     if info and info.get("format") != L.FORMAT_MICROARRAY:
         raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not AHBA microarray")
+    _check_layout(store_url, info)
     if info and info.get("dtype") not in (None, dtype):
         raise ConfigError(f"{store_url} was converted with dtype {info['dtype']}; "
                           f"convert into a new store for {dtype}")
+    writer.clean_staging(store_url)     # no other writer: what is there, a crash left
     result = ConvertResult(store_url)
     todo = []
     for ds in sources:
-        if _donor_is_current(store_url, ds, opts):
+        if not force and _donor_is_current(store_url, ds, opts):
             result.skipped.append(ds.donor_id)
         else:
             todo.append(ds)
-    listed = list(info.get("donors", []))
-    if not todo and all(d.donor_id in listed for d in sources):
+
+    lock = writer.ROOT_LOCK
+    order_hint = [d.donor_id for d in sources]
+
+    def publish_root(new: dict[str, Any] | None = None, drop: int | None = None) -> None:
+        """List the complete donor groups found in the store (minus ``drop``) in the root
+        attributes, with the consolidated metadata, in one atomic step."""
+        with lock:
+            def update(cur: dict[str, Any]) -> dict[str, Any]:
+                listed = [int(d) for d in cur.get("donors", [])]
+                infos = {int(k): v for k, v in (cur.get("donor_info") or {}).items()}
+                found = _complete_donors(store_url)
+                if new is not None:
+                    infos[int(new["donor_id"])] = new
+                present = [d for d in found if d != drop]
+                for d in present:
+                    if d not in infos or (new is None and d not in listed):
+                        infos[d] = dict(found[d])
+                order = [d for d in order_hint if d in present]
+                order += sorted(d for d in present if d not in order)
+                keep = ("donor_id", "name", "age", "sex", "n_samples", "unknown_structures")
+                donor_info = {str(d): {k: infos[d].get(k) for k in keep} for d in order}
+                cur.update({
+                    "format": L.FORMAT_MICROARRAY, "layout_version": L.LAYOUT_VERSION,
+                    "dtype": cur.get("dtype") or dtype, "donors": order,
+                    "donor_info": donor_info,
+                    "unknown_structures": {str(d): donor_info[str(d)]["unknown_structures"]
+                                           for d in order
+                                           if donor_info[str(d)]["unknown_structures"]},
+                    "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                })
+                if tables_info:
+                    cur.update(tables_info)
+                    cur.update({"converter": f"atlas-engine {__version__}",
+                                "options": opts.record()})
+                elif "probes_source" not in cur:
+                    cur.update(_tables_info_from_store(store_url))
+                return cur
+
+            writer.write_root(store_url, update)
+
+    tables_info: dict[str, Any] = {}
+    if not todo:
+        # nothing to convert: repair what an interrupted run may have left (a donor published
+        # but not listed, metadata not consolidated); writes nothing when all is in order
+        if any(d not in (info.get("donors") or []) for d in result.skipped) or \
+                _root_stale(store_url):
+            publish_root()
         result.seconds = time.perf_counter() - t0
         return result
-    writer.clean_staging(store_url)
 
     # tables: identical across donors (and with what the store already holds)
     # (the first donor's are parsed; the others only hashed: identical bytes, identical tables)
     from .metadata import read_ontology, read_probes, read_samples
 
     ref = dict(info.get("probes_source") or {}) if info else {}
-    first, *others = todo or sources
+    first, *others = todo
     probes = read_probes(first.member("Probes.csv"))
     ontology = read_ontology(first.member("Ontology.csv"))
     if ref and ref.get("sha256") != probes.sha256:
@@ -540,48 +641,12 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                                   expected=f"the same {name} in every donor")
     writer.open_root(store_url).require_group(L.DONORS_GROUP)
     ontology_ids = {int(i) for i in ontology.frame["id"]}
-
-    lock = threading.Lock()
+    tables_info.update({
+        "n_probes": len(probes.frame),
+        "probes_source": {"file": probes.source, "sha256": probes.sha256},
+        "ontology_source": {"file": ontology.source, "sha256": ontology.sha256},
+    })
     cancel = threading.Event()
-    done_info: dict[int, dict[str, Any]] = dict(
-        (int(k), v) for k, v in (info.get("donor_info") or {}).items())
-
-    def publish_root(new: dict[str, Any] | None) -> None:
-        with lock:
-            if new is not None:
-                done_info[int(new["donor_id"])] = {
-                    k: new[k] for k in ("donor_id", "name", "age", "sex", "n_samples",
-                                        "unknown_structures")}
-            present = [d for d in done_info if _group_complete(store_url, d)]
-            order = [d.donor_id for d in sources if d.donor_id in present]
-            order += sorted(d for d in present if d not in order)
-            root_now = writer.open_root(store_url)
-            cur = writer.root_info(root_now)
-            cur.update({
-                "format": L.FORMAT_MICROARRAY, "layout_version": L.LAYOUT_VERSION,
-                "dtype": dtype, "donors": order,
-                "donor_info": {str(d): done_info[d] for d in order},
-                "n_probes": len(probes.frame),
-                "probes_source": {"file": probes.source, "sha256": probes.sha256},
-                "ontology_source": {"file": ontology.source, "sha256": ontology.sha256},
-                "unknown_structures": {str(d): done_info[d]["unknown_structures"]
-                                       for d in order if done_info[d]["unknown_structures"]},
-                "converter": f"atlas-engine {__version__}",
-                "options": opts.record(),
-                "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            })
-            writer.set_root_info(root_now, cur)
-            writer.consolidate(store_url)
-
-    for d in result.skipped:
-        if d not in done_info:
-            g = zarr.open_group(writer.join(store_url, L.donor_path(d)), mode="r")
-            done_info[d] = dict(g.attrs["donor"])
-    if not todo:
-        _ensure_tables(store_url, probes, ontology)
-        publish_root(None)
-        result.seconds = time.perf_counter() - t0
-        return result
 
     n_max = max(len(read_samples(ds.member("SampleAnnot.csv")).frame) for ds in todo)
     n_jobs, plans = plan_jobs(opts, n_max, len(todo))
@@ -595,19 +660,26 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
 
     tables_box: dict[str, Any] = {}
 
-    def one(ds: DonorSource) -> dict[str, Any]:
-        got = convert_donor(store_url, ds, probes, ontology_ids, opts, cancel, plans, inline)
+    def publish(staged: writer.Staged, got: dict[str, Any]) -> None:
         tables.join()   # the root lists a donor only once the tables it refers to exist
         if "error" in tables_box:
             raise tables_box["error"]
-        publish_root(got)
+        with lock:
+            if staged.replaces():      # out of the listing while its directory is swapped
+                publish_root(drop=got["donor_id"])
+            staged.publish()
+            publish_root(got)
+
+    def one(ds: DonorSource) -> dict[str, Any]:
+        got = convert_donor(store_url, ds, probes, ontology_ids, opts, cancel, plans, inline,
+                            publish)
         log(f"donor {ds.donor_id}: {got['n_samples']} samples")
         return got
 
     first_error: BaseException | None = None
     # the probe and ontology groups are written while the first donors stream
     tables = threading.Thread(target=_capture, args=(tables_box, _ensure_tables, store_url,
-                                                    probes, ontology), name="tables")
+                                                    probes, ontology, force), name="tables")
     tables.start()
     with ThreadPoolExecutor(n_jobs, thread_name_prefix="convert") as pool:
         # largest first, so the last donors running at once are the short ones
@@ -619,6 +691,8 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
                 result.converted.append(got["donor_id"])
                 result.bytes_parsed += got["bytes"]
                 result.slow_tokens += got["slow_tokens"]
+                if got["nonfinite"]:
+                    result.nonfinite[got["donor_id"]] = got["nonfinite"]
                 if got["unknown_structures"]:
                     result.unknown_structures[got["donor_id"]] = got["unknown_structures"]
             except _Cancelled:
@@ -632,8 +706,86 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
         first_error = tables_box["error"]
     if first_error is not None:
         raise first_error
+    if result.skipped:
+        publish_root()      # a skipped donor that an interrupted run left unlisted
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _tables_info_from_store(store_url: str) -> dict[str, Any]:
+    """``n_probes``, ``probes_source``, ``ontology_source`` from the table groups themselves
+    (a root never written before a crash)."""
+    out: dict[str, Any] = {}
+    for group, key in ((L.PROBES_GROUP, "probes_source"), (L.ONTOLOGY_GROUP, "ontology_source")):
+        try:
+            g = zarr.open_group(writer.join(store_url, group), mode="r", zarr_format=3,
+                                use_consolidated=False)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+            continue
+        out[key] = {"file": g.attrs.get("source"), "sha256": g.attrs.get("sha256")}
+        if group == L.PROBES_GROUP and "probe_id" in g:
+            out["n_probes"] = int(g["probe_id"].shape[0])
+    return out
+
+
+def _check_layout(store_url: str, info: dict[str, Any]) -> None:
+    """Refuse to add to a store written with another layout version."""
+    version = info.get("layout_version") if info else None
+    if info and version != L.LAYOUT_VERSION:
+        raise ConfigError(f"{store_url} was written with store layout {version} (this version "
+                          f"writes layout {L.LAYOUT_VERSION}, with a checksum in every chunk); "
+                          "convert into a new store, or delete this one first")
+
+
+def _complete_donors(store_url: str) -> dict[int, dict[str, Any]]:
+    """Donor id → recorded ``donor`` attributes of every complete, whole donor group."""
+    try:
+        grp = zarr.open_group(writer.join(store_url, L.DONORS_GROUP), mode="r", zarr_format=3,
+                              use_consolidated=False)
+        names = list(grp.group_keys())
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return {}
+    out = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            g = grp[name]
+        except (KeyError, ValueError, OSError):
+            continue
+        attrs = g.attrs.asdict()
+        if attrs.get("complete") and isinstance(g, zarr.Group) and _group_whole(g):
+            out[int(name)] = dict(attrs.get("donor") or {"donor_id": int(name)})
+    return out
+
+
+def _root_stale(store_url: str) -> bool:
+    """True when the root's consolidated metadata does not list every group and array of the
+    store (an interrupted publication); local stores only (False elsewhere)."""
+    path = writer.local_path(store_url)
+    if path is None:
+        return False
+    try:
+        import json
+
+        meta = json.loads((path / "zarr.json").read_bytes())
+    except (OSError, ValueError):
+        return True
+    known = set((meta.get("consolidated_metadata") or {}).get("metadata") or {})
+    listed = ((meta.get("attributes") or {}).get(L.ROOT_ATTR) or {}).get("donors") or []
+    if any(not (path / L.donor_path(d) / "zarr.json").exists() for d in listed):
+        return True
+    for f in path.glob("*/*/zarr.json"):
+        rel = f.parent.relative_to(path).as_posix()
+        if rel.startswith((L.STAGING_DIR, "cache")):
+            continue
+        if rel not in known:
+            return True
+    for f in path.glob("*/*/*/zarr.json"):
+        rel = f.parent.relative_to(path).as_posix()
+        if not rel.startswith((L.STAGING_DIR, "cache")) and rel not in known:
+            return True
+    return False
 
 
 def _capture(box: dict[str, Any], func: Callable[..., Any], *args: Any) -> None:
@@ -645,9 +797,16 @@ def _capture(box: dict[str, Any], func: Callable[..., Any], *args: Any) -> None:
 
 
 def _member_sha256(src: MemberSource) -> str:
-    """sha256 of a (small) member's bytes, CRC-checked."""
+    """sha256 of a (small) member's bytes, CRC-checked, without a leading byte-order mark (as
+    :func:`.metadata.table_bytes` hashes them)."""
+    from .zipstream import BOM
+
     h = hashlib.sha256()
+    first = True
     for piece in src.iter_chunks():
+        if first and piece.startswith(BOM):
+            piece = piece[len(BOM):]
+        first = False
         h.update(piece)
     return h.hexdigest()
 
@@ -657,12 +816,3 @@ def _source_size(ds: DonorSource) -> int:
         return ds.path.stat().st_size
     return sum((ds.path / n).stat().st_size for n in MICROARRAY_MEMBERS
                if (ds.path / n).exists())
-
-
-def _group_complete(store_url: str, donor_id: int) -> bool:
-    try:
-        g = zarr.open_group(writer.join(store_url, L.donor_path(donor_id)), mode="r",
-                            zarr_format=3)
-        return bool(g.attrs.get("complete"))
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
-        return False

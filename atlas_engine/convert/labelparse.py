@@ -33,13 +33,18 @@ from .blockparse import (
     E_EMPTY_LINE,
     E_FEW,
     E_MANY,
+    E_NONFINITE,
     E_TOKEN,
+    MAX_FIELD_BYTES,
     OK,
     SLOW_CAPACITY,
+    LineTooLong,
     ParseStats,
     _parse_values,
     _token_text,
     line_regions,
+    max_line_bytes,
+    nonfinite_error,
 )
 
 #: error code of a bad label (empty, unterminated quote, text after the closing quote)
@@ -87,7 +92,7 @@ def _parse_label(buf: np.ndarray, i: int, end: int):
 
 @numba.njit(nogil=True, cache=True)
 def parse_label_lines(buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, row0, max_rows,
-                      slow_pos, slow_row, slow_col):
+                      slow_pos, slow_row, slow_col, nan_ok=False):
     """Parse whole lines of ``buf[pos:end]`` into ``lab_*[row0:]`` / ``out[row0:, :]``.
 
     ``buf[pos:end]`` must hold whole lines (the last may lack its newline). Parses at most
@@ -110,7 +115,7 @@ def parse_label_lines(buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, 
         lab_kind[r] = kind
         slow_mark = nslow
         i, col, nslow, err = _parse_values(buf, i, end, ncols, out[r], r, slow_pos, slow_row,
-                                           slow_col, nslow)
+                                           slow_col, nslow, nan_ok)
         if err == _FULL:
             return rows, line_start, slow_mark, OK, 0, 0, 0
         if err == _BAD_CR:
@@ -165,6 +170,8 @@ def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str) -> N
     if code == E_EMPTY_LINE:
         raise FormatError(name, "empty line", line=line, column=1,
                           expected=f"{ncols + 1} comma-separated fields")
+    if code == E_NONFINITE:
+        raise nonfinite_error(name, line, col, tok)
     raise FormatError(name, f"bad value token {tok!r}", line=line, column=col,
                       expected="a decimal number")
 
@@ -196,18 +203,23 @@ def iter_label_blocks(
     name: str = "<data>",
     stats: ParseStats | None = None,
     dtype: np.dtype | type = np.float64,
+    nonfinite: str = "refuse",
 ) -> Iterator[LabelBlock]:
     """Parse a byte stream (any chunking) of ``label,v1,...,vN`` lines into blocks of
     ``block_rows`` rows (the last may be shorter), each owning its arrays.
 
     Values are ``dtype`` (float64, or float32 rounded once from the exact double). Raises
     :class:`FormatError` with file, 1-based line and column on the first bad label or token,
-    ragged row or empty line, and on an empty stream.
+    ragged row or empty line, and on an empty stream. Non-finite values as
+    :func:`.blockparse.iter_blocks` (``nonfinite``).
     """
     if block_rows < 1:
         raise ValueError("block_rows must be ≥ 1")
     if ncols < 1:
         raise ValueError("ncols must be ≥ 1")
+    if nonfinite not in ("refuse", "nan"):
+        raise ValueError(f"nonfinite must be 'refuse' or 'nan', not {nonfinite!r}")
+    nan_ok = nonfinite == "nan"
     stats = stats if stats is not None else ParseStats()
     vdtype = np.dtype(dtype)
     state = {"slow": [np.empty(SLOW_CAPACITY, np.int64) for _ in range(3)], "filled": 0,
@@ -221,6 +233,8 @@ def iter_label_blocks(
     def emit() -> LabelBlock:
         nonlocal out
         rows = state["filled"]
+        if nan_ok:
+            stats.nonfinite += int(np.count_nonzero(np.isnan(out[:rows])))
         blk = LabelBlock(state["start"], np.array(labels, dtype=np.dtypes.StringDType()),
                          out[:rows] if rows == block_rows else out[:rows].copy())
         out = np.empty((block_rows, ncols), vdtype)
@@ -236,7 +250,7 @@ def iter_label_blocks(
             sp, sr, sc = state["slow"]
             rows, pos2, nslow, err, _erow, ecol, epos = parse_label_lines(
                 buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, filled,
-                block_rows - filled, sp, sr, sc)
+                block_rows - filled, sp, sr, sc, nan_ok)
             for k in range(nslow):
                 a = int(sp[k])
                 b = a
@@ -244,6 +258,11 @@ def iter_label_blocks(
                     b += 1
                 with np.errstate(over="ignore"):   # float32: beyond its range → ±inf
                     out[sr[k], sc[k]] = float(bytes(buf[a:b]))
+                if not np.isfinite(out[sr[k], sc[k]]):
+                    if not nan_ok:
+                        raise nonfinite_error(name, state["start"] + int(sr[k]) + 1,
+                                              int(sc[k]) + 2, _token_text(buf, a, end))
+                    out[sr[k], sc[k]] = np.nan
             stats.slow_tokens += nslow
             for r in range(filled, filled + rows):
                 labels.append(_decode(buf, int(lab_start[r]), int(lab_stop[r]),
@@ -261,8 +280,14 @@ def iter_label_blocks(
             if filled == block_rows:
                 yield emit()
 
-    for buf, a, b in line_regions(chunks, stats):
-        yield from region(buf, a, b)
+    try:
+        for buf, a, b in line_regions(chunks, stats, max_line_bytes(ncols)):
+            yield from region(buf, a, b)
+    except LineTooLong as exc:
+        raise FormatError(name, f"line longer than {exc.args[0]:,} bytes without a line end",
+                          line=state["start"] + state["filled"] + 1,
+                          expected=f"{ncols + 1} fields of at most ~{MAX_FIELD_BYTES} bytes "
+                          "each") from None
     if state["filled"]:
         yield emit()
     if state["start"] == 0:
@@ -296,6 +321,7 @@ def read_label_matrix(
     dtype: np.dtype | type = np.float64,
     block_rows: int = 4096,
     stats: ParseStats | None = None,
+    nonfinite: str = "refuse",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole ``label,v1,...`` matrix: ``(labels StringDType (n,), values (n, ncols))``.
 
@@ -317,7 +343,7 @@ def read_label_matrix(
             raise FormatError(name, "a row without values", line=1, column=2,
                               expected="label,value,... rows")
     blocks = list(iter_label_blocks(chunks, ncols, block_rows, name=name, stats=stats,
-                                    dtype=dtype))
+                                    dtype=dtype, nonfinite=nonfinite))
     labels = np.concatenate([b.labels for b in blocks])
     values = np.concatenate([b.values for b in blocks]) if len(blocks) > 1 else blocks[0].values
     return labels, values

@@ -1,7 +1,8 @@
 """Read and validate the small per-donor tables: Probes.csv, SampleAnnot.csv, Ontology.csv.
 
 They are a few MB at most, so pandas' CSV reader is used (quoted names with commas stay intact);
-every column gets a fixed dtype and the header must match Allen's exactly.
+every column gets a fixed dtype and the header must match Allen's exactly. A UTF-8 byte-order
+mark at the start (editors add one) is dropped before parsing and hashing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import pandas as pd
 from ..errors import FormatError
 from ..store.layout import MISSING_INT, PROBE_COLUMNS, SAMPLE_COLUMNS
 from ..store.ontology import ONTOLOGY_COLUMNS
-from .zipstream import MemberSource
+from .zipstream import BOM, MemberSource
+
+
+def table_bytes(src: MemberSource) -> bytes:
+    """The bytes of a small table, CRC-checked and size-bounded, without a leading UTF-8
+    byte-order mark (its sha256 is then the same with or without one)."""
+    data = src.read_bytes()
+    return data[len(BOM):] if data.startswith(BOM) else data
 
 
 @dataclass
@@ -58,7 +66,7 @@ def _check_ints(frame: pd.DataFrame, name: str, cols: tuple[str, ...], allow_mis
 def read_probes(src: MemberSource) -> Table:
     """Probes.csv → frame with int64 probe_id/gene_id, int64 entrez_id (``-1`` = missing), str
     probe_name/gene_symbol/gene_name/chromosome (``""`` = missing)."""
-    data = src.read_bytes()
+    data = table_bytes(src)
     name = src.display
     frame = _read(data, name, PROBE_COLUMNS, {
         "probe_id": "Int64", "probe_name": str, "gene_id": "Int64", "gene_symbol": str,
@@ -79,7 +87,7 @@ def read_probes(src: MemberSource) -> Table:
 
 def read_samples(src: MemberSource) -> Table:
     """SampleAnnot.csv → frame with every column typed (ints int64, MNI float64, text str)."""
-    data = src.read_bytes()
+    data = table_bytes(src)
     name = src.display
     types: dict = {c: "Int64" for c in ("structure_id", "slab_num", "well_id", "polygon_id",
                                          "mri_voxel_x", "mri_voxel_y", "mri_voxel_z")}
@@ -97,7 +105,7 @@ def read_samples(src: MemberSource) -> Table:
 
 def read_ontology(src: MemberSource) -> Table:
     """Ontology.csv → frame; parent_structure_id ``-1`` at the root, hemisphere ``""`` if none."""
-    data = src.read_bytes()
+    data = table_bytes(src)
     name = src.display
     frame = _read(data, name, ONTOLOGY_COLUMNS, {
         "id": "Int64", "acronym": str, "name": str, "parent_structure_id": "Int64",

@@ -93,7 +93,9 @@ def _read_table(src: MemberSource, columns: tuple[str, ...], ints: tuple[str, ..
                 floats: tuple[str, ...]) -> pd.DataFrame:
     import pandas as pd
 
-    data = src.read_bytes()
+    from .metadata import table_bytes
+
+    data = table_bytes(src)
     if not data.strip():
         raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
     try:
@@ -183,8 +185,22 @@ def _tables_dataset(genes: pd.DataFrame, samples: pd.DataFrame) -> xr.Dataset:
 # one donor
 # -------------------------------------------------------------------------------------------
 
-def _options(dtype: str, gene_chunk: int, sample_chunk: int) -> dict[str, Any]:
-    return {"dtype": dtype, "gene_chunk": gene_chunk, "sample_chunk": sample_chunk}
+def _options(dtype: str, gene_chunk: int, sample_chunk: int, nonfinite: str = "refuse"
+             ) -> dict[str, Any]:
+    return {"dtype": dtype, "gene_chunk": gene_chunk, "sample_chunk": sample_chunk,
+            "nonfinite": nonfinite}
+
+
+#: the arrays every RNA-seq donor group holds
+RNASEQ_DONOR_ARRAYS = (*L.RNASEQ_ARRAYS, L.GENE_DIM, L.SAMPLE_DIM)
+
+
+def _whole(g: zarr.Group) -> bool:
+    try:
+        have = set(g.array_keys())
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(a in have for a in RNASEQ_DONOR_ARRAYS)
 
 
 def _is_current(store_url: str, src: RnaseqSource, opts: dict[str, Any]) -> bool:
@@ -196,11 +212,11 @@ def _is_current(store_url: str, src: RnaseqSource, opts: dict[str, Any]) -> bool
     attrs = g.attrs.asdict()
     prov = attrs.get("provenance", {})
     return (bool(attrs.get("complete")) and prov.get("source") == src.fingerprint()
-            and prov.get("options") == opts)
+            and prov.get("options") == opts and _whole(g))
 
 
 def _stream(src: MemberSource, arr: zarr.Array, symbols: np.ndarray, ncols: int,
-            dtype: str) -> tuple[list[list[int]], ParseStats]:
+            dtype: str, nonfinite: str = "refuse") -> tuple[list[list[int]], ParseStats]:
     """Parse one matrix member into ``arr`` block by block; labels checked against Genes.csv."""
     from .blockparse import ParseStats
     from .labelparse import iter_label_blocks
@@ -210,7 +226,7 @@ def _stream(src: MemberSource, arr: zarr.Array, symbols: np.ndarray, ncols: int,
     crcs: list[list[int]] = []
     n = len(symbols)
     for block in iter_label_blocks(src.iter_chunks(), ncols, arr.chunks[0], name=src.display,
-                                   stats=stats, dtype=dtype):
+                                   stats=stats, dtype=dtype, nonfinite=nonfinite):
         r0, r1 = block.start, block.start + len(block.labels)
         if r1 > n:
             raise FormatError(src.display, "more rows than Genes.csv", line=n + 1,
@@ -239,9 +255,11 @@ def _first_line_fields(src: MemberSource) -> int:
     return count_fields(head.split(b"\n", 1)[0]) if head else 0
 
 
-def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
+def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any],
+                         publish: Callable[[writer.Staged, dict[str, Any]], None] | None = None
                          ) -> dict[str, Any]:
-    """Stage, fill and publish ``rnaseq/{id}``; returns a summary for the root attributes."""
+    """Stage, fill and publish ``rnaseq/{id}``; returns a summary for the root attributes.
+    ``publish(staged, info)`` moves the group into place and lists it (default: only moved)."""
     t0 = time.perf_counter()
     genes = read_genes(src.member("Genes.csv"))
     samples = read_rnaseq_samples(src.member("SampleAnnot.csv"))
@@ -261,12 +279,15 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
         crcs: dict[str, Any] = {}
         sizes: dict[str, int] = {}
         slow = 0
+        nonfinite: dict[str, int] = {}
         for name, member, units in RNASEQ_MATRICES:
             arr = writer.create_matrix(staged.url, name, (n, m), chunks, opts["dtype"],
                                        (L.GENE_DIM, L.SAMPLE_DIM), {"units": units})
-            crcs[name], st = _stream(src.member(member), arr, symbols, m, opts["dtype"])
+            crcs[name], st = _stream(src.member(member), arr, symbols, m, opts["dtype"],
+                                     opts.get("nonfinite", "refuse"))
             sizes[member] = st.bytes
             slow += st.slow_tokens
+            nonfinite[name] = st.nonfinite
         known = {d.id: d for d in DONORS}.get(src.donor_id)
         info = {"donor_id": src.donor_id, "name": known.name if known else None,
                 "n_genes": n, "n_samples": m}
@@ -277,15 +298,20 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
             "provenance": {"source": src.fingerprint(),
                            "sha256": sha,
                            "origin": src.origin(sha),
-                           "members": sizes, "converter": f"atlas-engine {__version__}",
+                           "members": sizes, "nonfinite_values": nonfinite,
+                           "converter": f"atlas-engine {__version__}",
                            "options": opts,
                            "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "seconds": round(time.perf_counter() - t0, 3)},
             "checksums": {"algorithm": "crc32", "chunks": list(chunks), **crcs},
             "slow_tokens": slow,
+            "nonfinite": sum(nonfinite.values()),
         })
         g.attrs["complete"] = True
-        staged.publish()
+        if publish is None:
+            staged.publish()
+        else:
+            publish(staged, dict(info))
     except BaseException:
         staged.abort()
         raise
@@ -316,10 +342,14 @@ def _clean_own_staging(store_url: str) -> None:
 def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: str = "float32",
                    donors: Iterable[int | str] | None = None,
                    gene_chunk: int = L.PROBE_CHUNK, sample_chunk: int = L.SAMPLE_CHUNK,
+                   force: bool = False, allow_nonfinite: bool = False, wait: bool = False,
                    log: Callable[[str], None] | None = None) -> RnaseqResult:
     """Convert the RNA-seq donors found in ``src`` into ``store`` (an AHBA store, created if
     needed), one ``rnaseq/{id}`` group each.
 
+    Holds the store's writer lock throughout (``wait`` as
+    :func:`~atlas_engine.convert.donor.convert_microarray`); ``force`` reconverts current
+    donors; ``allow_nonfinite`` stores nan/inf tokens as NaN instead of refusing them.
     Raises :class:`ConfigError` when ``src`` holds no RNA-seq donor (of ``donors``) and
     :class:`FormatError` on the first bad input; donors completed before it stay, the failing
     donor leaves nothing behind.
@@ -343,56 +373,98 @@ def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: s
     for s in sources:
         log(s.found.describe() if s.found is not None else f"RNA-seq donor {s.donor_id}")
     store_url = os.fspath(store)
+    opts = _options(dtype, gene_chunk, sample_chunk, "nan" if allow_nonfinite else "refuse")
+    with writer.store_lock(store_url, wait=wait, log=log), \
+            writer.disk_errors(store_url, "the RNA-seq donors"):
+        return _convert_locked(store_url, sources, opts, force, log, t0)
+
+
+def _convert_locked(store_url: str, sources: list[RnaseqSource], opts: dict[str, Any],
+                    force: bool, log: Callable[[str], None], t0: float) -> RnaseqResult:
+    from .donor import _check_layout
+
     root = writer.open_root(store_url)
     info = writer.root_info(root)
     if info and info.get("format") != L.FORMAT_MICROARRAY:
         raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not AHBA")
-    opts = _options(dtype, gene_chunk, sample_chunk)
+    _check_layout(store_url, info)
     result = RnaseqResult(store_url)
     _clean_own_staging(store_url)
-    done: dict[int, dict[str, Any]] = {
-        int(k): v for k, v in ((info.get("rnaseq") or {}).get("donor_info") or {}).items()}
+    done: dict[int, dict[str, Any]] = {}
+
+    def publish(staged: writer.Staged, got: dict[str, Any]) -> None:
+        with writer.ROOT_LOCK:
+            if staged.replaces():
+                _publish_root(store_url, opts, drop=got["donor_id"])
+            staged.publish()
+            _publish_root(store_url, opts, new=got)
+
     for s in sources:
-        if _is_current(store_url, s, opts):
+        if not force and _is_current(store_url, s, opts):
             result.skipped.append(s.donor_id)
             g = zarr.open_group(writer.join(store_url, rnaseq_path(s.donor_id)), mode="r")
             done[s.donor_id] = dict(g.attrs["donor"])
             continue
-        got = convert_rnaseq_donor(store_url, s, opts)
+        got = convert_rnaseq_donor(store_url, s, opts, publish)
         log(f"RNA-seq donor {s.donor_id}: {got['n_genes']} genes × {got['n_samples']} samples")
         result.converted.append(s.donor_id)
         result.bytes_parsed += got.pop("bytes")
         done[s.donor_id] = got
-        _publish_root(store_url, done, opts)
     listed = (writer.root_info(writer.open_root(store_url)).get("rnaseq") or {}).get("donors", [])
-    if not result.converted and not set(done) <= set(listed):
-        _publish_root(store_url, done, opts)
+    if not set(done) <= set(listed):   # a donor an interrupted run published but did not list
+        _publish_root(store_url, opts)
     for d, v in done.items():
         result.shapes[d] = (int(v["n_genes"]), int(v["n_samples"]))
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _publish_root(store_url: str, done: dict[int, dict[str, Any]], opts: dict[str, Any]) -> None:
-    """List the complete RNA-seq donors in the root attributes (``rnaseq`` key) and
-    re-consolidate the metadata."""
-    present = sorted(d for d in done if _group_complete(store_url, d))
-    root = writer.open_root(store_url)
-    cur = writer.root_info(root)
-    if not cur:
-        cur = {"format": L.FORMAT_MICROARRAY, "layout_version": L.LAYOUT_VERSION, "donors": []}
-    cur["rnaseq"] = {"group": L.RNASEQ_GROUP, "donors": present,
-                     "donor_info": {str(d): done[d] for d in present},
-                     "dtype": opts["dtype"], "options": opts,
-                     "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    writer.set_root_info(root, cur)
-    writer.consolidate(store_url)
+def _publish_root(store_url: str, opts: dict[str, Any], new: dict[str, Any] | None = None,
+                  drop: int | None = None) -> None:
+    """List the complete RNA-seq donor groups of the store (minus ``drop``) in the root
+    attributes (``rnaseq`` key) together with the consolidated metadata, in one atomic step."""
+    def update(cur: dict[str, Any]) -> dict[str, Any]:
+        if not cur:
+            cur = {"format": L.FORMAT_MICROARRAY, "layout_version": L.LAYOUT_VERSION,
+                   "donors": []}
+        old = cur.get("rnaseq") or {}
+        infos = {int(k): v for k, v in (old.get("donor_info") or {}).items()}
+        found = _complete_rnaseq(store_url)
+        if new is not None:
+            infos[int(new["donor_id"])] = {k: v for k, v in new.items() if k != "bytes"}
+        present = sorted(d for d in found if d != drop)
+        for d in present:
+            if d not in infos:
+                infos[d] = found[d]
+        cur["rnaseq"] = {"group": L.RNASEQ_GROUP, "donors": present,
+                         "donor_info": {str(d): infos[d] for d in present},
+                         "dtype": old.get("dtype") or opts["dtype"],
+                         "options": old.get("options") or opts,
+                         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if new is not None:
+            cur["rnaseq"].update({"dtype": opts["dtype"], "options": opts})
+        return cur
+
+    writer.write_root(store_url, update)
 
 
-def _group_complete(store_url: str, donor_id: int) -> bool:
+def _complete_rnaseq(store_url: str) -> dict[int, dict[str, Any]]:
+    """Donor id → recorded ``donor`` attributes of every complete, whole RNA-seq group."""
     try:
-        g = zarr.open_group(writer.join(store_url, rnaseq_path(donor_id)), mode="r",
-                            zarr_format=3)
-        return bool(g.attrs.get("complete"))
+        grp = zarr.open_group(writer.join(store_url, L.RNASEQ_GROUP), mode="r", zarr_format=3,
+                              use_consolidated=False)
+        names = list(grp.group_keys())
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
-        return False
+        return {}
+    out = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            g = grp[name]
+        except (KeyError, ValueError, OSError):
+            continue
+        attrs = g.attrs.asdict()
+        if attrs.get("complete") and isinstance(g, zarr.Group) and _whole(g):
+            out[int(name)] = dict(attrs.get("donor") or {"donor_id": int(name)})
+    return out

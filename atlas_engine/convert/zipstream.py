@@ -3,7 +3,10 @@
 A zip member's compressed bytes are read from the archive at the offset its local file header
 gives and inflated with ISA-L (``isal.isal_zlib``, ~3× Python's zlib) on a raw deflate stream.
 The CRC-32 and the uncompressed size recorded in the central directory are checked at the end
-of the member, so a corrupt archive never yields silently wrong data.
+of the member, so a corrupt archive never yields silently wrong data; a member that inflates
+beyond its declared size is stopped as soon as it does (whatever it claims, the inflated bytes
+never exceed what the central directory declares, itself bounded by the zip-bomb checks of
+:func:`~atlas_engine.ziputil.open_checked_zip`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ READ_SIZE = 1 << 20
 #: largest inflated piece yielded (PACall inflates ~20× and would otherwise make huge pieces)
 PIECE_SIZE = 2 << 20
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+#: the UTF-8 byte-order mark some editors put at the start of a file (accepted and dropped)
+BOM = b"\xef\xbb\xbf"
+#: largest table read whole into memory (Probes.csv is ~10 MB at full size; the matrices are
+#: streamed, never read whole)
+MAX_TABLE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -46,9 +54,22 @@ class MemberSource:
         with open_checked_zip(self.archive) as zf:
             return _info(zf, self).file_size
 
-    def read_bytes(self) -> bytes:
-        """The whole (small) file, CRC-checked."""
-        return b"".join(self.iter_chunks())
+    def read_bytes(self, max_bytes: int = MAX_TABLE_BYTES) -> bytes:
+        """The whole (small) file, CRC-checked; refused when it is (or inflates to) more than
+        ``max_bytes``."""
+        size = self.size()
+        if size > max_bytes:
+            raise FormatError(self.display, f"{size:,} bytes, too large for a table",
+                              expected=f"at most {max_bytes:,} bytes")
+        parts = []
+        got = 0
+        for piece in self.iter_chunks():
+            got += len(piece)
+            if got > max_bytes:
+                raise FormatError(self.display, f"more than {max_bytes:,} bytes, too large "
+                                  "for a table", expected=f"at most {max_bytes:,} bytes")
+            parts.append(piece)
+        return b"".join(parts)
 
     def iter_chunks(self, read_size: int = READ_SIZE, piece_size: int = PIECE_SIZE
                     ) -> Iterator[bytes]:
@@ -94,6 +115,12 @@ def _iter_member(src: MemberSource, read_size: int, piece_size: int) -> Iterator
         remaining = info.compress_size
         crc = 0
         produced = 0
+        limit = info.file_size
+
+        def too_long() -> VerificationError:
+            return VerificationError(f"{src.display}: inflates beyond the {limit:,} bytes the "
+                                     "archive declares for it (damaged or forged archive)")
+
         inflater = (isal_zlib.decompressobj(-15)
                     if info.compress_type == zipfile.ZIP_DEFLATED else None)
         while remaining > 0:
@@ -107,6 +134,8 @@ def _iter_member(src: MemberSource, read_size: int, piece_size: int) -> Iterator
                     out = raw[k:k + piece_size]
                     crc = isal_zlib.crc32(out, crc)
                     produced += len(out)
+                    if produced > limit:
+                        raise too_long()
                     yield out
                 continue
             while raw:
@@ -118,6 +147,8 @@ def _iter_member(src: MemberSource, read_size: int, piece_size: int) -> Iterator
                 if out:
                     crc = isal_zlib.crc32(out, crc)
                     produced += len(out)
+                    if produced > limit:
+                        raise too_long()
                     yield out
                 elif raw:
                     break  # nothing more comes out of this input (end of the deflate stream)
@@ -126,6 +157,8 @@ def _iter_member(src: MemberSource, read_size: int, piece_size: int) -> Iterator
             if tail:
                 crc = isal_zlib.crc32(tail, crc)
                 produced += len(tail)
+                if produced > limit:
+                    raise too_long()
                 yield tail
     if produced != info.file_size:
         raise VerificationError(

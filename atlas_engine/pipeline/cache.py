@@ -5,7 +5,9 @@ description (root attributes: conversion provenance, donors, dtype), so a produc
 only for the same data and the same parameters. Each entry is a directory of ``.npy`` files
 (one per array; plain uncompressed numpy files, the fastest to write and read back) plus
 ``meta.json``; it is written under a temporary name and renamed into place, so readers see a
-complete entry or none. Only local (directory) stores are cached; for other URLs
+complete entry or none. ``meta.json`` records each file's size and CRC-32C, checked when the
+entry is loaded: a damaged entry is a miss (removed and recomputed from the store, whose chunks
+are checked in turn), never a wrong number. Only local (directory) stores are cached; for other URLs
 :class:`StoreCache` is disabled and every lookup misses. Zarr ignores the ``cache/`` folder
 (it holds no ``zarr.json``).
 """
@@ -68,6 +70,9 @@ class StoreCache:
         except (OSError, ValueError):
             return None
         if not isinstance(meta, dict) or not meta.get("complete"):
+            return None
+        if not _files_intact(path, meta.get("files")):
+            shutil.rmtree(path, ignore_errors=True)   # damaged: recomputed by the caller
             return None
         return CacheEntry(path, meta)
 
@@ -167,7 +172,10 @@ class CacheWriter:
         if not self.ok:
             return False
         try:
-            (self.tmp / META).write_text(json.dumps({**meta, "complete": True}, default=str))
+            files = {p.name: list(_file_crc(p)) for p in sorted(self.tmp.iterdir())
+                     if p.is_file() and p.name != META}
+            (self.tmp / META).write_text(json.dumps({**meta, "files": files, "complete": True},
+                                                    default=str))
             if self.final.exists():
                 self.abort()
                 return True
@@ -180,6 +188,37 @@ class CacheWriter:
     def abort(self) -> None:
         self.ok = False
         self._cleanup()
+
+
+def _file_crc(path: Path) -> tuple[int, int]:
+    """``(size, CRC-32C)`` of a file, read in 4 MiB pieces into one reused buffer."""
+    import google_crc32c
+
+    buf = np.empty(4 << 20, np.uint8)
+    crc = 0
+    size = 0
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            view = buf[:n]
+            view.flags.writeable = False    # google_crc32c takes read-only buffers
+            crc = google_crc32c.extend(crc, view)
+            size += n
+    return size, crc
+
+
+def _files_intact(path: Path, files: Any) -> bool:
+    """Every file recorded at commit is there with its size and CRC-32C (entries written
+    before checksums were recorded count as damaged)."""
+    if not isinstance(files, dict):
+        return False
+    try:
+        for name, (size, crc) in files.items():
+            f = path / name
+            if f.stat().st_size != size or _file_crc(f) != (size, crc):
+                return False
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
 
 
 class StripedMatrix:

@@ -44,7 +44,7 @@ from ._groups import (
 )
 from .cache import StoreCache, StripedMatrix
 from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
-from .matching import VolumeAtlas, load_nifti
+from .matching import HOW, MATCH_RULES, VolumeAtlas, load_nifti
 from .normalize import check_method, normalize, normalize_donor
 from .probes import (
     DONOR_PROBES,
@@ -163,6 +163,7 @@ def _check_params(p: dict[str, Any]) -> None:
     check_choice("donor_probes", p["donor_probes"], DONOR_PROBES)
     if p["lr_mirror"] is not None:
         check_choice("lr_mirror", p["lr_mirror"], MIRROR_MODES)
+    check_choice("match_rule", p.get("match_rule", "abagen"), MATCH_RULES)
     if p["missing"] not in (None, "centroids", "interpolate"):
         raise ConfigError(f"missing={p['missing']!r} is not supported; valid: None, "
                           "'centroids', 'interpolate'")
@@ -185,9 +186,14 @@ def _check_params(p: dict[str, Any]) -> None:
 
 
 def _resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
+    from .atlases import resolve
+
     info = None
     if atlas_info is not None:
-        info = atlas_info if isinstance(atlas_info, pd.DataFrame) else pd.read_csv(atlas_info)
+        info = (atlas_info if isinstance(atlas_info, pd.DataFrame)
+                else pd.read_csv(resolve(atlas_info, "info")))
+    if isinstance(atlas, (str, Path)):
+        atlas = resolve(atlas, "image")
     if isinstance(atlas, VolumeAtlas):
         if info is not None:
             return VolumeAtlas(*_atlas_arrays(atlas), info)
@@ -453,16 +459,17 @@ def _row_blocks(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64):
 def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
     """``(sorted structure ids, len(rows) × n_structures means)`` of one donor's kept samples,
-    block-wise with the grouped kernels."""
-    from ..aggregate.engine import groupby_reduce
+    block-wise, Kahan-summed in sample order as pandas' groupby mean (abagen's
+    ``_groupby_structure_id``): with ``lr_mirror`` a structure and its mirror hold the same
+    samples in another order, and their means must tie exactly as in abagen for the ranks of
+    ``probe_selection='rnaseq'`` (:mod:`atlas_engine.kernels.compensated`)."""
+    from ..kernels.compensated import group_mean_compensated
 
     sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
     codes = codes.reshape(-1).astype(np.int64)
     out = np.empty((len(rows), len(sids)))
     for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
-        res = groupby_reduce(block[:, ds.src], codes, axis="sample", n_groups=len(sids),
-                             stats=("mean",), parallel=False)
-        out[pos] = res["mean"]
+        out[pos] = group_mean_compensated(block[:, ds.src], codes, len(sids))
     return sids, out
 
 
@@ -690,6 +697,7 @@ def get_expression_data(
     dtype: str = "float64",
     cache: bool = True,
     out: Any = None,
+    match_rule: str = "abagen",
 ) -> ExpressionResult:
     """Region × gene expression from a converted store, as ``abagen.get_expression_data``.
 
@@ -697,9 +705,10 @@ def get_expression_data(
 
     store : AtlasStore or path/URL
         A store written by ``atlas-engine convert``.
-    atlas : path to a NIfTI label image, ``(labels, affine)`` or :class:`VolumeAtlas`
+    atlas : path to a NIfTI label image, ``(labels, affine)``, :class:`VolumeAtlas` or the
+        name of a shipped atlas ("desikan-killiany", :mod:`.atlases`)
         A group (MNI) volumetric atlas.
-    atlas_info : path to a CSV or DataFrame, optional
+    atlas_info : path to a CSV, DataFrame or shipped atlas name, optional
         Columns id, hemisphere (L/R/B), structure (broad class).
     donors : "all" or donor ids
     dtype : "float64" (parity) or "float32" (values are computed in float64 either way;
@@ -709,6 +718,9 @@ def get_expression_data(
         Stream the regions × genes result there block by block instead of holding it
         (voxel-level atlases); ``expression`` is then a lazy xarray DataArray over it
         (:mod:`.output`).
+    match_rule : "abagen" (default: abagen 0.1.3's matching) or "majority" (with atlas_info,
+        the region with most voxels near the sample wins instead of the nearest centroid;
+        see :mod:`.matching` and docs/abagen-pipeline.md).
 
     Returns
     -------
@@ -729,6 +741,8 @@ def get_expression_data(
                   agg_metric=agg_metric, corrected_mni=bool(corrected_mni),
                   reannotated=bool(reannotated), return_donors=bool(return_donors),
                   return_counts=bool(return_counts), dtype=dtype)
+    if match_rule != "abagen":  # recorded only when it departs from abagen
+        params["match_rule"] = match_rule
     _check_params(params)
     method = SELECTION_METHODS.canonical(probe_selection)
     use = list(st.donors) if donors == "all" else [int(d) for d in donors]
@@ -832,9 +846,10 @@ def get_expression_data(
     for ds in dsamples:
         a = ds.annotation
         coords = a[["mni_x", "mni_y", "mni_z"]].to_numpy(dtype=np.float64)
-        lab = vatlas.label_samples(coords, tolerance, a["hemisphere"].to_numpy(),
-                                   a["structure"].to_numpy())
-        _explain_matching(ds, vatlas, coords, lab, tolerance)
+        lab, how, radius = vatlas.label_samples(
+            coords, tolerance, a["hemisphere"].to_numpy(), a["structure"].to_numpy(),
+            rule=match_rule, return_how=True)
+        _explain_matching(ds, vatlas, coords, lab, how, radius, tolerance)
         labels.append(lab)
     counts = _counts(labels, all_labels, use)
     empty = np.zeros(0, dtype=np.int64)
@@ -1232,30 +1247,46 @@ def _counts(labels: list[np.ndarray], all_labels: np.ndarray, donors: list[int]
 
 
 def _explain_matching(ds: _DonorSamples, atlas: VolumeAtlas, coords: np.ndarray,
-                      lab: np.ndarray, tolerance: float) -> None:
-    """Fill label/status/reason of one donor's kept samples in its explanation table."""
+                      lab: np.ndarray, how: np.ndarray, radius: np.ndarray,
+                      tolerance: float) -> None:
+    """Fill label/match/radius/status/reason of one donor's kept samples in its explanation
+    table (``match``: how the sample matched, :data:`~.matching.HOW`)."""
     qc = ds.table["qc_row"].to_numpy()
     idx = np.flatnonzero(qc >= 0)
     order = qc[idx]
-    unmatched = np.flatnonzero(lab == 0)
+    rejected = np.flatnonzero(how == 4)
     free = np.zeros(len(lab), dtype=np.int64)
-    if unmatched.size and atlas.atlas_info is not None:
-        free[unmatched] = atlas.label_samples(coords[unmatched], tolerance)
+    if rejected.size:  # the region the hemisphere/class filter refused
+        free[rejected] = atlas.label_samples(coords[rejected], tolerance)
     labels = np.zeros(len(qc), dtype=np.int64)
     labels[idx] = lab[order]
     ds.table["label"] = labels
+    match = np.full(len(qc), "", dtype=object)
+    match[idx] = [HOW[int(h)] for h in how[order].tolist()]
+    ds.table["match"] = match
+    rad = np.full(len(qc), np.nan)
+    rad[idx] = np.where(radius[order] >= 0, radius[order], np.nan)
+    ds.table["match_radius_mm"] = rad
     reasons = ds.table["reason"].to_numpy().copy()
     status = ds.table["status"].to_numpy().copy()
     for i, j in zip(idx.tolist(), order.tolist(), strict=True):
+        h, r = int(how[j]), int(radius[j])
         if lab[j] != 0:
-            status[i], reasons[i] = "matched", f"matched to region {lab[j]}"
-        elif free[j] != 0:
+            status[i] = "matched"
+            if h == 1:
+                reasons[i] = f"matched to region {lab[j]}: inside a labelled voxel"
+            elif h == 3:
+                reasons[i] = (f"matched to region {lab[j]}: several regions within {r} mm, "
+                              "nearest centroid")
+            else:
+                reasons[i] = f"matched to region {lab[j]}: within {r} mm"
+        elif h == 4:
             status[i] = "unmatched"
             reasons[i] = (f"unmatched: region {free[j]} within {tolerance:g} mm has another "
                           "hemisphere or class")
         else:
             status[i] = "unmatched"
-            reasons[i] = f"unmatched: no atlas voxel within {tolerance:g} mm"
+            reasons[i] = f"unmatched: no atlas voxel within {tolerance:g} mm (too far)"
     ds.table["status"] = status
     ds.table["reason"] = reasons
 

@@ -2,10 +2,19 @@
 
 The atlas is a 3-D integer label array plus its 4×4 affine (0 = background). Coordinates are
 snapped to the atlas grid first (the largest grid value strictly below each coordinate), then
-matched with growing radius 0, 1, …, ``tolerance`` mm: the most frequent label among the voxels
-within the radius wins, ties go to the label with the nearest centroid. With region info
-(``hemisphere`` L/R/B and broad ``structure`` class per label) candidate labels of another
-hemisphere or class are ignored (only the class for bilateral labels).
+matched with growing radius 0, 1, …, ``tolerance`` mm; the first radius with an acceptable
+candidate label decides. Among several candidate labels at that radius:
+
+* without region info, the most frequent label among the voxels within the radius wins, ties go
+  to the label with the nearest centroid;
+* with region info (``hemisphere`` L/R/B and broad ``structure`` class per label), candidate
+  labels of another hemisphere or class are dropped (only the class for bilateral labels) and,
+  as abagen 0.1.3 does (``AtlasTree._assign_sample`` counts the *unique* remaining labels
+  again, so each counts once), the remaining label with the nearest centroid wins whatever its
+  voxel count. ``rule="majority"`` keeps the voxel-count vote here too (abagen's docstring
+  describes it; abagen's code does not do it).
+
+Each sample's way of matching is reported with :data:`HOW` codes.
 """
 
 from __future__ import annotations
@@ -17,6 +26,20 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..errors import ConfigError, FormatError
+
+#: Match rules: ``"abagen"`` (abagen 0.1.3's code) or ``"majority"`` (voxel-count vote also
+#: after the hemisphere/class filter).
+MATCH_RULES = ("abagen", "majority")
+
+#: How a sample matched (codes returned by :meth:`VolumeAtlas.label_samples` with
+#: ``return_how=True``), by code.
+HOW = {
+    0: "too far",            # no labelled voxel within the tolerance
+    1: "inside",             # inside a labelled voxel (radius 0)
+    2: "within radius",      # one candidate label (or a clear majority) within r mm
+    3: "centroid tie-break",  # several candidate labels within r mm, nearest centroid chosen
+    4: "rejected",           # candidates within the tolerance, all of another hemisphere/class
+}
 
 _HEMI_ALIASES = {"lh": "L", "l": "L", "left": "L", "rh": "R", "r": "R", "right": "R",
                  "bilateral": "B", "b": "B"}
@@ -125,19 +148,26 @@ class VolumeAtlas:
         same_cls = self._info_cls[pos] == str(cls)
         return np.where(h == "B", same_cls, same_cls & (h == hemi))
 
-    def _assign(self, voxels: list[int], point: np.ndarray, hemi, cls) -> int:
+    def _assign(self, voxels: list[int], point: np.ndarray, hemi, cls,
+                majority: bool = False) -> tuple[int, int]:
+        """``(label, how)`` for one sample from the atlas voxels within the radius."""
         labs, counts = np.unique(self.voxel_labels[voxels], return_counts=True)
-        if self.atlas_info is not None and hemi is not None:
+        filtered = self.atlas_info is not None and hemi is not None
+        if filtered:
             ok = self._allowed(labs, hemi, cls)
             labs, counts = labs[ok], counts[ok]
+            if not majority:  # abagen: the unique allowed labels are counted again
+                counts = np.ones_like(counts)
         if labs.size == 0:
-            return 0
+            return 0, 4
         top = np.flatnonzero(counts == counts.max())
         if top.size == 1:
-            return int(labs[top[0]])
+            return int(labs[top[0]]), 2
+        # a tie goes to the nearest centroid among *all* candidate labels (abagen's
+        # closest_centroid over every label within the radius, not only the tied ones)
         cents = self.centroids[np.searchsorted(self.labels, labs)]
-        d = np.linalg.norm(cents - point, axis=1)
-        return int(labs[np.argmin(d)])
+        d = np.sum(np.abs(cents - point) ** 2, axis=-1) ** 0.5  # as scipy's distance_matrix
+        return int(labs[np.argmin(d)]), 3
 
     def label_samples(
         self,
@@ -146,7 +176,9 @@ class VolumeAtlas:
         hemisphere: np.ndarray | None = None,
         structure: np.ndarray | None = None,
         snap: bool = True,
-    ) -> np.ndarray:
+        rule: str = "abagen",
+        return_how: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Atlas label per sample (0 = unmatched).
 
         Parameters
@@ -156,12 +188,25 @@ class VolumeAtlas:
         hemisphere, structure : (N,) per-sample hemisphere (L/R/B) and broad class, used
             with ``atlas_info``.
         snap : floor coordinates to the atlas grid first (abagen does for group atlases).
+        rule : "abagen" (default; with atlas_info the nearest-centroid candidate wins) or
+            "majority" (the voxel-count vote also with atlas_info). See the module docstring.
+        return_how : also return how each sample matched (:data:`HOW` codes, int8) and the
+            radius (mm) that decided it (-1 when no voxel was within the tolerance).
+
+        Returns
+        -------
+        labels : (N,) int64, or ``(labels, how, radius)`` with ``return_how``.
         """
+        if rule not in MATCH_RULES:
+            raise ConfigError(f"match rule must be one of {', '.join(MATCH_RULES)}, got {rule!r}")
+        majority = rule == "majority"
         pts = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         if snap:
             pts = self.snap(pts)
         n = len(pts)
         labels = np.zeros(n, dtype=np.int64)
+        how = np.zeros(n, dtype=np.int8)
+        radius = np.full(n, -1, dtype=np.int64)
         hemi = [None] * n if hemisphere is None else list(hemisphere)
         cls = [None] * n if structure is None else list(structure)
         tol = 0
@@ -174,6 +219,7 @@ class VolumeAtlas:
         while tol <= abs(tolerance) and todo.size:
             matches = self.tree.query_ball_point(pts[todo], tol)
             sizes = np.fromiter((len(m) for m in matches), dtype=np.int64, count=len(todo))
+            radius[todo[sizes > 0]] = tol
             if strings:
                 one = np.flatnonzero(sizes == 1)
                 voxel = np.fromiter((matches[j][0] for j in one.tolist()), dtype=np.int64,
@@ -184,14 +230,19 @@ class VolumeAtlas:
                     lab = np.where(self._allowed_each(lab, hemi_arr[pick], cls_arr[pick]), lab,
                                    0)
                 labels[todo[one]] = lab
+                how[todo[one]] = np.where(lab != 0, 1 if tol == 0 else 2, 4)
                 many = np.flatnonzero(sizes > 1)
             else:
                 many = np.flatnonzero(sizes > 0)
             for j in many.tolist():
                 i = int(todo[j])
-                labels[i] = self._assign(matches[j], pts[i], hemi[i], cls[i])
+                labels[i], how[i] = self._assign(matches[j], pts[i], hemi[i], cls[i], majority)
+                if tol == 0 and how[i] == 2:
+                    how[i] = 1
             todo = np.flatnonzero(labels == 0)
             tol += 1
+        if return_how:
+            return labels, how, radius
         return labels
 
     def _allowed_each(self, lab: np.ndarray, hemi: np.ndarray, cls: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ._stats import column_corr, group_mean_columns, rank_average
+from ._stats import column_corr, rank_average
 
 
 def rnaseq_structure_means(store: Any, donor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,8 +36,10 @@ def rnaseq_structure_means(store: Any, donor: int) -> tuple[np.ndarray, np.ndarr
     tpm = np.asarray(ds["tpm"].values, dtype=np.float64)
     sids = np.asarray(ds["ontology_structure_id"].values, dtype=np.int64)
     genes = np.array([str(g) for g in ds["gene"].values.tolist()], dtype=object)
-    uniq, means = group_mean_columns(tpm, sids)
-    return genes, uniq, means
+    from ..kernels.compensated import group_mean_compensated
+
+    uniq, codes = np.unique(sids, return_inverse=True)  # pandas' groupby mean, Kahan-summed
+    return genes, uniq, group_mean_compensated(tpm, codes.reshape(-1), len(uniq))
 
 
 def correlate_with_rnaseq(

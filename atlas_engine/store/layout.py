@@ -6,7 +6,9 @@ from __future__ import annotations
 ROOT_ATTR = "atlas_engine"
 FORMAT_MICROARRAY = "ahba-microarray"
 FORMAT_BRAINSPAN = "brainspan-rnaseq-genes"
-LAYOUT_VERSION = 1
+#: store layout version: 2 added a CRC-32C to every chunk (zarr v3 ``crc32c`` codec) and writes
+#: every chunk; stores of an older layout are refused by readers ("re-convert")
+LAYOUT_VERSION = 2
 
 PROBES_GROUP = "probes"
 ONTOLOGY_GROUP = "ontology"
@@ -20,6 +22,8 @@ GENES_GROUP = "genes"
 SAMPLES_GROUP = "samples"
 #: staging area for donors being written (local stores); never listed by readers
 STAGING_DIR = ".staging"
+#: the lock file of a local store: held (``flock``) by the one process converting into it
+LOCK_FILE = ".lock"
 
 PROBE_DIM = "probe"
 SAMPLE_DIM = "sample"

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
+import zipfile
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +92,9 @@ def _read_columns(url: str, group: str, index: str | None) -> dict[str, np.ndarr
     encoding xarray would apply (other than a NaN fill of a float array)."""
     import zarr
 
-    grp = zarr.open_group(url, path=group, mode="r", zarr_format=3)
+    from .checked import checked_store
+
+    grp = zarr.open_group(checked_store(url), path=group, mode="r", zarr_format=3)
     arrays = dict(grp.arrays())
     dims = {d for a in arrays.values() for d in (a.metadata.dimension_names or ())}
     cols = {}
@@ -151,6 +156,47 @@ def _frame_from_npz(path: Path) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+def _unfinished(url: str) -> str:
+    """The message for a store that lists no finished donor yet."""
+    from ..convert.writer import lock_holder
+
+    holder = lock_holder(url)
+    if holder is not None:
+        return (f"{url}: holds no finished donor yet; it is being converted by process "
+                f"{holder.get('pid')} (since {holder.get('since')}) — wait for it to finish")
+    return (f"{url}: holds no finished donor yet (a conversion was interrupted or has not "
+            f"started); run: atlas-engine convert SRC {url}")
+
+
+def check_layout(url: str, attrs: dict[str, Any]) -> None:
+    """Refuse a store written with an older layout (before per-chunk CRC-32C checksums)."""
+    version = attrs.get("layout_version")
+    if not isinstance(version, int) or version < L.LAYOUT_VERSION:
+        raise StoreError(f"{url}: written with store layout {version} by an older atlas-engine "
+                         f"(this version reads layout {L.LAYOUT_VERSION}, where every chunk "
+                         "carries a checksum); re-convert it into a new store: "
+                         "atlas-engine convert SRC NEW_STORE")
+    if version > L.LAYOUT_VERSION:
+        raise StoreError(f"{url}: written with store layout {version} by a newer atlas-engine "
+                         f"(this version reads layout {L.LAYOUT_VERSION}); upgrade atlas-engine")
+
+
+@contextlib.contextmanager
+def _metadata_errors(url: str, group: str) -> Iterator[None]:
+    """Damaged or missing metadata of ``group`` as one :class:`StoreError` line (chunk damage
+    already raises :class:`~atlas_engine.errors.DamagedStoreError`)."""
+    from .integrity import owner, repair_hint
+
+    try:
+        yield
+    except StoreError:
+        raise
+    except (KeyError, ValueError, TypeError, OSError, AttributeError) as exc:
+        raise StoreError(f"{url}: the metadata of {group} ({owner(group)}) cannot be read "
+                         f"({type(exc).__name__}: {str(exc)[:200]}); "
+                         f"{repair_hint(url, group)}") from None
+
+
 class AtlasStore:
     """A converted AHBA microarray store (see docs/store-layout.md).
 
@@ -190,14 +236,21 @@ class AtlasStore:
                     raise StoreNotFoundError(f"{url}: no such store") from None
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             except ValueError as exc:
+                if "://" not in url and os.path.isfile(os.path.join(url, "zarr.json")):
+                    raise StoreError(f"{url}: the root metadata (zarr.json) is damaged ({exc}); "
+                                     "re-run convert to rebuild it: atlas-engine convert SRC "
+                                     f"{url}") from None
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             attrs = dict(root.attrs.get(L.ROOT_ATTR, {}))
+        if not attrs:
+            raise StoreError(_unfinished(url))
         if attrs.get("format") == L.FORMAT_BRAINSPAN:
             raise StoreError(f"{url}: a BrainSpan store, not an AHBA microarray store (open it "
                              "with atlas_engine.store.brainspan.open_brainspan)")
         if attrs.get("format") != L.FORMAT_MICROARRAY:
             raise StoreError(f"{url}: not an atlas-engine AHBA microarray store "
                              f"(format {attrs.get('format')!r})")
+        check_layout(url, attrs)
         self.attrs: dict[str, Any] = attrs
         # canonical donor order (the order of the Allen donor table), whatever order the
         # donors were converted in, so the sample axis is the same for every store
@@ -205,7 +258,7 @@ class AtlasStore:
         self.donors: list[int] = sorted((int(d) for d in attrs.get("donors", [])),
                                         key=lambda d: (rank.get(d, len(rank)), d))
         if not self.donors:
-            raise StoreError(f"{url}: the store holds no complete donor yet")
+            raise StoreError(_unfinished(url))
 
     def cache_tables(self, enabled: bool = True) -> None:
         """Read the probe, sample and ontology tables from (and, on a miss, save them to) a
@@ -221,10 +274,13 @@ class AtlasStore:
     def _open(self, group: str, lazy: bool = True) -> xr.Dataset:
         import xarray as xr
 
+        from .checked import checked_store
+
         # tables are read straight into numpy (chunks=None): one read per column instead of
-        # one Dask graph and compute per column
-        return xr.open_zarr(self.url, group=group, consolidated=True,
-                            chunks={} if lazy else None)
+        # one Dask graph and compute per column; every chunk read is checked (CheckedStore)
+        with _metadata_errors(self.url, group):
+            return xr.open_zarr(checked_store(self.url), group=group, consolidated=True,
+                                chunks={} if lazy else None)
 
     def _table(self, group: str, index: str | None = None,
                order: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -234,9 +290,10 @@ class AtlasStore:
         if cached is not None and cached.is_file():
             try:
                 return _frame_from_npz(cached)
-            except (OSError, ValueError, KeyError):
-                pass
-        cols = _read_columns(self.url, group, index)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass     # damaged (the npz members carry CRC-32s): read the store instead
+        with _metadata_errors(self.url, group):
+            cols = _read_columns(self.url, group, index)
         if cols is None:  # arrays with encodings zarr alone does not apply: xarray
             ds = self._open(group, lazy=False)
             if group.startswith(L.DONORS_GROUP + "/"):

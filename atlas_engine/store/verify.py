@@ -1,4 +1,10 @@
-"""Check a converted store: dimensions, sample counts, probe↔gene summary, NaN/inf, chunk CRCs."""
+"""Check a converted store: layout, dimensions, sample counts, probe↔gene summary, NaN/inf, and
+every chunk of every array (its CRC-32C as read, and the CRC-32 of its values recorded at
+conversion for the matrices).
+
+``verify_store`` never raises on damage: every problem becomes one line of the report naming
+what is wrong and the command that repairs it (re-convert that donor).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zarr
 
+from ..errors import AtlasEngineError, StoreError
 from ..sources.donors import DONORS, N_PROBES
 from . import layout as L
-from .open import open_store
+from .integrity import owner, repair_hint
 
 _KNOWN_COUNTS = {d.id: d.n_samples for d in DONORS}
 
@@ -28,119 +34,231 @@ class VerifyReport:
         self.problems.append(text)
 
 
-def _check_chunks(arr: zarr.Array, recorded: list[list[int]], chunks: tuple[int, int],
-                  name: str, report: VerifyReport) -> tuple[int, int]:
+def _problem(exc: BaseException, hint: str = "") -> str:
+    """One line for ``exc``; ``hint`` (the repair) added unless the message has it already."""
+    if isinstance(exc, AtlasEngineError):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc)[:300]}" + (f"; {hint}" if hint else "")
+
+
+def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], name: str,
+                  report: VerifyReport) -> tuple[int, int]:
+    """Read every chunk row of the 2-D array ``path`` (each chunk's CRC-32C checked as it is
+    read) and compare each chunk's values with the CRC-32 recorded at conversion; returns the
+    NaN and inf counts."""
+    from .blockread import array_shape, read_rows
+
     n_nan = n_inf = 0
+    hint = repair_hint(url, path)
+    (n, m), _, _ = array_shape(url, path)
     pc, sc = chunks
-    n, m = arr.shape
-    if len(recorded) != -(-n // pc):
-        report.fail(f"{name}: {len(recorded)} chunk rows recorded, expected {-(-n // pc)}")
-        return 0, 0
+    if not isinstance(recorded, list) or pc < 1 or sc < 1 or len(recorded) != -(-n // pc):
+        report.fail(f"{name}: the recorded chunk checksums do not match the array's shape "
+                    f"({n} × {m}); {hint}")
+        recorded = None
+        pc = max(pc, 1)
     for bi, r0 in enumerate(range(0, n, pc)):
-        block = arr[r0:r0 + pc, :]
+        try:
+            block = read_rows(url, path, r0, min(n, r0 + pc))
+        except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+            report.fail(_problem(exc))
+            continue
         if block.dtype.kind == "f":
             n_nan += int(np.isnan(block).sum())
             n_inf += int(np.isinf(block).sum())
+        if recorded is None:
+            continue
         for bj, j0 in enumerate(range(0, m, sc)):
             piece = np.ascontiguousarray(block[:, j0:j0 + sc])
             crc = zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF
-            if bj >= len(recorded[bi]) or recorded[bi][bj] != crc:
-                report.fail(f"{name}: chunk ({bi}, {bj}) checksum differs from conversion")
+            row = recorded[bi] if bi < len(recorded) else []
+            if bj >= len(row) or row[bj] != crc:
+                report.fail(f"{name}: chunk ({bi}, {bj}) values differ from conversion; {hint}")
     return n_nan, n_inf
+
+
+def _check_group_arrays(url: str, group: str, report: VerifyReport,
+                        skip: tuple[str, ...] = ()) -> None:
+    """Read every 1-D array (table column) of ``group`` whole: each chunk's CRC-32C is checked
+    and a missing chunk is reported."""
+    import zarr
+
+    from .checked import checked_store
+
+    try:
+        grp = zarr.open_group(checked_store(url), path=group, mode="r", zarr_format=3)
+        arrays = dict(grp.arrays())
+    except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+        report.fail(f"{group} ({owner(group)}): cannot be opened: "
+                    f"{_problem(exc, repair_hint(url, group))}")
+        return
+    for name, arr in sorted(arrays.items()):
+        if name in skip or arr.ndim != 1:
+            continue
+        try:
+            arr[:]
+        except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+            report.fail(_problem(exc))
 
 
 def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyReport:
     """Recompute what conversion recorded and check the layout; ``report.ok`` is the verdict.
 
-    A BrainSpan store is checked by :func:`atlas_engine.store.brainspan.verify_brainspan`."""
+    A BrainSpan store is checked by :func:`atlas_engine.store.brainspan.verify_brainspan`.
+    Raises :class:`StoreError` only when ``url`` is not a readable store of the current
+    layout at all; every other problem is a line of the report."""
     from .brainspan import store_format, verify_brainspan
+    from .open import open_store
 
     if store_format(os.fspath(url)) == L.FORMAT_BRAINSPAN:
         return verify_brainspan(url, checksums=checksums)
     store = open_store(url)
+    url = store.url
     report = VerifyReport()
-    probes = store.probes
-    n_probes = len(probes)
     s = report.summary
     s["donors"] = store.donors
-    s["probes"] = n_probes
-    genes = probes["gene_id"]
-    per_gene = genes.value_counts()
-    s["genes"] = int(per_gene.size)
-    hist = per_gene.value_counts().sort_index()
-    s["probes_per_gene"] = {int(k): int(v) for k, v in hist.items()}
-    s["non_refseq_probes"] = int((probes["entrez_id"] == L.MISSING_INT).sum())
     s["samples"] = {}
     s["nan"] = s["inf"] = 0
+    s["nonfinite_accepted"] = {}
+    s["probes"] = s["genes"] = s["non_refseq_probes"] = 0
+    s["probes_per_gene"] = {}
+    if checksums:
+        _check_group_arrays(url, L.PROBES_GROUP, report)
+        _check_group_arrays(url, L.ONTOLOGY_GROUP, report)
+    try:
+        probes = store.probes
+    except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+        report.fail(f"probe table: {_problem(exc)}")
+        probes = None
+    n_probes = len(probes) if probes is not None else None
+    if probes is not None:
+        s["probes"] = n_probes
+        per_gene = probes["gene_id"].value_counts()
+        s["genes"] = int(per_gene.size)
+        hist = per_gene.value_counts().sort_index()
+        s["probes_per_gene"] = {int(k): int(v) for k, v in hist.items()}
+        s["non_refseq_probes"] = int((probes["entrez_id"] == L.MISSING_INT).sum())
     full_scale = n_probes == N_PROBES
     s["sources"] = _sources(store)
     for d in store.donors:
-        ds = store.donor(d)
-        n_s = ds.sizes[L.SAMPLE_DIM]
-        s["samples"][d] = n_s
-        if ds.sizes[L.PROBE_DIM] != n_probes:
-            report.fail(f"donor {d}: {ds.sizes[L.PROBE_DIM]} probes, Probes table has {n_probes}")
-        recorded_n = ds.attrs.get("donor", {}).get("n_samples")
-        if recorded_n != n_s:
-            report.fail(f"donor {d}: {n_s} samples, SampleAnnot had {recorded_n}")
-        if full_scale and d in _KNOWN_COUNTS and n_s != _KNOWN_COUNTS[d]:
-            report.fail(f"donor {d}: {n_s} samples, the real data has {_KNOWN_COUNTS[d]}")
-        for name in (L.EXPRESSION, L.PACALL):
-            if ds[name].dims != (L.PROBE_DIM, L.SAMPLE_DIM):
-                report.fail(f"donor {d}: {name} has dims {ds[name].dims}")
-        if not ds.attrs.get("complete"):
-            report.fail(f"donor {d}: not marked complete")
-        if checksums:
-            group = zarr.open_group(store.url, mode="r", zarr_format=3)[L.donor_path(d)]
-            cs = ds.attrs.get("checksums", {})
-            chunks = tuple(cs.get("chunks", (0, 0)))
-            for name in (L.EXPRESSION, L.PACALL):
-                if name not in cs:
-                    report.fail(f"donor {d}: no checksums recorded for {name}")
-                    continue
-                nn, ni = _check_chunks(group[name], cs[name], chunks, f"donor {d} {name}",
-                                       report)
-                s["nan"] += nn
-                s["inf"] += ni
+        _verify_donor(store, d, n_probes, full_scale, checksums, report)
     s["total_samples"] = sum(s["samples"].values())
     _verify_rnaseq(store, report, checksums)
     return report
 
 
+def _verify_donor(store: Any, d: int, n_probes: int | None, full_scale: bool, checksums: bool,
+                  report: VerifyReport) -> None:
+    s = report.summary
+    group = L.donor_path(d)
+    hint = repair_hint(store.url, group)
+    try:
+        ds = store.donor(d)
+    except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+        report.fail(f"donor {d}: {_problem(exc)}")
+        return
+    missing = [a for a in (L.EXPRESSION, L.PACALL, *L.SAMPLE_COLUMNS)
+               if a not in ds.variables]
+    if missing:
+        report.fail(f"donor {d}: arrays missing: {', '.join(missing)}; {hint}")
+    n_s = ds.sizes.get(L.SAMPLE_DIM, 0)
+    s["samples"][d] = n_s
+    if n_probes is not None and ds.sizes.get(L.PROBE_DIM) != n_probes:
+        report.fail(f"donor {d}: {ds.sizes.get(L.PROBE_DIM)} probes, Probes table has "
+                    f"{n_probes}; {hint}")
+    recorded_n = ds.attrs.get("donor", {}).get("n_samples")
+    if recorded_n != n_s:
+        report.fail(f"donor {d}: {n_s} samples, SampleAnnot had {recorded_n}; {hint}")
+    if full_scale and d in _KNOWN_COUNTS and n_s != _KNOWN_COUNTS[d]:
+        report.fail(f"donor {d}: {n_s} samples, the real data has {_KNOWN_COUNTS[d]}")
+    for name in (L.EXPRESSION, L.PACALL):
+        if name in ds.variables and ds[name].dims != (L.PROBE_DIM, L.SAMPLE_DIM):
+            report.fail(f"donor {d}: {name} has dims {ds[name].dims}; {hint}")
+    if not ds.attrs.get("complete"):
+        report.fail(f"donor {d}: not marked complete; {hint}")
+    accepted = (ds.attrs.get("provenance") or {}).get("nonfinite_values") or 0
+    if accepted:
+        s["nonfinite_accepted"][d] = int(accepted)
+    if not checksums:
+        return
+    _check_group_arrays(store.url, group, report, skip=(L.EXPRESSION, L.PACALL))
+    cs = ds.attrs.get("checksums", {})
+    chunks = tuple(cs.get("chunks", (0, 0)))
+    for name in (L.EXPRESSION, L.PACALL):
+        if name in missing:
+            continue
+        if name not in cs:
+            report.fail(f"donor {d}: no checksums recorded for {name}; {hint}")
+            continue
+        try:
+            nn, ni = _check_matrix(store.url, f"{group}/{name}", cs[name], chunks,
+                                   f"donor {d} {name}", report)
+        except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+            report.fail(f"donor {d} {name}: {_problem(exc, hint)}")
+            continue
+        s["nan"] += nn
+        s["inf"] += ni
+        if name == L.EXPRESSION and nn != accepted:
+            report.fail(f"donor {d}: {nn} NaN values in expression where conversion stored "
+                        f"{accepted}; {hint}")
+        if ni:
+            report.fail(f"donor {d}: {ni} infinite values in {name}; {hint}")
+
+
 def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
     """The RNA-seq groups (``rnaseq/{id}``): dimensions, completeness, sample count and the
-    chunk checksums conversion recorded for ``tpm`` and ``counts``."""
+    chunk checksums of ``tpm`` and ``counts`` and of the gene and sample tables."""
     donors = store.rnaseq_donors
     if not donors:
         return
     s = report.summary
     s["rnaseq"] = {}
     for d in donors:
-        ds = store.rnaseq(d)
-        n_g, n_s = ds.sizes[L.GENE_DIM], ds.sizes[L.SAMPLE_DIM]
+        group = f"{L.RNASEQ_GROUP}/{d}"
+        hint = repair_hint(store.url, group)
+        try:
+            ds = store.rnaseq(d)
+        except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+            report.fail(f"RNA-seq donor {d}: {_problem(exc)}")
+            continue
+        n_g, n_s = ds.sizes.get(L.GENE_DIM, 0), ds.sizes.get(L.SAMPLE_DIM, 0)
         s["rnaseq"][d] = {"genes": n_g, "samples": n_s}
         info = ds.attrs.get("donor", {})
         if info.get("n_samples") != n_s or info.get("n_genes") != n_g:
             report.fail(f"RNA-seq donor {d}: {n_g} genes × {n_s} samples, conversion "
-                        f"recorded {info.get('n_genes')} × {info.get('n_samples')}")
+                        f"recorded {info.get('n_genes')} × {info.get('n_samples')}; {hint}")
         if not ds.attrs.get("complete"):
-            report.fail(f"RNA-seq donor {d}: not marked complete")
+            report.fail(f"RNA-seq donor {d}: not marked complete; {hint}")
         for name in L.RNASEQ_ARRAYS:
-            if ds[name].dims != (L.GENE_DIM, L.SAMPLE_DIM):
-                report.fail(f"RNA-seq donor {d}: {name} has dims {ds[name].dims}")
+            if name not in ds.variables:
+                report.fail(f"RNA-seq donor {d}: {name} is missing; {hint}")
+            elif ds[name].dims != (L.GENE_DIM, L.SAMPLE_DIM):
+                report.fail(f"RNA-seq donor {d}: {name} has dims {ds[name].dims}; {hint}")
+        per_array = (ds.attrs.get("provenance") or {}).get("nonfinite_values") or {}
+        accepted = sum(per_array.values())
+        if accepted:
+            s["nonfinite_accepted"][f"rnaseq {d}"] = int(accepted)
         if not checksums:
             continue
-        group = zarr.open_group(store.url, mode="r", zarr_format=3)[f"{L.RNASEQ_GROUP}/{d}"]
+        _check_group_arrays(store.url, group, report, skip=L.RNASEQ_ARRAYS)
         cs = ds.attrs.get("checksums", {})
         chunks = tuple(cs.get("chunks", (0, 0)))
         for name in L.RNASEQ_ARRAYS:
-            if name not in cs:
-                report.fail(f"RNA-seq donor {d}: no checksums recorded for {name}")
+            if name not in cs or name not in ds.variables:
+                report.fail(f"RNA-seq donor {d}: no checksums recorded for {name}; {hint}")
                 continue
-            nn, ni = _check_chunks(group[name], cs[name], chunks, f"RNA-seq donor {d} {name}",
-                                   report)
+            try:
+                nn, ni = _check_matrix(store.url, f"{group}/{name}", cs[name], chunks,
+                                       f"RNA-seq donor {d} {name}", report)
+            except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+                report.fail(f"RNA-seq donor {d} {name}: {_problem(exc, hint)}")
+                continue
             s["nan"] += nn
             s["inf"] += ni
+            if nn != per_array.get(name, 0) or ni:
+                report.fail(f"RNA-seq donor {d} {name}: {nn} NaN and {ni} infinite values where "
+                            f"conversion stored {per_array.get(name, 0)} NaN; {hint}")
+
 
 
 def _sources(store: Any) -> dict[int, dict[str, Any] | None]:
@@ -153,3 +271,6 @@ def _sources(store: Any) -> dict[int, dict[str, Any] | None]:
         except Exception:  # noqa: BLE001 - verify reports problems, it does not crash on them
             out[d] = None
     return out
+
+
+__all__ = ["VerifyReport", "verify_store", "StoreError"]

