@@ -121,7 +121,7 @@ def verify_brainspan(url: str | os.PathLike, *, checksums: bool = True) -> Any:
     and has a Kang period), NaN/inf, negative RPKM and the chunk CRCs conversion recorded."""
     import zarr
 
-    from .verify import VerifyReport, _check_chunks
+    from .verify import VerifyReport, _check_matrix
 
     bs = open_brainspan(url)
     report = VerifyReport()
@@ -166,8 +166,9 @@ def verify_brainspan(url: str | os.PathLike, *, checksums: bool = True) -> Any:
         if L.EXPRESSION not in cs:
             report.fail("no checksums recorded for expression")
         else:
-            nn, ni = _check_chunks(arr, cs[L.EXPRESSION], tuple(cs.get("chunks", (0, 0))),
-                                   "brainspan expression", report)
+            nn, ni = _check_matrix(bs.url, f"{GROUP}/{L.EXPRESSION}", cs[L.EXPRESSION],
+                                   tuple(cs.get("chunks", (0, 0))), "brainspan expression",
+                                   report)
             s["nan"], s["inf"] = nn, ni
         neg = 0
         step = max(1, int(cs.get("chunks", [4096])[0]))
