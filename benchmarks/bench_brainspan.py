@@ -25,7 +25,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_command import compare  # noqa: E402
+from bench_command import compare, print_table  # noqa: E402
 
 
 def main() -> None:
@@ -55,15 +55,7 @@ def main() -> None:
                             f"{tmp}/t.csv", "--plot", f"{tmp}/t.png"],
                            [*base, "trajectory", str(zpath), f"{tmp}/pt.csv", f"{tmp}/pt.png",
                             *genes], args.repeat))
-    print("| command | atlas-engine s (min/med/max) | pandas s | × (min/med/max) "
-          "| RSS MiB engine / pandas |")
-    print("|---|---|---|---|---|")
-    for r in out:
-        e, p, x = r["engine_s"], r["baseline_s"], r["ratio"]
-        print(f"| {r['name']} | {e[0]:.2f} / {e[1]:.2f} / {e[2]:.2f} | "
-              f"{p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} | {x[0]:.1f} / {x[1]:.1f} / {x[2]:.1f} | "
-              f"{r['engine_rss']:.0f} / {r['baseline_rss']:.0f} |")
-
+    print_table(out, "pandas")
 
 if __name__ == "__main__":
     main()

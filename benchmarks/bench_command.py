@@ -75,6 +75,18 @@ def compare(name: str, a: list[str], b: list[str], repeat: int) -> dict:
     return row
 
 
+def print_table(rows: list[dict], baseline: str) -> None:
+    """The rows of :func:`compare` as a Markdown table."""
+    print(f"| command | atlas-engine s (min/med/max) | {baseline} s | × (min/med/max) "
+          "| RSS MiB engine / pandas |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        e, p, x = r["engine_s"], r["baseline_s"], r["ratio"]
+        print(f"| {r['name']} | {e[0]:.2f} / {e[1]:.2f} / {e[2]:.2f} | "
+              f"{p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} | {x[0]:.1f} / {x[1]:.1f} / {x[2]:.1f} | "
+              f"{r['engine_rss']:.0f} / {r['baseline_rss']:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True, type=Path)
@@ -92,15 +104,7 @@ def main() -> None:
                  f"{tmp}/pandas{suffix}"]
             rows.append(compare(f"aggregate --by structure --combine pooled -> {suffix}", a, b,
                                 args.repeat))
-    print("| command | atlas-engine s (min/med/max) | seed pandas s | × (min/med/max) "
-          "| RSS MiB engine / pandas |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        e, p, x = r["engine_s"], r["baseline_s"], r["ratio"]
-        print(f"| {r['name']} | {e[0]:.2f} / {e[1]:.2f} / {e[2]:.2f} | "
-              f"{p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} | {x[0]:.1f} / {x[1]:.1f} / {x[2]:.1f} | "
-              f"{r['engine_rss']:.0f} / {r['baseline_rss']:.0f} |")
-
+    print_table(rows, "seed pandas")
 
 if __name__ == "__main__":
     main()

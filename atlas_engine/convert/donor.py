@@ -206,11 +206,7 @@ DONOR_ARRAYS = (L.EXPRESSION, L.PACALL, L.PROBE_DIM, L.SAMPLE_DIM, *L.SAMPLE_COL
 
 def _group_whole(g: zarr.Group) -> bool:
     """Every array of a donor group is there (its metadata at least)."""
-    try:
-        have = set(g.array_keys())
-    except (OSError, ValueError, KeyError):
-        return False
-    return all(a in have for a in DONOR_ARRAYS)
+    return writer.group_whole(g, DONOR_ARRAYS)
 
 
 def _samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
@@ -739,24 +735,7 @@ def _check_layout(store_url: str, info: dict[str, Any]) -> None:
 
 def _complete_donors(store_url: str) -> dict[int, dict[str, Any]]:
     """Donor id → recorded ``donor`` attributes of every complete, whole donor group."""
-    try:
-        grp = zarr.open_group(writer.join(store_url, L.DONORS_GROUP), mode="r", zarr_format=3,
-                              use_consolidated=False)
-        names = list(grp.group_keys())
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
-        return {}
-    out = {}
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            g = grp[name]
-        except (KeyError, ValueError, OSError):
-            continue
-        attrs = g.attrs.asdict()
-        if attrs.get("complete") and isinstance(g, zarr.Group) and _group_whole(g):
-            out[int(name)] = dict(attrs.get("donor") or {"donor_id": int(name)})
-    return out
+    return writer.complete_groups(store_url, L.DONORS_GROUP, DONOR_ARRAYS)
 
 
 def _root_stale(store_url: str) -> bool:

@@ -196,11 +196,7 @@ RNASEQ_DONOR_ARRAYS = (*L.RNASEQ_ARRAYS, L.GENE_DIM, L.SAMPLE_DIM)
 
 
 def _whole(g: zarr.Group) -> bool:
-    try:
-        have = set(g.array_keys())
-    except (OSError, ValueError, KeyError):
-        return False
-    return all(a in have for a in RNASEQ_DONOR_ARRAYS)
+    return writer.group_whole(g, RNASEQ_DONOR_ARRAYS)
 
 
 def _is_current(store_url: str, src: RnaseqSource, opts: dict[str, Any]) -> bool:
@@ -450,21 +446,4 @@ def _publish_root(store_url: str, opts: dict[str, Any], new: dict[str, Any] | No
 
 def _complete_rnaseq(store_url: str) -> dict[int, dict[str, Any]]:
     """Donor id → recorded ``donor`` attributes of every complete, whole RNA-seq group."""
-    try:
-        grp = zarr.open_group(writer.join(store_url, L.RNASEQ_GROUP), mode="r", zarr_format=3,
-                              use_consolidated=False)
-        names = list(grp.group_keys())
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
-        return {}
-    out = {}
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            g = grp[name]
-        except (KeyError, ValueError, OSError):
-            continue
-        attrs = g.attrs.asdict()
-        if attrs.get("complete") and isinstance(g, zarr.Group) and _whole(g):
-            out[int(name)] = dict(attrs.get("donor") or {"donor_id": int(name)})
-    return out
+    return writer.complete_groups(store_url, L.RNASEQ_GROUP, RNASEQ_DONOR_ARRAYS)

@@ -519,3 +519,36 @@ def chunk_crcs(block: np.ndarray, sample_chunk: int) -> list[int]:
         piece = np.ascontiguousarray(block[:, j0:j0 + sample_chunk])
         out.append(isal_zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF)
     return out
+
+
+def group_whole(g: zarr.Group, arrays: tuple[str, ...] | list[str]) -> bool:
+    """Every one of ``arrays`` is in the group ``g`` (its metadata at least)."""
+    try:
+        have = set(g.array_keys())
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(a in have for a in arrays)
+
+
+def complete_groups(store_url: str, parent: str, arrays: tuple[str, ...] | list[str]
+                    ) -> dict[int, dict[str, Any]]:
+    """Donor id → recorded ``donor`` attributes of every complete, whole group under
+    ``parent`` (``donors`` or ``rnaseq``); unreadable or partial groups are left out."""
+    try:
+        grp = zarr.open_group(join(store_url, parent), mode="r", zarr_format=3,
+                              use_consolidated=False)
+        names = list(grp.group_keys())
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return {}
+    out = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            g = grp[name]
+        except (KeyError, ValueError, OSError):
+            continue
+        attrs = g.attrs.asdict()
+        if attrs.get("complete") and isinstance(g, zarr.Group) and group_whole(g, arrays):
+            out[int(name)] = dict(attrs.get("donor") or {"donor_id": int(name)})
+    return out
