@@ -10,6 +10,8 @@ from atlas_engine.errors import ConfigError
 from atlas_engine.report import tablewrite
 from atlas_engine.report.tablewrite import write_table
 
+# read back with pandas' correctly rounded parser (pandas 2's default "high" parser can be one
+# ulp off; pandas 3 rounds correctly by default)
 #: id columns read back as text (an integer column with gaps would come back as floats)
 IDS = {"structure_id": str, "acronym": str, "name": str, "entrez": str}
 
@@ -51,8 +53,9 @@ def test_wide_csv_reads_back_like_pandas(tmp_path, dtype, n_rows, n_cols):
     frame = _frame(n_rows, n_cols, dtype)
     write_table(frame, tmp_path / "t.csv")
     frame.to_csv(tmp_path / "oracle.csv", index=False)
-    got = pd.read_csv(tmp_path / "t.csv", dtype=IDS)
-    want = pd.read_csv(tmp_path / "oracle.csv", dtype=IDS)
+    got = pd.read_csv(tmp_path / "t.csv", dtype=IDS, float_precision="round_trip")
+    want = pd.read_csv(tmp_path / "oracle.csv", dtype=IDS,
+                       float_precision="round_trip")
     _assert_same(got, frame, dtype)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
 
@@ -61,7 +64,7 @@ def test_wide_csv_in_several_passes(tmp_path, monkeypatch):
     monkeypatch.setattr(tablewrite, "ROWS_PER_PASS", 3)
     frame = _frame(10, 50, np.float32)
     write_table(frame, tmp_path / "t.csv")
-    _assert_same(pd.read_csv(tmp_path / "t.csv", dtype=IDS), frame, np.float32)
+    _assert_same(pd.read_csv(tmp_path / "t.csv", dtype=IDS, float_precision="round_trip"), frame, np.float32)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -83,7 +86,7 @@ def test_wide_parquet_round_trip(tmp_path, dtype):
 def test_long_layout_is_the_melted_table(tmp_path, suffix):
     frame = _frame(6, 11, np.float64)
     path = write_table(frame, tmp_path / f"t{suffix}", layout="long", var_name="gene")
-    got = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    got = pd.read_csv(path, float_precision="round_trip") if suffix == ".csv" else pd.read_parquet(path)
     ids = ["structure_id", "acronym", "name", "entrez"]
     want = frame.melt(id_vars=ids, var_name="gene", value_name="value")
     # row-major: every gene of the first group, then the next group
