@@ -422,3 +422,13 @@ def test_synth_command(tmp_path):
     assert m.shape == (20, 4)
     bad = runner.invoke(cli, ["synth", str(tmp_path / "x"), "--donors", "42", "--quiet"])
     assert isinstance(bad.exception, ConfigError)
+
+
+def test_full_size_probe_table_builds_with_unique_names():
+    """At the real probe count generated names collide with reannotated ones; the generator
+    renames them (it once crashed on an A_23_P name) and every name and id stays unique."""
+    from atlas_engine.testing.synth_model import build_probes
+
+    table = build_probes(58692, 0).table
+    assert len(table) == 58692
+    assert table["probe_name"].is_unique and table["probe_id"].is_unique

@@ -248,8 +248,10 @@ def build_probes(n_probes: int, seed: int) -> ProbeModel:
                     pname = f"A_24_P{numbers[i]}"
                 else:
                     pname = f"CUST_{numbers[i]}_PI{pi[i]}"
-                while pname in taken:
-                    pname = f"CUST_{numbers[i]}_PI{int(pname.rsplit('PI', 1)[-1]) + 1}"
+                k = 1
+                while pname in taken:  # a name the reannotation knows: a custom probe name
+                    pname = f"CUST_{numbers[i]}_PI{int(pi[i]) + k}"
+                    k += 1
                 rows.append((pid, pname, int(gene_ids[g]), symbol, name, int(entrez[g]),
                              _CHROMOSOMES[chroms[g]]))
             gene_index[n_fixed + i] = n_fixed + g
