@@ -185,8 +185,15 @@ def _write_wide_parquet(frame: pd.DataFrame, path: Path) -> None:
     import pyarrow.parquet as pq
 
     ids, values = split_frame(frame)
-    arrays = [pa.Array.from_pandas(frame[c]) for c in frame.columns]
-    table = pa.Table.from_arrays(arrays, names=[str(c) for c in frame.columns])
+    id_set = set(ids)
+    id_cols = [c for c in frame.columns if str(c) in id_set]
+    value_cols = [c for c in frame.columns if str(c) not in id_set]
+    arrays = [pa.Array.from_pandas(frame[c]) for c in id_cols]
+    if value_cols:
+        dtype = np.result_type(*frame[value_cols].dtypes.unique())
+        block = np.asfortranarray(frame[value_cols].to_numpy(dtype=dtype))
+        arrays += [pa.array(block[:, j]) for j in range(block.shape[1])]
+    table = pa.Table.from_arrays(arrays, names=[str(c) for c in id_cols + value_cols])
     # thousands of float columns: dictionaries and statistics cost more than they give
     pq.write_table(table, path, use_dictionary=list(ids), write_statistics=list(ids),
-                   compression="zstd")
+                   compression="snappy")
