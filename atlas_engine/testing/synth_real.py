@@ -3,7 +3,8 @@
 * Samples: the real donors' well ids with their corrected MNI coordinates, from the shipped
   ``corrected_mni_coordinates.csv.gz`` (abagen/alleninf). That table has no donor column; its
   rows come in six contiguous blocks, one per donor, in the order 14380, 9861, 15697, 12876,
-  10021, 15496. How this was established: the block lengths (529, 946, 501, 363, 893, 470) are
+  10021, 15496 (:data:`atlas_engine.sources.wells.WELL_BLOCKS`, which the donor recognition of
+  ``convert`` uses too). How this was established: the block lengths (529, 946, 501, 363, 893, 470) are
   exactly the real per-donor sample counts (:mod:`atlas_engine.sources.donors`); the blocks
   also differ by well-id scheme (9861 and 10021: ids below 10,000, 12876: 10,964-14,673, the
   others nine-digit ids), and only the two blocks of the donors sampled in both hemispheres
@@ -26,8 +27,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-#: Donor order of the row blocks of corrected_mni_coordinates.csv.gz (see the module docstring).
-CORRECTED_BLOCK_ORDER = (14380, 9861, 15697, 12876, 10021, 15496)
+from ..sources.wells import WELL_BLOCKS
+
 #: Genes whose probes every generated probe table carries (the README's examples use them).
 SEED_GENES = ("BDNF", "DISC1", "NRG1", "COMT", "DRD2", "SLC6A4")
 
@@ -55,10 +56,13 @@ def donor_wells(donor_id: int, n_samples: int) -> pd.DataFrame:
     """The real samples of ``donor_id`` (columns well_id, x, y, z: corrected MNI mm), in the
     table's order; ``n_samples`` is the donor's real count (checked against the block)."""
     t = _corrected()
-    counts = {9861: 946, 10021: 893, 12876: 363, 14380: 529, 15496: 470, 15697: 501}
+    # the table's row blocks, one per donor, as the donor recognition reads them
+    starts, counts, start = {}, dict(WELL_BLOCKS), 0
+    for d, rows in WELL_BLOCKS:
+        starts[d], start = start, start + rows
     if donor_id not in counts:
         raise ValueError(f"no real samples known for donor {donor_id}")
-    start = sum(counts[d] for d in CORRECTED_BLOCK_ORDER[:CORRECTED_BLOCK_ORDER.index(donor_id)])
+    start = starts[donor_id]
     n = counts[donor_id]
     if n != n_samples or start + n > len(t):
         raise ValueError(f"donor {donor_id}: {n_samples} samples, real block has {n}")
