@@ -25,9 +25,7 @@ import csv
 import io
 import json
 import os
-import queue
 import shutil
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -273,46 +271,15 @@ def _convert_portal(source: CellTypeSource, store: Path, block_rows: int,
 @contextlib.contextmanager
 def ahead(items: Iterator[CountBlock], depth: int = 2) -> Iterator[Iterator[CountBlock]]:
     """Run ``items`` (the parser) in a thread, up to ``depth`` blocks ahead of the consumer, so
-    parsing (numba, no GIL) overlaps writing (compression, no GIL). Errors of the parser are
-    raised in the consumer; leaving the ``with`` block stops the thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
+    parsing (numba, no GIL) overlaps writing (compression, no GIL); leaving the ``with`` block
+    stops the thread (:func:`atlas_engine.convert.donor.prefetch`)."""
+    from ..convert.donor import prefetch
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-
-    def consume() -> Iterator[CountBlock]:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    thread = threading.Thread(target=produce, name="celltypes-parse", daemon=True)
-    thread.start()
+    blocks = prefetch(items, depth, name="celltypes-parse")
     try:
-        yield consume()
+        yield blocks
     finally:
-        stop.set()
-        thread.join()
+        blocks.close()
 
 
 def _check_unique(cells: pd.Index, name: str) -> None:

@@ -104,28 +104,33 @@ def find_sources(src: str | os.PathLike, donors: Iterable[int | str] | None = No
             if f.donor is not None]
 
 
-def prefetch(it: Iterable[bytes], depth: int = 3) -> Iterator[bytes]:
-    """Run ``it`` in a thread, ``depth`` items ahead (inflate overlaps parsing)."""
+def prefetch(it: Iterable[Any], depth: int = 3, name: str = "inflate") -> Iterator[Any]:
+    """Run ``it`` in a thread, ``depth`` items ahead of the consumer (inflate or parsing
+    overlaps the work on each item). Errors of ``it`` are raised in the consumer; closing the
+    generator (or leaving its loop) stops the thread."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(done)
+            put(done)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            q.put(exc)
+            put(exc)
 
-    t = threading.Thread(target=work, daemon=True, name="inflate")
+    t = threading.Thread(target=work, daemon=True, name=name)
     t.start()
     try:
         while True:
