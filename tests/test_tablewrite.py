@@ -107,3 +107,30 @@ def test_bad_requests_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="layout"):
         write_table(frame, tmp_path / "t.csv", layout="diagonal")  # type: ignore[arg-type]
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_wide_parquet_gathers_scattered_columns_and_keeps_categoricals(tmp_path):
+    frame = _frame(5, 30, np.float32)
+    frame["region"] = pd.Categorical([f"r{i % 2}" for i in range(5)])
+    # an id column after the values and values out of their run: ids first, values in order
+    frame = frame[["GENE3", "structure_id", "GENE0", "acronym", "region"]
+                  + [f"GENE{j}" for j in range(4, 30)] + ["GENE1", "GENE2"]]
+    write_table(frame, tmp_path / "t.parquet")
+    got = pd.read_parquet(tmp_path / "t.parquet")
+    values = [c for c in frame.columns if c.startswith("GENE")]
+    assert list(got.columns) == ["structure_id", "acronym", "region", *values]
+    assert isinstance(got["region"].dtype, pd.CategoricalDtype)
+    assert got["region"].astype(str).tolist() == frame["region"].astype(str).tolist()
+    np.testing.assert_array_equal(got[values].to_numpy(), frame[values].to_numpy())
+    assert got[values].dtypes.unique().tolist() == [np.dtype(np.float32)]
+
+
+def test_wide_parquet_reads_back_in_polars(tmp_path):
+    pl = pytest.importorskip("polars")
+    frame = _frame(4, 50, np.float64)
+    write_table(frame, tmp_path / "t.parquet")
+    got = pl.read_parquet(tmp_path / "t.parquet")
+    assert got.columns == list(frame.columns)
+    np.testing.assert_array_equal(got.select(pl.col(pl.Float64)).to_numpy(),
+                                  frame.iloc[:, 4:].to_numpy())
+    assert got["acronym"].to_list() == frame["acronym"].tolist()

@@ -27,6 +27,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..kernels import group_sum_count
 from ..store import layout as L
+from .cluster import client_active, scheduler_for_compute
 from .engine import DONOR_MODES, combine_donors
 from .grouping import Grouping, resolve_grouping
 
@@ -462,7 +463,7 @@ def aggregate(
 
     tasks = [dask.delayed(_reduce_rows, pure=True)(spec, part)
              for part in _row_parts(rows, block_rows)]
-    parts = dask.compute(*tasks)
+    parts = dask.compute(*tasks, scheduler=scheduler_for_compute())
     computed = {k: np.concatenate([p[k] for p in parts], axis=-2) for k in parts[0]}
     values = np.swapaxes(computed["value"], -1, -2)        # (G, P) or (D, G, P)
     n_values = np.swapaxes(computed["count"], -1, -2)
@@ -524,19 +525,6 @@ def _collapse_donor(url: str, path: str, gene_of_probe: np.ndarray, n_genes: int
     (n_rows, n_cols), _, _ = array_shape(url, path)
     x = read_rows(url, path, 0, n_rows)
     return group_mean_probe(x, gene_of_probe, n_genes, out=np.empty((n_genes, n_cols), dtype))
-
-
-def _distributed_client() -> bool:
-    """Whether a dask.distributed client is active (tasks then run on its workers)."""
-    try:
-        from distributed import get_client
-    except ImportError:
-        return False
-    try:
-        get_client()
-    except ValueError:
-        return False
-    return True
 
 
 def _collapse_local(url: str, paths: list[str], gene_of_probe: np.ndarray, n_genes: int,
@@ -603,7 +591,7 @@ def collapse_probes(
     gene_of_probe[keep] = codes
     paths = [f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use]
     dtype = array_shape(st.url, paths[0])[2]
-    if _distributed_client():
+    if client_active():
         tasks = [dask.delayed(_collapse_donor, pure=True)(st.url, p, gene_of_probe, len(names),
                                                           dtype) for p in paths]
         values = np.concatenate(dask.compute(*tasks), axis=1)

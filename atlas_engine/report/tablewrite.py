@@ -3,8 +3,8 @@
 Region × gene results are short and very wide (94 regions × 58,692 genes): pandas writes such
 a CSV at ~1 M values/s, and every columnar writer pays a per-column cost. For CSV the values are
 formatted by polars on the transposed block (one column per output row, so the per-column cost
-is paid per row), and each row's strings are joined there; Parquet is written by pyarrow with
-per-column statistics off. Both give the shortest representation that reads back to the same
+is paid per row), and each row's strings are joined there; Parquet is written by pyarrow from
+zero-copy slices of one buffer, with per-column statistics and the Arrow schema copy off. Both give the shortest representation that reads back to the same
 float (float32 values to the same float32), and empty cells for NaN, as pandas does.
 """
 
@@ -180,20 +180,54 @@ def write_table(
     return atomic_output(path, lambda p: _write_wide_parquet(frame, p))
 
 
+def _value_columns(frame: pd.DataFrame, positions: Sequence[int],
+                   dtype: np.dtype) -> np.ndarray:
+    """The value columns at ``positions`` as one C-contiguous (columns × rows) block.
+
+    When the positions are one run (id columns first, as results are built) this is a view of
+    pandas' own float block, so no copy is made; otherwise the columns are gathered once."""
+    run = bool(positions) and list(positions) == list(range(positions[0],
+                                                           positions[0] + len(positions)))
+    cols = (frame.iloc[:, positions[0]:positions[0] + len(positions)] if run
+            else frame.iloc[:, list(positions)])
+    return np.ascontiguousarray(cols.to_numpy(dtype=dtype).T)
+
+
+def _float_arrays(block: np.ndarray) -> list:
+    """One Arrow array per row of ``block`` (columns × rows), each a zero-copy slice of one
+    buffer: NaN stays NaN (no validity bitmap), as ``pyarrow.array`` of a numpy column gives."""
+    import pyarrow as pa
+
+    n_cols, n_rows = block.shape
+    kind = pa.from_numpy_dtype(block.dtype)
+    buf = pa.py_buffer(block)
+    width = n_rows * block.dtype.itemsize
+    return [pa.Array.from_buffers(kind, n_rows, [None, buf.slice(j * width, width)])
+            for j in range(n_cols)]
+
+
 def _write_wide_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Id columns then value columns, one row group, as pyarrow writes it.
+
+    Tens of thousands of float columns: the per-column work is kept to what a reader needs.
+    The value arrays are slices of one buffer; dictionaries and statistics only for the id
+    columns; and the Arrow schema (a base64 copy of every column's name and type, ~4 MB for
+    58,692 columns) is stored only when an id column has a type Parquet cannot say by itself
+    (a dictionary, i.e. a pandas categorical) — pandas and polars read the same table either
+    way."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids, values = split_frame(frame)
+    ids, _ = split_frame(frame)
     id_set = set(ids)
-    id_cols = [c for c in frame.columns if str(c) in id_set]
-    value_cols = [c for c in frame.columns if str(c) not in id_set]
-    arrays = [pa.Array.from_pandas(frame[c]) for c in id_cols]
-    if value_cols:
-        dtype = np.result_type(*frame[value_cols].dtypes.unique())
-        block = np.asfortranarray(frame[value_cols].to_numpy(dtype=dtype))
-        arrays += [pa.array(block[:, j]) for j in range(block.shape[1])]
-    table = pa.Table.from_arrays(arrays, names=[str(c) for c in id_cols + value_cols])
-    # thousands of float columns: dictionaries and statistics cost more than they give
+    names = [str(c) for c in frame.columns]
+    id_pos = [i for i, c in enumerate(names) if c in id_set]
+    value_pos = [i for i, c in enumerate(names) if c not in id_set]
+    arrays = [pa.Array.from_pandas(frame.iloc[:, i]) for i in id_pos]
+    exotic = any(pa.types.is_dictionary(a.type) for a in arrays)
+    if value_pos:
+        dtype = np.result_type(*frame.dtypes.iloc[value_pos].unique())
+        arrays += _float_arrays(_value_columns(frame, value_pos, dtype))
+    table = pa.Table.from_arrays(arrays, names=[names[i] for i in id_pos + value_pos])
     pq.write_table(table, path, use_dictionary=list(ids), write_statistics=list(ids),
-                   compression="snappy")
+                   compression="snappy", store_schema=exotic)
