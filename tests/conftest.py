@@ -5,6 +5,10 @@
 zip), written once into a session temporary directory. Tests must treat it as read-only; copy
 files elsewhere before modifying them.
 
+``dask_cluster``: the address of a `dask scheduler` with two single-threaded `dask worker`
+processes on loopback, started once for the session (``_cluster.executed`` counts the tasks its
+workers ran, so a test can show that they did its work).
+
 ``e2e_source``: the dataset of the abagen end-to-end goldens and its float64 store, made once
 (see the fixture); ``_golden.store_copy`` gives a module its own copy of that store.
 """
@@ -12,6 +16,7 @@ files elsewhere before modifying them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,15 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     """A small generated raw directory (see module docstring); returns its SynthResult."""
     dest = tmp_path_factory.mktemp("synth_small")
     return write_all(dest, quiet=True, **SYNTH_SMALL)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A subprocess Dask cluster (see module docstring); yields the scheduler address."""
+    from _cluster import subprocess_cluster
+
+    with subprocess_cluster(tmp_path_factory.mktemp("dask_cluster")) as address:
+        yield address
 
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"

@@ -3,19 +3,13 @@ cluster started as subprocesses on loopback: results must agree."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
-from _cluster import free_port as _free_port
-from _cluster import stop as _stop
+from _cluster import executed
 
 from atlas_engine.aggregate.cluster import get_client
 from atlas_engine.aggregate.engine import groupby_reduce
@@ -61,45 +55,15 @@ def test_local_cluster_matches_threads():
                                rtol=1e-6)
 
 
-def test_subprocess_cluster_matches_threads(tmp_path, monkeypatch):
-    dask_exe = Path(sys.executable).with_name("dask")
-    if not dask_exe.exists():
-        dask_exe = Path(shutil.which("dask") or "dask")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = []
-    try:
-        procs.append(subprocess.Popen(
-            [str(dask_exe), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(
-            [str(dask_exe), "worker", address, "--host", "127.0.0.1", "--nworkers", "2",
-             "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        values, labels = _case()
-        exp = dask.compute(_lazy(values, labels), scheduler="threads")[0]
-        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
-        deadline = time.monotonic() + 30
-        while True:  # the scheduler may not listen yet
-            try:
-                ctx = get_client()
-                client = ctx.__enter__()
-                break
-            except ConfigError:
-                if time.monotonic() > deadline or procs[0].poll() is not None:
-                    raise
-                time.sleep(0.3)
-        try:
-            assert client is not None and client.scheduler.address == address
-            client.wait_for_workers(2, timeout=30)
-            got = client.compute(_lazy(values, labels)).result()
-            seen = client.run(lambda: "atlas_engine.kernels._jit" in sys.modules)
-            assert len(seen) == 2 and any(seen.values())
-        finally:
-            ctx.__exit__(None, None, None)
-        _assert_same(got, exp)
-    finally:
-        for p in reversed(procs):
-            _stop(p)
+def test_subprocess_cluster_matches_threads(dask_cluster, monkeypatch):
+    values, labels = _case()
+    exp = dask.compute(_lazy(values, labels), scheduler="threads")[0]
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster)
+    with get_client() as client:
+        assert client is not None and client.scheduler.address == dask_cluster
+        before = executed(client)
+        got = client.compute(_lazy(values, labels)).result()
+        assert executed(client) > before  # the workers ran the graph
+        seen = client.run(lambda: "atlas_engine.kernels._jit" in sys.modules)
+        assert len(seen) == 2 and any(seen.values())
+    _assert_same(got, exp)

@@ -8,7 +8,6 @@ import io
 import json
 import math
 import random
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -317,14 +316,26 @@ def test_ignore_range(server: MirrorServer, raw_dir: Path) -> None:
     assert body == (raw_dir / "extra.bin").read_bytes()
 
 
-def test_bandwidth_throttle_is_a_lower_bound(server: MirrorServer) -> None:
+def test_bandwidth_throttle_paces_the_body(server: MirrorServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The throttle asks to sleep for as long as the body takes at ``rate``, in pieces of at
+    most 1/20 s: a clock that only the (recorded, not waited) sleeps advance."""
     size, rate = 400_000, 1_000_000
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(server, "clock", lambda: now[0])
+    monkeypatch.setattr(server, "sleep", sleep)
     server.faults = Faults(bandwidth=rate)
-    t0 = time.perf_counter()
     code, _, body = _get(_dl(server), headers={"Range": f"bytes=0-{size - 1}"})
-    elapsed = time.perf_counter() - t0
     assert code == 206 and len(body) == size
-    assert elapsed >= size / rate * 0.8
+    assert sum(slept) == pytest.approx(size / rate)
+    assert len(slept) == size // (rate // 20)
+    assert max(slept) == pytest.approx(1 / 20)
 
 
 def test_concurrent_download_counter(server: MirrorServer) -> None:

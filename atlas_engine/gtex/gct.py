@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_bytes
 from ..errors import FormatError
 
 GCT_VERSION = "#1.2"
@@ -168,11 +169,6 @@ def write_gct(path: str | os.PathLike, genes: pd.DataFrame, values: np.ndarray,
     for name, sym, row in zip(genes["name"], genes["symbol"], values, strict=True):
         lines.append("\t".join([str(name), str(sym), *(fmt % v for v in row)]))
     data = ("\n".join(lines) + "\n").encode()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if out.name.endswith(".gz"):
-        with gzip.GzipFile(tmp, "wb", mtime=0) as gz:
-            gz.write(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, out)
-    return out
+        data = gzip.compress(data, mtime=0)
+    return atomic_write_bytes(out, data, fsync=False)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_output
+
 
 def top_variable_genes(table: pd.DataFrame, n: int = 50) -> list[str]:
     """The ``n`` genes (columns) with the largest variance across regions (rows), NaN-skipping."""
@@ -76,8 +78,7 @@ def plot_heatmap(
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="z-score", shrink=0.6)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_output(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import uuid
 import zipfile
 from collections.abc import Iterator
 from functools import cached_property
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_output
 from ..errors import StoreError, StoreNotFoundError
 from ..sources.donors import DONORS
 from . import layout as L
@@ -131,14 +131,14 @@ def _save_npz(path: Path, frame: pd.DataFrame) -> None:
         kinds.append("s")
     arrays["__kinds__"] = np.asarray(kinds, dtype=str)
     arrays["__rows__"] = np.asarray(len(frame))
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
+
+    try:
+        atomic_output(path, write)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _frame_from_npz(path: Path) -> pd.DataFrame:
@@ -337,6 +337,12 @@ class AtlasStore:
         """Donors with a complete RNA-seq group (``rnaseq/{id}``; 9861 and 10021 at most)."""
         return [int(d) for d in (self.attrs.get("rnaseq") or {}).get("donors", [])]
 
+    def group_layout(self, group: str) -> xr.Dataset:
+        """The arrays of ``group`` (e.g. ``donors/9861``) with their dims, sizes and
+        attributes, without Dask: nothing is read until a value is asked for. What checks of
+        the layout need (``verify``), at a fraction of the cost of :meth:`donor`."""
+        return self._open(group, lazy=False)
+
     def rnaseq(self, donor_id: int) -> xr.Dataset:
         """One donor's RNA-seq group: ``tpm`` and ``counts`` (gene, sample), Genes.csv columns
         on ``gene`` (the gene symbol) and SampleAnnot.csv columns on ``sample`` (1..N)."""
@@ -401,9 +407,17 @@ class AtlasStore:
 
 def eager_coords(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with every coordinate loaded into memory (data variables stay lazy)."""
-    lazy = {name: c.variable.compute() for name, c in ds.coords.items()
+    lazy = {name: c.variable for name, c in ds.coords.items()
             if name not in ds.indexes and c.chunks is not None}
-    return ds.assign_coords(lazy) if lazy else ds
+    if not lazy:
+        return ds
+    import dask
+
+    from ..aggregate.cluster import scheduler_for_compute
+
+    # one graph for all of them (not a compute per coordinate)
+    loaded = dask.compute(lazy, scheduler=scheduler_for_compute())[0]
+    return ds.assign_coords(loaded)
 
 
 def open_store(path_or_url: str | os.PathLike) -> AtlasStore:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,29 @@ def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], n
     return n_nan, n_inf
 
 
+def _check_matrices(url: str, group: str, names: Sequence[str], attrs: dict[str, Any],
+                    label: str, hint: str, report: VerifyReport) -> Iterator[tuple[str, int, int]]:
+    """Check each matrix ``names`` of ``group`` against the chunk checksums recorded in its
+    attributes (:func:`_check_matrix`), adding its NaN and inf counts to the summary; yields
+    ``(name, n_nan, n_inf)`` for each one read, for the caller's own expectations. A matrix
+    without recorded checksums, or that cannot be read, is a line of the report."""
+    cs = attrs.get("checksums", {})
+    chunks = tuple(cs.get("chunks", (0, 0)))
+    for name in names:
+        if name not in cs:
+            report.fail(f"{label}: no checksums recorded for {name}; {hint}")
+            continue
+        try:
+            nn, ni = _check_matrix(url, f"{group}/{name}", cs[name], chunks, f"{label} {name}",
+                                   report)
+        except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
+            report.fail(f"{label} {name}: {_problem(exc, hint)}")
+            continue
+        report.summary["nan"] += nn
+        report.summary["inf"] += ni
+        yield name, nn, ni
+
+
 def _check_group_arrays(url: str, group: str, report: VerifyReport,
                         skip: tuple[str, ...] = ()) -> None:
     """Read every 1-D array (table column) of ``group`` whole: each chunk's CRC-32C is checked
@@ -139,24 +163,29 @@ def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyRep
         s["probes_per_gene"] = {int(k): int(v) for k, v in hist.items()}
         s["non_refseq_probes"] = int((probes["entrez_id"] == L.MISSING_INT).sum())
     full_scale = n_probes == N_PROBES
-    s["sources"] = _sources(store)
+    s["sources"] = {}
     for d in store.donors:
-        _verify_donor(store, d, n_probes, full_scale, checksums, report)
+        # each donor's group opened once: its checks, and its source file (the provenance
+        # ``origin``: name, size, sha256, how the donor was identified; None if not recorded)
+        ds = _verify_donor(store, d, n_probes, full_scale, checksums, report)
+        s["sources"][d] = (None if ds is None
+                           else (ds.attrs.get("provenance") or {}).get("origin"))
     s["total_samples"] = sum(s["samples"].values())
     _verify_rnaseq(store, report, checksums)
     return report
 
 
 def _verify_donor(store: Any, d: int, n_probes: int | None, full_scale: bool, checksums: bool,
-                  report: VerifyReport) -> None:
+                  report: VerifyReport) -> Any:
+    """Check donor ``d``'s group; returns the opened group (``None`` if it cannot be opened)."""
     s = report.summary
     group = L.donor_path(d)
     hint = repair_hint(store.url, group)
     try:
-        ds = store.donor(d)
+        ds = store.group_layout(group)
     except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
         report.fail(f"donor {d}: {_problem(exc)}")
-        return
+        return None
     missing = [a for a in (L.EXPRESSION, L.PACALL, *L.SAMPLE_COLUMNS)
                if a not in ds.variables]
     if missing:
@@ -180,29 +209,17 @@ def _verify_donor(store: Any, d: int, n_probes: int | None, full_scale: bool, ch
     if accepted:
         s["nonfinite_accepted"][d] = int(accepted)
     if not checksums:
-        return
+        return ds
     _check_group_arrays(store.url, group, report, skip=(L.EXPRESSION, L.PACALL))
-    cs = ds.attrs.get("checksums", {})
-    chunks = tuple(cs.get("chunks", (0, 0)))
-    for name in (L.EXPRESSION, L.PACALL):
-        if name in missing:
-            continue
-        if name not in cs:
-            report.fail(f"donor {d}: no checksums recorded for {name}; {hint}")
-            continue
-        try:
-            nn, ni = _check_matrix(store.url, f"{group}/{name}", cs[name], chunks,
-                                   f"donor {d} {name}", report)
-        except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
-            report.fail(f"donor {d} {name}: {_problem(exc, hint)}")
-            continue
-        s["nan"] += nn
-        s["inf"] += ni
+    present = [n for n in (L.EXPRESSION, L.PACALL) if n not in missing]
+    for name, nn, ni in _check_matrices(store.url, group, present, ds.attrs, f"donor {d}",
+                                        hint, report):
         if name == L.EXPRESSION and nn != accepted:
             report.fail(f"donor {d}: {nn} NaN values in expression where conversion stored "
                         f"{accepted}; {hint}")
         if ni:
             report.fail(f"donor {d}: {ni} infinite values in {name}; {hint}")
+    return ds
 
 
 def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
@@ -217,7 +234,7 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
         group = f"{L.RNASEQ_GROUP}/{d}"
         hint = repair_hint(store.url, group)
         try:
-            ds = store.rnaseq(d)
+            ds = store.group_layout(group)
         except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
             report.fail(f"RNA-seq donor {d}: {_problem(exc)}")
             continue
@@ -241,36 +258,12 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
         if not checksums:
             continue
         _check_group_arrays(store.url, group, report, skip=L.RNASEQ_ARRAYS)
-        cs = ds.attrs.get("checksums", {})
-        chunks = tuple(cs.get("chunks", (0, 0)))
-        for name in L.RNASEQ_ARRAYS:
-            if name not in cs or name not in ds.variables:
-                report.fail(f"RNA-seq donor {d}: no checksums recorded for {name}; {hint}")
-                continue
-            try:
-                nn, ni = _check_matrix(store.url, f"{group}/{name}", cs[name], chunks,
-                                       f"RNA-seq donor {d} {name}", report)
-            except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
-                report.fail(f"RNA-seq donor {d} {name}: {_problem(exc, hint)}")
-                continue
-            s["nan"] += nn
-            s["inf"] += ni
+        present = [n for n in L.RNASEQ_ARRAYS if n in ds.variables]
+        for name, nn, ni in _check_matrices(store.url, group, present, ds.attrs,
+                                            f"RNA-seq donor {d}", hint, report):
             if nn != per_array.get(name, 0) or ni:
                 report.fail(f"RNA-seq donor {d} {name}: {nn} NaN and {ni} infinite values where "
                             f"conversion stored {per_array.get(name, 0)} NaN; {hint}")
-
-
-
-def _sources(store: Any) -> dict[int, dict[str, Any] | None]:
-    """Each donor's source file (its group's provenance ``origin``: name, size, sha256, how the
-    donor was identified); ``None`` where not recorded or not readable (reported elsewhere)."""
-    out: dict[int, dict[str, Any] | None] = {}
-    for d in store.donors:
-        try:
-            out[d] = (store.donor(d).attrs.get("provenance") or {}).get("origin")
-        except Exception:  # noqa: BLE001 - verify reports problems, it does not crash on them
-            out[d] = None
-    return out
 
 
 __all__ = ["VerifyReport", "verify_store", "StoreError"]

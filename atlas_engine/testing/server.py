@@ -41,7 +41,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from pathlib import Path
@@ -205,7 +205,12 @@ class MirrorServer:
     """Loopback Allen mirror over a raw directory (see the module docstring)."""
 
     def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """``clock`` and ``sleep`` pace throttled downloads (:attr:`Faults.bandwidth`): a
+        test can give a clock of its own and a ``sleep`` that records what was asked and
+        advances that clock, instead of waiting."""
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"{self.root} is not a directory")
@@ -217,6 +222,8 @@ class MirrorServer:
         self.concurrent_downloads = 0
         self.max_concurrent_downloads = 0
         self._faults = faults or Faults()
+        self.clock = clock
+        self.sleep = sleep
         self._counters = _Counters(rng=random.Random(self._faults.drop_seed))
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -541,13 +548,12 @@ class MirrorServer:
                 record.fault = "truncate"
         return send
 
-    @staticmethod
-    async def _stream(path: Path, first: int, count: int, response: web.StreamResponse,
+    async def _stream(self, path: Path, first: int, count: int, response: web.StreamResponse,
                       record: RequestRecord, bandwidth: int | None,
                       before_last: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         chunk = CHUNK_SIZE if not bandwidth else max(1, min(CHUNK_SIZE, bandwidth // 20))
-        t0 = loop.time()
+        t0 = self.clock()
         with open(path, "rb") as fh:
             fh.seek(first)
             remaining = count
@@ -561,9 +567,9 @@ class MirrorServer:
                 record.bytes_sent += len(data)
                 await response.write(data)
                 if bandwidth:
-                    wait = t0 + record.bytes_sent / bandwidth - loop.time()
+                    wait = t0 + record.bytes_sent / bandwidth - self.clock()
                     if wait > 0:
-                        await asyncio.sleep(wait)
+                        await self.sleep(wait)
 
     async def _query(self, request: web.Request) -> web.Response:
         if request.match_info["fmt"] != "json":

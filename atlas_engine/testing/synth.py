@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_output, atomic_write_text
 from ..errors import ConfigError
 from ..progress import bar, progress_enabled
 from ..sources.donors import DONORS, HBA_STRUCTURE_GRAPH, N_PROBES, Donor, resolve_donors
@@ -184,8 +185,7 @@ def _write_donor_zip(job: _DonorJob, tick: Callable[[int], None] | Any = None) -
             tick(1)
 
     values = job.values
-    tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             flags = []  # PACall blocks, kept from the value pass (1 byte per value)
             with zip_member(zf, "MicroarrayExpression.csv") as fh:
@@ -209,10 +209,8 @@ def _write_donor_zip(job: _DonorJob, tick: Callable[[int], None] | Any = None) -
                 fh.write(job.probes_csv)
             with zip_member(zf, "SampleAnnot.csv") as fh:
                 fh.write(job.annot_csv)
-        os.replace(tmp, job.path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_output(job.path, write)
     return job.path
 
 
@@ -352,9 +350,7 @@ def write_ahba(
     _run_jobs(jobs, workers, quiet)
 
     graph_path = out / STRUCTURE_GRAPH_NAME
-    tmp = graph_path.with_name(f".{graph_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(structure_graph(ontology, HBA_STRUCTURE_GRAPH)), encoding="utf-8")
-    os.replace(tmp, graph_path)
+    atomic_write_text(graph_path, json.dumps(structure_graph(ontology, HBA_STRUCTURE_GRAPH)))
 
     return SynthResult(
         dest=out,

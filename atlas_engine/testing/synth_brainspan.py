@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_output
 from ..errors import ConfigError
 from .synth_format import quote_minimal, render_decimal_rows, zip_member
 
@@ -197,8 +198,7 @@ def write_brainspan(
     dev_curve = np.tanh(np.log(np.array([_age_pcd(str(c[3])) for c in columns]) / 266.0))
 
     path = out / ZIP_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             with zip_member(zf, "expression_matrix.csv") as fh:
                 for lo in range(0, genes, 1024):
@@ -220,10 +220,8 @@ def write_brainspan(
             with zip_member(zf, "columns_metadata.csv") as fh:
                 fh.write(_csv("column_num,donor_id,donor_name,age,gender,structure_id,"
                               "structure_acronym,structure_name", columns))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_output(path, write)
     return path
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_output
 from ..sources.donors import RNASEQ_WKF, Donor, resolve_donors
 from .synth_format import quote, render_decimal_rows, zip_member
 from .synth_model import build_probes, build_samples, build_structures, scaled_count
@@ -221,6 +222,14 @@ def rnaseq_values(model: np.ndarray, level: np.ndarray, amp: np.ndarray, loading
     return tpm, counts
 
 
+def _write_zip(path: Path, members: dict[str, bytes]) -> None:
+    """A deflated zip of ``members`` in the order of the Allen files."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in RNASEQ_MEMBERS:
+            with zip_member(zf, name) as fh:
+                fh.write(members[name])
+
+
 def write_rnaseq(
     dest: str | os.PathLike[str],
     *,
@@ -277,23 +286,14 @@ def write_rnaseq(
         tpm, counts = rnaseq_values(gmodel, level, amp, loading,
                                     structures.factors[ds.leaf[rows]], tlen, rng)
         path = out / rnaseq_zip_name(donor.id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                members = {
-                    "Contents.txt": CONTENTS.encode("utf-8"),
-                    "Genes.csv": genes_bytes,
-                    "Ontology.csv": onto_bytes,
-                    "RNAseqCounts.csv": matrix_csv(symbols, *_decimal_text(counts)),
-                    "RNAseqTPM.csv": matrix_csv(symbols, *_decimal_text(tpm)),
-                    "SampleAnnot.csv": sample_annot_csv(samples),
-                }
-                for name in RNASEQ_MEMBERS:
-                    with zip_member(zf, name) as fh:
-                        fh.write(members[name])
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        members = {
+            "Contents.txt": CONTENTS.encode("utf-8"),
+            "Genes.csv": genes_bytes,
+            "Ontology.csv": onto_bytes,
+            "RNAseqCounts.csv": matrix_csv(symbols, *_decimal_text(counts)),
+            "RNAseqTPM.csv": matrix_csv(symbols, *_decimal_text(tpm)),
+            "SampleAnnot.csv": sample_annot_csv(samples),
+        }
+        atomic_output(path, lambda tmp, members=members: _write_zip(tmp, members))
         written[donor.id] = path
     return written

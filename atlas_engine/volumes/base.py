@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..errors import FormatError
 
 #: Default bytes of one slab (whole planes along the last axis).
@@ -146,11 +147,13 @@ class Volume:
             weakref.finalize(self, shutil.rmtree, d, True)
         target = self._cache_dir / (self.path.name + ".raw")
         if not target.exists():
-            tmp = target.with_suffix(".part")
-            with open(tmp, "wb") as out:
-                for _, slab in self.slabs():
-                    out.write(np.asfortranarray(slab.astype(self.dtype, copy=False)).tobytes("F"))
-            os.replace(tmp, target)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as out:
+                    for _, slab in self.slabs():
+                        out.write(np.asfortranarray(slab.astype(self.dtype, copy=False))
+                                  .tobytes("F"))
+
+            atomic_output(target, write)
         return target, 0
 
     def to_dask(self, depth: int | None = None, cache_dir: str | Path | None = None) -> Any:

@@ -11,7 +11,6 @@ from the zip: a stored member in place (random access), a deflated one as a stre
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..errors import FormatError
 from .base import Volume
 
@@ -186,20 +186,20 @@ def write_metaimage_zip(path: str | Path, slabs: Iterable[np.ndarray], shape: Se
         "DimSize = " + " ".join(str(int(s)) for s in shape),
         f"ElementType = {_NAMES[dt.kind + str(dt.itemsize)]}",
         f"ElementDataFile = {name}.raw", ""])
-    tmp = path.with_name(path.name + ".part")
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    planes = 0
-    with zipfile.ZipFile(tmp, "w", compression=method, compresslevel=1 if compress else None,
-                         allowZip64=True) as zf:
-        zf.writestr(f"{name}.mhd", header)
-        info = zipfile.ZipInfo(f"{name}.raw", (2012, 1, 1, 0, 0, 0))
-        info.compress_type = method
-        with zf.open(info, "w", force_zip64=True) as out:
-            for slab in slabs:
-                out.write(np.asarray(slab, dtype=dt).tobytes(order="F"))
-                planes += np.asarray(slab).shape[2]
-    if planes != int(shape[2]):
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"slabs held {planes} planes, shape needs {shape[2]}")
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        planes = 0
+        with zipfile.ZipFile(tmp, "w", compression=method,
+                             compresslevel=1 if compress else None, allowZip64=True) as zf:
+            zf.writestr(f"{name}.mhd", header)
+            info = zipfile.ZipInfo(f"{name}.raw", (2012, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as out:
+                for slab in slabs:
+                    out.write(np.asarray(slab, dtype=dt).tobytes(order="F"))
+                    planes += np.asarray(slab).shape[2]
+        if planes != int(shape[2]):
+            raise ValueError(f"slabs held {planes} planes, shape needs {shape[2]}")
+
+    return atomic_output(path, write)

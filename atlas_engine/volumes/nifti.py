@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..errors import FormatError
 from .base import Volume
 
@@ -112,31 +113,31 @@ def write_nifti(path: str | Path, slabs: Iterable[np.ndarray], shape: Sequence[i
     hdr.set_slope_inter(1.0, 0.0)
     offset = 352
     hdr.set_data_offset(offset)
-    tmp = path.with_name(path.name + ".part")
     gz = path.name.endswith(".gz")
-    total = 0
-    with open(tmp, "wb") as raw:
-        out: Any = raw
-        if gz:
+
+    def write(tmp: Path) -> None:
+        total = 0
+        with open(tmp, "wb") as raw:
+            out: Any = raw
+            if gz:
+                try:
+                    from isal import igzip
+                    out = igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0)
+                except ImportError:  # pragma: no cover
+                    out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0)
             try:
-                from isal import igzip
-                out = igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0)
-            except ImportError:  # pragma: no cover
-                out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0)
-        try:
-            hb = hdr.binaryblock
-            out.write(hb)
-            out.write(b"\0" * (offset - len(hb)))
-            for slab in slabs:
-                a = np.asarray(slab, dtype=dt.newbyteorder(hdr.endianness))
-                out.write(a.tobytes(order="F"))
-                total += a.size
-        finally:
-            if out is not raw:
-                out.close()
-    if total != int(np.prod(shape, dtype=np.int64)):
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"slabs held {total} voxels, shape {tuple(shape)} needs "
-                         f"{int(np.prod(shape))}")
-    os.replace(tmp, path)
-    return path
+                hb = hdr.binaryblock
+                out.write(hb)
+                out.write(b"\0" * (offset - len(hb)))
+                for slab in slabs:
+                    a = np.asarray(slab, dtype=dt.newbyteorder(hdr.endianness))
+                    out.write(a.tobytes(order="F"))
+                    total += a.size
+            finally:
+                if out is not raw:
+                    out.close()
+        if total != int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(f"slabs held {total} voxels, shape {tuple(shape)} needs "
+                             f"{int(np.prod(shape))}")
+
+    return atomic_output(path, write)

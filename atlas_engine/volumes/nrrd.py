@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..errors import FormatError
 from .base import Volume
 
@@ -206,26 +207,26 @@ def write_nrrd(path: str | Path, slabs: Iterable[np.ndarray], shape: Sequence[in
     """
     path = Path(path)
     dt = np.dtype(dtype).newbyteorder("<")
-    tmp = path.with_name(path.name + ".part")
-    planes = 0
-    with open(tmp, "wb") as raw:
-        raw.write(nrrd_header_text(shape, dt, spacing, encoding=encoding, origin=origin))
-        out: Any = _gzip_writer(raw, compresslevel) if encoding == "gzip" else raw
-        try:
-            for slab in slabs:
-                slab = np.asarray(slab)
-                if slab.shape[:2] != tuple(shape[:2]):
-                    raise ValueError(f"slab shape {slab.shape} does not fit {tuple(shape)}")
-                out.write(np.asarray(slab, dtype=dt).tobytes(order="F"))
-                planes += slab.shape[2]
-        finally:
-            if out is not raw:
-                out.close()
-    if planes != int(shape[2]):
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"slabs held {planes} planes, shape needs {shape[2]}")
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        planes = 0
+        with open(tmp, "wb") as raw:
+            raw.write(nrrd_header_text(shape, dt, spacing, encoding=encoding, origin=origin))
+            out: Any = _gzip_writer(raw, compresslevel) if encoding == "gzip" else raw
+            try:
+                for slab in slabs:
+                    slab = np.asarray(slab)
+                    if slab.shape[:2] != tuple(shape[:2]):
+                        raise ValueError(f"slab shape {slab.shape} does not fit {tuple(shape)}")
+                    out.write(np.asarray(slab, dtype=dt).tobytes(order="F"))
+                    planes += slab.shape[2]
+            finally:
+                if out is not raw:
+                    out.close()
+        if planes != int(shape[2]):
+            raise ValueError(f"slabs held {planes} planes, shape needs {shape[2]}")
+
+    return atomic_output(path, write)
 
 
 def _gzip_writer(raw: IO[bytes], level: int) -> Any:
