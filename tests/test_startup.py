@@ -49,3 +49,26 @@ def test_the_check_sees_a_heavy_import():
                            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"],
                           capture_output=True, text=True, check=True)
     assert "pandas" in proc.stdout
+
+
+def _console(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``code`` then the console script's ``main()`` with ``args``, in a fresh process."""
+    script = (f"import sys\n{code}\nsys.argv = ['atlas-engine', *{list(args)!r}]\n"
+              "from atlas_engine.cli import main\nmain()\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+
+
+def test_console_script_exit_keeps_status_output_threads_and_atexit():
+    """The console script leaves without the interpreter's module teardown, but only after
+    what a normal exit does: other threads finish, atexit handlers run, streams flushed."""
+    code = ("import atexit, threading, time\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done'))).start()")
+    ok = _console(code, "--version")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0].startswith("atlas-engine, version")
+    assert "thread done" in ok.stdout and ok.stdout.rstrip().endswith("atexit ran")
+    bad = _console("", "verify", "/nonexistent/store.zarr")
+    assert bad.returncode == 1 and "no such store" in bad.stderr
+    usage = _console("", "aggregate")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr

@@ -97,13 +97,50 @@ def _exit_quietly_on_interrupt() -> None:
         pass
 
 
+def _status(exc: SystemExit) -> int:
+    """The exit status ``raise SystemExit(code)`` gives (a message is printed, status 1)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _exit_now(status: int) -> None:
+    """End the process without the interpreter's teardown of every imported module (0.2–0.3 s
+    once numba, pandas and dask are loaded, for nothing: the command is over). What that
+    teardown does that matters is done first, in the same order: other threads finished,
+    ``atexit`` handlers run (temporary folders, logging), standard streams flushed."""
+    import atexit
+    import os
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter calls at exit
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become one line on stderr and exit code 1."""
+    if argv is not None:  # a caller embedding the CLI: an ordinary call
+        _main(argv)
+        return
     try:
         _main(argv)
+        status = 0
+    except SystemExit as exc:
+        status = _status(exc)
     finally:
-        if argv is None:  # the console script (not a caller embedding the CLI)
-            _exit_quietly_on_interrupt()
+        _exit_quietly_on_interrupt()
+    _exit_now(status)
 
 
 def _main(argv: list[str] | None) -> None:
