@@ -14,6 +14,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,6 +198,17 @@ def _metadata_errors(url: str, group: str) -> Iterator[None]:
                          f"{repair_hint(url, group)}") from None
 
 
+@dataclass(frozen=True)
+class GroupLayout:
+    """A store group as its metadata describes it (:meth:`AtlasStore.group_layout`)."""
+
+    #: array name -> its dimension names
+    arrays: dict[str, tuple[str, ...]]
+    #: dimension name -> length
+    sizes: dict[str, int]
+    attrs: dict[str, Any]
+
+
 class AtlasStore:
     """A converted AHBA microarray store (see docs/store-layout.md).
 
@@ -337,11 +349,28 @@ class AtlasStore:
         """Donors with a complete RNA-seq group (``rnaseq/{id}``; 9861 and 10021 at most)."""
         return [int(d) for d in (self.attrs.get("rnaseq") or {}).get("donors", [])]
 
-    def group_layout(self, group: str) -> xr.Dataset:
-        """The arrays of ``group`` (e.g. ``donors/9861``) with their dims, sizes and
-        attributes, without Dask: nothing is read until a value is asked for. What checks of
-        the layout need (``verify``), at a fraction of the cost of :meth:`donor`."""
-        return self._open(group, lazy=False)
+    def group_layout(self, group: str) -> GroupLayout:
+        """The arrays of ``group`` (e.g. ``donors/9861``) with their dimensions, and the
+        group's attributes, from its metadata alone (no values read; neither xarray nor Dask
+        imported): what checks of the layout (``verify``) need."""
+        import zarr
+
+        from .checked import checked_store
+
+        with _metadata_errors(self.url, group):
+            grp = zarr.open_group(checked_store(self.url), path=group, mode="r",
+                                  zarr_format=3)
+            arrays: dict[str, tuple[str, ...]] = {}
+            sizes: dict[str, int] = {}
+            for name, arr in grp.arrays():
+                dims = tuple(arr.metadata.dimension_names or ())
+                if len(dims) != arr.ndim or None in dims:
+                    raise ValueError(f"{name}: no name for each dimension")
+                arrays[name] = dims  # type: ignore[assignment]
+                for dim, n in zip(dims, arr.shape, strict=True):
+                    if sizes.setdefault(dim, n) != n:
+                        raise ValueError(f"{name}: dimension {dim} has {n}, not {sizes[dim]}")
+            return GroupLayout(arrays=arrays, sizes=sizes, attrs=dict(grp.attrs))
 
     def rnaseq(self, donor_id: int) -> xr.Dataset:
         """One donor's RNA-seq group: ``tpm`` and ``counts`` (gene, sample), Genes.csv columns

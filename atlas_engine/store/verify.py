@@ -187,7 +187,7 @@ def _verify_donor(store: Any, d: int, n_probes: int | None, full_scale: bool, ch
         report.fail(f"donor {d}: {_problem(exc)}")
         return None
     missing = [a for a in (L.EXPRESSION, L.PACALL, *L.SAMPLE_COLUMNS)
-               if a not in ds.variables]
+               if a not in ds.arrays]
     if missing:
         report.fail(f"donor {d}: arrays missing: {', '.join(missing)}; {hint}")
     n_s = ds.sizes.get(L.SAMPLE_DIM, 0)
@@ -201,8 +201,8 @@ def _verify_donor(store: Any, d: int, n_probes: int | None, full_scale: bool, ch
     if full_scale and d in _KNOWN_COUNTS and n_s != _KNOWN_COUNTS[d]:
         report.fail(f"donor {d}: {n_s} samples, the real data has {_KNOWN_COUNTS[d]}")
     for name in (L.EXPRESSION, L.PACALL):
-        if name in ds.variables and ds[name].dims != (L.PROBE_DIM, L.SAMPLE_DIM):
-            report.fail(f"donor {d}: {name} has dims {ds[name].dims}; {hint}")
+        if name in ds.arrays and ds.arrays[name] != (L.PROBE_DIM, L.SAMPLE_DIM):
+            report.fail(f"donor {d}: {name} has dims {ds.arrays[name]}; {hint}")
     if not ds.attrs.get("complete"):
         report.fail(f"donor {d}: not marked complete; {hint}")
     accepted = (ds.attrs.get("provenance") or {}).get("nonfinite_values") or 0
@@ -247,10 +247,10 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
         if not ds.attrs.get("complete"):
             report.fail(f"RNA-seq donor {d}: not marked complete; {hint}")
         for name in L.RNASEQ_ARRAYS:
-            if name not in ds.variables:
+            if name not in ds.arrays:
                 report.fail(f"RNA-seq donor {d}: {name} is missing; {hint}")
-            elif ds[name].dims != (L.GENE_DIM, L.SAMPLE_DIM):
-                report.fail(f"RNA-seq donor {d}: {name} has dims {ds[name].dims}; {hint}")
+            elif ds.arrays[name] != (L.GENE_DIM, L.SAMPLE_DIM):
+                report.fail(f"RNA-seq donor {d}: {name} has dims {ds.arrays[name]}; {hint}")
         per_array = (ds.attrs.get("provenance") or {}).get("nonfinite_values") or {}
         accepted = sum(per_array.values())
         if accepted:
@@ -258,7 +258,7 @@ def _verify_rnaseq(store: Any, report: VerifyReport, checksums: bool) -> None:
         if not checksums:
             continue
         _check_group_arrays(store.url, group, report, skip=L.RNASEQ_ARRAYS)
-        present = [n for n in L.RNASEQ_ARRAYS if n in ds.variables]
+        present = [n for n in L.RNASEQ_ARRAYS if n in ds.arrays]
         for name, nn, ni in _check_matrices(store.url, group, present, ds.attrs,
                                             f"RNA-seq donor {d}", hint, report):
             if nn != per_array.get(name, 0) or ni:
