@@ -3,6 +3,7 @@ cluster started as subprocesses on loopback: results must agree."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import dask
@@ -67,3 +68,28 @@ def test_subprocess_cluster_matches_threads(dask_cluster, monkeypatch):
         seen = client.run(lambda: "atlas_engine.kernels._jit" in sys.modules)
         assert len(seen) == 2 and any(seen.values())
     _assert_same(got, exp)
+
+
+def test_compute_without_a_client_runs_on_threads_without_importing_distributed():
+    """No client can exist before distributed is imported: the aggregation then names Dask's
+    threaded scheduler itself (Dask's own check would import distributed, ~0.3 s); a Dask
+    config naming a scheduler is left to Dask."""
+    code = ("import sys, dask, dask.threaded\n"
+            "from atlas_engine.aggregate.cluster import scheduler_for_compute\n"
+            "print(scheduler_for_compute() is dask.threaded.get)\n"
+            "with dask.config.set(scheduler='synchronous'):\n"
+            "    print(scheduler_for_compute() is None)\n"
+            "print('distributed' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True", "False"]
+
+
+def test_an_active_client_is_left_to_dask(dask_cluster):
+    from distributed import Client
+
+    from atlas_engine.aggregate.cluster import client_active, scheduler_for_compute
+
+    with Client(dask_cluster):
+        assert client_active() and scheduler_for_compute() is None
+    assert not client_active()

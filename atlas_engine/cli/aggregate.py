@@ -27,6 +27,12 @@ def _collapse(value: str) -> str | None:
                       "(gene:mean, gene:max_intensity, gene:max_variance)")
 
 
+def _cell_store(store: str) -> bool:
+    from ..celltypes.store import is_cell_store
+
+    return is_cell_store(store)
+
+
 AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
 
 
@@ -105,21 +111,20 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
     --probe-selection, ...; they apply only to atlas runs). See docs/abagen-pipeline.md.
     """
     from ..aggregate.api import aggregate
-    from ..celltypes.store import is_cell_store
     from ..report.tables import write_result
     from ..sources.donors import resolve_donors
+    from ..store.brainspan import store_format
+    from ..store.layout import FORMAT_BRAINSPAN, FORMAT_MICROARRAY
 
     t0 = time.perf_counter()
-    if is_cell_store(store):
+    kind = store_format(store)  # an AHBA store needs no Cell Types check (scipy's import)
+    if kind != FORMAT_MICROARRAY and _cell_store(store):
         from .celltypes import run_cell_aggregate
 
         with execution(scheduler, workers, memory_limit, quiet):
             run_cell_aggregate(store, by, stat, genes, out, quiet)
         return
-    from ..store.brainspan import store_format
-    from ..store.layout import FORMAT_BRAINSPAN
-
-    if store_format(store) == FORMAT_BRAINSPAN:
+    if kind == FORMAT_BRAINSPAN:
         from .brainspan import run_brainspan_aggregate
 
         with execution(scheduler, workers, memory_limit, quiet):
