@@ -5,6 +5,9 @@
 zip), written once into a session temporary directory. Tests must treat it as read-only; copy
 files elsewhere before modifying them.
 
+``synth_store``: ``synth_small``'s microarray donors converted once with the default chunks, for
+the session; read-only like ``synth_small`` (copy it before writing into it).
+
 ``dask_cluster``: the address of a `dask scheduler` with two single-threaded `dask worker`
 processes on loopback, started once for the session (``_cluster.executed`` counts the tasks its
 workers ran, so a test can show that they did its work).
@@ -33,6 +36,14 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     """A small generated raw directory (see module docstring); returns its SynthResult."""
     dest = tmp_path_factory.mktemp("synth_small")
     return write_all(dest, quiet=True, **SYNTH_SMALL)
+
+
+@pytest.fixture(scope="session")
+def synth_store(synth_small: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synth_small`` converted (see module docstring); returns the store's path."""
+    path = tmp_path_factory.mktemp("synth_store") / "s.zarr"
+    convert_microarray(synth_small.dest, path)
+    return path
 
 
 @pytest.fixture(scope="session")

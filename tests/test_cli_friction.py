@@ -119,20 +119,11 @@ def test_human_brain_atlas_cache_folder_is_announced_and_movable(monkeypatch, tm
 
 
 # -- errors name flags, and near misses get a suggestion ---------------------------------------
-@pytest.fixture(scope="module")
-def small_store(synth_small, tmp_path_factory):
-    from atlas_engine.convert.donor import convert_microarray
-
-    path = tmp_path_factory.mktemp("friction") / "s.zarr"
-    convert_microarray(synth_small.dest, path)
-    return path
-
-
 @pytest.mark.parametrize("by,hint", [("depht:5", "did you mean depth:5?"),
                                      ("strucure", "did you mean structure?"),
                                      ("brod", "did you mean broad?")])
-def test_by_typo_gets_did_you_mean(small_store, tmp_path, capsys, by, hint):
-    code, _, err = _run(["aggregate", str(small_store), "--by", by, "-o",
+def test_by_typo_gets_did_you_mean(synth_store, tmp_path, capsys, by, hint):
+    code, _, err = _run(["aggregate", str(synth_store), "--by", by, "-o",
                          str(tmp_path / "x.csv")], capsys)
     assert code == 1 and hint in err and err.count("\n") == 1
 
@@ -159,11 +150,11 @@ def test_cli_wording():
         "use --no-reannotated, --sample-norm none; see /x/return_donors.csv"
 
 
-def test_old_donors_mode_gets_one_line_saying_what_to_use(small_store, tmp_path, capsys):
-    code, _, err = _run(["aggregate", str(small_store), "--donors", "pooled", "-o",
+def test_old_donors_mode_gets_one_line_saying_what_to_use(synth_store, tmp_path, capsys):
+    code, _, err = _run(["aggregate", str(synth_store), "--donors", "pooled", "-o",
                          str(tmp_path / "x.csv")], capsys)
     assert code == 1 and err.count("\n") == 1 and "--combine pooled" in err
-    code, _, err = _run(["aggregate", str(small_store), "--combine", "pooled", "--donors",
+    code, _, err = _run(["aggregate", str(synth_store), "--combine", "pooled", "--donors",
                          "9861,H0351.1009", "--by", "broad", "-o", str(tmp_path / "x.csv")],
                         capsys)
     assert code == 0, err
@@ -172,7 +163,7 @@ def test_old_donors_mode_gets_one_line_saying_what_to_use(small_store, tmp_path,
 
 
 # -- per-donor groups in xarray -----------------------------------------------------------------
-def test_donor_group_coordinates_are_in_memory(small_store):
+def test_donor_group_coordinates_are_in_memory(synth_store):
     """`.where(..., drop=True)` and `.groupby("structure_acronym")` on a donor's group: the
     sample coordinates are loaded, the expression stays lazy."""
     import warnings
@@ -182,7 +173,7 @@ def test_donor_group_coordinates_are_in_memory(small_store):
 
     from atlas_engine import open_store
 
-    st = open_store(small_store)
+    st = open_store(synth_store)
     ds = st.donor(9861)
     assert ds.expression.chunks is not None
     assert all(c.chunks is None for c in ds.coords.values())
@@ -196,7 +187,7 @@ def test_donor_group_coordinates_are_in_memory(small_store):
     # numpy-backed coordinates too
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        plain = xr.open_zarr(small_store, group="donors/9861", chunks=None)
+        plain = xr.open_zarr(synth_store, group="donors/9861", chunks=None)
     assert plain.where(plain.structure_acronym == acr, drop=True).sizes["sample"] == \
         sub.sizes["sample"]
 

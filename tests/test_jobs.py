@@ -19,13 +19,6 @@ from atlas_engine.store.atlas_api import StoreHumanBrainAtlas
 from atlas_engine.testing.server import MirrorServer
 
 
-@pytest.fixture(scope="module")
-def store_path(synth_small, tmp_path_factory):
-    path = tmp_path_factory.mktemp("jobs") / "s.zarr"
-    convert_microarray(synth_small.dest, path)
-    return path
-
-
 def test_demo_end_to_end_offline(tmp_path):
     out = tmp_path / "demo"
     res = run_demo(out=out, probes=300, samples_fraction=0.05, seed=3, flaky=True, quiet=True,
@@ -67,11 +60,11 @@ def test_demo_end_to_end_offline(tmp_path):
     assert again["converted"] == [] and again["skipped_conversion"] == summary["donors"]
 
 
-def test_expression_command_matches_raw_csv_tokens(synth_small, store_path, tmp_path):
-    st = open_store(store_path)
+def test_expression_command_matches_raw_csv_tokens(synth_small, synth_store, tmp_path):
+    st = open_store(synth_store)
     gene = st.probes.gene_symbol.value_counts().index[0]  # a gene with several probes
     out = tmp_path / "e.csv"
-    r = CliRunner().invoke(cli, ["expression", str(store_path), gene, "NOPE", "--out", str(out)])
+    r = CliRunner().invoke(cli, ["expression", str(synth_store), gene, "NOPE", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "not in the store: NOPE" in r.output
     table = pd.read_csv(out)
@@ -87,9 +80,9 @@ def test_expression_command_matches_raw_csv_tokens(synth_small, store_path, tmp_
         np.testing.assert_array_equal(got, want)
 
 
-def test_aggregate_command_writes_table_and_side_tables(store_path, tmp_path):
+def test_aggregate_command_writes_table_and_side_tables(synth_store, tmp_path):
     out = tmp_path / "r.parquet"
-    r = CliRunner().invoke(cli, ["aggregate", str(store_path), "--by", "depth:3", "--collapse",
+    r = CliRunner().invoke(cli, ["aggregate", str(synth_store), "--by", "depth:3", "--collapse",
                                  "gene:max_intensity", "--drop-empty", "--out", str(out)])
     assert r.exit_code == 0, r.output
     t = pd.read_parquet(out)
@@ -100,9 +93,9 @@ def test_aggregate_command_writes_table_and_side_tables(store_path, tmp_path):
     assert (genes.chosen_probe > 0).all()
 
 
-def test_cli_errors_are_one_line(store_path, tmp_path, capsys):
+def test_cli_errors_are_one_line(synth_store, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["aggregate", str(store_path), "--collapse", "gene:pc9", "--out",
+        main(["aggregate", str(synth_store), "--collapse", "gene:pc9", "--out",
               str(tmp_path / "x.csv")])
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
@@ -112,8 +105,8 @@ def test_cli_errors_are_one_line(store_path, tmp_path, capsys):
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_store_backed_atlas_matches_live_api(synth_small, store_path):
-    local = StoreHumanBrainAtlas(store_path)
+def test_store_backed_atlas_matches_live_api(synth_small, synth_store):
+    local = StoreHumanBrainAtlas(synth_store)
     gene = local.get_genes().acronym.iloc[0]
     with MirrorServer(synth_small.dest) as srv:
         live = HumanBrainAtlas(base_url=srv.url, cache=False)
