@@ -75,7 +75,7 @@ def test_compute_without_a_client_runs_on_threads_without_importing_distributed(
     threaded scheduler itself (Dask's own check would import distributed, ~0.3 s); a Dask
     config naming a scheduler is left to Dask."""
     code = ("import sys, dask, dask.threaded\n"
-            "from atlas_engine.aggregate.cluster import scheduler_for_compute\n"
+            "from atlas_engine.scheduler import scheduler_for_compute\n"
             "print(scheduler_for_compute() is dask.threaded.get)\n"
             "with dask.config.set(scheduler='synchronous'):\n"
             "    print(scheduler_for_compute() is None)\n"
@@ -88,7 +88,7 @@ def test_compute_without_a_client_runs_on_threads_without_importing_distributed(
 def test_an_active_client_is_left_to_dask(dask_cluster):
     from distributed import Client
 
-    from atlas_engine.aggregate.cluster import client_active, scheduler_for_compute
+    from atlas_engine.scheduler import client_active, scheduler_for_compute
 
     with Client(dask_cluster):
         assert client_active() and scheduler_for_compute() is None

@@ -26,8 +26,8 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..kernels import group_sum_count
+from ..scheduler import client_active, scheduler_for_compute
 from ..store import layout as L
-from .cluster import client_active, scheduler_for_compute
 from .engine import DONOR_MODES, combine_donors
 from .grouping import Grouping, resolve_grouping
 

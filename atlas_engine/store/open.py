@@ -442,7 +442,7 @@ def eager_coords(ds: xr.Dataset) -> xr.Dataset:
         return ds
     import dask
 
-    from ..aggregate.cluster import scheduler_for_compute
+    from ..scheduler import scheduler_for_compute
 
     # one graph for all of them (not a compute per coordinate)
     loaded = dask.compute(lazy, scheduler=scheduler_for_compute())[0]
