@@ -177,3 +177,13 @@ def test_killed_ranged_run_resumes_each_piece(mirror: Path, tmp_path: Path) -> N
     assert (dest / "matrix.csv").read_bytes() == _data(1)
     # each piece asked only for what it lacked, from its own recorded offset
     assert sorted(ranges) == sorted(f"bytes={a + d}-{b - 1}" for a, b, d in recorded)
+
+
+def test_a_body_shorter_than_the_sniffed_head_is_written(mirror: Path, tmp_path: Path) -> None:
+    (mirror / PREFIX / "metadata.csv").write_bytes(b"sample_name,cluster_label\nc1,A\n")
+    with serving(mirror) as server:
+        (res,) = run_sync(download_files([DownloadSpec(
+            f"{server.url}/{PREFIX}/metadata.csv", "metadata.csv", "raw")], tmp_path,
+            policy=FAST))
+    assert res.status == "downloaded", res.error
+    assert (tmp_path / "metadata.csv").read_bytes() == b"sample_name,cluster_label\nc1,A\n"

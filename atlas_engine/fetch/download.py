@@ -811,8 +811,9 @@ class Downloader:
                 if self._bars:
                     file_bar.update(len(chunk))
                     self.total_bar.update(len(chunk))
-            if not sniffed and pending:
+            if not sniffed and pending:  # a body shorter than the sniffed head
                 self._sniff(spec, b"".join(pending), resp)
+                sniffed = True
         finally:
             try:
                 if pending and sniffed:  # keep what arrived before a drop, for the resume
