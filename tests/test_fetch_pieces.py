@@ -187,3 +187,42 @@ def test_a_body_shorter_than_the_sniffed_head_is_written(mirror: Path, tmp_path:
             policy=FAST))
     assert res.status == "downloaded", res.error
     assert (tmp_path / "metadata.csv").read_bytes() == b"sample_name,cluster_label\nc1,A\n"
+
+
+def test_ranged_part_resumed_with_pieces_1_continues_its_prefix(mirror: Path,
+                                                                tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    with serving(mirror, faults=Faults(bandwidth=400_000)) as server:
+        meta = _partial_run(server.url, dest)
+        a, b, d = meta["pieces"][0]
+        server.set_faults(bandwidth=None)
+        server.reset_stats()
+        (res,) = run_sync(download_files([_spec(server.url)], dest, policy=FAST, pieces=1))
+        ranges = _ranges(server)
+    assert res.status == "downloaded", res.error
+    assert (dest / "matrix.csv").read_bytes() == _data(1)
+    # one stream from the bytes the first piece had on disk without a gap
+    assert len(ranges) == 1 and int(ranges[0][6:].split("-")[0]) >= d > 0
+
+
+def test_fetch_command_pieces_options(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atlas_engine.cli.fetch import fetch_cmd
+    from atlas_engine.testing.synth_celltypes import CellTypeWorldSpec, write_dataset
+
+    _, files = write_dataset(tmp_path / "mirror", "human-m1",
+                             CellTypeWorldSpec(n_cells=2500, n_genes=400, seed=2))
+    matrix = files[0]
+    assert matrix.stat().st_size > 1 << 20
+    with serving(tmp_path / "mirror") as server:
+        res = CliRunner().invoke(fetch_cmd, [
+            "--dest", str(tmp_path / "raw"), "--base-url", server.url, "-q",
+            "--what", "celltypes:human-m1", "--pieces", "3", "--pieces-above", "1"])
+        log = [(r.path.rsplit("/", 1)[-1], r.range) for r in server.log]
+    assert res.exit_code == 0, res.output
+    got = tmp_path / "raw" / "aibs_human_m1_10x"
+    assert (got / "matrix.csv").read_bytes() == matrix.read_bytes()
+    assert (got / "metadata.csv").read_bytes() == matrix.with_name("metadata.csv").read_bytes()
+    assert sum(1 for name, r in log if name == "matrix.csv" and r) == 3
+    assert all(r is None for name, r in log if name != "matrix.csv")  # small files: one stream

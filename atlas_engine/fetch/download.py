@@ -16,6 +16,9 @@ are refused; zips are checked member by member (CRC-32); only then is ``.part`` 
 sha256). A failed file - a full disk included - never appears under its final name and is
 reported in one line; the others carry on.
 
+Files of at least ``piece_threshold`` bytes come as concurrent ``Range`` pieces, each resumed from
+its own offset (:mod:`.pieces`), with one stream when the server ignores ``Range``.
+
 The zip CRC pass can be left to the converter (``verify_crc=False``): see :func:`download_files`.
 """
 
