@@ -18,13 +18,17 @@ resumes every piece from its own offset. A piece's answer must be a ``206`` whos
 
 Transient failures (5xx, 429/503 with ``Retry-After``, timeouts, dropped connections) retry the
 piece with backoff, and a piece gives up after ``max_attempts`` attempts in a row without
-progress. When every piece is complete the whole file is hashed (sha256) and handed back to the
-same verification as a single-stream download (size, kind, published sha256, zip CRCs).
+progress. The sha256 follows the bytes on disk without a gap from the start of the file (read
+back from the page cache while later pieces still arrive); when every piece is complete the
+rest is hashed and the file goes to the same verification as a single-stream download (size,
+kind, published sha256, zip CRCs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -48,9 +52,10 @@ from .download import (
     _save_part_meta,
 )
 from .http import TRANSIENT_ERRORS, HttpStatusError, is_retryable_status, parse_retry_after
-from .manifest import sha256_file
 
 _CRANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+#: Bytes read back per hashing step.
+_READ = 8 << 20
 
 
 class _Table:
@@ -94,24 +99,67 @@ async def transfer_pieces(dl: Any, spec: DownloadSpec, part: Path, meta: PartMet
     file_bar.n = sum(d for _, _, d in meta.pieces)
     file_bar.refresh()
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+    hasher = _Hasher(part)
     try:
         if os.fstat(fd).st_size != size:
             os.ftruncate(fd, size)
+        pieces_done = asyncio.Event()
+        follow = asyncio.ensure_future(_follow(hasher, meta, pieces_done))
         tasks = [asyncio.ensure_future(_piece(dl, spec, fd, table, i, result, file_bar))
                  for i, (a, b, d) in enumerate(meta.pieces) if a + d < b]
         try:
             await asyncio.gather(*tasks)
+            pieces_done.set()
+            await follow
         except BaseException:
-            for t in tasks:
+            for t in (*tasks, follow):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # their writes have landed
+            # their writes (and reads) have landed before the files are closed
+            await asyncio.gather(*tasks, follow, return_exceptions=True)
             raise
         finally:
             table.save(0.0, force=True)
+        await asyncio.to_thread(hasher.advance, size)
+        digest = hasher.h.hexdigest()
     finally:
+        hasher.close()
         os.close(fd)
-    digest = await asyncio.to_thread(sha256_file, part)
     return _Body(size, digest, True)
+
+
+class _Hasher:
+    """sha256 of the file's first ``n`` bytes, advanced by reading back what has been written
+    (from the page cache, while later pieces are still arriving)."""
+
+    def __init__(self, part: Path) -> None:
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.fd = os.open(part, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+    def advance(self, upto: int) -> None:
+        while self.n < upto:
+            block = os.pread(self.fd, min(_READ, upto - self.n), self.n)
+            if not block:
+                raise OSError(f"{self.n:,} bytes into the .part, expected {upto:,}")
+            self.h.update(block)
+            self.n += len(block)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+async def _follow(hasher: _Hasher, meta: PartMeta, pieces_done: asyncio.Event) -> None:
+    """Hash the bytes on disk without a gap from the start as they grow (the table counts only
+    written bytes), until every piece is in."""
+    while True:
+        frontier = meta.contiguous()
+        if frontier > hasher.n:
+            await asyncio.to_thread(hasher.advance, frontier)
+        elif pieces_done.is_set():
+            return
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(pieces_done.wait(), FLUSH_SECONDS)
 
 
 async def _piece(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i: int,
