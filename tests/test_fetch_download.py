@@ -10,7 +10,6 @@ import json
 import random
 import re
 import threading
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,31 +206,49 @@ def test_non_zip_body_is_rejected(tmp_path: Path) -> None:
     assert not (tmp_path / "7.zip").exists()
 
 
+def _record_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replace the downloader's sleep hook: the waits asked for are recorded, not slept."""
+    from atlas_engine.fetch import download as dl
+
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(dl, "sleep", fake_sleep)
+    return waits
+
+
 @pytest.mark.parametrize("status", [503, 429])
-def test_retry_after_is_honoured(tmp_path: Path, status: int) -> None:
+def test_retry_after_is_honoured(tmp_path: Path, status: int,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    waits = _record_waits(monkeypatch)
     data = make_zip(8)
     faults = Faults(status_first=2, status=status, retry_after="1")
     with FaultServer({"8": data}, faults) as srv:
-        t0 = time.perf_counter()
         (res,) = run(download_files([srv.spec("8")], tmp_path, policy=FAST))
-        elapsed = time.perf_counter() - t0
     assert res.status == "downloaded", res.error
     assert [s for _, _, s in srv.log] == [status, status, 200]
-    assert elapsed >= 2.0  # two waits of Retry-After: 1 (the backoff alone is ~0.01 s)
+    assert waits == [1.0, 1.0]  # Retry-After: 1 twice (the backoff alone would be ~0.01 s)
 
 
-def test_retry_after_http_date(tmp_path: Path) -> None:
-    from email.utils import formatdate
+def test_retry_after_http_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timezone
+    from email.utils import format_datetime
 
+    from atlas_engine.fetch import download as dl
+
+    waits = _record_waits(monkeypatch)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    monkeypatch.setattr(dl, "utcnow", lambda: now)
     data = make_zip(9)
-    faults = Faults(status_first=1, status=429, retry_after=formatdate(time.time() + 3,
-                                                                       usegmt=True))
+    later = now.replace(second=now.second + 3)
+    faults = Faults(status_first=1, status=429, retry_after=format_datetime(later, usegmt=True))
     with FaultServer({"9": data}, faults) as srv:
-        t0 = time.perf_counter()
         (res,) = run(download_files([srv.spec("9")], tmp_path, policy=FAST))
-        elapsed = time.perf_counter() - t0
     assert res.status == "downloaded"
-    assert elapsed >= 1.5  # 3 s ahead, less up to 1 s lost to the date's 1 s resolution
+    assert waits == [3.0]  # the date is 3 s after the (injected) clock
 
 
 def test_5xx_without_retry_after_uses_backoff_then_gives_up(tmp_path: Path) -> None:

@@ -31,9 +31,15 @@ from ..errors import FetchError
                    "leaves the CRCs to `convert`, which checks each member as it inflates it.")
 @click.option("--retries", default=8, show_default=True, type=click.IntRange(1, 100),
               help="Attempts in a row without progress before a file is given up.")
+@click.option("--pieces", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Concurrent Range pieces for each file of at least --pieces-above MiB "
+                   "(1: every file as one stream).")
+@click.option("--pieces-above", default=512, show_default=True, type=click.IntRange(1),
+              metavar="MIB", help="Files at least this large (MiB) download in pieces.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, what: str,
-              verify_all: bool, verify_crc: bool, retries: int, quiet: bool) -> None:
+              verify_all: bool, verify_crc: bool, retries: int, pieces: int, pieces_above: int,
+              quiet: bool) -> None:
     """Download the AHBA donor zips, ontology and structure graph into DEST.
 
     Each file streams to NAME.part, resumes with HTTP Range after a dropped connection or
@@ -42,7 +48,9 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
     renamed to NAME; a re-run skips files recorded in DEST/manifest.json (by name, size and
     sha256). A file that fails - a full disk included - is reported in one line and the
     others still finish; the exit code is then 1. An unreachable server fails within
-    seconds, saying why. See docs/reliability.md.
+    seconds, saying why. Files of at least --pieces-above MiB come as --pieces concurrent
+    Range pieces, each resumed from its own offset (recorded in NAME.part.json); a server
+    that ignores Range gets one stream. See docs/reliability.md.
 
     \b
     Examples:
@@ -51,6 +59,7 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
       atlas-engine fetch --dest raw/ --base-url http://127.0.0.1:8765 --concurrency 6
       atlas-engine fetch --dest atlases/ --what structure-graph:1,10,mouse-ccf,human-atlas
       atlas-engine fetch --dest raw/ --what celltypes:human-m1,celltypes:human-mtg
+      atlas-engine fetch --dest raw/ --what celltypes:human-m1 --pieces 8 --pieces-above 256
       atlas-engine fetch --dest raw/ --what brainspan,gtex
     """
     from ..fetch.ahba import fetch_ahba
@@ -58,7 +67,8 @@ def fetch_cmd(dest: str, donors: str, base_url: str | None, concurrency: int, wh
 
     report = fetch_ahba(dest, donors=donors, what=what, base_url=base_url,
                         concurrency=concurrency, policy=RetryPolicy(max_attempts=retries),
-                        quiet=quiet, verify_all=verify_all, verify_crc=verify_crc)
+                        quiet=quiet, verify_all=verify_all, verify_crc=verify_crc,
+                        pieces=pieces, piece_threshold=pieces_above << 20)
     for r in report.results:
         if r.status == "failed":
             click.echo(f"failed: {r.spec.name}: {r.error}", err=True)

@@ -127,7 +127,8 @@ def query_cmd(target: str, criteria: tuple[str, ...], include: tuple[str, ...],
               page_size: int, probes: str | None, donors: str | None, structures: str | None,
               params: tuple[str, ...], base_url: str | None, fmt: str, out: str | None,
               cache_dir: str | None) -> None:
-    """Run an RMA query against the Allen API: TARGET is a model (Gene, model::Probe) or a
+    """Run an RMA query against the Allen API: TARGET is a model (Gene, model::Probe,
+    CellType) or a
     service (service::human_microarray_expression). Model queries are paged until done.
 
     TARGET may also be a whole RMA stage string as the Allen documentation writes them,
@@ -138,6 +139,7 @@ def query_cmd(target: str, criteria: tuple[str, ...], include: tuple[str, ...],
     Examples:
       atlas-engine query Gene --criteria "[acronym\\$in'BDNF','COMT']"
       atlas-engine query Structure --criteria "[graph_id\\$eq10]" --format csv --out s.csv
+      atlas-engine query CellType --criteria "[data_set\\$eq'human-m1']" --format csv
       atlas-engine query service::human_microarray_expression --probes 1023146 --donors 15496
     """
     from ..config import Config

@@ -54,7 +54,14 @@ from ..sources.volumes import (
     ccf_annotation_name,
 )
 from .celltypes import plan_celltypes, split_what
-from .download import Downloader, DownloadResult, DownloadSpec, summarize
+from .download import (
+    DEFAULT_PIECES,
+    PIECE_THRESHOLD,
+    Downloader,
+    DownloadResult,
+    DownloadSpec,
+    summarize,
+)
 from .http import RetryPolicy, make_session
 from .manifest import atomic_write_bytes
 from .rma import DEFAULT_ORDER, RmaClient
@@ -222,6 +229,8 @@ async def afetch_ahba(
     quiet: bool = True,
     verify_all: bool = False,
     verify_crc: bool = True,
+    pieces: int = DEFAULT_PIECES,
+    piece_threshold: int = PIECE_THRESHOLD,
 ) -> FetchReport:
     """Download the selected AHBA files into ``dest`` (async); see :func:`fetch_ahba`."""
     cfg = Config.from_env()
@@ -242,7 +251,8 @@ async def afetch_ahba(
     report = FetchReport(dest)
     async with make_session(policy) as session:
         dl = Downloader(dest, session=session, concurrency=concurrency, policy=policy,
-                        quiet=quiet, verify_all=verify_all, verify_crc=verify_crc)
+                        quiet=quiet, verify_all=verify_all, verify_crc=verify_crc,
+                        pieces=pieces, piece_threshold=piece_threshold)
         jobs = [dl.fetch(s) for s in specs]
         extra: list[Downloader] = []
         for sub, spec in plan_celltypes(cell_sets, base_url):
@@ -253,7 +263,8 @@ async def afetch_ahba(
             if sub_dl is None:
                 sub_dl = Downloader(dest / sub, session=session, concurrency=concurrency,
                                     policy=policy, quiet=quiet, verify_all=verify_all,
-                                    verify_crc=verify_crc)
+                                    verify_crc=verify_crc, pieces=pieces,
+                                    piece_threshold=piece_threshold)
                 extra.append(sub_dl)
             jobs.append(sub_dl.fetch(spec))
         if "ontology" in kinds:
@@ -287,7 +298,9 @@ def fetch_ahba(dest: str | Path, **kwargs: object) -> FetchReport:
     ``concurrency``, ``policy`` (:class:`RetryPolicy`), ``quiet``, ``verify_all``,
     ``verify_crc`` (default True: inflate every zip member and check its CRC before the file
     gets its final name; False: a structural zip check only, leaving CRCs to the converter,
-    which checks every member's CRC-32 as it inflates it).
+    which checks every member's CRC-32 as it inflates it), ``pieces`` and ``piece_threshold``
+    (files of at least that many bytes, default 512 MiB, come as that many concurrent Range
+    pieces, default 4; ``pieces=1``: one stream per file).
     Failures do not raise: check ``report.ok`` / ``report.failed``.
     """
     from .sync import run_sync

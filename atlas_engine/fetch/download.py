@@ -16,6 +16,9 @@ are refused; zips are checked member by member (CRC-32); only then is ``.part`` 
 sha256). A failed file - a full disk included - never appears under its final name and is
 reported in one line; the others carry on.
 
+Files of at least ``piece_threshold`` bytes come as concurrent ``Range`` pieces, each resumed from
+its own offset (:mod:`.pieces`), with one stream when the server ignores ``Range``.
+
 The zip CRC pass can be left to the converter (``verify_crc=False``): see :func:`download_files`.
 """
 
@@ -34,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,19 @@ ANNOUNCE_WAIT = 10.0
 #: Suffix of the record that ties a ``.part`` to one version of the server's file.
 META_SUFFIX = ".part.json"
 _SNIFF = 64
+#: Files at least this large are fetched as concurrent ``Range`` pieces (:mod:`.pieces`).
+PIECE_THRESHOLD = 512 << 20
+#: Pieces per ranged file (at most this many requests in flight for it).
+DEFAULT_PIECES = 4
+
+#: The waits between attempts go through this hook (``Retry-After``, backoff); tests replace it
+#: to record the waits asked for instead of sleeping.
+sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+
+
+def utcnow() -> datetime:
+    """The clock an HTTP-date ``Retry-After`` is measured against (a hook, like :data:`sleep`)."""
+    return datetime.now(timezone.utc)
 #: Most chunks handed to one ``os.writev`` (below every platform's IOV_MAX).
 _MAX_IOV = 512
 
@@ -141,6 +158,18 @@ class _Retry(Exception):
 
 class _Restart(Exception):
     """The server's answer cannot continue the ``.part``: start again from byte zero."""
+
+
+class _GoRanged(Exception):
+    """The first answer shows a file to fetch in pieces (its version in ``meta``)."""
+
+    def __init__(self, meta: PartMeta) -> None:
+        super().__init__("ranged")
+        self.meta = meta
+
+
+class _NoRanges(Exception):
+    """The server answered a piece's ``Range`` with the whole file: fetch it as one stream."""
 
 
 @dataclass
@@ -244,6 +273,26 @@ class PartMeta:
     etag: str | None = None
     last_modified: str | None = None
     size: int | None = None
+    #: Ranged downloads (:mod:`.pieces`): ``[start, end, done]`` per piece (bytes
+    #: ``start:end`` of the file, the first ``done`` of them on disk at ``start``).
+    pieces: list[list[int]] | None = None
+
+    @property
+    def pieces_complete(self) -> bool:
+        return self.pieces is not None and all(d >= e - s for s, e, d in self.pieces)
+
+    def contiguous(self) -> int:
+        """Bytes from the start of the file that are on disk without a gap."""
+        if self.pieces is None:
+            return 0
+        end = 0
+        for start, stop, done in sorted(self.pieces):
+            if start != end:
+                break
+            end = start + done
+            if start + done < stop:
+                break
+        return end
 
     @property
     def validator(self) -> str | None:
@@ -279,10 +328,26 @@ def load_part_meta(part: Path) -> PartMeta | None:
     try:
         doc = json.loads(_meta_path(part).read_text("utf-8"))
         size = doc.get("size")
-        return PartMeta(doc.get("etag"), doc.get("last_modified"),
+        meta = PartMeta(doc.get("etag"), doc.get("last_modified"),
                         int(size) if size is not None else None)
+        pieces = doc.get("pieces")
+        if pieces is not None:
+            meta.pieces = [[int(a), int(b), int(c)] for a, b, c in pieces]
+            if not _pieces_cover(meta.pieces, meta.size):
+                return None
+        return meta
     except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _pieces_cover(pieces: list[list[int]], size: int | None) -> bool:
+    """Whether ``pieces`` tile ``[0, size)`` in order, each with ``0 <= done <= length``."""
+    end = 0
+    for start, stop, done in pieces:
+        if start != end or stop <= start or not 0 <= done <= stop - start:
+            return False
+        end = stop
+    return size is not None and end == size
 
 
 def _save_part_meta(part: Path, meta: PartMeta) -> None:
@@ -292,8 +357,11 @@ def _save_part_meta(part: Path, meta: PartMeta) -> None:
     with a bad record fails verification and is downloaded again."""
     path = _meta_path(part)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(json.dumps({"etag": meta.etag, "last_modified": meta.last_modified,
-                                "size": meta.size}).encode())
+    doc: dict[str, Any] = {"etag": meta.etag, "last_modified": meta.last_modified,
+                           "size": meta.size}
+    if meta.pieces is not None:
+        doc["pieces"] = meta.pieces
+    tmp.write_bytes(json.dumps(doc).encode())
     os.replace(tmp, path)
 
 
@@ -336,9 +404,17 @@ class Downloader:
                  concurrency: int = 4, policy: RetryPolicy | None = None,
                  quiet: bool = True, verify_all: bool = False,
                  chunk_size: int = CHUNK_SIZE, verify_crc: bool = True,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, pieces: int = DEFAULT_PIECES,
+                 piece_threshold: int = PIECE_THRESHOLD) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if pieces < 1 or piece_threshold < 1:
+            raise ValueError("pieces and piece_threshold must be at least 1")
+        #: Pieces per file of at least ``piece_threshold`` bytes (1: always one stream).
+        self.pieces = pieces
+        self.piece_threshold = piece_threshold
+        #: Files whose server ignored ``Range``: fetched as one stream from then on.
+        self._single: set[str] = set()
         self.dest = Path(dest)
         self.session = session
         self.semaphore = asyncio.Semaphore(concurrency)
@@ -479,7 +555,8 @@ class Downloader:
         """A ``.part`` left complete by an interrupted run (killed while it was being
         verified): verified as it is instead of downloaded again."""
         meta = load_part_meta(part)
-        if meta is None or meta.size is None:
+        if meta is None or meta.size is None or (meta.pieces is not None
+                                                 and not meta.pieces_complete):
             return None
         try:
             size = part.stat().st_size
@@ -505,15 +582,27 @@ class Downloader:
         result.status, result.path, result.size, result.sha256 = "skipped", final, entry.size, digest
         return True
 
-    def _resume_point(self, part: Path) -> tuple[int, PartMeta | None]:
+    def _ranged(self, spec: DownloadSpec) -> bool:
+        return self.pieces > 1 and spec.name not in self._single
+
+    def _resume_point(self, part: Path, spec: DownloadSpec) -> tuple[int, PartMeta | None]:
         """Bytes of ``part`` that may be continued, and the version they belong to. A
         ``.part`` without its record (left by an older engine, or written by hand) cannot be
-        tied to a version of the server's file and starts again from zero."""
+        tied to a version of the server's file and starts again from zero. A ranged ``.part``
+        (its record lists pieces) is returned as it is when pieces are still wanted, else cut
+        to the bytes it holds from the start without a gap and continued as one stream."""
         try:
             offset = part.stat().st_size
         except FileNotFoundError:
             return 0, None
         meta = load_part_meta(part)
+        if meta is not None and meta.pieces is not None:
+            if self._ranged(spec) and offset == meta.size:
+                return offset, meta
+            offset = min(offset, meta.contiguous())
+            os.truncate(part, offset)
+            meta.pieces = None
+            _save_part_meta(part, meta)
         if offset and (meta is None or (meta.size is not None and offset > meta.size)):
             _discard_part(part)
             return 0, None
@@ -527,7 +616,29 @@ class Downloader:
         file_bar = bar(total=None, desc=spec.name[:40], bytes_=True, quiet=self.quiet)
         try:
             while True:
-                offset, meta = self._resume_point(part)
+                offset, meta = self._resume_point(part, spec)
+                if meta is not None and meta.pieces is not None:
+                    from .pieces import transfer_pieces
+
+                    try:
+                        async with self.semaphore:
+                            return await transfer_pieces(self, spec, part, meta, result,
+                                                         file_bar)
+                    except _NoRanges as exc:
+                        self.say(f"{spec.name}: {exc}; downloading it as one stream")
+                        self._single.add(spec.name)
+                        _discard_part(part)
+                        state = None
+                        continue
+                    except _Restart as exc:
+                        self.say(f"{spec.name}: {exc}; starting again from byte 0")
+                        _discard_part(part)
+                        state = None
+                        failures += 1
+                        if failures >= policy.max_attempts:
+                            raise FetchError(f"{spec.url}: giving up after {failures} restarts: "
+                                             f"{exc}") from None
+                        continue
                 if state is None or state.n != offset:
                     state = await asyncio.to_thread(_hash_prefix, part, offset) if offset \
                         else _Hash()
@@ -538,6 +649,9 @@ class Downloader:
                         result.requests += 1
                         known = await self._attempt(spec, part, offset, meta, state, file_bar)
                     return _Body(state.n, state.h.hexdigest(), known)
+                except _GoRanged as exc:
+                    self._start_pieces(part, exc.meta)
+                    continue
                 except _Restart as exc:
                     _discard_part(part)
                     state = _Hash()
@@ -568,9 +682,34 @@ class Downloader:
                 if wait >= ANNOUNCE_WAIT:
                     self.say(f"{spec.name}: {_describe(error)}; waiting {wait:,.0f} s before "
                              f"trying again")
-                await asyncio.sleep(wait)
+                await sleep(wait)
         finally:
             file_bar.close()
+
+    def _start_pieces(self, part: Path, meta: PartMeta) -> None:
+        """Lay out a ranged ``.part``: the file's full size (sparse) and the piece table."""
+        assert meta.size is not None
+        n = max(1, min(self.pieces, meta.size))
+        step = -(-meta.size // n)
+        meta.pieces = [[a, min(meta.size, a + step), 0] for a in range(0, meta.size, step)]
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
+                     0o644)
+        try:
+            os.ftruncate(fd, meta.size)
+        finally:
+            os.close(fd)
+        _save_part_meta(part, meta)
+
+    def _wants_pieces(self, spec: DownloadSpec, resp: aiohttp.ClientResponse,
+                      total: int | None) -> bool:
+        """Whether a first ``200`` announces a file to fetch in pieces: pieces wanted, a known
+        length at least the threshold, a validator to tie the pieces to one version, and no
+        ``Accept-Ranges: none``."""
+        if not self._ranged(spec) or total is None or total < self.piece_threshold:
+            return False
+        if resp.headers.get("Accept-Ranges", "").strip().lower() == "none":
+            return False
+        return PartMeta.from_response(resp, total).validator is not None
 
     def _grow_total(self, n: int) -> None:
         self.total_bar.total = (self.total_bar.total or 0) + n
@@ -587,7 +726,7 @@ class Downloader:
         async with self.session.get(spec.url, headers=headers) as resp:
             status = resp.status
             if is_retryable_status(status):
-                wait = parse_retry_after(resp.headers.get("Retry-After")) \
+                wait = parse_retry_after(resp.headers.get("Retry-After"), now=utcnow()) \
                     if status in (429, 503) else None
                 raise _Retry(f"HTTP {status} {resp.reason or ''}".rstrip(), wait)
             if status == 416 and offset:
@@ -616,6 +755,8 @@ class Downloader:
             ctype = resp.headers.get("Content-Type")
             if ctype and ctype.split(";")[0].strip().lower() == "text/html":
                 raise _Retry(str(_html_error(spec, ctype, b"")))
+            if offset == 0 and status == 200 and self._wants_pieces(spec, resp, total):
+                raise _GoRanged(PartMeta.from_response(resp, total))
             if offset == 0:
                 _save_part_meta(part, PartMeta.from_response(resp, total))
             if total is not None and file_bar.total != total:
@@ -673,8 +814,9 @@ class Downloader:
                 if self._bars:
                     file_bar.update(len(chunk))
                     self.total_bar.update(len(chunk))
-            if not sniffed and pending:
+            if not sniffed and pending:  # a body shorter than the sniffed head
                 self._sniff(spec, b"".join(pending), resp)
+                sniffed = True
         finally:
             try:
                 if pending and sniffed:  # keep what arrived before a drop, for the resume
@@ -718,6 +860,8 @@ async def download_files(
     verify_all: bool = False,
     chunk_size: int = CHUNK_SIZE,
     verify_crc: bool = True,
+    pieces: int = DEFAULT_PIECES,
+    piece_threshold: int = PIECE_THRESHOLD,
 ) -> list[DownloadResult]:
     """Download every spec into ``dest`` with at most ``concurrency`` transfers at once.
 
@@ -732,6 +876,10 @@ async def download_files(
     the converter, which inflates every member anyway, checks each CRC-32 and publishes nothing
     for an archive that fails. The CRC pass costs one core per ~50-170 MB/s of compressed
     data, far below the network rate on a fast link.
+
+    Files of at least ``piece_threshold`` bytes (default 512 MiB) come as ``pieces`` (default
+    4) concurrent ``Range`` requests, each resumable on its own (:mod:`.pieces`); ``pieces=1``
+    fetches every file as one stream.
     """
     specs = list(specs)
     names = [s.name for s in specs]
@@ -744,7 +892,7 @@ async def download_files(
     try:
         dl = Downloader(dest, session=session, concurrency=concurrency, policy=policy,
                         quiet=quiet, verify_all=verify_all, chunk_size=chunk_size,
-                        verify_crc=verify_crc)
+                        verify_crc=verify_crc, pieces=pieces, piece_threshold=piece_threshold)
         try:
             return list(await asyncio.gather(*(dl.fetch(s) for s in specs)))
         finally:

@@ -217,6 +217,17 @@ class RmaClient:
         """Every structure of an ontology graph (10 = Human Brain Atlas)."""
         return await self.model_rows(model_query("Structure", f"[graph_id$eq{int(graph_id)}]"))
 
+    async def cell_types(self, data_set: str | None = None) -> list[dict[str, Any]]:
+        """``model::CellType`` records, all or those of one data set.
+
+        The real model's fields are UNCONFIRMED (shared more_datasets.md names the model, not
+        its fields): records are returned as the server sends them, whatever their keys. The
+        filter on ``data_set`` (the ``celltypes:<name>`` names, e.g. ``human-m1``) is the one
+        the local mirror serves; against another server pass criteria to :meth:`model_rows`.
+        """
+        criteria = [eq_filter("data_set", data_set)] if data_set else None
+        return await self.model_rows(model_query("CellType", criteria))
+
     async def human_microarray_expression(
         self, probes: Iterable[int], donors: Iterable[int] | None = None,
         structures: Iterable[int] | None = None,

@@ -14,6 +14,8 @@ Everything comes from the files themselves (docs/architecture.md "Raw directory"
 * samples and expression values (``service::human_microarray_expression``) from each donor's
   ``SampleAnnot.csv`` and ``MicroarrayExpression.csv`` (rows scanned out of the zip member and
   cached per donor).
+* ``CellType`` (one record per cluster of each generated Cell Types data set) from the data
+  sets' metadata (:mod:`.server_celltypes`; the real model's fields are UNCONFIRMED).
 
 Tables load lazily, once, under a lock (the server evaluates queries in worker threads).
 """
@@ -121,6 +123,7 @@ class MirrorData:
         self._samples: dict[int, list[Record]] = {}
         self._expr: dict[int, dict[int, list[str]]] = {}
         self._bs_columns: list[dict[str, str]] | None = None
+        self._cell_types: list[Record] | None = None
 
     # -- files --------------------------------------------------------------------------------
     def file_for_id(self, wkf_id: int) -> Path | None:
@@ -456,6 +459,13 @@ class MirrorData:
             return self.specimens()
         if model == "Product":
             return [_sorted(p) for p in PRODUCTS]
+        if model == "CellType":
+            with self._lock:
+                if self._cell_types is None:
+                    from .server_celltypes import cell_types
+
+                    self._cell_types = cell_types(self.root)
+                return self._cell_types
         raise RmaError(f"unknown model {model!r}")
 
     def related(self, model: str, assoc: str, record: Record) -> tuple[str, list[Record]]:

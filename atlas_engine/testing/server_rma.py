@@ -8,7 +8,7 @@ The query language (shared allen_formats.md §5.2) is a comma-separated list of 
 
 Supported here:
 
-* ``model::Donor|Gene|Probe|Structure|Product|Specimen`` with ``rma::criteria`` filters
+* ``model::Donor|Gene|Probe|Structure|Product|Specimen|CellType`` with ``rma::criteria`` filters
   ``[attr$op value]`` (``$eq $ne $li $il $gt $lt $ge $le $in``; ``*`` or ``%`` are the
   ``$li``/``$il`` wildcards, both case-insensitive), a bare ``[attr]`` (not null), and the
   associations ``gene``/``genes`` (Probe → Gene), ``probes`` (Gene → Probe) and ``products``
@@ -295,7 +295,7 @@ class Tables(Protocol):
                               structures: list[int] | None) -> dict[str, list[Record]]: ...
 
 
-MODELS = ("Donor", "Gene", "Probe", "Structure", "Product", "Specimen")
+MODELS = ("Donor", "Gene", "Probe", "Structure", "Product", "Specimen", "CellType")
 
 
 def _typed(value: str, example: Any, attr: str) -> Any:
