@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import zarr
 
-from atlas_engine.convert.donor import (
+from atlas_engine.convert.memplan import (
     BASE_MEMORY,
-    Options,
     StreamPlan,
     donor_memory,
     plan_jobs,
 )
+from atlas_engine.convert.params import ConvertOptions as Options
 from atlas_engine.convert.zipstream import MemberSource
 from atlas_engine.errors import VerificationError
 

@@ -274,8 +274,8 @@ def _convert_portal(source: CellTypeSource, store: Path, block_rows: int,
 def ahead(items: Iterator[CountBlock], depth: int = 2) -> Iterator[Iterator[CountBlock]]:
     """Run ``items`` (the parser) in a thread, up to ``depth`` blocks ahead of the consumer, so
     parsing (numba, no GIL) overlaps writing (compression, no GIL); leaving the ``with`` block
-    stops the thread (:func:`atlas_engine.convert.donor.prefetch`)."""
-    from ..convert.donor import prefetch
+    stops the thread (:func:`atlas_engine.convert.stream.prefetch`)."""
+    from ..convert.stream import prefetch
 
     blocks = prefetch(items, depth, name="celltypes-parse")
     try:

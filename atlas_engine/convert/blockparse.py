@@ -557,19 +557,30 @@ def _token_text(buf: np.ndarray, pos: int, end: int) -> str:
     return bytes(buf[a:b]).decode("utf-8", "replace")[:60]
 
 
-def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str, kind: str) -> None:
+def shape_error(code: int, name: str, line: int, col: int, fields: str,
+                empty: str | None = None) -> FormatError | None:
+    """The error for a line of the wrong shape (too few or too many fields, empty), shared by
+    every block parser; ``fields`` says what a line holds, ``empty`` what an empty line should
+    have held (default ``fields``). ``None`` for other codes."""
     if code == E_FEW:
-        raise FormatError(name, f"ragged row: only {col - 1} fields", line=line, column=col,
-                          expected=f"{ncols + 1} fields (an id and {ncols} values)")
+        return FormatError(name, f"ragged row: only {col - 1} fields", line=line, column=col,
+                           expected=fields)
     if code == E_MANY:
-        raise FormatError(name, "ragged row: too many fields", line=line, column=col,
-                          expected=f"{ncols + 1} fields (an id and {ncols} values)")
+        return FormatError(name, "ragged row: too many fields", line=line, column=col,
+                           expected=fields)
+    if code == E_EMPTY_LINE:
+        return FormatError(name, "empty line", line=line, column=1, expected=empty or fields)
+    return None
+
+
+def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str, kind: str) -> None:
+    shape = shape_error(code, name, line, col, f"{ncols + 1} fields (an id and {ncols} values)",
+                        f"{ncols + 1} comma-separated fields")
+    if shape is not None:
+        raise shape
     if code == E_ID:
         raise FormatError(name, f"bad id token {tok!r}", line=line, column=1,
                           expected="an integer id")
-    if code == E_EMPTY_LINE:
-        raise FormatError(name, "empty line", line=line, column=1,
-                          expected=f"{ncols + 1} comma-separated fields")
     if code == E_NONFINITE:
         raise nonfinite_error(name, line, col, tok)
     want = "0 or 1" if kind == "bool" else "a decimal number"

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from ..errors import FormatError
-from .blockparse import ParseStats, line_regions
+from .blockparse import ParseStats, line_regions, shape_error
 
 OK = 0
 E_FEW = 1
@@ -143,15 +143,9 @@ def _token_text(buf: np.ndarray, pos: int, end: int) -> str:
 
 
 def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str) -> None:
-    fields = f"{ncols + 1} fields (a row name and {ncols} counts)"
-    if code == E_FEW:
-        raise FormatError(name, f"ragged row: only {col - 1} fields", line=line, column=col,
-                          expected=fields)
-    if code == E_MANY:
-        raise FormatError(name, "ragged row: too many fields", line=line, column=col,
-                          expected=fields)
-    if code == E_EMPTY_LINE:
-        raise FormatError(name, "empty line", line=line, column=1, expected=fields)
+    shape = shape_error(code, name, line, col, f"{ncols + 1} fields (a row name and {ncols} counts)")
+    if shape is not None:
+        raise shape
     if code == E_ID:
         raise FormatError(name, "missing or unterminated row name", line=line, column=1,
                           expected="a cell or gene identifier")

@@ -31,8 +31,6 @@ from .blockparse import (
     _BAD_CR,
     _FULL,
     E_EMPTY_LINE,
-    E_FEW,
-    E_MANY,
     E_NONFINITE,
     E_TOKEN,
     MAX_FIELD_BYTES,
@@ -45,6 +43,7 @@ from .blockparse import (
     line_regions,
     max_line_bytes,
     nonfinite_error,
+    shape_error,
 )
 
 #: error code of a bad label (empty, unterminated quote, text after the closing quote)
@@ -156,20 +155,14 @@ def _label_text(buf: np.ndarray, pos: int, end: int) -> str:
 
 
 def _raise(code: int, name: str, line: int, col: int, ncols: int, tok: str) -> None:
-    fields = f"{ncols + 1} fields (a label and {ncols} values)"
-    if code == E_FEW:
-        raise FormatError(name, f"ragged row: only {col - 1} fields", line=line, column=col,
-                          expected=fields)
-    if code == E_MANY:
-        raise FormatError(name, "ragged row: too many fields", line=line, column=col,
-                          expected=fields)
+    shape = shape_error(code, name, line, col, f"{ncols + 1} fields (a label and {ncols} values)",
+                        f"{ncols + 1} comma-separated fields")
+    if shape is not None:
+        raise shape
     if code == E_LABEL:
         raise FormatError(name, f"bad label {tok!r}", line=line, column=1,
                           expected='a non-empty label, plain or "double-quoted" (with "" for a '
                           "quote) on one line, followed by a comma")
-    if code == E_EMPTY_LINE:
-        raise FormatError(name, "empty line", line=line, column=1,
-                          expected=f"{ncols + 1} comma-separated fields")
     if code == E_NONFINITE:
         raise nonfinite_error(name, line, col, tok)
     raise FormatError(name, f"bad value token {tok!r}", line=line, column=col,

@@ -28,7 +28,7 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
 from . import writer
-from .donor import DonorSource
+from .sources import DonorSource
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
@@ -377,7 +377,7 @@ def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: s
 
 def _convert_locked(store_url: str, sources: list[RnaseqSource], opts: dict[str, Any],
                     force: bool, log: Callable[[str], None], t0: float) -> RnaseqResult:
-    from .donor import _check_layout
+    from .publish import check_layout as _check_layout
 
     root = writer.open_root(store_url)
     info = writer.root_info(root)
