@@ -9,8 +9,9 @@ files elsewhere before modifying them.
 the session; read-only like ``synth_small`` (copy it before writing into it).
 
 ``dask_cluster``: the address of a `dask scheduler` with two single-threaded `dask worker`
-processes on loopback, started once for the session (``_cluster.executed`` counts the tasks its
-workers ran, so a test can show that they did its work).
+processes on loopback, started once for the session (``_cluster.executed`` /
+``_cluster.count_tasks`` count the tasks its workers ran, so a test can show that they did its
+work).
 
 ``e2e_source``: the dataset of the abagen end-to-end goldens and its float64 store, made once
 (see the fixture); ``_golden.store_copy`` gives a module its own copy of that store.

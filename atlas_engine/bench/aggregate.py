@@ -61,8 +61,13 @@ def _donor_arrays(st: Any, donors: list[int]) -> list[Any]:
     return out
 
 
-def run_variant(variant: str, store: str) -> dict[str, Any]:
-    """Run one variant in this process; returns seconds, bytes and GB/s (plus RSS)."""
+def run_variant(variant: str, store: str, cluster: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """Run one variant in this process; returns seconds, bytes and GB/s (plus RSS).
+
+    ``cluster``: ``scheduler``, ``workers`` and ``memory_limit`` of
+    :func:`~atlas_engine.aggregate.cluster.get_client` for the ``*-cluster`` variants
+    (default: a local cluster of 2 workers)."""
     import dask.array as da
 
     from .. import open_store
@@ -106,11 +111,14 @@ def run_variant(variant: str, store: str) -> dict[str, Any]:
 
         fn = structure if variant == "structure-cluster" else gene
         if variant.endswith("cluster"):
-            from distributed import Client, LocalCluster
+            from ..aggregate.cluster import get_client
 
-            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
+            opts = {k: v for k, v in (cluster or {}).items() if v is not None}
+            if not opts.get("scheduler"):
+                opts.setdefault("workers", 2)
+            with get_client(**opts) as client:
                 client.run(lambda: None)
+                extra["workers"] = len(client.scheduler_info()["workers"])
                 secs = timed(fn)
                 mem = client.run(lambda: __import__("resource").getrusage(
                     __import__("resource").RUSAGE_SELF).ru_maxrss)
@@ -147,13 +155,17 @@ def run_variant(variant: str, store: str) -> dict[str, Any]:
             "samples": n_samples, **extra, **_rss_mb()}
 
 
-def run_all(store: str, variants: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run every variant in a fresh subprocess; returns their results."""
+def run_all(store: str, variants: list[str] | None = None,
+            cluster: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run every variant in a fresh subprocess; returns their results (``cluster``: as
+    :func:`run_variant`)."""
     names = variants or [*VARIANTS, "scale-1", "scale-2", "scale-6"]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in (cluster or {}).items()
+             if v is not None]
     rows = []
     for name in names:
         proc = subprocess.run([sys.executable, "-m", "atlas_engine.bench.aggregate", "--variant",
-                               name, store], capture_output=True, text=True)
+                               name, *flags, store], capture_output=True, text=True)
         if proc.returncode != 0:
             rows.append({"variant": name, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
@@ -184,15 +196,21 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("store")
     ap.add_argument("--variant", default=None, help="run one variant in this process (JSON out)")
+    ap.add_argument("--scheduler", default=None, help="cluster of the *-cluster variants")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="local workers of the *-cluster variants (default 2)")
+    ap.add_argument("--memory-limit", default=None, help="per local worker")
     args = ap.parse_args(argv)
+    cluster = {"scheduler": args.scheduler, "workers": args.workers,
+               "memory_limit": args.memory_limit}
     from ..convert.malloc import tune_allocator
 
     tune_allocator()  # as the CLI does
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.store)))
+        print(json.dumps(run_variant(args.variant, args.store, cluster)))
         return
     print(f"load before: {os.getloadavg()}")
-    rows = run_all(str(Path(args.store)))
+    rows = run_all(str(Path(args.store)), cluster=cluster)
     print(table(rows))
     print(f"load after: {os.getloadavg()}")
 

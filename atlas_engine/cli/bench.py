@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .common import dask_options
+
 SCRIPTS = {"kernels": "bench_kernels.py", "convert": "bench_convert.py", "fetch": "bench_fetch.py",
            "abagen": "bench_abagen.py"}
 
@@ -22,8 +24,10 @@ SCRIPTS = {"kernels": "bench_kernels.py", "convert": "bench_convert.py", "fetch"
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also append the markdown table to this file.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@dask_options
 def bench_cmd(what: str, variants: tuple[str, ...], out: str | None,
-              args: tuple[str, ...]) -> None:
+              args: tuple[str, ...], workers: int | None, scheduler: str | None,
+              memory_limit: str | None) -> None:
     """Measure throughput against baselines in the same run (these machines are noisy:
     compare ratios, not absolute seconds).
 
@@ -32,9 +36,15 @@ def bench_cmd(what: str, variants: tuple[str, ...], out: str | None,
     (after --).
 
     \b
+    --workers/--scheduler choose the cluster of the *-cluster variants (structure-cluster,
+    gene-cluster; default a local cluster of 2 workers); the other variants measure this
+    machine's threads and the baselines, by definition. The other suites run on threads.
+
+    \b
     Examples:
       atlas-engine bench ahba.zarr                       # per-structure / per-gene from the store
       atlas-engine bench ahba.zarr --variant structure --variant pandas
+      atlas-engine bench ahba.zarr --variant structure-cluster --scheduler tcp://host:8786
       atlas-engine bench --what kernels -- --scale 0.25  # benchmarks/bench_kernels.py
     """
     if what == "aggregate":
@@ -46,7 +56,8 @@ def bench_cmd(what: str, variants: tuple[str, ...], out: str | None,
         from ..bench.aggregate import run_all, table
 
         click.echo(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        text = table(run_all(store, list(variants) or None))
+        cluster = {"scheduler": scheduler, "workers": workers, "memory_limit": memory_limit}
+        text = table(run_all(store, list(variants) or None, cluster=cluster))
         click.echo(text)
         click.echo(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if out:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from .common import dask_options, execution
 
 
 def _write_table(frame, out: Path) -> Path:  # noqa: ANN001 - a pandas DataFrame
@@ -70,9 +71,11 @@ def run_brainspan_aggregate(store: str, *, by: str, stat: str, genes: str | None
 @click.option("--plot", "plot", default=None, type=click.Path(),
               help="Also draw the figure (.png, .pdf or .svg).")
 @click.option("--quiet", "-q", is_flag=True)
+@dask_options
 def trajectory_cmd(store: str, genes: tuple[str, ...], group_by: str, groups: str | None,
                    transform: str, log_age: bool, out: str, plot: str | None,
-                   quiet: bool) -> None:
+                   quiet: bool, workers: int | None, scheduler: str | None,
+                   memory_limit: str | None) -> None:
     """Expression of GENES over development in a BrainSpan STORE, per structure group.
 
     GENES are symbols, Entrez ids or Ensembl ids (or @file). Each line point is the mean of
@@ -87,8 +90,9 @@ def trajectory_cmd(store: str, genes: tuple[str, ...], group_by: str, groups: st
     from ..aggregate.trajectory import plot_trajectories, trajectory_table
     from ..report.tables import side_path
 
-    table, points, missing = trajectory_table(store, list(genes), group_by=group_by,
-                                              transform=transform)
+    with execution(scheduler, workers, memory_limit, quiet):
+        table, points, missing = trajectory_table(store, list(genes), group_by=group_by,
+                                                  transform=transform)
     path = _write_table(table, Path(out))
     pts = _write_table(points, side_path(Path(out), "samples"))
     written = [path, pts]

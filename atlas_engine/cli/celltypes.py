@@ -6,6 +6,8 @@ import time
 
 import click
 
+from .common import dask_options, execution
+
 
 def run_cell_aggregate(store: str, by: str, stat: str, genes: str | None, out: str,
                        quiet: bool) -> None:
@@ -49,9 +51,11 @@ def run_cell_aggregate(store: str, by: str, stat: str, genes: str | None, out: s
               help="Regions × cell types table (.csv); signatures go to <stem>.signatures.csv.")
 @click.option("--heatmap", default=None, type=click.Path(), help="Also draw a heatmap (.png).")
 @click.option("--quiet", "-q", is_flag=True)
+@dask_options
 def markers_cmd(cell_store: str, ahba_store: str, by: str, types: str | None, n_genes: int,
                 min_frac: float, regions: str, out: str, heatmap: str | None,
-                quiet: bool) -> None:
+                quiet: bool, workers: int | None, scheduler: str | None,
+                memory_limit: str | None) -> None:
     """Score cell-type marker signatures (CELL_STORE) across AHBA regions (AHBA_STORE).
 
     A type's markers are the genes expressed in at least --min-frac of its cells with the
@@ -67,8 +71,9 @@ def markers_cmd(cell_store: str, ahba_store: str, by: str, types: str | None, n_
     from ..celltypes.markers import map_cell_types, plot_scores, write_scores
 
     chosen = [t.strip() for t in types.split(",")] if types else None
-    scored, _ = map_cell_types(cell_store, ahba_store, by=by, types=chosen, n=n_genes,
-                               min_frac=min_frac, regions=regions)
+    with execution(scheduler, workers, memory_limit, quiet):
+        scored, _ = map_cell_types(cell_store, ahba_store, by=by, types=chosen, n=n_genes,
+                                   min_frac=min_frac, regions=regions)
     paths = write_scores(scored, out)
     if heatmap:
         paths.append(plot_scores(scored.scores, heatmap))

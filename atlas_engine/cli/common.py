@@ -18,9 +18,11 @@ def dask_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ``DASK_SCHEDULER_ADDRESS``) and ``--memory-limit`` (bounds Dask block sizes)."""
 
     @click.option("--workers", type=int, default=None,
-                  help="Start a local Dask cluster of N worker processes.")
+                  help="Compute on a local Dask cluster of N worker processes (default: "
+                       "this process's threads).")
     @click.option("--scheduler", default=None, envvar="DASK_SCHEDULER_ADDRESS",
-                  help="Address of a running dask.distributed scheduler (tcp://host:8786).")
+                  help="Compute on a running dask.distributed scheduler (tcp://host:8786); "
+                       "its workers must reach the store (the same path, or s3://...).")
     @click.option("--memory-limit", default=None,
                   help="Memory budget, e.g. 512MB or 2GiB; bounds block sizes (and each "
                        "local worker's memory).")

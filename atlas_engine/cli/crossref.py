@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .common import dask_options, execution
+
 
 @click.command("crossref")
 @click.argument("store", type=click.Path())
@@ -22,8 +24,11 @@ import click
 @click.option("--plot", default=None, type=click.Path(),
               help="Figure path for --plot-gene (default <stem>.<gene>.png).")
 @click.option("--quiet", "-q", is_flag=True)
+@dask_options
 def crossref_cmd(store: str, gct: str, tissue_map: str | None, min_age: float, out: str,
-                 plot_gene_name: str | None, plot: str | None, quiet: bool) -> None:
+                 plot_gene_name: str | None, plot: str | None, quiet: bool,
+                 workers: int | None, scheduler: str | None,
+                 memory_limit: str | None) -> None:
     """Compare STORE (AHBA microarray or BrainSpan) with a GTEx median-TPM GCT file, gene by
     gene, over GTEx's brain tissues mapped to Allen structures: Spearman and Pearson of the
     Allen values (log2) with log2(TPM + 1), and the number of tissues.
@@ -46,12 +51,15 @@ def crossref_cmd(store: str, gct: str, tissue_map: str | None, min_age: float, o
     from ..store.layout import FORMAT_BRAINSPAN
 
     tmap = load_tissue_map(tissue_map)
-    if store_format(store) == FORMAT_BRAINSPAN:
-        allen = brainspan_tissues(store, tmap, min_years=min_age)
-        label = "BrainSpan adult mean log2(RPKM + 1)"
-    else:
-        allen = ahba_tissues(store, tmap)
-        label = "AHBA region mean (log2)"
+    # the store's aggregation runs on the cluster; the per-gene correlations (a few
+    # thousand rows) run here
+    with execution(scheduler, workers, memory_limit, quiet):
+        if store_format(store) == FORMAT_BRAINSPAN:
+            allen = brainspan_tissues(store, tmap, min_years=min_age)
+            label = "BrainSpan adult mean log2(RPKM + 1)"
+        else:
+            allen = ahba_tissues(store, tmap)
+            label = "AHBA region mean (log2)"
     res = crossref(allen, gct)
     written = res.write(out)
     if plot_gene_name:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from .common import dask_options, execution
 
 
 def load_ontology(source: str) -> Any:
@@ -59,6 +60,10 @@ def maps_cmd(store: str, result: str, atlas: str, genes: str | None, out: str, r
     .csv (unused with --regions labels, pass '-'). RESULT is a region table as `aggregate`
     or `run` write it (.csv/.parquet with structure_id or label first) or the pipeline's
     streamed .zarr.
+
+    maps takes no --workers/--scheduler: it computes nothing a cluster could share (each
+    image is one stream of slabs looked up from RESULT and written in order, on this
+    machine); run the aggregation that makes RESULT on the cluster instead.
 
     \b
     Examples:
@@ -111,13 +116,20 @@ def maps_cmd(store: str, result: str, atlas: str, genes: str | None, out: str, r
                    "descendants to --mask-out.")
 @click.option("--mask-out", default=None, type=click.Path(),
               help="Mask file: .nrrd or .nii/.nii.gz (uint8 on the annotation's grid).")
+@dask_options
 def voxels_cmd(annotation: str, ontology: str, depth: int | None, out: str | None,
-               mask: str | None, mask_out: str | None) -> None:
+               mask: str | None, mask_out: str | None, workers: int | None,
+               scheduler: str | None, memory_limit: str | None) -> None:
     """Voxel counts and volumes per structure of an ANNOTATION volume (.nrrd, MetaImage .zip,
     .nii.gz); ONTOLOGY is a structure graph .json, an ontology .csv or a store.
 
     `voxels` counts each structure's own voxels (voxels_self) and, rolled up the ontology,
     its descendants' too (voxels, volume_mm3).
+
+    With --workers/--scheduler the counting runs on the cluster, one task per slab, when the
+    voxels are stored uncompressed (.nii, raw .nrrd, MetaImage .raw: the workers read the file
+    in place, so it must be at the same path on them); a compressed volume is counted on this
+    machine, with a note. The --mask image is always written here.
 
     \b
     Example:
@@ -133,7 +145,10 @@ def voxels_cmd(annotation: str, ontology: str, depth: int | None, out: str | Non
         raise ConfigError("--mask and --mask-out go together")
     vol = open_volume(annotation)
     onto = load_ontology(ontology)
-    with process_tuning():
+    with execution(scheduler, workers, memory_limit) as client, process_tuning():
+        if client is not None and vol.raw_at is None:
+            click.echo(f"note: {annotation} is compressed: counted on this machine (the "
+                       "workers read uncompressed volumes in place)", err=True)
         table = voxel_counts(vol, onto, depth=depth)
         if mask is not None:
             from ..volumes.counts import write_structure_mask
