@@ -51,6 +51,7 @@ def test_local_cluster_matches_threads():
     with get_client(workers=2, memory_limit="1GB") as client:
         assert len(client.scheduler_info()["workers"]) == 2
         got = client.compute(_lazy(values, labels)).result()
+        assert executed(client) > 0   # the local workers ran the graph
     _assert_same(got, exp)
     np.testing.assert_allclose(exp["mean"], groupby_reduce(values, labels, axis=1, n_groups=9)["mean"],
                                rtol=1e-6)

@@ -28,8 +28,12 @@ def test_local_cluster_matches_threads(store):
     exp_genes = collapse_probes(store)
     with get_client(workers=2, memory_limit="1GB") as client:
         assert len(client.scheduler_info()["workers"]) == 2
+        before = executed(client)
         got = aggregate(store, **kw)
+        mid = executed(client)
         got_genes = collapse_probes(store)
+        after = executed(client)
+    assert mid > before and after > mid, (before, mid, after)   # the workers did both
     np.testing.assert_allclose(got.values, exp.values, rtol=1e-6, equal_nan=True)
     assert got.features.equals(exp.features)
     np.testing.assert_allclose(got_genes.values, exp_genes.values, rtol=1e-6)
