@@ -56,6 +56,7 @@ def start_cluster(workdir: Path, n_workers: int = N_WORKERS) -> tuple[str, list[
     The workers import this checkout's atlas_engine (PYTHONPATH)."""
     from distributed import Client
 
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     root = str(Path(atlas_engine.__file__).resolve().parents[1])
