@@ -11,7 +11,8 @@ float64 with SIMD quicksort: measured 4–6× faster than a scalar quickselect o
 slices on this data), combined with numpy's own formulas; numpy's (SIMD) exp then one
 numba pass per slice compute the logistic, the min and max, and the rescale in place (the
 numpy version's operations in its order: results agree bit for bit on the tests). Blocks of
-slices keep the temporaries small and are spread over THREADS threads.
+slices keep the temporaries small. These run serially on the calling thread: the pipeline
+splits its matrices into Dask tasks (:mod:`.passes`), which is where the parallelism is.
 
 * :func:`srs_columns` normalises each column of a 2-D array;
 * :func:`srs_rows` normalises each row over a chosen list of its columns (repeats allowed),
@@ -20,9 +21,7 @@ slices keep the temporaries small and are spread over THREADS threads.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -35,11 +34,8 @@ from ._stats import IQR_NORMAL_SCALE
 BLOCK_VALUES = 2**20
 
 
-#: threads working on blocks at once
-THREADS = max(1, min(4, os.cpu_count() or 1))
-
-
-def _slices_per_block(n: int) -> int:
+def rows_per_block(n: int) -> int:
+    """Slices of length ``n`` normalised per block (``BLOCK_VALUES`` values)."""
     return max(1, BLOCK_VALUES // max(n, 1))
 
 
@@ -124,15 +120,9 @@ def warm_up() -> None:
 
 
 def _each_block(n: int, step: int, func: Callable[[int], None]) -> None:
-    """``func(start)`` for every block start, on THREADS threads (numpy's sort and the
-    kernel release the GIL)."""
-    starts = range(0, n, step)
-    if len(starts) <= 1 or THREADS <= 1:
-        for a in starts:
-            func(a)
-        return
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        list(pool.map(func, starts))
+    """``func(start)`` for every block start, in order."""
+    for a in range(0, n, step):
+        func(a)
 
 
 #: rows per tile of the blocked transposes (a tile of the columns of one block stays in L1)
@@ -165,7 +155,7 @@ def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     allocated here). ``out`` may be ``x`` itself (float64) to normalise in place."""
     a = np.asarray(x, dtype=np.float64)
     res = np.empty(a.shape) if out is None else out
-    step = min(_slices_per_block(a.shape[0]), -(-a.shape[1] // THREADS) or 1)
+    step = rows_per_block(a.shape[0])
     tiled = a.flags.c_contiguous and isinstance(res, np.ndarray) and res.flags.c_contiguous \
         and res.dtype == np.float64
 
@@ -195,7 +185,7 @@ def srs_rows(x: np.ndarray, cols: np.ndarray | None = None,
     a = x if hasattr(x, "read_rows") else np.asarray(x)
     idx = np.arange(a.shape[1]) if cols is None else np.asarray(cols, dtype=np.int64)
     out = np.empty((a.shape[0], len(idx) if reduce is None else int(width or 0)))
-    step = min(_slices_per_block(len(idx)), -(-a.shape[0] // THREADS) or 1)
+    step = rows_per_block(len(idx))
 
     def one(r: int) -> None:
         block = _srs_block(np.ascontiguousarray(np.take(a[r:r + step], idx, axis=1),

@@ -34,14 +34,9 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..store import layout as L
-from ._groups import (
-    finish_means,
-    group_mean_rows,
-    group_mean_select,
-    group_sum_select,
-    take_rows,
-    weighted_true_count,
-)
+from ..store.blockread import BlockArray
+from . import passes
+from ._groups import group_mean_rows
 from .cache import StoreCache, StripedMatrix
 from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
 from .matching import HOW, MATCH_RULES, VolumeAtlas, load_nifti
@@ -72,8 +67,6 @@ from .samples import (
     similarity_threshold,
 )
 
-#: donors processed at once in the block-wise passes
-DONOR_THREADS = 2
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
 CACHE_VERSION = 2
 
@@ -273,128 +266,13 @@ def donor_samples(
     return _DonorSamples(donor, kept, np.asarray(src)[keep], table)
 
 
-def _read_rows(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64,
-               out: np.ndarray | None = None) -> np.ndarray:
-    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows, reading one block of
-    rows at a time on two threads (memory: the result plus two blocks). ``out``: where to
-    put it (e.g. a file-backed array)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    rows = np.asarray(rows, dtype=np.int64)
-    if out is None:
-        out = np.empty((len(rows), arr.shape[1]), dtype=dtype)
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    jobs = []
-    for a, b in arr.blocks():
-        lo, hi = np.searchsorted(sorted_rows, [a, b])
-        if lo < hi:
-            jobs.append((a, b, lo, hi))
-
-    def one(job: tuple[int, int, int, int]) -> None:
-        a, b, lo, hi = job
-        take_rows(arr.read(a, b), sorted_rows[lo:hi] - a, order[lo:hi], out)
-
-    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
-        list(pool.map(one, jobs))
-    return out
-
-
-def _read_stripe(arr: _StoreArray, rows: np.ndarray, j: int) -> np.ndarray:
-    """``arr[rows, columns of chunk column j]`` (float64), one chunk at a time on two threads
-    (memory: the stripe plus one chunk per thread)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    c0, c1 = arr.column_chunks()[j]
-    out = np.empty((len(rows), c1 - c0))
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    jobs = []
-    for a, b in arr.blocks():
-        lo, hi = np.searchsorted(sorted_rows, [a, b])
-        if lo < hi:
-            jobs.append((a, lo, hi))
-
-    def one(job: tuple[int, int, int]) -> None:
-        a, lo, hi = job
-        take_rows(arr.read_chunk(a, j), sorted_rows[lo:hi] - a, order[lo:hi], out)
-
-    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
-        list(pool.map(one, jobs))
-    return out
-
-
-_BLOCK = threading.local()
-
-
-@dataclass(frozen=True)
-class _StoreArray:
-    """One donor's 2-D ``(probe, sample)`` array, read one chunk row at a time straight from
-    its chunk files (:func:`~atlas_engine.store.blockread.read_chunk_row`: each chunk decoded
-    once per pass, into a reused buffer, with no copy between layouts; zarr for stores that
-    are not local directories)."""
-
-    url: str
-    path: str
-    shape: tuple[int, int]
-    chunks: tuple[int, int]
-    dtype: np.dtype
-
-    def blocks(self) -> list[tuple[int, int]]:
-        """The row range of every chunk row."""
-        cr = self.chunks[0]
-        return [(a, min(a + cr, self.shape[0])) for a in range(0, self.shape[0], cr)]
-
-    def read(self, a: int, b: int) -> np.ndarray:
-        """The chunk row ``a:b`` (one of :meth:`blocks`) in the chunked layout ``[column
-        chunk, row, column in chunk]`` (the :mod:`._groups` kernels take it), in a buffer of
-        the calling thread reused by its next ``read``: consume it before reading again."""
-        from ..store.blockread import read_chunk_row
-
-        cr, cc = self.chunks
-        if a % cr or b - a > cr:
-            raise ValueError(f"rows {a}:{b} are not one chunk row of {cr}")
-        out = _thread_buffer("block", (-(-self.shape[1] // cc), cr, cc), self.dtype)
-        return read_chunk_row(self.url, self.path, a // cr, out=out)
-
-    def column_chunks(self) -> list[tuple[int, int]]:
-        """The column range of every chunk column."""
-        cc = self.chunks[1]
-        return [(c, min(c + cc, self.shape[1])) for c in range(0, self.shape[1], cc)]
-
-    def read_chunk(self, a: int, j: int) -> np.ndarray:
-        """Chunk ``(a // chunk_rows, j)`` as ``(1, chunk_rows, chunk_columns)``, in a buffer
-        of the calling thread (as :meth:`read`)."""
-        from ..store.blockread import read_chunk_row
-
-        cr, cc = self.chunks
-        out = _thread_buffer("chunk", (1, cr, cc), self.dtype)
-        return read_chunk_row(self.url, self.path, a // cr, out=out, column_chunk=j)
-
-
-def _thread_buffer(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A C-contiguous array of the calling thread named ``name``, reused (its memory) by the
-    next call with that name: the block-wise passes touch the same pages block after block
-    instead of faulting in fresh ones. Freed with the thread."""
-    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_BLOCK, name, None)
-    if buf is None or buf.nbytes < n:
-        buf = np.empty(n, dtype=np.uint8)
-        setattr(_BLOCK, name, buf)
-    return buf[:n].view(dtype).reshape(shape)
-
-
-def _open(store: Any, donor: int, name: str) -> _StoreArray:
-    from ..store.blockread import array_shape
-
-    path = f"{L.donor_path(donor)}/{name}"
-    shape, chunks, dtype = array_shape(store.url, path)
-    return _StoreArray(str(store.url), path, tuple(shape), tuple(chunks), np.dtype(dtype))
+def _array(store: Any, donor: int, name: str) -> BlockArray:
+    return passes.open_array(store.url, donor, name)
 
 
 def _apply_similarity(store: Any, ds: _DonorSamples, rows: np.ndarray, t: float) -> None:
     """abagen's similarity threshold on the usable probes (before the intensity filter)."""
-    x = _read_rows(_open(store, ds.donor, L.EXPRESSION), rows)[:, ds.src]
+    x = passes.read_rows(_array(store, ds.donor, L.EXPRESSION), rows)[:, ds.src]
     keep = similarity_threshold(x, t)
     qc = ds.table["qc_row"].to_numpy()
     for i in np.flatnonzero(qc >= 0):
@@ -410,148 +288,28 @@ def _apply_similarity(store: Any, ds: _DonorSamples, rows: np.ndarray, t: float)
 
 
 # --------------------------------------------------------------------------------------------
-# block-wise reductions over the store
+# block-wise reductions over the store (Dask tasks, :mod:`.passes`)
 # --------------------------------------------------------------------------------------------
-def _per_donor(func: Any, donors: Sequence[Any], *args: Any) -> list[Any]:
-    """``[func(ds, *args) for ds in donors]``, two donors at a time (store reads and
-    decompression overlap with the kernels)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
-        return list(pool.map(lambda ds: func(ds, *args), donors))
-
-
 def ibf_signal(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray
                ) -> list[np.ndarray]:
     """Per donor the PACall count of each probe (``rows``, store rows) over the kept sample
     columns (a column kept twice counts twice): one pass over the PACall blocks."""
-    return _per_donor(lambda ds: _ibf_one(store, ds, rows), donors)
-
-
-def _ibf_one(store: Any, ds: _DonorSamples, rows: np.ndarray) -> np.ndarray:
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    arr = _open(store, ds.donor, L.PACALL)
-    weight = np.bincount(ds.src, minlength=arr.shape[1]).astype(np.float64)
-    signal = np.zeros(len(rows))
-    for a, b in arr.blocks():
-        lo, hi = np.searchsorted(sorted_rows, [a, b])
-        if lo == hi:
-            continue
-        block = arr.read(a, b)
-        signal[order[lo:hi]] = weighted_true_count(block, sorted_rows[lo:hi] - a, weight)
-    return signal
-
-
-def _row_blocks(arr: _StoreArray, rows: np.ndarray, dtype: Any = np.float64):
-    """Yield ``(positions into rows, block of those rows)`` reading whole store blocks."""
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    for a, b in arr.blocks():
-        lo, hi = np.searchsorted(sorted_rows, [a, b])
-        if lo == hi:
-            continue
-        block = np.empty((hi - lo, arr.shape[1]), dtype=dtype)
-        take_rows(arr.read(a, b), sorted_rows[lo:hi] - a, np.arange(hi - lo), block)
-        yield order[lo:hi], block
+    return passes.ibf_signal(store.url, [ds.donor for ds in donors],
+                             [ds.src for ds in donors], rows)
 
 
 def structure_means(store: Any, ds: _DonorSamples, rows: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``(sorted structure ids, len(rows) × n_structures means)`` of one donor's kept samples,
-    block-wise, Kahan-summed in sample order as pandas' groupby mean (abagen's
-    ``_groupby_structure_id``): with ``lr_mirror`` a structure and its mirror hold the same
-    samples in another order, and their means must tie exactly as in abagen for the ranks of
-    ``probe_selection='rnaseq'`` (:mod:`atlas_engine.kernels.compensated`)."""
-    from ..kernels.compensated import group_mean_compensated
-
-    sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
-    codes = codes.reshape(-1).astype(np.int64)
-    out = np.empty((len(rows), len(sids)))
-    for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
-        out[pos] = group_mean_compensated(block[:, ds.src], codes, len(sids))
-    return sids, out
+    """``(sorted structure ids, len(rows) × n_structures means)`` of one donor's kept samples
+    (:func:`.passes.structure_means`)."""
+    return passes.structure_means(store.url, ds.donor, ds.src,
+                                  ds.annotation["structure_id"].to_numpy(), rows)
 
 
 def ds_scores(store: Any, donors: Sequence[_DonorSamples], rows: np.ndarray) -> np.ndarray:
-    """Differential stability of the probes at store ``rows``, one store block of rows at a
-    time: each donor's structure means of the block (grouped kernels), then the pairwise
-    Spearman correlations (:mod:`._ranks`). Memory: one block × all donors' structures."""
-    from concurrent.futures import ThreadPoolExecutor
-    from itertools import combinations
-
-    from ._ranks import mean_pair_spearman_padded
-
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    arrays = [_open(store, ds.donor, L.EXPRESSION) for ds in donors]
-    groups = []
-    for ds in donors:
-        sids, codes = np.unique(ds.annotation["structure_id"].to_numpy(), return_inverse=True)
-        groups.append((sids, codes.reshape(-1).astype(np.int64)))
-    # the donor pairs and the structures each pair shares (diff_stability_from_means' rule)
-    pairs, shared = [], []
-    for (d1, (ids1, _)), (d2, (ids2, _)) in combinations(enumerate(groups), 2):
-        _, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
-        pairs.append((d1, d2))
-        shared.append((i1, i2))
-    widths = [len(sids) for sids, _ in groups]
-    ordered = [bool(np.all(np.diff(ds.src) >= 0)) for ds in donors]
-    col_ranges = [[tuple(np.searchsorted(ds.src, [c0, c1])) for c0, c1 in arr.column_chunks()]
-                  for ds, arr in zip(donors, arrays, strict=True)]
-    jobs = []
-    for a, b in arrays[0].blocks():
-        lo, hi = np.searchsorted(sorted_rows, [a, b])
-        if lo < hi:
-            jobs.append((a, b, lo, hi))
-
-    def one(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        a, b, lo, hi = job
-        local = sorted_rows[lo:hi] - a
-        # every donor's structure means of the block written straight into one padded
-        # array (reused by this thread's next block, like the decoded block itself)
-        shape = (len(donors), hi - lo, max(widths))
-        vals = _thread_buffer("ds_vals", shape, np.float64)
-        orders = _thread_buffer("ds_orders", shape, np.int32)
-        for k, (ds, arr, (sids, codes)) in enumerate(zip(donors, arrays, groups, strict=True)):
-            if not ordered[k]:
-                group_mean_select(arr.read(a, b), local, ds.src, codes, len(sids),
-                                  out=vals[k, :, :len(sids)])
-                continue
-            # columns in increasing order: one chunk at a time (a chunk in memory, not a
-            # chunk row), the sums added in the same order
-            sums = vals[k, :, :len(sids)]
-            sums[...] = 0.0
-            counts = _thread_buffer("ds_counts", sums.shape, np.float64)
-            counts[...] = 0.0
-            for j, (c0, c1) in enumerate(col_ranges[k]):
-                if c0 < c1:
-                    group_sum_select(arr.read_chunk(a, j), local,
-                                     ds.src[c0:c1] - j * arr.chunks[1], codes[c0:c1], sums,
-                                     counts)
-            finish_means(sums, counts)
-        return order[lo:hi], mean_pair_spearman_padded(vals, widths, pairs, shared, orders)
-
-    out = np.empty(len(rows))
-    with ThreadPoolExecutor(max_workers=DONOR_THREADS) as pool:
-        for pos, values in pool.map(one, jobs):
-            out[pos] = values
-    return out
-
-
-def probe_moments(store: Any, ds: _DonorSamples, rows: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per probe ``(count, mean, var ddof=1)`` over one donor's kept sample columns."""
-    from ..aggregate.engine import groupby_reduce
-
-    n = len(rows)
-    count, mean, var = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
-    zeros = np.zeros(len(ds.src), dtype=np.int64)
-    for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
-        res = groupby_reduce(block[:, ds.src], zeros, axis="sample", n_groups=1,
-                             stats=("mean", "var"), parallel=False)
-        count[pos], mean[pos], var[pos] = res["count"][:, 0], res["mean"][:, 0], res["var"][:, 0]
-    return count, mean, var
+    """Differential stability of the probes at store ``rows`` (:func:`.passes.ds_scores`)."""
+    return passes.ds_scores(store.url, [ds.donor for ds in donors], [ds.src for ds in donors],
+                            [ds.annotation["structure_id"].to_numpy() for ds in donors], rows)
 
 
 def pooled_moments(counts: np.ndarray, means: np.ndarray, variances: np.ndarray
@@ -566,22 +324,7 @@ def pooled_moments(counts: np.ndarray, means: np.ndarray, variances: np.ndarray
     return np.where(n > 0, mean, np.nan), np.sqrt(var)
 
 
-def gene_means(store: Any, ds: _DonorSamples, rows: np.ndarray, codes: np.ndarray,
-               n_genes: int) -> np.ndarray:
-    """Genes × kept samples: the mean of each gene's probes (``average``), block-wise."""
-    from ..aggregate.engine import groupby_reduce
-
-    sums = np.zeros((n_genes, len(ds.src)))
-    counts = np.zeros((n_genes, len(ds.src)))
-    for pos, block in _row_blocks(_open(store, ds.donor, L.EXPRESSION), rows):
-        res = groupby_reduce(block[:, ds.src], codes[pos], axis="probe", n_groups=n_genes,
-                             stats=("sum",))
-        sums += res["sum"]
-        counts += res["count"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts
-
-
+# --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
 # probe selection
 # --------------------------------------------------------------------------------------------
@@ -598,7 +341,8 @@ def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method:
 
         return [rnaseq_scores(store, donors, kept)]
     if method in ("max_intensity", "max_variance"):
-        mom = _per_donor(lambda ds: probe_moments(store, ds, rows), donors)
+        mom = passes.probe_moments(store.url, [ds.donor for ds in donors],
+                                   [ds.src for ds in donors], rows)
         c, m, v = (np.stack([x[i] for x in mom]) for i in range(3))
         if mode == "aggregate":
             mean, std = pooled_moments(c, m, v)
@@ -613,8 +357,8 @@ def _scores(store: Any, donors: list[_DonorSamples], kept: pd.DataFrame, method:
     _, inv, cnt = np.unique(sym, return_inverse=True, return_counts=True)
     multi = np.flatnonzero(cnt[inv.reshape(-1)] > 1)
     sub = kept.iloc[multi].reset_index(drop=True)
-    data = [_read_rows(_open(store, ds.donor, L.EXPRESSION), sub["row"].to_numpy())[:, ds.src]
-            for ds in donors]
+    data = [passes.read_rows(_array(store, ds.donor, L.EXPRESSION),
+                             sub["row"].to_numpy())[:, ds.src] for ds in donors]
     sids = [ds.annotation["structure_id"].to_numpy() for ds in donors]
     part = select_probes(data, sids, sub, method, mode)
     cols = ["score"] if mode == "aggregate" else [f"score_{k}" for k in range(len(donors))]
@@ -825,15 +569,12 @@ def get_expression_data(
             # kept only when they are what the atlas-dependent part starts from (the
             # sample-normalised matrices are cached instead otherwise)
             rows_writer = store_cache.writer(rows_key) if sample_norm is None else None
-        ds = dsamples[k]
-        arr = _open(st, ds.donor, L.EXPRESSION)
+        arr = _array(st, dsamples[k].donor, L.EXPRESSION)
         if method == "average":
-            allcols = _DonorSamples(ds.donor, ds.annotation, np.arange(arr.shape[1]), ds.table)
-            out = gene_means(st, allcols, kept["row"].to_numpy(), selection.codes,
-                             len(selection.genes))
+            out = passes.gene_means(arr, kept["row"].to_numpy(), selection.codes,
+                                    len(selection.genes))
         else:
-            rows_k = kept["row"].to_numpy()[selection.rows[k]]
-            out = _read_rows(arr, rows_k)
+            out = passes.read_rows(arr, kept["row"].to_numpy()[selection.rows[k]])
         if rows_writer is not None:
             rows_writer.add(f"raw_{k}", out)
         return out
@@ -880,43 +621,35 @@ def get_expression_data(
 
     t_sample_norm = [0.0, 0.0]  # normalising, writing the cache
 
+    striped: dict[int, StripedMatrix] | None = None   # None: not computed yet
+
     def striped_sample_norm(k: int) -> StripedMatrix | None:
         """Donor k's chosen rows sample-normalised into the cache entry one stripe of columns
-        (a chunk column of the store) at a time: each stripe is read, normalised over the
-        genes and written, so the genes × samples matrix is never in memory. None (and the
-        entry dropped) when a stripe holds NaN (see above)."""
-        nonlocal norm_writer
-        from concurrent.futures import ThreadPoolExecutor
-
-        computed["rows"] = True
-        arr = _open(st, dsamples[k].donor, L.EXPRESSION)
-        rows_k = kept["row"].to_numpy()[selection.rows[k]]
-        # each stripe is written on a second thread while the next one is read and normalised
-        # (file writes release the GIL; one stripe in flight: ~37 MB more at full size)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-write") as io:
-            pending = None
-            for j in range(len(arr.column_chunks())):
-                stripe = _read_stripe(arr, rows_k, j)
-                if np.isnan(stripe).any():
-                    if pending is not None:
-                        pending.result()
-                    norm_writer.abort()
-                    norm_writer = None
-                    return None
-                t1 = time.perf_counter()
-                stripe = sample_normalise(stripe, sample_norm)
-                t_sample_norm[0] += time.perf_counter() - t1
-                t1 = time.perf_counter()
-                if pending is not None:
-                    pending.result()
-                pending = io.submit(norm_writer.add, f"sn_{k}_{j}", stripe)
-                t_sample_norm[1] += time.perf_counter() - t1
-                del stripe
-            t1 = time.perf_counter()
-            if pending is not None:
-                pending.result()
-            t_sample_norm[1] += time.perf_counter() - t1
-        return StripedMatrix.open(norm_writer.tmp, f"sn_{k}")
+        (a chunk column of the store) at a time. On the first call every donor's stripes are
+        read, normalised over the genes and written by Dask tasks (:func:`.passes.
+        stripe_tasks`), so no genes × samples matrix is ever in memory. None (and the entry
+        dropped) when a stripe holds NaN (see above) or cannot be written."""
+        nonlocal norm_writer, striped
+        if striped is None:
+            computed["rows"] = True
+            tasks = []
+            for i, ds in enumerate(dsamples):
+                tmp = norm_writer.tmp
+                tasks += passes.stripe_tasks(
+                    _array(st, ds.donor, L.EXPRESSION),
+                    kept["row"].to_numpy()[selection.rows[i]], sample_norm,
+                    lambda j, i=i, tmp=tmp: str(tmp / f"sn_{i}_{j}.npy"))
+            done = passes.compute(tasks)
+            t_sample_norm[0] += sum(t for _, t, _ in done)
+            t_sample_norm[1] += sum(t for _, _, t in done)
+            if any(status != "ok" for status, _, _ in done):
+                norm_writer.abort()
+                norm_writer = None
+                striped = {}
+            else:
+                striped = {i: StripedMatrix.open(norm_writer.tmp, f"sn_{i}")
+                           for i in range(len(dsamples))}
+        return striped.get(k)
 
     def base_rows(k: int) -> tuple[np.ndarray, bool]:
         """Genes × all of donor k's columns, sample-normalised (True) or raw (False: the
@@ -1112,8 +845,8 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
     """:func:`~.normalize.normalize_donor` on samples × genes ``x``, a block of samples
     (sample_norm) or genes (gene_norm) at a time, so temporaries stay small. Both steps are
     independent per sample / per gene, so the result is the same. The default ``srs`` runs in
-    a numba kernel (:mod:`._srs`). A float64 ``x`` may be overwritten."""
-    from ._srs import srs_columns
+    a numba kernel (:mod:`._srs`) as Dask tasks. A float64 ``x`` may be overwritten."""
+    from .passes import srs_columns
 
     out = np.asarray(x, dtype=np.float64)
     fast = ("srs", "scaled_rsig", "scaled_robust_sigmoid")
@@ -1146,9 +879,7 @@ def sample_normalise(raw: np.ndarray, method: str) -> np.ndarray:
     """Genes × samples ``raw`` (no NaN) with each sample (column) normalised over the genes
     by ``method`` (abagen's ``sample_norm``); ``srs`` overwrites a float64 ``raw``."""
     if check_method(method) == "srs":
-        from ._srs import srs_columns
-
-        return srs_columns(raw, out=raw if raw.dtype == np.float64 else None)
+        return passes.srs_columns(raw, out=raw if raw.dtype == np.float64 else None)
     return normalize(raw, method, axis=0)
 
 
@@ -1159,9 +890,7 @@ def gene_normalise(base: np.ndarray, cols: np.ndarray, method: str | None,
     per value of ``classes`` when given). ``srs`` without classes runs in one numba pass
     straight from ``base``."""
     if method is not None and classes is None and check_method(method) == "srs":
-        from ._srs import srs_rows
-
-        return srs_rows(base, cols)
+        return passes.srs_rows(base, cols)
     if method is None or not len(cols):
         return np.ascontiguousarray(base[:, cols])
     x = np.ascontiguousarray(base[:, cols].T)
@@ -1173,10 +902,7 @@ def srs_region_means(base: np.ndarray, cols: np.ndarray, codes: np.ndarray, n_gr
     """Genes × groups: each gene of genes × samples ``base`` normalised (srs) over the
     samples ``cols``, then averaged per group ``codes`` (one per entry of ``cols``; -1 left
     out), one block of genes at a time."""
-    from ._srs import srs_rows
-
-    return srs_rows(base, cols, reduce=lambda block: group_mean_rows(block, codes, n_groups),
-                    width=n_groups)
+    return passes.srs_rows(base, cols, codes, n_groups)
 
 
 def _label_codes(lab: np.ndarray, all_labels: np.ndarray) -> np.ndarray:

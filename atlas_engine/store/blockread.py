@@ -19,6 +19,7 @@ must match, and an absent chunk file is an error, never the fill value
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -316,3 +317,81 @@ def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None,
         if _read_chunk(i, first + j, plan, out[j]) is None:
             out[j] = plan["fill"]
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# one array read chunk row by chunk row into reused per-thread buffers
+# ------------------------------------------------------------------------------------------
+_BUFFERS = threading.local()
+
+
+def thread_buffer(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A C-contiguous array of the calling thread named ``name``, reused (its memory) by the
+    next call with that name on this thread: block-wise passes touch the same pages block
+    after block instead of faulting in fresh ones. Freed with the thread (a Dask worker
+    thread keeps it between tasks)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_BUFFERS, name, None)
+    if buf is None or buf.nbytes < n:
+        buf = np.empty(n, dtype=np.uint8)
+        setattr(_BUFFERS, name, buf)
+    return buf[:n].view(dtype).reshape(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockArray:
+    """A 2-D ``(probe, sample)`` array of a store, read one chunk row (or one chunk) at a
+    time with :func:`read_chunk_row` into a buffer of the calling thread.
+
+    Small and picklable (the store URL and the array's geometry): Dask tasks carry it to
+    the thread or worker that reads the block.
+    """
+
+    url: str
+    path: str
+    shape: tuple[int, int]
+    chunks: tuple[int, int]
+    dtype: np.dtype
+
+    @classmethod
+    def open(cls, url: str, path: str) -> BlockArray:
+        """The array at ``path`` of the store ``url`` (its metadata read once)."""
+        shape, chunks, dtype = array_shape(str(url), path)
+        return cls(str(url), path, tuple(shape), tuple(chunks), np.dtype(dtype))
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """The row range of every chunk row."""
+        cr = self.chunks[0]
+        return [(a, min(a + cr, self.shape[0])) for a in range(0, self.shape[0], cr)]
+
+    def column_chunks(self) -> list[tuple[int, int]]:
+        """The column range of every chunk column."""
+        cc = self.chunks[1]
+        return [(c, min(c + cc, self.shape[1])) for c in range(0, self.shape[1], cc)]
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """The chunk row ``a:b`` (one of :meth:`blocks`) in the chunked layout ``[column
+        chunk, row, column in chunk]``, in a buffer of the calling thread reused by its next
+        ``read``: consume it before reading again."""
+        cr, cc = self.chunks
+        if a % cr or b - a > cr:
+            raise ValueError(f"rows {a}:{b} are not one chunk row of {cr}")
+        out = thread_buffer("block-row", (-(-self.shape[1] // cc), cr, cc), self.dtype)
+        return read_chunk_row(self.url, self.path, a // cr, out=out)
+
+    def read_chunk(self, a: int, j: int) -> np.ndarray:
+        """Chunk ``(a // chunk_rows, j)`` as ``(1, chunk_rows, chunk_columns)``, in a buffer
+        of the calling thread (as :meth:`read`)."""
+        cr, cc = self.chunks
+        out = thread_buffer("block-chunk", (1, cr, cc), self.dtype)
+        return read_chunk_row(self.url, self.path, a // cr, out=out, column_chunk=j)
+
+    def row_jobs(self, sorted_rows: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """``(a, b, lo, hi)`` for every chunk row ``a:b`` holding some of ``sorted_rows``
+        (ascending store rows): ``sorted_rows[lo:hi]`` are the ones inside it."""
+        jobs = []
+        for a, b in self.blocks():
+            lo, hi = np.searchsorted(sorted_rows, [a, b])
+            if lo < hi:
+                jobs.append((a, b, int(lo), int(hi)))
+        return jobs

@@ -1,0 +1,380 @@
+"""The pipeline's passes over the store's arrays, as Dask tasks.
+
+Every pass that reads a donor's expression or PACall array — the intensity-filter signal,
+differential-stability scores, per-probe moments, the chosen rows, the striped sample
+normalisation — is a Dask graph of tasks over ``(donor, chunk row)`` (or ``(donor, chunk
+column)``), each reading its blocks with :class:`~atlas_engine.store.blockread.BlockArray`
+(one block reader, buffers reused per thread); the scaled-robust-sigmoid normalisations and
+region means over in-memory or cached matrices are tasks over blocks of rows or columns.
+
+:func:`compute` runs them on whatever Dask runs on in the caller: the threaded scheduler by
+default, or the workers of an active ``dask.distributed`` client (``aggregate --workers`` /
+``--scheduler``, :func:`atlas_engine.aggregate.cluster.get_client`). The tasks are module-level
+functions of plain arguments (arrays, :class:`BlockArray`, :class:`~.cache.StripedMatrix`),
+so workers run them by importing :mod:`atlas_engine`; each task reads a whole chunk row (or
+more), so a pass is a few dozen tasks and Dask's overhead stays in the milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..store import layout as L
+from ..store.blockread import BlockArray, thread_buffer
+from ._groups import (
+    finish_means,
+    group_mean_rows,
+    group_mean_select,
+    group_sum_select,
+    take_rows,
+    weighted_true_count,
+)
+
+#: tasks a normalisation over an in-memory matrix is split into (at least one block of the
+#: srs kernel each): enough to keep a few threads or workers busy, few enough to be cheap
+NORM_TASKS = 8
+
+
+# --------------------------------------------------------------------------------------------
+# running tasks
+# --------------------------------------------------------------------------------------------
+def task(func: Callable[..., Any], *args: Any) -> Any:
+    """A lazy call ``func(*args)`` (``dask.delayed``; array arguments are not hashed)."""
+    import dask
+
+    return dask.delayed(func, pure=False, traverse=False)(*args)
+
+
+def compute(tasks: Sequence[Any]) -> list[Any]:
+    """The results of ``tasks`` (in order), computed by the active Dask scheduler: the
+    workers of the current ``dask.distributed`` client when there is one, else Dask's
+    threads."""
+    if not tasks:
+        return []
+    import dask
+
+    return list(dask.compute(*tasks))
+
+
+def open_array(url: str, donor: int, name: str) -> BlockArray:
+    """Donor ``donor``'s array ``name`` (``L.EXPRESSION`` or ``L.PACALL``) of the store."""
+    return BlockArray.open(str(url), f"{L.donor_path(donor)}/{name}")
+
+
+def _sorted(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    return order, rows[order]
+
+
+# --------------------------------------------------------------------------------------------
+# chosen rows
+# --------------------------------------------------------------------------------------------
+def _take_task(arr: BlockArray, a: int, b: int, local: np.ndarray, dtype: Any) -> np.ndarray:
+    out = np.empty((len(local), arr.shape[1]), dtype=dtype)
+    take_rows(arr.read(a, b), local, np.arange(len(local)), out)
+    return out
+
+
+def row_tasks(arr: BlockArray, rows: np.ndarray, dtype: Any = np.float64
+              ) -> tuple[list[tuple[int, int, int, int]], np.ndarray, list[Any]]:
+    """``(jobs, order, tasks)``: one task per chunk row holding some of ``rows`` (store rows,
+    any order, repeats allowed), each giving those rows (all columns) in sorted order."""
+    order, sorted_rows = _sorted(rows)
+    jobs = arr.row_jobs(sorted_rows)
+    return jobs, order, [task(_take_task, arr, a, b, sorted_rows[lo:hi] - a, dtype)
+                         for a, b, lo, hi in jobs]
+
+
+def read_rows(arr: BlockArray, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows: a task per chunk row."""
+    jobs, order, tasks = row_tasks(arr, rows, dtype)
+    out = np.empty((len(order), arr.shape[1]), dtype=dtype)
+    for (_, _, lo, hi), part in zip(jobs, compute(tasks), strict=True):
+        out[order[lo:hi]] = part
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# intensity filter
+# --------------------------------------------------------------------------------------------
+def _ibf_task(arr: BlockArray, a: int, b: int, local: np.ndarray, weight: np.ndarray
+              ) -> np.ndarray:
+    return weighted_true_count(arr.read(a, b), local, weight)
+
+
+def ibf_signal(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray], rows: np.ndarray
+               ) -> list[np.ndarray]:
+    """Per donor the PACall count of each probe (``rows``, store rows) over its kept sample
+    columns ``srcs[k]`` (a column kept twice counts twice): a task per (donor, chunk row)."""
+    order, sorted_rows = _sorted(rows)
+    tasks, where = [], []
+    for k, (donor, src) in enumerate(zip(donors, srcs, strict=True)):
+        arr = open_array(url, donor, L.PACALL)
+        weight = np.bincount(src, minlength=arr.shape[1]).astype(np.float64)
+        for a, b, lo, hi in arr.row_jobs(sorted_rows):
+            tasks.append(task(_ibf_task, arr, a, b, sorted_rows[lo:hi] - a, weight))
+            where.append((k, lo, hi))
+    signal = [np.zeros(len(rows)) for _ in donors]
+    for (k, lo, hi), part in zip(where, compute(tasks), strict=True):
+        signal[k][order[lo:hi]] = part
+    return signal
+
+
+# --------------------------------------------------------------------------------------------
+# differential stability
+# --------------------------------------------------------------------------------------------
+def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tuple[Any, Any]],
+             ordered: list[bool], col_ranges: list[list[tuple[int, int]]], a: int, b: int,
+             local: np.ndarray, widths: list[int], pairs: list[tuple[int, int]],
+             shared: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    from ._ranks import mean_pair_spearman_padded
+
+    # every donor's structure means of the block written straight into one padded array
+    # (reused by this thread's next block, like the decoded block itself)
+    shape = (len(arrays), len(local), max(widths))
+    vals = thread_buffer("ds_vals", shape, np.float64)
+    orders = thread_buffer("ds_orders", shape, np.int32)
+    for k, (src, arr, (sids, codes)) in enumerate(zip(srcs, arrays, groups, strict=True)):
+        if not ordered[k]:
+            group_mean_select(arr.read(a, b), local, src, codes, len(sids),
+                              out=vals[k, :, :len(sids)])
+            continue
+        # columns in increasing order: one chunk at a time (a chunk in memory, not a chunk
+        # row), the sums added in the same order
+        sums = vals[k, :, :len(sids)]
+        sums[...] = 0.0
+        counts = thread_buffer("ds_counts", sums.shape, np.float64)
+        counts[...] = 0.0
+        for j, (c0, c1) in enumerate(col_ranges[k]):
+            if c0 < c1:
+                group_sum_select(arr.read_chunk(a, j), local, src[c0:c1] - j * arr.chunks[1],
+                                 codes[c0:c1], sums, counts)
+        finish_means(sums, counts)
+    return mean_pair_spearman_padded(vals, widths, pairs, shared, orders)
+
+
+def ds_scores(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
+              structure_ids: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Differential stability of the probes at store ``rows``: a task per chunk row computing
+    each donor's structure means of the block (grouped kernels), then the pairwise Spearman
+    correlations (:mod:`._ranks`). Memory per task: one block × all donors' structures."""
+    from itertools import combinations
+
+    order, sorted_rows = _sorted(rows)
+    arrays = [open_array(url, d, L.EXPRESSION) for d in donors]
+    srcs = [np.asarray(s) for s in srcs]
+    groups = []
+    for sid in structure_ids:
+        sids, codes = np.unique(np.asarray(sid), return_inverse=True)
+        groups.append((sids, codes.reshape(-1).astype(np.int64)))
+    # the donor pairs and the structures each pair shares (diff_stability_from_means' rule)
+    pairs, shared = [], []
+    for (d1, (ids1, _)), (d2, (ids2, _)) in combinations(enumerate(groups), 2):
+        _, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
+        pairs.append((d1, d2))
+        shared.append((i1, i2))
+    widths = [len(sids) for sids, _ in groups]
+    ordered = [bool(np.all(np.diff(src) >= 0)) for src in srcs]
+    col_ranges = [[tuple(int(v) for v in np.searchsorted(src, [c0, c1]))
+                   for c0, c1 in arr.column_chunks()] for src, arr in zip(srcs, arrays,
+                                                                          strict=True)]
+    jobs = arrays[0].row_jobs(sorted_rows)
+    tasks = [task(_ds_task, arrays, srcs, groups, ordered, col_ranges, a, b,
+                  sorted_rows[lo:hi] - a, widths, pairs, shared) for a, b, lo, hi in jobs]
+    out = np.empty(len(rows))
+    for (_, _, lo, hi), values in zip(jobs, compute(tasks), strict=True):
+        out[order[lo:hi]] = values
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# per-probe moments (max_intensity / max_variance) and per-gene means (average)
+# --------------------------------------------------------------------------------------------
+def _moments_task(arr: BlockArray, a: int, b: int, local: np.ndarray, src: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from ..aggregate.engine import groupby_reduce
+
+    block = _take_task(arr, a, b, local, np.float64)
+    res = groupby_reduce(block[:, src], np.zeros(len(src), dtype=np.int64), axis="sample",
+                         n_groups=1, stats=("mean", "var"), parallel=False)
+    return res["count"][:, 0], res["mean"][:, 0], res["var"][:, 0]
+
+
+def probe_moments(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
+                  rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per donor, per probe ``(count, mean, var ddof=1)`` over its kept sample columns: a task
+    per (donor, chunk row)."""
+    order, sorted_rows = _sorted(rows)
+    tasks, where = [], []
+    for k, (donor, src) in enumerate(zip(donors, srcs, strict=True)):
+        arr = open_array(url, donor, L.EXPRESSION)
+        for a, b, lo, hi in arr.row_jobs(sorted_rows):
+            tasks.append(task(_moments_task, arr, a, b, sorted_rows[lo:hi] - a, src))
+            where.append((k, lo, hi))
+    n = len(rows)
+    out = [(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)) for _ in donors]
+    for (k, lo, hi), parts in zip(where, compute(tasks), strict=True):
+        for dest, part in zip(out[k], parts, strict=True):
+            dest[order[lo:hi]] = part
+    return out
+
+
+def gene_means(arr: BlockArray, rows: np.ndarray, codes: np.ndarray, n_genes: int
+               ) -> np.ndarray:
+    """Genes × all columns of ``arr``: the mean of each gene's probes (``average``; ``codes``
+    the gene of each of ``rows``). The rows are read by a task per chunk row, then summed
+    block by block in the same order as a block-wise pass."""
+    from ..aggregate.engine import groupby_reduce
+
+    jobs, order, tasks = row_tasks(arr, rows)
+    sums = np.zeros((n_genes, arr.shape[1]))
+    counts = np.zeros((n_genes, arr.shape[1]))
+    for (_, _, lo, hi), block in zip(jobs, compute(tasks), strict=True):
+        res = groupby_reduce(block, codes[order[lo:hi]], axis="probe", n_groups=n_genes,
+                             stats=("sum",))
+        sums += res["sum"]
+        counts += res["count"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+# --------------------------------------------------------------------------------------------
+# sample normalisation, one stripe (chunk column) of the chosen rows at a time
+# --------------------------------------------------------------------------------------------
+def _stripe_task(arr: BlockArray, jobs: list[tuple[int, int, int, int]],
+                 sorted_rows: np.ndarray, order: np.ndarray, j: int, method: str,
+                 dest: str) -> tuple[str, float, float]:
+    """Read stripe ``j`` of the chosen rows, normalise each sample over the genes and save
+    it as ``dest`` (.npy). ``("nan" | "error" | "ok", seconds normalising, seconds
+    writing)``."""
+    from ._srs import srs_columns
+    from .normalize import check_method, normalize
+
+    c0, c1 = arr.column_chunks()[j]
+    stripe = np.empty((len(order), c1 - c0))
+    for a, _, lo, hi in jobs:
+        take_rows(arr.read_chunk(a, j), sorted_rows[lo:hi] - a, order[lo:hi], stripe)
+    if np.isnan(stripe).any():
+        return "nan", 0.0, 0.0
+    t0 = time.perf_counter()
+    if check_method(method) == "srs":
+        stripe = srs_columns(stripe, out=stripe)
+    else:
+        stripe = normalize(stripe, method, axis=0)
+    t1 = time.perf_counter()
+    try:
+        np.save(dest, stripe, allow_pickle=False)
+    except OSError:
+        return "error", t1 - t0, time.perf_counter() - t1
+    return "ok", t1 - t0, time.perf_counter() - t1
+
+
+def stripe_tasks(arr: BlockArray, rows: np.ndarray, method: str, dest: Callable[[int], str]
+                 ) -> list[Any]:
+    """A task per chunk column of ``arr``: the chosen ``rows`` of that stripe, sample-
+    normalised by ``method`` and saved to ``dest(j)`` (see :func:`_stripe_task`)."""
+    order, sorted_rows = _sorted(rows)
+    jobs = arr.row_jobs(sorted_rows)
+    return [task(_stripe_task, arr, jobs, sorted_rows, order, j, method, dest(j))
+            for j in range(len(arr.column_chunks()))]
+
+
+# --------------------------------------------------------------------------------------------
+# scaled robust sigmoid and region means over matrices (in memory or cached stripes)
+# --------------------------------------------------------------------------------------------
+def _spans(n: int, per_block: int) -> list[tuple[int, int]]:
+    """``NORM_TASKS`` (or fewer) ranges of ``0:n``, each a whole number of ``per_block``."""
+    step = max(per_block, -(-n // NORM_TASKS))
+    step = -(-step // per_block) * per_block
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+def _rows_of(x: Any, r0: int, r1: int) -> Any:
+    """What a task over rows ``r0:r1`` of ``x`` gets: the slice itself (in memory), or ``x``
+    (a file-backed :class:`~.cache.StripedMatrix`, read in the task)."""
+    return x[r0:r1] if isinstance(x, np.ndarray) else x
+
+
+def _srs_rows_task(x: Any, r0: int, r1: int, idx: np.ndarray, codes: np.ndarray | None,
+                   n_groups: int) -> np.ndarray:
+    from ._srs import srs_rows
+
+    block = x if isinstance(x, np.ndarray) else x[r0:r1]
+    if codes is None:
+        return srs_rows(block, idx)
+    return srs_rows(block, idx, reduce=lambda b: group_mean_rows(b, codes, n_groups),
+                    width=n_groups)
+
+
+def srs_rows(x: Any, cols: np.ndarray | None = None, codes: np.ndarray | None = None,
+             n_groups: int = 0) -> np.ndarray:
+    """:func:`._srs.srs_rows` of ``x`` (array or :class:`~.cache.StripedMatrix`) over the
+    columns ``cols``, as tasks over blocks of rows; with ``codes`` (the group of each of
+    ``cols``, -1 left out) each block's normalised rows averaged per group instead
+    (``(rows, n_groups)``), so the normalised matrix never exists whole."""
+    from ._srs import rows_per_block
+
+    idx = np.arange(x.shape[1]) if cols is None else np.asarray(cols, dtype=np.int64)
+    spans = _spans(x.shape[0], rows_per_block(len(idx)))
+    tasks = [task(_srs_rows_task, _rows_of(x, r0, r1), r0, r1, idx, codes, n_groups)
+             for r0, r1 in spans]
+    out = np.empty((x.shape[0], len(idx) if codes is None else n_groups))
+    for (r0, r1), part in zip(spans, compute(tasks), strict=True):
+        out[r0:r1] = part
+    return out
+
+
+def _srs_columns_task(x: np.ndarray) -> np.ndarray:
+    from ._srs import srs_columns
+
+    return srs_columns(x)
+
+
+def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`._srs.srs_columns` of ``x`` as tasks over blocks of columns (``out`` may be
+    ``x`` itself, float64, to normalise in place)."""
+    from ._srs import rows_per_block
+
+    a = np.asarray(x, dtype=np.float64)
+    res = np.empty(a.shape) if out is None else out
+    spans = _spans(a.shape[1], rows_per_block(a.shape[0]))
+    tasks = [task(_srs_columns_task, a[:, c0:c1]) for c0, c1 in spans]
+    for (c0, c1), part in zip(spans, compute(tasks), strict=True):
+        res[:, c0:c1] = part
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# per-structure means of one donor (probe_selection='rnaseq')
+# --------------------------------------------------------------------------------------------
+def _structure_means_task(arr: BlockArray, a: int, b: int, local: np.ndarray,
+                          src: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    from ..kernels.compensated import group_mean_compensated
+
+    block = _take_task(arr, a, b, local, np.float64)
+    return group_mean_compensated(block[:, src], codes, n_groups)
+
+
+def structure_means(url: str, donor: int, src: np.ndarray, structure_ids: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted structure ids, len(rows) × n_structures means)`` of one donor's kept sample
+    columns ``src``, a task per chunk row, Kahan-summed in sample order as pandas' groupby
+    mean (abagen's ``_groupby_structure_id``): with ``lr_mirror`` a structure and its mirror
+    hold the same samples in another order, and their means must tie exactly as in abagen
+    for the ranks of ``probe_selection='rnaseq'`` (:mod:`atlas_engine.kernels.compensated`)."""
+    sids, codes = np.unique(np.asarray(structure_ids), return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    order, sorted_rows = _sorted(rows)
+    arr = open_array(url, donor, L.EXPRESSION)
+    jobs = arr.row_jobs(sorted_rows)
+    tasks = [task(_structure_means_task, arr, a, b, sorted_rows[lo:hi] - a, src, codes,
+                  len(sids)) for a, b, lo, hi in jobs]
+    out = np.empty((len(rows), len(sids)))
+    for (_, _, lo, hi), part in zip(jobs, compute(tasks), strict=True):
+        out[order[lo:hi]] = part
+    return sids, out
