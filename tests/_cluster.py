@@ -128,3 +128,20 @@ def count_tasks(address: str) -> Iterator[dict[str, int]]:
     yield ran
     after = tasks_run(address)
     ran.update({w: after[w] - before.get(w, 0) for w in after})
+
+
+def executed_on_workers(client, prefixes) -> dict[str, int]:
+    """How many tasks of each function name in ``prefixes`` (e.g. ``"_ibf_task"``) the
+    cluster's workers have computed, as its scheduler counted them (tasks that reached
+    ``memory`` on a worker, per task prefix, kept for the scheduler's lifetime). Zero when the
+    work ran in the client process instead (Dask's local threads never reach a scheduler)."""
+    from dask.utils import key_split
+
+    names = {p: key_split(f"{p}-00000000-0000-0000-0000-000000000000") for p in prefixes}
+
+    def count(dask_scheduler) -> dict[str, int]:
+        return {name: int(tp.state_counts.get("memory", 0))
+                for name, tp in dask_scheduler.task_prefixes.items()}
+
+    seen = client.run_on_scheduler(count)
+    return {p: seen.get(name, 0) for p, name in names.items()}

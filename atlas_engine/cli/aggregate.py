@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -139,13 +138,9 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
         opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}
         from ..tuning import process_tuning
 
-        if scheduler or workers or os.environ.get("DASK_SCHEDULER_ADDRESS"):
-            # said, not silently ignored: the pipeline's passes run on this machine's threads
-            click.echo("note: --by atlas runs the abagen-grade pipeline on this machine's "
-                       "threads; --scheduler/--workers apply to structure, depth and id "
-                       "groupings (docs/architecture.md)", err=True)
         try:
-            with process_tuning():
+            # the pipeline's passes are Dask tasks: threads, --workers or --scheduler
+            with process_tuning(), execution(scheduler, workers, memory_limit, quiet=True):
                 summary = run_atlas_aggregate(store, by[len("atlas:"):], atlas_info, out,
                                               donors=",".join(map(str, ids)) if ids else "all",
                                               quiet=quiet, **opts)
