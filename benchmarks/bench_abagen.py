@@ -119,17 +119,28 @@ def load_table(out: Path) -> pd.DataFrame:
 
 
 def engine_child(store: str, atlas: str, info: str | None, out: str,
-                 missing: str | None = None) -> None:
-    """One pipeline run; ``out`` ending in ``.zarr``: streamed there (voxel-level atlas)."""
+                 missing: str | None = None, workers: int = 0) -> None:
+    """One pipeline run; ``out`` ending in ``.zarr``: streamed there (voxel-level atlas).
+    ``workers``: on a local cluster of that many single-threaded worker processes (started
+    before the clock of ``pipeline`` starts; its start is in the whole-command time)."""
+    import contextlib
+
     t0 = time.perf_counter()
     sys.path.insert(0, str(ROOT))
+    from atlas_engine.aggregate.cluster import get_client
     from atlas_engine.pipeline.expression import get_expression_data
 
     t1 = time.perf_counter()
     streamed = out.endswith(".zarr")
-    res = get_expression_data(store, atlas, info, corrected_mni=False, reannotated=False,
-                              missing=missing, out=out if streamed else None)
-    t2 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        t_cluster = time.perf_counter()
+        if workers:
+            stack.enter_context(get_client(workers=workers))
+        cluster_s = time.perf_counter() - t_cluster
+        t1 += cluster_s
+        res = get_expression_data(store, atlas, info, corrected_mni=False, reannotated=False,
+                                  missing=missing, out=out if streamed else None)
+        t2 = time.perf_counter()
     if streamed:
         out = out[:-len(".zarr")]
     else:
@@ -137,6 +148,7 @@ def engine_child(store: str, atlas: str, info: str | None, out: str,
     Path(out + ".json").write_text(json.dumps({
         "computed": res.computed, "timings": res.timings,
         "child_s": {"import": round(t1 - t0, 2), "pipeline": round(t2 - t1, 2),
+                    "cluster_start": round(cluster_s, 2),
                     "save": round(time.perf_counter() - t2, 2)},
         "shape": list(res.expression.shape)}))
 
@@ -152,10 +164,14 @@ def main() -> None:
     ap.add_argument("--voxels", action="store_true", help="also run the voxel-level atlas")
     ap.add_argument("--child", nargs=4, metavar=("STORE", "ATLAS", "INFO", "OUT"))
     ap.add_argument("--child-missing", default=None)
+    ap.add_argument("--cluster-workers", type=int, default=0,
+                    help="also run cold and second atlas on a local cluster of N workers")
+    ap.add_argument("--child-workers", type=int, default=0)
     args = ap.parse_args()
     if args.child:
         store, atlas, info, out = args.child
-        engine_child(store, atlas, None if info == "-" else info, out, args.child_missing)
+        engine_child(store, atlas, None if info == "-" else info, out, args.child_missing,
+                     args.child_workers)
         return
     raw, work = Path(args.raw), Path(args.work)
     if not (raw / "normalized_microarray_donor9861.zip").exists():
@@ -201,6 +217,28 @@ def main() -> None:
     print("engine cached (2nd atlas)", figures["engine_cached_atlas2"], flush=True)
     for k, f in (("engine_cold", "engine_atlas1"), ("engine_cached_atlas2", "engine_atlas2")):
         figures[k].update(json.loads((work / (f + ".json")).read_text()))
+    if args.cluster_workers:
+        # the same two runs on a local cluster (cache cleared first), against the threads
+        # runs above of the same invocation
+        shutil.rmtree(store / "cache", ignore_errors=True)
+        cl = ["--child-workers", str(args.cluster_workers)]
+        for key, atlas, name in (("engine_cold_cluster", "atlas1", "cluster_atlas1"),
+                                 ("engine_cached_atlas2_cluster", "atlas2", "cluster_atlas2")):
+            figures[key] = timed(me + [str(paths[atlas]), str(work / f"{atlas}.csv"),
+                                       str(work / name)] + cl, work / f"{name}.log")
+            figures[key].update(json.loads((work / (name + ".json")).read_text()))
+            figures[key]["workers"] = args.cluster_workers
+            print(key, figures[key], flush=True)
+        same = load_table(work / "cluster_atlas1").equals(load_table(work / "engine_atlas1"))
+        figures["cluster_vs_threads"] = {
+            "same_table_atlas1": bool(same),
+            "cold_wall_ratio": round(figures["engine_cold_cluster"]["wall_s"]
+                                     / figures["engine_cold"]["wall_s"], 2),
+            "cold_pipeline_ratio": round(figures["engine_cold_cluster"]["child_s"]["pipeline"]
+                                         / figures["engine_cold"]["child_s"]["pipeline"], 2),
+            "cached_wall_ratio": round(figures["engine_cached_atlas2_cluster"]["wall_s"]
+                                       / figures["engine_cached_atlas2"]["wall_s"], 2),
+        }
     if args.voxels:
         # every voxel of atlas1 its own region, streamed to a Zarr store (cache warm);
         # missing=None (NaN rows for voxels without a sample) and 'interpolate'

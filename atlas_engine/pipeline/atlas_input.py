@@ -1,0 +1,39 @@
+"""The atlas argument of :func:`~.expression.get_expression_data` as a :class:`VolumeAtlas`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .matching import VolumeAtlas, load_nifti
+
+
+def resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
+    from .atlases import resolve
+
+    info = None
+    if atlas_info is not None:
+        info = (atlas_info if isinstance(atlas_info, pd.DataFrame)
+                else pd.read_csv(resolve(atlas_info, "info")))
+    if isinstance(atlas, (str, Path)):
+        atlas = resolve(atlas, "image")
+    if isinstance(atlas, VolumeAtlas):
+        if info is not None:
+            return VolumeAtlas(*_atlas_arrays(atlas), info)
+        return atlas
+    if isinstance(atlas, tuple):
+        return VolumeAtlas(atlas[0], atlas[1], info)
+    labels, affine = load_nifti(atlas)
+    return VolumeAtlas(labels, affine, info)
+
+
+def _atlas_arrays(atlas: VolumeAtlas) -> tuple[np.ndarray, np.ndarray]:
+    vol = np.zeros(atlas.shape, dtype=np.int64)
+    inv = np.linalg.inv(atlas.affine)
+    ijk = np.rint(atlas.coords @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64)
+    vol[tuple(ijk.T)] = atlas.voxel_labels
+    return vol, atlas.affine
+

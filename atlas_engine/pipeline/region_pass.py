@@ -1,0 +1,173 @@
+"""The per-atlas step: each donor's normalised samples averaged per region (or pooled,
+interpolated, spilled to a stream), then combined across donors.
+
+One donor at a time: :meth:`RegionPass.add` takes a donor's chosen rows (raw or
+sample-normalised, :mod:`.chosen`), normalises the genes over its matched samples and reduces
+them to regions × genes; :meth:`RegionPass.finish` combines the donors. With abagen's
+defaults the gene normalisation and the region means are one pass of Dask tasks over blocks
+of genes (:func:`.donor_norm.srs_region_means`), and the mean over donors is a running sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._groups import group_mean_rows
+from .donor_norm import gene_normalise, label_codes, normalize_blocks, srs_region_means
+from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
+from .matching import VolumeAtlas
+from .normalize import check_method
+from .params import PipelineParams
+from .passes import release_memory
+from .regions import centroid_combine, centroid_picks, combine_donors, region_values
+from .result import DonorSamples
+
+
+class RegionPass:
+    """Region values of every donor, combined.
+
+    Parameters
+    ----------
+    params : PipelineParams
+    atlas : VolumeAtlas
+    all_labels : ndarray
+        The atlas's region labels (sorted, no 0).
+    empty : ndarray
+        Regions without a matched sample to fill from the nearest samples (``missing=
+        'centroids'``), else empty.
+    n_genes : int
+    sink : RegionStream, optional
+        Where a streamed run spills each donor (``out=``).
+    region_means : callable, optional
+        The default path's gene normalisation + region means (:func:`.donor_norm.
+        srs_region_means`; the orchestrator passes its own reference).
+    """
+
+    def __init__(self, params: PipelineParams, atlas: VolumeAtlas, all_labels: np.ndarray,
+                 empty: np.ndarray, n_genes: int, sink: Any = None,
+                 region_means: Callable[..., np.ndarray] = srs_region_means) -> None:
+        self.p, self.atlas, self.all_labels, self.empty = params, atlas, all_labels, empty
+        self.sink = sink
+        self.region_means = region_means
+        self.per_donor: list[np.ndarray] = []
+        self.pooled: list[tuple[np.ndarray, np.ndarray]] = []
+        self.picks: list[Any] = []
+        self.dists: list[Any] = []
+        # the mean over donors (NaN skipped) kept as a running sum and count when nothing
+        # else needs the per-donor values: the same additions in the same (donor) order
+        self.running = (params.region_agg == "donors" and params.agg_metric == "mean"
+                        and not params.return_donors and sink is None and not len(empty))
+        # (genes × regions: the layout srs_region_means returns, so no strided passes)
+        self.acc_sum = np.zeros((n_genes, len(all_labels))) if self.running else None
+        self.acc_cnt = (np.zeros(self.acc_sum.shape, dtype=np.int32) if self.running
+                        else None)
+
+    def _add_donor(self, values: np.ndarray) -> None:
+        if not self.running:
+            self.per_donor.append(values)
+            return
+        v = values.T
+        ok = ~np.isnan(v)
+        np.add(self.acc_sum, v, out=self.acc_sum, where=ok)
+        np.add(self.acc_cnt, ok, out=self.acc_cnt, casting="unsafe")
+
+    def add(self, ds: DonorSamples, lab: np.ndarray, base: Any, normalised: bool) -> None:
+        """One donor: ``base`` its chosen rows (genes × all of its columns; sample-
+        normalised when ``normalised``), ``lab`` the label of each kept sample."""
+        p, all_labels = self.p, self.all_labels
+        a = ds.annotation
+        cols = ds.src
+        coords = a[["mni_x", "mni_y", "mni_z"]].to_numpy(dtype=np.float64)
+        hemi = a["hemisphere"].to_numpy()
+        cls = a["structure"].to_numpy()
+        if p.norm_matched:
+            nz = lab != 0
+            cols, lab, coords, hemi, cls = cols[nz], lab[nz], coords[nz], hemi[nz], cls[nz]
+        classes = cls.astype(str) if p.norm_structures else None
+        if normalised and p.gene_norm is not None and len(cols):
+            # samples NaN for every gene (sample_norm of a constant sample) are skipped by
+            # the gene normalisation, as abagen does; they add nothing to region means
+            maybe = np.unique(cols[np.isnan(base[0, cols])]) if len(base) else \
+                np.zeros(0, dtype=np.int64)         # a dead column is NaN in row 0 too
+            dead = maybe[np.all(np.isnan(base[:, maybe]), axis=0)] if len(maybe) else maybe
+            if len(dead):
+                keep = ~np.isin(cols, dead)
+                cols, lab, coords, hemi, cls = (cols[keep], lab[keep], coords[keep],
+                                                hemi[keep], cls[keep])
+                classes = classes[keep] if classes is not None else None
+        if (normalised and p.region_agg == "donors" and p.agg_metric == "mean"
+                and not len(self.empty) and classes is None and p.gene_norm is not None
+                and p.missing != "interpolate" and self.sink is None
+                and check_method(p.gene_norm) == "srs"):
+            # the default path: gene norm and region means block by block (no genes ×
+            # samples matrix)
+            self._add_donor(self.region_means(base, cols, label_codes(lab, all_labels),
+                                              len(all_labels)).T)
+            del base
+            release_memory()
+            return
+        if normalised:
+            xg = gene_normalise(base, cols, p.gene_norm, classes)  # genes × samples
+        else:
+            x = base[:, cols].T
+            if len(x):
+                x = normalize_blocks(x, p.sample_norm, p.gene_norm, classes)
+            xg = np.ascontiguousarray(x.T)
+        del base
+        x = xg.T  # samples × genes (view)
+        if self.sink is not None:  # spilled; the output is written after the last donor
+            self.sink.add_donor(xg, lab, coords, hemi, cls)
+            del x, xg
+            release_memory()
+            return
+        with_info = self.atlas.atlas_info is not None
+        if len(self.empty):
+            m = lab != 0
+            pk, dist = centroid_picks(self.atlas, x[m], coords[m], self.empty,
+                                      hemi[m] if with_info else None,
+                                      cls[m] if with_info else None)
+            self.picks.append(pk)
+            self.dists.append(dist)
+        fill_i = donor_fill(self.atlas, lab, coords, hemi, cls) \
+            if p.missing == "interpolate" else empty_fill(len(lab))
+        if p.region_agg == "donors" and p.agg_metric == "mean":
+            codes = label_codes(lab, all_labels)
+            self._add_donor(with_pseudo(group_mean_rows(xg, codes, len(all_labels)).T, fill_i,
+                                        x, all_labels))
+        elif p.region_agg == "donors":
+            self._add_donor(with_pseudo(region_values(x, lab, all_labels, p.agg_metric),
+                                        fill_i, x, all_labels))
+        else:
+            self.pooled.append(pooled_with_pseudo(x, lab, fill_i))
+        del x, xg
+        release_memory()
+
+    def finish(self) -> np.ndarray | None:
+        """Regions × genes combined over the donors (None when streamed or with
+        ``return_donors``: see :attr:`per_donor`)."""
+        p = self.p
+        fill = (centroid_combine(self.picks, self.dists)
+                if len(self.empty) and self.sink is None else None)
+        fill_rows = np.searchsorted(self.all_labels, self.empty)
+        if self.sink is not None:
+            return None
+        if p.region_agg == "donors":
+            if fill is not None:
+                for v in self.per_donor:
+                    v[fill_rows] = fill
+            if self.running:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    combined = np.ascontiguousarray(np.where(
+                        self.acc_cnt > 0, self.acc_sum / self.acc_cnt, np.nan).T)
+                self.acc_sum = self.acc_cnt = None
+                return combined
+            return None if p.return_donors else combine_donors(self.per_donor, p.agg_metric)
+        combined = region_values(np.vstack([v for v, _ in self.pooled]),
+                                 np.concatenate([lab for _, lab in self.pooled]),
+                                 self.all_labels, p.agg_metric)
+        if fill is not None:
+            combined[fill_rows] = fill
+        return combined
