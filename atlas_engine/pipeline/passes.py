@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..store import layout as L
-from ..store.blockread import BlockArray, thread_buffer
+from ..store.blockread import BlockArray, release_buffers, thread_buffer
 from ._groups import (
     finish_means,
     group_mean_rows,
@@ -33,10 +33,6 @@ from ._groups import (
     take_rows,
     weighted_true_count,
 )
-
-#: tasks a normalisation over an in-memory matrix is split into (at least one block of the
-#: srs kernel each): enough to keep a few threads or workers busy, few enough to be cheap
-NORM_TASKS = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,9 +51,20 @@ def compute(tasks: Sequence[Any]) -> list[Any]:
     threads."""
     if not tasks:
         return []
+    import sys
+
     import dask
 
-    return list(dask.compute(*tasks))
+    try:
+        if "distributed" not in sys.modules and dask.config.get("scheduler", None) is None:
+            # no client can be active: Dask's threads, named by function so that dask does
+            # not look for a client (its first look imports distributed: ~0.2 s)
+            import dask.threaded
+
+            return list(dask.compute(*tasks, scheduler=dask.threaded.get))
+        return list(dask.compute(*tasks))
+    finally:
+        release_buffers()  # the pool threads outlive the pass; their block buffers need not
 
 
 def open_array(url: str, donor: int, name: str) -> BlockArray:
@@ -288,10 +295,9 @@ def stripe_tasks(arr: BlockArray, rows: np.ndarray, method: str, dest: Callable[
 # scaled robust sigmoid and region means over matrices (in memory or cached stripes)
 # --------------------------------------------------------------------------------------------
 def _spans(n: int, per_block: int) -> list[tuple[int, int]]:
-    """``NORM_TASKS`` (or fewer) ranges of ``0:n``, each a whole number of ``per_block``."""
-    step = max(per_block, -(-n // NORM_TASKS))
-    step = -(-step // per_block) * per_block
-    return [(a, min(n, a + step)) for a in range(0, n, step)]
+    """``0:n`` in ranges of ``per_block``: one block of the srs kernel per task (larger
+    tasks were measured to hold more memory at once for no speed)."""
+    return [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
 
 
 def _rows_of(x: Any, r0: int, r1: int) -> Any:

@@ -322,20 +322,30 @@ def read_chunk_row(url: str, path: str, i: int, out: np.ndarray | None = None,
 # ------------------------------------------------------------------------------------------
 # one array read chunk row by chunk row into reused per-thread buffers
 # ------------------------------------------------------------------------------------------
-_BUFFERS = threading.local()
+_BUFFERS: dict[tuple[int, str], np.ndarray] = {}
+_BUFFERS_LOCK = threading.Lock()
 
 
 def thread_buffer(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A C-contiguous array of the calling thread named ``name``, reused (its memory) by the
     next call with that name on this thread: block-wise passes touch the same pages block
-    after block instead of faulting in fresh ones. Freed with the thread (a Dask worker
-    thread keeps it between tasks)."""
+    after block instead of faulting in fresh ones. Kept until :func:`release_buffers` (a
+    Dask pool thread outlives a pass: the pass releases them when it ends)."""
     n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_BUFFERS, name, None)
+    key = (threading.get_ident(), name)
+    buf = _BUFFERS.get(key)
     if buf is None or buf.nbytes < n:
         buf = np.empty(n, dtype=np.uint8)
-        setattr(_BUFFERS, name, buf)
+        with _BUFFERS_LOCK:
+            _BUFFERS[key] = buf
     return buf[:n].view(dtype).reshape(shape)
+
+
+def release_buffers() -> None:
+    """Drop every thread's :func:`thread_buffer` arrays (those still in use stay alive
+    until their users let go)."""
+    with _BUFFERS_LOCK:
+        _BUFFERS.clear()
 
 
 @dataclasses.dataclass(frozen=True)
