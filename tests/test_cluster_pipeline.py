@@ -43,7 +43,7 @@ def raw(tmp_path_factory):
 
 def _store(raw, dest):
     # small chunks: several chunk rows and columns per donor, so every pass has many tasks
-    convert_microarray(raw, dest, dtype="float64", probe_chunk=256, sample_chunk=16)
+    convert_microarray(raw, dest, dtype="float64", probe_chunk=64, sample_chunk=16)
     return dest
 
 
@@ -117,3 +117,17 @@ def test_cli_on_subprocess_cluster_matches_threads(raw, tmp_path):
     for name in ("workers", "scheduler"):
         pd.testing.assert_frame_equal(frames[name], frames["threads"], check_exact=True)
         np.testing.assert_array_equal(frames[name].columns, frames["threads"].columns)
+
+
+def test_average_over_many_chunk_rows_matches_one_chunk_row(raw, tmp_path):
+    """probe_selection='average' sums each gene's probes over every block holding them (a
+    gene absent from a block adds nothing): the same means with 64-row chunks as with one
+    chunk row for all probes."""
+    one = tmp_path / "one.zarr"
+    convert_microarray(raw, one, dtype="float64", probe_chunk=1 << 16, sample_chunk=16)
+    many = _store(raw, tmp_path / "many.zarr")
+    kw = dict(probe_selection="average", cache=False)
+    want = get_expression_data(one, DK, DK, **kw).expression
+    got = get_expression_data(many, DK, DK, **kw).expression
+    assert want.notna().any().any()
+    pd.testing.assert_frame_equal(got, want, rtol=1e-12)

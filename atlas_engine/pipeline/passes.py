@@ -235,7 +235,8 @@ def gene_means(arr: BlockArray, rows: np.ndarray, codes: np.ndarray, n_genes: in
                ) -> np.ndarray:
     """Genes × all columns of ``arr``: the mean of each gene's probes (``average``; ``codes``
     the gene of each of ``rows``). The rows are read by a task per chunk row, then summed
-    block by block in the same order as a block-wise pass."""
+    block by block in the same order as a block-wise pass (a gene's sums over the blocks
+    holding its probes)."""
     from ..aggregate.engine import groupby_reduce
 
     jobs, order, tasks = row_tasks(arr, rows)
@@ -244,7 +245,8 @@ def gene_means(arr: BlockArray, rows: np.ndarray, codes: np.ndarray, n_genes: in
     for (_, _, lo, hi), block in zip(jobs, compute(tasks), strict=True):
         res = groupby_reduce(block, codes[order[lo:hi]], axis="probe", n_groups=n_genes,
                              stats=("sum",))
-        sums += res["sum"]
+        # a gene without probes in this block has a NaN sum (count 0): it adds nothing
+        sums += np.where(res["count"] > 0, res["sum"], 0.0)
         counts += res["count"]
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
