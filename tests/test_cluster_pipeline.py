@@ -6,16 +6,12 @@ same as on threads."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from _cluster import executed_on_workers, free_port, stop
+from _cluster import executed_on_workers, subprocess_cluster
 from _golden import check_frame, load_golden
 from click.testing import CliRunner
 
@@ -69,48 +65,21 @@ def test_local_cluster_runs_the_pipeline_tasks(raw, tmp_path):
 def test_cli_on_subprocess_cluster_matches_threads(raw, tmp_path):
     from distributed import Client
 
-    dask_exe = Path(sys.executable).with_name("dask")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = ["aggregate", None, "--by", f"atlas:{DK}", "--atlas-info", DK, "--quiet"]
     outs = {}
     for name in ("threads", "workers", "scheduler"):
         args[1] = str(_store(raw, tmp_path / f"{name}.zarr"))
         outs[name] = [*args, "--out", str(tmp_path / f"{name}.csv")]
     outs["workers"] += ["--workers", "2"]
-    outs["scheduler"] += ["--scheduler", address]
     for name in ("threads", "workers"):
         r = CliRunner().invoke(cli, outs[name])
         assert r.exit_code == 0, r.output
         assert "note:" not in r.output
-    procs = []
-    try:
-        procs.append(subprocess.Popen(
-            [str(dask_exe), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(
-            [str(dask_exe), "worker", address, "--host", "127.0.0.1", "--nworkers", "2",
-             "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        while True:  # the scheduler and workers may not be up yet
-            try:
-                with Client(address, timeout="5s") as client:
-                    if len(client.scheduler_info()["workers"]) == 2:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the subprocess cluster did not start"
-            time.sleep(0.5)
-        r = CliRunner().invoke(cli, outs["scheduler"])
+    with subprocess_cluster(tmp_path) as address:
+        r = CliRunner().invoke(cli, [*outs["scheduler"], "--scheduler", address])
         assert r.exit_code == 0, r.output
         with Client(address, timeout="10s") as client:
             ran = executed_on_workers(client, COLD)
-    finally:
-        for p in reversed(procs):
-            stop(p)
     assert all(n > 0 for n in ran.values()), ran
     frames = {name: pd.read_csv(tmp_path / f"{name}.csv", index_col="label") for name in outs}
     check_frame(frames["threads"], load_golden("dk"), "defaults")

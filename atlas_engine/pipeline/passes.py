@@ -51,18 +51,14 @@ def compute(tasks: Sequence[Any]) -> list[Any]:
     threads."""
     if not tasks:
         return []
-    import sys
-
     import dask
 
-    try:
-        if "distributed" not in sys.modules and dask.config.get("scheduler", None) is None:
-            # no client can be active: Dask's threads, named by function so that dask does
-            # not look for a client (its first look imports distributed: ~0.2 s)
-            import dask.threaded
+    from ..scheduler import scheduler_for_compute
 
-            return list(dask.compute(*tasks, scheduler=dask.threaded.get))
-        return list(dask.compute(*tasks))
+    try:
+        # Dask's threads, or the active client's workers (decided without importing
+        # distributed when no client can exist)
+        return list(dask.compute(*tasks, scheduler=scheduler_for_compute()))
     finally:
         release_buffers()  # the pool threads outlive the pass; their block buffers need not
 
