@@ -6,7 +6,11 @@ mirroring), :mod:`.matching` (volumetric atlas matching), :mod:`.regions` (aggre
 donors), :mod:`.registry` (named dispatch tables).
 
 On a converted store: :mod:`.expression` (``get_expression_data``, abagen's pipeline in
-bounded memory), :mod:`.cache` (atlas-independent products cached in the store),
-:mod:`.explain` (probe/gene/sample tables, methods text, provenance); numba kernels in
-:mod:`._ranks` (differential stability) and :mod:`._srs` (scaled robust sigmoid).
+bounded memory, a short orchestrator over its steps: :mod:`.params`, :mod:`.atlas_input`,
+:mod:`.sample_qc`, :mod:`.scoring`, :mod:`.chosen`, :mod:`.match_samples`,
+:mod:`.region_pass`, :mod:`.donor_norm`, :mod:`.result`), :mod:`.passes` (every pass over the
+store's arrays as Dask tasks: threads or a cluster's workers), :mod:`.cache`
+(atlas-independent products cached in the store), :mod:`.explain` (probe/gene/sample tables,
+methods text, provenance); numba kernels in :mod:`._groups`, :mod:`._ranks` (differential
+stability) and :mod:`._srs` (scaled robust sigmoid).
 """
