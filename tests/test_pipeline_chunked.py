@@ -13,7 +13,7 @@ import pytest
 from _golden import load_golden
 
 from atlas_engine.convert.donor import convert_microarray
-from atlas_engine.pipeline._groups import group_mean_select, take_rows, weighted_true_count
+from atlas_engine.kernels.blockgroups import group_mean_select, take_rows, weighted_true_count
 from atlas_engine.pipeline.cache import StripedMatrix
 from atlas_engine.pipeline.expression import get_expression_data
 

@@ -248,7 +248,7 @@ def test_cli_glue(e2e, tmp_path, golden):
 def test_rank_walk_spearman_matches_scipy():
     from scipy.stats import spearmanr
 
-    from atlas_engine.pipeline._ranks import row_order, spearman_pair
+    from atlas_engine.kernels.ranks import row_order, spearman_pair
 
     rng = np.random.default_rng(5)
     a = rng.integers(0, 4, size=(50, 9)).astype(float)     # many ties
@@ -268,7 +268,7 @@ def test_rank_walk_spearman_matches_scipy():
 
 
 def test_srs_kernel_matches_numpy_version():
-    from atlas_engine.pipeline._srs import srs_columns
+    from atlas_engine.kernels.srs import srs_columns
     from atlas_engine.pipeline.normalize import scaled_robust_sigmoid
 
     rng = np.random.default_rng(2)
@@ -289,7 +289,7 @@ def test_srs_kernel_matches_numpy_version():
 def test_srs_block_kernels_match_numpy_version():
     """Column and row kernels (row kernel over a column subset with repeats) against the
     numpy version, n = 1 … 40, with small blocks so several blocks are used."""
-    from atlas_engine.pipeline import _srs
+    from atlas_engine.kernels import srs as _srs
     from atlas_engine.pipeline.normalize import scaled_robust_sigmoid
 
     rng = np.random.default_rng(5)
@@ -318,7 +318,7 @@ def test_srs_block_kernels_match_numpy_version():
 
 
 def test_group_mean_rows_matches_pandas():
-    from atlas_engine.pipeline._groups import group_mean_rows
+    from atlas_engine.kernels.blockgroups import group_mean_rows
 
     rng = np.random.default_rng(6)
     x = rng.normal(size=(30, 50))
@@ -416,7 +416,7 @@ def test_mean_pair_spearman_matches_scipy():
 
     from scipy.stats import spearmanr
 
-    from atlas_engine.pipeline._ranks import mean_pair_spearman
+    from atlas_engine.kernels.ranks import mean_pair_spearman
 
     rng = np.random.default_rng(9)
     ids = [np.sort(rng.choice(30, size=k, replace=False)) for k in (20, 25, 14)]

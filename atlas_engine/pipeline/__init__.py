@@ -11,6 +11,6 @@ bounded memory, a short orchestrator over its steps: :mod:`.params`, :mod:`.atla
 :mod:`.region_pass`, :mod:`.donor_norm`, :mod:`.result`), :mod:`.passes` (every pass over the
 store's arrays as Dask tasks: threads or a cluster's workers), :mod:`.cache`
 (atlas-independent products cached in the store), :mod:`.explain` (probe/gene/sample tables,
-methods text, provenance); numba kernels in :mod:`._groups`, :mod:`._ranks` (differential
-stability) and :mod:`._srs` (scaled robust sigmoid).
+methods text, provenance); numba kernels in :mod:`atlas_engine.kernels` (`blockgroups`, `ranks` for differential
+stability, `srs` for the scaled robust sigmoid).
 """

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
 #: scipy.stats.iqr(scale='normal'): the IQR of a standard normal, 2·√2·erfinv(1/2).
-IQR_NORMAL_SCALE = float(2.0 * np.sqrt(2.0) * special.erfinv(0.5))
+from ..kernels.srs import IQR_NORMAL_SCALE  # noqa: F401 - re-exported
 
 
 def rank_average(x: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -16,7 +16,7 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
     """:func:`~.normalize.normalize_donor` on samples × genes ``x``, a block of samples
     (sample_norm) or genes (gene_norm) at a time, so temporaries stay small. Both steps are
     independent per sample / per gene, so the result is the same. The default ``srs`` runs in
-    a numba kernel (:mod:`._srs`) as Dask tasks. A float64 ``x`` may be overwritten."""
+    a numba kernel (:mod:`atlas_engine.kernels.srs`) as Dask tasks. A float64 ``x`` may be overwritten."""
     from .passes import srs_columns
 
     out = np.asarray(x, dtype=np.float64)

@@ -331,9 +331,9 @@ def _cache_selection(store_cache: StoreCache, key: str, cache_params: dict[str, 
 
 
 def _warm_up() -> None:
-    """:func:`._srs.warm_up` (never raises: a failure here shows up in the real call)."""
+    """:func:`atlas_engine.kernels.srs.warm_up` (never raises: a failure here shows up in the real call)."""
     try:
-        from ._srs import warm_up
+        from ..kernels.srs import warm_up
 
         warm_up()
     except Exception:  # noqa: BLE001

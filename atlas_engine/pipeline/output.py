@@ -35,7 +35,7 @@ import numpy as np
 
 from ..convert.writer import COMPRESSORS
 from ..errors import ConfigError
-from ._groups import group_mean_rows
+from ..kernels.blockgroups import group_mean_rows
 from .interpolate import InterpolationFill, donor_fill, empty_fill
 from .matching import VolumeAtlas
 from .regions import centroid_combine, region_values

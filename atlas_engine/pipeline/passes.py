@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..store import layout as L
-from ..store.blockread import BlockArray, release_buffers, thread_buffer
-from ._groups import (
+from ..kernels.blockgroups import (
     finish_means,
     group_mean_rows,
     group_mean_select,
@@ -33,6 +31,8 @@ from ._groups import (
     take_rows,
     weighted_true_count,
 )
+from ..store import layout as L
+from ..store.blockread import BlockArray, release_buffers, thread_buffer
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
              ordered: list[bool], col_ranges: list[list[tuple[int, int]]], a: int, b: int,
              local: np.ndarray, widths: list[int], pairs: list[tuple[int, int]],
              shared: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    from ._ranks import mean_pair_spearman_padded
+    from ..kernels.ranks import mean_pair_spearman_padded
 
     # every donor's structure means of the block written straight into one padded array
     # (reused by this thread's next block, like the decoded block itself)
@@ -165,7 +165,7 @@ def ds_scores(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
               structure_ids: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Differential stability of the probes at store ``rows``: a task per chunk row computing
     each donor's structure means of the block (grouped kernels), then the pairwise Spearman
-    correlations (:mod:`._ranks`). Memory per task: one block × all donors' structures."""
+    correlations (:mod:`atlas_engine.kernels.ranks`). Memory per task: one block × all donors' structures."""
     from itertools import combinations
 
     order, sorted_rows = _sorted(rows)
@@ -257,7 +257,7 @@ def _stripe_task(arr: BlockArray, jobs: list[tuple[int, int, int, int]],
     """Read stripe ``j`` of the chosen rows, normalise each sample over the genes and save
     it as ``dest`` (.npy). ``("nan" | "error" | "ok", seconds normalising, seconds
     writing)``."""
-    from ._srs import srs_columns
+    from ..kernels.srs import srs_columns
     from .normalize import check_method, normalize
 
     c0, c1 = arr.column_chunks()[j]
@@ -306,7 +306,7 @@ def _rows_of(x: Any, r0: int, r1: int) -> Any:
 
 def _srs_rows_task(x: Any, r0: int, r1: int, idx: np.ndarray, codes: np.ndarray | None,
                    n_groups: int) -> np.ndarray:
-    from ._srs import srs_rows
+    from ..kernels.srs import srs_rows
 
     block = x if isinstance(x, np.ndarray) else x[r0:r1]
     if codes is None:
@@ -317,11 +317,11 @@ def _srs_rows_task(x: Any, r0: int, r1: int, idx: np.ndarray, codes: np.ndarray 
 
 def srs_rows(x: Any, cols: np.ndarray | None = None, codes: np.ndarray | None = None,
              n_groups: int = 0) -> np.ndarray:
-    """:func:`._srs.srs_rows` of ``x`` (array or :class:`~.cache.StripedMatrix`) over the
+    """:func:`atlas_engine.kernels.srs.srs_rows` of ``x`` (array or :class:`~.cache.StripedMatrix`) over the
     columns ``cols``, as tasks over blocks of rows; with ``codes`` (the group of each of
     ``cols``, -1 left out) each block's normalised rows averaged per group instead
     (``(rows, n_groups)``), so the normalised matrix never exists whole."""
-    from ._srs import rows_per_block
+    from ..kernels.srs import rows_per_block
 
     idx = np.arange(x.shape[1]) if cols is None else np.asarray(cols, dtype=np.int64)
     spans = _spans(x.shape[0], rows_per_block(len(idx)))
@@ -334,15 +334,15 @@ def srs_rows(x: Any, cols: np.ndarray | None = None, codes: np.ndarray | None = 
 
 
 def _srs_columns_task(x: np.ndarray) -> np.ndarray:
-    from ._srs import srs_columns
+    from ..kernels.srs import srs_columns
 
     return srs_columns(x)
 
 
 def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`._srs.srs_columns` of ``x`` as tasks over blocks of columns (``out`` may be
+    """:func:`atlas_engine.kernels.srs.srs_columns` of ``x`` as tasks over blocks of columns (``out`` may be
     ``x`` itself, float64, to normalise in place)."""
-    from ._srs import rows_per_block
+    from ..kernels.srs import rows_per_block
 
     a = np.asarray(x, dtype=np.float64)
     res = np.empty(a.shape) if out is None else out

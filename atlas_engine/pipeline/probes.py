@@ -113,7 +113,7 @@ def diff_stability_from_means(means: Sequence[tuple[np.ndarray, np.ndarray]]) ->
     (e.g. computed block-wise from a store)."""
     if len(means) < 2:
         raise ConfigError("differential stability needs at least two donors")
-    from ._ranks import mean_pair_spearman
+    from ..kernels.ranks import mean_pair_spearman
 
     pairs, cols = [], []
     for (d1, (ids1, _)), (d2, (ids2, _)) in combinations(enumerate(means), 2):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._groups import group_mean_rows
+from ..kernels.blockgroups import group_mean_rows
 from .donor_norm import gene_normalise, label_codes, normalize_blocks, srs_region_means
 from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
 from .matching import VolumeAtlas

@@ -122,7 +122,7 @@ def combine_donors(per: Sequence[np.ndarray], agg_metric: str = "mean") -> np.nd
     import warnings
 
     if agg_metric == "mean":
-        from ._groups import nanmean_stack
+        from ..kernels.blockgroups import nanmean_stack
 
         return nanmean_stack(list(per))
     stack = np.stack(per)

@@ -25,8 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 from numba import njit
+from scipy import special
 
-from ._stats import IQR_NORMAL_SCALE
+#: interquartile range of the standard normal, 2·√2·erfinv(½) (robust scale → standard deviation)
+IQR_NORMAL_SCALE = float(2.0 * np.sqrt(2.0) * special.erfinv(0.5))
 
 #: values (slices × slice length) normalised per block: the gathered block and its sorted
 #: copy take 2 × 8 × BLOCK_VALUES bytes (16 MiB) per thread; 2**20 values is ~1,900 genes ×
@@ -113,7 +115,7 @@ def warm_up() -> None:
     in a process also initialises its compiler and runtime (~0.3 s, much of it in LLVM,
     outside the GIL): run on a thread while the caller reads tables and matches samples, it
     is off the critical path. Results of later calls are unaffected."""
-    from ._groups import group_mean_rows
+    from .blockgroups import group_mean_rows
 
     block = _srs_block(np.array([[1.0, 2.0, 4.0]]))
     group_mean_rows(block, np.zeros(3, dtype=np.int64), 1)
