@@ -77,22 +77,49 @@ def _group_mean_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: 
             out[i, g] = s[g] / c[g] if c[g] > 0 else np.nan
 
 
+@njit(nogil=True, cache=True)
+def _group_mean_select_kahan(block: np.ndarray, rows: np.ndarray, cj: np.ndarray,
+                             co: np.ndarray, codes: np.ndarray, n_groups: int,
+                             out: np.ndarray) -> None:
+    s = np.empty(n_groups)
+    k = np.empty(n_groups)
+    c = np.empty(n_groups)
+    for i in range(rows.size):
+        r = rows[i]
+        s[:] = 0.0
+        k[:] = 0.0
+        c[:] = 0.0
+        for j in range(cj.size):
+            v = np.float64(block[cj[j], r, co[j]])
+            if not np.isnan(v):
+                g = codes[j]
+                y = v - k[g]
+                t = s[g] + y
+                k[g] = t - s[g] - y
+                s[g] = t
+                c[g] += 1.0
+        for g in range(n_groups):
+            out[i, g] = s[g] / c[g] if c[g] > 0 else np.nan
+
+
 def group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                      codes: np.ndarray, n_groups: int, out: np.ndarray | None = None
-                      ) -> np.ndarray:
+                      codes: np.ndarray, n_groups: int, out: np.ndarray | None = None,
+                      compensated: bool = False) -> np.ndarray:
     """``(len(rows), n_groups)``: per selected row of ``block`` the mean of its non-NaN
     values in the columns ``cols`` (repeats count again) per group ``codes`` (one per entry
     of ``cols``, 0 … n_groups-1), summed in column order. Equivalent to grouping
     ``block[rows][:, cols]`` without building it; the sums are float64 whatever the block's
     dtype. ``block``: 2-D, or chunked 3-D (``[chunk, row, column in chunk]``). ``out``: a
-    float64 ``(len(rows), n_groups)`` array (view) to fill."""
+    float64 ``(len(rows), n_groups)`` array (view) to fill. ``compensated``: Kahan sums, as
+    pandas' ``groupby(...).mean()`` (bit for bit where ranks of the means must see pandas'
+    ties; :mod:`atlas_engine.kernels.compensated`)."""
     blk = _chunked(block)
     cj, co = _column_map(blk, cols)
     rows = np.asarray(rows, dtype=np.int64)
     if out is None:
         out = np.empty((rows.size, int(n_groups)))
-    _group_mean_select(blk, rows, cj, co, np.asarray(codes, dtype=np.int64), int(n_groups),
-                       out)
+    kernel = _group_mean_select_kahan if compensated else _group_mean_select
+    kernel(blk, rows, cj, co, np.asarray(codes, dtype=np.int64), int(n_groups), out)
     return out
 
 
@@ -108,17 +135,41 @@ def _group_sum_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: n
                 counts[i, codes[j]] += 1.0
 
 
+@njit(nogil=True, cache=True)
+def _group_sum_select_kahan(block: np.ndarray, rows: np.ndarray, cj: np.ndarray,
+                            co: np.ndarray, codes: np.ndarray, sums: np.ndarray,
+                            counts: np.ndarray, comp: np.ndarray) -> None:
+    for i in range(rows.size):
+        r = rows[i]
+        for j in range(cj.size):
+            v = np.float64(block[cj[j], r, co[j]])
+            if not np.isnan(v):
+                g = codes[j]
+                y = v - comp[i, g]
+                t = sums[i, g] + y
+                comp[i, g] = t - sums[i, g] - y
+                sums[i, g] = t
+                counts[i, g] += 1.0
+
+
 def group_sum_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                     codes: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+                     codes: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+                     comp: np.ndarray | None = None) -> None:
     """Add to ``sums`` / ``counts`` (``(len(rows), n_groups)`` float64) the non-NaN values of
     the selected rows of ``block`` in the columns ``cols`` per group ``codes``, in column
     order. Called on the column chunks of a row block one after the other (each with its own
     columns, in increasing order), then :func:`finish_means`, it gives exactly
-    :func:`group_mean_select` of the whole rows with the columns in that order."""
+    :func:`group_mean_select` of the whole rows with the columns in that order. ``comp``
+    (same shape, zeros before the first call, kept between calls): Kahan compensation, giving
+    ``group_mean_select(..., compensated=True)``."""
     blk = _chunked(block)
     cj, co = _column_map(blk, cols)
-    _group_sum_select(blk, np.asarray(rows, dtype=np.int64), cj, co,
-                      np.asarray(codes, dtype=np.int64), sums, counts)
+    rows = np.asarray(rows, dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64)
+    if comp is None:
+        _group_sum_select(blk, rows, cj, co, codes, sums, counts)
+    else:
+        _group_sum_select_kahan(blk, rows, cj, co, codes, sums, counts, comp)
 
 
 def finish_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:

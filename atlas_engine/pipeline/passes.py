@@ -138,14 +138,16 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
     from ..kernels.ranks import mean_pair_spearman_padded
 
     # every donor's structure means of the block written straight into one padded array
-    # (reused by this thread's next block, like the decoded block itself)
+    # (reused by this thread's next block, like the decoded block itself); Kahan-summed in
+    # sample order as pandas' groupby mean in abagen, so the ranks see the same ties (values
+    # saturated at one level give means equal in pandas that plain sums can split)
     shape = (len(arrays), len(local), max(widths))
     vals = thread_buffer("ds_vals", shape, np.float64)
     orders = thread_buffer("ds_orders", shape, np.int32)
     for k, (src, arr, (sids, codes)) in enumerate(zip(srcs, arrays, groups, strict=True)):
         if not ordered[k]:
             group_mean_select(arr.read(a, b), local, src, codes, len(sids),
-                              out=vals[k, :, :len(sids)])
+                              out=vals[k, :, :len(sids)], compensated=True)
             continue
         # columns in increasing order: one chunk at a time (a chunk in memory, not a chunk
         # row), the sums added in the same order
@@ -153,10 +155,12 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
         sums[...] = 0.0
         counts = thread_buffer("ds_counts", sums.shape, np.float64)
         counts[...] = 0.0
+        comp = thread_buffer("ds_comp", sums.shape, np.float64)
+        comp[...] = 0.0
         for j, (c0, c1) in enumerate(col_ranges[k]):
             if c0 < c1:
                 group_sum_select(arr.read_chunk(a, j), local, src[c0:c1] - j * arr.chunks[1],
-                                 codes[c0:c1], sums, counts)
+                                 codes[c0:c1], sums, counts, comp)
         finish_means(sums, counts)
     return mean_pair_spearman_padded(vals, widths, pairs, shared, orders)
 
