@@ -17,7 +17,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
 from . import writer
-from .sources import DonorSource
+from .sources import DonorSource, sha256_file
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
@@ -287,7 +286,7 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
         known = {d.id: d for d in DONORS}.get(src.donor_id)
         info = {"donor_id": src.donor_id, "name": known.name if known else None,
                 "n_genes": n, "n_samples": m}
-        sha = _sha256(src.path) if src.is_zip else None
+        sha = sha256_file(src.path) if src.is_zip else None
         g = zarr.open_group(staged.url, mode="a", zarr_format=3)
         g.attrs.update({
             "donor": info,
@@ -313,16 +312,6 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
         raise
     info["bytes"] = sum(sizes.values())
     return info
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while piece := fh.read(8 << 20):
-            h.update(piece)
-    return h.hexdigest()
 
 
 def _clean_own_staging(store_url: str) -> None:

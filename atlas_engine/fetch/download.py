@@ -672,17 +672,7 @@ class Downloader:
                     raise FetchError(f"{spec.url}: giving up after {result.requests} requests "
                                      f"({failures} in a row without progress): "
                                      f"{_describe(error)}")
-                if wait is not None and wait > policy.max_retry_after:
-                    raise FetchError(
-                        f"{spec.url}: {_describe(error)} with Retry-After {wait:,.0f} s, longer "
-                        f"than the {policy.max_retry_after:,.0f} s this fetch waits - try "
-                        f"again later")
-                if wait is None:
-                    wait = policy.backoff(max(1, failures))
-                if wait >= ANNOUNCE_WAIT:
-                    self.say(f"{spec.name}: {_describe(error)}; waiting {wait:,.0f} s before "
-                             f"trying again")
-                await sleep(wait)
+                await sleep(retry_wait(spec, error, wait, failures, policy, self.say))
         finally:
             file_bar.close()
 
@@ -913,3 +903,19 @@ def summarize(results: Sequence[DownloadResult]) -> str:
     if failed:
         text += ": " + ", ".join(r.spec.name for r in failed)
     return text
+
+
+def retry_wait(spec: Any, error: BaseException, wait: float | None, failures: int,
+               policy: Any, say: Any) -> float:
+    """Seconds to wait before the next attempt at ``spec`` after ``error``: the server's
+    Retry-After (``wait``; one longer than ``policy.max_retry_after`` fails the file) or the
+    policy's backoff; a wait of :data:`ANNOUNCE_WAIT` s or more is announced through ``say``."""
+    if wait is not None and wait > policy.max_retry_after:
+        raise FetchError(f"{spec.url}: {_describe(error)} with Retry-After {wait:,.0f} s, "
+                         f"longer than the {policy.max_retry_after:,.0f} s this fetch waits "
+                         f"- try again later")
+    if wait is None:
+        wait = policy.backoff(max(1, failures))
+    if wait >= ANNOUNCE_WAIT:
+        say(f"{spec.name}: {_describe(error)}; waiting {wait:,.0f} s before trying again")
+    return wait

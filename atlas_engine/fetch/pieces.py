@@ -38,7 +38,6 @@ from ..errors import FetchError
 from . import download as _dl
 from .download import (
     _MAX_IOV,
-    ANNOUNCE_WAIT,
     FLUSH_SECONDS,
     DownloadResult,
     DownloadSpec,
@@ -186,16 +185,7 @@ async def _piece(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i: int,
             raise FetchError(f"{spec.url}: giving up on bytes {start + done:,}-{end - 1:,} after "
                              f"{failures} attempts in a row without progress: "
                              f"{_describe(error)}")
-        if wait is not None and wait > policy.max_retry_after:
-            raise FetchError(f"{spec.url}: {_describe(error)} with Retry-After {wait:,.0f} s, "
-                             f"longer than the {policy.max_retry_after:,.0f} s this fetch waits "
-                             f"- try again later")
-        if wait is None:
-            wait = policy.backoff(max(1, failures))
-        if wait >= ANNOUNCE_WAIT:
-            dl.say(f"{spec.name}: {_describe(error)}; waiting {wait:,.0f} s before trying "
-                   f"again")
-        await _dl.sleep(wait)
+        await _dl.sleep(_dl.retry_wait(spec, error, wait, failures, policy, dl.say))
 
 
 async def _piece_attempt(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i: int,
