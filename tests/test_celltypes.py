@@ -16,11 +16,10 @@ from atlas_engine.celltypes.aggregate import aggregate_cells
 from atlas_engine.celltypes.convert import convert_celltypes
 from atlas_engine.convert.countparse import iter_count_blocks
 from atlas_engine.errors import ConfigError, FormatError
-from atlas_engine.kernels.sparse import csr_group_stats, gather_mask, segment_order_stats
+from atlas_engine.kernels.sparse import csr_group_stats
 from atlas_engine.testing.synth_celltypes import (
     CellTypeWorldSpec,
     log2cpm,
-    r_trimmed_mean,
     write_dataset,
 )
 
@@ -210,21 +209,6 @@ def test_csr_kernels_match_numpy() -> None:
         np.testing.assert_allclose(got["lcpm"][g], np.log2(cpm[labels == g][:, 4:25] + 1).sum(0))
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 13])
-def test_order_stats_match_r_rule(n: int) -> None:
-    rng = np.random.default_rng(n)
-    vals = np.where(rng.random((n, 6)) < 0.5, rng.random((n, 6)) * 10, 0.0)
-    nnz = (vals != 0).sum(0)[None, :]
-    mask = gather_mask(np.array([n]), nnz)
-    slot = np.concatenate([np.full(int(nnz[0, j]), j) for j in range(6) if mask[0, j]] or
-                          [np.empty(0, np.int64)]).astype(np.int64)
-    val = np.concatenate([vals[vals[:, j] != 0, j] for j in range(6) if mask[0, j]] or
-                         [np.empty(0)])
-    tm, md = segment_order_stats(slot, val, np.array([n]), nnz)
-    np.testing.assert_allclose(tm[0], r_trimmed_mean(vals, 0.25, axis=0), atol=1e-12)
-    np.testing.assert_allclose(md[0], np.median(vals, axis=0), atol=1e-12)
-
-
 # ------------------------------------------------------------------------------------------
 # aggregation
 # ------------------------------------------------------------------------------------------
@@ -402,40 +386,64 @@ def test_markers_command_on_shared_genes(synth_small, tmp_path: Path) -> None:
     assert scores.notna().any().all() and (tmp_path / "s.png").stat().st_size > 0
 
 
-def test_order_stats_in_several_bounded_passes(worlds: dict, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:
-    import atlas_engine.celltypes.aggregate as agg_mod
+def test_order_stats_read_the_store_once_in_many_bands(
+        worlds: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import atlas_engine.celltypes.orderstats as os_mod
 
     store = worlds["human-m1"][2]
     one = aggregate_cells(store, "cluster", ["trimmed_mean", "median"])
-    calls = []
-    real = agg_mod.plan_order_passes
+    reads: list[tuple[int, int]] = []
+    real = os_mod.read_csr_rows
 
-    def spy(*args: object) -> list:
-        out = real(*args)
-        calls.append(len(out))
-        return out
+    def spy(path: str, start: int, stop: int) -> tuple:
+        reads.append((start, stop))
+        return real(path, start, stop)
 
-    monkeypatch.setattr(agg_mod, "GATHER_VALUES", 200)
-    monkeypatch.setattr(agg_mod, "plan_order_passes", spy)
-    many = aggregate_cells(store, "cluster", ["trimmed_mean", "median"], band_genes=64)
-    assert calls and calls[0] > 5
+    monkeypatch.setattr(os_mod, "BAND_VALUES", 50)  # dozens of fine bands
+    monkeypatch.setattr(os_mod, "read_csr_rows", spy)
+    many = aggregate_cells(store, "cluster", ["trimmed_mean", "median"], block_cells=29,
+                           spill_dir=str(tmp_path))
+    # every cell read exactly once, in blocks of 29
+    assert sorted(reads) == [(a, min(a + 29, 260)) for a in range(0, 260, 29)]
     for s in ("trimmed_mean", "median"):
         np.testing.assert_array_equal(many.stats[s], one.stats[s])
+    assert list(tmp_path.iterdir()) == []  # the spill is gone
 
 
-def test_plan_order_passes_bounds_each_pass() -> None:
-    from atlas_engine.celltypes.aggregate import plan_order_passes
+def test_order_stats_spill_removed_on_error(worlds: dict, monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    import atlas_engine.celltypes.orderstats as os_mod
 
-    covered = np.arange(10, 30)
-    gathered = np.arange(20) % 7
-    passes = plan_order_passes([(10, 20), (20, 30)], gathered, covered, 9)
-    flat = [c for p in passes for (a, b) in p for c in range(a, b)]
-    assert flat == list(range(10, 30))
-    per = dict(zip(covered, gathered, strict=True))
-    for p in passes:
-        total = sum(per[c] for a, b in p for c in range(a, b))
-        assert total <= 9 or sum(b - a for a, b in p) == 1
+    def boom(*args: object) -> None:
+        raise RuntimeError("band failed")
+
+    monkeypatch.setattr(os_mod, "_band_stats", boom)
+    with pytest.raises(RuntimeError, match="band failed"):
+        aggregate_cells(worlds["human-m1"][2], "cluster", ["trimmed_mean"],
+                        spill_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_order_stats_refuse_a_full_disk(worlds: dict, monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
+    import shutil as sh
+
+    import atlas_engine.celltypes.orderstats as os_mod
+
+    monkeypatch.setattr(os_mod.shutil, "disk_usage",
+                        lambda p: sh._ntuple_diskusage(100, 100, 10))  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="spill about .* GiB .*--spill-dir"):
+        aggregate_cells(worlds["human-m1"][2], "cluster", ["median"], spill_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_fine_bands_bounds() -> None:
+    from atlas_engine.celltypes.orderstats import plan_fine_bands
+
+    assert plan_fine_bands(50_281, 127, 337_600_000, 4_000_000) == (516, 98)  # 16-bit slots
+    assert plan_fine_bands(10, 3, 5, 4_000_000) == (10, 1)
+    width, n = plan_fine_bands(100, 2**28, 10**9, 1)
+    assert width * 2**28 < 2**31 and width * n >= 100
 
 
 def test_waves_give_the_same_result(worlds: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ store: the CSR arrays of a run of whole cells, the cells' total counts over all 
 gene band ``[col0, col1)`` the block stands for (several bands share one read of the rows).
 :func:`csr_chunk_reduce` is the sparse face of the engine's chunk step: it produces the same
 intermediates as the dense kernels (``count``, ``sum``, ``m2``) plus the single-cell ones
-(``nnz``, ``cpm``, ``lcpm``, and the gathered ``gslot``/``gval`` for order statistics).
+(``nnz``, ``cpm``, ``lcpm``).
 """
 
 from __future__ import annotations
@@ -15,18 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels.sparse import csr_gather, csr_group_stats
+from ..kernels.sparse import csr_group_stats
 
 Intermediates = dict[str, np.ndarray]
 
 
 @dataclass
 class CsrBlock:
-    """Whole cells as CSR rows, seen through the gene band ``[col0, col1)``.
-
-    ``mask`` (groups × band, optional) selects the (group, gene) pairs whose stored values are
-    gathered for order statistics (see :func:`atlas_engine.kernels.sparse.gather_mask`).
-    """
+    """Whole cells as CSR rows, seen through the gene band ``[col0, col1)``."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -34,15 +30,14 @@ class CsrBlock:
     totals: np.ndarray
     col0: int
     col1: int
-    mask: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return (len(self.indptr) - 1, self.col1 - self.col0)
 
-    def band(self, col0: int, col1: int, mask: np.ndarray | None = None) -> CsrBlock:
+    def band(self, col0: int, col1: int) -> CsrBlock:
         """The same rows seen through another gene band (no copy)."""
-        return CsrBlock(self.indptr, self.indices, self.data, self.totals, col0, col1, mask)
+        return CsrBlock(self.indptr, self.indices, self.data, self.totals, col0, col1)
 
 
 def csr_chunk_reduce(block: CsrBlock, labels: np.ndarray, n_groups: int,
@@ -61,9 +56,4 @@ def csr_chunk_reduce(block: CsrBlock, labels: np.ndarray, n_groups: int,
     for key in ("m2", "cpm", "lcpm"):
         if key in stats:
             out[key] = stats[key]
-    if need & {"gslot", "gval"}:
-        if block.mask is None:
-            raise ValueError("order statistics need the block's gather mask")
-        out["gslot"], out["gval"] = csr_gather(block.indptr, block.indices, block.data, labels,
-                                               block.totals, block.col0, block.col1, block.mask)
     return {k: out[k] for k in needed}

@@ -179,7 +179,7 @@ def _dask_groupby(
         values = _whole_groups_if_cheaper(values, n_groups, axis)
     if want_median and _has_sparse_blocks(values):
         raise ConfigError("median of counts is not available on sparse cell blocks "
-                          "(use logcpm_median)")
+                          "(aggregate_cells computes medians of log2(CPM + 1))")
     if want_median and values.numblocks[axis] != 1:
         raise ConfigError(
             "median needs whole groups in one block: the grouped axis "
@@ -347,7 +347,7 @@ def groupby_reduce(
     if isinstance(values, CsrBlock):
         if any(not a.mergeable for a in aggs):
             raise ConfigError("median of counts is not available on sparse cell blocks "
-                              "(use logcpm_median)")
+                              "(aggregate_cells computes medians of log2(CPM + 1))")
         inter = chunk_reduce(values, labels, n_groups, ax, specs.needed_intermediates(aggs))
         if not finalize:
             return {"intermediates": [inter]}

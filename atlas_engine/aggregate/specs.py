@@ -19,14 +19,12 @@ name          meaning                                 merge of two parts ``a``, 
 ``nnz``       stored (non-zero) counts (sparse)       ``a + b``
 ``cpm``       sum of counts per million (sparse)      ``a + b``
 ``lcpm``      sum of log2(CPM + 1) (sparse)           ``a + b``
-``gslot``,    gathered log2(CPM + 1) values of the    concatenation
-``gval``      pairs order statistics need (sparse)
 ============  ======================================  =========================================
 
 The sparse intermediates come from cells × genes count blocks
-(:mod:`atlas_engine.aggregate.csr`): CPM is the count over the cell's total times 1e6, and
-``trimmed_mean`` / ``logcpm_median`` are Allen's per-cluster statistics of log2(CPM + 1) (R's
-``mean(x, trim = 0.25)`` and the median), computed exactly from the gathered values.
+(:mod:`atlas_engine.aggregate.csr`): CPM is the count over the cell's total times 1e6. Allen's
+order statistics of log2(CPM + 1) (trimmed means, medians) need every value of a group at once
+and are not mergeable; they are computed apart (:mod:`atlas_engine.celltypes.orderstats`).
 
 Every statistic except ``count`` is NaN where ``count == 0`` (``sum`` too, so an empty group is
 never mistaken for a zero sum); ``var``/``std`` are NaN where ``count <= ddof``. ``count`` is
@@ -132,23 +130,6 @@ def _ratio(key: str) -> Callable[[Mapping[str, np.ndarray], int, bool], np.ndarr
     return fin
 
 
-def _order_stats(it: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    from ..kernels.sparse import segment_order_stats
-
-    count = np.asarray(it["count"])
-    return segment_order_stats(it["gslot"], it["gval"], count[:, 0] if count.shape[1] else
-                               np.zeros(count.shape[0], np.int64), it["nnz"], 0.25)
-
-
-def _finalize_trimmed(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
-    return _order_stats(it)[0]
-
-
-def _finalize_logcpm_median(it: Mapping[str, np.ndarray], ddof: int,
-                            parallel: bool = False) -> np.ndarray:
-    return _order_stats(it)[1]
-
-
 def _finalize_median(it: Mapping[str, np.ndarray], ddof: int, parallel: bool = False) -> np.ndarray:
     return it["median"]
 
@@ -169,10 +150,6 @@ AGGREGATIONS: dict[str, Aggregation] = {
         Aggregation("frac", ("nnz", "count"), ("sum", "sum"), _ratio("nnz")),
         Aggregation("cpm", ("cpm", "count"), ("sum", "sum"), _ratio("cpm")),
         Aggregation("logcpm", ("lcpm", "count"), ("sum", "sum"), _ratio("lcpm")),
-        Aggregation("trimmed_mean", ("count", "nnz", "gslot", "gval"),
-                    ("sum", "sum", "concat", "concat"), _finalize_trimmed),
-        Aggregation("logcpm_median", ("count", "nnz", "gslot", "gval"),
-                    ("sum", "sum", "concat", "concat"), _finalize_logcpm_median),
     )
 }
 
@@ -240,8 +217,6 @@ def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Inte
     for key in a:
         if key in ("count", "sum", "nnz", "cpm", "lcpm"):
             out[key] = _add(a[key], b[key])
-        elif key in ("gslot", "gval"):
-            out[key] = np.concatenate([a[key], b[key]])
         elif key == "min":
             out[key] = np.fmin(a[key], b[key])
         elif key == "max":

@@ -21,9 +21,9 @@ columns and computes, per group and gene:
 
 Cell totals are over all genes of the store, whatever ``genes`` selects. Every statistic runs
 as chunk -> combine -> finalize in :func:`atlas_engine.aggregate.engine.groupby_reduce` on CSR row
-blocks; the order statistics take a second pass that gathers only the values of the (group,
-gene) pairs with more than ``floor(n / 4)`` non-zero cells (the others are 0 exactly), at most
-:data:`GATHER_VALUES` at a time (more passes over the store when there are more).
+blocks; the order statistics read the counts once more, spilling every stored value by gene
+band to disk, then compute each band's pairs from its records
+(:mod:`atlas_engine.celltypes.orderstats`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import pandas as pd
 
 from ..aggregate.engine import groupby_reduce
 from ..errors import ConfigError
-from ..kernels.sparse import gather_mask
+from .orderstats import order_stats
 from .store import CellStore, cell_blocks, gene_bands, open_cell_store
 
 #: statistic name -> engine statistic
@@ -51,9 +51,6 @@ DEFAULT_STATS = ("sum", "mean", "var", "nnz")
 ORDER_STATS = ("trimmed_mean", "median")
 #: byte budget of one band's per-block intermediates (groups × genes × float64 × ~6)
 BAND_BYTES = 48 << 20
-#: values gathered for trimmed means / medians per pass over the store (12 bytes each, about
-#: three times that while sorting)
-GATHER_VALUES = 6_000_000
 #: partial results merged per combine task: small, so that few wait in memory at once
 SPLIT_EVERY = 2
 #: cells per wave (two row blocks, one per thread): one graph at a time, so memory does not
@@ -147,8 +144,8 @@ def _columns(store: CellStore, genes: Iterable[str] | None) -> tuple[np.ndarray,
 
 
 def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
-               n_groups: int, stats: list[str], ddof: int, block_cells: int,
-               masks: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+               n_groups: int, stats: list[str], ddof: int, block_cells: int
+               ) -> dict[str, np.ndarray]:
     """Statistics ``stats`` over all cells, in waves of :data:`WAVE_CELLS` cells.
 
     Each wave is one ``groupby_reduce`` graph stopped after its combine step; the waves'
@@ -165,7 +162,7 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
     step = max(block_cells, WAVE_CELLS - WAVE_CELLS % block_cells)
     for a in range(0, st.n_cells, step):
         b = min(st.n_cells, a + step)
-        arr = cell_blocks(st, bands, block_cells, masks, rows=(a, b))
+        arr = cell_blocks(st, bands, block_cells, rows=(a, b))
         parts = groupby_reduce(arr, labels[a:b], axis=0, n_groups=n_groups, stats=stats,
                                ddof=ddof, split_every=SPLIT_EVERY, finalize=False)
         for k, part in enumerate(dask.compute(*parts["intermediates"])):
@@ -182,57 +179,6 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
     return out
 
 
-def plan_order_passes(bands: list[tuple[int, int]], gathered: np.ndarray, covered: np.ndarray,
-                      budget: int) -> list[list[tuple[int, int]]]:
-    """Group gene bands into passes of at most ``budget`` gathered values each (a band over
-    budget is split into narrower bands; one gene over budget gets a pass of its own).
-
-    ``gathered`` holds the values each column of ``covered`` will gather.
-    """
-    per_col = dict(zip(covered.tolist(), gathered.tolist(), strict=True))
-    pieces: list[tuple[int, int, int]] = []
-    for c0, c1 in bands:
-        start, acc = c0, 0
-        for j in range(c0, c1):
-            v = per_col.get(j, 0)
-            if acc + v > budget and j > start:
-                pieces.append((start, j, acc))
-                start, acc = j, 0
-            acc += v
-        pieces.append((start, c1, acc))
-    passes: list[list[tuple[int, int]]] = []
-    total = budget + 1
-    for a, b, v in pieces:
-        if total + v > budget:
-            passes.append([])
-            total = 0
-        passes[-1].append((a, b))
-        total += v
-    return passes
-
-
-def _order_pass(st: CellStore, bands: list[tuple[int, int]], covered: np.ndarray,
-                labels: np.ndarray, n_groups: int, n_cells: np.ndarray, nnz: np.ndarray,
-                order: list[str], block_cells: int) -> dict[str, np.ndarray]:
-    """Trimmed mean / median: gather the values of the pairs that need them, a bounded number
-    at a time (several passes over the store when they exceed :data:`GATHER_VALUES`)."""
-    k = np.nan_to_num(nnz).astype(np.int64)
-    mask = gather_mask(n_cells, k)
-    gathered = np.where(mask, k, 0).sum(axis=0)
-    out = {name: np.full((n_groups, covered.size), np.nan) for name in order}
-    for bands_p in plan_order_passes(bands, gathered, covered, GATHER_VALUES):
-        pos = [int(np.searchsorted(covered, c0)) for c0, _ in bands_p]
-        masks = [mask[:, p:p + (c1 - c0)] for p, (c0, c1) in zip(pos, bands_p, strict=True)]
-        part = _run_waves(st, bands_p, labels, n_groups, order, 1, block_cells, masks)
-        at = 0
-        for p, (c0, c1) in zip(pos, bands_p, strict=True):
-            w = c1 - c0
-            for name in order:
-                out[name][:, p:p + w] = part[name][:, at:at + w]
-            at += w
-    return out
-
-
 def aggregate_cells(
     store: str | CellStore,
     by: str | Sequence[str] = "cluster",
@@ -242,6 +188,7 @@ def aggregate_cells(
     ddof: int = 1,
     block_cells: int = 2048,
     band_genes: int | None = None,
+    spill_dir: str | None = None,
 ) -> CellAggregate:
     """Per-group statistics of a Cell Types store (see the module docstring).
 
@@ -262,6 +209,10 @@ def aggregate_cells(
         Cells read per block (memory: one block of CSR rows per worker).
     band_genes : int, optional
         Genes per band of intermediates (default: about 48 MiB of intermediates per block).
+    spill_dir : str, optional
+        Where trimmed means and medians spill their values (12 bytes per stored count of the
+        selected genes, removed at the end); default the system's temporary directory. On a
+        cluster over several machines, a directory every worker sees.
 
     Returns
     -------
@@ -283,24 +234,30 @@ def aggregate_cells(
     width = band_genes or max(256, BAND_BYTES // (n_groups * 8 * 6))
     bands = gene_bands(cols, width)
     mergeable = [STATS[n] for n in names if n not in ORDER_STATS]
-    order = [STATS[n] for n in names if n in ORDER_STATS]
-    first = list(dict.fromkeys([*mergeable, "nnz"] if order else mergeable))
-    res = _run_waves(st, bands, labels, n_groups, first, ddof, block_cells)
-    covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
+    order = [n for n in names if n in ORDER_STATS]
+    out: dict[str, np.ndarray] = {}
+    if mergeable:
+        res = _run_waves(st, bands, labels, n_groups, list(dict.fromkeys(mergeable)), ddof,
+                         block_cells)
+        # the computed columns are the bands' concatenation; keep the selected genes
+        covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
+        take = np.searchsorted(covered, cols)
+        whole = covered.size == cols.size
+        for n in names:
+            if n not in ORDER_STATS:
+                out[n] = (res[STATS[n]] if whole
+                          else np.ascontiguousarray(res[STATS[n]][:, take]))
     if order:
-        res.update(_order_pass(st, bands, covered, labels, n_groups,
-                               groups["n_cells"].to_numpy(np.int64), res["nnz"], order,
-                               block_cells))
-    # the computed columns are the bands' concatenation; keep the selected genes
-    take = np.searchsorted(covered, cols)
-    whole = covered.size == cols.size
-    out = {n: res[STATS[n]] if whole else np.ascontiguousarray(res[STATS[n]][:, take])
-           for n in names}
+        tm, md = order_stats(st, cols, labels, groups["n_cells"].to_numpy(np.int64),
+                             block_cells, spill_dir=spill_dir)
+        out.update({"trimmed_mean": tm, "median": md})
+    out = {n: out[n] for n in names}
     var = st.var.iloc[cols]
     return CellAggregate(groups, var, out, unassigned_cells=int((labels < 0).sum()),
                          missing_genes=missing,
                          params={"by": by_cols, "stats": names, "ddof": ddof,
-                                 "block_cells": block_cells, "band_genes": width})
+                                 "block_cells": block_cells, "band_genes": width,
+                                 "spill_dir": spill_dir})
 
 
 def write_cell_aggregate(result: CellAggregate, out: str) -> list[str]:

@@ -64,9 +64,10 @@ def open_cell_store(path: str | Path) -> CellStore:
     return CellStore(str(path), int(shape[0]), int(shape[1]), obs, var, uns)
 
 
-def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list[CsrBlock]:
-    """Cells ``start:stop`` of ``X`` split into the gene bands ``bounds`` (one
-    :class:`CsrBlock` per band, each with the cells' totals over all genes)."""
+def read_csr_rows(path: str, start: int, stop: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Cells ``start:stop`` of ``X`` as CSR arrays ``(indptr from 0, indices, data)`` and the
+    number of genes; column indices are checked against it."""
     x = zarr.open_group(path, mode="r")["X"]
     indptr = np.asarray(x["indptr"][start:stop + 1], dtype=np.int64)
     p0, p1 = int(indptr[0]), int(indptr[-1])
@@ -76,18 +77,29 @@ def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list
     if indices.size and (int(indices.max()) >= n_genes or int(indices.min()) < 0):
         raise FormatError(f"{path}/X/indices", f"column index out of range in cells "
                           f"{start}..{stop - 1}", expected=f"indices in [0, {n_genes})")
+    return indptr - p0, indices, data, n_genes
+
+
+def stored_counts(path: str) -> int:
+    """Number of stored (non-zero) counts in ``X`` (the last ``indptr`` entry)."""
+    x = zarr.open_group(path, mode="r")["X"]
+    return int(x["indptr"][-1])
+
+
+def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list[CsrBlock]:
+    """Cells ``start:stop`` of ``X`` split into the gene bands ``bounds`` (one
+    :class:`CsrBlock` per band, each with the cells' totals over all genes)."""
+    local, indices, data, n_genes = read_csr_rows(path, start, stop)
     if len(bounds) == 2 and bounds[0] == 0 and bounds[1] == n_genes:
         # one band holding every gene: the rows as read, no copy
-        local = indptr - p0
         return [CsrBlock(local, indices, data, csr_row_totals(local, data), 0, n_genes)]
-    parts, totals = csr_split_bands(indptr - p0, indices, data, np.asarray(bounds))
+    parts, totals = csr_split_bands(local, indices, data, np.asarray(bounds))
     return [CsrBlock(ip, ix, dt, totals, int(bounds[k]), int(bounds[k + 1]))
             for k, (ip, ix, dt) in enumerate(parts)]
 
 
-def _band(blocks: list[CsrBlock], k: int, mask: np.ndarray | None) -> CsrBlock:
-    blk = blocks[k]
-    return blk if mask is None else blk.band(blk.col0, blk.col1, mask)
+def _band(blocks: list[CsrBlock], k: int) -> CsrBlock:
+    return blocks[k]
 
 
 def gene_bands(columns: np.ndarray, width: int) -> list[tuple[int, int]]:
@@ -105,12 +117,10 @@ def gene_bands(columns: np.ndarray, width: int) -> list[tuple[int, int]]:
 
 
 def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int,
-                masks: list[np.ndarray] | None = None,
                 rows: tuple[int, int] | None = None) -> Any:
     """Lazy Dask array (cells × band genes) of :class:`CsrBlock` blocks.
 
     ``bands`` are ``[col0, col1)`` gene ranges (the array's columns are their concatenation);
-    ``masks`` (one per band, groups × band width) go with the blocks for order statistics;
     ``rows`` (``[start, stop)``, default all cells) restricts the array to a run of cells.
     """
     import dask.array as da
@@ -121,8 +131,7 @@ def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int
         raise ConfigError("block_cells must be >= 1")
     lo, n = rows if rows is not None else (0, store.n_cells)
     starts = list(range(lo, n, block_cells)) or [lo]
-    token = tokenize(store.path, bands, block_cells, lo, n,
-                     None if masks is None else [tokenize(m) for m in masks])
+    token = tokenize(store.path, bands, block_cells, lo, n)
     load = f"celltypes-rows-{token}"
     name = f"celltypes-band-{token}"
     dsk: dict[Any, Any] = {}
@@ -136,8 +145,7 @@ def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int
     for i, a in enumerate(starts):
         dsk[(load, i)] = (read_rows, store.path, a, min(n, a + block_cells), tuple(edges))
         for j in range(len(bands)):
-            dsk[(name, i, j)] = (_band, (load, i), piece[j],
-                                 None if masks is None else masks[j])
+            dsk[(name, i, j)] = (_band, (load, i), piece[j])
     chunks = (tuple(min(n, a + block_cells) - a for a in starts),
               tuple(c1 - c0 for c0, c1 in bands))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])

@@ -70,13 +70,17 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
 @click.option("--layout", default="wide", show_default=True, type=click.Choice(["wide", "long"]),
               help="Tables: wide (a row per group, a column per gene or probe) or long (a row "
                    "per group and gene or probe).")
+@click.option("--spill-dir", default=None, type=click.Path(file_okay=False),
+              help="Cell Types stores: where trimmed_mean / median spill their values (12 "
+                   "bytes per stored count, removed at the end); default the temporary "
+                   "directory ($TMPDIR). On a cluster of several machines: a shared directory.")
 @click.option("--quiet", "-q", is_flag=True)
 @dask_options
 @abagen_options
 def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: str,
                   donors: str | None, collapse: str, keep_non_refseq: bool,
                   drop_empty: bool, atlas_info: str | None, transform: str, out: str,
-                  layout: str, quiet: bool,
+                  layout: str, spill_dir: str | None, quiet: bool,
                   workers: int | None,
                   scheduler: str | None, memory_limit: str | None, **abagen: object) -> None:
     """Aggregate STORE into a region × gene (or probe) matrix.
@@ -121,7 +125,7 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
         from .celltypes import run_cell_aggregate
 
         with execution(scheduler, workers, memory_limit, quiet):
-            run_cell_aggregate(store, by, stat, genes, out, quiet)
+            run_cell_aggregate(store, by, stat, genes, out, quiet, spill_dir=spill_dir)
         return
     if kind == FORMAT_BRAINSPAN:
         from .brainspan import run_brainspan_aggregate

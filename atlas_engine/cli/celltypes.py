@@ -10,7 +10,7 @@ from .common import dask_options, execution
 
 
 def run_cell_aggregate(store: str, by: str, stat: str, genes: str | None, out: str,
-                       quiet: bool) -> None:
+                       quiet: bool, spill_dir: str | None = None) -> None:
     """Aggregate a Cell Types store and write ``out`` (see :func:`write_cell_aggregate`)."""
     from ..celltypes.aggregate import aggregate_cells, write_cell_aggregate
 
@@ -20,7 +20,7 @@ def run_cell_aggregate(store: str, by: str, stat: str, genes: str | None, out: s
         text = open(genes[1:]).read() if genes.startswith("@") else genes
         wanted = [g for g in text.replace("\n", ",").split(",") if g.strip()]
     by_cols = "cluster" if by == "structure" else by
-    result = aggregate_cells(store, by=by_cols, stats=stat, genes=wanted)
+    result = aggregate_cells(store, by=by_cols, stats=stat, genes=wanted, spill_dir=spill_dir)
     paths = write_cell_aggregate(result, out)
     if not quiet:
         g = result.groups
