@@ -7,11 +7,12 @@ reported, with the 1-minute load average just before it. In one run, for each ``
 * ``pandas``: the reader a user would write: ``pandas.read_csv(chunksize=...)`` with int32
   columns, each chunk to ``scipy.sparse.csr_matrix``, then ``vstack`` (the CSR only, no obs);
 * ``polars``: the same with ``polars.scan_csv(...).collect_batches()`` (int32 schema);
-* ``aggregate``: per-cluster sum, mean, var and count of non-zeros of all genes from the store
-  (2 Dask threads);
+* ``aggregate``: ``atlas-engine aggregate STORE --by cluster --stat sum,mean,var,nnz --out
+  agg.zarr -q``: the whole command as a user runs it (start-up, per-cluster statistics of all
+  genes on 2 Dask threads, the AnnData result written);
 * ``scanpy``: ``scanpy.get.aggregate`` (same four) on the same counts already in memory as CSR
   (the read is not timed; the reported time is the call alone);
-* ``trimmed``: per-cluster trimmed means from the store; ``means``: plain means alone.
+* ``means`` / ``trimmed``: the same command with ``--stat mean`` / ``--stat trimmed_mean``.
 
 Usage::
 
@@ -71,25 +72,6 @@ for batch in pl.scan_csv(MATRIX, schema=schema).collect_batches(chunk_size=1000)
 X = sparse.vstack(parts, format='csr')
 print('nnz', X.nnz)
 """,
-    "aggregate": """
-import dask
-from atlas_engine.celltypes.aggregate import aggregate_cells
-with dask.config.set(scheduler='threads', num_workers=2):
-    r = aggregate_cells(STORE, 'cluster', ['sum', 'mean', 'var', 'nnz'])
-print('groups', len(r.groups))
-""",
-    "means": """
-import dask
-from atlas_engine.celltypes.aggregate import aggregate_cells
-with dask.config.set(scheduler='threads', num_workers=2):
-    r = aggregate_cells(STORE, 'cluster', ['mean'])
-""",
-    "trimmed": """
-import dask
-from atlas_engine.celltypes.aggregate import aggregate_cells
-with dask.config.set(scheduler='threads', num_workers=2):
-    r = aggregate_cells(STORE, 'cluster', ['trimmed_mean'])
-""",
     "scanpy": """
 import time, warnings
 import anndata as ad, scanpy as sc
@@ -103,11 +85,30 @@ print('CALL_SECONDS', time.perf_counter() - t0)
 }
 
 
+#: whole commands as a user runs them (the console script: start-up, compute, writing the
+#: AnnData result); ``{STORE}`` and ``{OUT}`` are filled in
+COMMANDS = {
+    "aggregate": ["aggregate", "{STORE}", "--by", "cluster", "--stat", "sum,mean,var,nnz",
+                  "--out", "{OUT}/agg.zarr", "-q"],
+    "means": ["aggregate", "{STORE}", "--by", "cluster", "--stat", "mean",
+              "--out", "{OUT}/means.zarr", "-q"],
+    "trimmed": ["aggregate", "{STORE}", "--by", "cluster", "--stat", "trimmed_mean",
+                "--out", "{OUT}/trimmed.zarr", "-q"],
+}
+
+
 def run_step(step: str, env: dict[str, str]) -> dict[str, float]:
-    code = "".join(f"{k} = {v!r}\n" for k, v in env.items()) + STEP_CODE[step]
+    if step in COMMANDS:
+        out = Path(env["STORE"]).parent / "out"
+        out.mkdir(exist_ok=True)
+        args = [a.format(STORE=env["STORE"], OUT=out) for a in COMMANDS[step]]
+        cmd = [str(Path(sys.executable).parent / "atlas-engine"), *args]
+    else:
+        code = "".join(f"{k} = {v!r}\n" for k, v in env.items()) + STEP_CODE[step]
+        cmd = [sys.executable, "-c", code]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1",
                                  "OPENBLAS_NUM_THREADS": "1"})
     out = proc.stdout.read().decode() if proc.stdout else ""

@@ -440,7 +440,7 @@ def test_order_stats_refuse_a_full_disk(worlds: dict, monkeypatch: pytest.Monkey
 def test_plan_fine_bands_bounds() -> None:
     from atlas_engine.celltypes.orderstats import plan_fine_bands
 
-    assert plan_fine_bands(50_281, 127, 337_600_000, 4_000_000) == (516, 98)  # 16-bit slots
+    assert plan_fine_bands(50_281, 127, 337_600_000, 4_000_000) == (592, 85)
     assert plan_fine_bands(10, 3, 5, 4_000_000) == (10, 1)
     width, n = plan_fine_bands(100, 2**28, 10**9, 1)
     assert width * 2**28 < 2**31 and width * n >= 100
@@ -450,9 +450,22 @@ def test_waves_give_the_same_result(worlds: dict, monkeypatch: pytest.MonkeyPatc
     import atlas_engine.celltypes.aggregate as agg_mod
 
     store = worlds["human-mtg"][2]
-    one = aggregate_cells(store, "cluster", "all", block_cells=32)
-    monkeypatch.setattr(agg_mod, "WAVE_CELLS", 64)  # 260 cells: five waves of two blocks
+    one = aggregate_cells(store, "cluster", "all", block_cells=4096)  # one wave
+    waves = []
+    real = agg_mod.cell_blocks
+
+    def spy(*args: object, **kw: object) -> object:
+        waves.append(kw["rows"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(agg_mod, "cell_blocks", spy)
     many = aggregate_cells(store, "cluster", "all", block_cells=32)
+    assert waves == [(a, min(a + 64, 260)) for a in range(0, 260, 64)]  # two blocks a wave
+    waves.clear()
+    banded = aggregate_cells(store, "cluster", "all", block_cells=32, band_genes=40)
+    assert len(waves) == 9  # several bands: one block a wave
+    for s in one.stats:
+        np.testing.assert_allclose(banded.stats[s], one.stats[s], rtol=1e-12, atol=1e-12)
     for s in one.stats:
         np.testing.assert_allclose(many.stats[s], one.stats[s], rtol=1e-12, atol=1e-12)
 

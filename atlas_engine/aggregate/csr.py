@@ -22,7 +22,11 @@ Intermediates = dict[str, np.ndarray]
 
 @dataclass
 class CsrBlock:
-    """Whole cells as CSR rows, seen through the gene band ``[col0, col1)``."""
+    """Whole cells as CSR rows, seen through the gene band ``[col0, col1)``.
+
+    With ``row_end`` set, ``indptr`` holds each row's first entry in the band (one per row)
+    and ``row_end`` its end (:func:`atlas_engine.kernels.sparse.csr_band_pointers`).
+    """
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -30,14 +34,17 @@ class CsrBlock:
     totals: np.ndarray
     col0: int
     col1: int
+    row_end: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (len(self.indptr) - 1, self.col1 - self.col0)
+        rows = len(self.indptr) - 1 if self.row_end is None else len(self.row_end)
+        return (rows, self.col1 - self.col0)
 
     def band(self, col0: int, col1: int) -> CsrBlock:
         """The same rows seen through another gene band (no copy)."""
-        return CsrBlock(self.indptr, self.indices, self.data, self.totals, col0, col1)
+        return CsrBlock(self.indptr, self.indices, self.data, self.totals, col0, col1,
+                        self.row_end)
 
 
 def csr_chunk_reduce(block: CsrBlock, labels: np.ndarray, n_groups: int,
@@ -46,7 +53,7 @@ def csr_chunk_reduce(block: CsrBlock, labels: np.ndarray, n_groups: int,
     need = set(needed)
     stats = csr_group_stats(block.indptr, block.indices, block.data, labels, block.totals,
                             n_groups, block.col0, block.col1, m2="m2" in need,
-                            cpm=bool(need & {"cpm", "lcpm"}))
+                            cpm=bool(need & {"cpm", "lcpm"}), row_end=block.row_end)
     width = block.col1 - block.col0
     out: Intermediates = {
         # the same for every gene: a read-only broadcast view, no memory (see specs.merge_pair)

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..kernels import divide_counts
+from ..kernels.merge import merge_moments
 
 Intermediates = dict[str, np.ndarray]
 
@@ -204,10 +205,33 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a + b
 
 
-def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Intermediates:
-    """Merge the intermediates of two disjoint sets of values (same keys, same shapes)."""
+def _fast_moments(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    """Whether the numba merge applies: 2-D float64 sums and m2, integer counts."""
+    arrays = (a["sum"], b["sum"], a["m2"], b["m2"])
+    return (all(x.ndim == 2 and x.dtype == np.float64 and x.shape == arrays[0].shape
+                for x in arrays)
+            and all(c.shape == arrays[0].shape and c.dtype.kind in "iu"
+                    for c in (a["count"], b["count"])))
+
+
+def _writable(x: np.ndarray) -> bool:
+    return bool(x.flags.writeable and x.flags.c_contiguous and x.strides[-1] != 0)
+
+
+def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
+               into: bool = False) -> Intermediates:
+    """Merge the intermediates of two disjoint sets of values (same keys, same shapes).
+
+    ``into``: the caller owns ``a`` and will not read it again; its arrays are reused for the
+    result where they can be (no new full-size arrays for additive intermediates and m2).
+    """
     out: Intermediates = {}
-    if "m2" in a:
+    if "m2" in a and _fast_moments(a, b):
+        reuse = into and _writable(a["sum"]) and _writable(a["m2"])
+        out["sum"], out["m2"] = merge_moments(
+            a["count"], a["sum"], a["m2"], b["count"], b["sum"], b["m2"],
+            a["sum"] if reuse else None, a["m2"] if reuse else None)
+    elif "m2" in a:
         na, nb = a["count"], b["count"]
         n = na + nb
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -215,8 +239,13 @@ def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Inte
             extra = np.where((na > 0) & (nb > 0), delta * delta * (na * nb) / np.where(n > 0, n, 1), 0.0)
         out["m2"] = a["m2"] + b["m2"] + extra
     for key in a:
+        if key in out:
+            continue
         if key in ("count", "sum", "nnz", "cpm", "lcpm"):
-            out[key] = _add(a[key], b[key])
+            if into and _writable(a[key]) and a[key].shape == b[key].shape:
+                out[key] = np.add(a[key], b[key], out=a[key])
+            else:
+                out[key] = _add(a[key], b[key])
         elif key == "min":
             out[key] = np.fmin(a[key], b[key])
         elif key == "max":
@@ -231,8 +260,9 @@ def merge(parts: Sequence[Mapping[str, np.ndarray]]) -> Intermediates:
     if not parts:
         raise ConfigError("nothing to merge")
     acc = dict(parts[0])
-    for p in parts[1:]:
-        acc = merge_pair(acc, p)
+    for i, p in enumerate(parts[1:]):
+        # from the second merge on, acc holds arrays made here: reuse them
+        acc = merge_pair(acc, p, into=i > 0)
     return acc
 
 

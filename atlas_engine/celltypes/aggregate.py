@@ -53,9 +53,11 @@ ORDER_STATS = ("trimmed_mean", "median")
 BAND_BYTES = 48 << 20
 #: partial results merged per combine task: small, so that few wait in memory at once
 SPLIT_EVERY = 2
-#: cells per wave (two row blocks, one per thread): one graph at a time, so memory does not
-#: grow with the number of cells (each block's partial result is groups × genes)
-WAVE_CELLS = 4096
+#: cells read per task by default (about 150 MB of CSR rows at M1 density)
+BLOCK_CELLS = 4096
+#: at most this many cells per task of the order statistics' spill pass (its records double
+#: a block's size)
+SPILL_BLOCK_CELLS = 2048
 
 
 @dataclass
@@ -146,12 +148,14 @@ def _columns(store: CellStore, genes: Iterable[str] | None) -> tuple[np.ndarray,
 def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
                n_groups: int, stats: list[str], ddof: int, block_cells: int
                ) -> dict[str, np.ndarray]:
-    """Statistics ``stats`` over all cells, in waves of :data:`WAVE_CELLS` cells.
+    """Statistics ``stats`` over all cells, in waves of one row block (two when there is a
+    single gene band, so that both threads have work).
 
-    Each wave is one ``groupby_reduce`` graph stopped after its combine step; the waves'
-    intermediates are merged (:func:`atlas_engine.aggregate.specs.merge`) and finalized once,
-    band by band. Memory: one wave of row blocks and partial results, plus one accumulator of
-    intermediates per band (the result's size), whatever the number of cells.
+    Each wave is one ``groupby_reduce`` graph stopped after its combine step; the threads share
+    the wave's gene bands, and its intermediates are merged into one accumulator per band, in
+    place (:func:`atlas_engine.aggregate.specs.merge_pair`), finalized once at the end. Memory:
+    one wave's rows and partial results (groups × genes per block), plus the accumulator (the
+    result's size), whatever the number of cells.
     """
     import dask
 
@@ -159,14 +163,15 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
 
     aggs = specs.resolve(stats)
     acc: list[Any] = [None] * len(bands)
-    step = max(block_cells, WAVE_CELLS - WAVE_CELLS % block_cells)
+    step = block_cells * (1 if len(bands) >= 2 else 2)
     for a in range(0, st.n_cells, step):
         b = min(st.n_cells, a + step)
         arr = cell_blocks(st, bands, block_cells, rows=(a, b))
         parts = groupby_reduce(arr, labels[a:b], axis=0, n_groups=n_groups, stats=stats,
                                ddof=ddof, split_every=SPLIT_EVERY, finalize=False)
         for k, part in enumerate(dask.compute(*parts["intermediates"])):
-            acc[k] = part if acc[k] is None else specs.merge([acc[k], part])
+            # acc holds this function's own arrays: merged into in place
+            acc[k] = part if acc[k] is None else specs.merge_pair(acc[k], part, into=True)
     widths = [c1 - c0 for c0, c1 in bands]
     out = {name: np.empty((n_groups, sum(widths))) for name in stats}
     at = 0
@@ -186,7 +191,7 @@ def aggregate_cells(
     *,
     genes: Iterable[str] | None = None,
     ddof: int = 1,
-    block_cells: int = 2048,
+    block_cells: int = BLOCK_CELLS,
     band_genes: int | None = None,
     spill_dir: str | None = None,
 ) -> CellAggregate:
@@ -249,7 +254,7 @@ def aggregate_cells(
                           else np.ascontiguousarray(res[STATS[n]][:, take]))
     if order:
         tm, md = order_stats(st, cols, labels, groups["n_cells"].to_numpy(np.int64),
-                             block_cells, spill_dir=spill_dir)
+                             min(block_cells, SPILL_BLOCK_CELLS), spill_dir=spill_dir)
         out.update({"trimmed_mean": tm, "median": md})
     out = {n: out[n] for n in names}
     var = st.var.iloc[cols]

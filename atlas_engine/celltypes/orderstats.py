@@ -2,20 +2,19 @@
 
 An order statistic of a (group, gene) pair needs all of the pair's stored values at once, and
 the store holds cells, not genes. Instead of reading the store once per band of genes, one
-Dask pass over row blocks writes every stored value of the selected genes, as
-``(pair, cell, count)`` records grouped by *fine gene band*, to a spill directory (6 bytes per
-stored count in the usual case: 16-bit pair, cell in its block and count; wider where they do
-not fit; three files per row block), and each cell's total. A second set of Dask tasks, one
-per fine band, reads that band's records from every block's files, turns them into
-log2(CPM + 1), places them by pair and selects each pair's middle values
-(:func:`atlas_engine.kernels.spill.band_order_stats`).
+Dask pass over row blocks writes every stored count of the selected genes to a spill
+directory, grouped by *fine gene band*: per count its gene within the band and the count, per
+run of one cell's counts the cell (4 bytes a count plus 6 a run with 16-bit fields, wider where
+they do not fit; four files per row block), and each cell's total. A second set of Dask tasks,
+one per fine band, reads that band's records from every block's files, places them by pair as
+CPM and selects each pair's middle values (:func:`atlas_engine.kernels.spill.band_order_stats`).
 
 Memory: one row block and its records per thread in the first pass; one band's records
-(about :data:`BAND_VALUES` on average, ~30 bytes each while placed) per thread in the second.
-Disk: 6 bytes (at most 16) per stored count of the selected genes, removed when the computation ends,
-however it ends. The spill directory must be visible to every worker: the default (the
-system's temporary directory) is for threads or a cluster on one machine; a cluster over
-several machines needs ``spill_dir`` on a shared file system.
+(about :data:`BAND_VALUES` on average, ~12 bytes each while placed) per thread in the second.
+Disk: about 4.5 bytes (at most 12) per stored count of the selected genes, removed when the
+computation ends, however it ends. The spill directory must be visible to every worker: the
+default (the system's temporary directory) is for threads or a cluster on one machine; a
+cluster over several machines needs ``spill_dir`` on a shared file system.
 """
 
 from __future__ import annotations
@@ -31,10 +30,13 @@ from ..errors import ConfigError
 from ..kernels.spill import band_order_stats, cpm_scale, csr_band_records
 from .store import CellStore, read_csr_rows, stored_counts
 
-#: average records per fine band (the second pass holds one band per thread, ~30 B each)
+#: average records per fine band (the second pass holds one band per thread, ~12 B each)
 BAND_VALUES = 4_000_000
-#: spill bytes per stored count, at most (16-bit records take 6)
-RECORD_BYTES = 16
+#: spill bytes per stored count, at most (a 4-byte local gene, an 8-byte count), and with
+#: 16-bit fields (each with about 0.1 of a 6-byte run at M1 density; 2 allowed for sparser
+#: sets)
+RECORD_BYTES = 12
+RECORD_BYTES_NARROW = 6
 #: the spill needs this much more free space than its estimate
 FREE_MARGIN = 1.05
 
@@ -43,36 +45,37 @@ def plan_fine_bands(n_selected: int, n_groups: int, values: int,
                     band_values: int = BAND_VALUES) -> tuple[int, int]:
     """``(width, n_bands)``: genes per fine band and the number of bands, so that a band holds
     about ``band_values`` of the ``values`` stored counts (uniform density assumed) and
-    ``n_groups × width`` stays a valid int32 slot. Bands are narrowed to fit 16-bit slots
-    (``n_groups × width <= 65,536``) when that costs at most four times as many bands."""
+    ``n_groups × width`` (the band's pairs) stays below 2**31."""
     n_bands = max(1, min(n_selected, math.ceil(values / max(1, band_values))))
     width = math.ceil(n_selected / n_bands)
-    narrow = 2**16 // max(1, n_groups)
-    if 1 <= narrow < width and math.ceil(n_selected / narrow) <= 4 * n_bands:
-        width = narrow
     width = max(1, min(width, (2**31 - 1) // max(1, n_groups) - 1))
     return width, math.ceil(n_selected / width)
 
 
+#: the record files of a row block, in the order of :class:`BandRecords`' arrays
+FIELDS = ("local", "count", "run_cell", "run_len")
+
+
 def _spill_block(path: str, start: int, stop: int, labels: np.ndarray, colpos: np.ndarray,
-                 width: int, n_bands: int, n_groups: int, folder: str, name: str
-                 ) -> tuple[np.ndarray, np.ndarray, tuple[str, str, str]]:
+                 width: int, n_bands: int, folder: str, name: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read cells ``start:stop``, write their records by fine band to ``folder/name.*``;
-    return the band offsets (records), the cells' totals and the records' dtypes."""
+    return the band offsets of records and runs, the cells' totals and the files' dtypes."""
     indptr, indices, data, _ = read_csr_rows(path, start, stop)
-    offs, slot, cell, x, totals = csr_band_records(indptr, indices, data, labels, colpos,
-                                                   width, n_bands, n_groups)
+    rec = csr_band_records(indptr, indices, data, labels, colpos, width, n_bands)
     del indices, data
     base = Path(folder) / name
-    slot.tofile(f"{base}.slot")
-    cell.tofile(f"{base}.cell")
-    x.tofile(f"{base}.x")
-    return offs, totals, (slot.dtype.str, cell.dtype.str, x.dtype.str)
+    for field in FIELDS:
+        getattr(rec, field).tofile(f"{base}.{field}")
+    return (rec.rec_offsets, rec.run_offsets, rec.totals,
+            tuple(getattr(rec, f).dtype.str for f in FIELDS))
 
 
 def _read_into(path: str, out: np.ndarray, dtype: np.dtype, offset: int) -> None:
-    """Fill ``out`` from ``path`` at record ``offset`` (read straight into it when the file
+    """Fill ``out`` from ``path`` at element ``offset`` (read straight into it when the file
     holds ``out``'s dtype, else through a converted copy)."""
+    if out.size == 0:
+        return
     if dtype == out.dtype:
         with open(path, "rb") as fh:
             fh.seek(offset * dtype.itemsize)
@@ -82,32 +85,37 @@ def _read_into(path: str, out: np.ndarray, dtype: np.dtype, offset: int) -> None
         out[:] = np.fromfile(path, dtype, count=out.size, offset=offset * dtype.itemsize)
 
 
-def _band_stats(folder: str, blocks: list[tuple[str, int, tuple[str, str, str]]],
-                lo: np.ndarray, hi: np.ndarray, scale: np.ndarray, n_cells: np.ndarray,
-                width: int, trim: float) -> tuple[np.ndarray, np.ndarray]:
+def _band_stats(folder: str, blocks: list[tuple[str, int, tuple[str, ...]]],
+                rec: np.ndarray, run: np.ndarray, labels: np.ndarray, scale: np.ndarray,
+                n_cells: np.ndarray, width: int, trim: float) -> tuple[np.ndarray, np.ndarray]:
     """One fine band: its records from every block's files -> (trimmed mean, median).
 
-    ``blocks`` holds each block's file stem, first cell and record dtypes."""
-    sizes = (hi - lo).astype(np.int64)
-    used = [k for k in range(len(blocks)) if sizes[k]]
+    ``blocks`` holds each block's file stem, first cell and file dtypes; ``rec`` / ``run``
+    (blocks × 2) the band's record / run offsets in each block's files."""
+    n_rec = (rec[:, 1] - rec[:, 0]).astype(np.int64)
+    n_run = (run[:, 1] - run[:, 0]).astype(np.int64)
+    used = [k for k in range(len(blocks)) if n_run[k]]
     types = [tuple(np.dtype(t) for t in blocks[k][2]) for k in used]
     # one array per field, in the widest dtype any block used
-    slot = np.empty(int(sizes.sum()), np.result_type(np.uint16, *[t[0] for t in types]))
-    cell = np.empty(slot.size, np.result_type(np.uint16, *[t[1] for t in types]))
-    x = np.empty(slot.size, np.result_type(np.uint16, *[t[2] for t in types]))
-    starts = np.zeros(len(used) + 1, np.int64)
-    at = 0
+    sizes = (int(n_rec[used].sum()), int(n_rec[used].sum()), int(n_run[used].sum()),
+             int(n_run[used].sum()))
+    arrays = [np.empty(n, np.result_type(np.uint16, *[t[f] for t in types]))
+              for f, n in enumerate(sizes)]
+    rec_at = np.zeros(len(used) + 1, np.int64)
+    run_at = np.zeros(len(used) + 1, np.int64)
     for i, k in enumerate(used):
-        name, _, _ = blocks[k]
-        n = int(sizes[k])
-        base = str(Path(folder) / name)
-        for out, suffix, dt in ((slot, "slot", types[i][0]), (cell, "cell", types[i][1]),
-                                (x, "x", types[i][2])):
-            _read_into(f"{base}.{suffix}", out[at:at + n], dt, int(lo[k]))
-        at += n
-        starts[i + 1] = at
+        base = str(Path(folder) / blocks[k][0])
+        ends = (rec_at[i] + n_rec[k], rec_at[i] + n_rec[k], run_at[i] + n_run[k],
+                run_at[i] + n_run[k])
+        for f, field in enumerate(FIELDS):
+            lo = rec_at[i] if f < 2 else run_at[i]
+            off = rec[k, 0] if f < 2 else run[k, 0]
+            _read_into(f"{base}.{field}", arrays[f][lo:ends[f]], types[i][f], int(off))
+        rec_at[i + 1] = ends[0]
+        run_at[i + 1] = ends[2]
     first = np.array([blocks[k][1] for k in used], np.int64)
-    return band_order_stats(slot, cell, x, scale, n_cells, width, trim, pieces=(starts, first))
+    return band_order_stats(*arrays, labels, scale, n_cells, width, trim,
+                            pieces=(rec_at, run_at, first))
 
 
 def _check_space(folder: Path, need: int) -> None:
@@ -115,7 +123,7 @@ def _check_space(folder: Path, need: int) -> None:
     if free < need * FREE_MARGIN:
         raise ConfigError(
             f"{folder}: trimmed means / medians spill about {need / 2**30:.1f} GiB "
-            f"(6-16 bytes per stored count) and only {free / 2**30:.1f} GiB is free; "
+            f"(4-12 bytes per stored count) and only {free / 2**30:.1f} GiB is free; "
             "choose another place with spill_dir= (--spill-dir)")
 
 
@@ -159,8 +167,9 @@ def order_stats(
     root.mkdir(parents=True, exist_ok=True)
     # the estimate is the selected genes' share at uniform density (every stored count at
     # most), in the record size this run will use
-    narrow = n_groups * width <= 2**16 and block_cells <= 2**16
-    _check_space(root, min(stored, 2 * share) * (6 if narrow else RECORD_BYTES))
+    narrow = width <= 2**16
+    _check_space(root, min(stored, 2 * share) * (RECORD_BYTES_NARROW if narrow
+                                                 else RECORD_BYTES))
     folder = Path(tempfile.mkdtemp(prefix="atlas-engine-spill-", dir=root))
     try:
         starts = list(range(0, st.n_cells, block_cells))
@@ -168,17 +177,20 @@ def order_stats(
         labels = np.asarray(labels, np.int64)
         spill = [dask.delayed(_spill_block, pure=False)(
             st.path, a, min(st.n_cells, a + block_cells), labels[a:a + block_cells], colpos,
-            width, n_bands, n_groups, str(folder), name)
+            width, n_bands, str(folder), name)
             for a, name in zip(starts, names, strict=True)]
         parts = dask.compute(*spill)
-        offsets = (np.stack([p[0] for p in parts]) if parts
-                   else np.zeros((0, n_bands + 1), np.int64))
-        scale = cpm_scale(np.concatenate([p[1] for p in parts]) if parts else np.zeros(0))
-        blocks = [(name, a, p[2]) for name, a, p in zip(names, starts, parts, strict=True)]
+        rec = (np.stack([p[0] for p in parts]) if parts
+               else np.zeros((0, n_bands + 1), np.int64))
+        run = (np.stack([p[1] for p in parts]) if parts
+               else np.zeros((0, n_bands + 1), np.int64))
+        scale = cpm_scale(np.concatenate([p[2] for p in parts]) if parts else np.zeros(0))
+        blocks = [(name, a, p[3]) for name, a, p in zip(names, starts, parts, strict=True)]
         # one key each for the arrays every band task shares
-        shared = dask.delayed(scale, pure=True), dask.delayed(n_cells, pure=True)
+        shared = (dask.delayed(labels, pure=True), dask.delayed(scale, pure=True),
+                  dask.delayed(n_cells, pure=True))
         bands = [dask.delayed(_band_stats, pure=False)(
-            str(folder), blocks, offsets[:, b], offsets[:, b + 1], *shared, width, trim)
+            str(folder), blocks, rec[:, b:b + 2], run[:, b:b + 2], *shared, width, trim)
             for b in range(n_bands)]
         done = dask.compute(*bands)
     finally:

@@ -20,7 +20,7 @@ from scipy import sparse
 
 from ..aggregate.csr import CsrBlock
 from ..errors import ConfigError, FormatError
-from ..kernels.sparse import csr_row_totals, csr_split_bands
+from ..kernels.sparse import csr_band_pointers, csr_row_totals, csr_split_bands
 
 
 @dataclass
@@ -93,7 +93,14 @@ def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...]) -> list
     if len(bounds) == 2 and bounds[0] == 0 and bounds[1] == n_genes:
         # one band holding every gene: the rows as read, no copy
         return [CsrBlock(local, indices, data, csr_row_totals(local, data), 0, n_genes)]
-    parts, totals = csr_split_bands(local, indices, data, np.asarray(bounds))
+    edges = np.asarray(bounds, np.int64)
+    scan = csr_band_pointers(local, indices, data, edges)
+    if scan is not None:
+        # sorted rows (convert writes them so): each band a view of the rows, no copy
+        ptr, totals = scan
+        return [CsrBlock(ptr[k], indices, data, totals, int(edges[k]), int(edges[k + 1]),
+                         row_end=ptr[k + 1]) for k in range(edges.size - 1)]
+    parts, totals = csr_split_bands(local, indices, data, edges)
     return [CsrBlock(ip, ix, dt, totals, int(bounds[k]), int(bounds[k + 1]))
             for k, (ip, ix, dt) in enumerate(parts)]
 

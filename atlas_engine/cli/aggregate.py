@@ -122,9 +122,12 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
     t0 = time.perf_counter()
     kind = store_format(store)  # an AHBA store needs no Cell Types check (scipy's import)
     if kind != FORMAT_MICROARRAY and _cell_store(store):
+        from ..tuning import process_tuning
         from .celltypes import run_cell_aggregate
 
-        with execution(scheduler, workers, memory_limit, quiet):
+        # tuned as the other heavy commands: two malloc arenas keep the threads' freed row
+        # blocks from staying resident (M1, sum/mean/var/nnz: 958 -> 817 MiB peak)
+        with process_tuning(), execution(scheduler, workers, memory_limit, quiet):
             run_cell_aggregate(store, by, stat, genes, out, quiet, spill_dir=spill_dir)
         return
     if kind == FORMAT_BRAINSPAN:

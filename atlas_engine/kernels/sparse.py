@@ -5,8 +5,11 @@ Pure compute: arrays in, arrays out. A block is given by its CSR arrays and a ge
 several gene bands without a copy. Per-cell totals (library sizes over *all* genes) come in
 separately, because a band alone does not know them.
 
+* :func:`csr_band_pointers` - for rows with sorted column indices (as written by
+  ``convert``), where each row's entries of every gene band start: the bands share one read
+  of the rows without a copy.
 * :func:`csr_split_bands` - one pass that splits CSR rows into gene bands (and sums each
-  row), so each band's kernels touch only its own entries.
+  row), for rows whose indices are not sorted.
 * :func:`csr_group_stats` - per group: cells; per group and gene: stored (non-zero) counts,
   sum, sum of squared deviations about the block's group mean (zeros included), and the sums of
   CPM and of log2(CPM + 1) (CPM = count / cell total × 1e6).
@@ -23,7 +26,8 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _group_stats(indptr, indices, data, labels, totals, n_groups, col0, col1, want_m2, want_cpm):
+def _group_stats(starts, ends, indices, data, labels, totals, n_groups, col0, col1, want_m2,
+                 want_cpm):
     width = col1 - col0
     cells = np.zeros(n_groups, np.int64)
     nnz = np.zeros((n_groups, width), np.int32)
@@ -31,13 +35,17 @@ def _group_stats(indptr, indices, data, labels, totals, n_groups, col0, col1, wa
     m2 = np.zeros((n_groups, width) if want_m2 else (0, 0), np.float64)
     cpm = np.zeros((n_groups, width) if want_cpm else (0, 0), np.float64)
     lcpm = np.zeros((n_groups, width) if want_cpm else (0, 0), np.float64)
-    for r in range(indptr.size - 1):
+    # rows in group order (cell order kept within a group, so every sum adds the same values
+    # in the same order): consecutive rows update the same accumulator rows, still in cache
+    order = np.argsort(labels, kind="mergesort")
+    for rr in range(order.size):
+        r = order[rr]
         g = labels[r]
         if g < 0:
             continue
         cells[g] += 1
         scale = 1e6 / totals[r] if totals[r] > 0 else 0.0
-        for p in range(indptr[r], indptr[r + 1]):
+        for p in range(starts[r], ends[r]):
             j = indices[p]
             if j < col0 or j >= col1:
                 continue
@@ -105,6 +113,55 @@ def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_dat
 
 
 @numba.njit(nogil=True, cache=True)
+def _band_pointers(indptr, indices, data, bounds, out, totals):
+    n_rows = indptr.size - 1
+    for r in range(n_rows):
+        a = indptr[r]
+        b = indptr[r + 1]
+        t = 0
+        prev = -1
+        for p in range(a, b):
+            j = indices[p]
+            if j <= prev:
+                return False
+            prev = j
+            t += data[p]
+        totals[r] = t
+        for k in range(bounds.size):
+            # first entry of the row with a column >= bounds[k] (binary search)
+            lo = a
+            hi = b
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if indices[mid] < bounds[k]:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[k, r] = lo
+    return True
+
+
+def csr_band_pointers(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                      bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where each row's entries of every gene band start, for rows with sorted column indices,
+    and each row's total (one pass over the rows).
+
+    Returns ``(ptr, totals)``: ``ptr`` of shape ``(len(bounds), rows)``, row ``r``'s entries
+    with columns in ``[bounds[k], bounds[k + 1])`` being ``ptr[k, r]:ptr[k + 1, r]`` (no copy
+    of the rows), and the rows' sums (float64); None when some row's indices are not strictly
+    increasing (then split with :func:`csr_split_bands`).
+    """
+    indptr = np.asarray(indptr, np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    out = np.empty((bounds.size, indptr.size - 1), np.int64)
+    data = np.asarray(data)
+    totals = np.empty(indptr.size - 1, np.float64 if data.dtype.kind == "f" else np.int64)
+    if not _band_pointers(indptr, np.asarray(indices), data, bounds, out, totals):
+        return None
+    return out, totals.astype(np.float64, copy=False)
+
+
+@numba.njit(nogil=True, cache=True)
 def _row_totals(indptr, data, out):
     for r in range(indptr.size - 1):
         t = 0
@@ -148,7 +205,7 @@ def csr_split_bands(
 def csr_group_stats(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
     totals: np.ndarray, n_groups: int, col0: int, col1: int, *, m2: bool = True,
-    cpm: bool = True,
+    cpm: bool = True, row_end: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Grouped sums of one CSR row block over the gene band ``[col0, col1)``.
 
@@ -162,6 +219,9 @@ def csr_group_stats(
     n_groups, col0, col1 : int
     m2, cpm : bool
         Also compute ``m2`` / ``cpm`` and ``lcpm``.
+    row_end : (rows,) int64, optional
+        With it, ``indptr`` holds each row's first entry (rows values) and ``row_end`` its
+        end: the rows' entries in the band only (:func:`csr_band_pointers`).
 
     Returns
     -------
@@ -172,8 +232,13 @@ def csr_group_stats(
         squares stay below 2**53), ``cpm`` (sum of
         CPM) and ``lcpm`` (sum of log2(CPM + 1)), all float64.
     """
+    indptr = np.asarray(indptr, np.int64)
+    if row_end is None:
+        starts, ends = indptr[:-1], indptr[1:]
+    else:
+        starts, ends = indptr, np.asarray(row_end, np.int64)
     cells, nnz, s, m2_, c, lc = _group_stats(
-        np.asarray(indptr, np.int64), np.asarray(indices), np.asarray(data),
+        starts, ends, np.asarray(indices), np.asarray(data),
         np.asarray(labels, np.int64), np.asarray(totals, np.float64), int(n_groups), int(col0),
         int(col1), bool(m2), bool(cpm))
     out = {"cells": cells, "nnz": nnz, "sum": s}

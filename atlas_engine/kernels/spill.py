@@ -5,31 +5,33 @@ Pure compute: arrays in, arrays out. The order statistics need every stored valu
 each stored value, tagged with its pair, into *fine gene bands* (a few hundred genes each);
 each band is then read back alone and its pairs' statistics computed.
 
-* :func:`csr_band_records` - a CSR row block's stored counts as ``(slot, cell, count)``
-  records, grouped by fine band (a counting sort: one pass to count, one to place), with
-  ``slot = group * width + (gene position - band start)``, in the narrowest dtypes
-  (:func:`record_dtypes`: 6 bytes a record for counts below 65,536), and each cell's total.
-* :func:`band_order_stats` - one band's records (any order) -> per pair R's
-  ``mean(x, trim)`` and the median, the group's zero counts implied (a pair of a group of ``n``
-  cells with ``k`` records has ``n - k`` zeros). Records are placed by pair (a counting sort on
-  ``slot``) as log2(count / cell total × 1e6 + 1); each pair's kept values and middle values are found by selection (three-way
-  quickselect, O(k) per pair of k stored values; insertion sort for the smallest), not by a full
-  sort, and the kept values are summed with Neumaier compensation, so the result does not
-  depend on the order the records came in.
+* :func:`csr_band_records` - a CSR row block's stored counts as records grouped by fine band
+  (a counting sort: one pass to count, one to place): per record the gene's position in its
+  band and the count, and per run of records of one cell that cell; 4 bytes a record (plus 6
+  a run) for counts below 65,536 (:func:`record_dtypes`); and each cell's total.
+* :func:`band_order_stats` - one band's records -> per pair R's ``mean(x, trim)`` and the
+  median, the group's zero counts implied (a pair of a group of ``n`` cells with ``k`` records
+  has ``n - k`` zeros). Records are placed by pair (a counting sort) as CPM; each pair's kept
+  values and middle values are found by selection on CPM (three-way quickselect, O(k) per
+  pair of k stored values; insertion sort for the smallest), not by a full sort; only those
+  values are turned into log2(CPM + 1), and the kept ones are summed with Neumaier
+  compensation, so the result does not depend on the order the records came in.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _band_records(indptr, indices, data, labels, band_of, local, width, n_bands, counts,
-                  totals, slot, cell, x):
+def _band_records(indptr, indices, data, labels, band_of, local, n_bands, n_rec, n_run,
+                  totals, rec_local, rec_x, run_cell, run_len):
     n_rows = indptr.size - 1
+    last = np.full(n_bands, -1, np.int64)
     for r in range(n_rows):
         t = 0.0
         keep = labels[r] >= 0
@@ -38,49 +40,80 @@ def _band_records(indptr, indices, data, labels, band_of, local, width, n_bands,
             if keep:
                 b = band_of[indices[p]]
                 if b >= 0:
-                    counts[b] += 1
+                    n_rec[b] += 1
+                    if last[b] != r:
+                        last[b] = r
+                        n_run[b] += 1
         totals[r] = t
-    offs = np.zeros(n_bands + 1, np.int64)
+    roffs = np.zeros(n_bands + 1, np.int64)
+    qoffs = np.zeros(n_bands + 1, np.int64)
     for b in range(n_bands):
-        offs[b + 1] = offs[b] + counts[b]
-    fill = offs[:-1].copy()
+        roffs[b + 1] = roffs[b] + n_rec[b]
+        qoffs[b + 1] = qoffs[b] + n_run[b]
+    rfill = roffs[:-1].copy()
+    qfill = qoffs[:-1].copy()
+    last[:] = -1
     for r in range(n_rows):
-        g = labels[r]
-        if g < 0:
+        if labels[r] < 0:
             continue
-        base = g * width
         for p in range(indptr[r], indptr[r + 1]):
             j = indices[p]
             b = band_of[j]
             if b < 0:
                 continue
-            at = fill[b]
-            slot[at] = base + local[j]
-            cell[at] = r
-            x[at] = data[p]
-            fill[b] = at + 1
-    return offs
+            if last[b] != r:
+                # the row's first record in this band opens a run
+                last[b] = r
+                q = qfill[b]
+                qfill[b] = q + 1
+                run_cell[q] = r
+                run_len[q] = 0
+            run_len[qfill[b] - 1] += 1
+            at = rfill[b]
+            rec_local[at] = local[j]
+            rec_x[at] = data[p]
+            rfill[b] = at + 1
+    return roffs, qoffs
 
 
-def record_dtypes(n_slots: int, n_rows: int, data: np.ndarray) -> tuple[type, type, np.dtype]:
-    """The narrowest dtypes of a block's records: ``slot`` (uint16 below 65,536 slots),
-    ``cell`` (uint16 for blocks below 65,536 rows) and the stored value (uint16 for integer
-    counts below 65,536, else the data's own dtype)."""
+def record_dtypes(width: int, n_rows: int, data: np.ndarray) -> tuple[type, type, np.dtype]:
+    """The narrowest dtypes of a block's records: the gene within its band (uint16 for bands
+    up to 65,536 genes), a run's cell (uint16 for blocks up to 65,536 rows) and the stored
+    count (uint16 for integer counts below 65,536, else the data's own dtype)."""
     data = np.asarray(data)
-    slot_t = np.uint16 if n_slots <= 2**16 else np.uint32
+    local_t = np.uint16 if width <= 2**16 else np.uint32
     cell_t = np.uint16 if n_rows <= 2**16 else np.uint32
     x_t = data.dtype
     if data.dtype.kind in "iu" and (data.size == 0 or (int(data.min()) >= 0
                                                        and int(data.max()) < 2**16)):
         x_t = np.dtype(np.uint16)
-    return slot_t, cell_t, x_t
+    return local_t, cell_t, x_t
+
+
+@dataclass
+class BandRecords:
+    """A row block's records by fine band (:func:`csr_band_records`).
+
+    Band ``b`` holds records ``rec_offsets[b]:rec_offsets[b + 1]`` (``local``: the gene's
+    position in the band; ``count``: the stored value) in runs ``run_offsets[b]:run_offsets[b
+    + 1]``: run ``q`` is ``run_len[q]`` consecutive records of the block's row ``run_cell[q]``.
+    ``totals`` holds each row's sum over all its stored values.
+    """
+
+    rec_offsets: np.ndarray
+    run_offsets: np.ndarray
+    local: np.ndarray
+    count: np.ndarray
+    run_cell: np.ndarray
+    run_len: np.ndarray
+    totals: np.ndarray
 
 
 def csr_band_records(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
-    colpos: np.ndarray, width: int, n_bands: int, n_groups: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A CSR row block's stored counts as ``(slot, cell, count)`` records by fine band.
+    colpos: np.ndarray, width: int, n_bands: int,
+) -> BandRecords:
+    """A CSR row block's stored counts as records grouped by fine band, in runs of one cell.
 
     Parameters
     ----------
@@ -90,41 +123,36 @@ def csr_band_records(
     colpos : (genes,) int64
         Position of each gene among the selected ones, -1 = not selected; band ``b`` holds
         positions ``[b * width, (b + 1) * width)``.
-    width, n_bands, n_groups : int
+    width, n_bands : int
 
     Returns
     -------
-    offsets : (n_bands + 1,) int64
-        Band ``b``'s records are ``[offsets[b], offsets[b + 1])``.
-    slot : uint16 or uint32
-        ``group * width + position within the band``.
-    cell : uint16 or uint32
-        The record's row in the block.
-    count : the stored value (uint16 or the data's dtype, :func:`record_dtypes`), in block
-        order within each band.
-    totals : (rows,) float64
-        Each row's sum over all its stored values (CPM's denominator).
+    BandRecords
+        In the narrowest dtypes (:func:`record_dtypes`): 4 bytes a record for counts below
+        65,536, plus 6 bytes a run (one run per row and band it has records in). Rows keep
+        their order within a band.
     """
     indptr = np.asarray(indptr, np.int64)
     colpos = np.asarray(colpos, np.int64)
     data = np.asarray(data)
     n_rows = indptr.size - 1
     cap = int(indptr[-1] - indptr[0])
-    if n_groups * width >= 2**31:
-        raise ValueError("groups × band width must stay below 2**31")
-    slot_t, cell_t, x_t = record_dtypes(n_groups * width, n_rows, data)
+    local_t, cell_t, x_t = record_dtypes(width, n_rows, data)
     band_of = np.where(colpos >= 0, colpos // width, -1).astype(np.int32)
-    local = np.where(colpos >= 0, colpos % width, 0).astype(np.int32)
-    slot = np.empty(cap, slot_t)
-    cell = np.empty(cap, cell_t)
-    x = np.empty(cap, x_t)
+    local = np.where(colpos >= 0, colpos % width, 0).astype(local_t)
+    rec_local = np.empty(cap, local_t)
+    rec_x = np.empty(cap, x_t)
+    run_cell = np.empty(min(cap, n_rows * n_bands), cell_t)
+    run_len = np.empty(run_cell.size, np.uint32)
     totals = np.empty(n_rows, np.float64)
-    counts = np.zeros(n_bands, np.int64)
-    offs = _band_records(indptr, np.asarray(indices), data, np.asarray(labels, np.int64),
-                         band_of, local, int(width), int(n_bands), counts, totals, slot, cell,
-                         x)
-    n = int(offs[-1])
-    return offs, slot[:n], cell[:n], x[:n], totals
+    n_rec = np.zeros(n_bands, np.int64)
+    n_run = np.zeros(n_bands, np.int64)
+    roffs, qoffs = _band_records(indptr, np.asarray(indices), data,
+                                 np.asarray(labels, np.int64), band_of, local, int(n_bands),
+                                 n_rec, n_run, totals, rec_local, rec_x, run_cell, run_len)
+    n, m = int(roffs[-1]), int(qoffs[-1])
+    return BandRecords(roffs, qoffs, rec_local[:n], rec_x[:n], run_cell[:m], run_len[:m],
+                       totals)
 
 
 #: ranges up to this length are insertion-sorted instead of partitioned
@@ -186,24 +214,36 @@ def _select(a, lo, hi, k):
 
 
 @numba.njit(nogil=True, cache=True)
-def _band_stats(slot, cell, x, piece_start, piece_first, scale, n_cells, width, trim, tmean,
-                med):
+def _band_stats(local, x, run_cell, run_len, piece_rec, piece_run, piece_first, labels, scale,
+                n_cells, width, trim, tmean, med):
     n_slots = tmean.size
     starts = np.zeros(n_slots + 1, np.int64)
-    for i in range(slot.size):
-        starts[slot[i] + 1] += 1
+    for pc in range(piece_first.size):
+        first = piece_first[pc]
+        i = piece_rec[pc]
+        for q in range(piece_run[pc], piece_run[pc + 1]):
+            base = labels[first + run_cell[q]] * width + 1
+            for _ in range(run_len[q]):
+                starts[base + local[i]] += 1
+                i += 1
     for q in range(n_slots):
         starts[q + 1] += starts[q]
     # CPM (count × 1e6 / total) placed by pair: log2(CPM + 1) is increasing in it, so the
     # selections below run on CPM and only the values they keep pay for a log2
-    seg = np.empty(slot.size, np.float64)
+    seg = np.empty(starts[n_slots], np.float64)
     fill = starts[:-1].copy()
     for pc in range(piece_first.size):
         first = piece_first[pc]
-        for i in range(piece_start[pc], piece_start[pc + 1]):
-            q = slot[i]
-            seg[fill[q]] = np.float64(x[i]) * scale[first + cell[i]]
-            fill[q] += 1
+        i = piece_rec[pc]
+        for q in range(piece_run[pc], piece_run[pc + 1]):
+            c = first + run_cell[q]
+            base = labels[c] * width
+            f = scale[c]
+            for _ in range(run_len[q]):
+                slot = base + local[i]
+                seg[fill[slot]] = np.float64(x[i]) * f
+                fill[slot] += 1
+                i += 1
     for q in range(n_slots):
         g = q // width
         n = n_cells[g]
@@ -277,20 +317,24 @@ def cpm_scale(totals: np.ndarray) -> np.ndarray:
 
 
 def band_order_stats(
-    slot: np.ndarray, cell: np.ndarray, count: np.ndarray, scale: np.ndarray,
-    n_cells: np.ndarray, width: int, trim: float = 0.25, *,
-    pieces: tuple[np.ndarray, np.ndarray] | None = None,
+    local: np.ndarray, count: np.ndarray, run_cell: np.ndarray, run_len: np.ndarray,
+    labels: np.ndarray, scale: np.ndarray, n_cells: np.ndarray, width: int,
+    trim: float = 0.25, *, pieces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Trimmed mean and median of log2(CPM + 1) of every (group, gene) pair of one band.
 
     Parameters
     ----------
-    slot, cell, count : 1-D arrays
-        Every stored count of the band's pairs, any order: its pair
-        (``slot = group * width + gene``), its cell and its value (:func:`csr_band_records`).
+    local, count : 1-D arrays
+        Every stored count of the band (any order of cells): its gene within the band and its
+        value.
+    run_cell, run_len : 1-D arrays
+        The records as runs of one cell each: run ``q`` is the next ``run_len[q]`` records, of
+        cell ``run_cell[q]`` (:func:`csr_band_records`).
+    labels : (cells,) int
+        Each cell's group (cells of runs must have one: >= 0).
     scale : (cells,) float64
-        Each cell's CPM factor (:func:`cpm_scale`); a value is
-        log2(count × scale + 1).
+        Each cell's CPM factor (:func:`cpm_scale`); a value is log2(count × scale + 1).
     n_cells : (G,) int
         Cells of each group (a pair's ``n``; the pair has ``n - k`` zeros when ``k`` of its
         values are stored).
@@ -298,10 +342,10 @@ def band_order_stats(
         Genes in the band.
     trim : float, default 0.25
         R's ``mean(x, trim)``: ``floor(n * trim)`` values dropped at each end.
-    pieces : (starts, first_cells), optional
+    pieces : (record starts, run starts, first cells), optional
         The records as consecutive pieces (one per row block): piece ``p`` is records
-        ``starts[p]:starts[p + 1]`` and its ``cell`` values count from cell
-        ``first_cells[p]``. Default: one piece, ``cell`` indexes ``scale`` directly.
+        ``rec[p]:rec[p + 1]`` in runs ``run[p]:run[p + 1]``, its ``run_cell`` values counting
+        from cell ``first[p]``. Default: one piece, ``run_cell`` indexing ``labels`` directly.
 
     Returns
     -------
@@ -312,25 +356,35 @@ def band_order_stats(
         raise ValueError("trim must be in [0, 0.5)")
     n_cells = np.asarray(n_cells, np.int64)
     g = n_cells.size
-    slot = np.asarray(slot)
-    cell = np.asarray(cell)
+    local = np.asarray(local)
+    run_cell = np.asarray(run_cell)
+    run_len = np.asarray(run_len)
+    labels = np.asarray(labels, np.int64)
     scale = np.asarray(scale, np.float64)
     if pieces is None:
-        starts = np.array([0, slot.size], np.int64)
+        rec = np.array([0, local.size], np.int64)
+        run = np.array([0, run_cell.size], np.int64)
         first = np.zeros(1, np.int64)
     else:
-        starts = np.asarray(pieces[0], np.int64)
-        first = np.asarray(pieces[1], np.int64)
-        if starts.size != first.size + 1 or starts[0] != 0 or starts[-1] != slot.size:
-            raise ValueError("pieces do not cover the records")
-    if slot.size and (int(slot.min()) < 0 or int(slot.max()) >= g * width):
-        raise ValueError("slot outside groups × width")
+        rec, run, first = (np.asarray(a, np.int64) for a in pieces)
+    if (rec.size != first.size + 1 or run.size != first.size + 1 or rec[0] != 0
+            or rec[-1] != local.size or run[0] != 0 or run[-1] != run_cell.size):
+        raise ValueError("pieces do not cover the records")
+    if local.size and int(local.max()) >= width:
+        raise ValueError("gene outside the band")
     for p in range(first.size):
-        c = cell[starts[p]:starts[p + 1]]
-        if c.size and (int(c.min()) < 0 or first[p] + int(c.max()) >= scale.size):
-            raise ValueError("cell outside scale")
+        lens = run_len[run[p]:run[p + 1]]
+        if int(lens.sum()) != rec[p + 1] - rec[p]:
+            raise ValueError("run lengths do not add up to the records")
+        c = run_cell[run[p]:run[p + 1]]
+        if c.size:
+            if int(c.min()) < 0 or first[p] + int(c.max()) >= min(scale.size, labels.size):
+                raise ValueError("cell outside scale")
+            lab = labels[first[p] + c.astype(np.int64)]
+            if int(lab.min()) < 0 or int(lab.max()) >= g:
+                raise ValueError("a run's cell is in no group")
     tm = np.empty(g * width)
     md = np.empty(g * width)
-    _band_stats(slot, cell, np.asarray(count), starts, first, scale, n_cells, int(width),
-                float(trim), tm, md)
+    _band_stats(local, np.asarray(count), run_cell, run_len, rec, run, first, labels, scale,
+                n_cells, int(width), float(trim), tm, md)
     return tm.reshape(g, width), md.reshape(g, width)
