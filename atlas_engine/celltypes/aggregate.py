@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..aggregate.engine import groupby_reduce
 from ..errors import ConfigError
+from ..store.bufferpool import release_pool
 from .orderstats import order_stats
 from .store import CellStore, cell_blocks, gene_bands, open_cell_store
 
@@ -172,6 +173,7 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
         for k, part in enumerate(dask.compute(*parts["intermediates"])):
             # acc holds this function's own arrays: merged into in place
             acc[k] = part if acc[k] is None else specs.merge_pair(acc[k], part, into=True)
+    release_pool()  # the read buffers' pages are not needed while finalizing
     widths = [c1 - c0 for c0, c1 in bands]
     out = {name: np.empty((n_groups, sum(widths))) for name in stats}
     at = 0
@@ -182,6 +184,29 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
             out[name][:, at:at + w] = done[name]
         at += w
     return out
+
+
+def _compute(st: CellStore, bands: list[tuple[int, int]], cols: np.ndarray,
+             labels: np.ndarray, groups: pd.DataFrame, names: list[str], mergeable: list[str],
+             order: list[str], ddof: int, block_cells: int, spill_dir: str | None,
+             out: dict[str, np.ndarray]) -> None:
+    """The passes of :func:`aggregate_cells`, their results into ``out``."""
+    n_groups = len(groups)
+    if mergeable:
+        res = _run_waves(st, bands, labels, n_groups, list(dict.fromkeys(mergeable)), ddof,
+                         block_cells)
+        # the computed columns are the bands' concatenation; keep the selected genes
+        covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
+        take = np.searchsorted(covered, cols)
+        whole = covered.size == cols.size
+        for n in names:
+            if n not in ORDER_STATS:
+                out[n] = (res[STATS[n]] if whole
+                          else np.ascontiguousarray(res[STATS[n]][:, take]))
+    if order:
+        tm, md = order_stats(st, cols, labels, groups["n_cells"].to_numpy(np.int64),
+                             min(block_cells, SPILL_BLOCK_CELLS), spill_dir=spill_dir)
+        out.update({"trimmed_mean": tm, "median": md})
 
 
 def aggregate_cells(
@@ -241,21 +266,11 @@ def aggregate_cells(
     mergeable = [STATS[n] for n in names if n not in ORDER_STATS]
     order = [n for n in names if n in ORDER_STATS]
     out: dict[str, np.ndarray] = {}
-    if mergeable:
-        res = _run_waves(st, bands, labels, n_groups, list(dict.fromkeys(mergeable)), ddof,
-                         block_cells)
-        # the computed columns are the bands' concatenation; keep the selected genes
-        covered = np.concatenate([np.arange(c0, c1) for c0, c1 in bands])
-        take = np.searchsorted(covered, cols)
-        whole = covered.size == cols.size
-        for n in names:
-            if n not in ORDER_STATS:
-                out[n] = (res[STATS[n]] if whole
-                          else np.ascontiguousarray(res[STATS[n]][:, take]))
-    if order:
-        tm, md = order_stats(st, cols, labels, groups["n_cells"].to_numpy(np.int64),
-                             min(block_cells, SPILL_BLOCK_CELLS), spill_dir=spill_dir)
-        out.update({"trimmed_mean": tm, "median": md})
+    try:
+        _compute(st, bands, cols, labels, groups, names, mergeable, order, ddof, block_cells,
+                 spill_dir, out)
+    finally:
+        release_pool()
     out = {n: out[n] for n in names}
     var = st.var.iloc[cols]
     return CellAggregate(groups, var, out, unassigned_cells=int((labels < 0).sum()),

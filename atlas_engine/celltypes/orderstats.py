@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..kernels.spill import band_order_stats, cpm_scale, csr_band_records
+from ..store.bufferpool import pooled_empty, release_pool
 from .store import CellStore, read_csr_rows, stored_counts
 
 #: average records per fine band (the second pass holds one band per thread, ~12 B each)
@@ -62,7 +63,8 @@ def _spill_block(path: str, start: int, stop: int, labels: np.ndarray, colpos: n
     """Read cells ``start:stop``, write their records by fine band to ``folder/name.*``;
     return the band offsets of records and runs, the cells' totals and the files' dtypes."""
     indptr, indices, data, _ = read_csr_rows(path, start, stop)
-    rec = csr_band_records(indptr, indices, data, labels, colpos, width, n_bands)
+    rec = csr_band_records(indptr, indices, data, labels, colpos, width, n_bands,
+                           alloc=pooled_empty)
     del indices, data
     base = Path(folder) / name
     for field in FIELDS:
@@ -99,7 +101,7 @@ def _band_stats(folder: str, blocks: list[tuple[str, int, tuple[str, ...]]],
     # one array per field, in the widest dtype any block used
     sizes = (int(n_rec[used].sum()), int(n_rec[used].sum()), int(n_run[used].sum()),
              int(n_run[used].sum()))
-    arrays = [np.empty(n, np.result_type(np.uint16, *[t[f] for t in types]))
+    arrays = [pooled_empty(n, np.result_type(np.uint16, *[t[f] for t in types]))
               for f, n in enumerate(sizes)]
     rec_at = np.zeros(len(used) + 1, np.int64)
     run_at = np.zeros(len(used) + 1, np.int64)
@@ -115,7 +117,7 @@ def _band_stats(folder: str, blocks: list[tuple[str, int, tuple[str, ...]]],
         run_at[i + 1] = ends[2]
     first = np.array([blocks[k][1] for k in used], np.int64)
     return band_order_stats(*arrays, labels, scale, n_cells, width, trim,
-                            pieces=(rec_at, run_at, first))
+                            pieces=(rec_at, run_at, first), alloc=pooled_empty)
 
 
 def _check_space(folder: Path, need: int) -> None:
@@ -180,6 +182,7 @@ def order_stats(
             width, n_bands, str(folder), name)
             for a, name in zip(starts, names, strict=True)]
         parts = dask.compute(*spill)
+        release_pool()
         rec = (np.stack([p[0] for p in parts]) if parts
                else np.zeros((0, n_bands + 1), np.int64))
         run = (np.stack([p[1] for p in parts]) if parts
@@ -193,6 +196,7 @@ def order_stats(
             str(folder), blocks, rec[:, b:b + 2], run[:, b:b + 2], *shared, width, trim)
             for b in range(n_bands)]
         done = dask.compute(*bands)
+        release_pool()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     tm = np.concatenate([d[0] for d in done], axis=1)[:, :cols.size]

@@ -10,6 +10,7 @@ each cell in one pass; one light task per band then hands its piece on. The engi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from scipy import sparse
 from ..aggregate.csr import CsrBlock
 from ..errors import ConfigError, FormatError
 from ..kernels.sparse import csr_band_pointers, csr_row_totals, csr_split_bands
+from ..store.blockread import read_range
 
 
 @dataclass
@@ -68,16 +70,23 @@ def read_csr_rows(path: str, start: int, stop: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Cells ``start:stop`` of ``X`` as CSR arrays ``(indptr from 0, indices, data)`` and the
     number of genes; column indices are checked against it."""
-    x = zarr.open_group(path, mode="r")["X"]
-    indptr = np.asarray(x["indptr"][start:stop + 1], dtype=np.int64)
+    n_genes = _n_genes(path)
+    # the store's chunk files read and decoded directly (zarr's own reads of these 1-D arrays
+    # cost ~10× the decoding), through zarr for layouts the block reader does not know
+    indptr = read_range(path, "X/indptr", start, stop + 1).astype(np.int64, copy=False)
     p0, p1 = int(indptr[0]), int(indptr[-1])
-    indices = np.asarray(x["indices"][p0:p1])
-    data = np.asarray(x["data"][p0:p1])
-    n_genes = int(x.attrs["shape"][1])
+    # into pooled arrays: the next block reuses their pages once this one's views are gone
+    indices = read_range(path, "X/indices", p0, p1, pooled=True)
+    data = read_range(path, "X/data", p0, p1, pooled=True)
     if indices.size and (int(indices.max()) >= n_genes or int(indices.min()) < 0):
         raise FormatError(f"{path}/X/indices", f"column index out of range in cells "
                           f"{start}..{stop - 1}", expected=f"indices in [0, {n_genes})")
     return indptr - p0, indices, data, n_genes
+
+
+@lru_cache(maxsize=64)
+def _n_genes(path: str) -> int:
+    return int(zarr.open_group(path, mode="r")["X"].attrs["shape"][1])
 
 
 def stored_counts(path: str) -> int:

