@@ -236,3 +236,42 @@ def test_mean_in_place_leaves_sum_when_asked_for():
     np.testing.assert_allclose(both["mean"], exp_mean, rtol=1e-12)
     np.testing.assert_allclose(alone["mean"], exp_mean, rtol=1e-12)
     assert not np.shares_memory(both["sum"], both["mean"])
+
+
+def test_merge_moments_kernel_is_the_numpy_formula_bit_for_bit():
+    """The numba merge (2-D float64, integer counts, also into the first operand) gives the
+    numbers of the numpy expression it replaced."""
+    rng = np.random.default_rng(9)
+    g, w = 7, 33
+
+    def part(n_max):
+        count = rng.integers(0, n_max, (g, w))
+        s = rng.normal(5, 3, (g, w)) * count
+        m2 = np.abs(rng.normal(2, 1, (g, w))) * count
+        return {"count": count, "sum": s, "m2": m2}
+
+    a, b = part(6), part(4)
+    na, nb = a["count"], b["count"]
+    n = na + nb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = b["sum"] / np.where(nb > 0, nb, 1) - a["sum"] / np.where(na > 0, na, 1)
+        extra = np.where((na > 0) & (nb > 0),
+                         delta * delta * (na * nb) / np.where(n > 0, n, 1), 0.0)
+    want_m2 = a["m2"] + b["m2"] + extra
+    got = specs.merge_pair(a, b)
+    np.testing.assert_array_equal(got["m2"], want_m2)
+    np.testing.assert_array_equal(got["sum"], a["sum"] + b["sum"])
+    np.testing.assert_array_equal(got["count"], n)
+    assert got["m2"] is not a["m2"]            # a new array by default
+    own = {k: v.copy() for k, v in a.items()}
+    into = specs.merge_pair(own, b, into=True)
+    assert into["m2"] is own["m2"] and into["sum"] is own["sum"]
+    np.testing.assert_array_equal(into["m2"], want_m2)
+    # broadcast (stride-0) counts, as sparse blocks give: same numbers
+    bc = {**a, "count": np.broadcast_to(a["count"][:, :1], (g, w))}
+    bb = {**b, "count": np.broadcast_to(b["count"][:, :1], (g, w))}
+    got = specs.merge_pair(bc, bb)
+    full = specs.merge_pair({**bc, "count": np.ascontiguousarray(bc["count"])},
+                            {**bb, "count": np.ascontiguousarray(bb["count"])})
+    np.testing.assert_array_equal(got["m2"], full["m2"])
+    assert got["count"].strides[1] == 0

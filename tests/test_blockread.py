@@ -60,3 +60,44 @@ def test_read_chunk_row_matches_zarr(tmp_path, codec):
             np.testing.assert_array_equal(one[0, :len(part), :part.shape[1]], part)
     with pytest.raises(ValueError, match="C-contiguous"):
         read_chunk_row(url, "x", 0, out=np.empty((3, 16, 9)))
+
+
+@pytest.mark.parametrize("codec", ["blosc", "none", "zstd"])
+def test_read_range_matches_zarr(tmp_path, codec):
+    """1-D arrays (a Cell Types store's CSR arrays): any range, whole chunks decoded in place,
+    pooled output, and unwritten chunks read as the fill value, as zarr reads them."""
+    from atlas_engine.store.blockread import read_range
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 50, 1000).astype(np.int32)
+    data[300:400] = 0
+    compressors = {"blosc": zarr.codecs.BloscCodec(cname="lz4", shuffle="shuffle"),
+                   "none": None, "zstd": zarr.codecs.ZstdCodec(level=1)}[codec]
+    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    arr = root.create_array("X/indices", shape=data.shape, chunks=(100,), dtype="int32",
+                            compressors=compressors, fill_value=0)
+    arr[:] = data  # chunk 3 (all zeros) is not written
+    url = str(tmp_path / "s.zarr")
+    assert (_plan(url, "X/indices", ndim=1) is not None) == (codec in ("blosc", "none"))
+    assert _plan(url, "X/indices") is None  # not a 2-D array
+    for a, b in [(0, 1000), (0, 1), (99, 101), (100, 200), (250, 450), (950, 2000), (5, 5)]:
+        np.testing.assert_array_equal(read_range(url, "X/indices", a, b), data[a:b])
+        np.testing.assert_array_equal(read_range(url, "X/indices", a, b, pooled=True),
+                                      data[a:b])
+    out = np.full(300, -1, np.int32)
+    read_range(url, "X/indices", 100, 400, out=out)
+    np.testing.assert_array_equal(out, data[100:400])
+
+
+def test_read_range_refuses_a_damaged_chunk(tmp_path):
+    from atlas_engine.errors import DamagedStoreError
+    from atlas_engine.store.blockread import read_range
+
+    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    arr = root.create_array("X/data", shape=(400,), chunks=(100,), dtype="int32",
+                            compressors=zarr.codecs.BloscCodec(cname="lz4"), fill_value=0)
+    arr[:] = np.arange(400, dtype=np.int32) + 1
+    chunk = tmp_path / "s.zarr" / "X" / "data" / "c" / "2"
+    chunk.write_bytes(chunk.read_bytes()[:20])  # truncated
+    with pytest.raises(DamagedStoreError, match=r"array X/data, chunk \(2\)"):
+        read_range(str(tmp_path / "s.zarr"), "X/data", 150, 260)

@@ -494,3 +494,51 @@ def test_engine_intermediates_merge_to_the_same_statistics() -> None:
                          specs.resolve(["mean", "var"]), 1)
     for s in ("mean", "var", "count"):
         np.testing.assert_allclose(got[s], want[s], rtol=1e-12, equal_nan=True)
+
+
+def test_store_with_unsorted_rows_aggregates_the_same(worlds: dict, tmp_path: Path) -> None:
+    """A store written by another tool with columns out of order in its rows: the bands are
+    split by copy instead of viewed in place, with the same numbers."""
+    from atlas_engine.celltypes.store import open_cell_store, read_rows
+    from atlas_engine.kernels.sparse import csr_band_pointers
+
+    store = worlds["human-m1"][2]
+    a = ad.read_zarr(store)
+    x = a.X.tocsr()
+    indices, data = x.indices.copy(), x.data.copy()
+    for r in range(x.shape[0]):  # reverse each row's entries
+        lo, hi = x.indptr[r], x.indptr[r + 1]
+        indices[lo:hi], data[lo:hi] = indices[lo:hi][::-1], data[lo:hi][::-1]
+    shuffled = sparse.csr_matrix((data, indices, x.indptr), shape=x.shape)
+    assert not shuffled.has_sorted_indices
+    b = ad.AnnData(X=shuffled, obs=a.obs, var=a.var)
+    b.write_zarr(tmp_path / "unsorted.zarr")
+    got = read_rows(str(tmp_path / "unsorted.zarr"), 0, 50, (0, 60, 150))
+    assert got[0].row_end is None  # split, not viewed
+    assert csr_band_pointers(x.indptr[:51], x.indices, x.data, np.array([0, 60, 150])) \
+        is not None  # the store as converted: viewed
+    assert csr_band_pointers(shuffled.indptr[:51], shuffled.indices, shuffled.data,
+                             np.array([0, 60, 150])) is None
+    want = aggregate_cells(store, "cluster", "all", band_genes=60)
+    other = aggregate_cells(open_cell_store(tmp_path / "unsorted.zarr"), "cluster", "all",
+                            band_genes=60)
+    for s in want.stats:
+        np.testing.assert_allclose(other.stats[s], want.stats[s], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stat", ["mean", "trimmed_mean"])
+def test_damaged_count_chunk_is_refused(worlds: dict, tmp_path: Path, stat: str) -> None:
+    from atlas_engine.errors import DamagedStoreError
+
+    store = tmp_path / "m1.zarr"
+    shutil.copytree(worlds["human-m1"][2], store)
+    chunk = store / "X" / "data" / "c" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[40] ^= 0xFF  # one flipped byte: the CRC-32C no longer matches
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(DamagedStoreError, match=r"X/data, chunk \(0\).*checksum"):
+        aggregate_cells(store, "cluster", [stat])
+    (store / "X" / "indices" / "c" / "0").unlink()
+    chunk.write_bytes(bytes(raw[:10]))
+    with pytest.raises(DamagedStoreError, match="X/indices, chunk \\(0\\).*missing"):
+        aggregate_cells(store, "cluster", [stat])

@@ -285,6 +285,7 @@ def write_cell_aggregate(result: CellAggregate, out: str) -> list[str]:
     ``.parquet`` as genes × groups tables (Allen's layout, first column ``feature``): ``out``
     itself for one statistic, ``{stem}.{stat}{suffix}`` for several; the groups table (with
     ``n_cells``) always goes to ``{stem}.groups.csv``."""
+    import warnings
     from pathlib import Path
 
     import anndata as ad
@@ -297,7 +298,10 @@ def write_cell_aggregate(result: CellAggregate, out: str) -> list[str]:
     if suffix in (".zarr", ".h5ad"):
         adata = result.to_anndata()
         with ad.settings.override(allow_write_nullable_strings=True, zarr_write_format=3,
-                              auto_shard_zarr_v3=False):
+                                  auto_shard_zarr_v3=False), warnings.catch_warnings():
+            # zarr's notice that consolidated metadata is not in the v3 spec yet (anndata
+            # consolidates; its readers use it)
+            warnings.filterwarnings("ignore", message="Consolidated metadata")
             if suffix == ".zarr":
                 atomic_output(path, lambda p: adata.write_zarr(p))
             else:

@@ -27,12 +27,15 @@ class CsrWriter:
             grp = root.require_group(path)
             grp.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0",
                               "shape": [0, int(n_cols)]})
-            comp = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+            # every chunk written and checksummed (CRC-32C), as the microarray stores: a
+            # damaged or missing chunk is refused by the readers, never read as zeros
+            comp = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+                    zarr.codecs.Crc32cCodec()]
             for name, dt, chunk in (("data", dtype, NNZ_CHUNK), ("indices", np.int32, NNZ_CHUNK),
                                     ("indptr", np.int64, INDPTR_CHUNK)):
                 grp.create_array(name, shape=(1 if name == "indptr" else 0,), dtype=dt,
-                                 chunks=(chunk,), compressors=[comp], overwrite=True,
-                                 fill_value=0)
+                                 chunks=(chunk,), compressors=comp, overwrite=True,
+                                 fill_value=0, config={"write_empty_chunks": True})
         self.group = root[path]
         self.n_cols = int(n_cols)
         self.data = self.group["data"]

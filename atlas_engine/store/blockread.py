@@ -225,6 +225,12 @@ def _decode_chunk(raw: np.ndarray, i: int, j: int | None, plan: dict[str, Any],
             size = int(raw[4:8].view("<u4")[0])     # the Blosc header's uncompressed size
             if size != nbytes:
                 raise ValueError(f"its header says {size} bytes, not {nbytes}")
+            # and its compressed size: a truncated or padded file is refused before the
+            # decoder reads past its end (arrays without a checksum have no other guard)
+            cbytes = int(raw[12:16].view("<u4")[0])
+            if cbytes != raw.nbytes:
+                raise ValueError(f"its header says {cbytes} compressed bytes, the file "
+                                 f"holds {raw.nbytes}")
             nb.decompress(raw, dest)
         except (RuntimeError, ValueError) as exc:
             raise damaged(plan["url"], plan["path"], where,
