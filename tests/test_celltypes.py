@@ -542,3 +542,20 @@ def test_damaged_count_chunk_is_refused(worlds: dict, tmp_path: Path, stat: str)
     chunk.write_bytes(bytes(raw[:10]))
     with pytest.raises(DamagedStoreError, match="X/indices, chunk \\(0\\).*missing"):
         aggregate_cells(store, "cluster", [stat])
+
+
+def test_writer_records_whether_rows_are_sorted(worlds: dict, tmp_path: Path) -> None:
+    import zarr
+
+    from atlas_engine.celltypes.writer import SORTED_ATTR, CsrWriter
+
+    for name in ("human-m1", "human-mtg"):  # both layouts convert to sorted rows
+        assert zarr.open_group(worlds[name][2], mode="r")["X"].attrs[SORTED_ATTR] is True
+    root = zarr.open_group(tmp_path / "w.zarr", mode="w", zarr_format=3)
+    w = CsrWriter(root, "X", 5)
+    w.append(np.array([0, 2]), np.array([1, 3], np.int32), np.array([4, 5], np.int32))
+    assert root["X"].attrs[SORTED_ATTR] is True
+    w.append(np.array([0, 2]), np.array([3, 1], np.int32), np.array([4, 5], np.int32))
+    assert root["X"].attrs[SORTED_ATTR] is False
+    w.append(np.array([0, 1]), np.array([0], np.int32), np.array([1], np.int32))
+    assert root["X"].attrs[SORTED_ATTR] is False  # once unsorted, always

@@ -137,3 +137,21 @@ def test_record_dtypes_widen_when_needed() -> None:
     assert record_dtypes(10, 10, np.array([65_536], np.int32))[2] == np.int32
     assert record_dtypes(10, 10, np.array([-1], np.int64))[2] == np.int64
     assert record_dtypes(10, 10, np.array([0.5], np.float32))[2] == np.float32
+
+
+@pytest.mark.parametrize("width", [1, 4, 7, 23, 30])
+def test_sorted_rows_path_gives_the_same_records(width: int) -> None:
+    rng = np.random.default_rng(width)
+    dense = rng.poisson(0.7, (60, 23)).astype(np.int32)
+    dense[5] = 0
+    m = sparse.csr_matrix(dense)
+    labels = rng.integers(-1, 4, 60)
+    n_bands = -(-23 // width)
+    colpos = np.arange(23)
+    fast = csr_band_records(m.indptr, m.indices, m.data, labels, colpos, width, n_bands,
+                            sorted_rows=True)
+    slow = csr_band_records(m.indptr, m.indices, m.data, labels, colpos, width, n_bands)
+    for field in ("rec_offsets", "run_offsets", "local", "count", "run_cell", "run_len"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field), err_msg=field)
+    # totals of the cells in a group (the only ones records refer to)
+    np.testing.assert_array_equal(fast.totals[labels >= 0], slow.totals[labels >= 0])

@@ -167,7 +167,8 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
     step = block_cells * (1 if len(bands) >= 2 else 2)
     for a in range(0, st.n_cells, step):
         b = min(st.n_cells, a + step)
-        arr = cell_blocks(st, bands, block_cells, rows=(a, b))
+        arr = cell_blocks(st, bands, block_cells, rows=(a, b),
+                          totals=bool({"cpm", "logcpm"} & set(stats)))
         parts = groupby_reduce(arr, labels[a:b], axis=0, n_groups=n_groups, stats=stats,
                                ddof=ddof, split_every=SPLIT_EVERY, finalize=False)
         for k, part in enumerate(dask.compute(*parts["intermediates"])):
@@ -248,8 +249,8 @@ def aggregate_cells(
     -------
     CellAggregate
     """
-    st = store if isinstance(store, CellStore) else open_cell_store(store)
     by_cols = [b.strip() for b in (by.split(",") if isinstance(by, str) else by) if b.strip()]
+    st = store if isinstance(store, CellStore) else open_cell_store(store, obs_columns=by_cols)
     names = [s.strip().lower() for s in (stats.split(",") if isinstance(stats, str) else stats)]
     if names == ["all"]:
         names = list(STATS)

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..kernels.spill import band_order_stats, cpm_scale, csr_band_records
 from ..store.bufferpool import pooled_empty, release_pool
-from .store import CellStore, read_csr_rows, stored_counts
+from .store import CellStore, known_sorted, read_csr_rows, stored_counts
 
 #: average records per fine band (the second pass holds one band per thread, ~12 B each)
 BAND_VALUES = 4_000_000
@@ -64,7 +64,7 @@ def _spill_block(path: str, start: int, stop: int, labels: np.ndarray, colpos: n
     return the band offsets of records and runs, the cells' totals and the files' dtypes."""
     indptr, indices, data, _ = read_csr_rows(path, start, stop)
     rec = csr_band_records(indptr, indices, data, labels, colpos, width, n_bands,
-                           alloc=pooled_empty)
+                           alloc=pooled_empty, sorted_rows=known_sorted(path))
     del indices, data
     base = Path(folder) / name
     for field in FIELDS:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
+from ..kernels.sparse import rows_sorted
+
 #: Elements per chunk of ``data`` / ``indices`` (4 MiB of int32).
 NNZ_CHUNK = 1 << 20
 #: Entries per chunk of ``indptr``.
 INDPTR_CHUNK = 1 << 18
+#: group attribute: True while every row appended had strictly increasing column indices
+SORTED_ATTR = "atlas-engine:sorted-indices"
 
 
 class CsrWriter:
@@ -26,7 +30,7 @@ class CsrWriter:
         if create:
             grp = root.require_group(path)
             grp.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0",
-                              "shape": [0, int(n_cols)]})
+                              "shape": [0, int(n_cols)], SORTED_ATTR: True})
             # every chunk written and checksummed (CRC-32C), as the microarray stores: a
             # damaged or missing chunk is refused by the readers, never read as zeros
             comp = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
@@ -55,6 +59,9 @@ class CsrWriter:
         rows = len(indptr) - 1
         nnz0, r0 = self.nnz, self.n_rows
         n = int(indptr[-1])
+        if self.group.attrs.get(SORTED_ATTR) and not rows_sorted(indptr, indices):
+            # said before the rows land, so a crash in between never leaves a false claim
+            self.group.attrs[SORTED_ATTR] = False
         if n:
             self.data.resize((nnz0 + n,))
             self.indices.resize((nnz0 + n,))

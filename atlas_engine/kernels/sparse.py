@@ -113,20 +113,23 @@ def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_dat
 
 
 @numba.njit(nogil=True, cache=True)
-def _band_pointers(indptr, indices, data, bounds, out, totals):
+def _band_pointers(indptr, indices, data, bounds, out, totals, check, want_totals):
     n_rows = indptr.size - 1
     for r in range(n_rows):
         a = indptr[r]
         b = indptr[r + 1]
-        t = 0
-        prev = -1
-        for p in range(a, b):
-            j = indices[p]
-            if j <= prev:
-                return False
-            prev = j
-            t += data[p]
-        totals[r] = t
+        if check:
+            prev = -1
+            for p in range(a, b):
+                j = indices[p]
+                if j <= prev:
+                    return False
+                prev = j
+        if want_totals:
+            t = 0
+            for p in range(a, b):
+                t += data[p]
+            totals[r] = t
         for k in range(bounds.size):
             # first entry of the row with a column >= bounds[k] (binary search)
             lo = a
@@ -142,23 +145,43 @@ def _band_pointers(indptr, indices, data, bounds, out, totals):
 
 
 def csr_band_pointers(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
-                      bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+                      bounds: np.ndarray, *, check: bool = True, totals: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
     """Where each row's entries of every gene band start, for rows with sorted column indices,
     and each row's total (one pass over the rows).
 
     Returns ``(ptr, totals)``: ``ptr`` of shape ``(len(bounds), rows)``, row ``r``'s entries
     with columns in ``[bounds[k], bounds[k + 1])`` being ``ptr[k, r]:ptr[k + 1, r]`` (no copy
-    of the rows), and the rows' sums (float64); None when some row's indices are not strictly
-    increasing (then split with :func:`csr_split_bands`).
+    of the rows), and the rows' sums (float64; zeros when ``totals`` is False); None when
+    ``check`` finds some row's indices not strictly increasing (then split with
+    :func:`csr_split_bands`). ``check=False`` is for rows known to be sorted (a store that
+    records it): only the binary searches run.
     """
     indptr = np.asarray(indptr, np.int64)
     bounds = np.asarray(bounds, np.int64)
     out = np.empty((bounds.size, indptr.size - 1), np.int64)
     data = np.asarray(data)
-    totals = np.empty(indptr.size - 1, np.float64 if data.dtype.kind == "f" else np.int64)
-    if not _band_pointers(indptr, np.asarray(indices), data, bounds, out, totals):
+    n_rows = indptr.size - 1
+    sums = (np.empty if totals else np.zeros)(n_rows, np.float64 if data.dtype.kind == "f"
+                                              else np.int64)
+    if not _band_pointers(indptr, np.asarray(indices), data, bounds, out, sums, bool(check),
+                          bool(totals)):
         return None
-    return out, totals.astype(np.float64, copy=False)
+    return out, sums.astype(np.float64, copy=False)
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_sorted(indptr, indices):
+    for r in range(indptr.size - 1):
+        for p in range(indptr[r] + 1, indptr[r + 1]):
+            if indices[p] <= indices[p - 1]:
+                return False
+    return True
+
+
+def rows_sorted(indptr: np.ndarray, indices: np.ndarray) -> bool:
+    """True when every CSR row's column indices are strictly increasing."""
+    return bool(_rows_sorted(np.asarray(indptr, np.int64), np.asarray(indices)))
 
 
 @numba.njit(nogil=True, cache=True)

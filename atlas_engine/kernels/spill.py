@@ -77,6 +77,72 @@ def _band_records(indptr, indices, data, labels, band_of, local, n_bands, n_rec,
     return roffs, qoffs
 
 
+@numba.njit(nogil=True, cache=True)
+def _band_records_sorted(indptr, indices, data, labels, width, n_bands, n_genes, totals,
+                         rec_local, rec_x, run_cell, run_len):
+    """:func:`_band_records` for rows with increasing columns and every gene selected: each
+    row's records of a band are one contiguous range (found by binary search), copied whole,
+    and a row's total is summed as its records are copied (rows in no group get 0: no record
+    refers to them)."""
+    n_rows = indptr.size - 1
+    ptr = np.empty((n_rows, n_bands + 1), np.int64)
+    n_rec = np.zeros(n_bands, np.int64)
+    n_run = np.zeros(n_bands, np.int64)
+    for r in range(n_rows):
+        a = indptr[r]
+        b = indptr[r + 1]
+        ptr[r, 0] = a
+        for k in range(1, n_bands + 1):
+            edge = min(k * width, n_genes)
+            lo = ptr[r, k - 1]
+            hi = b
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if indices[mid] < edge:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            ptr[r, k] = lo
+        if labels[r] >= 0:
+            for k in range(n_bands):
+                c = ptr[r, k + 1] - ptr[r, k]
+                if c:
+                    n_rec[k] += c
+                    n_run[k] += 1
+    roffs = np.zeros(n_bands + 1, np.int64)
+    qoffs = np.zeros(n_bands + 1, np.int64)
+    for k in range(n_bands):
+        roffs[k + 1] = roffs[k] + n_rec[k]
+        qoffs[k + 1] = qoffs[k] + n_run[k]
+    rfill = roffs[:-1].copy()
+    qfill = qoffs[:-1].copy()
+    for r in range(n_rows):
+        if labels[r] < 0:
+            # no records; its total is not needed either (only the records' cells' are)
+            totals[r] = 0.0
+            continue
+        t = 0.0
+        for k in range(n_bands):
+            p0 = ptr[r, k]
+            c = ptr[r, k + 1] - p0
+            if c == 0:
+                continue
+            q = qfill[k]
+            run_cell[q] = r
+            run_len[q] = c
+            qfill[k] = q + 1
+            at = rfill[k]
+            base = k * width
+            for i in range(c):
+                rec_local[at + i] = indices[p0 + i] - base
+                v = data[p0 + i]
+                rec_x[at + i] = v
+                t += v
+            rfill[k] = at + c
+        totals[r] = t
+    return roffs, qoffs
+
+
 def record_dtypes(width: int, n_rows: int, data: np.ndarray) -> tuple[type, type, np.dtype]:
     """The narrowest dtypes of a block's records: the gene within its band (uint16 for bands
     up to 65,536 genes), a run's cell (uint16 for blocks up to 65,536 rows) and the stored
@@ -98,7 +164,8 @@ class BandRecords:
     Band ``b`` holds records ``rec_offsets[b]:rec_offsets[b + 1]`` (``local``: the gene's
     position in the band; ``count``: the stored value) in runs ``run_offsets[b]:run_offsets[b
     + 1]``: run ``q`` is ``run_len[q]`` consecutive records of the block's row ``run_cell[q]``.
-    ``totals`` holds each row's sum over all its stored values.
+    ``totals`` holds each row's sum over all its stored values (0 for a row in no group when
+    the rows were known sorted: no record refers to it).
     """
 
     rec_offsets: np.ndarray
@@ -113,6 +180,7 @@ class BandRecords:
 def csr_band_records(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, labels: np.ndarray,
     colpos: np.ndarray, width: int, n_bands: int, *, alloc: Callable[..., np.ndarray] = np.empty,
+    sorted_rows: bool = False,
 ) -> BandRecords:
     """A CSR row block's stored counts as records grouped by fine band, in runs of one cell.
 
@@ -128,6 +196,9 @@ def csr_band_records(
     alloc : callable
         ``alloc(size, dtype)`` gives the record arrays (default ``np.empty``; a caller may hand
         out reused memory).
+    sorted_rows : bool
+        The rows' columns are known to increase: with every gene selected, each row's records
+        of a band are copied as one range (same records, faster).
 
     Returns
     -------
@@ -151,9 +222,16 @@ def csr_band_records(
     totals = np.empty(n_rows, np.float64)
     n_rec = np.zeros(n_bands, np.int64)
     n_run = np.zeros(n_bands, np.int64)
-    roffs, qoffs = _band_records(indptr, np.asarray(indices), data,
-                                 np.asarray(labels, np.int64), band_of, local, int(n_bands),
-                                 n_rec, n_run, totals, rec_local, rec_x, run_cell, run_len)
+    if sorted_rows and colpos.size and np.array_equal(colpos, np.arange(colpos.size)):
+        roffs, qoffs = _band_records_sorted(indptr, np.asarray(indices), data,
+                                            np.asarray(labels, np.int64), int(width),
+                                            int(n_bands), int(colpos.size), totals, rec_local,
+                                            rec_x, run_cell, run_len)
+    else:
+        roffs, qoffs = _band_records(indptr, np.asarray(indices), data,
+                                     np.asarray(labels, np.int64), band_of, local,
+                                     int(n_bands), n_rec, n_run, totals, rec_local, rec_x,
+                                     run_cell, run_len)
     n, m = int(roffs[-1]), int(qoffs[-1])
     return BandRecords(roffs, qoffs, rec_local[:n], rec_x[:n], run_cell[:m], run_len[:m],
                        totals)
