@@ -11,6 +11,18 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
+def lower_bound(a, lo, hi, value):  # pragma: no cover - compiled
+    """First position in ``a[lo:hi]`` (ascending) whose value is not below ``value``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(nogil=True, cache=True)
 def _index_sorted(values, ids, background, out):  # pragma: no cover - compiled
     k = ids.size
     last_v = np.int64(background)
@@ -23,14 +35,7 @@ def _index_sorted(values, ids, background, out):  # pragma: no cover - compiled
         if v == background:
             r = np.int64(-1)
         else:
-            lo = 0
-            hi = k
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if ids[mid] < v:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            lo = lower_bound(ids, 0, k, v)
             r = np.int64(lo) if lo < k and ids[lo] == v else np.int64(-2)
         last_v = v
         last_r = r

@@ -24,6 +24,8 @@ import math
 import numba
 import numpy as np
 
+from .lookup import lower_bound
+
 
 @numba.njit(nogil=True, cache=True)
 def _group_stats(starts, ends, indices, data, labels, totals, n_groups, col0, col1, want_m2,
@@ -131,16 +133,8 @@ def _band_pointers(indptr, indices, data, bounds, out, totals, check, want_total
                 t += data[p]
             totals[r] = t
         for k in range(bounds.size):
-            # first entry of the row with a column >= bounds[k] (binary search)
-            lo = a
-            hi = b
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if indices[mid] < bounds[k]:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            out[k, r] = lo
+            # first entry of the row with a column >= bounds[k]
+            out[k, r] = lower_bound(indices, a, b, bounds[k])
     return True
 
 

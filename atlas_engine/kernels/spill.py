@@ -27,6 +27,17 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .lookup import lower_bound
+
+
+@numba.njit(nogil=True, cache=True)
+def _offsets(counts):
+    """Start of each band's records: ``[0, c0, c0 + c1, ...]``."""
+    out = np.zeros(counts.size + 1, np.int64)
+    for b in range(counts.size):
+        out[b + 1] = out[b] + counts[b]
+    return out
+
 
 @numba.njit(nogil=True, cache=True)
 def _band_records(indptr, indices, data, labels, band_of, local, n_bands, n_rec, n_run,
@@ -46,11 +57,8 @@ def _band_records(indptr, indices, data, labels, band_of, local, n_bands, n_rec,
                         last[b] = r
                         n_run[b] += 1
         totals[r] = t
-    roffs = np.zeros(n_bands + 1, np.int64)
-    qoffs = np.zeros(n_bands + 1, np.int64)
-    for b in range(n_bands):
-        roffs[b + 1] = roffs[b] + n_rec[b]
-        qoffs[b + 1] = qoffs[b] + n_run[b]
+    roffs = _offsets(n_rec)
+    qoffs = _offsets(n_run)
     rfill = roffs[:-1].copy()
     qfill = qoffs[:-1].copy()
     last[:] = -1
@@ -93,27 +101,15 @@ def _band_records_sorted(indptr, indices, data, labels, width, n_bands, n_genes,
         b = indptr[r + 1]
         ptr[r, 0] = a
         for k in range(1, n_bands + 1):
-            edge = min(k * width, n_genes)
-            lo = ptr[r, k - 1]
-            hi = b
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if indices[mid] < edge:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            ptr[r, k] = lo
+            ptr[r, k] = lower_bound(indices, ptr[r, k - 1], b, min(k * width, n_genes))
         if labels[r] >= 0:
             for k in range(n_bands):
                 c = ptr[r, k + 1] - ptr[r, k]
                 if c:
                     n_rec[k] += c
                     n_run[k] += 1
-    roffs = np.zeros(n_bands + 1, np.int64)
-    qoffs = np.zeros(n_bands + 1, np.int64)
-    for k in range(n_bands):
-        roffs[k + 1] = roffs[k] + n_rec[k]
-        qoffs[k + 1] = qoffs[k] + n_run[k]
+    roffs = _offsets(n_rec)
+    qoffs = _offsets(n_run)
     rfill = roffs[:-1].copy()
     qfill = qoffs[:-1].copy()
     for r in range(n_rows):
