@@ -41,10 +41,11 @@ from ..store.bufferpool import release_pool
 from .orderstats import order_stats
 from .store import CellStore, cell_blocks, gene_bands, open_cell_store
 
-#: statistic name -> engine statistic
+#: statistic name -> engine statistic (the order statistics, ``trimmed_mean`` and ``median``,
+#: are not the engine's: :mod:`.orderstats` computes them)
 STATS: dict[str, str] = {
     "sum": "sum", "mean": "mean", "var": "var", "nnz": "nnz", "frac": "frac", "cpm": "cpm",
-    "logcpm": "logcpm", "trimmed_mean": "trimmed_mean", "median": "logcpm_median",
+    "logcpm": "logcpm", "trimmed_mean": "trimmed_mean", "median": "median",
 }
 #: names of statistics in the result's layers (scanpy's where it has them)
 LAYER_NAMES = {"nnz": "count_nonzero"}
