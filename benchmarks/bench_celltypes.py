@@ -18,6 +18,8 @@ Usage::
 
     python benchmarks/bench_celltypes.py --data bench-data/ct --scales 0.25
     python benchmarks/bench_celltypes.py --data bench-data/ct --scales 0.25,0.5,1,2 --skip pandas
+    python benchmarks/bench_celltypes.py --data bench-data/ct --scales 1 --keep \
+        --skip convert,pandas,polars,aggregate,scanpy --rounds 4    # means / trimmed, alternating
 
 Data for each scale is generated once under ``DATA/s{scale}/`` (76,533 × scale cells × 50,281
 genes, 127 clusters; ``--keep`` leaves it there).
@@ -147,6 +149,8 @@ def main() -> None:
     ap.add_argument("--scales", default="0.25")
     ap.add_argument("--skip", default="", help="steps to skip (comma-separated)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat aggregate / scanpy / means / trimmed, alternating")
     args = ap.parse_args()
     root = Path(args.data)
     skip = {s for s in args.skip.split(",") if s}
@@ -157,11 +161,19 @@ def main() -> None:
         env = {"SRC": str(src), "STORE": store, "MATRIX": str(src / "matrix.csv")}
         row: dict[str, object] = {"scale": scale,
                                   "csv_gb": round((src / "matrix.csv").stat().st_size / 1e9, 2)}
-        for step in ("convert", "pandas", "polars", "aggregate", "scanpy", "means", "trimmed"):
-            if step in skip:
-                continue
-            row[step] = run_step(step, env)
-            print(json.dumps({"scale": scale, step: row[step]}), file=sys.stderr)
+        for step in ("convert", "pandas", "polars"):
+            if step not in skip:
+                row[step] = run_step(step, env)
+                print(json.dumps({"scale": scale, step: row[step]}), file=sys.stderr)
+        # the compared steps alternate, round after round, so that each ratio pairs runs
+        # made side by side
+        for r in range(args.rounds):
+            for step in ("aggregate", "scanpy", "means", "trimmed"):
+                if step in skip:
+                    continue
+                res = run_step(step, env)
+                row[step] = res if args.rounds == 1 else [*row.get(step, []), res]
+                print(json.dumps({"scale": scale, "round": r, step: res}), file=sys.stderr)
         results.append(row)
         if not args.keep:
             shutil.rmtree(src.parent)
