@@ -417,7 +417,7 @@ def test_order_stats_spill_removed_on_error(worlds: dict, monkeypatch: pytest.Mo
     def boom(*args: object) -> None:
         raise RuntimeError("band failed")
 
-    monkeypatch.setattr(os_mod, "_band_stats", boom)
+    monkeypatch.setattr(os_mod, "_band_task", boom)
     with pytest.raises(RuntimeError, match="band failed"):
         aggregate_cells(worlds["human-m1"][2], "cluster", ["trimmed_mean"],
                         spill_dir=str(tmp_path))

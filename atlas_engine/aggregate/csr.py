@@ -41,11 +41,6 @@ class CsrBlock:
         rows = len(self.indptr) - 1 if self.row_end is None else len(self.row_end)
         return (rows, self.col1 - self.col0)
 
-    def band(self, col0: int, col1: int) -> CsrBlock:
-        """The same rows seen through another gene band (no copy)."""
-        return CsrBlock(self.indptr, self.indices, self.data, self.totals, col0, col1,
-                        self.row_end)
-
 
 def csr_chunk_reduce(block: CsrBlock, labels: np.ndarray, n_groups: int,
                      needed: Sequence[str]) -> Intermediates:

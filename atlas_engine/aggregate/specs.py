@@ -205,17 +205,15 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a + b
 
 
-def _fast_moments(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
-    """Whether the numba merge applies: 2-D float64 sums and m2, integer counts."""
-    arrays = (a["sum"], b["sum"], a["m2"], b["m2"])
-    return (all(x.ndim == 2 and x.dtype == np.float64 and x.shape == arrays[0].shape
-                for x in arrays)
-            and all(c.shape == arrays[0].shape and c.dtype.kind in "iu"
-                    for c in (a["count"], b["count"])))
+def _as_2d(x: np.ndarray) -> np.ndarray:
+    """``x`` as a 2-D view (0-D and 1-D intermediates become one row; 2-D ones stay as they
+    are, broadcast counts included)."""
+    x = np.asarray(x)
+    return x if x.ndim == 2 else x.reshape(1, -1)
 
 
 def _writable(x: np.ndarray) -> bool:
-    return bool(x.flags.writeable and x.flags.c_contiguous and x.strides[-1] != 0)
+    return bool(x.ndim and x.flags.writeable and x.flags.c_contiguous and x.strides[-1] != 0)
 
 
 def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
@@ -226,18 +224,17 @@ def merge_pair(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
     result where they can be (no new full-size arrays for additive intermediates and m2).
     """
     out: Intermediates = {}
-    if "m2" in a and _fast_moments(a, b):
-        reuse = into and _writable(a["sum"]) and _writable(a["m2"])
-        out["sum"], out["m2"] = merge_moments(
-            a["count"], a["sum"], a["m2"], b["count"], b["sum"], b["m2"],
-            a["sum"] if reuse else None, a["m2"] if reuse else None)
-    elif "m2" in a:
-        na, nb = a["count"], b["count"]
-        n = na + nb
-        with np.errstate(divide="ignore", invalid="ignore"):
-            delta = b["sum"] / np.where(nb > 0, nb, 1) - a["sum"] / np.where(na > 0, na, 1)
-            extra = np.where((na > 0) & (nb > 0), delta * delta * (na * nb) / np.where(n > 0, n, 1), 0.0)
-        out["m2"] = a["m2"] + b["m2"] + extra
+    if "m2" in a:
+        # Chan et al.: m2 = m2a + m2b + delta² · na·nb / n (one numba pass, no temporaries)
+        shape = np.shape(a["sum"])
+        reuse = (into and _writable(a["sum"]) and _writable(a["m2"])
+                 and a["sum"].dtype == np.float64 and a["m2"].dtype == np.float64)
+        s, m2 = merge_moments(*(_as_2d(a[k]) for k in ("count", "sum", "m2")),
+                              *(_as_2d(b[k]) for k in ("count", "sum", "m2")),
+                              _as_2d(a["sum"]) if reuse else None,
+                              _as_2d(a["m2"]) if reuse else None)
+        out["sum"], out["m2"] = ((s, m2) if s.shape == shape
+                                 else (s.reshape(shape), m2.reshape(shape)))
     for key in a:
         if key in out:
             continue

@@ -87,7 +87,7 @@ def _read_into(path: str, out: np.ndarray, dtype: np.dtype, offset: int) -> None
         out[:] = np.fromfile(path, dtype, count=out.size, offset=offset * dtype.itemsize)
 
 
-def _band_stats(folder: str, blocks: list[tuple[str, int, tuple[str, ...]]],
+def _band_task(folder: str, blocks: list[tuple[str, int, tuple[str, ...]]],
                 rec: np.ndarray, run: np.ndarray, labels: np.ndarray, scale: np.ndarray,
                 n_cells: np.ndarray, width: int, trim: float) -> tuple[np.ndarray, np.ndarray]:
     """One fine band: its records from every block's files -> (trimmed mean, median).
@@ -192,7 +192,7 @@ def order_stats(
         # one key each for the arrays every band task shares
         shared = (dask.delayed(labels, pure=True), dask.delayed(scale, pure=True),
                   dask.delayed(n_cells, pure=True))
-        bands = [dask.delayed(_band_stats, pure=False)(
+        bands = [dask.delayed(_band_task, pure=False)(
             str(folder), blocks, rec[:, b:b + 2], run[:, b:b + 2], *shared, width, trim)
             for b in range(n_bands)]
         done = dask.compute(*bands)

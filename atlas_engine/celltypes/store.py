@@ -9,6 +9,7 @@ each cell in one pass; one light task per band then hands its piece on. The engi
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -113,8 +114,8 @@ def _n_genes(path: str) -> int:
 
 def stored_counts(path: str) -> int:
     """Number of stored (non-zero) counts in ``X`` (the last ``indptr`` entry)."""
-    x = zarr.open_group(path, mode="r")["X"]
-    return int(x["indptr"][-1])
+    n = int(_x_attrs(path, _stamp(path))["shape"][0])
+    return int(read_range(path, "X/indptr", n, n + 1)[0])
 
 
 def known_sorted(path: str) -> bool:
@@ -158,10 +159,6 @@ def read_rows(path: str, start: int, stop: int, bounds: tuple[int, ...],
     parts, totals = csr_split_bands(local, indices, data, edges)
     return [CsrBlock(ip, ix, dt, totals, int(bounds[k]), int(bounds[k + 1]))
             for k, (ip, ix, dt) in enumerate(parts)]
-
-
-def _band(blocks: list[CsrBlock], k: int) -> CsrBlock:
-    return blocks[k]
 
 
 def gene_bands(columns: np.ndarray, width: int) -> list[tuple[int, int]]:
@@ -209,7 +206,7 @@ def cell_blocks(store: CellStore, bands: list[tuple[int, int]], block_cells: int
         dsk[(load, i)] = (read_rows, store.path, a, min(n, a + block_cells), tuple(edges),
                           totals)
         for j in range(len(bands)):
-            dsk[(name, i, j)] = (_band, (load, i), piece[j])
+            dsk[(name, i, j)] = (operator.getitem, (load, i), piece[j])
     chunks = (tuple(min(n, a + block_cells) - a for a in starts),
               tuple(c1 - c0 for c0, c1 in bands))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])

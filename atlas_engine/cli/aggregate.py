@@ -71,7 +71,7 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
               help="Tables: wide (a row per group, a column per gene or probe) or long (a row "
                    "per group and gene or probe).")
 @click.option("--spill-dir", default=None, type=click.Path(file_okay=False),
-              help="Cell Types stores: where trimmed_mean / median spill their values (12 "
+              help="Cell Types stores: where trimmed_mean / median spill the counts (4-12 "
                    "bytes per stored count, removed at the end); default the temporary "
                    "directory ($TMPDIR). On a cluster of several machines: a shared directory.")
 @click.option("--quiet", "-q", is_flag=True)
@@ -122,12 +122,11 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
     t0 = time.perf_counter()
     kind = store_format(store)  # an AHBA store needs no Cell Types check (scipy's import)
     if kind != FORMAT_MICROARRAY and _cell_store(store):
-        from ..tuning import process_tuning
         from .celltypes import run_cell_aggregate
 
-        # tuned as the other heavy commands: two malloc arenas keep the threads' freed row
-        # blocks from staying resident (M1, sum/mean/var/nnz: 958 -> 817 MiB peak)
-        with process_tuning(), execution(scheduler, workers, memory_limit, quiet):
+        # no process_tuning: with the pooled read buffers it changed neither time nor peak
+        # memory of the command (benchmarks/RESULTS.md, Cell Types)
+        with execution(scheduler, workers, memory_limit, quiet):
             run_cell_aggregate(store, by, stat, genes, out, quiet, spill_dir=spill_dir)
         return
     if kind == FORMAT_BRAINSPAN:

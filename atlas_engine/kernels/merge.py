@@ -1,8 +1,11 @@
 """Numba kernel of the moments merge (Chan et al., 1979) in one pass, without temporaries.
 
-Pure compute. :func:`merge_moments` gives exactly the numbers of the numpy expression in
-:func:`atlas_engine.aggregate.specs.merge_pair` (same operations in the same order), reading
-each input once and writing each output once, possibly into the first operand's arrays.
+Pure compute. :func:`merge_moments` computes, element by element,
+``m2a + m2b + delta² · (na · nb) / n`` with ``delta = sb / nb - sa / na`` (0 where either part
+is empty): the numbers of the equivalent numpy expression, bit for bit (same operations in the
+same order; tests/test_aggregate_engine.py), reading each input once and writing each output
+once, possibly into the first operand's arrays. Every merge of the engine
+(:func:`atlas_engine.aggregate.specs.merge_pair`) goes through it.
 """
 
 from __future__ import annotations
