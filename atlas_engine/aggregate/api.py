@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..kernels import group_sum_count
-from ..scheduler import client_active, scheduler_for_compute
+from ..scheduler import scheduler_for_compute
 from ..store import layout as L
 from .engine import DONOR_MODES, combine_donors
 from .grouping import Grouping, resolve_grouping
@@ -515,46 +515,25 @@ def _donor_ids(donors: Sequence[int | str] | str | None, in_store: list[int]) ->
 
 
 def _collapse_donor(url: str, path: str, gene_of_probe: np.ndarray, n_genes: int,
-                    dtype: np.dtype) -> np.ndarray:
-    """One task: a donor's whole matrix reduced over probes to (genes, samples) means, written
-    straight into the result (no genes × samples float64 sums and counts: at full size those
-    are ~0.9 GB of fresh pages per donor, which the kernel spent most of its time zeroing)."""
+                    biggest: int, out: np.ndarray | None = None) -> np.ndarray | None:
+    """One task: a donor's whole matrix reduced over probes to (genes, samples) means.
+
+    The matrix is decoded into a pooled buffer of ``biggest`` values (every donor's task asks
+    for the same size, so the next donor reuses the pages: fresh pages are what the work would
+    otherwise be spent zeroing). The means go into ``out`` (the donor's columns of the
+    caller's result, on local threads) and nothing is returned, or into a new array that is
+    returned (on a cluster's workers); never through float64 sums and counts.
+    """
     from ..kernels import group_mean_probe
     from ..store.blockread import array_shape, read_rows
+    from ..store.bufferpool import pooled_empty
 
-    (n_rows, n_cols), _, _ = array_shape(url, path)
-    x = read_rows(url, path, 0, n_rows)
-    return group_mean_probe(x, gene_of_probe, n_genes, out=np.empty((n_genes, n_cols), dtype))
-
-
-def _collapse_local(url: str, paths: list[str], gene_of_probe: np.ndarray, n_genes: int,
-                    dtype: np.dtype) -> np.ndarray:
-    """All donors on local threads into one preallocated (genes, samples) result: each donor's
-    means go straight into its columns, and each thread decodes its donors into one reused
-    buffer (fresh pages are what the work would otherwise be spent zeroing)."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..kernels import group_mean_probe
-    from ..store.blockread import array_shape, read_rows
-
-    shapes = [array_shape(url, p)[0] for p in paths]
-    offsets = np.concatenate([[0], np.cumsum([c for _, c in shapes])])
-    out = np.empty((n_genes, int(offsets[-1])), dtype)
-    scratch = threading.local()
-    biggest = max(r * c for r, c in shapes)
-
-    def one(k: int) -> None:
-        n_rows, n_cols = shapes[k]
-        buf = getattr(scratch, "buf", None)
-        if buf is None:
-            buf = scratch.buf = np.empty(biggest, array_shape(url, paths[k])[2])
-        x = read_rows(url, paths[k], 0, n_rows, out=buf[:n_rows * n_cols].reshape(n_rows, n_cols))
-        group_mean_probe(x, gene_of_probe, n_genes, out=out[:, offsets[k]:offsets[k + 1]])
-
-    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 4)) as pool:
-        list(pool.map(one, range(len(paths))))
-    return out
+    (n_rows, n_cols), _, dtype = array_shape(url, path)
+    buf = pooled_empty(max(biggest, n_rows * n_cols), dtype)
+    x = read_rows(url, path, 0, n_rows, out=buf[:n_rows * n_cols].reshape(n_rows, n_cols))
+    res = np.empty((n_genes, n_cols), dtype) if out is None else out
+    group_mean_probe(x, gene_of_probe, n_genes, out=res)
+    return None if out is not None else res
 
 
 def collapse_probes(
@@ -575,6 +554,7 @@ def collapse_probes(
     import xarray as xr
 
     from ..store.blockread import array_shape
+    from ..store.bufferpool import release_pool
     from ..store.open import AtlasStore, open_store
 
     st = store if isinstance(store, AtlasStore) else open_store(os.fspath(store))
@@ -590,13 +570,23 @@ def collapse_probes(
     gene_of_probe = np.full(len(probes), -1, dtype=np.int64)
     gene_of_probe[keep] = codes
     paths = [f"{L.donor_path(d)}/{L.EXPRESSION}" for d in use]
-    dtype = array_shape(st.url, paths[0])[2]
-    if client_active():
-        tasks = [dask.delayed(_collapse_donor, pure=True)(st.url, p, gene_of_probe, len(names),
-                                                          dtype) for p in paths]
-        values = np.concatenate(dask.compute(*tasks), axis=1)
-    else:
-        values = _collapse_local(st.url, paths, gene_of_probe, len(names), dtype)
+    shapes = [array_shape(st.url, p) for p in paths]
+    offsets = np.concatenate([[0], np.cumsum([c for (_, c), _, _ in shapes])]).astype(int)
+    biggest = max(r * c for (r, c), _, _ in shapes)
+    # one task per donor; on Dask's local threads each writes its columns of one
+    # preallocated result, on a cluster's workers each returns them
+    scheduler = scheduler_for_compute()
+    values = np.empty((len(names), offsets[-1]), shapes[0][2]) if scheduler else None
+    tasks = [dask.delayed(_collapse_donor, pure=False, traverse=False)(
+        st.url, p, gene_of_probe, len(names), biggest,
+        None if values is None else values[:, offsets[k]:offsets[k + 1]])
+        for k, p in enumerate(paths)]
+    try:
+        parts = dask.compute(*tasks, scheduler=scheduler)
+    finally:
+        release_pool()
+    if values is None:
+        values = np.concatenate(parts, axis=1)
     samples = st.samples[st.samples["donor"].isin(use)].reset_index(drop=True)
     order = np.concatenate([np.flatnonzero(samples["donor"].to_numpy() == d) for d in use])
     samples = samples.iloc[order].reset_index(drop=True)
