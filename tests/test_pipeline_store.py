@@ -216,6 +216,7 @@ def test_corrected_coordinates_join():
         corrected_coordinates(pd.concat([ann, ann.assign(well_id=9)]), table)
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # pandas' downcasting warnings reach users
 def test_cli_glue(e2e, tmp_path, golden):
     @click.command()
     @click.argument("store")
@@ -239,6 +240,9 @@ def test_cli_glue(e2e, tmp_path, golden):
         assert (tmp_path / f"res.{suffix}").stat().st_size > 0
     prov = json.loads((tmp_path / "res.provenance.json").read_text())
     assert prov["params"]["probe_selection"] == "max_variance"
+    probes = pd.read_csv(tmp_path / "res.probes.csv")
+    assert probes["selected"].dtype == bool
+    assert probes.loc[probes["selected"], "gene_symbol"].nunique() == frame.shape[1]
     help_text = CliRunner().invoke(cmd, ["--help"]).output
     for opt in ("--ibf-threshold", "--donor-probes", "--lr-mirror", "--norm-matched",
                 "--no-norm-structures", "--region-agg", "--return-donors"):

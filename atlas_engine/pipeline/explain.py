@@ -32,8 +32,9 @@ def probe_explanations(fate: pd.DataFrame, probes: pd.DataFrame, ibf: IntensityF
     score_cols = [c for c in sel.columns if c.startswith("score")]
     for c in score_cols:
         out[c] = sel[c].reindex(out["probe_id"].to_numpy()).to_numpy()
-    out["selected"] = sel["selected"].reindex(out["probe_id"].to_numpy()).fillna(False) \
-        .astype(bool).to_numpy()
+    # a probe the selection never saw (left out before it) is not selected
+    chosen = sel["selected"].astype(bool).reindex(out["probe_id"].to_numpy(), fill_value=False)
+    out["selected"] = chosen.to_numpy(dtype=bool)
     reasons = out["reason"].to_numpy().astype(object)
     ibf_reasons = np.asarray(ibf.reasons(), dtype=object)
     sel_reason = sel["reason"].reindex(out["probe_id"].to_numpy()).to_numpy()

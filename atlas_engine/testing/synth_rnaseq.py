@@ -88,6 +88,7 @@ def _gene_table(probes: pd.DataFrame, gene_index: np.ndarray, rng: np.random.Gen
         "chromosome": rng.choice([str(c) for c in range(1, 23)] + ["X"], size=n_extra),
         "model": -1,
     })
+    frame = frame.astype({"gene_id": "Int64", "entrez_id": "Int64"})  # the extra rows' dtype
     genes = pd.concat([frame, extra], ignore_index=True)
     genes = genes.drop_duplicates("gene_symbol").sort_values("gene_symbol", kind="stable")
     genes = genes.reset_index(drop=True)
