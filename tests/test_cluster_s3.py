@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,3 +112,30 @@ def test_remote_reader_matches_local_and_checks_crc(s3):
         fs.pipe_file(key, good)
     assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
 
+
+
+def test_convert_straight_to_s3_then_aggregate_on_cluster(s3, s3_cluster, synth_small, tmp_path):
+    """convert writes a store on object storage itself (no local copy uploaded); the cluster
+    aggregates it to the same table as the locally converted store."""
+    from atlas_engine.store import blockread
+
+    url = f"s3://{BUCKET}/converted.zarr"
+    r = CliRunner().invoke(cli, ["convert", str(synth_small.dest), url, "--donors", "9861,10021",
+                                 "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert s3["fs"].exists(f"{BUCKET}/converted.zarr/zarr.json")
+    assert not Path("s3:").exists()                # not taken for a local path
+    r = CliRunner().invoke(cli, ["verify", url], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    args = ["--by", "depth:3", "--combine", "pooled"]
+    r = CliRunner().invoke(cli, ["aggregate", str(s3["local"]), *args,
+                                 "--out", str(tmp_path / "local.csv")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    with count_tasks(s3_cluster) as ran:
+        r = CliRunner().invoke(cli, ["aggregate", url, *args, "--scheduler", s3_cluster,
+                                     "--out", str(tmp_path / "s3.csv")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert sum(ran.values()) > 0, ran
+    a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "s3.csv")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+    blockread._plan_cached.cache_clear()
