@@ -55,3 +55,24 @@ def test_cli_on_subprocess_cluster_matches_threads(store, tmp_path, dask_cluster
     a = pd.read_csv(tmp_path / "threads.csv")
     b = pd.read_csv(tmp_path / "cluster.csv")
     pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
+def test_expression_command_on_subprocess_cluster_matches_threads(store, tmp_path, dask_cluster):
+    from distributed import Client
+
+    from atlas_engine.store.open import open_store
+
+    genes = list(open_store(store).probes.gene_symbol.value_counts().index[:3])
+    args = ["expression", str(store), *genes, "--layout", "wide"]
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "threads.parquet")])
+    assert r.exit_code == 0, r.output
+    with Client(dask_cluster) as watcher:
+        before = executed(watcher)
+        r = CliRunner().invoke(cli, [*args, "--scheduler", dask_cluster, "--out",
+                                     str(tmp_path / "cluster.parquet")])
+        assert r.exit_code == 0, r.output
+        assert executed(watcher) > before  # the workers read the probe rows
+    a = pd.read_parquet(tmp_path / "threads.parquet")
+    b = pd.read_parquet(tmp_path / "cluster.parquet")
+    assert len(a) >= 3 and a.shape[1] > 3
+    pd.testing.assert_frame_equal(a, b)

@@ -27,8 +27,12 @@ def extract_expression(
     ``layout="long"``: one row per (probe, sample) with gene, probe and sample annotation,
     ``expression`` and ``pacall`` columns. ``layout="wide"``: probes × samples, rows annotated
     with probe columns, columns named ``{donor}:{sample_id}``. Returns the table and the
-    requested symbols that are not in the store. Only the chosen probe rows are read.
+    requested symbols that are not in the store. Only the chunk rows holding the chosen
+    probes are read: a Dask task per donor, array and chunk row (the engine's block reader),
+    on Dask's threads or the active ``dask.distributed`` client's workers.
     """
+    from ..pipeline.passes import compute, open_array, row_tasks
+    from ..store import layout as L
     from ..store.open import AtlasStore, open_store
 
     if layout not in ("long", "wide"):
@@ -44,12 +48,21 @@ def extract_expression(
     bad = [d for d in use if d not in st.donors]
     if bad:
         raise ConfigError(f"donor(s) {bad} not in the store (complete donors: {st.donors})")
-    values, calls, parts = [], [], []
+    # every donor's expression and PA-call rows as one graph
+    reads = []
     for d in use:
-        ds = st.donor(d)
-        values.append(np.asarray(ds["expression"].data[rows].compute(), dtype=np.float64))
-        calls.append(np.asarray(ds["pacall"].data[rows].compute(), dtype=bool))
-        parts.append(samples[samples["donor"] == d])
+        for name, dtype in ((L.EXPRESSION, np.float64), (L.PACALL, np.bool_)):
+            arr = open_array(st.url, d, name)
+            reads.append((arr.shape[1], dtype, *row_tasks(arr, rows, dtype)))
+    results = iter(compute([t for *_, tasks in reads for t in tasks]))
+    blocks = []
+    for n_cols, dtype, jobs, order, _tasks in reads:
+        out = np.empty((len(rows), n_cols), dtype=dtype)
+        for _, _, lo, hi in jobs:
+            out[order[lo:hi]] = next(results)
+        blocks.append(out)
+    values, calls = blocks[0::2], blocks[1::2]
+    parts = [samples[samples["donor"] == d] for d in use]
     x = np.concatenate(values, axis=1)
     pa = np.concatenate(calls, axis=1)
     samp = pd.concat(parts, ignore_index=True)

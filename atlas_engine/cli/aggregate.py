@@ -192,8 +192,10 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
               help="long: one row per probe and sample; wide: probes × samples.")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .csv or .parquet.")
 @click.option("--quiet", "-q", is_flag=True)
+@dask_options
 def expression_cmd(store: str, genes: tuple[str, ...], donors: str | None, layout: str,
-                   out: str, quiet: bool) -> None:
+                   out: str, quiet: bool, workers: int | None, scheduler: str | None,
+                   memory_limit: str | None) -> None:
     """Every probe of GENE... in every sample, annotated (no aggregation).
 
     \b
@@ -205,15 +207,21 @@ def expression_cmd(store: str, genes: tuple[str, ...], donors: str | None, layou
     from ..atomic import atomic_output
     from ..sources.donors import resolve_donors
 
-    ids = [d.id for d in resolve_donors(donors)] if donors else None
-    table, missing = extract_expression(store, list(genes), donors=ids, layout=layout)
     path = Path(out)
-    if path.suffix.lower() == ".parquet":
-        atomic_output(path, lambda p: table.to_parquet(p, index=False))
-    elif path.suffix.lower() == ".csv":
-        atomic_output(path, lambda p: table.to_csv(p, index=False))
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--out {out}: use .csv or .parquet")
+    ids = [d.id for d in resolve_donors(donors)] if donors else None
+    with execution(scheduler, workers, memory_limit, quiet=True):
+        table, missing = extract_expression(store, list(genes), donors=ids, layout=layout)
+    import polars as pl
+
+    # written by polars; NaN as an empty cell, as the other result tables
+    frame = pl.from_pandas(table, nan_to_null=True)
+    if suffix == ".parquet":
+        atomic_output(path, lambda p: frame.write_parquet(p))
+    else:
+        atomic_output(path, lambda p: frame.write_csv(p, null_value=""))
     if not quiet:
         if missing:
             click.echo(f"not in the store: {', '.join(missing)}")
