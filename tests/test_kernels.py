@@ -259,3 +259,19 @@ def test_compensated_group_mean_is_pandas_groupby_mean():
     np.testing.assert_array_equal(got, want)  # bit for bit, as abagen's pandas computes it
     with pytest.raises(ValueError):
         group_mean_compensated(x, codes, 3)
+
+
+def test_take_columns_matches_numpy_fancy_indexing():
+    from atlas_engine.kernels.blockgroups import take_columns
+
+    rng = np.random.default_rng(11)
+    block = rng.normal(size=(7, 9))
+    src = np.array([3, 0, 3, 8])             # repeats allowed
+    dst = np.array([1, 4, 0, 2])
+    out = np.full((7, 5), np.nan)
+    take_columns(block, src, dst, out)
+    want = np.full((7, 5), np.nan)
+    want[:, dst] = block[:, src]
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError):
+        take_columns(block, src, dst[:3], out)

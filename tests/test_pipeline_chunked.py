@@ -73,6 +73,11 @@ def test_striped_matrix_reads_rows(tmp_path):
     np.testing.assert_array_equal(m[4, [16, 0, 9]], x[4, [16, 0, 9]])
     np.testing.assert_array_equal(m[:, [2, 15]], x[:, [2, 15]])
     np.testing.assert_array_equal(m.read_rows(28, 40), x[28:])
+    cols = np.array([16, 0, 9, 9, 3, 8])      # across stripes, out of order, repeated
+    out = np.full((8, len(cols)), np.nan)
+    np.testing.assert_array_equal(m.gather_rows(5, 13, cols, out), x[5:13][:, cols])
+    with pytest.raises(ValueError, match="shape"):
+        m.gather_rows(5, 14, cols, out)
     with pytest.raises(KeyError):
         StripedMatrix.open(tmp_path, "other")
 

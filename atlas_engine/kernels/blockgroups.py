@@ -278,3 +278,19 @@ def take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarr
                          f"{out.shape[1]}")
     _take_rows(blk, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
                np.asarray(out))
+
+
+@njit(nogil=True, cache=True)
+def _take_columns(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    for r in range(block.shape[0]):
+        for i in range(src.size):
+            out[r, dst[i]] = block[r, src[i]]
+
+
+def take_columns(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, dst] = block[:, src]`` (same number of rows) without a temporary, the GIL
+    released."""
+    if block.shape[0] != out.shape[0] or len(src) != len(dst):
+        raise ValueError(f"block {block.shape} and out {out.shape} rows, or {len(src)} "
+                         f"sources for {len(dst)} destinations, differ")
+    _take_columns(block, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64), out)

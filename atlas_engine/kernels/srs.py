@@ -109,6 +109,16 @@ def _srs_block(g: np.ndarray) -> np.ndarray:
     return g
 
 
+def srs_rows_inplace(g: np.ndarray) -> np.ndarray:
+    """Scaled robust sigmoid of each row of the C-ordered float64 2-D array ``g``, in place
+    (``g`` returned); any number of rows (normalised :data:`BLOCK_VALUES` at a time)."""
+    if g.dtype != np.float64 or not g.flags.c_contiguous or g.ndim != 2:
+        raise ValueError("srs_rows_inplace needs a C-ordered 2-D float64 array")
+    step = rows_per_block(g.shape[1])
+    _each_block(g.shape[0], step, lambda r: _srs_block(g[r:r + step]))
+    return g
+
+
 def warm_up() -> None:
     """Load the compiled kernels of the per-atlas path (:func:`srs_rows` with a group-mean
     reduction) from numba's on-disk cache by calling them on a tiny block. numba's first call

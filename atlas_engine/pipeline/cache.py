@@ -290,6 +290,39 @@ class StripedMatrix:
             c0 += w
         return out
 
+    def gather_rows(self, r0: int, r1: int, cols: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out[:] = self[r0:r1][:, cols]`` (``cols`` any order, repeats allowed) without the
+        full-width block: each stripe's rows are read into one pooled scratch buffer and only
+        its columns in ``cols`` are copied out."""
+        from ..kernels.blockgroups import take_columns
+        from ..store.bufferpool import pooled_empty
+
+        cols = np.asarray(cols, dtype=np.int64)
+        r0, r1 = max(0, r0), min(self.shape[0], r1)
+        n = max(0, r1 - r0)
+        if out.shape != (n, len(cols)):
+            raise ValueError(f"out has shape {out.shape}, expected {(n, len(cols))}")
+        size = self.dtype.itemsize
+        widest = max(w for _, _, w in self.parts)
+        scratch = pooled_empty(max(1, n * widest), self.dtype)
+        c0 = 0
+        for path, offset, w in self.parts:
+            here = np.flatnonzero((cols >= c0) & (cols < c0 + w))
+            if n and len(here):
+                part = scratch[:n * w].reshape(n, w)
+                with open(path, "rb", buffering=0) as fh:
+                    fh.seek(offset + r0 * w * size)
+                    view = memoryview(part.reshape(-1).view(np.uint8))
+                    got = 0
+                    while got < view.nbytes:
+                        k = fh.readinto(view[got:])
+                        if not k:
+                            raise OSError(f"{path}: truncated")
+                        got += k
+                take_columns(part, cols[here] - c0, here, out)
+            c0 += w
+        return out
+
     def __getitem__(self, key: Any) -> np.ndarray:
         rows, cols = (key, slice(None)) if not isinstance(key, tuple) else (key + (
             slice(None),))[:2]

@@ -33,6 +33,7 @@ from ..kernels.blockgroups import (
 )
 from ..store import layout as L
 from ..store.blockread import BlockArray, release_buffers, thread_buffer
+from ..store.bufferpool import release_pool
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,7 +61,10 @@ def compute(tasks: Sequence[Any]) -> list[Any]:
         # distributed when no client can exist)
         return list(dask.compute(*tasks, scheduler=scheduler_for_compute()))
     finally:
-        release_buffers()  # the pool threads outlive the pass; their block buffers need not
+        # the pool threads outlive the pass; their block buffers and idle pooled blocks
+        # need not
+        release_buffers()
+        release_pool()
 
 
 def open_array(url: str, donor: int, name: str) -> BlockArray:
@@ -310,8 +314,15 @@ def _rows_of(x: Any, r0: int, r1: int) -> Any:
 
 def _srs_rows_task(x: Any, r0: int, r1: int, idx: np.ndarray, codes: np.ndarray | None,
                    n_groups: int) -> np.ndarray:
-    from ..kernels.srs import srs_rows
+    from ..kernels.srs import srs_rows, srs_rows_inplace
 
+    if hasattr(x, "gather_rows"):
+        # a file-backed matrix: only the columns ``idx`` gathered, into a pooled block
+        from ..store.bufferpool import pooled_empty
+
+        g = srs_rows_inplace(x.gather_rows(r0, r1, idx, pooled_empty((r1 - r0, len(idx)),
+                                                                     np.float64)))
+        return g if codes is None else group_mean_rows(g, codes, n_groups)
     block = x if isinstance(x, np.ndarray) else x[r0:r1]
     if codes is None:
         return srs_rows(block, idx)
