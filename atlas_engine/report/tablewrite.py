@@ -27,7 +27,9 @@ __all__ = ["LAYOUTS", "split_frame", "write_table"]
 
 LAYOUTS = ("wide", "long")
 #: Output rows formatted per polars pass on the CSV path (bounds the strings held at once).
-ROWS_PER_PASS = 256
+#: Measured on a 279 × 58,692 float32 table: 256 rows a pass took 1.3–1.5 s and +530 MiB,
+#: 8 rows 0.69–0.71 s and no measurable extra memory (4: 0.83–0.87 s); same bytes.
+ROWS_PER_PASS = 8
 
 
 def split_frame(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
