@@ -221,6 +221,20 @@ def _files_intact(path: Path, files: Any) -> bool:
     return True
 
 
+def _read_exactly(path: str, offset: int, dest: np.ndarray) -> None:
+    """Fill the C-contiguous ``dest`` with the bytes of ``path`` from ``offset`` (a file
+    shorter than that is an error, never a partly filled array)."""
+    view = memoryview(dest.reshape(-1).view(np.uint8))
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        got = 0
+        while got < view.nbytes:
+            k = fh.readinto(view[got:])
+            if not k:
+                raise OSError(f"{path}: truncated")
+            got += k
+
+
 class StripedMatrix:
     """A 2-D float array stored as column stripes, one ``.npy`` file per stripe
     (``<name>_0.npy``, ``<name>_1.npy``, … side by side), read a block of rows at a time.
@@ -277,15 +291,7 @@ class StripedMatrix:
         for path, offset, w in self.parts:
             if n and w:
                 part = np.empty((n, w), dtype=self.dtype)
-                with open(path, "rb", buffering=0) as fh:
-                    fh.seek(offset + r0 * w * size)
-                    view = memoryview(part.reshape(-1).view(np.uint8))
-                    got = 0
-                    while got < view.nbytes:
-                        k = fh.readinto(view[got:])
-                        if not k:
-                            raise OSError(f"{path}: truncated")
-                        got += k
+                _read_exactly(path, offset + r0 * w * size, part)
                 out[:, c0:c0 + w] = part
             c0 += w
         return out
@@ -310,15 +316,7 @@ class StripedMatrix:
             here = np.flatnonzero((cols >= c0) & (cols < c0 + w))
             if n and len(here):
                 part = scratch[:n * w].reshape(n, w)
-                with open(path, "rb", buffering=0) as fh:
-                    fh.seek(offset + r0 * w * size)
-                    view = memoryview(part.reshape(-1).view(np.uint8))
-                    got = 0
-                    while got < view.nbytes:
-                        k = fh.readinto(view[got:])
-                        if not k:
-                            raise OSError(f"{path}: truncated")
-                        got += k
+                _read_exactly(path, offset + r0 * w * size, part)
                 take_columns(part, cols[here] - c0, here, out)
             c0 += w
         return out
