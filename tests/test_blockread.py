@@ -101,3 +101,27 @@ def test_read_range_refuses_a_damaged_chunk(tmp_path):
     chunk.write_bytes(chunk.read_bytes()[:20])  # truncated
     with pytest.raises(DamagedStoreError, match=r"array X/data, chunk \(2\)"):
         read_range(str(tmp_path / "s.zarr"), "X/data", 150, 260)
+
+
+def test_node_attributes_and_store_format_read_zarr_json_directly(tmp_path):
+    import json
+
+    from atlas_engine.store.blockread import node_attributes
+    from atlas_engine.store.brainspan import store_format
+
+    root = tmp_path / "s.zarr"
+    (root / "donors").mkdir(parents=True)
+    meta = {"zarr_format": 3, "node_type": "group",
+            "attributes": {"atlas_engine": {"format": "ahba-microarray"}}}
+    (root / "zarr.json").write_text(json.dumps(meta))
+    (root / "donors" / "zarr.json").write_text(json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": {"n": 6}}))
+    assert node_attributes(str(root)) == meta["attributes"]
+    assert node_attributes(f"file://{root}", "donors") == {"n": 6}
+    assert store_format(str(root)) == "ahba-microarray"
+    assert node_attributes(str(tmp_path / "absent.zarr")) is None
+    assert store_format(str(tmp_path / "absent.zarr")) is None
+    (root / "zarr.json").write_text('{"zarr_format": 3, "attrib')      # cut short
+    assert node_attributes(str(root)) is None and store_format(str(root)) is None
+    (root / "zarr.json").write_text(json.dumps({"zarr_format": 2, "attributes": {}}))
+    assert node_attributes(str(root)) is None

@@ -63,10 +63,28 @@ def _read_meta(url: str, path: str) -> tuple[str | None, Any, str]:
         except OSError:
             return None, None, ""
     fs, base = _filesystem(url)
+    node = f"{base}/{path}" if path else base
     try:
-        return fs.cat_file(f"{base}/{path}/zarr.json").decode(), fs, f"{base}/{path}/c"
+        return fs.cat_file(f"{node}/zarr.json").decode(), fs, f"{node}/c"
     except OSError:
         return None, None, ""
+
+
+def node_attributes(url: str, path: str = "") -> dict[str, Any] | None:
+    """The ``attributes`` of the Zarr v3 node at ``path`` (the store's root by default), read
+    from its ``zarr.json`` without importing zarr (~0.17 s); None when the file is absent,
+    unreadable or not Zarr v3 metadata."""
+    text, _, _ = _read_meta(str(url), path)
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
+        return None
+    attrs = meta.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
 
 
 def _plan(url: str, path: str, ndim: int = 2) -> dict[str, Any] | None:

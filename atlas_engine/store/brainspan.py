@@ -32,14 +32,16 @@ REAL_SHAPE = (52_376, 524)
 
 
 def store_format(url: str) -> str | None:
-    """The ``format`` recorded in a store's root attributes (None when unreadable)."""
-    import zarr
+    """The ``format`` recorded in a store's root attributes (None when unreadable: the
+    caller's opener explains). Read from the root ``zarr.json`` without importing zarr."""
+    from .blockread import node_attributes
 
     try:
-        root = zarr.open_group(url, mode="r", zarr_format=3)
+        attrs = node_attributes(str(url))
     except Exception:  # noqa: BLE001 - any unreadable store: the caller's opener explains
         return None
-    return dict(root.attrs.get(L.ROOT_ATTR, {})).get("format")
+    engine = (attrs or {}).get(L.ROOT_ATTR, {})
+    return engine.get("format") if isinstance(engine, dict) else None
 
 
 class BrainSpanStore:
