@@ -39,40 +39,35 @@ def test_local_cluster_matches_threads(store):
     np.testing.assert_allclose(got_genes.values, exp_genes.values, rtol=1e-6)
 
 
-def test_cli_on_subprocess_cluster_matches_threads(store, tmp_path, dask_cluster):
+def _threads_then_cluster(args: list[str], tmp_path, address: str, suffix: str):
+    """Run the command ``args`` on threads, then with ``--scheduler address`` (asserting the
+    cluster's workers ran tasks); the two output paths."""
     from distributed import Client
 
+    threads, cluster = tmp_path / f"threads{suffix}", tmp_path / f"cluster{suffix}"
+    r = CliRunner().invoke(cli, [*args, "--out", str(threads)])
+    assert r.exit_code == 0, r.output
+    with Client(address) as watcher:
+        before = executed(watcher)
+        r = CliRunner().invoke(cli, [*args, "--scheduler", address, "--out", str(cluster)])
+        assert r.exit_code == 0, r.output
+        assert executed(watcher) > before  # the workers ran the tasks
+    return threads, cluster
+
+
+def test_cli_on_subprocess_cluster_matches_threads(store, tmp_path, dask_cluster):
     args = ["aggregate", str(store), "--by", "broad", "--stat", "std", "--combine", "pooled",
             "--collapse", "gene:mean"]
-    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "threads.csv")])
-    assert r.exit_code == 0, r.output
-    with Client(dask_cluster) as watcher:
-        before = executed(watcher)
-        r = CliRunner().invoke(cli, [*args, "--scheduler", dask_cluster, "--out",
-                                     str(tmp_path / "cluster.csv")])
-        assert r.exit_code == 0, r.output
-        assert executed(watcher) > before  # the workers ran the aggregation
-    a = pd.read_csv(tmp_path / "threads.csv")
-    b = pd.read_csv(tmp_path / "cluster.csv")
-    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+    threads, cluster = _threads_then_cluster(args, tmp_path, dask_cluster, ".csv")
+    pd.testing.assert_frame_equal(pd.read_csv(threads), pd.read_csv(cluster), rtol=1e-6)
 
 
 def test_expression_command_on_subprocess_cluster_matches_threads(store, tmp_path, dask_cluster):
-    from distributed import Client
-
     from atlas_engine.store.open import open_store
 
     genes = list(open_store(store).probes.gene_symbol.value_counts().index[:3])
     args = ["expression", str(store), *genes, "--layout", "wide"]
-    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "threads.parquet")])
-    assert r.exit_code == 0, r.output
-    with Client(dask_cluster) as watcher:
-        before = executed(watcher)
-        r = CliRunner().invoke(cli, [*args, "--scheduler", dask_cluster, "--out",
-                                     str(tmp_path / "cluster.parquet")])
-        assert r.exit_code == 0, r.output
-        assert executed(watcher) > before  # the workers read the probe rows
-    a = pd.read_parquet(tmp_path / "threads.parquet")
-    b = pd.read_parquet(tmp_path / "cluster.parquet")
+    threads, cluster = _threads_then_cluster(args, tmp_path, dask_cluster, ".parquet")
+    a, b = pd.read_parquet(threads), pd.read_parquet(cluster)
     assert len(a) >= 3 and a.shape[1] > 3
     pd.testing.assert_frame_equal(a, b)
