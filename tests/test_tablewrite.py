@@ -134,3 +134,21 @@ def test_wide_parquet_reads_back_in_polars(tmp_path):
     np.testing.assert_array_equal(got.select(pl.col(pl.Float64)).to_numpy(),
                                   frame.iloc[:, 4:].to_numpy())
     assert got["acronym"].to_list() == frame["acronym"].tolist()
+
+
+def test_write_frame_keeps_the_table_as_it_is(tmp_path):
+    from atlas_engine.report.tablewrite import write_frame
+
+    frame = pd.DataFrame({"gene_symbol": ["A", "B", None], "value": [1.5, np.nan, 8.883417357010888e-05],
+                          "selected": [True, False, True], "probe_id": [3, 1, 2]})
+    csv = write_frame(frame, tmp_path / "t.csv")
+    text = csv.read_text().splitlines()
+    assert text[0] == "gene_symbol,value,selected,probe_id"      # order kept, no index
+    assert text[2] == "B,,false,1"                                 # NaN as an empty cell
+    back = pd.read_csv(csv, float_precision="round_trip")
+    assert back["value"].iloc[2] == frame["value"].iloc[2]
+    pq = pd.read_parquet(write_frame(frame, tmp_path / "t.parquet"))
+    assert list(pq.columns) == list(frame.columns) and np.isnan(pq["value"].iloc[1])
+    with pytest.raises(ConfigError, match="unknown table format"):
+        write_frame(frame, tmp_path / "t.xlsx")
+    assert not (tmp_path / "t.xlsx").exists()

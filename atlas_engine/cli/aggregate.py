@@ -204,24 +204,16 @@ def expression_cmd(store: str, genes: tuple[str, ...], donors: str | None, layou
       atlas-engine expression ahba.zarr @genes.txt --layout wide --out genes.parquet
     """
     from ..aggregate.extract import extract_expression
-    from ..atomic import atomic_output
+    from ..report.tablewrite import write_frame
     from ..sources.donors import resolve_donors
 
     path = Path(out)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
+    if path.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"--out {out}: use .csv or .parquet")
     ids = [d.id for d in resolve_donors(donors)] if donors else None
     with execution(scheduler, workers, memory_limit, quiet=True):
         table, missing = extract_expression(store, list(genes), donors=ids, layout=layout)
-    import polars as pl
-
-    # written by polars; NaN as an empty cell, as the other result tables
-    frame = pl.from_pandas(table, nan_to_null=True)
-    if suffix == ".parquet":
-        atomic_output(path, lambda p: frame.write_parquet(p))
-    else:
-        atomic_output(path, lambda p: frame.write_csv(p, null_value=""))
+    write_frame(table, path)
     if not quiet:
         if missing:
             click.echo(f"not in the store: {', '.join(missing)}")

@@ -133,14 +133,11 @@ def _norm(value: str | None) -> str | None:
 
 
 def _write_csv(frame: Any, path: Path, index: bool = True) -> None:
-    """An explanation table, written by polars (NaN and missing values as empty cells, as
-    pandas writes them; pandas' ``to_csv`` took ~0.4 s for the probe table alone)."""
-    import polars as pl
+    """An explanation table, written by polars (pandas' ``to_csv`` took ~0.4 s for the probe
+    table alone)."""
+    from ..report.tablewrite import write_frame
 
-    from ..atomic import atomic_output
-
-    table = pl.from_pandas(frame.reset_index() if index else frame, nan_to_null=True)
-    atomic_output(path, lambda p: table.write_csv(p, null_value=""))
+    write_frame(frame.reset_index() if index else frame, path)
 
 
 def _write_matrix(frame: Any, path: Path) -> None:

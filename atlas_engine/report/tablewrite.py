@@ -23,7 +23,7 @@ import pandas as pd
 from ..atomic import atomic_output
 from ..errors import ConfigError
 
-__all__ = ["LAYOUTS", "split_frame", "write_table"]
+__all__ = ["LAYOUTS", "split_frame", "write_frame", "write_table"]
 
 LAYOUTS = ("wide", "long")
 #: Output rows formatted per polars pass on the CSV path (bounds the strings held at once).
@@ -93,15 +93,41 @@ def _write_strings(fh: BinaryIO, lines: object) -> None:
         fh.write(memoryview(chunk.buffers()[2])[offsets[0]:offsets[-1]])
 
 
-def _write_wide_csv(frame: pd.DataFrame, path: Path) -> None:
+def _polars_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as it is (columns in order, no index) by polars' CSV writer; NaN and missing
+    values as empty cells, as pandas writes them."""
     import polars as pl
 
+    pl.from_pandas(frame.rename(columns=str), nan_to_null=True).write_csv(path, null_value="")
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write any table as it is — columns in their order, no index — by polars, atomically:
+    ``.csv`` (NaN and missing values as empty cells) or ``.parquet`` (NaN kept). For tables
+    that are not a result's ids + values block, e.g. explanation tables or extracted rows.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    import polars as pl
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return atomic_output(path, lambda p: _polars_csv(frame, p))
+    if suffix == ".parquet":
+        table = pl.from_pandas(frame.rename(columns=str))
+        return atomic_output(path, lambda p: table.write_parquet(p))
+    raise ConfigError(f"{path}: unknown table format {suffix!r} (use .csv or .parquet)")
+
+
+def _write_wide_csv(frame: pd.DataFrame, path: Path) -> None:
     ids, values = split_frame(frame)
     if len(values) <= len(frame) or not values:
         # tall or narrow: polars' own writer is fastest
-        out = pl.from_pandas(frame.rename(columns=str))
-        out = out.with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))
-        out.write_csv(path, null_value="")
+        _polars_csv(frame, path)
         return
     order = ids + values
     id_set = set(ids)
