@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
+from atlas_engine.aggregate import rowtasks
 from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.pipeline import passes
 from atlas_engine.pipeline.normalize import normalize
@@ -66,7 +67,7 @@ def test_read_rows_any_order_with_repeats(store):
     want = _zarr(store, donor, L.EXPRESSION)
     rng = np.random.default_rng(7)
     rows = rng.integers(0, want.shape[0], 150)
-    got = passes.read_rows(passes.open_array(str(store), donor, L.EXPRESSION), rows)
+    got = rowtasks.read_rows(rowtasks.open_array(str(store), donor, L.EXPRESSION), rows)
     np.testing.assert_array_equal(got, want[rows].astype(np.float64))
 
 
@@ -97,7 +98,7 @@ def test_probe_moments_and_gene_means(store):
     np.testing.assert_allclose(mean, np.nanmean(sub, axis=1), rtol=1e-12)
     np.testing.assert_allclose(var, np.nanvar(sub, axis=1, ddof=1), rtol=1e-10)
     codes = rng.integers(0, 20, len(rows))
-    got = passes.gene_means(passes.open_array(str(store), donor, L.EXPRESSION), rows, codes, 20)
+    got = passes.gene_means(rowtasks.open_array(str(store), donor, L.EXPRESSION), rows, codes, 20)
     for g in range(20):
         np.testing.assert_allclose(got[g], np.nanmean(x[rows[codes == g]], axis=0)
                                    if (codes == g).any() else np.full(x.shape[1], np.nan),

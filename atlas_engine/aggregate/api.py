@@ -550,12 +550,11 @@ def collapse_probes(
     threads writing into one preallocated result. Probes without an Entrez id are left out
     unless ``keep_non_refseq``.
     """
-    import dask
     import xarray as xr
 
     from ..store.blockread import array_shape
-    from ..store.bufferpool import release_pool
     from ..store.open import AtlasStore, open_store
+    from .rowtasks import compute, task
 
     st = store if isinstance(store, AtlasStore) else open_store(os.fspath(store))
     use = _donor_ids(donors, st.donors)
@@ -575,16 +574,11 @@ def collapse_probes(
     biggest = max(r * c for (r, c), _, _ in shapes)
     # one task per donor; on Dask's local threads each writes its columns of one
     # preallocated result, on a cluster's workers each returns them
-    scheduler = scheduler_for_compute()
-    values = np.empty((len(names), offsets[-1]), shapes[0][2]) if scheduler else None
-    tasks = [dask.delayed(_collapse_donor, pure=False, traverse=False)(
-        st.url, p, gene_of_probe, len(names), biggest,
-        None if values is None else values[:, offsets[k]:offsets[k + 1]])
-        for k, p in enumerate(paths)]
-    try:
-        parts = dask.compute(*tasks, scheduler=scheduler)
-    finally:
-        release_pool()
+    local = scheduler_for_compute() is not None   # Dask's threads: no other scheduler named
+    values = np.empty((len(names), offsets[-1]), shapes[0][2]) if local else None
+    parts = compute([task(_collapse_donor, st.url, p, gene_of_probe, len(names), biggest,
+                          None if values is None else values[:, offsets[k]:offsets[k + 1]])
+                     for k, p in enumerate(paths)])
     if values is None:
         values = np.concatenate(parts, axis=1)
     samples = st.samples[st.samples["donor"].isin(use)].reset_index(drop=True)

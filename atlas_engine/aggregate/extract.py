@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .api import parse_genes, select_probe_rows
+from .rowtasks import compute, open_array, row_tasks
 
 SAMPLE_ANNOTATION = ("donor", "sample_id", "well_id", "structure_id", "structure_acronym",
                      "structure_name", "slab_type", "mni_x", "mni_y", "mni_z")
@@ -31,7 +32,6 @@ def extract_expression(
     probes are read: a Dask task per donor, array and chunk row (the engine's block reader),
     on Dask's threads or the active ``dask.distributed`` client's workers.
     """
-    from ..pipeline.passes import compute, open_array, row_tasks
     from ..store import layout as L
     from ..store.open import AtlasStore, open_store
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..aggregate import rowtasks
 from ..store import layout as L
 from . import passes
 from .cache import StoreCache, StripedMatrix
@@ -88,12 +89,12 @@ class ChosenRows:
             # sample-normalised matrices are cached instead otherwise)
             self.rows_writer = (self.cache.writer(self.rows_key) if self.sample_norm is None
                                 else None)
-        arr = passes.open_array(self.url, self.donors[k].donor, L.EXPRESSION)
+        arr = rowtasks.open_array(self.url, self.donors[k].donor, L.EXPRESSION)
         if self.method == "average":
             out = passes.gene_means(arr, self.kept["row"].to_numpy(), self.selection.codes,
                                     len(self.selection.genes))
         else:
-            out = passes.read_rows(arr, self._rows(k))
+            out = rowtasks.read_rows(arr, self._rows(k))
         if self.rows_writer is not None:
             self.rows_writer.add(f"raw_{k}", out)
         return out
@@ -110,9 +111,9 @@ class ChosenRows:
             tasks = []
             for i, ds in enumerate(self.donors):
                 tasks += passes.stripe_tasks(
-                    passes.open_array(self.url, ds.donor, L.EXPRESSION), self._rows(i),
+                    rowtasks.open_array(self.url, ds.donor, L.EXPRESSION), self._rows(i),
                     self.sample_norm, lambda j, i=i: str(tmp / f"sn_{i}_{j}.npy"))
-            done = passes.compute(tasks)
+            done = rowtasks.compute(tasks)
             self.t_sample_norm += sum(t for _, t, _ in done)
             self.t_cache_write += sum(t for _, _, t in done)
             if any(status != "ok" for status, _, _ in done):

@@ -7,7 +7,7 @@ column)``), each reading its blocks with :class:`~atlas_engine.store.blockread.B
 (one block reader, buffers reused per thread); the scaled-robust-sigmoid normalisations and
 region means over in-memory or cached matrices are tasks over blocks of rows or columns.
 
-:func:`compute` runs them on whatever Dask runs on in the caller: the threaded scheduler by
+:func:`~atlas_engine.aggregate.rowtasks.compute` runs them on whatever Dask runs on in the caller: the threaded scheduler by
 default, or the workers of an active ``dask.distributed`` client (``aggregate --workers`` /
 ``--scheduler``, :func:`atlas_engine.aggregate.cluster.get_client`). The tasks are module-level
 functions of plain arguments (arrays, :class:`BlockArray`, :class:`~.cache.StripedMatrix`),
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..aggregate.rowtasks import compute, open_array, row_tasks, sort_rows, take_task, task
 from ..kernels.blockgroups import (
     finish_means,
     group_mean_rows,
@@ -32,78 +33,7 @@ from ..kernels.blockgroups import (
     weighted_true_count,
 )
 from ..store import layout as L
-from ..store.blockread import BlockArray, release_buffers, thread_buffer
-from ..store.bufferpool import release_pool
-
-
-# --------------------------------------------------------------------------------------------
-# running tasks
-# --------------------------------------------------------------------------------------------
-def task(func: Callable[..., Any], *args: Any) -> Any:
-    """A lazy call ``func(*args)`` (``dask.delayed``; array arguments are not hashed)."""
-    import dask
-
-    return dask.delayed(func, pure=False, traverse=False)(*args)
-
-
-def compute(tasks: Sequence[Any]) -> list[Any]:
-    """The results of ``tasks`` (in order), computed by the active Dask scheduler: the
-    workers of the current ``dask.distributed`` client when there is one, else Dask's
-    threads."""
-    if not tasks:
-        return []
-    import dask
-
-    from ..scheduler import scheduler_for_compute
-
-    try:
-        # Dask's threads, or the active client's workers (decided without importing
-        # distributed when no client can exist)
-        return list(dask.compute(*tasks, scheduler=scheduler_for_compute()))
-    finally:
-        # the pool threads outlive the pass; their block buffers and idle pooled blocks
-        # need not
-        release_buffers()
-        release_pool()
-
-
-def open_array(url: str, donor: int, name: str) -> BlockArray:
-    """Donor ``donor``'s array ``name`` (``L.EXPRESSION`` or ``L.PACALL``) of the store."""
-    return BlockArray.open(str(url), f"{L.donor_path(donor)}/{name}")
-
-
-def _sorted(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    return order, rows[order]
-
-
-# --------------------------------------------------------------------------------------------
-# chosen rows
-# --------------------------------------------------------------------------------------------
-def _take_task(arr: BlockArray, a: int, b: int, local: np.ndarray, dtype: Any) -> np.ndarray:
-    out = np.empty((len(local), arr.shape[1]), dtype=dtype)
-    take_rows(arr.read(a, b), local, np.arange(len(local)), out)
-    return out
-
-
-def row_tasks(arr: BlockArray, rows: np.ndarray, dtype: Any = np.float64
-              ) -> tuple[list[tuple[int, int, int, int]], np.ndarray, list[Any]]:
-    """``(jobs, order, tasks)``: one task per chunk row holding some of ``rows`` (store rows,
-    any order, repeats allowed), each giving those rows (all columns) in sorted order."""
-    order, sorted_rows = _sorted(rows)
-    jobs = arr.row_jobs(sorted_rows)
-    return jobs, order, [task(_take_task, arr, a, b, sorted_rows[lo:hi] - a, dtype)
-                         for a, b, lo, hi in jobs]
-
-
-def read_rows(arr: BlockArray, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
-    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows: a task per chunk row."""
-    jobs, order, tasks = row_tasks(arr, rows, dtype)
-    out = np.empty((len(order), arr.shape[1]), dtype=dtype)
-    for (_, _, lo, hi), part in zip(jobs, compute(tasks), strict=True):
-        out[order[lo:hi]] = part
-    return out
+from ..store.blockread import BlockArray, thread_buffer
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +48,7 @@ def ibf_signal(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray], rows
                ) -> list[np.ndarray]:
     """Per donor the PACall count of each probe (``rows``, store rows) over its kept sample
     columns ``srcs[k]`` (a column kept twice counts twice): a task per (donor, chunk row)."""
-    order, sorted_rows = _sorted(rows)
+    order, sorted_rows = sort_rows(rows)
     tasks, where = [], []
     for k, (donor, src) in enumerate(zip(donors, srcs, strict=True)):
         arr = open_array(url, donor, L.PACALL)
@@ -176,7 +106,7 @@ def ds_scores(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
     correlations (:mod:`atlas_engine.kernels.ranks`). Memory per task: one block × all donors' structures."""
     from itertools import combinations
 
-    order, sorted_rows = _sorted(rows)
+    order, sorted_rows = sort_rows(rows)
     arrays = [open_array(url, d, L.EXPRESSION) for d in donors]
     srcs = [np.asarray(s) for s in srcs]
     groups = []
@@ -210,7 +140,7 @@ def _moments_task(arr: BlockArray, a: int, b: int, local: np.ndarray, src: np.nd
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from ..aggregate.engine import groupby_reduce
 
-    block = _take_task(arr, a, b, local, np.float64)
+    block = take_task(arr, a, b, local, np.float64)
     res = groupby_reduce(block[:, src], np.zeros(len(src), dtype=np.int64), axis="sample",
                          n_groups=1, stats=("mean", "var"), parallel=False)
     return res["count"][:, 0], res["mean"][:, 0], res["var"][:, 0]
@@ -220,7 +150,7 @@ def probe_moments(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
                   rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per donor, per probe ``(count, mean, var ddof=1)`` over its kept sample columns: a task
     per (donor, chunk row)."""
-    order, sorted_rows = _sorted(rows)
+    order, sorted_rows = sort_rows(rows)
     tasks, where = [], []
     for k, (donor, src) in enumerate(zip(donors, srcs, strict=True)):
         arr = open_array(url, donor, L.EXPRESSION)
@@ -291,7 +221,7 @@ def stripe_tasks(arr: BlockArray, rows: np.ndarray, method: str, dest: Callable[
                  ) -> list[Any]:
     """A task per chunk column of ``arr``: the chosen ``rows`` of that stripe, sample-
     normalised by ``method`` and saved to ``dest(j)`` (see :func:`_stripe_task`)."""
-    order, sorted_rows = _sorted(rows)
+    order, sorted_rows = sort_rows(rows)
     jobs = arr.row_jobs(sorted_rows)
     return [task(_stripe_task, arr, jobs, sorted_rows, order, j, method, dest(j))
             for j in range(len(arr.column_chunks()))]
@@ -375,7 +305,7 @@ def _structure_means_task(arr: BlockArray, a: int, b: int, local: np.ndarray,
                           src: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     from ..kernels.compensated import group_mean_compensated
 
-    block = _take_task(arr, a, b, local, np.float64)
+    block = take_task(arr, a, b, local, np.float64)
     return group_mean_compensated(block[:, src], codes, n_groups)
 
 
@@ -388,7 +318,7 @@ def structure_means(url: str, donor: int, src: np.ndarray, structure_ids: np.nda
     for the ranks of ``probe_selection='rnaseq'`` (:mod:`atlas_engine.kernels.compensated`)."""
     sids, codes = np.unique(np.asarray(structure_ids), return_inverse=True)
     codes = codes.reshape(-1).astype(np.int64)
-    order, sorted_rows = _sorted(rows)
+    order, sorted_rows = sort_rows(rows)
     arr = open_array(url, donor, L.EXPRESSION)
     jobs = arr.row_jobs(sorted_rows)
     tasks = [task(_structure_means_task, arr, a, b, sorted_rows[lo:hi] - a, src, codes,

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..aggregate import rowtasks
 from ..store import layout as L
-from . import passes
 from .probes import reannotate_probes
 from .result import DonorSamples
 from .samples import (
@@ -82,7 +82,7 @@ def donor_samples(
 
 def apply_similarity(store: Any, ds: DonorSamples, rows: np.ndarray, t: float) -> None:
     """abagen's similarity threshold on the usable probes (before the intensity filter)."""
-    x = passes.read_rows(passes.open_array(store.url, ds.donor, L.EXPRESSION), rows)[:, ds.src]
+    x = rowtasks.read_rows(rowtasks.open_array(store.url, ds.donor, L.EXPRESSION), rows)[:, ds.src]
     keep = similarity_threshold(x, t)
     qc = ds.table["qc_row"].to_numpy()
     for i in np.flatnonzero(qc >= 0):

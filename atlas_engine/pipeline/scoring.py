@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..aggregate import rowtasks
 from ..store import layout as L
 from . import passes
 from .probes import IntensityFilter, select_probes
@@ -80,7 +81,7 @@ def selection_scores(store: Any, donors: list[DonorSamples], kept: pd.DataFrame,
     _, inv, cnt = np.unique(sym, return_inverse=True, return_counts=True)
     multi = np.flatnonzero(cnt[inv.reshape(-1)] > 1)
     sub = kept.iloc[multi].reset_index(drop=True)
-    data = [passes.read_rows(passes.open_array(store.url, ds.donor, L.EXPRESSION),
+    data = [rowtasks.read_rows(rowtasks.open_array(store.url, ds.donor, L.EXPRESSION),
                              sub["row"].to_numpy())[:, ds.src] for ds in donors]
     sids = [ds.annotation["structure_id"].to_numpy() for ds in donors]
     part = select_probes(data, sids, sub, method, mode)

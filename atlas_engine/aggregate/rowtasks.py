@@ -1,0 +1,91 @@
+"""Dask tasks over row blocks of a store's donor arrays, and how they are run.
+
+The one way the engine's passes outside ``groupby_reduce`` make and run tasks: :func:`task` (a
+``dask.delayed`` call whose array arguments are not hashed), :func:`compute` (on Dask's
+threads, or the workers of an active ``dask.distributed`` client; per-thread block buffers
+and idle pooled blocks released at the end), and the rows of a donor array wherever they lie
+(:func:`row_tasks`, :func:`read_rows`: a task per chunk row, read by
+:class:`~atlas_engine.store.blockread.BlockArray`). The abagen-grade pipeline's passes
+(:mod:`atlas_engine.pipeline.passes`) and per-gene extraction (:mod:`.extract`) build on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..kernels.blockgroups import take_rows
+from ..store import layout as L
+from ..store.blockread import BlockArray, release_buffers
+from ..store.bufferpool import release_pool
+
+__all__ = ["compute", "open_array", "read_rows", "row_tasks", "sort_rows", "take_task", "task"]
+
+
+def task(func: Callable[..., Any], *args: Any) -> Any:
+    """A lazy call ``func(*args)`` (``dask.delayed``; array arguments are not hashed)."""
+    import dask
+
+    return dask.delayed(func, pure=False, traverse=False)(*args)
+
+
+def compute(tasks: Sequence[Any]) -> list[Any]:
+    """The results of ``tasks`` (in order), computed by the active Dask scheduler: the
+    workers of the current ``dask.distributed`` client when there is one, else Dask's
+    threads."""
+    if not tasks:
+        return []
+    import dask
+
+    from ..scheduler import scheduler_for_compute
+
+    try:
+        # Dask's threads, or the active client's workers (decided without importing
+        # distributed when no client can exist)
+        return list(dask.compute(*tasks, scheduler=scheduler_for_compute()))
+    finally:
+        # the pool threads outlive the pass; their block buffers and idle pooled blocks
+        # need not
+        release_buffers()
+        release_pool()
+
+
+def open_array(url: str, donor: int, name: str) -> BlockArray:
+    """Donor ``donor``'s array ``name`` (``L.EXPRESSION`` or ``L.PACALL``) of the store."""
+    return BlockArray.open(str(url), f"{L.donor_path(donor)}/{name}")
+
+
+def sort_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, rows[order])``: the stable order sorting store ``rows``, and the rows in it."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    return order, rows[order]
+
+
+# the rows of a donor array
+def take_task(arr: BlockArray, a: int, b: int, local: np.ndarray, dtype: Any) -> np.ndarray:
+    """One task: rows ``local`` (relative to ``a``) of the chunk row ``a:b``, as ``dtype``."""
+    out = np.empty((len(local), arr.shape[1]), dtype=dtype)
+    take_rows(arr.read(a, b), local, np.arange(len(local)), out)
+    return out
+
+
+def row_tasks(arr: BlockArray, rows: np.ndarray, dtype: Any = np.float64
+              ) -> tuple[list[tuple[int, int, int, int]], np.ndarray, list[Any]]:
+    """``(jobs, order, tasks)``: one task per chunk row holding some of ``rows`` (store rows,
+    any order, repeats allowed), each giving those rows (all columns) in sorted order."""
+    order, sorted_rows = sort_rows(rows)
+    jobs = arr.row_jobs(sorted_rows)
+    return jobs, order, [task(take_task, arr, a, b, sorted_rows[lo:hi] - a, dtype)
+                         for a, b, lo, hi in jobs]
+
+
+def read_rows(arr: BlockArray, rows: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """``arr[rows, :]`` for arbitrary (unsorted, repeated) store rows: a task per chunk row."""
+    jobs, order, tasks = row_tasks(arr, rows, dtype)
+    out = np.empty((len(order), arr.shape[1]), dtype=dtype)
+    for (_, _, lo, hi), part in zip(jobs, compute(tasks), strict=True):
+        out[order[lo:hi]] = part
+    return out
