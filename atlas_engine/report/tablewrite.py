@@ -113,14 +113,20 @@ def write_frame(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """
     import polars as pl
 
-    path = Path(path)
-    suffix = path.suffix.lower()
+    path, suffix = _table_path(path)
     if suffix == ".csv":
         return atomic_output(path, lambda p: _polars_csv(frame, p))
-    if suffix == ".parquet":
-        table = pl.from_pandas(frame.rename(columns=str))
-        return atomic_output(path, lambda p: table.write_parquet(p))
-    raise ConfigError(f"{path}: unknown table format {suffix!r} (use .csv or .parquet)")
+    table = pl.from_pandas(frame.rename(columns=str))
+    return atomic_output(path, lambda p: table.write_parquet(p))
+
+
+def _table_path(path: str | os.PathLike) -> tuple[Path, str]:
+    """``(path, ".csv" | ".parquet")``; any other suffix refused."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"{path}: unknown table format {suffix!r} (use .csv or .parquet)")
+    return path, suffix
 
 
 def _write_wide_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -192,10 +198,7 @@ def write_table(
     Path
         The file written.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ConfigError(f"{path}: unknown table format {suffix!r} (use .csv or .parquet)")
+    path, suffix = _table_path(path)
     if layout not in LAYOUTS:
         raise ConfigError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     if layout == "long":
