@@ -78,5 +78,18 @@ class DamagedStoreError(StoreError):
     array, the chunk and the donor, and how to repair it."""
 
 
+class DamagedCacheError(StoreError):
+    """A file of a cache entry inside the store (``cache/…``) fails its size or checksum.
+    ``entry`` is the entry's directory; the pipeline removes it and recomputes the product
+    from the store."""
+
+    def __init__(self, entry: str, detail: str) -> None:
+        super().__init__(entry, detail)
+        self.entry = entry
+
+    def __str__(self) -> str:
+        return f"cache entry {self.args[0]}: {self.args[1]}"
+
+
 class StoreBusyError(StoreError):
     """Another process is writing the store (it holds the store's lock)."""

@@ -88,6 +88,70 @@ def test_striped_matrix_reads_rows(tmp_path):
         StripedMatrix.open(tmp_path, "other")
 
 
+
+def test_stripe_checks_catch_damage_where_it_is_read(tmp_path, monkeypatch):
+    """Stripes written by save_stripe carry a CRC-32C per segment of rows: every read checks
+    the segments it covers, a damaged one is refused with its file and rows, and the entry's
+    load (commit → load) checks sizes and headers only."""
+    import atlas_engine.pipeline.cache as cache_mod
+    from atlas_engine.errors import DamagedCacheError
+    from atlas_engine.pipeline.cache import StoreCache, save_stripe
+
+    monkeypatch.setattr(cache_mod, "SEGMENT_BYTES", 5 * 8 * 8)   # 5 rows of the widest stripe
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(37, 17))
+    store = StoreCache(str(tmp_path), {"attrs": {}})
+    key = store.key("samplenorm", {"a": 1})
+    w = store.writer(key)
+    for j, (c0, c1) in enumerate([(0, 8), (8, 16), (16, 17)]):
+        checks = save_stripe(w.tmp / f"m_{j}.npy", x[:, c0:c1])
+        np.testing.assert_array_equal(np.load(w.tmp / f"m_{j}.npy"), x[:, c0:c1])  # = np.save
+        assert checks["segment_rows"] == (5 if j < 2 else 40)
+        w.record(f"m_{j}.npy", checks)
+    assert w.commit({"params": {}})
+    entry = store.load(key)
+    m = entry.striped("m")
+    cols = np.array([16, 0, 9, 9, 3, 8])
+    for r0, r1 in [(0, 37), (3, 11), (5, 10), (36, 37), (12, 13)]:
+        np.testing.assert_array_equal(m.read_rows(r0, r1), x[r0:r1])
+        out = np.empty((r1 - r0, len(cols)))
+        np.testing.assert_array_equal(m.gather_rows(r0, r1, cols, out), x[r0:r1][:, cols])
+
+    f = entry.path / "m_1.npy"
+    data = bytearray(f.read_bytes())
+    offset = len(data) - x.shape[0] * 8 * 8
+    data[offset + 22 * 8 * 8 + 3] ^= 0x10           # a bit of row 22 of stripe 1
+    f.write_bytes(bytes(data))
+    assert store.load(key) is not None                # size and header still right
+    m = store.load(key).striped("m")
+    np.testing.assert_array_equal(m.read_rows(0, 20), x[:20])   # segments before it: fine
+    np.testing.assert_array_equal(m.gather_rows(0, 37, np.array([0, 16]), np.empty((37, 2))),
+                                  x[:, [0, 16]])                 # stripe 1 not read: fine
+    with pytest.raises(DamagedCacheError, match=r"m_1.npy: rows 20–25 fail their CRC-32C"):
+        m.read_rows(21, 23)
+    with pytest.raises(DamagedCacheError, match="m_1.npy"):
+        m.gather_rows(18, 30, cols, np.empty((12, len(cols))))
+
+    data[offset + 22 * 8 * 8 + 3] ^= 0x10
+    data[10] ^= 0x01                                  # the header
+    f.write_bytes(bytes(data))
+    assert store.load(key) is None and not (tmp_path / "cache" / key).exists()
+
+
+def test_stripe_checks_refuse_a_file_that_does_not_match_them(tmp_path):
+    from atlas_engine.errors import DamagedCacheError
+    from atlas_engine.pipeline.cache import save_stripe
+
+    x = np.arange(60.0).reshape(20, 3)
+    checks = {"m_0.npy": save_stripe(tmp_path / "m_0.npy", x)}
+    f = tmp_path / "m_0.npy"
+    f.write_bytes(f.read_bytes()[:-8])
+    with pytest.raises(DamagedCacheError, match="m_0.npy: size or header differs"):
+        StripedMatrix.open(tmp_path, "m", checks)
+    save_stripe(f, x)
+    with pytest.raises(DamagedCacheError, match="m_0.npy: bad checks"):
+        StripedMatrix.open(tmp_path, "m", {"m_0.npy": {"size": 1}})
+
 @pytest.fixture(scope="module")
 def small_chunks(e2e_source, tmp_path_factory):
     root = tmp_path_factory.mktemp("chunks")

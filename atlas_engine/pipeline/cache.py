@@ -7,7 +7,11 @@ only for the same data and the same parameters. Each entry is a directory of ``.
 ``meta.json``; it is written under a temporary name and renamed into place, so readers see a
 complete entry or none. ``meta.json`` records each file's size and CRC-32C, checked when the
 entry is loaded: a damaged entry is a miss (removed and recomputed from the store, whose chunks
-are checked in turn), never a wrong number. Only local (directory) stores are cached; for other URLs
+are checked in turn), never a wrong number. Stripe files (:func:`save_stripe`, read a block of
+rows at a time by :class:`StripedMatrix`) record a CRC-32C per segment of rows instead: the
+header is checked when the entry is loaded, each segment when a read covers it
+(:class:`~atlas_engine.errors.DamagedCacheError`), so the data are read once, not once more to
+be checked. Only local (directory) stores are cached; for other URLs
 :class:`StoreCache` is disabled and every lookup misses. Zarr ignores the ``cache/`` folder
 (it holds no ``zarr.json``).
 """
@@ -15,6 +19,7 @@ are checked in turn), never a wrong number. Only local (directory) stores are ca
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -27,7 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DamagedCacheError
+
 CACHE_GROUP = "cache"
+
+#: bytes of a stripe file covered by one recorded CRC-32C (see :func:`save_stripe`)
+SEGMENT_BYTES = 1 << 18
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -126,6 +136,11 @@ class CacheEntry:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.get(name)
 
+    def striped(self, name: str) -> StripedMatrix:
+        """The stripes ``<name>_<j>.npy`` as one :class:`StripedMatrix`, each read checked
+        against the segment checksums recorded at commit."""
+        return StripedMatrix.open(self.path, name, self.meta.get("files"))
+
     def get(self, name: str, mapped: bool = False) -> np.ndarray:
         """Array ``name``; ``mapped=True`` maps the file read-only instead of reading it
         (pages come straight from the page cache as they are touched)."""
@@ -143,6 +158,7 @@ class CacheWriter:
         self.tmp = tmp
         self.final = final
         self.ok = True
+        self.checked: dict[str, dict[str, Any]] = {}
         # an entry never committed (the run failed or was interrupted) leaves no temporary
         # directory behind once its writer is gone; after a commit there is nothing to remove
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(tmp), True)
@@ -168,12 +184,24 @@ class CacheWriter:
                                        shape=tuple(shape))
         return mm
 
+    def record(self, name: str, checks: dict[str, Any]) -> None:
+        """The checksums of file ``name`` of the entry, computed by whoever wrote it
+        (:func:`save_stripe`): :meth:`commit` records them instead of reading the file back."""
+        self.checked[name] = checks
+
     def commit(self, meta: dict[str, Any]) -> bool:
         if not self.ok:
             return False
         try:
-            files = {p.name: list(_file_crc(p)) for p in sorted(self.tmp.iterdir())
-                     if p.is_file() and p.name != META}
+            files: dict[str, Any] = {}
+            for p in sorted(self.tmp.iterdir()):
+                if not p.is_file() or p.name == META:
+                    continue
+                checks = self.checked.get(p.name)
+                if checks is not None and p.stat().st_size == checks["size"]:
+                    files[p.name] = checks
+                else:
+                    files[p.name] = list(_file_crc(p))
             (self.tmp / META).write_text(json.dumps({**meta, "files": files, "complete": True},
                                                     default=str))
             if self.final.exists():
@@ -188,6 +216,45 @@ class CacheWriter:
     def abort(self) -> None:
         self.ok = False
         self._cleanup()
+
+
+def _crc(data: Any, crc: int = 0) -> int:
+    """CRC-32C of a bytes-like object or a C-contiguous array, continuing ``crc``."""
+    import google_crc32c
+
+    if isinstance(data, np.ndarray):
+        data = data.reshape(-1).view(np.uint8)
+        data.flags.writeable = False    # google_crc32c takes read-only buffers
+    return google_crc32c.extend(crc, data)
+
+
+def save_stripe(path: str | Path, values: np.ndarray) -> dict[str, Any]:
+    """Write the 2-D ``values`` as a ``.npy`` file (as ``np.save``) and return its checks for
+    :meth:`CacheWriter.record`: size, header length and CRC-32C, and a CRC-32C per segment of
+    ``segment_rows`` rows (:data:`SEGMENT_BYTES`), computed from ``values`` in memory."""
+    values = np.ascontiguousarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"a stripe is 2-D, got shape {values.shape}")
+    bio = io.BytesIO()
+    np.lib.format.write_array_header_1_0(bio, np.lib.format.header_data_from_array_1_0(values))
+    header = bio.getvalue()
+    n, row_bytes = values.shape[0], values.shape[1] * values.itemsize
+    seg = max(1, SEGMENT_BYTES // max(row_bytes, 1))
+    crcs = [_crc(values[a:a + seg]) for a in range(0, n, seg)]
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.write(memoryview(values.reshape(-1).view(np.uint8)))
+    return {"size": len(header) + values.nbytes, "offset": len(header),
+            "header_crc": _crc(header), "segment_rows": seg, "crcs": crcs}
+
+
+def _header_intact(path: Path, checks: dict[str, Any]) -> bool:
+    """The size and header checksum of a stripe file (its segments are checked as read)."""
+    if path.stat().st_size != checks["size"]:
+        return False
+    with open(path, "rb") as fh:
+        header = fh.read(int(checks["offset"]))
+    return len(header) == checks["offset"] and _crc(header) == checks["header_crc"]
 
 
 def _file_crc(path: Path) -> tuple[int, int]:
@@ -212,13 +279,35 @@ def _files_intact(path: Path, files: Any) -> bool:
     if not isinstance(files, dict):
         return False
     try:
-        for name, (size, crc) in files.items():
+        for name, check in files.items():
             f = path / name
+            if isinstance(check, dict):
+                if not _header_intact(f, check):
+                    return False
+                continue
+            size, crc = check
             if f.stat().st_size != size or _file_crc(f) != (size, crc):
                 return False
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, KeyError):
         return False
     return True
+
+
+def _segments(path: Path, check: dict[str, Any], offset: int, shape: tuple[int, ...],
+              dtype: np.dtype) -> tuple[int, np.ndarray]:
+    """The segment checks of a stripe file, after checking they describe it."""
+    try:
+        seg, crcs = int(check["segment_rows"]), np.asarray(check["crcs"], dtype=np.int64)
+        fits = (int(check["offset"]) == offset and seg > 0
+                and len(crcs) == -(-shape[0] // seg)
+                and int(check["size"]) == offset + shape[0] * shape[1] * dtype.itemsize
+                and path.stat().st_size == int(check["size"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedCacheError(str(path.parent), f"{path.name}: bad checks ({exc})") from None
+    if not fits:
+        raise DamagedCacheError(str(path.parent), f"{path.name}: size or header differs from "
+                                "its record")
+    return seg, crcs
 
 
 def _read_exactly(path: str, offset: int, dest: np.ndarray) -> None:
@@ -245,8 +334,10 @@ class StripedMatrix:
     matrix is never in memory unless asked for (``np.asarray``).
     """
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], checks: dict[str, Any] | None = None) -> None:
         self.parts: list[tuple[str, int, int]] = []   # (file, data offset, stripe width)
+        #: per part: (rows per segment, CRC-32C of each segment), or None (not checked)
+        self.segments: list[tuple[int, np.ndarray] | None] = []
         n_rows = None
         dtype = None
         for path in paths:
@@ -262,6 +353,10 @@ class StripedMatrix:
                     raise ValueError(f"{path}: not a stripe of the same matrix")
                 n_rows, dtype = shape[0], dt
                 self.parts.append((str(path), fh.tell(), shape[1]))
+            check = (checks or {}).get(Path(path).name)
+            self.segments.append(None if not isinstance(check, dict) else
+                                 _segments(Path(path), check, self.parts[-1][1], shape,
+                                           np.dtype(dt)))
         if not self.parts:
             raise ValueError("no stripes")
         self.dtype = np.dtype(dtype)
@@ -269,14 +364,43 @@ class StripedMatrix:
         self.ndim = 2
 
     @classmethod
-    def open(cls, directory: Path, name: str) -> StripedMatrix:
-        """The stripes ``<name>_<j>.npy`` of ``directory`` (j = 0, 1, …)."""
+    def open(cls, directory: Path, name: str, checks: dict[str, Any] | None = None
+             ) -> StripedMatrix:
+        """The stripes ``<name>_<j>.npy`` of ``directory`` (j = 0, 1, …); ``checks`` (file
+        name → :func:`save_stripe`'s checks) makes every read verify the segments it covers."""
         paths = []
         while (directory / f"{name}_{len(paths)}.npy").is_file():
             paths.append(directory / f"{name}_{len(paths)}.npy")
         if not paths:
             raise KeyError(name)
-        return cls(paths)
+        return cls(paths, checks)
+
+    def _read_part(self, i: int, r0: int, r1: int, scratch: np.ndarray) -> np.ndarray:
+        """Rows ``r0:r1`` of stripe ``i``, read into ``scratch`` (room for
+        :meth:`_scratch_rows` rows of the widest stripe). With segment checks the read is
+        widened to whole segments and each is checked before any of its rows is used."""
+        path, offset, w = self.parts[i]
+        size = self.dtype.itemsize
+        checked = self.segments[i]
+        if checked is None:
+            part = scratch[:(r1 - r0) * w].reshape(r1 - r0, w)
+            _read_exactly(path, offset + r0 * w * size, part)
+            return part
+        seg, crcs = checked
+        a, b = (r0 // seg) * seg, min(self.shape[0], -(-r1 // seg) * seg)
+        part = scratch[:(b - a) * w].reshape(b - a, w)
+        _read_exactly(path, offset + a * w * size, part)
+        for s in range(a // seg, -(-b // seg)):
+            lo, hi = s * seg - a, min(b, (s + 1) * seg) - a
+            if _crc(part[lo:hi]) != crcs[s]:
+                raise DamagedCacheError(str(Path(path).parent),
+                                        f"{Path(path).name}: rows {lo + a}–{hi + a} fail "
+                                        "their CRC-32C")
+        return part[r0 - a:r1 - a]
+
+    def _scratch_rows(self, n: int) -> int:
+        """Rows of scratch a read of ``n`` rows needs (whole segments at both ends)."""
+        return n + 2 * max((c[0] for c in self.segments if c is not None), default=0)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -287,12 +411,11 @@ class StripedMatrix:
         n = max(0, r1 - r0)
         out = np.empty((n, self.shape[1]), dtype=self.dtype)
         c0 = 0
-        size = self.dtype.itemsize
-        for path, offset, w in self.parts:
+        widest = max(w for _, _, w in self.parts)
+        scratch = np.empty(max(1, self._scratch_rows(n) * widest), dtype=self.dtype)
+        for i, (_, _, w) in enumerate(self.parts):
             if n and w:
-                part = np.empty((n, w), dtype=self.dtype)
-                _read_exactly(path, offset + r0 * w * size, part)
-                out[:, c0:c0 + w] = part
+                out[:, c0:c0 + w] = self._read_part(i, r0, r0 + n, scratch)
             c0 += w
         return out
 
@@ -308,16 +431,13 @@ class StripedMatrix:
         n = max(0, r1 - r0)
         if out.shape != (n, len(cols)):
             raise ValueError(f"out has shape {out.shape}, expected {(n, len(cols))}")
-        size = self.dtype.itemsize
         widest = max(w for _, _, w in self.parts)
-        scratch = pooled_empty(max(1, n * widest), self.dtype)
+        scratch = pooled_empty(max(1, self._scratch_rows(n) * widest), self.dtype)
         c0 = 0
-        for path, offset, w in self.parts:
+        for i, (_, _, w) in enumerate(self.parts):
             here = np.flatnonzero((cols >= c0) & (cols < c0 + w))
             if n and len(here):
-                part = scratch[:n * w].reshape(n, w)
-                _read_exactly(path, offset + r0 * w * size, part)
-                take_columns(part, cols[here] - c0, here, out)
+                take_columns(self._read_part(i, r0, r1, scratch), cols[here] - c0, here, out)
             c0 += w
         return out
 

@@ -11,6 +11,7 @@ the sample-normalised matrices are not cached and written only for ``sample_norm
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -108,20 +109,28 @@ class ChosenRows:
         if self._striped is None:
             self.read = True
             tmp = self.norm_writer.tmp
-            tasks = []
+            tasks, names = [], []
+
+            def dest(i: int, j: int) -> str:
+                names.append(f"sn_{i}_{j}.npy")
+                return str(tmp / names[-1])
+
             for i, ds in enumerate(self.donors):
                 tasks += passes.stripe_tasks(
                     rowtasks.open_array(self.url, ds.donor, L.EXPRESSION), self._rows(i),
-                    self.sample_norm, lambda j, i=i: str(tmp / f"sn_{i}_{j}.npy"))
+                    self.sample_norm, functools.partial(dest, i))
             done = rowtasks.compute(tasks)
-            self.t_sample_norm += sum(t for _, t, _ in done)
-            self.t_cache_write += sum(t for _, _, t in done)
-            if any(status != "ok" for status, _, _ in done):
+            self.t_sample_norm += sum(t for _, t, _, _ in done)
+            self.t_cache_write += sum(t for _, _, t, _ in done)
+            if any(status != "ok" for status, _, _, _ in done):
                 self.norm_writer.abort()
                 self.norm_writer = None
                 self._striped = {}
             else:
-                self._striped = {i: StripedMatrix.open(tmp, f"sn_{i}")
+                checks = dict(zip(names, (c for *_, c in done), strict=True))
+                for name, c in checks.items():
+                    self.norm_writer.record(name, c)
+                self._striped = {i: StripedMatrix.open(tmp, f"sn_{i}", checks)
                                  for i in range(len(self.donors))}
         return self._striped.get(k)
 
@@ -129,7 +138,7 @@ class ChosenRows:
         """Genes × all of donor k's columns, sample-normalised (True) or raw (False: the
         sample normalisation is left to the per-atlas step)."""
         if self.norm_hit is not None:
-            return StripedMatrix.open(self.norm_hit.path, f"sn_{k}"), True
+            return self.norm_hit.striped(f"sn_{k}"), True
         if self.norm_writer is not None and self.method != "average":
             striped = self._striped_sample_norm(k)
             if striped is not None:

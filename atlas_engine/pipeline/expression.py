@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -32,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DamagedCacheError
 from .atlas_input import resolve_atlas
-from .cache import StoreCache
+from .cache import CACHE_GROUP, StoreCache
 from .chosen import ChosenRows
 from .donor_norm import gene_normalise, normalize_blocks, sample_normalise, srs_region_means
 from .match_samples import match_donors, sample_counts_frame
@@ -103,7 +104,26 @@ def _one_fetch_per_call(fn: Any) -> Any:
     return wrapper
 
 
+def _recompute_damaged_cache(fn: Any) -> Any:
+    """Run ``fn``; when a cache entry turns out damaged as it is read (a stripe segment
+    failing its checksum: :class:`~atlas_engine.errors.DamagedCacheError`), remove the entry
+    and run ``fn`` once more, which recomputes the product from the store."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DamagedCacheError as exc:
+            entry = Path(exc.entry)
+            if entry.parent.name == CACHE_GROUP:
+                shutil.rmtree(entry, ignore_errors=True)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @_one_fetch_per_call
+@_recompute_damaged_cache
 def get_expression_data(
     store: Any,
     atlas: Any,

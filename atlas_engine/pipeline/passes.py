@@ -191,11 +191,12 @@ def gene_means(arr: BlockArray, rows: np.ndarray, codes: np.ndarray, n_genes: in
 # --------------------------------------------------------------------------------------------
 def _stripe_task(arr: BlockArray, jobs: list[tuple[int, int, int, int]],
                  sorted_rows: np.ndarray, order: np.ndarray, j: int, method: str,
-                 dest: str) -> tuple[str, float, float]:
+                 dest: str) -> tuple[str, float, float, dict[str, Any] | None]:
     """Read stripe ``j`` of the chosen rows, normalise each sample over the genes and save
-    it as ``dest`` (.npy). ``("nan" | "error" | "ok", seconds normalising, seconds
-    writing)``."""
+    it as ``dest`` (.npy, :func:`~.cache.save_stripe`). ``("nan" | "error" | "ok", seconds
+    normalising, seconds writing, the file's checks)``."""
     from ..kernels.srs import srs_columns
+    from .cache import save_stripe
     from .normalize import check_method, normalize
 
     c0, c1 = arr.column_chunks()[j]
@@ -203,7 +204,7 @@ def _stripe_task(arr: BlockArray, jobs: list[tuple[int, int, int, int]],
     for a, _, lo, hi in jobs:
         take_rows(arr.read_chunk(a, j), sorted_rows[lo:hi] - a, order[lo:hi], stripe)
     if np.isnan(stripe).any():
-        return "nan", 0.0, 0.0
+        return "nan", 0.0, 0.0, None
     t0 = time.perf_counter()
     if check_method(method) == "srs":
         stripe = srs_columns(stripe, out=stripe)
@@ -211,10 +212,10 @@ def _stripe_task(arr: BlockArray, jobs: list[tuple[int, int, int, int]],
         stripe = normalize(stripe, method, axis=0)
     t1 = time.perf_counter()
     try:
-        np.save(dest, stripe, allow_pickle=False)
+        checks = save_stripe(dest, stripe)
     except OSError:
-        return "error", t1 - t0, time.perf_counter() - t1
-    return "ok", t1 - t0, time.perf_counter() - t1
+        return "error", t1 - t0, time.perf_counter() - t1, None
+    return "ok", t1 - t0, time.perf_counter() - t1, checks
 
 
 def stripe_tasks(arr: BlockArray, rows: np.ndarray, method: str, dest: Callable[[int], str]
