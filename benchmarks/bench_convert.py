@@ -14,6 +14,11 @@ Usage::
     atlas-engine synth bench-data/full            # once, full size (~4 GB of CSV)
     python benchmarks/bench_convert.py --data bench-data/full --repeat 2 --chunks 4096x256
     python benchmarks/bench_convert.py --data /tmp/small --chunks 2048x128,1024x64,4096x256
+    python benchmarks/bench_convert.py --extracted bench-data/full-extracted --repeat 3
+
+``--extracted DIR`` (extracted donor folders) times only ``atlas-engine convert DIR`` against
+the fastest Python reader of the same files, polars ``read_csv`` with a schema (float32
+values, int8 calls; both the expression and the PA-call files), alternated round by round.
 """
 
 from __future__ import annotations
@@ -39,6 +44,18 @@ for f in sys.argv[1:]:
     dtype = {i: kind for i in range(1, ncols)}
     dtype[0] = np.int64
     pd.read_csv(f, header=None, index_col=0, dtype=dtype, engine='c')
+"""
+
+
+POLARS_CODE = r"""
+import sys, polars as pl
+for f in sys.argv[1:]:
+    name = f.rsplit('/', 1)[-1]
+    kind = pl.Float32 if name.startswith('Microarray') else pl.Int8
+    with open(f) as fh:
+        ncols = fh.readline().count(',') + 1
+    schema = {f"c{i}": (pl.Int64 if i == 0 else kind) for i in range(ncols)}
+    pl.read_csv(f, has_header=False, schema=schema)
 """
 
 
@@ -147,9 +164,37 @@ def fetched_copy(data: Path, dest: Path) -> Path:
     return dest
 
 
+def against_polars(extracted: Path, work: Path, repeat: int) -> dict[str, object]:
+    """``atlas-engine convert`` of extracted donor folders against polars reading the same
+    expression and PA-call files, alternated; wall, CPU and peak RSS of each whole process."""
+    exe = [str(Path(sys.executable).with_name("atlas-engine"))]
+    files = sorted(str(p) for p in extracted.glob("*/MicroarrayExpression.csv")) + \
+        sorted(str(p) for p in extracted.glob("*/PACall.csv"))
+    nbytes = sum(os.path.getsize(f) for f in files)
+    store = work / "extracted.zarr"
+    rounds = []
+    for r in range(repeat):
+        shutil.rmtree(store, ignore_errors=True)
+        os.sync()
+        one: dict[str, object] = {
+            "convert": rate(run_measured([*exe, "convert", str(extracted), str(store),
+                                          "--quiet"]), nbytes)}
+        shutil.rmtree(store, ignore_errors=True)
+        os.sync()
+        one["polars_read_csv"] = rate(run_measured([sys.executable, "-c", POLARS_CODE,
+                                                    *files]), nbytes)
+        one["speedup_vs_polars"] = round(one["polars_read_csv"]["wall_s"]
+                                         / one["convert"]["wall_s"], 2)
+        print(json.dumps({"round": r + 1, **one}), file=sys.stderr)
+        rounds.append(one)
+    return {"extracted": str(extracted), "csv_mb": round(nbytes / 1e6, 1), "rounds": rounds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, type=Path, help="directory of donor zips")
+    ap.add_argument("--data", type=Path, help="directory of donor zips")
+    ap.add_argument("--extracted", type=Path, default=None,
+                    help="extracted donor folders: time convert against polars only")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch (default: temp dir)")
     ap.add_argument("--chunks", default="", help="extra chunk shapes to time reads, e.g. "
                     "1024x64,4096x256 (probes x samples)")
@@ -158,6 +203,11 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_convert_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.extracted is not None:
+        print(json.dumps(against_polars(args.extracted, work, args.repeat), indent=1))
+        return
+    if args.data is None:
+        ap.error("--data (donor zips) or --extracted (donor folders) is required")
     exe = [str(Path(sys.executable).with_name("atlas-engine"))]
     results: dict[str, object] = {"data": str(args.data), "cpus": os.cpu_count()}
     nbytes = csv_bytes(args.data)

@@ -72,3 +72,15 @@ def test_console_script_exit_keeps_status_output_threads_and_atexit():
     assert bad.returncode == 1 and "no such store" in bad.stderr
     usage = _console("", "aggregate")
     assert usage.returncode == 2 and "Missing argument" in usage.stderr
+
+
+def test_recognising_an_ahba_source_imports_no_heavy_library(synth_small):
+    """Recognising the AHBA donors (the first step of every ``convert``) needs neither the
+    Cell Types converter nor the libraries it brings; a Cell Types source still is one."""
+    code = ("import sys\nfrom atlas_engine.convert.api import detect_dataset\n"
+            f"print(detect_dataset({str(synth_small.dest)!r}))\n"
+            f"print(','.join(m for m in {HEAVY!r} + ('atlas_engine.celltypes.convert',) "
+            "if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.split("\n")[:2] == ["ahba", ""], proc.stdout

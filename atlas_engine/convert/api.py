@@ -35,21 +35,27 @@ def detect_dataset(src: str | os.PathLike) -> str:
     ``*_exon-matrix.csv``). Archives are recognised by their members, whatever their names
     (:mod:`.discover`); a source with none raises :class:`ConfigError` listing what was looked
     for."""
-    from ..celltypes.convert import looks_like_celltypes
     from .discover import BRAINSPAN, MICROARRAY, RNASEQ, scan
+
+    def celltypes() -> bool:
+        # imported only when needed: the Cell Types converter brings pandas, numba, zarr
+        # and scipy, ~0.7 s before an AHBA conversion could start otherwise
+        from ..celltypes.convert import looks_like_celltypes
+
+        return looks_like_celltypes(src)
 
     try:
         sc = scan(src)
     except ConfigError:
         # nothing of the AHBA / BrainSpan kinds: a Cell Types set, or the scan's own error
-        if looks_like_celltypes(src):
+        if celltypes():
             return "celltypes"
         raise
     for kind, dataset in ((MICROARRAY, "ahba"), (RNASEQ, "ahba-rnaseq"),
                           (BRAINSPAN, "brainspan")):
         if sc.of_kind(kind):
             return dataset
-    if looks_like_celltypes(src):
+    if celltypes():
         return "celltypes"
     raise sc.nothing()
 
