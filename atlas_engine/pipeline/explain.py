@@ -38,12 +38,10 @@ def probe_explanations(fate: pd.DataFrame, probes: pd.DataFrame, ibf: IntensityF
     reasons = out["reason"].to_numpy().astype(object)
     ibf_reasons = np.asarray(ibf.reasons(), dtype=object)
     sel_reason = sel["reason"].reindex(out["probe_id"].to_numpy()).to_numpy()
-    for i in np.flatnonzero(usable):
-        j = int(where[i])
-        if not ibf.keep[j]:
-            reasons[i] = ibf_reasons[j]
-        else:
-            reasons[i] = sel_reason[i]
+    # a usable probe: the intensity filter's reason when it dropped the probe, else the
+    # selection's
+    at = np.flatnonzero(usable)
+    reasons[at] = np.where(ibf.keep[w], sel_reason[at], ibf_reasons[w])
     out["reason"] = reasons
     return out
 
@@ -53,37 +51,44 @@ def gene_table(fate: pd.DataFrame, probes: pd.DataFrame, ibf: IntensityFilter,
                ) -> pd.DataFrame:
     """Every gene symbol seen (store annotation and, if used, reannotation): kept or why not."""
     sym_used = probes["gene_symbol"].astype(str).to_numpy()
-    n_probes = pd.Series(sym_used).value_counts().to_dict()  # dicts: fast per-gene lookups
-    n_ibf = pd.Series(sym_used[ibf.keep]).value_counts().to_dict()
-    chosen = {}
-    if selection.rows and selection.method != "average":
-        kept_ids = selection.table["probe_id"].to_numpy()
-        for g, r in zip(selection.genes.tolist(), selection.rows[0].tolist(), strict=True):
-            chosen[g] = int(kept_ids[r]) if r >= 0 else None
-    out_genes = set(np.asarray(genes)[~np.asarray(dropped_after, dtype=bool)].tolist())
-    late = set(np.asarray(genes)[np.asarray(dropped_after, dtype=bool)].tolist())
-    selected = set(np.asarray(genes).tolist())
     all_syms = sorted(set(sym_used) | set(fate["gene_symbol"].astype(str)))
-    rows = []
-    for g in all_syms:
-        npb, nib = int(n_probes.get(g, 0)), int(n_ibf.get(g, 0))
-        if g in out_genes:
-            status, why = "kept", "in the output"
-        elif g in late:
-            status, why = "dropped", ("non-finite after normalisation in a region with data "
-                                      "(post-aggregation drop)")
-        elif npb == 0:
-            status, why = "dropped", ("not in the reannotation / no Entrez id"
-                                      if "reannotated_symbol" in fate else "no Entrez id")
-        elif nib == 0:
-            status, why = "dropped", "no probe passed the intensity filter"
-        elif g not in selected:
-            status, why = "dropped", f"{selection.method} score is NaN for every probe"
-        else:
-            status, why = "dropped", "unknown"
-        rows.append((g, npb, nib, chosen.get(g), status, why))
-    return pd.DataFrame(rows, columns=["gene_symbol", "n_probes", "n_probes_ibf",
-                                       "selected_probe_id", "status", "reason"])
+    index = pd.Index(all_syms, dtype=object)
+    npb = pd.Series(sym_used).value_counts().reindex(index, fill_value=0).to_numpy(np.int64)
+    nib = pd.Series(sym_used[ibf.keep]).value_counts().reindex(index, fill_value=0) \
+        .to_numpy(np.int64)
+    if selection.rows and selection.method != "average":
+        r = np.asarray(selection.rows[0])
+        kept_ids = selection.table["probe_id"].to_numpy()
+        ids = pd.Series(np.where(r >= 0, kept_ids[np.maximum(r, 0)], -1),
+                        index=pd.Index(np.asarray(selection.genes), dtype=object))
+        chosen = ids[r >= 0].reindex(index).to_numpy()     # NaN where no probe was chosen
+        if not np.isnan(chosen).any():
+            chosen = chosen.astype(np.int64)
+    else:
+        chosen = np.full(len(index), None, dtype=object)
+    genes = np.asarray(genes)
+    dropped_after = np.asarray(dropped_after, dtype=bool)
+    in_out = index.isin(genes[~dropped_after])
+    late = index.isin(genes[dropped_after])
+    selected = index.isin(genes)
+    no_annotation = ("not in the reannotation / no Entrez id" if "reannotated_symbol" in fate
+                     else "no Entrez id")
+    # the first that applies, in this order
+    cases = [(in_out, "in the output"),
+             (late, "non-finite after normalisation in a region with data "
+                    "(post-aggregation drop)"),
+             (npb == 0, no_annotation),
+             (nib == 0, "no probe passed the intensity filter"),
+             (~selected, f"{selection.method} score is NaN for every probe")]
+    reason = np.full(len(index), "unknown", dtype=object)
+    decided = np.zeros(len(index), dtype=bool)
+    for mask, why in cases:
+        reason[mask & ~decided] = why
+        decided |= mask
+    status = np.where(in_out, "kept", "dropped").astype(object)
+    return pd.DataFrame({"gene_symbol": np.asarray(all_syms, dtype=object), "n_probes": npb,
+                         "n_probes_ibf": nib, "selected_probe_id": chosen, "status": status,
+                         "reason": reason})
 
 
 def sample_table(donors: list[Any]) -> pd.DataFrame:
