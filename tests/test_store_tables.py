@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 
 from atlas_engine import open_store
@@ -84,3 +85,83 @@ def test_cached_tables_need_neither_zarr_nor_xarray(synth_small, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [f"({n[0]},", f"{n[1]})", "False", "False"]
+
+
+def test_column_reader_matches_zarr_on_every_layout(tmp_path):
+    """``blockread.read_column`` against zarr on 1-D arrays of each codec chain it decodes
+    (numbers and strings; zstd, Blosc or none; with and without the CRC-32C codec; a short
+    last chunk; an absent chunk), and None for one it leaves to zarr."""
+    import zarr
+    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
+
+    from atlas_engine.errors import DamagedStoreError
+    from atlas_engine.store.blockread import read_column
+
+    rng = np.random.default_rng(5)
+    root = zarr.open_group(tmp_path / "t.zarr", mode="w", zarr_format=3)
+    words = np.array([f"g{i}-é{'x' * (i % 7)}" for i in range(103)], dtype=object)
+    cases = {}
+    for comp_name, comp in [("zstd", ZstdCodec()), ("blosc", BloscCodec()), ("none", None)]:
+        for crc in (True, False):
+            post = ([Crc32cCodec()] if crc else [])
+            compressors = [comp] if comp is not None else []
+            name = f"f_{comp_name}_{crc}"
+            a = root.create_array(name, shape=(103,), chunks=(40,), dtype="float64",
+                                  compressors=compressors + post, fill_value=np.nan)
+            a[:] = rng.normal(size=103)
+            cases[name] = a
+            name = f"i_{comp_name}_{crc}"
+            a = root.create_array(name, shape=(103,), chunks=(40,), dtype="int64",
+                                  compressors=compressors + post)
+            a[:] = rng.integers(-9, 9, 103)
+            cases[name] = a
+            if comp_name != "blosc":
+                name = f"s_{comp_name}_{crc}"
+                a = root.create_array(name, shape=(103,), chunks=(40,), dtype=str,
+                                      compressors=compressors + post)
+                a[:] = words
+                cases[name] = a
+    url = str(tmp_path / "t.zarr")
+    for name, arr in cases.items():
+        meta = json.loads((tmp_path / "t.zarr" / name / "zarr.json").read_text())
+        got = read_column(url, name, meta)
+        assert got is not None, name
+        want = np.asarray(arr[:])
+        if want.dtype.kind in "fi":
+            assert got.dtype == want.dtype and np.array_equal(got, want), name
+        else:
+            assert got.dtype == object and got.tolist() == want.tolist(), name
+    # an absent chunk: the fill value without a checksum, an error with one
+    for name in ("f_zstd_False", "s_none_False", "f_zstd_True"):
+        (tmp_path / "t.zarr" / name / "c" / "1").unlink()
+        meta = json.loads((tmp_path / "t.zarr" / name / "zarr.json").read_text())
+        if name.endswith("True"):
+            with pytest.raises(DamagedStoreError, match="missing"):
+                read_column(url, name, meta)
+            continue
+        got, want = read_column(url, name, meta), np.asarray(cases[name][:])
+        assert [str(x) for x in got] == [str(x) for x in want]
+    g = root.create_array("gz", shape=(5,), chunks=(5,), dtype="int64",
+                          compressors=[GzipCodec()])
+    g[:] = 1
+    meta = json.loads((tmp_path / "t.zarr" / "gz" / "zarr.json").read_text())
+    assert read_column(url, "gz", meta) is None
+    raw = tmp_path / "t.zarr" / "i_zstd_True" / "c" / "0"
+    data = bytearray(raw.read_bytes())
+    data[3] ^= 1
+    raw.write_bytes(bytes(data))
+    meta = json.loads((tmp_path / "t.zarr" / "i_zstd_True" / "zarr.json").read_text())
+    with pytest.raises(DamagedStoreError, match="checksum mismatch"):
+        read_column(url, "i_zstd_True", meta)
+
+
+def test_pipeline_tables_need_no_zarr(synth_store):
+    """Opening a store and reading its tables (the first step of every command on it) imports
+    neither zarr nor xarray."""
+    code = ("import sys\nfrom atlas_engine import open_store\n"
+            f"st = open_store({str(synth_store)!r})\n"
+            "n = len(st.probes), len(st.samples), len(st.ontology.table)\n"
+            "print([m for m in ('zarr', 'xarray') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out

@@ -349,6 +349,91 @@ def read_range(url: str, path: str, a: int, b: int, out: np.ndarray | None = Non
     return out
 
 
+def _column_plan(meta: dict[str, Any]) -> tuple[str, str | None, bool] | None:
+    """``(first codec, compressor, crc)`` of a 1-D table array the column reader decodes
+    itself — ``bytes`` (little-endian numbers) or ``vlen-utf8`` (``string``), then
+    ``zstd``, ``blosc`` or nothing, then ``crc32c`` or nothing — else None."""
+    codecs = meta.get("codecs") or []
+    names = [c.get("name") if isinstance(c, dict) else None for c in codecs]
+    crc = names[-1:] == ["crc32c"]
+    if crc:
+        names = names[:-1]
+    if not names or len(names) > 2 or (len(names) == 2 and names[1] not in ("zstd", "blosc")):
+        return None
+    first = names[0]
+    string = meta.get("data_type") == "string"
+    if (first, string) not in (("bytes", False), ("vlen-utf8", True)):
+        return None
+    if first == "bytes" and (codecs[0].get("configuration") or {}).get("endian",
+                                                                        "little") != "little":
+        return None
+    if string and names[1:] == ["blosc"]:
+        return None
+    return first, (names[1] if len(names) == 2 else None), crc
+
+
+def read_column(url: str, path: str, meta: dict[str, Any]) -> np.ndarray | None:
+    """The whole 1-D array at ``path`` of the local store ``url`` whose parsed ``zarr.json``
+    is ``meta`` — numbers as their dtype, strings as an object array — read and decoded here
+    (each chunk's CRC-32C checked, an absent chunk of a checksummed array an error), so the
+    store's tables need no zarr import; None for a layout this reader leaves to zarr."""
+    root = _local_root(str(url))
+    if root is None or meta.get("zarr_format") != 3 or meta.get("storage_transformers"):
+        return None
+    how = _column_plan(meta)
+    grid, keys = meta.get("chunk_grid") or {}, meta.get("chunk_key_encoding") or {}
+    shape = meta.get("shape") or []
+    kind = meta.get("data_type")
+    if (how is None or len(shape) != 1 or grid.get("name") != "regular"
+            or keys.get("name") != "default"
+            or (keys.get("configuration") or {}).get("separator", "/") != "/"
+            or (kind != "string" and kind not in _DTYPES)):
+        return None
+    first, compressor, crc = how
+    n, (c,) = int(shape[0]), grid["configuration"]["chunk_shape"]
+    dtype = np.dtype(object) if kind == "string" else np.dtype(_DTYPES[kind])
+    fill = meta.get("fill_value")
+    if kind != "string" and isinstance(fill, str):
+        fill = float(fill) if fill.lower() in ("nan", "infinity", "-infinity") else None
+    out = np.empty(n, dtype=dtype)
+    where = str(url)
+    for i in range(-(-n // c)):
+        lo, hi = i * c, min(n, (i + 1) * c)
+        fname = root / path / "c" / str(i)
+        try:
+            raw = np.frombuffer(fname.read_bytes(), dtype=np.uint8)
+        except FileNotFoundError:
+            if crc:
+                raise missing(where, path, (i,)) from None
+            out[lo:hi] = fill if fill is not None else ("" if kind == "string" else 0)
+            continue
+        except OSError as exc:
+            raise damaged(where, path, (i,), f"cannot be read ({exc})") from None
+        if crc:
+            raw = raw[:check_chunk(raw, where, path, (i,))]
+        try:
+            if compressor == "zstd":
+                from numcodecs import zstd
+
+                raw = np.frombuffer(zstd.decompress(raw), dtype=np.uint8)
+            elif compressor == "blosc":
+                from numcodecs import blosc as nb
+
+                raw = np.frombuffer(nb.decompress(raw), dtype=np.uint8)
+            if first == "vlen-utf8":
+                from numcodecs.vlen import VLenUTF8
+
+                values = VLenUTF8().decode(raw)
+            else:
+                values = raw.view(dtype)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise damaged(where, path, (i,), f"cannot be decoded ({exc})") from None
+        if len(values) != c:
+            raise damaged(where, path, (i,), f"holds {len(values)} values, not {c}")
+        out[lo:hi] = values[:hi - lo]
+    return out
+
+
 def array_shape(url: str, path: str) -> tuple[tuple[int, int], tuple[int, int], np.dtype]:
     """``(shape, chunks, dtype)`` of a 2-D array in the store."""
     plan = _plan(str(url), path)
