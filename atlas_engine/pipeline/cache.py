@@ -145,10 +145,17 @@ class CacheEntry:
         """Array ``name``; ``mapped=True`` maps the file read-only instead of reading it
         (pages come straight from the page cache as they are touched)."""
         try:
-            return np.load(self.path / f"{name}.npy", allow_pickle=False,
-                           mmap_mode="r" if mapped else None)
+            values = np.load(self.path / f"{name}.npy", allow_pickle=False,
+                             mmap_mode="r" if mapped else None)
         except FileNotFoundError:
             raise KeyError(name) from None
+        check = (self.meta.get("files") or {}).get(f"{name}.npy")
+        if isinstance(check, dict):   # a stripe file: its segments were not checked on load
+            flat = np.ascontiguousarray(values).reshape(values.shape[0], -1)
+            seg = int(check["segment_rows"])
+            if [_crc(flat[a:a + seg]) for a in range(0, len(flat), seg)] != check["crcs"]:
+                raise DamagedCacheError(str(self.path), f"{name}.npy fails its CRC-32C")
+        return values
 
 
 class CacheWriter:
