@@ -34,44 +34,35 @@ import time
 import zipfile
 from pathlib import Path
 
-PANDAS_CODE = r"""
-import sys, pandas as pd, numpy as np
-for f in sys.argv[1:]:
-    name = f.rsplit('/', 1)[-1]
-    kind = np.float32 if name.startswith('Microarray') else np.int8
-    with open(f) as fh:
-        ncols = fh.readline().count(',') + 1
+
+def _reader(imports: str, float_kind: str, int_kind: str, body: str) -> str:
+    """A baseline script: for each CSV path in argv, ``body`` reads it with ``kind`` (the
+    float type for expression files, the 8-bit integer type for PA calls) and ``ncols``."""
+    return (f"import sys\n{imports}\nfor f in sys.argv[1:]:\n"
+            "    name = f.rsplit('/', 1)[-1]\n"
+            f"    kind = {float_kind} if name.startswith('Microarray') else {int_kind}\n"
+            "    with open(f) as fh:\n"
+            "        ncols = fh.readline().count(',') + 1\n" + body)
+
+
+PANDAS_CODE = _reader("import pandas as pd, numpy as np", "np.float32", "np.int8", """\
     dtype = {i: kind for i in range(1, ncols)}
     dtype[0] = np.int64
     pd.read_csv(f, header=None, index_col=0, dtype=dtype, engine='c')
-"""
+""")
 
-
-POLARS_CODE = r"""
-import sys, polars as pl
-for f in sys.argv[1:]:
-    name = f.rsplit('/', 1)[-1]
-    kind = pl.Float32 if name.startswith('Microarray') else pl.Int8
-    with open(f) as fh:
-        ncols = fh.readline().count(',') + 1
+POLARS_CODE = _reader("import polars as pl", "pl.Float32", "pl.Int8", """\
     schema = {f"c{i}": (pl.Int64 if i == 0 else kind) for i in range(ncols)}
     pl.read_csv(f, has_header=False, schema=schema)
-"""
+""")
 
-
-PYARROW_CODE = r"""
-import sys, pyarrow as pa, pyarrow.csv as pc
-for f in sys.argv[1:]:
-    name = f.rsplit('/', 1)[-1]
-    kind = pa.float32() if name.startswith('Microarray') else pa.int8()
-    with open(f) as fh:
-        ncols = fh.readline().count(',') + 1
+PYARROW_CODE = _reader("import pyarrow as pa, pyarrow.csv as pc", "pa.float32()", "pa.int8()", """\
     names = [f"c{i}" for i in range(ncols)]
     types = {n: kind for n in names[1:]}
     types[names[0]] = pa.int64()
     pc.read_csv(f, read_options=pc.ReadOptions(column_names=names, block_size=16 << 20),
                 convert_options=pc.ConvertOptions(column_types=types))
-"""
+""")
 
 
 def load() -> float:
