@@ -64,7 +64,8 @@ def start_cluster(workdir: Path, n_workers: int = N_WORKERS) -> tuple[str, list[
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     procs = [subprocess.Popen(
-        [_dask_exe(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        [_dask_exe(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+         "--dashboard-address", "127.0.0.1:0"],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         for k in range(n_workers):

@@ -66,7 +66,7 @@ def get_client(
         threads_per_worker=1,
         processes=True,
         memory_limit=memory_limit if memory_limit is not None else "auto",
-        dashboard_address=None,
+        dashboard_address=":0",   # its HTTP server on a free port (8787 may be taken)
     )
     try:
         with Client(cluster) as client:
