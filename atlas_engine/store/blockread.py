@@ -88,13 +88,17 @@ def node_attributes(url: str, path: str = "") -> dict[str, Any] | None:
 
 
 def _plan(url: str, path: str, ndim: int = 2) -> dict[str, Any] | None:
-    """The direct-read plan of one ``ndim``-D array, or ``None`` when zarr must be used;
-    damaged metadata raises :class:`~atlas_engine.errors.StoreError` naming the array."""
+    """The direct-read plan of one ``ndim``-D array of fixed-size numbers in Blosc or raw
+    chunks (the block reads), or ``None`` when zarr must be used; damaged metadata raises
+    :class:`~atlas_engine.errors.StoreError` naming the array."""
     try:
         plan = _plan_cached(url, path)
-        return plan if plan is not None and len(plan["shape"]) == ndim else None
     except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise _bad_metadata(url, path, exc) from None
+    if plan is None or len(plan["shape"]) != ndim or plan["string"] \
+            or plan["compressor"] not in ("blosc", None):
+        return None
+    return plan
 
 
 def _bad_metadata(url: str, path: str, exc: BaseException) -> StoreError:
@@ -121,10 +125,19 @@ def _plan_cached(url: str, path: str) -> dict[str, Any] | None:
     meta = json.loads(text)
     if not isinstance(meta, dict):
         raise ValueError("zarr.json is not a JSON object")
+    return _plan_from_meta(meta, url, path, fs, chunk_dir)
+
+
+def _plan_from_meta(meta: dict[str, Any], url: str, path: str, fs: Any, chunk_dir: str
+                    ) -> dict[str, Any] | None:
+    """How to read the array whose ``zarr.json`` is ``meta`` directly — regular chunks,
+    ``/``-separated keys, ``bytes`` (little-endian numbers) or ``vlen-utf8`` (strings), then
+    Blosc, Zstd or nothing, then ``crc32c`` or nothing — or None (zarr reads it)."""
     grid = meta.get("chunk_grid", {})
     keys = meta.get("chunk_key_encoding", {})
     codecs = meta.get("codecs", [])
-    dtype = _DTYPES.get(str(meta.get("data_type")))
+    string = meta.get("data_type") == "string"
+    dtype = np.dtype(object) if string else _DTYPES.get(str(meta.get("data_type")))
     if (meta.get("zarr_format") != 3 or grid.get("name") != "regular" or dtype is None
             or keys.get("name") != "default"
             or keys.get("configuration", {}).get("separator", "/") != "/"
@@ -134,22 +147,26 @@ def _plan_cached(url: str, path: str) -> dict[str, Any] | None:
     crc = names[-1:] == ["crc32c"]
     if crc:
         names = names[:-1]
-    if names not in (["bytes", "blosc"], ["bytes"]):
+    first = "vlen-utf8" if string else "bytes"
+    if names not in ([first], [first, "zstd"]) + (() if string else ([first, "blosc"],)):
         return None
     if codecs[0].get("configuration", {}).get("endian", "little") != "little":
         return None
     fill = meta.get("fill_value")
-    if isinstance(fill, str):
+    if isinstance(fill, str) and not string:
         fill = float(fill) if fill.lower() in ("nan", "infinity", "-infinity") else None
+    compressor = names[1] if len(names) == 2 else None
     return {
         "dir": chunk_dir,
         "fs": fs,
         "shape": tuple(meta["shape"]),
         "chunks": tuple(grid["configuration"]["chunk_shape"]),
         "dtype": np.dtype(dtype),
-        "blosc": names[-1] == "blosc",
+        "string": string,
+        "compressor": compressor,
+        "blosc": compressor == "blosc",
         "crc": crc,
-        "fill": fill if fill is not None else 0,
+        "fill": fill if fill is not None else ("" if string else 0),
         "url": url,
         "path": path,
     }
@@ -177,11 +194,17 @@ def _read_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.ndarray | 
     Arrays with the ``crc32c`` codec: the checksum is verified and an absent file raises
     :class:`~atlas_engine.errors.DamagedStoreError`; other arrays give None for an absent
     file (the caller fills)."""
+    raw = _chunk_file(i, j, plan)
+    return None if raw is None else _decode_chunk(raw, i, j, plan, dest)
+
+
+def _chunk_file(i: int, j: int | None, plan: dict[str, Any]) -> np.ndarray | None:
+    """The bytes of chunk file ``(i, j)`` (``(i,)`` of a 1-D array): a per-thread buffer
+    (valid until this thread's next read) for a local store, fetched whole from a remote
+    one. None when it is absent and the array has no checksum (the caller fills); absent
+    with one, or unreadable, raises :class:`~atlas_engine.errors.DamagedStoreError`."""
     if plan["fs"] is not None:
-        raw = _fetch_chunk(i, j, plan)
-        if raw is None:
-            return None
-        return _decode_chunk(raw, i, j, plan, dest)
+        return _fetch_chunk(i, j, plan)
     fname = (os.path.join(plan["dir"], str(i)) if j is None
              else os.path.join(plan["dir"], str(i), str(j)))
     try:
@@ -201,7 +224,7 @@ def _read_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.ndarray | 
     except OSError as exc:
         raise damaged(plan["url"], plan["path"], _coords(i, j),
                       f"cannot be read ({exc})") from None
-    return _decode_chunk(raw, i, j, plan, dest)
+    return raw
 
 
 def _coords(i: int, j: int | None) -> tuple[int, ...]:
@@ -349,87 +372,51 @@ def read_range(url: str, path: str, a: int, b: int, out: np.ndarray | None = Non
     return out
 
 
-def _column_plan(meta: dict[str, Any]) -> tuple[str, str | None, bool] | None:
-    """``(first codec, compressor, crc)`` of a 1-D table array the column reader decodes
-    itself — ``bytes`` (little-endian numbers) or ``vlen-utf8`` (``string``), then
-    ``zstd``, ``blosc`` or nothing, then ``crc32c`` or nothing — else None."""
-    codecs = meta.get("codecs") or []
-    names = [c.get("name") if isinstance(c, dict) else None for c in codecs]
-    crc = names[-1:] == ["crc32c"]
-    if crc:
-        names = names[:-1]
-    if not names or len(names) > 2 or (len(names) == 2 and names[1] not in ("zstd", "blosc")):
-        return None
-    first = names[0]
-    string = meta.get("data_type") == "string"
-    if (first, string) not in (("bytes", False), ("vlen-utf8", True)):
-        return None
-    if first == "bytes" and (codecs[0].get("configuration") or {}).get("endian",
-                                                                        "little") != "little":
-        return None
-    if string and names[1:] == ["blosc"]:
-        return None
-    return first, (names[1] if len(names) == 2 else None), crc
-
-
 def read_column(url: str, path: str, meta: dict[str, Any]) -> np.ndarray | None:
-    """The whole 1-D array at ``path`` of the local store ``url`` whose parsed ``zarr.json``
-    is ``meta`` — numbers as their dtype, strings as an object array — read and decoded here
-    (each chunk's CRC-32C checked, an absent chunk of a checksummed array an error), so the
-    store's tables need no zarr import; None for a layout this reader leaves to zarr."""
-    root = _local_root(str(url))
-    if root is None or meta.get("zarr_format") != 3 or meta.get("storage_transformers"):
+    """The whole 1-D array at ``path`` of the store ``url`` whose parsed ``zarr.json`` is
+    ``meta`` — numbers as their dtype, strings (``vlen-utf8``) as an object array — read
+    and decoded here (each chunk's CRC-32C checked, an absent chunk of a checksummed array an
+    error), so the store's tables need no zarr import; None for a layout left to zarr."""
+    text = str(url)
+    root = _local_root(text)
+    node = f"{path}/c"
+    if root is None:
+        fs, base = _filesystem(text)
+        chunk_dir = f"{base}/{node}"
+    else:
+        fs, chunk_dir = None, str(root / node)
+    plan = _plan_from_meta(meta, text, path, fs, chunk_dir)
+    if plan is None or len(plan["shape"]) != 1:
         return None
-    how = _column_plan(meta)
-    grid, keys = meta.get("chunk_grid") or {}, meta.get("chunk_key_encoding") or {}
-    shape = meta.get("shape") or []
-    kind = meta.get("data_type")
-    if (how is None or len(shape) != 1 or grid.get("name") != "regular"
-            or keys.get("name") != "default"
-            or (keys.get("configuration") or {}).get("separator", "/") != "/"
-            or (kind != "string" and kind not in _DTYPES)):
-        return None
-    first, compressor, crc = how
-    n, (c,) = int(shape[0]), grid["configuration"]["chunk_shape"]
-    dtype = np.dtype(object) if kind == "string" else np.dtype(_DTYPES[kind])
-    fill = meta.get("fill_value")
-    if kind != "string" and isinstance(fill, str):
-        fill = float(fill) if fill.lower() in ("nan", "infinity", "-infinity") else None
-    out = np.empty(n, dtype=dtype)
-    where = str(url)
+    (n,), (c,) = plan["shape"], plan["chunks"]
+    out = np.empty(n, dtype=plan["dtype"])
     for i in range(-(-n // c)):
         lo, hi = i * c, min(n, (i + 1) * c)
-        fname = root / path / "c" / str(i)
-        try:
-            raw = np.frombuffer(fname.read_bytes(), dtype=np.uint8)
-        except FileNotFoundError:
-            if crc:
-                raise missing(where, path, (i,)) from None
-            out[lo:hi] = fill if fill is not None else ("" if kind == "string" else 0)
+        raw = _chunk_file(i, None, plan)
+        if raw is None:
+            out[lo:hi] = plan["fill"]
             continue
-        except OSError as exc:
-            raise damaged(where, path, (i,), f"cannot be read ({exc})") from None
-        if crc:
-            raw = raw[:check_chunk(raw, where, path, (i,))]
+        if plan["crc"]:
+            raw = raw[:check_chunk(raw, text, path, (i,))]
         try:
-            if compressor == "zstd":
+            if plan["compressor"] == "zstd":
                 from numcodecs import zstd
 
                 raw = np.frombuffer(zstd.decompress(raw), dtype=np.uint8)
-            elif compressor == "blosc":
+            elif plan["blosc"]:
                 from numcodecs import blosc as nb
 
                 raw = np.frombuffer(nb.decompress(raw), dtype=np.uint8)
-            if first == "vlen-utf8":
+            if plan["string"]:
                 from numcodecs.vlen import VLenUTF8
 
                 values = VLenUTF8().decode(raw)
             else:
-                values = raw.view(dtype)
+                values = raw.view(plan["dtype"])
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise damaged(where, path, (i,), f"cannot be decoded ({exc})") from None
+            raise damaged(text, path, (i,), f"cannot be decoded ({exc})") from None
         if len(values) != c:
-            raise damaged(where, path, (i,), f"holds {len(values)} values, not {c}")
+            raise damaged(text, path, (i,), f"holds {len(values)} values, not {c}")
         out[lo:hi] = values[:hi - lo]
     return out
 
