@@ -132,7 +132,7 @@ def test_stripe_checks_catch_damage_where_it_is_read(tmp_path, monkeypatch):
     with pytest.raises(DamagedCacheError, match="m_1.npy"):
         m.gather_rows(18, 30, cols, np.empty((12, len(cols))))
 
-    with pytest.raises(DamagedCacheError, match="m_1.npy fails its CRC-32C"):
+    with pytest.raises(DamagedCacheError, match="m_1.npy: rows 20–25 fail their CRC-32C"):
         store.load(key)["m_1"]                        # a whole stripe read checks it all
     np.testing.assert_array_equal(store.load(key)["m_0"], x[:, :8])
 

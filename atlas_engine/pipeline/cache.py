@@ -151,10 +151,8 @@ class CacheEntry:
             raise KeyError(name) from None
         check = (self.meta.get("files") or {}).get(f"{name}.npy")
         if isinstance(check, dict):   # a stripe file: its segments were not checked on load
-            flat = np.ascontiguousarray(values).reshape(values.shape[0], -1)
-            seg = int(check["segment_rows"])
-            if [_crc(flat[a:a + seg]) for a in range(0, len(flat), seg)] != check["crcs"]:
-                raise DamagedCacheError(str(self.path), f"{name}.npy fails its CRC-32C")
+            _check_segments(self.path / f"{name}.npy", np.ascontiguousarray(values), 0,
+                            int(check["segment_rows"]), check["crcs"])
         return values
 
 
@@ -317,6 +315,17 @@ def _segments(path: Path, check: dict[str, Any], offset: int, shape: tuple[int, 
     return seg, crcs
 
 
+def _check_segments(path: Path, rows: np.ndarray, first: int, seg: int, crcs: Any) -> None:
+    """Check the C-contiguous ``rows`` (rows ``first``… of the stripe file ``path``, ``first``
+    a multiple of ``seg``, ending at a segment's end or the file's) against the recorded
+    CRC-32C of each segment of ``seg`` rows they cover."""
+    for a in range(0, len(rows), seg):
+        if _crc(rows[a:a + seg]) != crcs[(first + a) // seg]:
+            end = first + min(a + seg, len(rows))
+            raise DamagedCacheError(str(path.parent), f"{path.name}: rows {first + a}–{end} "
+                                    "fail their CRC-32C")
+
+
 def _read_exactly(path: str, offset: int, dest: np.ndarray) -> None:
     """Fill the C-contiguous ``dest`` with the bytes of ``path`` from ``offset`` (a file
     shorter than that is an error, never a partly filled array)."""
@@ -397,12 +406,7 @@ class StripedMatrix:
         a, b = (r0 // seg) * seg, min(self.shape[0], -(-r1 // seg) * seg)
         part = scratch[:(b - a) * w].reshape(b - a, w)
         _read_exactly(path, offset + a * w * size, part)
-        for s in range(a // seg, -(-b // seg)):
-            lo, hi = s * seg - a, min(b, (s + 1) * seg) - a
-            if _crc(part[lo:hi]) != crcs[s]:
-                raise DamagedCacheError(str(Path(path).parent),
-                                        f"{Path(path).name}: rows {lo + a}–{hi + a} fail "
-                                        "their CRC-32C")
+        _check_segments(Path(path), part, a, seg, crcs)
         return part[r0 - a:r1 - a]
 
     def _scratch_rows(self, n: int) -> int:

@@ -11,7 +11,6 @@ the sample-normalised matrices are not cached and written only for ``sample_norm
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -110,15 +109,12 @@ class ChosenRows:
             self.read = True
             tmp = self.norm_writer.tmp
             tasks, names = [], []
-
-            def dest(i: int, j: int) -> str:
-                names.append(f"sn_{i}_{j}.npy")
-                return str(tmp / names[-1])
-
             for i, ds in enumerate(self.donors):
-                tasks += passes.stripe_tasks(
-                    rowtasks.open_array(self.url, ds.donor, L.EXPRESSION), self._rows(i),
-                    self.sample_norm, functools.partial(dest, i))
+                arr = rowtasks.open_array(self.url, ds.donor, L.EXPRESSION)
+                # one task per chunk column j, in order, each writing sn_<i>_<j>.npy
+                names += [f"sn_{i}_{j}.npy" for j in range(len(arr.column_chunks()))]
+                tasks += passes.stripe_tasks(arr, self._rows(i), self.sample_norm,
+                                             lambda j, i=i: str(tmp / f"sn_{i}_{j}.npy"))
             done = rowtasks.compute(tasks)
             self.t_sample_norm += sum(t for _, t, _, _ in done)
             self.t_cache_write += sum(t for _, _, t, _ in done)
