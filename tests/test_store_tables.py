@@ -165,3 +165,26 @@ def test_pipeline_tables_need_no_zarr(synth_store):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_table_columns_in_a_layout_left_to_zarr_are_read_by_zarr(tmp_path):
+    """A table group mixing a column the direct reader decodes (zstd) and one it leaves to
+    zarr (gzip): both come back, as zarr reads them; a dimension coordinate only when asked
+    for as the index."""
+    import zarr
+    from zarr.codecs import GzipCodec, ZstdCodec
+
+    root = zarr.open_group(tmp_path / "t.zarr", mode="w", zarr_format=3)
+    g = root.create_group("tab")
+    for name, comp, values in [("probe", ZstdCodec(), np.arange(7)),
+                               ("a", ZstdCodec(), np.arange(7) * 2.5),
+                               ("b", GzipCodec(), np.arange(7) - 3)]:
+        arr = g.create_array(name, shape=(7,), chunks=(3,), dtype=values.dtype,
+                             compressors=[comp], dimension_names=("probe",))
+        arr[:] = values
+    url = str(tmp_path / "t.zarr")
+    cols = open_mod._read_columns(url, "tab", None)
+    assert list(cols) == ["a", "b"]
+    np.testing.assert_array_equal(cols["a"], np.arange(7) * 2.5)
+    np.testing.assert_array_equal(cols["b"], np.arange(7) - 3)
+    assert list(open_mod._read_columns(url, "tab", "probe")) == ["a", "b", "probe"]
