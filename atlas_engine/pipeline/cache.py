@@ -327,8 +327,10 @@ def _check_segments(path: Path, rows: np.ndarray, first: int, seg: int, crcs: An
 
 
 def _read_exactly(path: str, offset: int, dest: np.ndarray) -> None:
-    """Fill the C-contiguous ``dest`` with the bytes of ``path`` from ``offset`` (a file
-    shorter than that is an error, never a partly filled array)."""
+    """Fill the C-contiguous ``dest`` with the bytes of ``path`` from ``offset``. A file
+    shorter than that (cut after its entry was loaded) is a damaged entry
+    (:class:`~atlas_engine.errors.DamagedCacheError`: the pipeline recomputes it), never a
+    partly filled array."""
     view = memoryview(dest.reshape(-1).view(np.uint8))
     with open(path, "rb", buffering=0) as fh:
         fh.seek(offset)
@@ -336,7 +338,9 @@ def _read_exactly(path: str, offset: int, dest: np.ndarray) -> None:
         while got < view.nbytes:
             k = fh.readinto(view[got:])
             if not k:
-                raise OSError(f"{path}: truncated")
+                raise DamagedCacheError(str(Path(path).parent),
+                                        f"{Path(path).name}: ends before byte "
+                                        f"{offset + view.nbytes} (truncated)")
             got += k
 
 
