@@ -69,3 +69,27 @@ def test_errors_are_also_the_builtin_kinds(tmp_path):
     assert isinstance(info.value, StoreError)
     assert "nowhere.zarr: no such store" in str(info.value)
     assert issubclass(FetchError, OSError)
+
+
+def test_get_expression_data_documents_every_parameter_and_its_valid_values():
+    """numpydoc for every parameter; the valid values listed are the registries' own."""
+    import inspect
+
+    from atlas_engine.pipeline import expression, matching, normalize, probes, regions, samples
+    from atlas_engine.pipeline.params import MISSING
+
+    fn = ae.get_expression_data
+    doc = fn.__doc__
+    assert "<choices:" not in doc
+    documented = set()
+    for line in doc.splitlines():
+        head = line.strip()
+        if line.startswith("    ") and not line.startswith("     ") and " : " in head:
+            documented.update(n.strip() for n in head.split(" : ")[0].split(","))
+    assert documented == set(inspect.signature(fn).parameters)
+    for names in (probes.SELECTION_METHODS.names(aliases=True), probes.DONOR_PROBES,
+                  samples.MIRROR_MODES, MISSING, regions.REGION_AGG, regions.AGG_METRICS,
+                  matching.MATCH_RULES, [m for m in normalize.METHODS if m != "batch"]):
+        for name in names:
+            assert f'``"{name}"``' in doc, name
+    assert expression.get_expression_data is fn

@@ -21,7 +21,6 @@ Dask graph computed by the active scheduler: Dask's threads, or the workers of a
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import shutil
 import threading
@@ -39,13 +38,17 @@ from .cache import CACHE_GROUP, StoreCache
 from .chosen import ChosenRows
 from .donor_norm import gene_normalise, normalize_blocks, sample_normalise, srs_region_means
 from .match_samples import match_donors, sample_counts_frame
-from .params import CACHE_VERSION, PipelineParams
+from .matching import MATCH_RULES
+from .normalize import METHODS as NORM_METHODS
+from .params import CACHE_VERSION, MISSING, PipelineParams
 from .passes import release_memory
-from .probes import select_probes
+from .probes import DONOR_PROBES, SELECTION_METHODS, select_probes
 from .region_pass import RegionPass
-from .regions import gene_keep
+from .regions import AGG_METRICS, REGION_AGG, gene_keep
+from .registry import fill_choices
 from .result import DonorSamples, ExpressionResult
 from .sample_qc import apply_similarity, donor_samples, probe_table
+from .samples import MIRROR_MODES
 from .scoring import (
     ds_scores,
     ibf_from_signal,
@@ -61,47 +64,6 @@ __all__ = [
     "pooled_moments", "probe_table", "sample_normalise", "srs_region_means",
     "structure_means",
 ]
-
-
-@contextlib.contextmanager
-def _zarr_one_fetch() -> Any:
-    """zarr's ``async.concurrency`` at 1 for the block. zarr is not imported for it (a call
-    served from the cache never needs zarr: ~0.15 s of imports): when it is not loaded yet,
-    the setting is passed through the environment zarr reads its configuration from when
-    (if) it is imported, and zarr's configuration is refreshed afterwards."""
-    import os
-    import sys
-
-    if "zarr" in sys.modules:
-        import zarr
-
-        with zarr.config.set({"async.concurrency": 1}):
-            yield
-        return
-    name = "ZARR_ASYNC__CONCURRENCY"
-    before = os.environ.get(name)
-    os.environ[name] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-        if "zarr" in sys.modules:
-            sys.modules["zarr"].config.refresh()
-
-
-def _one_fetch_per_call(fn: Any) -> Any:
-    """Run ``fn`` with zarr fetching one chunk at a time (the passes run their own threads
-    over blocks: same speed, 60–100 MB less transient chunk memory); restored afterwards."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _zarr_one_fetch():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _recompute_damaged_cache(fn: Any) -> Any:
@@ -122,7 +84,10 @@ def _recompute_damaged_cache(fn: Any) -> Any:
     return wrapper
 
 
-@_one_fetch_per_call
+@fill_choices(
+    probe_selection=SELECTION_METHODS.names(aliases=True), donor_probes=DONOR_PROBES,
+    lr_mirror=MIRROR_MODES, missing=MISSING, region_agg=REGION_AGG, agg_metric=AGG_METRICS,
+    match_rule=MATCH_RULES, norm=[m for m in NORM_METHODS if m != "batch"])
 @_recompute_damaged_cache
 def get_expression_data(
     store: Any,
@@ -154,30 +119,90 @@ def get_expression_data(
 ) -> ExpressionResult:
     """Region × gene expression from a converted store, as ``abagen.get_expression_data``.
 
-    Parameters are abagen's (same names and defaults), plus:
+    abagen 0.1.3's parameters keep its names, defaults and meaning (each step is described in
+    docs/abagen-pipeline.md); the last six are this engine's.
 
-    store : AtlasStore or path/URL
-        A store written by ``atlas-engine convert``.
-    atlas : path to a NIfTI label image, ``(labels, affine)``, :class:`VolumeAtlas` or the
-        name of a shipped atlas ("desikan-killiany", :mod:`.atlases`)
-        A group (MNI) volumetric atlas.
-    atlas_info : path to a CSV, DataFrame or shipped atlas name, optional
-        Columns id, hemisphere (L/R/B), structure (broad class).
-    donors : "all" or donor ids
-    dtype : "float64" (parity) or "float32" (values are computed in float64 either way;
-        the output frames are cast).
-    cache : reuse / write the atlas-independent products in the store's ``cache/`` group.
-    out : path of a Zarr directory, optional
-        Stream the regions × genes result there block by block instead of holding it
-        (voxel-level atlases); ``expression`` is then a lazy xarray DataArray over it
-        (:mod:`.output`).
-    match_rule : "abagen" (default: abagen 0.1.3's matching) or "majority" (with atlas_info,
-        the region with most voxels near the sample wins instead of the nearest centroid;
-        see :mod:`.matching` and docs/abagen-pipeline.md).
+    Parameters
+    ----------
+    store : AtlasStore or str
+        A store written by ``atlas-engine convert`` (path or URL).
+    atlas : str, tuple or VolumeAtlas
+        A group (MNI) volumetric atlas: a NIfTI label image, ``(labels, affine)``, a
+        :class:`~.matching.VolumeAtlas`, or the name of a shipped atlas
+        (``"desikan-killiany"``, :mod:`.atlases`).
+    atlas_info : str or DataFrame, optional
+        Columns ``id``, ``hemisphere`` (L/R/B) and ``structure`` (broad class), as a CSV path,
+        a DataFrame or a shipped atlas name. With it, samples match only regions of their own
+        hemisphere and class.
+    ibf_threshold : float
+        Intensity filter, in [0, 1]: a probe is kept when it is above background (PACall) in
+        more than this share of the samples.
+    probe_selection : str
+        How one probe is chosen per gene: <choices:probe_selection>.
+    donor_probes : str
+        Select probes on the donors pooled, per donor, or the probe most donors chose:
+        <choices:donor_probes>.
+    sim_threshold : float, optional
+        Drop a donor's samples whose summed correlation with its other samples is below
+        mean − ``sim_threshold`` · std.
+    lr_mirror : str, optional
+        Mirror samples across the midline: None, <choices:lr_mirror>.
+    missing : str, optional
+        Fill regions without a matched sample: None (left empty), <choices:missing>.
+    tolerance : float
+        How far (mm) outside the atlas a sample may lie and still be matched, searched in
+        1 mm steps.
+    sample_norm, gene_norm : str, optional
+        Normalisation of each sample over genes, then of each gene over a donor's samples:
+        None, <choices:norm>.
+    norm_matched : bool
+        Normalise genes over the matched samples only (else every sample kept by QC).
+    norm_structures : bool
+        Normalise genes separately within each broad structural class.
+    region_agg : str
+        Average per donor then across donors, or pool all samples: <choices:region_agg>.
+    agg_metric : str
+        The average: <choices:agg_metric>.
+    corrected_mni : bool
+        Use the corrected MNI coordinates of the samples (the bundled table of real well ids).
+    reannotated : bool
+        Use the reannotated probe-to-gene table (the bundled one of real probe names).
+    return_donors : bool
+        Also return one regions × genes frame per donor (``result.donors``).
+    return_counts : bool
+        Also return the number of samples matched to each region per donor
+        (``result.counts``).
+    donors : "all" or sequence of int
+        The donors to use (ids as in the store).
+    dtype : str
+        ``"float64"`` (parity with abagen) or ``"float32"``; values are computed in float64
+        either way and the output frames cast.
+    cache : bool
+        Reuse and write the atlas-independent products (intensity filter, probe selection,
+        sample-normalised rows) in the store's ``cache/`` group, so a second atlas starts
+        from them.
+    out : str or Path, optional
+        A Zarr directory to stream the regions × genes result to, block by block, instead of
+        holding it (voxel-level atlases); ``result.expression`` is then a lazy xarray
+        DataArray over it (:mod:`.output`).
+    match_rule : str
+        One of <choices:match_rule>: ``"abagen"`` is abagen 0.1.3's matching; with
+        ``"majority"`` (and ``atlas_info``) the region with most voxels near the sample wins
+        instead of the nearest centroid (see :mod:`.matching` and docs/abagen-pipeline.md).
 
     Returns
     -------
     ExpressionResult
+        ``expression`` (regions × genes, index ``label``), ``donors`` and ``counts`` when
+        asked for, the parameters and provenance, and the explanation tables ``probes``,
+        ``genes`` and ``samples`` (why each probe, gene and sample was kept or dropped).
+
+    Raises
+    ------
+    ConfigError
+        A parameter outside its valid values, or an option combination abagen refuses.
+    StoreNotFoundError
+        No store at ``store``.
     """
     from ..store.open import AtlasStore, open_store
 

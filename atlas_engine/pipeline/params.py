@@ -20,6 +20,8 @@ from .samples import MIRROR_MODES
 
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
 CACHE_VERSION = 2
+#: abagen's ``missing``: how regions without a matched sample are filled (None: left empty)
+MISSING = ("centroids", "interpolate")
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,9 @@ class PipelineParams:
         if self.lr_mirror is not None:
             check_choice("lr_mirror", self.lr_mirror, MIRROR_MODES)
         check_choice("match_rule", self.match_rule, MATCH_RULES)
-        if self.missing not in (None, "centroids", "interpolate"):
+        if self.missing is not None and self.missing not in MISSING:
             raise ConfigError(f"missing={self.missing!r} is not supported; valid: None, "
-                              "'centroids', 'interpolate'")
+                              + ", ".join(repr(m) for m in MISSING))
         for k in ("sample_norm", "gene_norm"):
             value = getattr(self, k)
             if value is not None and check_method(value) == "batch":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from ..errors import ConfigError
@@ -63,3 +63,19 @@ def check_choice(kind: str, value: object, choices: tuple | list) -> None:
     """Raise :class:`ConfigError` naming the valid choices when ``value`` is not one."""
     if value not in choices:
         raise ConfigError(f"unknown {kind} {value!r}; valid: {', '.join(map(str, choices))}")
+
+
+def fill_choices(**names: Sequence[str | None]) -> Callable[[F], F]:
+    """Write each parameter's valid values into the decorated function's docstring: every
+    ``<choices:NAME>`` becomes the names listed for ``NAME`` (quoted, comma-separated), so the
+    documentation lists what the registries and constants accept and cannot drift from them."""
+
+    def deco(func: F) -> F:
+        doc = func.__doc__ or ""
+        for key, values in names.items():
+            text = ", ".join("None" if v is None else f'``"{v}"``' for v in values)
+            doc = doc.replace(f"<choices:{key}>", text)
+        func.__doc__ = doc
+        return func
+
+    return deco
