@@ -41,13 +41,18 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
     Path
         ``path``.
     """
-    path = Path(path)
+    return _publish(Path(path), write, replace_dir=True)
+
+
+def _publish(path: Path, write: Callable[[Path], None], *, replace_dir: bool) -> Path:
+    """:func:`atomic_output`; with ``replace_dir=False`` an existing directory at ``path`` is
+    left alone and the rename fails (an ``OSError``) instead of removing it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.rmdir()  # a unique name; ``write`` creates a file or a directory there
     try:
         write(tmp)
-        if path.is_dir() and not path.is_symlink():
+        if replace_dir and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
@@ -57,16 +62,38 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically (flushed to disk before the rename by default)."""
+    """Write ``data`` to ``path`` atomically.
+
+    The bytes go to a new file with a unique name beside ``path`` (created exclusively, so two
+    writers never share it), which is then renamed over ``path``: a reader, or a concurrent
+    writer, sees the old file or one whole new one. The parent folder is created. An existing
+    directory at ``path`` is never removed: the rename fails with an ``OSError``
+    (``IsADirectoryError`` on POSIX).
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    data
+        Its new content.
+    fsync
+        Flush the bytes to disk before the rename (default), so a power cut leaves the old file
+        or the complete new one; without it a killed process still cannot leave half a file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
 
-    return atomic_output(path, write)
+    return _publish(Path(path), write, replace_dir=False)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:

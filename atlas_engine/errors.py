@@ -53,6 +53,23 @@ class FetchError(AtlasEngineError, OSError):
     failures are in Python)."""
 
 
+class HttpStatusError(FetchError):
+    """The server answered with an HTTP error status that retrying will not fix (e.g. 404).
+
+    ``url`` and ``status`` say which request and which status; the message is one line,
+    ``URL: HTTP STATUS REASON``.
+    """
+
+    def __init__(self, url: str, status: int, reason: str | None = None) -> None:
+        self.url = url
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{url}: HTTP {status} {reason or ''}".rstrip())
+
+    def __reduce__(self) -> tuple[type[HttpStatusError], tuple[str, int, str | None]]:
+        return type(self), (self.url, self.status, self.reason)
+
+
 class VerificationError(FetchError):
     """A downloaded body is not what it claims to be (truncated, HTML, bad zip, CRC mismatch)."""
 

@@ -40,10 +40,10 @@ import zarr
 from scipy import sparse
 
 from .. import __version__
+from ..atomic import atomic_write_bytes
 from ..convert.countparse import CountBlock, iter_count_blocks
 from ..convert.zipstream import MemberSource
 from ..errors import ConfigError, FormatError
-from ..fetch.manifest import atomic_write_bytes
 from ..ziputil import open_checked_zip
 from . import metadata as md
 from .writer import CsrWriter

@@ -21,9 +21,10 @@ import zarr
 from scipy import sparse
 
 from ..aggregate.csr import CsrBlock
-from ..errors import ConfigError, FormatError
+from ..errors import ConfigError, FormatError, StoreNotFoundError
 from ..kernels.sparse import csr_band_pointers, csr_row_totals, csr_split_bands
 from ..store.blockread import read_range
+from ..store.open import store_missing
 from .writer import SORTED_ATTR
 
 
@@ -60,6 +61,8 @@ def open_cell_store(path: str | Path, obs_columns: list[str] | None = None) -> C
     from anndata.io import read_elem
 
     if not is_cell_store(path):
+        if store_missing(str(path)):
+            raise StoreNotFoundError(f"{path}: no such store")
         raise FormatError(path, "not a Cell Types store",
                           expected="an AnnData Zarr store with CSR counts in X "
                                    "(atlas-engine convert on a cell-types data set)")

@@ -214,7 +214,7 @@ def query_cmd(target: str, criteria: tuple[str, ...], include: tuple[str, ...],
     else:
         raise ConfigError(f"{target}: the answer is not a table; use --format json")
     if out:
-        from ..fetch.manifest import atomic_write_bytes
+        from ..atomic import atomic_write_bytes
 
         atomic_write_bytes(Path(out), text.encode())
         n = len(result) if isinstance(result, list) else len(result.get("probes", []))

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
 from ..config import Config
 from ..errors import ApiError, ConfigError
 from ..sources.donors import (
@@ -63,7 +64,6 @@ from .download import (
     summarize,
 )
 from .http import RetryPolicy, make_session
-from .manifest import atomic_write_bytes
 from .rma import DEFAULT_ORDER, RmaClient
 
 WHAT_CHOICES = ("microarray", "ontology", "structure-graph", "brainspan", "rnaseq", "mouse-ccf",

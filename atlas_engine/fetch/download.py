@@ -43,11 +43,17 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import AtlasEngineError, FetchError, VerificationError
+from ..atomic import atomic_write_bytes
+from ..errors import (
+    AtlasEngineError,
+    ConfigError,
+    FetchError,
+    HttpStatusError,
+    VerificationError,
+)
 from ..progress import bar, progress_enabled
 from .http import (
     TRANSIENT_ERRORS,
-    HttpStatusError,
     RetryPolicy,
     is_retryable_status,
     make_session,
@@ -127,7 +133,8 @@ class DownloadSpec:
         if not self.kind:
             object.__setattr__(self, "kind", kind_for(self.name))
         if "/" in self.name or "\\" in self.name or self.name in ("", ".", ".."):
-            raise ValueError(f"download name must be a plain file name, not {self.name!r}")
+            raise ConfigError(f"download name {self.name!r}: expected a plain file name "
+                              "(no folder separators, not '.' or '..')")
 
 
 @dataclass
@@ -352,17 +359,15 @@ def _pieces_cover(pieces: list[list[int]], size: int | None) -> bool:
 
 def _save_part_meta(part: Path, meta: PartMeta) -> None:
     """Write the record (a few bytes, on the event loop: a thread hop here lets a dropped
-    connection's buffered body be discarded before it is read). Renamed into place, not
-    fsynced: it guards against killed processes, and a ``.part`` that outlives a power cut
-    with a bad record fails verification and is downloaded again."""
-    path = _meta_path(part)
-    tmp = path.with_name(path.name + ".tmp")
+    connection's buffered body be discarded before it is read). Written under a unique
+    temporary name and renamed into place, not fsynced: it guards against killed processes,
+    and a ``.part`` that outlives a power cut with a bad record fails verification and is
+    downloaded again."""
     doc: dict[str, Any] = {"etag": meta.etag, "last_modified": meta.last_modified,
                            "size": meta.size}
     if meta.pieces is not None:
         doc["pieces"] = meta.pieces
-    tmp.write_bytes(json.dumps(doc).encode())
-    os.replace(tmp, path)
+    atomic_write_bytes(_meta_path(part), json.dumps(doc).encode(), fsync=False)
 
 
 def _discard_part(part: Path) -> None:
@@ -407,9 +412,11 @@ class Downloader:
                  say: Callable[[str], None] | None = None, pieces: int = DEFAULT_PIECES,
                  piece_threshold: int = PIECE_THRESHOLD) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise ConfigError(f"concurrency {concurrency!r}: expected at least 1 transfer "
+                              "at a time")
         if pieces < 1 or piece_threshold < 1:
-            raise ValueError("pieces and piece_threshold must be at least 1")
+            raise ConfigError(f"pieces {pieces!r}, piece_threshold {piece_threshold!r}: "
+                              "expected both at least 1")
         #: Pieces per file of at least ``piece_threshold`` bytes (1: always one stream).
         self.pieces = pieces
         self.piece_threshold = piece_threshold
@@ -874,7 +881,9 @@ async def download_files(
     specs = list(specs)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValueError("two downloads share a file name")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"two downloads share the file name {dup[0]!r}: expected one "
+                          "download per file name")
     policy = policy or RetryPolicy()
     own = session is None
     if own:

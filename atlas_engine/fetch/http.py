@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from .. import __version__
-from ..errors import FetchError
+from ..errors import HttpStatusError as HttpStatusError  # its former home: still importable
 
 USER_AGENT = f"atlas-engine/{__version__}"
 
@@ -120,11 +120,3 @@ def unreachable(exc: BaseException) -> tuple[str, int] | None:
         return f"{where} is unreachable ({inner.strerror}) - no network route", REFUSED_ATTEMPTS
     return None
 
-
-class HttpStatusError(FetchError):
-    """The server answered with an HTTP error status that retrying will not fix (e.g. 404)."""
-
-    def __init__(self, url: str, status: int, reason: str | None = None) -> None:
-        self.url = url
-        self.status = status
-        super().__init__(f"{url}: HTTP {status} {reason or ''}".rstrip())

@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import FetchError
+from ..errors import FetchError, HttpStatusError
 from . import download as _dl
 from .download import (
     _MAX_IOV,
@@ -50,7 +50,7 @@ from .download import (
     _Retry,
     _save_part_meta,
 )
-from .http import TRANSIENT_ERRORS, HttpStatusError, is_retryable_status, parse_retry_after
+from .http import TRANSIENT_ERRORS, is_retryable_status, parse_retry_after
 
 _CRANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 #: Bytes read back per hashing step.

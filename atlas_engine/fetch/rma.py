@@ -21,20 +21,19 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import ApiError, FetchError
+from ..atomic import atomic_write_bytes
+from ..errors import ApiError, ConfigError, FetchError, HttpStatusError
 from ..sources.donors import HBA_STRUCTURE_GRAPH, HUMAN_MA_PRODUCT_ID
 from ..sources.rma import ModelQuery, ServiceQuery, eq_filter, in_filter, model_query, service_query
 from ..sources.urls import rma_query_url
 from .http import (
     TRANSIENT_ERRORS,
-    HttpStatusError,
     RetryPolicy,
     is_retryable_status,
     make_session,
     parse_retry_after,
     unreachable,
 )
-from .manifest import atomic_write_bytes
 
 DEFAULT_PAGE_SIZE = 2000
 #: The stable order used for paging when a query names none.
@@ -50,7 +49,10 @@ class RmaClient:
                  policy: RetryPolicy | None = None, page_size: int = DEFAULT_PAGE_SIZE,
                  session: aiohttp.ClientSession | None = None, concurrency: int = 4) -> None:
         if page_size < 1:
-            raise ValueError("page_size must be positive")
+            raise ConfigError(f"page_size {page_size!r}: expected at least 1 row per page")
+        if concurrency < 1:
+            raise ConfigError(f"concurrency {concurrency!r}: expected at least 1 request at a "
+                              "time")
         self.base_url = base_url.rstrip("/")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.policy = policy or RetryPolicy()
@@ -239,7 +241,8 @@ class RmaClient:
         """
         probe_ids = [int(p) for p in probes]
         if not probe_ids:
-            raise ValueError("human_microarray_expression needs at least one probe id")
+            raise ConfigError("human_microarray_expression: no probe id given; expected at "
+                              "least one")
         params: dict[str, object] = {"probes": probe_ids}
         if donors is not None:
             params["donors"] = [int(d) for d in donors]

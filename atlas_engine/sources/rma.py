@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from ..errors import ConfigError
+
 Scalar = str | int | float | bool
 
 
@@ -53,7 +55,7 @@ def options_clause(
     if num_rows is not None:
         if isinstance(num_rows, str):
             if num_rows.strip("'") != "all":
-                raise ValueError(f"num_rows must be an int or 'all', not {num_rows!r}")
+                raise ConfigError(f"num_rows {num_rows!r}: expected an int or 'all'")
             parts.append("[num_rows$eq'all']")
         else:
             parts.append(f"[num_rows$eq{int(num_rows)}]")
@@ -73,7 +75,7 @@ def in_filter(attribute: str, values: Iterable[Scalar], *, quote: bool = True) -
     """``[attr$in'a','b']`` (strings quoted) or ``[attr$in1,2]``."""
     items = [f"'{v}'" if quote and isinstance(v, str) else _format_value(v) for v in values]
     if not items:
-        raise ValueError(f"{attribute}: empty value list")
+        raise ConfigError(f"{attribute}: empty value list; expected at least one value")
     return f"[{attribute}$in{','.join(items)}]"
 
 
@@ -133,7 +135,8 @@ def model_query(
 ) -> ModelQuery:
     """Build a :class:`ModelQuery`; options as in :func:`options_clause`."""
     if not model or "::" in model:
-        raise ValueError(f"model name expected, not {model!r}")
+        raise ConfigError(f"model {model!r}: expected a model name such as 'Gene' "
+                          "(not empty, no '::')")
     kwargs: dict[str, object] = {}
     for key in ("only", "except_", "tabular", "order"):
         if key in options:
@@ -142,7 +145,8 @@ def model_query(
         if key in options:
             kwargs[key] = options.pop(key)
     if options:
-        raise TypeError(f"unknown RMA options: {sorted(options)}")
+        raise ConfigError(f"unknown RMA options {sorted(options)}: expected only "
+                          "only, except_, tabular, order, num_rows, start_row, debug, count")
     return ModelQuery(model, tuple(_as_list(criteria)), tuple(_as_list(include)),
                       **kwargs)  # type: ignore[arg-type]
 
@@ -167,5 +171,6 @@ class ServiceQuery:
 def service_query(name: str, **params: object) -> ServiceQuery:
     """``service::name[a$eq..][b$eq..]`` with parameters sorted by name (AllenSDK's rule)."""
     if not name or "::" in name:
-        raise ValueError(f"service name expected, not {name!r}")
+        raise ConfigError(f"service {name!r}: expected a service name such as "
+                          "'human_microarray_expression' (not empty, no '::')")
     return ServiceQuery(name, dict(params))

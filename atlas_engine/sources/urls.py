@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from ..errors import ConfigError
+
 #: Characters AllenSDK leaves unescaped when it quotes a query URL
 #: (``requests.utils.quote(url, ';/?:@&=+$,')``); ``[ ] ' "`` and spaces are percent-encoded.
 RMA_SAFE_CHARS = ";/?:@&=+$,"
@@ -34,5 +36,5 @@ def rma_query_url(base_url: str, stages: str, fmt: str = "json", *, param: str =
     ``param`` may be ``"criteria"`` (the documented name) or ``"q"`` (AllenSDK's synonym).
     """
     if fmt not in ("json", "xml", "csv"):
-        raise ValueError(f"RMA format must be json, xml or csv, not {fmt!r}")
+        raise ConfigError(f"RMA format {fmt!r}: expected json, xml or csv")
     return quote_rma_url(f"{_base(base_url)}/api/v2/data/query.{fmt}?{param}={stages}")

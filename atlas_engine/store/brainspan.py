@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import FormatError, StoreError
+from ..errors import FormatError, StoreError, StoreNotFoundError
 from ..sources.devtime import BRAINSPAN_AGES, annotate_samples
 from . import layout as L
+from .open import store_missing
 
 if TYPE_CHECKING:
     import dask.array
@@ -66,6 +67,8 @@ class BrainSpanStore:
         try:
             root = zarr.open_group(url, mode="r", zarr_format=3)
         except Exception as exc:  # noqa: BLE001
+            if store_missing(url):
+                raise StoreNotFoundError(f"{url}: no such store") from None
             raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
         self.attrs: dict[str, Any] = dict(root.attrs.get(L.ROOT_ATTR, {}))
         if self.attrs.get("format") != L.FORMAT_BRAINSPAN:

@@ -42,6 +42,33 @@ def _as_url(path_or_url: str | os.PathLike) -> str:
     return text
 
 
+def store_missing(url: str) -> bool:
+    """Whether nothing at all exists at ``url``, a store's path or fsspec URL.
+
+    Parameters
+    ----------
+    url
+        A local path, a ``file://`` URL or any fsspec URL (``s3://…``, ``memory://…``).
+
+    Returns
+    -------
+    bool
+        True only when the location is known to be empty; False when something is there or
+        when it cannot be told (no fsspec backend for the protocol, no credentials, no
+        network), so that an unreachable store is never reported as a missing one.
+    """
+    text = url[len("file://"):] if url.startswith("file://") else url
+    if "://" not in text:
+        return not os.path.exists(text)
+    try:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(text)
+        return not fs.exists(root)
+    except Exception:  # noqa: BLE001 - unknown protocol, credentials, network: cannot tell
+        return False
+
+
 def _local_dir(url: str) -> Path | None:
     """The directory of a local store, or None (other URLs)."""
     return Path(url) if "://" not in url and os.path.isdir(url) else None
@@ -277,7 +304,7 @@ class AtlasStore:
             try:
                 root = zarr.open_group(url, mode="r", zarr_format=3)
             except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-                if "://" not in url and not os.path.exists(url):
+                if store_missing(url):
                     raise StoreNotFoundError(f"{url}: no such store") from None
                 raise StoreError(f"{url}: not a zarr v3 store ({exc})") from None
             except ValueError as exc:
