@@ -1,27 +1,19 @@
-"""Numba block parser for header-less numeric CSV matrices with a leading integer id column.
+"""Block parser for header-less numeric CSV matrices with a leading integer id column.
 
 The layout is Allen's ``MicroarrayExpression.csv`` / ``PACall.csv`` and BrainSpan's
-``expression_matrix.csv``: every line is ``id,v1,...,vN`` with exactly ``N`` values. The kernels
-work on raw bytes holding whole lines, release the GIL, and fill preallocated arrays; the Python
-driver :func:`iter_blocks` feeds them a byte stream and yields fixed-height row blocks.
+``expression_matrix.csv``: every line is ``id,v1,...,vN`` with exactly ``N`` values. The numba
+kernels of :mod:`atlas_engine.kernels.csvparse` work on raw bytes holding whole lines, release
+the GIL, and fill preallocated arrays; the Python driver :func:`iter_blocks` here feeds them a
+byte stream, yields fixed-height row blocks and turns the kernels' error codes into
+:class:`~atlas_engine.errors.FormatError` naming file, line and column.
 
 Float tokens and exactness
 --------------------------
-Every float is the double Python's ``float(token)`` gives, bit for bit:
-
-* the common token ``[-]digits[.digits]`` with at most 19 digits, mantissa ``m < 2^53``, ending
-  at a delimiter (Allen writes 15 significant digits): the fraction is read eight bytes per
-  word load (all eight tested for digits at once, converted by three multiplications) and the
-  value is one IEEE division ``m / 10^k`` of two exact doubles (Clinger's fast path), correctly
-  rounded; ~1.5 GB/s per core on Allen-like rows (~0.95 GB/s byte by byte). Every other token
-  takes the checked path below.
-* ``m × 10^e`` with at most 19 significant digits, ``m < 2^53`` and ``|e| ≤ 22``: one IEEE
-  multiplication or division of two exact doubles (Clinger's fast path), correctly rounded.
-* ``m ≥ 2^53`` (17–19 digit tokens such as Allen's) and ``-22 ≤ e < 0``: ``m / 10^k =
-  (m / 5^k) · 2^-k`` with ``5^k < 2^52``; the quotient is computed with integer long division to
-  54+ bits plus a sticky bit and rounded to nearest-even by hand (exact, no approximation).
-* anything else (more than 19 digits, large exponents, denormals): the token's position is
-  recorded and the driver converts it with Python ``float()`` (rare; counted in ``slow``).
+Every float is the double Python's ``float(token)`` gives, bit for bit (float32: the exact
+double rounded once); how the kernels get there is described in
+:mod:`atlas_engine.kernels.csvparse`. The rare tokens the kernels leave aside (more than 19
+digits, large exponents, denormals) are converted here with Python ``float()`` (counted in
+``ParseStats.slow_tokens``).
 
 Accepted float syntax: optional sign, digits with an optional ``.`` and fraction, optional
 ``e``/``E`` exponent, as Python ``float()`` reads them. Non-finite values — the tokens ``nan``,
@@ -41,491 +33,35 @@ import queue
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
-from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..errors import FormatError
+from ..kernels.csvparse import (
+    E_EMPTY_LINE,
+    E_FEW,
+    E_ID,
+    E_MANY,
+    E_NONFINITE,
+    E_TOKEN,
+    OK,
+    parse_bool_lines,
+    parse_float_lines,
+)
 from .zipstream import BOM
 
-# error codes returned by the kernels
-OK = 0
-E_FEW = 1        # line ended before ncols values
-E_MANY = 2       # more than ncols values on a line
-E_TOKEN = 3      # a value token is not a number
-E_ID = 4         # the id token is not an integer
-E_EMPTY_LINE = 5
-E_NONFINITE = 7  # nan / inf / out of the dtype's range (6 is the label parser's E_LABEL)
+__all__ = [
+    "E_EMPTY_LINE", "E_FEW", "E_ID", "E_MANY", "E_NONFINITE", "E_TOKEN", "MAX_FIELD_BYTES", "OK",
+    "SLOW_CAPACITY", "Block", "BlockPool", "LineTooLong", "ParseStats", "iter_blocks",
+    "line_regions", "max_line_bytes", "nonfinite_error", "parse_bool_lines", "parse_float_lines",
+    "shape_error", "strip_bom",
+]
 
 #: longest field a line may average (Allen writes ~20 bytes per value); bounds the buffered line
 MAX_FIELD_BYTES = 64
 
-_P10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
-_P5 = np.array([5**i for i in range(23)], dtype=np.uint64)
-_P5BITS = np.array([int(5**i).bit_length() for i in range(23)], dtype=np.int64)
-_TWO53 = np.uint64(1) << np.uint64(53)
-
 #: capacity of the slow-token side table per kernel call
 SLOW_CAPACITY = 1 << 14
 
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _bitlen(q: np.uint64) -> int:
-    """Number of significant bits of ``q`` (0 for 0), via the exponent of ``float(q)``."""
-    if q == 0:
-        return 0
-    nb = math.frexp(np.float64(q))[1]
-    # float(q) may round up to the next power of two
-    if nb > 64 or (q >> np.uint64(nb - 1)) == 0:
-        nb -= 1
-    return nb
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _round_quotient(q: np.uint64, sticky: bool, exp2: int) -> float:
-    """Round ``(q + frac) · 2^exp2`` to a double, ``q ≥ 2^53``, ``frac`` in (0,1) iff sticky."""
-    shift = _bitlen(q) - 53
-    mant = q >> np.uint64(shift)
-    rem = q & ((np.uint64(1) << np.uint64(shift)) - np.uint64(1))
-    half = np.uint64(1) << np.uint64(shift - 1)
-    if rem > half or (rem == half and (sticky or (mant & np.uint64(1)) == 1)):
-        mant += np.uint64(1)
-        if mant == (np.uint64(1) << np.uint64(53)):
-            mant = mant >> np.uint64(1)
-            shift += 1
-    return np.ldexp(np.float64(mant), exp2 + shift)
-
-
-@numba.njit(nogil=True, cache=True)
-def _exact_div_pow10(m: np.uint64, k: int) -> float:
-    """Correctly rounded ``m / 10^k`` for ``2^53 ≤ m < 2^64`` and ``1 ≤ k ≤ 22``."""
-    d = _P5[k]
-    q = m // d
-    r = m % d
-    exp2 = -k
-    dbits = _P5BITS[k]
-    while q < (np.uint64(1) << np.uint64(54)):
-        # r < d < 2^dbits: shift in b bits with r << b < 2^63 and q << b < 2^64 (q < 2^54)
-        b = min(63 - dbits, 64 - max(_bitlen(q), 1))
-        r = r << np.uint64(b)
-        q = (q << np.uint64(b)) | (r // d)
-        r = r % d
-        exp2 -= b
-    return _round_quotient(q, r != 0, exp2)
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _lower(c: np.uint8) -> int:
-    c = int(c)
-    if 65 <= c <= 90:
-        return c + 32
-    return c
-
-
-@numba.njit(nogil=True, cache=True)
-def _special(buf: np.ndarray, i: int, j: int) -> float:
-    """``nan``/``inf``/``infinity`` (case-insensitive, optional sign) in ``buf[i:j]``; ``0.5``
-    (never a special value) when the token is none of them."""
-    neg = False
-    if i < j and (buf[i] == 45 or buf[i] == 43):
-        neg = buf[i] == 45
-        i += 1
-    n = j - i
-    if n == 3 and _lower(buf[i]) == 110 and _lower(buf[i + 1]) == 97 and _lower(buf[i + 2]) == 110:
-        return -np.nan if neg else np.nan
-    is_inf = n == 3 and _lower(buf[i]) == 105 and _lower(buf[i + 1]) == 110 \
-        and _lower(buf[i + 2]) == 102
-    if n == 8:
-        word = "infinity"
-        is_inf = True
-        for t in range(8):
-            if _lower(buf[i + t]) != ord(word[t]):
-                is_inf = False
-                break
-    if is_inf:
-        return -np.inf if neg else np.inf
-    return 0.5  # sentinel: not a special value (0.5 is never returned for a real match)
-
-
-@numba.njit(nogil=True, cache=True)
-def _parse_float(buf: np.ndarray, i: int, end: int):
-    """Parse one float token starting at ``i``.
-
-    Returns ``(value, next_index, status)``; status 0 = ok, 1 = slow path needed (value
-    unset), 2 = not a number. ``next_index`` points at the delimiter (``,``/``\\r``/``\\n``) or
-    ``end``.
-    """
-    start = i
-    neg = False
-    if i < end and (buf[i] == 45 or buf[i] == 43):
-        neg = buf[i] == 45
-        i += 1
-    m = np.uint64(0)
-    nd = 0
-    e = 0
-    ndig = 0
-    slow = False
-    while i < end:
-        c = buf[i]
-        if c < 48 or c > 57:
-            break
-        d = np.uint64(c - 48)
-        ndig += 1
-        if m == 0 and d == 0:
-            pass
-        elif nd < 19:
-            m = m * np.uint64(10) + d
-            nd += 1
-        else:
-            slow = True
-        i += 1
-    if i < end and buf[i] == 46:
-        i += 1
-        while i < end:
-            c = buf[i]
-            if c < 48 or c > 57:
-                break
-            d = np.uint64(c - 48)
-            ndig += 1
-            if m == 0 and d == 0:
-                e -= 1
-            elif nd < 19:
-                m = m * np.uint64(10) + d
-                nd += 1
-                e -= 1
-            else:
-                slow = True
-            i += 1
-    if ndig > 0 and i < end and (buf[i] == 101 or buf[i] == 69):
-        i += 1
-        eneg = False
-        if i < end and (buf[i] == 45 or buf[i] == 43):
-            eneg = buf[i] == 45
-            i += 1
-        ed = 0
-        ev = 0
-        while i < end:
-            c = buf[i]
-            if c < 48 or c > 57:
-                break
-            if ev < 100000:
-                ev = ev * 10 + (c - 48)
-            ed += 1
-            i += 1
-        if ed == 0:
-            return 0.0, i, 2
-        e += -ev if eneg else ev
-    # the token must end here
-    j = i
-    while j < end and buf[j] != 44 and buf[j] != 10 and buf[j] != 13:
-        j += 1
-    if j != i or ndig == 0:
-        v = _special(buf, start, j)
-        if v == 0.5:
-            return 0.0, j, 2
-        return v, j, 0
-    if slow:
-        return 0.0, i, 1
-    if m == 0:
-        return (-0.0 if neg else 0.0), i, 0
-    if m < _TWO53 and -22 <= e <= 22:
-        x = np.float64(m)
-        x = x * _P10[e] if e >= 0 else x / _P10[-e]
-        return (-x if neg else x), i, 0
-    if -22 <= e < 0:
-        x = _exact_div_pow10(m, -e)
-        return (-x if neg else x), i, 0
-    if e == 0:  # m ≥ 2^53 integer: uint64 -> float64 conversion rounds to nearest-even
-        x = np.float64(m)
-        return (-x if neg else x), i, 0
-    return 0.0, i, 1
-
-
-#: bytes that must follow a token start for the unchecked fast path (sign, 19 digits, dot,
-#: one more digit to detect overflow and the delimiter fit well inside)
-_FAST_MARGIN = 48
-
-
-_U8 = np.uint64(8)
-_ASCII0 = np.uint64(0x3030303030303030)
-_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_ADD76 = np.uint64(0x7676767676767676)
-_HIGH = np.uint64(0x8080808080808080)
-_PAIR_MASK = np.uint64(0x000000FF000000FF)
-_MUL_A = np.uint64(100 + (1000000 << 32))
-_MUL_B = np.uint64(1 + (10000 << 32))
-_P10U = np.array([10**i for i in range(20)], dtype=np.uint64)
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _load8(buf: np.ndarray, i: int) -> np.uint64:
-    """Eight bytes at ``i`` as a little-endian word. Unsigned indices skip numba's
-    negative-index fix-up, which lets LLVM combine the eight byte loads into one."""
-    j = np.uint64(i)
-    return (np.uint64(buf[j]) | (np.uint64(buf[j + np.uint64(1)]) << _U8)
-            | (np.uint64(buf[j + np.uint64(2)]) << np.uint64(16))
-            | (np.uint64(buf[j + np.uint64(3)]) << np.uint64(24))
-            | (np.uint64(buf[j + np.uint64(4)]) << np.uint64(32))
-            | (np.uint64(buf[j + np.uint64(5)]) << np.uint64(40))
-            | (np.uint64(buf[j + np.uint64(6)]) << np.uint64(48))
-            | (np.uint64(buf[j + np.uint64(7)]) << np.uint64(56)))
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _eight_digits(t: np.uint64) -> np.uint64:
-    """The value of eight decimal digits held one per byte (``t``: bytes minus ``'0'``, first
-    digit in the lowest byte): pairs, then quads, then the whole, by three multiplications."""
-    v = t * np.uint64(10) + (t >> _U8)
-    v = ((v & _PAIR_MASK) * _MUL_A + ((v >> np.uint64(16)) & _PAIR_MASK) * _MUL_B)
-    return (v >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _fast_float(buf: np.ndarray, i: int):
-    """Common-case token ``[-]digits[.digits]`` with at most 19 digits, mantissa below 2^53
-    (so at most 19 fraction digits), ending at ``,``/``\\r``/``\\n``: one exact division.
-
-    The fraction is read eight bytes at a time: one word load, a digit test of all eight bytes
-    at once and three multiplications per word (the shorter tail word is shifted so that its
-    digits are the low-order ones). The caller guarantees ``_FAST_MARGIN`` readable bytes
-    from ``i``. Returns ``(value, next_index, ok)``; when not ok the token is left to
-    :func:`_parse_float`.
-    """
-    neg = buf[np.uint64(i)] == 45
-    if neg:
-        i += 1
-    i0 = i
-    m = np.uint64(0)
-    c = np.uint64(buf[np.uint64(i)]) - np.uint64(48)
-    while c <= np.uint64(9) and i - i0 < 20:
-        m = m * np.uint64(10) + c
-        i += 1
-        c = np.uint64(buf[np.uint64(i)]) - np.uint64(48)
-    nd = i - i0
-    nfrac = 0
-    if c == np.uint64(46 - 48 + 2**64):
-        i += 1
-        # at most three words (24 fraction digits; more fail the 19-digit test below)
-        while nfrac < 24:
-            t = _load8(buf, i) - _ASCII0
-            nondigit = (((t & _LOW7) + _ADD76) | t) & _HIGH
-            if nondigit == 0:
-                m = m * np.uint64(100000000) + _eight_digits(t)
-                i += 8
-                nfrac += 8
-                continue
-            n = np.int64(trailing_zeros(nondigit)) >> 3
-            if n > 0:
-                m = m * _P10U[n] + _eight_digits(t << np.uint64(64 - 8 * n))
-                i += n
-                nfrac += n
-            break
-        nd += nfrac
-    b = buf[np.uint64(i)]
-    if nd == 0 or nd > 19 or m >= _TWO53 or not (b == 44 or b == 10 or b == 13):
-        return 0.0, i, False
-    x = np.float64(m) / _P10[nfrac]
-    return (-x if neg else x), i, True
-
-
-@numba.njit(nogil=True, cache=True)
-def _parse_id(buf: np.ndarray, i: int, end: int):
-    """Integer id at ``i``: ``(value, next_index, ok)``."""
-    neg = False
-    if i < end and buf[i] == 45:
-        neg = True
-        i += 1
-    v = 0
-    nd = 0
-    while i < end:
-        c = buf[i]
-        if c < 48 or c > 57:
-            break
-        v = v * 10 + (c - 48)
-        nd += 1
-        i += 1
-    ok = 0 < nd <= 18 and (i == end or buf[i] == 44 or buf[i] == 10 or buf[i] == 13)
-    return (-v if neg else v), i, ok
-
-
-@numba.njit(nogil=True, cache=True)
-def _line_end(buf: np.ndarray, i: int, end: int) -> int:
-    """Index just past the ``\\n`` ending the line at ``i`` (or ``end``)."""
-    while i < end and buf[i] != 10:
-        i += 1
-    return i + 1 if i < end else end
-
-
-#: :func:`_parse_values` outcomes beside the error codes: the slow-token side table is full
-#: (stop before the line), and a ``\r`` not followed by ``\n`` ends the line
-_FULL = -1
-_BAD_CR = -2
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslow, nan_ok):
-    """The ``ncols`` values of one line into ``row`` (row ``r`` of the block), from ``i`` (the
-    delimiter after the line's first field) through its line end; shared by the integer-id and
-    the label parsers.
-
-    Returns ``(i, col, nslow, code)``: ``i`` just before the next line's first byte (or at the
-    offending token), the values read, the slow tokens recorded so far, and ``OK``, ``E_FEW``,
-    ``E_MANY``, ``E_TOKEN``, ``E_NONFINITE``, ``_FULL`` or ``_BAD_CR``. A non-finite value
-    (as stored in ``row``'s dtype) is an error unless ``nan_ok``, which stores NaN instead.
-    (The fast path never yields one: its values are below 2^53.)
-    """
-    cap = slow_pos.shape[0]
-    col = 0
-    while True:
-        # i is at a delimiter or end
-        if i >= end:
-            if col != ncols:
-                return i, col, nslow, E_FEW
-            break
-        d = buf[np.uint64(i)]
-        if d == 10 or d == 13:
-            if col != ncols:
-                return i, col, nslow, E_FEW
-            break
-        # buf[i] == ','
-        i += 1
-        if col == ncols:
-            return i, col, nslow, E_MANY
-        if nslow >= cap:
-            return i, col, nslow, _FULL
-        if i + _FAST_MARGIN <= end:
-            x, j, fast = _fast_float(buf, i)
-            if fast:
-                row[np.uint64(col)] = x
-                col += 1
-                i = j
-                continue
-        x, i, st = _parse_float(buf, i, end)
-        if st == 2:
-            return i, col, nslow, E_TOKEN
-        if st == 1:
-            tok_start = i
-            while tok_start > 0 and buf[tok_start - 1] != 44:
-                tok_start -= 1
-            slow_pos[nslow] = tok_start
-            slow_row[nslow] = r
-            slow_col[nslow] = col
-            nslow += 1
-            row[col] = np.nan
-            col += 1
-            continue
-        row[col] = x
-        y = row[col]
-        if y != y or y - y != 0.0:
-            if not nan_ok:
-                return i, col, nslow, E_NONFINITE
-            row[col] = np.nan
-        col += 1
-    if i < end and buf[i] == 13:
-        if i + 1 < end and buf[i + 1] == 10:
-            i += 1
-        else:
-            return i, col, nslow, _BAD_CR
-    return i, col, nslow, OK
-
-
-@numba.njit(nogil=True, cache=True)
-def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
-                      slow_pos, slow_row, slow_col, nan_ok=False):
-    """Parse whole lines of ``buf[pos:end]`` into ``ids[row0:]`` / ``out[row0:, :]``.
-
-    ``buf[pos:end]`` must hold whole lines (the last may lack its newline). Parses at most
-    ``max_rows`` lines. Returns ``(rows, pos, nslow, err, err_row, err_col, err_pos)``: rows
-    parsed, the byte position after them, slow tokens recorded in ``slow_*`` (their ``out``
-    cells are to be filled by the caller), and on error the code, the row (relative to
-    ``row0``), the 1-based field and the byte position of the offending token. Non-finite
-    values: see :func:`_parse_values` (``nan_ok``).
-    """
-    rows = 0
-    nslow = 0
-    while rows < max_rows and pos < end:
-        line_start = pos
-        r = row0 + rows
-        if buf[pos] == 10 or (buf[pos] == 13 and pos + 1 < end and buf[pos + 1] == 10):
-            return rows, line_start, nslow, E_EMPTY_LINE, rows, 1, pos
-        v, i, ok = _parse_id(buf, pos, end)
-        if not ok:
-            return rows, line_start, nslow, E_ID, rows, 1, pos
-        ids[r] = v
-        slow_mark = nslow
-        i, col, nslow, err = _parse_values(buf, i, end, ncols, out[r], r, slow_pos, slow_row,
-                                           slow_col, nslow, nan_ok)
-        if err == _FULL:
-            # side table full: stop before this line, the caller drains and calls again
-            return rows, line_start, slow_mark, OK, 0, 0, 0
-        if err == _BAD_CR:
-            return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
-        if err != OK:
-            return rows, line_start, slow_mark, err, rows, col + 2, i
-        pos = i + 1 if i < end else end
-        rows += 1
-    return rows, pos, nslow, OK, 0, 0, 0
-
-
-@numba.njit(nogil=True, cache=True)
-def parse_bool_lines(buf, pos, end, ncols, ids, out, row0, max_rows):
-    """Like :func:`parse_float_lines` for 0/1 matrices into a uint8 ``out``.
-
-    Returns ``(rows, pos, err, err_row, err_col, err_pos)``.
-    """
-    rows = 0
-    while rows < max_rows and pos < end:
-        line_start = pos
-        r = row0 + rows
-        if buf[pos] == 10 or (buf[pos] == 13 and pos + 1 < end and buf[pos + 1] == 10):
-            return rows, line_start, E_EMPTY_LINE, rows, 1, pos
-        v, i, ok = _parse_id(buf, pos, end)
-        if not ok:
-            return rows, line_start, E_ID, rows, 1, pos
-        ids[r] = v
-        col = 0
-        if i + 2 * ncols < end:
-            # fixed stride: every field is ",0" or ",1"; stop at the first other byte and let
-            # the checked loop below report it
-            while col < ncols:
-                c = buf[i + 1]
-                if buf[i] != 44 or (c != 48 and c != 49):
-                    break
-                out[r, col] = c - 48
-                col += 1
-                i += 2
-            if col > 0 and buf[i] != 44 and buf[i] != 10 and buf[i] != 13:
-                col -= 1  # the last field was longer than one byte: recheck it below
-                i -= 2
-        while True:
-            if i >= end or buf[i] == 10 or buf[i] == 13:
-                if col != ncols:
-                    return rows, line_start, E_FEW, rows, col + 2, i
-                break
-            i += 1
-            if col == ncols:
-                return rows, line_start, E_MANY, rows, col + 2, i
-            if i < end and (buf[i] == 48 or buf[i] == 49) and (
-                i + 1 == end or buf[i + 1] == 44 or buf[i + 1] == 10 or buf[i + 1] == 13
-            ):
-                out[r, col] = buf[i] - 48
-                i += 1
-            else:
-                return rows, line_start, E_TOKEN, rows, col + 2, i
-            col += 1
-        if i < end and buf[i] == 13:
-            if i + 1 < end and buf[i + 1] == 10:
-                i += 1
-            else:
-                return rows, line_start, E_TOKEN, rows, col + 1, i
-        pos = i + 1 if i < end else end
-        rows += 1
-    return rows, pos, OK, 0, 0, 0
-
-
-# -------------------------------------------------------------------------------------------
-# Python driver
-# -------------------------------------------------------------------------------------------
 
 @dataclass
 class Block:

@@ -1,10 +1,13 @@
-"""Numba parser for count matrices in CSV text, straight into sparse rows (CSR pieces).
+"""Parser for count matrices in CSV text, straight into sparse rows (CSR pieces).
 
 Every line is ``id,c1,...,cN``: a row name (the cell's ``sample_name`` in the portal
 ``matrix.csv``, or an Entrez id, possibly R-quoted ``"1"``, in the 2018 exon / intron matrices)
 and ``N`` non-negative integer counts. Zeros, the vast majority of a single-cell matrix, are
 skipped without being stored: a block comes out as ``indptr`` / ``indices`` / ``data`` of the
-rows it holds, never as a dense array.
+rows it holds, never as a dense array. The numba kernel
+:func:`atlas_engine.kernels.countscan.parse_count_lines` parses the lines; the driver
+:func:`iter_count_blocks` here feeds it the byte stream, decodes the row names and turns its
+error codes into :class:`~atlas_engine.errors.FormatError`.
 
 Accepted count tokens: ASCII digits, value ≤ 2**31 - 1 (int32). Anything else (an empty field,
 a sign, a decimal point, ``NA``, spaces) is refused with the file, 1-based line and column.
@@ -16,106 +19,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ..errors import FormatError
+from ..kernels.countscan import (
+    E_BIG,
+    E_EMPTY_LINE,
+    E_FEW,
+    E_ID,
+    E_MANY,
+    E_TOKEN,
+    OK,
+    parse_count_lines,
+)
 from .blockparse import ParseStats, line_regions, shape_error
 
-OK = 0
-E_FEW = 1
-E_MANY = 2
-E_TOKEN = 3
-E_EMPTY_LINE = 5
-E_BIG = 6
-E_ID = 7
+__all__ = [
+    "E_BIG", "E_EMPTY_LINE", "E_FEW", "E_ID", "E_MANY", "E_TOKEN", "OK", "CountBlock",
+    "iter_count_blocks", "parse_count_lines",
+]
 
 _INT32_MAX = 2**31 - 1
-
-
-@numba.njit(nogil=True, cache=True)
-def parse_count_lines(buf, pos, end, ncols, max_rows, max_nnz, id_start, id_end,
-                      indptr, indices, data, row0, nnz0):
-    """Parse whole lines of ``buf[pos:end]`` into CSR pieces.
-
-    Fills ``id_start/id_end[row0 + r]`` (byte span of the row name, quotes stripped),
-    ``indptr[row0 + r + 1]`` and ``indices/data[nnz0 ...]``. Stops before a line that would
-    exceed ``max_rows`` rows or ``max_nnz`` stored values (it is then parsed by the next call).
-
-    Returns ``(rows, pos, nnz, err, err_row, err_col, err_pos)``; ``err_row`` counts from
-    ``row0`` and ``err_col`` is 1-based (the id is column 1).
-    """
-    rows = 0
-    nnz = nnz0
-    while pos < end and rows < max_rows:
-        line_start = pos
-        i = pos
-        if buf[i] == 10 or (buf[i] == 13 and i + 1 < end and buf[i + 1] == 10):
-            return rows, line_start, nnz, E_EMPTY_LINE, rows, 1, i
-        # id: up to the first comma; R quotes stripped
-        a = i
-        if buf[i] == 34:
-            a = i + 1
-            i += 1
-            while i < end and buf[i] != 34 and buf[i] != 10:
-                i += 1
-            if i >= end or buf[i] != 34:
-                return rows, line_start, nnz, E_ID, rows, 1, line_start
-            b = i
-            i += 1
-        else:
-            while i < end and buf[i] != 44 and buf[i] != 10 and buf[i] != 13:
-                i += 1
-            b = i
-        if b == a:
-            return rows, line_start, nnz, E_ID, rows, 1, line_start
-        if i >= end or buf[i] != 44:
-            return rows, line_start, nnz, E_FEW, rows, 2, i
-        i += 1
-        start_nnz = nnz
-        col = 0
-        while True:
-            # one count token
-            if col >= ncols:
-                return rows, line_start, nnz0, E_MANY, rows, col + 2, i
-            v = 0
-            t0 = i
-            while i < end:
-                c = buf[i]
-                if c < 48 or c > 57:
-                    break
-                v = v * 10 + (c - 48)
-                if v > 2147483647:
-                    return rows, line_start, nnz0, E_BIG, rows, col + 2, t0
-                i += 1
-            if i == t0:
-                return rows, line_start, nnz0, E_TOKEN, rows, col + 2, t0
-            if v != 0:
-                if nnz >= max_nnz:
-                    # no room: hand this line to the next call
-                    if rows == 0:
-                        return 0, line_start, nnz0, -1, 0, 0, 0
-                    return rows, line_start, start_nnz, OK, 0, 0, 0
-                indices[nnz] = col
-                data[nnz] = v
-                nnz += 1
-            col += 1
-            if i >= end or buf[i] == 10 or (buf[i] == 13 and i + 1 < end and buf[i + 1] == 10):
-                break
-            if buf[i] != 44:
-                return rows, line_start, nnz0, E_TOKEN, rows, col + 1, t0
-            i += 1
-        if col < ncols:
-            return rows, line_start, nnz0, E_FEW, rows, col + 2, i
-        if i < end and buf[i] == 13:
-            i += 1
-        id_start[row0 + rows] = a
-        id_end[row0 + rows] = b
-        indptr[row0 + rows + 1] = nnz
-        rows += 1
-        pos = i + 1 if i < end else end
-        nnz0 = nnz
-    return rows, pos, nnz, OK, 0, 0, 0
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""Numba parser for header-less numeric CSV matrices whose first column is a text label.
+"""Parser for header-less numeric CSV matrices whose first column is a text label.
 
 The layout is the AHBA RNA-seq ``RNAseqTPM.csv`` / ``RNAseqCounts.csv``: every line is
-``label,v1,...,vN`` with exactly ``N`` values, the label being a gene symbol. The float tokens
-are read by the routines of :mod:`.blockparse` (``_fast_float`` / ``_parse_float``), so every
-value is bit-identical to Python's ``float(token)`` (float32: the exact double rounded once),
-and the accepted float syntax is the same (see :mod:`.blockparse`).
+``label,v1,...,vN`` with exactly ``N`` values, the label being a gene symbol. The numba kernel
+:func:`atlas_engine.kernels.labelscan.parse_label_lines` reads the lines with the float routines
+of :mod:`atlas_engine.kernels.csvparse`, so every value is bit-identical to Python's
+``float(token)`` (float32: the exact double rounded once), and the accepted float syntax is the
+same as :mod:`.blockparse`'s.
 
 Labels
 ------
@@ -15,7 +16,9 @@ Labels
 
 An empty label (``,1,2`` or ``"",1,2``) is an error, as is an unterminated quote. Labels are
 decoded as UTF-8. The kernel records each label as byte offsets into the buffer (start, end,
-and whether it needs unescaping); the driver turns them into a numpy ``StringDType`` array.
+and whether it needs unescaping); the driver here turns them into a numpy ``StringDType`` array
+and the kernel's error codes into :class:`~atlas_engine.errors.FormatError` naming file, line
+and column.
 """
 
 from __future__ import annotations
@@ -23,22 +26,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ..errors import FormatError
+from ..kernels.csvparse import E_NONFINITE
+from ..kernels.labelscan import (
+    E_LABEL,
+    LABEL_ESCAPED,
+    LABEL_PLAIN,
+    LABEL_QUOTED,
+    parse_label_lines,
+)
 from .blockparse import (
-    _BAD_CR,
-    _FULL,
-    E_EMPTY_LINE,
-    E_NONFINITE,
-    E_TOKEN,
     MAX_FIELD_BYTES,
-    OK,
     SLOW_CAPACITY,
     LineTooLong,
     ParseStats,
-    _parse_values,
     _token_text,
     line_regions,
     max_line_bytes,
@@ -46,89 +49,11 @@ from .blockparse import (
     shape_error,
 )
 
-#: error code of a bad label (empty, unterminated quote, text after the closing quote)
-E_LABEL = 6
+__all__ = [
+    "E_LABEL", "LABEL_ESCAPED", "LABEL_PLAIN", "LABEL_QUOTED", "LabelBlock", "count_fields",
+    "iter_label_blocks", "parse_label_lines", "read_label_matrix",
+]
 
-#: label kinds recorded by the kernel
-LABEL_PLAIN = 0
-LABEL_QUOTED = 1
-LABEL_ESCAPED = 2   # quoted and holding ``""`` pairs
-
-
-@numba.njit(nogil=True, cache=True)
-def _parse_label(buf: np.ndarray, i: int, end: int):
-    """Label at ``i``: ``(start, stop, kind, next_index, ok)``; ``next_index`` is at the
-    delimiter (or line end) after the label."""
-    if i < end and buf[i] == 34:
-        a = i + 1
-        j = a
-        kind = LABEL_QUOTED
-        while j < end:
-            c = buf[j]
-            if c == 34:
-                if j + 1 < end and buf[j + 1] == 34:
-                    kind = LABEL_ESCAPED
-                    j += 2
-                    continue
-                break
-            if c == 10 or c == 13:
-                return a, j, kind, j, False      # unterminated
-            j += 1
-        if j >= end:
-            return a, j, kind, j, False          # unterminated
-        b = j
-        j += 1
-        ok = b > a and (j == end or buf[j] == 44 or buf[j] == 10 or buf[j] == 13)
-        return a, b, kind, j, ok
-    j = i
-    while j < end:
-        c = buf[j]
-        if c == 44 or c == 10 or c == 13:
-            break
-        j += 1
-    return i, j, LABEL_PLAIN, j, j > i
-
-
-@numba.njit(nogil=True, cache=True)
-def parse_label_lines(buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, row0, max_rows,
-                      slow_pos, slow_row, slow_col, nan_ok=False):
-    """Parse whole lines of ``buf[pos:end]`` into ``lab_*[row0:]`` / ``out[row0:, :]``.
-
-    ``buf[pos:end]`` must hold whole lines (the last may lack its newline). Parses at most
-    ``max_rows`` lines. Returns ``(rows, pos, nslow, err, err_row, err_col, err_pos)`` as
-    :func:`.blockparse.parse_float_lines` does; the label of row ``r`` is
-    ``buf[lab_start[r]:lab_stop[r]]`` of kind ``lab_kind[r]``.
-    """
-    rows = 0
-    nslow = 0
-    while rows < max_rows and pos < end:
-        line_start = pos
-        r = row0 + rows
-        if buf[pos] == 10 or (buf[pos] == 13 and pos + 1 < end and buf[pos + 1] == 10):
-            return rows, line_start, nslow, E_EMPTY_LINE, rows, 1, pos
-        a, b, kind, i, ok = _parse_label(buf, pos, end)
-        if not ok:
-            return rows, line_start, nslow, E_LABEL, rows, 1, pos
-        lab_start[r] = a
-        lab_stop[r] = b
-        lab_kind[r] = kind
-        slow_mark = nslow
-        i, col, nslow, err = _parse_values(buf, i, end, ncols, out[r], r, slow_pos, slow_row,
-                                           slow_col, nslow, nan_ok)
-        if err == _FULL:
-            return rows, line_start, slow_mark, OK, 0, 0, 0
-        if err == _BAD_CR:
-            return rows, line_start, slow_mark, E_TOKEN, rows, col + 1, i
-        if err != OK:
-            return rows, line_start, slow_mark, err, rows, col + 2, i
-        pos = i + 1 if i < end else end
-        rows += 1
-    return rows, pos, nslow, OK, 0, 0, 0
-
-
-# -------------------------------------------------------------------------------------------
-# Python driver
-# -------------------------------------------------------------------------------------------
 
 @dataclass
 class LabelBlock:

@@ -2,6 +2,17 @@
 
 Pure compute: numpy and numba only (no Dask, no I/O). See :mod:`.grouped` for the entry points
 and :mod:`._loops` for the loops and the numerical choices.
+
+The text parsers' kernels (bytes of whole CSV lines in, filled arrays and error codes out; the
+drivers in :mod:`atlas_engine.convert` read the files and word the errors) are imported where
+they are used, not here:
+
+* :mod:`.csvparse` - ``id,v1,...,vN`` lines of decimal or 0/1 values, bit-exact float tokens.
+* :mod:`.labelscan` - ``label,v1,...,vN`` lines (plain or double-quoted text labels).
+* :mod:`.countscan` - ``id,c1,...,cN`` integer count lines straight into CSR pieces.
+
+The generators under :mod:`atlas_engine.testing` keep their own small numba helpers: they write
+test data, they are not engine kernels.
 """
 
 from __future__ import annotations
