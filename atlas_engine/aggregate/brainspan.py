@@ -252,9 +252,8 @@ def aggregate_brainspan(
     ddof : int
         Delta degrees of freedom of ``std``/``var``.
     """
-    import dask
-
     from ..store.brainspan import BrainSpanStore, open_brainspan
+    from .rowtasks import compute
 
     if stat not in STATS:
         raise ConfigError(f"unknown --stat {stat!r} (valid: {', '.join(STATS)})")
@@ -316,7 +315,7 @@ def aggregate_brainspan(
                         pair_group if combined else None, n_groups,
                         "median" if stat == "median" else "mean",
                         chunks=(x.chunks[0], (width,)), dtype=np.float64)
-    done = np.asarray(dask.compute(both)[0])
+    done = np.asarray(compute([both])[0])
     half = width // 2
     value, count = done[:, :half], done[:, half:].astype(np.int64)
     if not per_donor or combined:

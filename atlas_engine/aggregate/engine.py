@@ -451,10 +451,10 @@ def groupby_reduce_blocks(
     lazy = False
     for values, labels in blocks:
         if type(values).__module__.startswith("dask"):
-            import dask
+            from .rowtasks import task
 
             lazy = True
-            parts.append(dask.delayed(_chunk_task)(values, labels, n_groups, 1, needed))
+            parts.append(task(_chunk_task, values, labels, n_groups, 1, needed))
         else:
             parts.append(chunk_reduce(values, labels, n_groups, 1, needed))
             if len(parts) >= every:
@@ -462,11 +462,10 @@ def groupby_reduce_blocks(
     if not parts:
         parts = [chunk_reduce(np.zeros((1, 0)), np.zeros(0, np.int64), n_groups, 1, needed)]
     if lazy:
-        import dask
+        from .rowtasks import compute, task
 
         level = parts
         while len(level) > 1:
-            level = [dask.delayed(_merge_task)(level[k:k + every])
-                     for k in range(0, len(level), every)]
-        return dask.delayed(_finalize_task)(level[0], aggs, 1, 1, membership).compute()
+            level = [task(_merge_task, level[k:k + every]) for k in range(0, len(level), every)]
+        return compute([task(_finalize_task, level[0], aggs, 1, 1, membership)])[0]
     return _finish(specs.merge(parts) if len(parts) > 1 else parts[0], aggs, 1, 1, membership)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.blockgroups import take_rows
 from ..store import layout as L
 from ..store.blockread import BlockArray, release_buffers
 from ..store.bufferpool import release_pool
@@ -31,10 +30,25 @@ def task(func: Callable[..., Any], *args: Any) -> Any:
     return dask.delayed(func, pure=False, traverse=False)(*args)
 
 
-def compute(tasks: Sequence[Any]) -> list[Any]:
+def compute(tasks: Sequence[Any], *, release: bool = True) -> list[Any]:
     """The results of ``tasks`` (in order), computed by the active Dask scheduler: the
     workers of the current ``dask.distributed`` client when there is one, else Dask's
-    threads."""
+    threads.
+
+    Parameters
+    ----------
+    tasks : sequence
+        :func:`task` calls or other Dask collections.
+    release : bool, default True
+        Drop the threads' block buffers and the pool's idle blocks afterwards. A pass that
+        computes several waves in a row keeps them between its waves (the next wave reuses
+        their pages) and releases them when it ends.
+
+    Returns
+    -------
+    list
+        One result per task, in the order of ``tasks``.
+    """
     if not tasks:
         return []
     import dask
@@ -46,10 +60,11 @@ def compute(tasks: Sequence[Any]) -> list[Any]:
         # distributed when no client can exist)
         return list(dask.compute(*tasks, scheduler=scheduler_for_compute()))
     finally:
-        # the pool threads outlive the pass; their block buffers and idle pooled blocks
-        # need not
-        release_buffers()
-        release_pool()
+        if release:
+            # the pool threads outlive the pass; their block buffers and idle pooled blocks
+            # need not
+            release_buffers()
+            release_pool()
 
 
 def open_array(url: str, donor: int, name: str) -> BlockArray:
@@ -67,6 +82,8 @@ def sort_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # the rows of a donor array
 def take_task(arr: BlockArray, a: int, b: int, local: np.ndarray, dtype: Any) -> np.ndarray:
     """One task: rows ``local`` (relative to ``a``) of the chunk row ``a:b``, as ``dtype``."""
+    from ..kernels.blockgroups import take_rows  # numba: imported where rows are taken
+
     out = np.empty((len(local), arr.shape[1]), dtype=dtype)
     take_rows(arr.read(a, b), local, np.arange(len(local)), out)
     return out

@@ -44,7 +44,10 @@ def trajectory_table(
         group and age. ``points``: one row per gene and sample with the same columns plus
         ``donor_id`` and ``structure``. ``missing``: names not in the store.
     """
-    from ..store.brainspan import BrainSpanStore, open_brainspan
+    from ..store import layout as L
+    from ..store.blockread import BlockArray
+    from ..store.brainspan import GROUP, BrainSpanStore, open_brainspan
+    from .rowtasks import read_rows
 
     if group_by not in GROUP_KEYS:
         raise ConfigError(f"--group-by {group_by!r}: expected one of {', '.join(GROUP_KEYS)}")
@@ -60,7 +63,8 @@ def trajectory_table(
     table = table.sort_values(["gene", group_by, "age_pcd"], kind="stable").reset_index(drop=True)
 
     rows, _ = select_genes(bs.genes, genes)
-    raw = np.asarray(bs.expression[rows].compute(), dtype=np.float64)
+    # the selected genes' rows (all samples), as float64: a task per chunk row
+    raw = read_rows(BlockArray.open(bs.url, f"{GROUP}/{L.EXPRESSION}"), rows)
     if transform == "log2":
         raw = np.log2(raw + 1.0)
     s = bs.samples.reset_index(drop=True)

@@ -159,9 +159,8 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
     one wave's rows and partial results (groups × genes per block), plus the accumulator (the
     result's size), whatever the number of cells.
     """
-    import dask
-
     from ..aggregate import specs
+    from ..aggregate.rowtasks import compute
 
     aggs = specs.resolve(stats)
     acc: list[Any] = [None] * len(bands)
@@ -172,7 +171,8 @@ def _run_waves(st: CellStore, bands: list[tuple[int, int]], labels: np.ndarray,
                           totals=bool({"cpm", "logcpm"} & set(stats)))
         parts = groupby_reduce(arr, labels[a:b], axis=0, n_groups=n_groups, stats=stats,
                                ddof=ddof, split_every=SPLIT_EVERY, finalize=False)
-        for k, part in enumerate(dask.compute(*parts["intermediates"])):
+        # the pooled read buffers are kept from wave to wave (released below)
+        for k, part in enumerate(compute(parts["intermediates"], release=False)):
             # acc holds this function's own arrays: merged into in place
             acc[k] = part if acc[k] is None else specs.merge_pair(acc[k], part, into=True)
     release_pool()  # the read buffers' pages are not needed while finalizing

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..kernels.spill import band_order_stats, cpm_scale, csr_band_records
-from ..store.bufferpool import pooled_empty, release_pool
+from ..store.bufferpool import pooled_empty
 from .store import CellStore, known_sorted, read_csr_rows, stored_counts
 
 #: average records per fine band (the second pass holds one band per thread, ~12 B each)
@@ -158,6 +158,8 @@ def order_stats(
     """
     import dask
 
+    from ..aggregate.rowtasks import compute, task
+
     n_groups = int(n_cells.size)
     cols = np.asarray(cols, np.int64)
     colpos = np.full(st.n_genes, -1, np.int64)
@@ -177,12 +179,10 @@ def order_stats(
         starts = list(range(0, st.n_cells, block_cells))
         names = [f"b{i:07d}" for i in range(len(starts))]
         labels = np.asarray(labels, np.int64)
-        spill = [dask.delayed(_spill_block, pure=False)(
-            st.path, a, min(st.n_cells, a + block_cells), labels[a:a + block_cells], colpos,
-            width, n_bands, str(folder), name)
-            for a, name in zip(starts, names, strict=True)]
-        parts = dask.compute(*spill)
-        release_pool()
+        parts = compute([task(_spill_block, st.path, a, min(st.n_cells, a + block_cells),
+                              labels[a:a + block_cells], colpos, width, n_bands, str(folder),
+                              name)
+                         for a, name in zip(starts, names, strict=True)])
         rec = (np.stack([p[0] for p in parts]) if parts
                else np.zeros((0, n_bands + 1), np.int64))
         run = (np.stack([p[1] for p in parts]) if parts
@@ -192,11 +192,9 @@ def order_stats(
         # one key each for the arrays every band task shares
         shared = (dask.delayed(labels, pure=True), dask.delayed(scale, pure=True),
                   dask.delayed(n_cells, pure=True))
-        bands = [dask.delayed(_band_task, pure=False)(
-            str(folder), blocks, rec[:, b:b + 2], run[:, b:b + 2], *shared, width, trim)
-            for b in range(n_bands)]
-        done = dask.compute(*bands)
-        release_pool()
+        done = compute([task(_band_task, str(folder), blocks, rec[:, b:b + 2],
+                             run[:, b:b + 2], *shared, width, trim)
+                        for b in range(n_bands)])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     tm = np.concatenate([d[0] for d in done], axis=1)[:, :cols.size]

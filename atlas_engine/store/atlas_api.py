@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..sources.donors import DONORS, resolve_donors
+from . import layout as L
 
 
 class StoreHumanBrainAtlas:
@@ -66,6 +67,8 @@ class StoreHumanBrainAtlas:
     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """``(expression, samples, probes)`` as from the live API: ``expression`` is float64
         probes × samples (index ``probe_id``, columns 0..n-1 matching ``samples`` rows)."""
+        from ..aggregate.rowtasks import open_array, read_rows
+
         probes = self.get_probes(symbols)
         donor_ids = [d.id for d in (resolve_donors(donors) if donors is not None else DONORS)
                      if d.id in self.store.donors]
@@ -77,8 +80,9 @@ class StoreHumanBrainAtlas:
         samples = self.store.samples
         names = {d.id: d.name for d in DONORS}
         for d in donor_ids:
-            ds = self.store.donor(d)
-            blocks.append(np.asarray(ds["expression"].data[rows].compute(), dtype=np.float64))
+            # the probes' rows of the donor's matrix (all samples), as float64: a task per
+            # chunk row
+            blocks.append(read_rows(open_array(self.store.url, d, L.EXPRESSION), rows))
             s = samples[samples["donor"] == d]
             tables.append(pd.DataFrame({
                 "donor_id": s["donor"].to_numpy(), "donor_name": names[d],

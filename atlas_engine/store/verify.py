@@ -42,39 +42,86 @@ def _problem(exc: BaseException, hint: str = "") -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}" + (f"; {hint}" if hint else "")
 
 
-def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], name: str,
-                  report: VerifyReport) -> tuple[int, int]:
-    """Read every chunk row of the 2-D array ``path`` (each chunk's CRC-32C checked as it is
-    read) and compare each chunk's values with the CRC-32 recorded at conversion; returns the
-    NaN and inf counts."""
-    from .blockread import array_shape, read_rows
+def _check_chunk_rows(url: str, path: str, steps: list[tuple[int, int, int, Any]], m: int,
+                      sc: int, name: str, hint: str
+                      ) -> tuple[int, int, list[str], Exception | None]:
+    """One task: for each ``(bi, r0, r1, recorded)`` of ``steps`` (consecutive blocks of rows,
+    together about one chunk row of the array), read rows ``r0:r1`` of the 2-D array ``path``
+    (each chunk's CRC-32C checked as it is read) and compare each chunk's values with
+    ``recorded``, the CRC-32s conversion recorded for block ``bi`` (``None``: not compared).
+
+    Returns
+    -------
+    (n_nan, n_inf, problems, error)
+        The NaN and inf counts and the lines of the report, in block and chunk order (a block
+        that cannot be read is one line, and counts nothing); ``error``: what stopped the
+        comparison (recorded checksums that are not numbers; the blocks after it are not
+        read), else ``None``.
+    """
+    from .blockread import read_rows
 
     n_nan = n_inf = 0
-    hint = repair_hint(url, path)
-    (n, m), _, _ = array_shape(url, path)
-    pc, sc = chunks
-    if not isinstance(recorded, list) or pc < 1 or sc < 1 or len(recorded) != -(-n // pc):
-        report.fail(f"{name}: the recorded chunk checksums do not match the array's shape "
-                    f"({n} × {m}); {hint}")
-        recorded = None
-        pc = max(pc, 1)
-    for bi, r0 in enumerate(range(0, n, pc)):
+    problems: list[str] = []
+    for bi, r0, r1, recorded in steps:
         try:
-            block = read_rows(url, path, r0, min(n, r0 + pc))
+            block = read_rows(url, path, r0, r1)
         except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
-            report.fail(_problem(exc))
+            problems.append(_problem(exc))
             continue
         if block.dtype.kind == "f":
             n_nan += int(np.isnan(block).sum())
             n_inf += int(np.isinf(block).sum())
         if recorded is None:
             continue
-        for bj, j0 in enumerate(range(0, m, sc)):
-            piece = np.ascontiguousarray(block[:, j0:j0 + sc])
-            crc = zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF
-            row = recorded[bi] if bi < len(recorded) else []
-            if bj >= len(row) or row[bj] != crc:
-                report.fail(f"{name}: chunk ({bi}, {bj}) values differ from conversion; {hint}")
+        try:
+            for bj, j0 in enumerate(range(0, m, sc)):
+                piece = np.ascontiguousarray(block[:, j0:j0 + sc])
+                crc = zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF
+                if bj >= len(recorded) or recorded[bj] != crc:
+                    problems.append(f"{name}: chunk ({bi}, {bj}) values differ from "
+                                    f"conversion; {hint}")
+        except Exception as exc:  # noqa: BLE001 - the caller raises it in block order
+            return n_nan, n_inf, problems, exc
+    return n_nan, n_inf, problems, None
+
+
+def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], name: str,
+                  report: VerifyReport) -> tuple[int, int]:
+    """Read every chunk row of the 2-D array ``path`` (each chunk's CRC-32C checked as it is
+    read) and compare each chunk's values with the CRC-32 recorded at conversion; returns the
+    NaN and inf counts.
+
+    One Dask task per chunk row of the array (:func:`_check_chunk_rows`, run by
+    :func:`atlas_engine.aggregate.rowtasks.compute`: Dask's threads, or the workers of an
+    active ``dask.distributed`` client); the problems are reported in chunk order."""
+    from ..aggregate.rowtasks import compute, task
+    from .blockread import array_shape
+
+    hint = repair_hint(url, path)
+    (n, m), (cr, _), _ = array_shape(url, path)
+    pc, sc = chunks
+    if not isinstance(recorded, list) or pc < 1 or sc < 1 or len(recorded) != -(-n // pc):
+        report.fail(f"{name}: the recorded chunk checksums do not match the array's shape "
+                    f"({n} × {m}); {hint}")
+        recorded = None
+        pc = max(pc, 1)
+    # blocks of pc rows (the recorded chunks' rows: the array's own when they agree), as
+    # many per task as one chunk row of the array holds
+    steps = [(bi, r0, min(n, r0 + pc),
+              None if recorded is None else (recorded[bi] if bi < len(recorded) else []))
+             for bi, r0 in enumerate(range(0, n, pc))]
+    per_task = max(1, int(cr) // pc)
+    done = compute([task(_check_chunk_rows, url, path, steps[k:k + per_task], m, sc, name, hint)
+                    for k in range(0, len(steps), per_task)])
+    # the problems in chunk order, as one pass over the blocks finds them
+    n_nan = n_inf = 0
+    for nn, ni, problems, error in done:
+        n_nan += nn
+        n_inf += ni
+        for text in problems:
+            report.fail(text)
+        if error is not None:
+            raise error
     return n_nan, n_inf
 
 
