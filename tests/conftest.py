@@ -13,6 +13,13 @@ processes on loopback, started once for the session (``_cluster.executed`` /
 ``_cluster.count_tasks`` count the tasks its workers ran, so a test can show that they did its
 work).
 
+``local_cluster_tasks``: what the local cluster of a ``--workers N`` command ran, read from
+its scheduler and workers before the command closes it (:class:`LocalClusterTasks`).
+
+Hypothesis runs with the ``atlas_engine`` profile: derandomized (the examples drawn depend on
+the test alone, not on a seed or on earlier failures), 100 examples unless a test says
+otherwise.
+
 ``e2e_source``: the dataset of the abagen end-to-end goldens and its float64 store, made once
 (see the fixture); ``_golden.store_copy`` gives a module its own copy of that store.
 """
@@ -20,13 +27,21 @@ work).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.testing.synth import SynthResult, write_all
+
+#: the same examples on every run: derandomized, no example database replayed first, and
+#: Hypothesis' default number of examples (tests with their own ``@settings`` keep theirs)
+settings.register_profile("atlas_engine", derandomize=True, database=None, max_examples=100)
+settings.load_profile("atlas_engine")
 
 SYNTH_SMALL = {"probes": 300, "samples_fraction": 0.03, "seed": 0,
                "brainspan_genes": 200, "brainspan_samples": 40}
@@ -54,6 +69,67 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with subprocess_cluster(tmp_path_factory.mktemp("dask_cluster")) as address:
         yield address
+
+
+class LocalClusterTasks:
+    """The tasks run by the local clusters (``--workers N``) that ``get_client`` started
+    during a test, counted before each cluster closed.
+
+    Attributes
+    ----------
+    executed : int
+        Tasks the clusters' workers executed (their ``WorkerState.executed_count``).
+    by_prefix : dict of str to int
+        Tasks each scheduler computed (reached ``memory`` on a worker), by task prefix.
+    clusters : int
+        Local clusters started.
+    """
+
+    def __init__(self) -> None:
+        self.executed = 0
+        self.by_prefix: dict[str, int] = {}
+        self.clusters = 0
+
+    def record(self, client: Any) -> None:
+        """Add what ``client``'s cluster has run so far."""
+        def count(dask_scheduler: Any) -> dict[str, int]:
+            return {name: int(tp.state_counts.get("memory", 0))
+                    for name, tp in dask_scheduler.task_prefixes.items()}
+
+        self.clusters += 1
+        self.executed += sum(client.run(
+            lambda dask_worker: dask_worker.state.executed_count).values())
+        for name, n in client.run_on_scheduler(count).items():
+            self.by_prefix[name] = self.by_prefix.get(name, 0) + n
+
+    def ran(self, funcs: Iterable[str]) -> dict[str, int]:
+        """How many tasks of each function name in ``funcs`` (e.g. ``"_reduce_rows"``) the
+        workers computed (as :func:`_cluster.executed_on_workers` counts them)."""
+        from dask.utils import key_split
+
+        return {f: self.by_prefix.get(key_split(f"{f}-00000000-0000-0000-0000-000000000000"), 0)
+                for f in funcs}
+
+
+@pytest.fixture
+def local_cluster_tasks(monkeypatch: pytest.MonkeyPatch) -> LocalClusterTasks:
+    """What the ``--workers N`` local clusters of the test ran (see module docstring):
+    ``get_client`` is wrapped so that each cluster is counted before it closes."""
+    import atlas_engine.aggregate.cluster as cluster
+
+    seen = LocalClusterTasks()
+    real = cluster.get_client
+
+    @contextmanager
+    def counting(scheduler: str | None = None, workers: int | None = None,
+                 memory_limit: int | str | None = None) -> Iterator[Any]:
+        with real(scheduler, workers, memory_limit) as client:
+            yield client
+            if client is not None and workers is not None:
+                seen.record(client)
+
+    monkeypatch.setattr(cluster, "get_client", counting)
+    return seen
 
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"

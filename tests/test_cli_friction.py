@@ -38,6 +38,29 @@ def test_bench_passes_script_options_after_double_dash(monkeypatch):
     assert args == ["--scale", "0.25"]
 
 
+@pytest.mark.parametrize("what", ["kernels", "convert", "fetch", "abagen"])
+@pytest.mark.parametrize("option", [["--workers", "2"], ["--scheduler", "tcp://127.0.0.1:9"]])
+def test_bench_scripts_refuse_cluster_options(monkeypatch, what, option):
+    """`bench --what kernels --workers 2` ran the script on threads and said nothing: the
+    cluster options apply to --what aggregate only, so the other suites refuse them."""
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    res = CliRunner().invoke(cli, ["bench", "--what", what, *option])
+    assert res.exit_code == 2, res.output
+    assert f"{option[0]}: only for --what aggregate" in res.output
+    assert not calls
+
+
+def test_bench_scripts_run_with_the_scheduler_variable_set(monkeypatch):
+    """DASK_SCHEDULER_ADDRESS in the environment is not a request to the scripts: they run."""
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    res = CliRunner().invoke(cli, ["bench", "--what", "kernels", "--", "--scale", "0.25"])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1
+
+
 def test_bench_kernels_script_accepts_the_documented_options():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kernels.py"),
                           "--help"], capture_output=True, text=True, check=True).stdout
@@ -76,6 +99,61 @@ def test_bench_kernels_runs_through_the_cli(capsys):
                             "kernels", "--", "--scale", "0.005", "--repeat", "1",
                             "--skip-pandas", "--skip-flox", "--skip-scaling"], cwd="/")
     assert code == 0
+
+
+# -- --workers and a scheduler address --------------------------------------------------------
+@pytest.mark.parametrize("command", ["aggregate", "expression", "bench"])
+def test_workers_with_the_scheduler_variable_is_refused(monkeypatch, tmp_path, command):
+    """A DASK_SCHEDULER_ADDRESS left in the environment silently won over --workers N (the
+    command ran on that scheduler): both given is refused, naming the variable."""
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    args = {"aggregate": ["aggregate", "s.zarr", "--out", str(tmp_path / "x.csv")],
+            "expression": ["expression", "s.zarr", "BDNF", "--out", str(tmp_path / "x.csv")],
+            "bench": ["bench", "s.zarr"]}[command]
+    res = CliRunner().invoke(cli, [*args, "--workers", "2"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert ("--workers 2 (a local cluster) and the environment variable "
+            "DASK_SCHEDULER_ADDRESS=tcp://127.0.0.1:9") in text
+    assert "unset DASK_SCHEDULER_ADDRESS" in text
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_workers_with_scheduler_option_is_refused(monkeypatch, tmp_path):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    res = CliRunner().invoke(cli, ["aggregate", "s.zarr", "--out", str(tmp_path / "x.csv"),
+                                   "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "--workers 2 (a local cluster) and --scheduler=tcp://127.0.0.1:9" in text
+    assert "environment variable" not in text
+
+
+@pytest.mark.parametrize("from_env", [True, False])
+def test_get_client_refuses_workers_with_an_address(monkeypatch, from_env):
+    """The library says the same, before starting or reaching any cluster."""
+    from atlas_engine.aggregate.cluster import get_client
+    from atlas_engine.errors import ConfigError
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    if from_env:
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    with pytest.raises(ConfigError) as exc, \
+            get_client(None if from_env else "tcp://127.0.0.1:9", workers=2):
+        pass
+    message = str(exc.value)
+    assert "workers=2" in message and "\n" not in message
+    want = ("the environment variable DASK_SCHEDULER_ADDRESS=tcp://127.0.0.1:9" if from_env
+            else "scheduler='tcp://127.0.0.1:9'")
+    assert want in message
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_job_help_says_the_cluster_options_cover_the_aggregate_stage(command):
+    res = CliRunner().invoke(cli, [command, "--help"])
+    assert res.exit_code == 0
+    assert ("--workers/--scheduler apply to the aggregate stage only"
+            in " ".join(res.output.split()))
 
 
 # -- the data folder --------------------------------------------------------------------------

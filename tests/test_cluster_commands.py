@@ -166,12 +166,18 @@ def test_bench_cluster_variant(ahba, dask_cluster, tmp_path):
     assert sum(ran.values()) > 0, ran
 
 
-def test_workers_option_starts_a_local_cluster(ahba, tmp_path):
-    """--workers N: a LocalCluster of processes, same numbers as threads."""
+def test_workers_option_starts_a_local_cluster(ahba, tmp_path, local_cluster_tasks):
+    """--workers N: a LocalCluster of processes whose workers ran the aggregation's tasks,
+    same numbers as threads."""
     args = ["aggregate", str(ahba), "--by", "depth:3", "--collapse", "gene:mean"]
     runner = CliRunner()
     r1 = runner.invoke(cli, [*args, "--out", str(tmp_path / "t.csv")], catch_exceptions=False)
+    assert local_cluster_tasks.clusters == 0
     r2 = runner.invoke(cli, [*args, "--workers", "2", "--out", str(tmp_path / "w.csv")],
                        catch_exceptions=False)
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    assert local_cluster_tasks.clusters == 1
+    assert local_cluster_tasks.executed > 0, "the workers ran no task"
+    ran = local_cluster_tasks.ran(["_reduce_rows"])
+    assert all(n > 0 for n in ran.values()), ran
     _same_csv(tmp_path / "t.csv", tmp_path / "w.csv")

@@ -62,7 +62,7 @@ def test_local_cluster_runs_the_pipeline_tasks(raw, tmp_path):
         pd.testing.assert_frame_equal(res.expression, threads, check_exact=True)
 
 
-def test_cli_on_subprocess_cluster_matches_threads(raw, tmp_path):
+def test_cli_on_subprocess_cluster_matches_threads(raw, tmp_path, local_cluster_tasks):
     from distributed import Client
 
     args = ["aggregate", None, "--by", f"atlas:{DK}", "--atlas-info", DK, "--quiet"]
@@ -75,6 +75,10 @@ def test_cli_on_subprocess_cluster_matches_threads(raw, tmp_path):
         r = CliRunner().invoke(cli, outs[name])
         assert r.exit_code == 0, r.output
         assert "note:" not in r.output
+    # --workers 2: a local cluster of processes, whose workers ran the pipeline's passes
+    assert local_cluster_tasks.clusters == 1
+    ran_local = local_cluster_tasks.ran(COLD)
+    assert all(n > 0 for n in ran_local.values()), ran_local
     with subprocess_cluster(tmp_path) as address:
         r = CliRunner().invoke(cli, [*outs["scheduler"], "--scheduler", address])
         assert r.exit_code == 0, r.output

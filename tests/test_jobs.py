@@ -18,6 +18,9 @@ from atlas_engine.job import MATRIX_NAME, run_demo
 from atlas_engine.store.atlas_api import StoreHumanBrainAtlas
 from atlas_engine.testing.server import MirrorServer
 
+#: the passes over the store of a cold atlas run with --probe-selection max_variance
+ATLAS_PASSES = ("_ibf_task", "_moments_task", "_stripe_task", "_srs_rows_task")
+
 
 def test_demo_end_to_end_offline(tmp_path):
     out = tmp_path / "demo"
@@ -121,8 +124,10 @@ def test_store_backed_atlas_matches_live_api(synth_small, synth_store):
     assert sorted(local.get_donors().id) == sorted(donors_live.id)
 
 
-def test_aggregate_command_atlas_runs_the_abagen_pipeline(e2e_source, tmp_path):
-    """--by atlas:IMAGE goes through get_expression_data with abagen's options."""
+def test_aggregate_command_atlas_runs_the_abagen_pipeline(e2e_source, tmp_path,
+                                                          local_cluster_tasks):
+    """--by atlas:IMAGE goes through get_expression_data with abagen's options; with
+    --workers 1 the pipeline's passes run on the local cluster's worker."""
     from _golden import GOLDEN as golden
     from _golden import store_copy
 
@@ -138,6 +143,9 @@ def test_aggregate_command_atlas_runs_the_abagen_pipeline(e2e_source, tmp_path):
     assert r.exit_code == 0, r.output
     # --workers 1: the pipeline's passes ran on a one-worker local cluster (no note any more)
     assert "note:" not in r.output
+    assert local_cluster_tasks.clusters == 1 and local_cluster_tasks.executed > 0
+    ran = local_cluster_tasks.ran(ATLAS_PASSES)
+    assert all(n > 0 for n in ran.values()), (ran, local_cluster_tasks.by_prefix)
     got = pd.read_csv(out, index_col=0)
     want = get_expression_data(store, str(atlas), str(info), corrected_mni=False,
                                reannotated=False, probe_selection="max_variance").expression
@@ -170,3 +178,37 @@ def test_convert_reuses_fetch_manifest_sha256(synth_small, tmp_path):
     convert_microarray(raw, tmp_path / "b.zarr")
     prov = zarr.open_group(tmp_path / "b.zarr", mode="r")["donors/12876"].attrs["provenance"]
     assert prov["sha256"] == true_sha
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_run_and_demo_aggregate_on_the_scheduler(command, synth_small, dask_cluster, tmp_path):
+    """--scheduler: the aggregate stage's tasks run on the cluster's workers (the session's
+    `dask scheduler` + `dask worker` processes), and the matrix is the threaded run's."""
+    from contextlib import ExitStack
+
+    from _cluster import executed_on_workers
+    from distributed import Client
+
+    def aggregate_tasks() -> int:
+        with Client(dask_cluster, timeout="10s") as client:
+            return executed_on_workers(client, ["_reduce_rows"])["_reduce_rows"]
+
+    args = [command, "--by", "depth:4", "--quiet"]
+    with ExitStack() as stack:
+        if command == "run":
+            srv = stack.enter_context(MirrorServer(synth_small.dest))
+            args += ["--base-url", srv.url, "--donors", "9861,10021",
+                     "--data-dir", str(tmp_path / "data")]
+        else:
+            args += ["--probes", "300", "--samples-fraction", "0.03", "--seed", "3"]
+        r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "threads")])
+        assert r.exit_code == 0, r.output
+        before = aggregate_tasks()
+        r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "cluster"),
+                                     "--scheduler", dask_cluster])
+        assert r.exit_code == 0, r.output
+        assert aggregate_tasks() > before, "the workers ran none of the aggregate's tasks"
+    threads = pd.read_csv(tmp_path / "threads" / MATRIX_NAME)
+    assert len(threads) > 0 and threads.shape[1] > 3
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cluster" / MATRIX_NAME), threads,
+                                  check_exact=True)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..choices import AGGREGATE_STATS, COLLAPSE_METHODS
 from ..errors import ConfigError
 from ..kernels import group_sum_count
 from ..scheduler import scheduler_for_compute
@@ -31,8 +32,7 @@ from ..store import layout as L
 from .engine import DONOR_MODES, combine_donors
 from .grouping import Grouping, resolve_grouping
 
-STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
-COLLAPSE_METHODS = ("mean", "max_intensity", "max_variance")
+STATS = AGGREGATE_STATS
 #: target bytes of one Dask block of expression (rows × all of a donor's samples)
 DEFAULT_BLOCK_BYTES = 32 * 2**20
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..choices import AGGREGATE_STATS
 from ..errors import ConfigError
 from ..sources.devtime import STRUCTURE_GROUPS
 from .engine import DONOR_MODES, groupby_reduce
@@ -32,7 +33,7 @@ from .engine import DONOR_MODES, groupby_reduce
 KEYS = ("period", "age", "structure", "region", "donor", "gender")
 _ALIASES = {"group": "region", "structure_group": "region", "sex": "gender", "periods": "period",
             "structures": "structure", "donors": "donor", "regions": "region"}
-STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
+STATS = AGGREGATE_STATS
 TRANSFORMS = ("none", "log2")
 
 

@@ -28,8 +28,8 @@ def get_client(
         Address of a running scheduler (``tcp://host:8786``); when omitted,
         ``DASK_SCHEDULER_ADDRESS`` is used if set.
     workers : int, optional
-        Start a ``LocalCluster`` of this many single-threaded worker processes (ignored when a
-        scheduler address is given).
+        Start a ``LocalCluster`` of this many single-threaded worker processes. Refused
+        together with a scheduler address (``scheduler`` or ``DASK_SCHEDULER_ADDRESS``).
     memory_limit : int or str, optional
         Per-worker memory limit of the local cluster (bytes, or e.g. ``"2GB"``).
 
@@ -37,6 +37,12 @@ def get_client(
     ------
     distributed.Client or None
         ``None`` means "no cluster": computations use Dask's default threaded scheduler.
+
+    Raises
+    ------
+    ConfigError
+        ``workers`` below 1, ``workers`` together with a scheduler address (naming where the
+        address came from), or a scheduler that cannot be reached.
 
     Examples
     --------
@@ -49,6 +55,11 @@ def get_client(
         return
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if workers is not None and address is not None:
+        source = (f"scheduler={address!r}" if scheduler else
+                  f"the environment variable DASK_SCHEDULER_ADDRESS={address}")
+        raise ConfigError(f"workers={workers} (a local cluster) and {source} (a running "
+                          "scheduler) were both given: pass one")
     from distributed import Client, LocalCluster
 
     if address is not None:

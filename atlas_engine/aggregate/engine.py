@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..choices import DONOR_MODES
 from ..errors import ConfigError
 from ..kernels import check_inputs, group_minmax, group_moments, group_sum_count
 from . import specs
@@ -366,7 +367,6 @@ def groupby_reduce(
 # ------------------------------------------------------------------------------------------
 # donors
 # ------------------------------------------------------------------------------------------
-DONOR_MODES = ("combined", "pooled", "each")
 
 
 def combine_donors(

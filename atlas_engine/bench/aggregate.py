@@ -114,8 +114,8 @@ def run_variant(variant: str, store: str, cluster: dict[str, Any] | None = None
             from ..aggregate.cluster import get_client
 
             opts = {k: v for k, v in (cluster or {}).items() if v is not None}
-            if not opts.get("scheduler"):
-                opts.setdefault("workers", 2)
+            if not opts.get("scheduler") and not os.environ.get("DASK_SCHEDULER_ADDRESS"):
+                opts.setdefault("workers", 2)   # else the scheduler named there is used
             with get_client(**opts) as client:
                 client.run(lambda: None)
                 extra["workers"] = len(client.scheduler_info()["workers"])

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..aggregate.engine import groupby_reduce
+from ..choices import CELL_STATS
 from ..errors import ConfigError
 from ..store.bufferpool import release_pool
 from .orderstats import order_stats
@@ -43,10 +44,7 @@ from .store import CellStore, cell_blocks, gene_bands, open_cell_store
 
 #: statistic name -> engine statistic (the order statistics, ``trimmed_mean`` and ``median``,
 #: are not the engine's: :mod:`.orderstats` computes them)
-STATS: dict[str, str] = {
-    "sum": "sum", "mean": "mean", "var": "var", "nnz": "nnz", "frac": "frac", "cpm": "cpm",
-    "logcpm": "logcpm", "trimmed_mean": "trimmed_mean", "median": "median",
-}
+STATS: dict[str, str] = {name: name for name in CELL_STATS}
 #: names of statistics in the result's layers (scanpy's where it has them)
 LAYER_NAMES = {"nnz": "count_nonzero"}
 DEFAULT_STATS = ("sum", "mean", "var", "nnz")

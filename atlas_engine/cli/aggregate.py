@@ -7,9 +7,13 @@ from pathlib import Path
 
 import click
 
+from ..choices import AGGREGATE_STATS, CELL_STATS, COLLAPSE_METHODS, DONOR_MODES
 from ..errors import AtlasEngineError, ConfigError
 from .atlas_options import ABAGEN_OPTION_NAMES, abagen_options, cli_wording, run_atlas_aggregate
 from .common import block_bytes_for, dask_options, execution
+
+#: the gene collapses of --collapse, as the help and the errors list them
+GENE_COLLAPSES = tuple(f"gene:{m}" for m in COLLAPSE_METHODS)
 
 
 def _collapse(value: str) -> str | None:
@@ -23,16 +27,13 @@ def _collapse(value: str) -> str | None:
     if text == "gene":
         return "mean"
     raise ConfigError(f"--collapse {value!r}: expected auto, none or gene:<method> "
-                      "(gene:mean, gene:max_intensity, gene:max_variance)")
+                      f"({', '.join(GENE_COLLAPSES)})")
 
 
 def _cell_store(store: str) -> bool:
     from ..celltypes.store import is_cell_store
 
     return is_cell_store(store)
-
-
-AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
 
 
 @click.command("aggregate")
@@ -42,19 +43,19 @@ AHBA_STATS = ("mean", "median", "sum", "count", "std", "var", "min", "max")
                    "with its descendants) | atlas:IMAGE.nii.gz or atlas:desikan-killiany (shipped) "
                    "(abagen-grade pipeline).")
 @click.option("--stat", default="mean", show_default=True,
-              help="mean | median | sum | count | std | var | min | max. Cell Types stores: "
-                   "comma-separated from sum, mean, var, nnz, frac, cpm, logcpm, trimmed_mean, "
-                   "median (Allen's, of log2(CPM+1)) or all.")
+              help=f"{' | '.join(AGGREGATE_STATS)}. Cell Types stores: comma-separated from "
+                   f"{', '.join(CELL_STATS)} (trimmed_mean and median: Allen's, of "
+                   "log2(CPM+1)) or all.")
 @click.option("--genes", default=None, help="Gene symbols (BDNF,COMT) or @file; default all.")
 @click.option("--combine", default="combined", show_default=True,
-              type=click.Choice(["combined", "pooled", "each"]),
+              type=click.Choice(DONOR_MODES),
               help="How donors are combined. combined: mean of donor means (abagen); pooled: "
                    "all samples together; each: one result per donor.")
 @click.option("--donors", default=None, help="Restrict to these donors (ids or names, "
               "e.g. 9861,10021; default all).")
 @click.option("--collapse", default="auto", show_default=True,
               help="auto (gene columns when --genes is given, else probes), none (probes) or "
-                   "gene:mean | gene:max_intensity | gene:max_variance.")
+                   f"{' | '.join(GENE_COLLAPSES)}.")
 @click.option("--keep-non-refseq", is_flag=True, help="With a gene collapse, keep probes "
               "without an Entrez id (by default they are left out and counted).")
 @click.option("--drop-empty", is_flag=True, help="Leave groups without samples out of the "
@@ -137,8 +138,8 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
                                     donors=donors, transform=transform,
                                     collapse=collapse, out=out, quiet=quiet, layout=layout)
         return
-    if stat not in AHBA_STATS:
-        raise ConfigError(f"--stat {stat!r}: expected one of {', '.join(AHBA_STATS)}")
+    if stat not in AGGREGATE_STATS:
+        raise ConfigError(f"--stat {stat!r}: expected one of {', '.join(AGGREGATE_STATS)}")
     ids = [d.id for d in resolve_donors(donors)] if donors else None
     if by.startswith("atlas:"):
         opts = {k: abagen[k] for k in ABAGEN_OPTION_NAMES if k in abagen}

@@ -17,30 +17,38 @@ from typing import Any
 
 import click
 
+from ..choices import (
+    AGG_METRICS,
+    DONOR_PROBES,
+    MATCH_RULES,
+    MIRROR_MODES,
+    MISSING,
+    NORM_METHODS,
+    PROBE_SELECTIONS,
+    REGION_AGG,
+)
 from ..errors import ConfigError
 
-SELECTIONS = ["diff_stability", "max_intensity", "max_variance", "pc_loading",
-              "corr_intensity", "corr_variance", "average", "mean", "rnaseq"]
-NORMS = ["srs", "rs", "sig", "scaled_sig", "scaled_sig_qnt", "mixed_sig", "zscore", "center",
-         "minmax", "batch", "none"]
+#: --sample-norm / --gene-norm: the pipeline's methods, and ``none`` to skip the step
+NORMS = (*NORM_METHODS, "none")
 
 #: abagen option name -> (click declaration, keyword arguments)
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--ibf-threshold",), dict(type=click.FloatRange(0, 1), default=0.5, show_default=True,
                                 help="Intensity filter: keep probes above background in at "
                                      "least this share of samples.")),
-    (("--probe-selection",), dict(type=click.Choice(SELECTIONS), default="diff_stability",
+    (("--probe-selection",), dict(type=click.Choice(PROBE_SELECTIONS), default="diff_stability",
                                   show_default=True, help="How one probe is chosen per gene.")),
-    (("--donor-probes",), dict(type=click.Choice(["aggregate", "independent", "common"]),
+    (("--donor-probes",), dict(type=click.Choice(DONOR_PROBES),
                                default="aggregate", show_default=True,
                                help="Select probes on pooled donors, per donor, or the most "
                                     "common per-donor choice.")),
     (("--sim-threshold",), dict(type=float, default=None,
                                 help="Drop samples whose summed correlation is below mean - "
                                      "T·std (per donor).")),
-    (("--lr-mirror",), dict(type=click.Choice(["bidirectional", "leftright", "rightleft"]),
+    (("--lr-mirror",), dict(type=click.Choice(MIRROR_MODES),
                             default=None, help="Mirror samples across hemispheres.")),
-    (("--missing",), dict(type=click.Choice(["centroids", "interpolate"]), default=None,
+    (("--missing",), dict(type=click.Choice(MISSING), default=None,
                           help="Fill regions without samples: centroids (regions no donor "
                                "has a sample in, from the samples nearest their centroid) or "
                                "interpolate (per donor, inverse-distance weighted nearest "
@@ -56,10 +64,10 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--norm-structures/--no-norm-structures",), dict(default=False, show_default=True,
                                                        help="Normalise genes per structural "
                                                             "class.")),
-    (("--region-agg",), dict(type=click.Choice(["donors", "samples"]), default="donors",
+    (("--region-agg",), dict(type=click.Choice(REGION_AGG), default="donors",
                              show_default=True, help="Average within donors first, or pool "
                                                      "samples.")),
-    (("--agg-metric",), dict(type=click.Choice(["mean", "median"]), default="mean",
+    (("--agg-metric",), dict(type=click.Choice(AGG_METRICS), default="mean",
                              show_default=True, help="Aggregation statistic.")),
     (("--corrected-mni/--no-corrected-mni",), dict(default=True, show_default=True,
                                                    help="Use the corrected (non-linear) MNI "
@@ -71,7 +79,7 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                 help="Also write one regions × genes table per donor.")),
     (("--return-counts",), dict(is_flag=True, default=False,
                                 help="Also write the number of samples per region and donor.")),
-    (("--match-rule",), dict(type=click.Choice(["abagen", "majority"]), default="abagen",
+    (("--match-rule",), dict(type=click.Choice(MATCH_RULES), default="abagen",
                              show_default=True,
                              help="Not abagen's: with --atlas-info, several allowed regions near "
                                   "a sample go to the nearest centroid (abagen 0.1.3) or to "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import dask_options
+from .common import dask_options, scheduler_from_env
 
 SCRIPTS = {"kernels": "bench_kernels.py", "convert": "bench_convert.py", "fetch": "bench_fetch.py",
            "abagen": "bench_abagen.py"}
@@ -38,7 +38,8 @@ def bench_cmd(what: str, variants: tuple[str, ...], out: str | None,
     \b
     --workers/--scheduler choose the cluster of the *-cluster variants (structure-cluster,
     gene-cluster; default a local cluster of 2 workers); the other variants measure this
-    machine's threads and the baselines, by definition. The other suites run on threads.
+    machine's threads and the baselines, by definition. The other suites run their script
+    and refuse --workers/--scheduler.
 
     \b
     Examples:
@@ -66,6 +67,11 @@ def bench_cmd(what: str, variants: tuple[str, ...], out: str | None,
         return
     if what not in SCRIPTS:
         raise click.UsageError(f"--what {what!r}: valid are aggregate, {', '.join(SCRIPTS)}")
+    given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler))
+             if value is not None and not (name == "--scheduler" and scheduler_from_env())]
+    if given:
+        raise click.UsageError(f"{' and '.join(given)}: only for --what aggregate; --what "
+                               f"{what} runs its script, whose own options go after --")
     script = benchmarks_dir() / SCRIPTS[what]
     if not script.is_file():
         raise click.UsageError(f"{script} not found: run from a checkout of the repository")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
+from ..choices import JOB_STATS
 from ..config import Config
 from ..job import DEFAULT_BY
-from .aggregate import _collapse
+from .aggregate import GENE_COLLAPSES, _collapse
 from .common import block_bytes_for, dask_options, execution
 
 
@@ -19,10 +20,10 @@ def _job_options(f):  # type: ignore[no-untyped-def]
                      help="Regions: depth:N of the ontology, structure, broad, or named "
                           "structures."),
         click.option("--stat", default="mean", show_default=True,
-                     type=click.Choice(["mean", "median", "std", "min", "max"])),
+                     type=click.Choice(JOB_STATS)),
         click.option("--genes", default=None, help="Gene symbols or @file (default: all)."),
         click.option("--collapse", default="gene:mean", show_default=True,
-                     help="none or gene:mean | gene:max_intensity | gene:max_variance."),
+                     help=f"none or {' | '.join(GENE_COLLAPSES)}."),
         click.option("--top", default=50, show_default=True,
                      help="Genes in the heatmap (the most variable across regions)."),
         click.option("--dtype", default="float32", show_default=True,
@@ -52,6 +53,10 @@ def run_cmd(out: str, data_dir: str | None, base_url: str | None, donors: str,
     Writes into --out: regions_by_genes.csv (+ .counts/.groups/.genes.csv), heatmap.png,
     summary.md and provenance.json. Downloads and conversion are resumable and skipped when
     already complete.
+
+    --workers/--scheduler apply to the aggregate stage only: fetch, convert and the report
+    run in this process.
+
     \b
     Examples:
       atlas-engine run                                   # the real Allen API, all donors
@@ -96,6 +101,9 @@ def demo_cmd(out: str, probes: int, samples_fraction: float, seed: int, flaky: b
              **kw) -> None:  # type: ignore[no-untyped-def]
     """The main job offline: generate Allen-format data, serve it on loopback under the real
     URL layout, then fetch → convert → aggregate → report into --out.
+
+    --workers/--scheduler apply to the aggregate stage only: generating the data, fetch,
+    convert and the report run in this process.
 
     \b
     Examples:

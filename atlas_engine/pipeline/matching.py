@@ -25,11 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from ..choices import MATCH_RULES
 from ..errors import ConfigError, FormatError
-
-#: Match rules: ``"abagen"`` (abagen 0.1.3's code) or ``"majority"`` (voxel-count vote also
-#: after the hemisphere/class filter).
-MATCH_RULES = ("abagen", "majority")
 
 #: How a sample matched (codes returned by :meth:`VolumeAtlas.label_samples` with
 #: ``return_how=True``), by code.

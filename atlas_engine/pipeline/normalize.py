@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..choices import NORM_METHODS
 from ..errors import ConfigError
 from ._stats import IQR_NORMAL_SCALE
 from .registry import Registry
@@ -111,7 +112,9 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return _rescale(np.asarray(x, dtype=np.float64))
 
 
-METHODS: tuple[str, ...] = (*NORMALIZERS.names(), "batch")
+#: Every method name :func:`normalize` accepts besides the aliases (the registry's names and
+#: ``batch``); ``tests/test_choices.py`` checks them against the registry.
+METHODS: tuple[str, ...] = NORM_METHODS
 
 
 def check_method(method: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..choices import MISSING
 from ..errors import ConfigError
 from .matching import MATCH_RULES
 from .normalize import check_method
@@ -20,8 +21,6 @@ from .samples import MIRROR_MODES
 
 #: pipeline revision, part of every cache key (bump when cached products change meaning)
 CACHE_VERSION = 2
-#: abagen's ``missing``: how regions without a matched sample are filled (None: left empty)
-MISSING = ("centroids", "interpolate")
 
 
 @dataclass(frozen=True)

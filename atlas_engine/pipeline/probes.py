@@ -19,6 +19,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..choices import DONOR_PROBES
 from ..errors import ConfigError
 from ._stats import column_corr, group_mean_columns, rank_average
 from .registry import Registry, check_choice
@@ -291,7 +292,6 @@ SELECTION_METHODS.register("average", "mean")(lambda ctx: np.full(len(ctx.codes)
 
 #: Methods that pool all donors whatever ``donor_probes`` says (abagen's AGG_METHODS).
 POOLED_ONLY = ("average", "diff_stability", "rnaseq")
-DONOR_PROBES = ("aggregate", "independent", "common")
 
 
 @dataclass

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..choices import MIRROR_MODES
 from ..errors import ConfigError
 from ..store.ontology import Ontology
 from .registry import check_choice
-
-MIRROR_MODES = ("bidirectional", "leftright", "rightleft")
 
 
 def hemispheres(structure_ids: np.ndarray, ontology: Ontology) -> np.ndarray:
