@@ -118,3 +118,141 @@ def test_srs_tasks_match_numpy():
     for g in range(6):
         np.testing.assert_allclose(means[:, g], want_rows[:, codes == g].mean(axis=1),
                                    rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# the tasks over blocks of columns / genes give the values of one call on the whole matrix
+# --------------------------------------------------------------------------------------------
+def _bits_equal(got: np.ndarray, want: np.ndarray) -> None:
+    """Same shape and the same float64 values bit for bit (NaN where NaN)."""
+    assert got.shape == want.shape and got.dtype == want.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want))[~np.isnan(want)].all()   # zeros too
+
+
+def _fill(rng, n_labels: int, n_samples: int, one_per_label: bool):
+    import scipy.sparse as sp
+
+    from atlas_engine.pipeline.interpolate import InterpolationFill
+
+    per = 1 if one_per_label else 3
+    rows = np.repeat(np.arange(n_labels), per)
+    cols = rng.integers(0, n_samples, len(rows))
+    w = sp.coo_matrix((rng.uniform(0.1, 2.0, len(rows)), (rows, cols)),
+                      shape=(n_labels, n_samples)).tocsr()
+    w.sum_duplicates()
+    w.sort_indices()
+    return InterpolationFill(np.arange(100, 100 + n_labels), w,
+                             np.asarray(w.sum(axis=1)).reshape(-1))
+
+
+def test_sample_normalise_tasks_equal_one_call(monkeypatch):
+    from atlas_engine.pipeline.donor_norm import sample_normalise
+    from atlas_engine.pipeline.normalize import NORMALIZERS
+
+    rng = np.random.default_rng(8)
+    raw = rng.normal(8, 2, size=(300, 61))
+    raw[:, 4] = 3.0                                 # a constant sample (zero IQR)
+    # a block of 8 columns a task: the last block would hold one column alone
+    monkeypatch.setattr(passes, "TASK_BYTES", 8 * 300 * 6)
+    for method in NORMALIZERS.names():
+        if method == "srs":
+            continue
+        with np.errstate(all="ignore"):
+            want = normalize(raw, method, axis=0)
+        _bits_equal(sample_normalise(raw.copy(), method), want)
+    held = raw.copy()
+    held[3, 7] = np.nan                             # NaN: one task for the whole matrix
+    _bits_equal(sample_normalise(held, "zscore"), normalize(held, "zscore", axis=0))
+
+
+def test_normalize_blocks_tasks_equal_the_block_loop():
+    from atlas_engine.pipeline.donor_norm import normalize_blocks
+    from atlas_engine.pipeline.normalize import normalize_donor
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(8, 2, size=(70, 45))
+    x[rng.random(x.shape) < 0.02] = np.nan
+    x[5] = np.nan
+    x[:, 7] = np.nan
+    classes = rng.choice(np.array(["a", "b"]), len(x))
+    for sn, gn, cls in (("zscore", "rs", None), ("center", "minmax", classes),
+                        (None, "srs", classes)):
+        want = x.copy()
+        with np.errstate(all="ignore"):
+            if sn is not None:
+                for a in range(0, len(want), 2):
+                    want[a:a + 2] = normalize_donor(want[a:a + 2], sn, None)
+            for a in range(0, want.shape[1], 16):
+                want[:, a:a + 16] = normalize_donor(want[:, a:a + 16], None, gn, cls)
+            got = normalize_blocks(x.copy(), sn, gn, cls, block=16)
+        _bits_equal(got, want)
+
+
+@pytest.mark.parametrize("one_per_label", [True, False])
+def test_region_tasks_equal_whole_matrix(monkeypatch, one_per_label):
+    from atlas_engine.kernels.blockgroups import group_mean_rows, nanmean_stack
+    from atlas_engine.pipeline import regions
+    from atlas_engine.pipeline.interpolate import pooled_with_pseudo, with_pseudo
+
+    rng = np.random.default_rng(10)
+    n_samples, n_genes = 90, 77
+    xg = rng.normal(size=(n_genes, n_samples))
+    xg[rng.random(xg.shape) < 0.05] = np.nan
+    xg[3] = np.nan
+    x = xg.T
+    all_labels = np.arange(1, 30)
+    lab = rng.choice(np.concatenate([[0], all_labels[:20]]), n_samples)
+    fill = _fill(rng, 9, n_samples, one_per_label)
+    fill = type(fill)(all_labels[20:29], fill.weights, fill.denominator)
+    codes = np.searchsorted(all_labels, lab)
+    codes = np.where(lab == 0, -1, codes)
+    # a few genes a task, the last block not a single gene
+    monkeypatch.setattr(passes, "TASK_BYTES", 8 * n_samples * 5)
+    _bits_equal(passes.group_means(xg, codes, all_labels, fill),
+                with_pseudo(group_mean_rows(xg, codes, len(all_labels)).T, fill, x,
+                            all_labels))
+    for metric in ("mean", "median"):
+        _bits_equal(passes.region_values(x, lab, all_labels, metric, fill),
+                    with_pseudo(regions.region_values(x, lab, all_labels, metric), fill, x,
+                                all_labels))
+        _bits_equal(passes.region_values(x, lab, all_labels, metric),
+                    regions.region_values(x, lab, all_labels, metric))
+    got, got_lab = passes.pooled_samples(x, lab, fill)
+    want, want_lab = pooled_with_pseudo(x, lab, fill)
+    _bits_equal(got, want)
+    np.testing.assert_array_equal(got_lab, want_lab)
+    per = [regions.region_values(x[k::3], lab[k::3], all_labels) for k in range(3)]
+    _bits_equal(passes.combine_donors(per, "mean"), nanmean_stack(per))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        want = np.nanmedian(np.stack(per), axis=0)
+    _bits_equal(passes.combine_donors(per, "median"), want)
+    _bits_equal(regions.combine_donors(per, "median"), want)
+
+
+def test_gene_means_reduce_in_the_tasks_as_the_whole_kernel(store):
+    from atlas_engine.aggregate.engine import groupby_reduce
+
+    donor = _donors(store)[1]
+    arr = rowtasks.open_array(str(store), donor, L.EXPRESSION)
+    rng = np.random.default_rng(12)
+    rows = rng.integers(0, arr.shape[0], 200)           # any order, repeats allowed
+    codes = rng.integers(0, 30, len(rows))
+    # the former pass: every chunk row read, then reduced by the (parallel) kernel in order
+    jobs, order, tasks = rowtasks.row_tasks(arr, rows)
+    sums = np.zeros((32, arr.shape[1]))
+    counts = np.zeros((32, arr.shape[1]))
+    for (_, _, lo, hi), block in zip(jobs, rowtasks.compute(tasks), strict=True):
+        res = groupby_reduce(block, codes[order[lo:hi]], axis="probe", n_groups=32,
+                             stats=("sum",))
+        sums += np.where(res["count"] > 0, res["sum"], 0.0)
+        counts += res["count"]
+    assert len(jobs) > 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        _bits_equal(passes.gene_means(arr, rows, codes, 32), sums / counts)
+
+
+def test_nanmean_stack_kernel_is_serial():
+    from atlas_engine.kernels import blockgroups
+
+    assert not blockgroups._nanmean_stack.targetoptions.get("parallel")

@@ -8,7 +8,7 @@ values are all NaN gives NaN). One pass over the matrix.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -230,11 +230,11 @@ def weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
     return _weighted_true_count(blk, rows, w, len(w))
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def _nanmean_stack(stack: np.ndarray) -> np.ndarray:
     d, n = stack.shape
     out = np.empty(n)
-    for j in prange(n):
+    for j in range(n):
         s = 0.0
         c = 0
         for k in range(d):
@@ -249,7 +249,9 @@ def _nanmean_stack(stack: np.ndarray) -> np.ndarray:
 def nanmean_stack(arrays: list[np.ndarray]) -> np.ndarray:
     """Element-wise mean over ``arrays`` (same shape) skipping NaN; NaN where every array is
     NaN (``np.nanmean(np.stack(arrays), axis=0)`` without its warning and temporaries;
-    summed in array order)."""
+    summed in array order). Serial and ``nogil``: no thread pool of its own, so it can run
+    inside Dask tasks over blocks of columns (each element depends on that element of the
+    arrays only)."""
     stack = np.stack([np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays])
     return _nanmean_stack(stack).reshape(np.shape(arrays[0]))
 

@@ -1,5 +1,6 @@
-"""Sample and gene normalisation of one donor's chosen rows, and its region means: the
-scaled robust sigmoid as Dask tasks (:mod:`.passes`), other methods block by block in numpy."""
+"""Sample and gene normalisation of one donor's chosen rows, and its region means, as Dask
+tasks (:mod:`.passes`): the scaled robust sigmoid in its numba kernels, other methods in numpy
+(:func:`~.normalize.normalize`), over blocks of samples or genes."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from typing import Any
 import numpy as np
 
 from . import passes
-from .normalize import check_method, normalize, normalize_donor
+from .normalize import check_method
 
 
 def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | None,
                      classes: np.ndarray | None = None, block: int = 4096) -> np.ndarray:
     """:func:`~.normalize.normalize_donor` on samples × genes ``x``, a block of samples
-    (sample_norm) or genes (gene_norm) at a time, so temporaries stay small. Both steps are
+    (sample_norm) or genes (gene_norm) a Dask task, so temporaries stay small. Both steps are
     independent per sample / per gene, so the result is the same. The default ``srs`` runs in
-    a numba kernel (:mod:`atlas_engine.kernels.srs`) as Dask tasks. A float64 ``x`` may be overwritten."""
+    a numba kernel (:mod:`atlas_engine.kernels.srs`), other methods in numpy
+    (:func:`.passes.normalize_rows`, :func:`.passes.normalize_columns`). A float64 ``x`` may be
+    overwritten."""
     from .passes import srs_columns
 
     out = np.asarray(x, dtype=np.float64)
@@ -37,21 +40,19 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
             out = res
         gene_norm = None
     if sample_norm is not None:
-        for a in range(0, out.shape[0], block // 8):
-            out[a:a + block // 8] = normalize_donor(out[a:a + block // 8], sample_norm, None)
+        out = passes.normalize_rows(out, sample_norm, block // 8, out=out)
     if gene_norm is not None:
-        for a in range(0, out.shape[1], block):
-            out[:, a:a + block] = normalize_donor(out[:, a:a + block], None, gene_norm,
-                                                  classes)
+        out = passes.normalize_columns(out, gene_norm, block, classes, out=out)
     return out
 
 
 def sample_normalise(raw: np.ndarray, method: str) -> np.ndarray:
     """Genes × samples ``raw`` (no NaN) with each sample (column) normalised over the genes
-    by ``method`` (abagen's ``sample_norm``); ``srs`` overwrites a float64 ``raw``."""
+    by ``method`` (abagen's ``sample_norm``), as Dask tasks over blocks of samples; ``srs``
+    overwrites a float64 ``raw``."""
     if check_method(method) == "srs":
         return passes.srs_columns(raw, out=raw if raw.dtype == np.float64 else None)
-    return normalize(raw, method, axis=0)
+    return passes.normalize_columns(raw, method, whole=True)
 
 
 def gene_normalise(base: np.ndarray, cols: np.ndarray, method: str | None,

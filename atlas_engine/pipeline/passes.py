@@ -1,11 +1,16 @@
 """The pipeline's passes over the store's arrays, as Dask tasks.
 
 Every pass that reads a donor's expression or PACall array — the intensity-filter signal,
-differential-stability scores, per-probe moments, the chosen rows, the striped sample
-normalisation — is a Dask graph of tasks over ``(donor, chunk row)`` (or ``(donor, chunk
-column)``), each reading its blocks with :class:`~atlas_engine.store.blockread.BlockArray`
-(one block reader, buffers reused per thread); the scaled-robust-sigmoid normalisations and
-region means over in-memory or cached matrices are tasks over blocks of rows or columns.
+differential-stability scores, per-probe moments, the per-gene means of ``average`` (reduced
+in the tasks by the serial kernel), the chosen rows, the striped sample normalisation — is a
+Dask graph of tasks over ``(donor, chunk row)`` (or ``(donor, chunk column)``), each reading
+its blocks with :class:`~atlas_engine.store.blockread.BlockArray` (one block reader, buffers
+reused per thread). The passes over in-memory or cached matrices are tasks over blocks of
+rows, columns or genes: the scaled-robust-sigmoid normalisations and region means of
+abagen's defaults, and for other options the other normalisation methods, a donor's region
+values with its pseudo-samples, its pooled samples and the combination over donors (each
+block's values those of one call on the whole matrix, bit for bit). The streamed output
+(:mod:`.output`) runs its spill and write the same way.
 
 :func:`~atlas_engine.aggregate.rowtasks.compute` runs them on whatever Dask runs on in the caller: the threaded scheduler by
 default, or the workers of an active ``dask.distributed`` client (``aggregate --workers`` /
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..aggregate.rowtasks import compute, open_array, row_tasks, sort_rows, take_task, task
+from ..aggregate.rowtasks import compute, open_array, sort_rows, take_task, task
 from ..kernels.blockgroups import (
     finish_means,
     group_mean_rows,
@@ -165,23 +170,36 @@ def probe_moments(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
     return out
 
 
+def _gene_sums_task(arr: BlockArray, a: int, b: int, local: np.ndarray, codes: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One task of :func:`gene_means`: rows ``local`` of the chunk row ``a:b`` summed per
+    gene (``codes``, one per row) with the serial kernel. ``(the genes of the block (sorted),
+    their sums over the block's probes (0 where no value), the counts of those values)``."""
+    from ..kernels import group_sum_count
+
+    block = take_task(arr, a, b, local, np.float64)
+    genes, inv = np.unique(codes, return_inverse=True)
+    sums, counts = group_sum_count(block, inv.reshape(-1), len(genes), axis=0)
+    # a gene without a value in a column of this block adds nothing there
+    return genes, np.where(counts > 0, sums, 0.0), counts
+
+
 def gene_means(arr: BlockArray, rows: np.ndarray, codes: np.ndarray, n_genes: int
                ) -> np.ndarray:
     """Genes × all columns of ``arr``: the mean of each gene's probes (``average``; ``codes``
-    the gene of each of ``rows``). The rows are read by a task per chunk row, then summed
-    block by block in the same order as a block-wise pass (a gene's sums over the blocks
-    holding its probes)."""
-    from ..aggregate.engine import groupby_reduce
-
-    jobs, order, tasks = row_tasks(arr, rows)
+    the gene of each of ``rows``). A task per chunk row reads its rows and sums them per gene
+    (the genes it holds only); the caller adds the blocks' sums in block order (a gene's sums
+    over the blocks holding its probes)."""
+    order, sorted_rows = sort_rows(rows)
+    jobs = arr.row_jobs(sorted_rows)
+    codes = np.asarray(codes, dtype=np.int64)
+    tasks = [task(_gene_sums_task, arr, a, b, sorted_rows[lo:hi] - a, codes[order[lo:hi]])
+             for a, b, lo, hi in jobs]
     sums = np.zeros((n_genes, arr.shape[1]))
     counts = np.zeros((n_genes, arr.shape[1]))
-    for (_, _, lo, hi), block in zip(jobs, compute(tasks), strict=True):
-        res = groupby_reduce(block, codes[order[lo:hi]], axis="probe", n_groups=n_genes,
-                             stats=("sum",))
-        # a gene without probes in this block has a NaN sum (count 0): it adds nothing
-        sums += np.where(res["count"] > 0, res["sum"], 0.0)
-        counts += res["count"]
+    for genes, part_sums, part_counts in compute(tasks):
+        sums[genes] += part_sums
+        counts[genes] += part_counts
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
 
@@ -297,6 +315,179 @@ def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     for (c0, c1), part in zip(spans, compute(tasks), strict=True):
         res[:, c0:c1] = part
     return res
+
+
+# --------------------------------------------------------------------------------------------
+# the other normalisations (:func:`~.normalize.normalize`), over blocks of rows or columns
+# --------------------------------------------------------------------------------------------
+def _wide_spans(n: int, per_block: int) -> list[tuple[int, int]]:
+    """:func:`_spans` without a block of one column (unless ``n`` is 1): numpy sums a
+    single column pairwise, but the columns of a wider block one row after the other, as
+    over the whole matrix, so per-column reductions over the blocks equal the whole's."""
+    spans = _spans(n, max(2, per_block))
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] == 1:
+        spans[-2:] = [(spans[-2][0], n)]
+    return spans
+
+
+#: bytes of a task's block of columns or genes (the larger of its input and its result)
+TASK_BYTES = 32 * 2**20
+
+
+def _gene_spans(n_genes: int, per_gene: int) -> list[tuple[int, int]]:
+    """Blocks of genes of about :data:`TASK_BYTES` (``per_gene`` float64 values a gene), none
+    of a single gene (see :func:`_wide_spans`)."""
+    return _wide_spans(n_genes, TASK_BYTES // (8 * max(1, per_gene)))
+
+
+def _normalize_task(x: np.ndarray, method: str, axis: int, groups: np.ndarray | None
+                    ) -> np.ndarray:
+    from .normalize import normalize
+
+    return normalize(x, method, axis=axis, groups=groups)
+
+
+def normalize_rows(x: np.ndarray, method: str, per_task: int, out: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """Each row of ``x`` normalised over the columns by ``method``
+    (:func:`~.normalize.normalize` with ``axis=1``), as tasks over blocks of ``per_task`` rows,
+    written into ``out`` (may be ``x`` itself, float64; a new array by default)."""
+    res = np.empty(x.shape) if out is None else out
+    spans = _spans(x.shape[0], per_task)
+    tasks = [task(_normalize_task, x[a:b], method, 1, None) for a, b in spans]
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        res[a:b] = part
+    return res
+
+
+def normalize_columns(x: np.ndarray, method: str, per_task: int | None = None,
+                      groups: np.ndarray | None = None, out: np.ndarray | None = None,
+                      whole: bool = False) -> np.ndarray:
+    """Each column of ``x`` normalised over the rows by ``method`` (:func:`~.normalize.
+    normalize` with ``axis=0``; separately per value of ``groups``, one per row), as tasks
+    over blocks of ``per_task`` columns (default: about :data:`TASK_BYTES` of ``x`` a task),
+    written into ``out`` (may be ``x`` itself, float64; a new array by default).
+
+    Each block is normalised as :func:`~.normalize.normalize` would on its own. With
+    ``whole`` the values are those of one call on the whole matrix: no block is a single
+    column (see :func:`_wide_spans`), and a matrix holding NaN (whose all-NaN rows depend on
+    the columns looked at) or normalised by ``mixed_sig`` (which normalises subsets of the
+    columns together) is one task."""
+    from .normalize import check_method
+
+    res = np.empty(x.shape) if out is None else out
+    n = x.shape[1]
+    if per_task is None:
+        per_task = TASK_BYTES // (8 * max(1, x.shape[0]))
+    if not whole:
+        spans = _spans(n, per_task)
+    elif check_method(method) == "mixed_sig" or np.isnan(x).any():
+        spans = [(0, n)]
+    else:
+        spans = _wide_spans(n, per_task)
+    tasks = [task(_normalize_task, x[:, a:b], method, 0, groups) for a, b in spans]
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        res[:, a:b] = part
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# one donor's region values (other region_agg / agg_metric / missing than abagen's defaults)
+# and the combination over donors, as tasks over blocks of genes
+# --------------------------------------------------------------------------------------------
+def _group_means_task(g: np.ndarray, codes: np.ndarray, n_groups: int, fill: Any,
+                      all_labels: np.ndarray) -> np.ndarray:
+    from .interpolate import with_pseudo
+
+    return with_pseudo(group_mean_rows(g, codes, n_groups).T, fill, g.T, all_labels)
+
+
+def group_means(xg: np.ndarray, codes: np.ndarray, all_labels: np.ndarray, fill: Any
+                ) -> np.ndarray:
+    """Regions (``all_labels``) × genes: per region the mean of genes × samples ``xg`` over
+    its samples (``codes``: each sample's position in ``all_labels``, -1 none; NaN skipped),
+    with the pseudo-samples of ``fill`` (:class:`~.interpolate.InterpolationFill`) in its
+    labels (:func:`~.interpolate.with_pseudo`); a task per block of genes. A transposed view
+    of genes × regions, as ``group_mean_rows(xg, codes, n).T``."""
+    n_genes, n = xg.shape[0], len(all_labels)
+    out = np.empty((n_genes, n))
+    spans = _gene_spans(n_genes, max(n, xg.shape[1]))
+    tasks = [task(_group_means_task, xg[a:b], codes, n, fill, all_labels) for a, b in spans]
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        out[a:b] = part.T
+    return out.T
+
+
+def _region_values_task(x: np.ndarray, labels: np.ndarray, all_labels: np.ndarray,
+                        metric: str, fill: Any) -> np.ndarray:
+    from .interpolate import with_pseudo
+    from .regions import region_values
+
+    vals = region_values(x, labels, all_labels, metric)
+    return vals if fill is None else with_pseudo(vals, fill, x, all_labels)
+
+
+def region_values(x: np.ndarray, labels: np.ndarray, all_labels: np.ndarray, metric: str,
+                  fill: Any = None) -> np.ndarray:
+    """:func:`.regions.region_values` of samples × genes ``x`` (with the pseudo-samples of
+    ``fill`` in its labels, :func:`~.interpolate.with_pseudo`), a task per block of genes
+    (each gene's values depend on its column only)."""
+    n_genes = x.shape[1]
+    out = np.empty((len(all_labels), n_genes))
+    spans = _gene_spans(n_genes, max(len(all_labels), x.shape[0]))
+    tasks = [task(_region_values_task, x[:, a:b], labels, all_labels, metric, fill)
+             for a, b in spans]
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        out[:, a:b] = part
+    return out
+
+
+def _pseudo_task(x: np.ndarray, fill: Any) -> np.ndarray:
+    return fill.values(x)
+
+
+def pooled_samples(x: np.ndarray, labels: np.ndarray, fill: Any
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~.interpolate.pooled_with_pseudo`: one donor's samples × genes ``x`` and their
+    ``labels`` with the pseudo-samples of ``fill`` appended, these computed by a task per
+    block of genes (:meth:`~.interpolate.InterpolationFill.values`; each gene's from its
+    column only)."""
+    from .interpolate import pooled_with_pseudo
+
+    if not len(fill.labels) or not x.shape[1]:
+        return pooled_with_pseudo(x, labels, fill)
+    n = x.shape[0]
+    out = np.empty((n + len(fill.labels), x.shape[1]))
+    out[:n] = x
+    spans = _gene_spans(x.shape[1], max(n, len(fill.labels)))
+    tasks = [task(_pseudo_task, x[:, a:b], fill) for a, b in spans]
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        out[n:, a:b] = part
+    return out, np.concatenate([np.asarray(labels, dtype=np.int64), fill.labels])
+
+
+def _combine_task(parts: list[np.ndarray], metric: str) -> np.ndarray:
+    if metric == "mean":
+        from ..kernels.blockgroups import nanmean_stack
+
+        return nanmean_stack(parts)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.stack(parts), axis=0)
+
+
+def combine_donors(per: Sequence[np.ndarray], metric: str = "mean") -> np.ndarray:
+    """Regions × genes: the NaN-skipping ``metric`` (``mean`` or ``median``) over the donors'
+    regions × genes ``per``, element by element; a task per block of genes."""
+    n_regions, n_genes = np.shape(per[0])
+    out = np.empty((n_regions, n_genes))
+    spans = _gene_spans(n_genes, len(per) * n_regions)
+    tasks = [task(_combine_task, [v[:, a:b] for v in per], metric) for a, b in spans]
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        out[:, a:b] = part
+    return out
 
 
 # --------------------------------------------------------------------------------------------

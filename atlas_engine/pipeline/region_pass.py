@@ -6,6 +6,9 @@ sample-normalised, :mod:`.chosen`), normalises the genes over its matched sample
 them to regions × genes; :meth:`RegionPass.finish` combines the donors. With abagen's
 defaults the gene normalisation and the region means are one pass of Dask tasks over blocks
 of genes (:func:`.donor_norm.srs_region_means`), and the mean over donors is a running sum.
+With other options the normalisation (:mod:`.donor_norm`), the region values with their
+pseudo-samples, the pooled samples and the combination over donors are Dask tasks over
+blocks of genes too (:mod:`.passes`).
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.blockgroups import group_mean_rows
+from . import passes
 from .donor_norm import gene_normalise, label_codes, normalize_blocks, srs_region_means
-from .interpolate import donor_fill, empty_fill, pooled_with_pseudo, with_pseudo
+from .interpolate import donor_fill, empty_fill
 from .matching import VolumeAtlas
 from .normalize import check_method
 from .params import PipelineParams
 from .passes import release_memory
-from .regions import centroid_combine, centroid_picks, combine_donors, region_values
+from .regions import centroid_combine, centroid_picks, combine_donors
 from .result import DonorSamples
 
 
@@ -133,15 +136,14 @@ class RegionPass:
             self.dists.append(dist)
         fill_i = donor_fill(self.atlas, lab, coords, hemi, cls) \
             if p.missing == "interpolate" else empty_fill(len(lab))
+        # the region values (pseudo-samples included) as tasks over blocks of genes
         if p.region_agg == "donors" and p.agg_metric == "mean":
-            codes = label_codes(lab, all_labels)
-            self._add_donor(with_pseudo(group_mean_rows(xg, codes, len(all_labels)).T, fill_i,
-                                        x, all_labels))
+            self._add_donor(passes.group_means(xg, label_codes(lab, all_labels), all_labels,
+                                               fill_i))
         elif p.region_agg == "donors":
-            self._add_donor(with_pseudo(region_values(x, lab, all_labels, p.agg_metric),
-                                        fill_i, x, all_labels))
+            self._add_donor(passes.region_values(x, lab, all_labels, p.agg_metric, fill_i))
         else:
-            self.pooled.append(pooled_with_pseudo(x, lab, fill_i))
+            self.pooled.append(passes.pooled_samples(x, lab, fill_i))
         del x, xg
         release_memory()
 
@@ -165,9 +167,9 @@ class RegionPass:
                 self.acc_sum = self.acc_cnt = None
                 return combined
             return None if p.return_donors else combine_donors(self.per_donor, p.agg_metric)
-        combined = region_values(np.vstack([v for v, _ in self.pooled]),
-                                 np.concatenate([lab for _, lab in self.pooled]),
-                                 self.all_labels, p.agg_metric)
+        combined = passes.region_values(np.vstack([v for v, _ in self.pooled]),
+                                        np.concatenate([lab for _, lab in self.pooled]),
+                                        self.all_labels, p.agg_metric)
         if fill is not None:
             combined[fill_rows] = fill
         return combined

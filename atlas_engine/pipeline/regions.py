@@ -12,13 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..choices import AGG_METRICS, REGION_AGG
 from ..errors import ConfigError
 from ._stats import group_mean_columns
 from .matching import VolumeAtlas
 from .registry import check_choice
-
-REGION_AGG = ("donors", "samples")
-AGG_METRICS = ("mean", "median")
 
 
 def region_values(
@@ -118,17 +116,11 @@ def aggregate_samples(
 
 
 def combine_donors(per: Sequence[np.ndarray], agg_metric: str = "mean") -> np.ndarray:
-    """Regions × genes: the NaN-skipping ``agg_metric`` over the donors' region values."""
-    import warnings
+    """Regions × genes: the NaN-skipping ``agg_metric`` over the donors' region values,
+    element by element, as Dask tasks over blocks of genes (:func:`.passes.combine_donors`)."""
+    from .passes import combine_donors as combine
 
-    if agg_metric == "mean":
-        from ..kernels.blockgroups import nanmean_stack
-
-        return nanmean_stack(list(per))
-    stack = np.stack(per)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(stack, axis=0)
+    return combine(per, agg_metric)
 
 
 def gene_keep(combined: np.ndarray) -> np.ndarray:
