@@ -181,3 +181,18 @@ def test_workers_option_starts_a_local_cluster(ahba, tmp_path, local_cluster_tas
     ran = local_cluster_tasks.ran(["_reduce_rows"])
     assert all(n > 0 for n in ran.values()), ran
     _same_csv(tmp_path / "t.csv", tmp_path / "w.csv")
+
+
+def test_verify_runs_its_chunk_checks_on_the_cluster(ahba, dask_cluster):
+    """`verify --scheduler` checks the matrices on the workers and reports as on threads."""
+    import json
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["verify", str(ahba), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    with count_tasks(dask_cluster) as ran:
+        r2 = runner.invoke(cli, ["verify", str(ahba), "--json", "--scheduler", dask_cluster],
+                           catch_exceptions=False)
+    assert r2.exit_code == 0, r2.output
+    assert sum(ran.values()) > 0, f"the workers ran no task: {ran}"
+    assert json.loads(r2.output) == json.loads(r.output)

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from .common import dask_options, execution
+
 
 @click.command("convert")
 @click.argument("src", type=click.Path(exists=True))
@@ -87,10 +89,14 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
 @click.argument("store")
 @click.option("--no-checksums", is_flag=True, help="Skip re-reading every chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
+@dask_options
+def verify_cmd(store: str, no_checksums: bool, as_json: bool, workers: int | None,
+               scheduler: str | None, memory_limit: str | None) -> None:
     """Check STORE: dimensions, samples per donor, probe↔gene summary, NaN/inf, and every chunk
     of every array (its CRC-32C, and the matrices' values against conversion; of the RNA-seq
     donors too). Each problem says how to repair it (re-convert that donor with --force).
+    The matrices are checked as Dask tasks, a chunk row each: on this process's threads, or
+    on a cluster's workers with --workers / --scheduler (they must reach the store).
 
     \b
     Example:
@@ -99,7 +105,8 @@ def verify_cmd(store: str, no_checksums: bool, as_json: bool) -> None:
     """
     from ..store.verify import verify_store
 
-    rep = verify_store(store, checksums=not no_checksums)
+    with execution(scheduler, workers, memory_limit):
+        rep = verify_store(store, checksums=not no_checksums)
     if as_json:
         click.echo(json.dumps({"ok": rep.ok, "problems": rep.problems, "summary": rep.summary},
                               default=str, indent=1))
