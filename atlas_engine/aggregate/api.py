@@ -15,7 +15,6 @@ One pass over the expression data, whatever is asked:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,10 +339,10 @@ def _reduce_rows(spec: _BlockSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
         out["value"], out["count"] = comb["mean"], comb["count"]
     else:
         masked = np.where(c > 0, v, np.nan)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            agg = np.nanmedian if spec.stat == "median" else np.nanmean
-            out["value"], out["count"] = agg(masked, axis=0), c.sum(axis=0)
+        from ..kernels.nanreduce import nanmean_quiet, nanmedian_quiet
+
+        agg = nanmedian_quiet if spec.stat == "median" else nanmean_quiet
+        out["value"], out["count"] = agg(masked, axis=0), c.sum(axis=0)
     return _compact(out, spec.dtype)
 
 

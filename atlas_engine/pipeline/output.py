@@ -33,7 +33,6 @@ import os
 import shutil
 import tempfile
 import uuid
-import warnings
 import weakref
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -447,9 +446,9 @@ def _block_values(nb: int, kept: np.ndarray, parts: list[_Part], fill_rows: np.n
     if agg_metric == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(c > 0, s / c, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(np.stack(stack), axis=0)
+    from ..kernels.nanreduce import nanmedian_quiet
+
+    return nanmedian_quiet(np.stack(stack), axis=0)
 
 
 def _rows(x: np.ndarray, idx: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -471,11 +471,9 @@ def _combine_task(parts: list[np.ndarray], metric: str) -> np.ndarray:
         from ..kernels.blockgroups import nanmean_stack
 
         return nanmean_stack(parts)
-    import warnings
+    from ..kernels.nanreduce import nanmedian_quiet
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(np.stack(parts), axis=0)
+    return nanmedian_quiet(np.stack(parts), axis=0)
 
 
 def combine_donors(per: Sequence[np.ndarray], metric: str = "mean") -> np.ndarray:

@@ -42,12 +42,10 @@ def region_values(
     order = np.argsort(where[ok], kind="stable")
     xs, ws = x[ok][order], where[ok][order]
     bounds = np.flatnonzero(np.diff(ws)) + 1
-    import warnings
+    from ..kernels.nanreduce import nanmedian_quiet
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for rows in np.split(np.arange(len(ws)), bounds):
-            out[ws[rows[0]]] = np.nanmedian(xs[rows], axis=0)
+    for rows in np.split(np.arange(len(ws)), bounds):
+        out[ws[rows[0]]] = nanmedian_quiet(xs[rows], axis=0)
     return out
 
 
