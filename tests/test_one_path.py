@@ -249,3 +249,30 @@ def test_verify_reports_damaged_chunks_in_chunk_order(store: Path, tmp_path: Pat
         assert [p for p in report.problems if p in expected] == expected, report.problems
         assert f"array {path}" in expected[0] and "chunk (2" in expected[0]
     assert got.problems == threads.problems
+
+
+def test_ordered_tasks_run_in_a_fixed_order_on_threads():
+    """Tasks named in order run in the same order in every run (Dask's threads: last to
+    first), not in one drawn from random key names."""
+    import threading
+
+    from atlas_engine.aggregate.rowtasks import compute, ordered_tasks
+
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def note(i: int) -> int:
+        with lock:
+            seen.append(i)
+        return i
+
+    import dask
+
+    orders = []
+    with dask.config.set(num_workers=1):     # one thread: the order taken is the order run
+        for _ in range(3):
+            seen.clear()
+            assert compute(ordered_tasks(note, [(i,) for i in range(30)])) == list(range(30))
+            orders.append(list(seen))
+    assert orders[0] == orders[1] == orders[2]
+    assert sorted(orders[0]) == list(range(30))

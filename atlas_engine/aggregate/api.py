@@ -458,9 +458,10 @@ def aggregate(
                       n_labels=n_labels, member=member, mode=combine, stat=stat,
                       stats=tuple(sorted(stats)), ddof=ddof, need_scores=need_scores)
 
-    from .rowtasks import compute, task
+    from .rowtasks import compute, ordered_tasks
 
-    parts = compute([task(_reduce_rows, spec, part) for part in _row_parts(rows, block_rows)])
+    parts = compute(ordered_tasks(_reduce_rows, [(spec, part)
+                                                 for part in _row_parts(rows, block_rows)]))
     computed = {k: np.concatenate([p[k] for p in parts], axis=-2) for k in parts[0]}
     values = np.swapaxes(computed["value"], -1, -2)        # (G, P) or (D, G, P)
     n_values = np.swapaxes(computed["count"], -1, -2)
