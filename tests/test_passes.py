@@ -10,7 +10,7 @@ import zarr
 
 from atlas_engine.aggregate import rowtasks
 from atlas_engine.convert.donor import convert_microarray
-from atlas_engine.pipeline import passes
+from atlas_engine.pipeline import matrix_passes, passes
 from atlas_engine.pipeline.normalize import normalize
 from atlas_engine.store import layout as L
 from atlas_engine.store.blockread import BlockArray, release_buffers, thread_buffer
@@ -110,11 +110,11 @@ def test_srs_tasks_match_numpy():
     x = rng.normal(size=(300, 40))
     cols = rng.integers(0, 40, 55)
     want_rows = normalize(x[:, cols], "srs", axis=1)
-    np.testing.assert_allclose(passes.srs_rows(x, cols), want_rows, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(passes.srs_columns(x), normalize(x, "srs", axis=0), rtol=0,
+    np.testing.assert_allclose(matrix_passes.srs_rows(x, cols), want_rows, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(matrix_passes.srs_columns(x), normalize(x, "srs", axis=0), rtol=0,
                                atol=1e-12)
     codes = rng.integers(-1, 6, len(cols))
-    means = passes.srs_rows(x, cols, codes, 6)
+    means = matrix_passes.srs_rows(x, cols, codes, 6)
     for g in range(6):
         np.testing.assert_allclose(means[:, g], want_rows[:, codes == g].mean(axis=1),
                                    rtol=1e-12)
@@ -154,7 +154,7 @@ def test_sample_normalise_tasks_equal_one_call(monkeypatch):
     raw = rng.normal(8, 2, size=(300, 61))
     raw[:, 4] = 3.0                                 # a constant sample (zero IQR)
     # a block of 8 columns a task: the last block would hold one column alone
-    monkeypatch.setattr(passes, "TASK_BYTES", 8 * 300 * 6)
+    monkeypatch.setattr(matrix_passes, "TASK_BYTES", 8 * 300 * 6)
     for method in NORMALIZERS.names():
         if method == "srs":
             continue
@@ -208,25 +208,25 @@ def test_region_tasks_equal_whole_matrix(monkeypatch, one_per_label):
     codes = np.searchsorted(all_labels, lab)
     codes = np.where(lab == 0, -1, codes)
     # a few genes a task, the last block not a single gene
-    monkeypatch.setattr(passes, "TASK_BYTES", 8 * n_samples * 5)
-    _bits_equal(passes.group_means(xg, codes, all_labels, fill),
+    monkeypatch.setattr(matrix_passes, "TASK_BYTES", 8 * n_samples * 5)
+    _bits_equal(matrix_passes.group_means(xg, codes, all_labels, fill),
                 with_pseudo(group_mean_rows(xg, codes, len(all_labels)).T, fill, x,
                             all_labels))
     for metric in ("mean", "median"):
-        _bits_equal(passes.region_values(x, lab, all_labels, metric, fill),
+        _bits_equal(matrix_passes.region_values(x, lab, all_labels, metric, fill),
                     with_pseudo(regions.region_values(x, lab, all_labels, metric), fill, x,
                                 all_labels))
-        _bits_equal(passes.region_values(x, lab, all_labels, metric),
+        _bits_equal(matrix_passes.region_values(x, lab, all_labels, metric),
                     regions.region_values(x, lab, all_labels, metric))
-    got, got_lab = passes.pooled_samples(x, lab, fill)
+    got, got_lab = matrix_passes.pooled_samples(x, lab, fill)
     want, want_lab = pooled_with_pseudo(x, lab, fill)
     _bits_equal(got, want)
     np.testing.assert_array_equal(got_lab, want_lab)
     per = [regions.region_values(x[k::3], lab[k::3], all_labels) for k in range(3)]
-    _bits_equal(passes.combine_donors(per, "mean"), nanmean_stack(per))
+    _bits_equal(matrix_passes.combine_donors(per, "mean"), nanmean_stack(per))
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         want = np.nanmedian(np.stack(per), axis=0)
-    _bits_equal(passes.combine_donors(per, "median"), want)
+    _bits_equal(matrix_passes.combine_donors(per, "median"), want)
     _bits_equal(regions.combine_donors(per, "median"), want)
 
 

@@ -17,8 +17,8 @@ from _cluster import executed_on_workers
 from _golden import store_copy
 
 from atlas_engine import open_store
+from atlas_engine.pipeline import matrix_passes
 from atlas_engine.pipeline import output as output_mod
-from atlas_engine.pipeline import passes
 from atlas_engine.pipeline.donor_norm import normalize_blocks
 from atlas_engine.pipeline.expression import get_expression_data
 
@@ -51,7 +51,7 @@ def voxel_atlas_path(tmp_path_factory):
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of a few genes / regions, so every pass is many tasks on this small dataset."""
-    monkeypatch.setattr(passes, "TASK_BYTES", 64 * 1024)
+    monkeypatch.setattr(matrix_passes, "TASK_BYTES", 64 * 1024)
     monkeypatch.setattr(output_mod, "GENE_BLOCK", 32)
     monkeypatch.setattr(output_mod, "BLOCK_BYTES", 2000 * 8 * 60)
 

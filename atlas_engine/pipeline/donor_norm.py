@@ -1,6 +1,6 @@
 """Sample and gene normalisation of one donor's chosen rows, and its region means, as Dask
-tasks (:mod:`.passes`): the scaled robust sigmoid in its numba kernels, other methods in numpy
-(:func:`~.normalize.normalize`), over blocks of samples or genes."""
+tasks (:mod:`.matrix_passes`): the scaled robust sigmoid in its numba kernels, other methods
+in numpy (:func:`~.normalize.normalize`), over blocks of samples or genes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import passes
+from . import matrix_passes
 from .normalize import check_method
 
 
@@ -18,9 +18,9 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
     (sample_norm) or genes (gene_norm) a Dask task, so temporaries stay small. Both steps are
     independent per sample / per gene, so the result is the same. The default ``srs`` runs in
     a numba kernel (:mod:`atlas_engine.kernels.srs`), other methods in numpy
-    (:func:`.passes.normalize_rows`, :func:`.passes.normalize_columns`). A float64 ``x`` may be
-    overwritten."""
-    from .passes import srs_columns
+    (:func:`.matrix_passes.normalize_rows`, :func:`.matrix_passes.normalize_columns`). A
+    float64 ``x`` may be overwritten."""
+    from .matrix_passes import srs_columns
 
     out = np.asarray(x, dtype=np.float64)
     fast = ("srs", "scaled_rsig", "scaled_robust_sigmoid")
@@ -40,9 +40,9 @@ def normalize_blocks(x: np.ndarray, sample_norm: str | None, gene_norm: str | No
             out = res
         gene_norm = None
     if sample_norm is not None:
-        out = passes.normalize_rows(out, sample_norm, block // 8, out=out)
+        out = matrix_passes.normalize_rows(out, sample_norm, block // 8, out=out)
     if gene_norm is not None:
-        out = passes.normalize_columns(out, gene_norm, block, classes, out=out)
+        out = matrix_passes.normalize_columns(out, gene_norm, block, classes, out=out)
     return out
 
 
@@ -51,8 +51,8 @@ def sample_normalise(raw: np.ndarray, method: str) -> np.ndarray:
     by ``method`` (abagen's ``sample_norm``), as Dask tasks over blocks of samples; ``srs``
     overwrites a float64 ``raw``."""
     if check_method(method) == "srs":
-        return passes.srs_columns(raw, out=raw if raw.dtype == np.float64 else None)
-    return passes.normalize_columns(raw, method, whole=True)
+        return matrix_passes.srs_columns(raw, out=raw if raw.dtype == np.float64 else None)
+    return matrix_passes.normalize_columns(raw, method, whole=True)
 
 
 def gene_normalise(base: np.ndarray, cols: np.ndarray, method: str | None,
@@ -62,7 +62,7 @@ def gene_normalise(base: np.ndarray, cols: np.ndarray, method: str | None,
     per value of ``classes`` when given). ``srs`` without classes runs in one numba pass
     straight from ``base``."""
     if method is not None and classes is None and check_method(method) == "srs":
-        return passes.srs_rows(base, cols)
+        return matrix_passes.srs_rows(base, cols)
     if method is None or not len(cols):
         return np.ascontiguousarray(base[:, cols])
     x = np.ascontiguousarray(base[:, cols].T)
@@ -74,7 +74,7 @@ def srs_region_means(base: np.ndarray, cols: np.ndarray, codes: np.ndarray, n_gr
     """Genes × groups: each gene of genes × samples ``base`` normalised (srs) over the
     samples ``cols``, then averaged per group ``codes`` (one per entry of ``cols``; -1 left
     out), one block of genes at a time."""
-    return passes.srs_rows(base, cols, codes, n_groups)
+    return matrix_passes.srs_rows(base, cols, codes, n_groups)
 
 
 def label_codes(lab: np.ndarray, all_labels: np.ndarray) -> np.ndarray:

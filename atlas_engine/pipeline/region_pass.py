@@ -8,7 +8,7 @@ defaults the gene normalisation and the region means are one pass of Dask tasks 
 of genes (:func:`.donor_norm.srs_region_means`), and the mean over donors is a running sum.
 With other options the normalisation (:mod:`.donor_norm`), the region values with their
 pseudo-samples, the pooled samples and the combination over donors are Dask tasks over
-blocks of genes too (:mod:`.passes`).
+blocks of genes too (:mod:`.matrix_passes`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import passes
+from . import matrix_passes
 from .donor_norm import gene_normalise, label_codes, normalize_blocks, srs_region_means
 from .interpolate import donor_fill, empty_fill
 from .matching import VolumeAtlas
@@ -138,12 +138,12 @@ class RegionPass:
             if p.missing == "interpolate" else empty_fill(len(lab))
         # the region values (pseudo-samples included) as tasks over blocks of genes
         if p.region_agg == "donors" and p.agg_metric == "mean":
-            self._add_donor(passes.group_means(xg, label_codes(lab, all_labels), all_labels,
+            self._add_donor(matrix_passes.group_means(xg, label_codes(lab, all_labels), all_labels,
                                                fill_i))
         elif p.region_agg == "donors":
-            self._add_donor(passes.region_values(x, lab, all_labels, p.agg_metric, fill_i))
+            self._add_donor(matrix_passes.region_values(x, lab, all_labels, p.agg_metric, fill_i))
         else:
-            self.pooled.append(passes.pooled_samples(x, lab, fill_i))
+            self.pooled.append(matrix_passes.pooled_samples(x, lab, fill_i))
         del x, xg
         release_memory()
 
@@ -167,7 +167,7 @@ class RegionPass:
                 self.acc_sum = self.acc_cnt = None
                 return combined
             return None if p.return_donors else combine_donors(self.per_donor, p.agg_metric)
-        combined = passes.region_values(np.vstack([v for v, _ in self.pooled]),
+        combined = matrix_passes.region_values(np.vstack([v for v, _ in self.pooled]),
                                         np.concatenate([lab for _, lab in self.pooled]),
                                         self.all_labels, p.agg_metric)
         if fill is not None:

@@ -115,8 +115,8 @@ def aggregate_samples(
 
 def combine_donors(per: Sequence[np.ndarray], agg_metric: str = "mean") -> np.ndarray:
     """Regions × genes: the NaN-skipping ``agg_metric`` over the donors' region values,
-    element by element, as Dask tasks over blocks of genes (:func:`.passes.combine_donors`)."""
-    from .passes import combine_donors as combine
+    element by element, as Dask tasks over blocks of genes (:func:`.matrix_passes.combine_donors`)."""
+    from .matrix_passes import combine_donors as combine
 
     return combine(per, agg_metric)
 
