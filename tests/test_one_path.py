@@ -276,3 +276,24 @@ def test_ordered_tasks_run_in_a_fixed_order_on_threads():
             orders.append(list(seen))
     assert orders[0] == orders[1] == orders[2]
     assert sorted(orders[0]) == list(range(30))
+
+
+def test_matrix_check_counts_nan_inf_and_negative_values_in_one_pass(tmp_path):
+    """verify's matrix check (one task per chunk row) counts NaN, inf and negative values
+    while it compares the chunks with the checksums conversion recorded."""
+    import zarr
+
+    from atlas_engine.convert import writer
+    from atlas_engine.store.verify import VerifyReport, _check_matrix
+
+    url = str(tmp_path / "m.zarr")
+    zarr.open_group(url, mode="w", zarr_format=3)
+    x = np.arange(70 * 9, dtype=np.float32).reshape(70, 9) - 100.0   # 100 negative values,
+    x[3, 4], x[50, 0], x[69, 8] = np.nan, np.inf, -np.inf              # one now NaN, one -inf
+    arr = writer.create_matrix(url, "expression", x.shape, (16, 4), np.float32,
+                               ("probe", "sample"))
+    bw = writer.BlockWriter(arr)
+    recorded = [bw.write(r0, x[r0:r0 + 16]) for r0 in range(0, 70, 16)]
+    report = VerifyReport()
+    got = _check_matrix(url, "expression", recorded, (16, 4), "m", report)
+    assert got == (1, 2, 100) and report.ok, report.problems

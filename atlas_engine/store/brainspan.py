@@ -171,15 +171,11 @@ def verify_brainspan(url: str | os.PathLike, *, checksums: bool = True) -> Any:
         if L.EXPRESSION not in cs:
             report.fail("no checksums recorded for expression")
         else:
-            nn, ni = _check_matrix(bs.url, f"{GROUP}/{L.EXPRESSION}", cs[L.EXPRESSION],
-                                   tuple(cs.get("chunks", (0, 0))), "brainspan expression",
-                                   report)
-            s["nan"], s["inf"] = nn, ni
-        neg = 0
-        step = max(1, int(cs.get("chunks", [4096])[0]))
-        for r0 in range(0, n, step):
-            neg += int((arr[r0:r0 + step, :] < 0).sum())
-        s["negative"] = neg
-        if neg:
-            report.fail(f"{neg} negative RPKM values")
+            # one pass of Dask tasks: checksums, NaN, inf and negative values
+            nn, ni, neg = _check_matrix(bs.url, f"{GROUP}/{L.EXPRESSION}", cs[L.EXPRESSION],
+                                        tuple(cs.get("chunks", (0, 0))),
+                                        "brainspan expression", report)
+            s["nan"], s["inf"], s["negative"] = nn, ni, neg
+            if neg:
+                report.fail(f"{neg} negative RPKM values")
     return report

@@ -44,7 +44,7 @@ def _problem(exc: BaseException, hint: str = "") -> str:
 
 def _check_chunk_rows(url: str, path: str, steps: list[tuple[int, int, int, Any]], m: int,
                       sc: int, name: str, hint: str
-                      ) -> tuple[int, int, list[str], Exception | None]:
+                      ) -> tuple[int, int, int, list[str], Exception | None]:
     """One task: for each ``(bi, r0, r1, recorded)`` of ``steps`` (consecutive blocks of rows,
     together about one chunk row of the array), read rows ``r0:r1`` of the 2-D array ``path``
     (each chunk's CRC-32C checked as it is read) and compare each chunk's values with
@@ -52,15 +52,15 @@ def _check_chunk_rows(url: str, path: str, steps: list[tuple[int, int, int, Any]
 
     Returns
     -------
-    (n_nan, n_inf, problems, error)
-        The NaN and inf counts and the lines of the report, in block and chunk order (a block
-        that cannot be read is one line, and counts nothing); ``error``: what stopped the
+    (n_nan, n_inf, n_negative, problems, error)
+        The NaN, inf and negative counts and the lines of the report, in block and chunk order
+        (a block that cannot be read is one line, and counts nothing); ``error``: what stopped the
         comparison (recorded checksums that are not numbers; the blocks after it are not
         read), else ``None``.
     """
     from .blockread import read_rows
 
-    n_nan = n_inf = 0
+    n_nan = n_inf = n_neg = 0
     problems: list[str] = []
     for bi, r0, r1, recorded in steps:
         try:
@@ -71,6 +71,7 @@ def _check_chunk_rows(url: str, path: str, steps: list[tuple[int, int, int, Any]
         if block.dtype.kind == "f":
             n_nan += int(np.isnan(block).sum())
             n_inf += int(np.isinf(block).sum())
+            n_neg += int((block < 0).sum())
         if recorded is None:
             continue
         try:
@@ -81,15 +82,15 @@ def _check_chunk_rows(url: str, path: str, steps: list[tuple[int, int, int, Any]
                     problems.append(f"{name}: chunk ({bi}, {bj}) values differ from "
                                     f"conversion; {hint}")
         except Exception as exc:  # noqa: BLE001 - the caller raises it in block order
-            return n_nan, n_inf, problems, exc
-    return n_nan, n_inf, problems, None
+            return n_nan, n_inf, n_neg, problems, exc
+    return n_nan, n_inf, n_neg, problems, None
 
 
 def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], name: str,
-                  report: VerifyReport) -> tuple[int, int]:
+                  report: VerifyReport) -> tuple[int, int, int]:
     """Read every chunk row of the 2-D array ``path`` (each chunk's CRC-32C checked as it is
     read) and compare each chunk's values with the CRC-32 recorded at conversion; returns the
-    NaN and inf counts.
+    NaN, inf and negative counts.
 
     One Dask task per chunk row of the array (:func:`_check_chunk_rows`, run by
     :func:`atlas_engine.aggregate.rowtasks.compute`: Dask's threads, or the workers of an
@@ -114,15 +115,16 @@ def _check_matrix(url: str, path: str, recorded: Any, chunks: tuple[int, int], n
     done = compute([task(_check_chunk_rows, url, path, steps[k:k + per_task], m, sc, name, hint)
                     for k in range(0, len(steps), per_task)])
     # the problems in chunk order, as one pass over the blocks finds them
-    n_nan = n_inf = 0
-    for nn, ni, problems, error in done:
+    n_nan = n_inf = n_neg = 0
+    for nn, ni, ng, problems, error in done:
         n_nan += nn
         n_inf += ni
+        n_neg += ng
         for text in problems:
             report.fail(text)
         if error is not None:
             raise error
-    return n_nan, n_inf
+    return n_nan, n_inf, n_neg
 
 
 def _check_matrices(url: str, group: str, names: Sequence[str], attrs: dict[str, Any],
@@ -138,7 +140,7 @@ def _check_matrices(url: str, group: str, names: Sequence[str], attrs: dict[str,
             report.fail(f"{label}: no checksums recorded for {name}; {hint}")
             continue
         try:
-            nn, ni = _check_matrix(url, f"{group}/{name}", cs[name], chunks, f"{label} {name}",
+            nn, ni, _ = _check_matrix(url, f"{group}/{name}", cs[name], chunks, f"{label} {name}",
                                    report)
         except Exception as exc:  # noqa: BLE001 - verify reports, never crashes
             report.fail(f"{label} {name}: {_problem(exc, hint)}")
