@@ -22,6 +22,9 @@ otherwise.
 
 ``e2e_source``: the dataset of the abagen end-to-end goldens and its float64 store, made once
 (see the fixture); ``_golden.store_copy`` gives a module its own copy of that store.
+
+``voxel_atlas_path``: a voxel-level atlas (every labelled voxel its own region) made from the
+goldens' interpolation atlas, for the streamed-output tests.
 """
 
 from __future__ import annotations
@@ -148,3 +151,21 @@ def e2e_source(tmp_path_factory: pytest.TempPathFactory) -> dict:
                       quiet=True, brainspan=False)
     convert_microarray(root / "raw", root / "store.zarr", dtype="float64")
     return {"raw": root / "raw", "store": root / "store.zarr", "synth": synth}
+
+
+@pytest.fixture(scope="session")
+def voxel_atlas_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A voxel-level atlas (every labelled voxel its own region) of the abagen goldens'
+    interpolation atlas, as a NIfTI file, for the streamed-output tests."""
+    import sys
+
+    import nibabel as nib
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "abagen_oracle"))
+    from synth_atlas import voxel_atlas
+
+    img = nib.load(Path(__file__).parent / "data" / "abagen_golden" / "e2e_interp_atlas.nii.gz")
+    path = tmp_path_factory.mktemp("vox") / "voxels.nii.gz"
+    nib.save(nib.Nifti1Image(voxel_atlas(np.asarray(img.dataobj)), img.affine), str(path))
+    return str(path)

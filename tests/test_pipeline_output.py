@@ -5,7 +5,6 @@ matrix, and the CLI writing ``-o X.zarr``."""
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -34,20 +33,6 @@ FIXED = dict(corrected_mni=False, reannotated=False)
 @pytest.fixture(scope="module")
 def store(e2e_source, tmp_path_factory):
     return open_store(store_copy(e2e_source, tmp_path_factory.mktemp("stream") / "store.zarr"))
-
-
-@pytest.fixture(scope="module")
-def voxel_atlas_path(tmp_path_factory):
-    import nibabel as nib
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "abagen_oracle"))
-    from synth_atlas import voxel_atlas
-
-    img = nib.load(ATLAS)
-    vol = voxel_atlas(np.asarray(img.dataobj))
-    path = tmp_path_factory.mktemp("vox") / "voxels.nii.gz"
-    nib.save(nib.Nifti1Image(vol, img.affine), str(path))
-    return str(path)
 
 
 def _same(streamed: xr.DataArray, frame: pd.DataFrame, exact: bool = True) -> None:

@@ -7,7 +7,6 @@ pooled samples, the combination over donors and the per-gene means of
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +32,6 @@ FIXED = dict(corrected_mni=False, reannotated=False, cache=False)
 @pytest.fixture(scope="module")
 def store(e2e_source, tmp_path_factory):
     return open_store(store_copy(e2e_source, tmp_path_factory.mktemp("tasks") / "store.zarr"))
-
-
-@pytest.fixture(scope="module")
-def voxel_atlas_path(tmp_path_factory):
-    import nibabel as nib
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "abagen_oracle"))
-    from synth_atlas import voxel_atlas
-
-    img = nib.load(ATLAS)
-    path = tmp_path_factory.mktemp("vox") / "voxels.nii.gz"
-    nib.save(nib.Nifti1Image(voxel_atlas(np.asarray(img.dataobj)), img.affine), str(path))
-    return str(path)
 
 
 @pytest.fixture
