@@ -226,3 +226,34 @@ def test_cube_indexes_select_by_acronym_name_and_gene(store, tmp_path):
         np.testing.assert_array_equal(back.sel(acronym=g.acronym).value.values,
                                       by_acr.value.values)
         np.testing.assert_array_equal(back.sel(gene_symbol=sym).value.values, sel.value.values)
+
+
+@pytest.mark.parametrize("method", ["max_intensity", "max_variance"])
+def test_collapse_keeps_the_best_finite_probe_ties_to_the_smallest_probe_id(method):
+    """The gene's probe with the highest finite score; NaN and inf skipped; a tie goes to the
+    smallest probe_id whatever the row order (a plain loop as the oracle)."""
+    from atlas_engine.aggregate.api import _collapse
+
+    rng = np.random.default_rng(7)
+    n = 60
+    probes = pd.DataFrame({"probe_id": rng.permutation(np.arange(1000, 1000 + n)),
+                           "gene_symbol": rng.choice(list("ABCDEFGH"), n)})
+    score = rng.integers(0, 4, n).astype(float)          # many ties
+    score[rng.random(n) < 0.15] = np.nan
+    score[rng.random(n) < 0.05] = np.inf
+    score[(probes.gene_symbol == "H").to_numpy()] = np.nan   # a gene without a finite score
+    values = rng.normal(size=(3, n))
+    counts = rng.integers(1, 9, size=(3, n))
+    out, nv, info = _collapse(values, counts, probes, method, score, score)
+    genes = sorted(set(probes.gene_symbol))
+    for k, g in enumerate(genes):
+        best, pick = -np.inf, -1
+        for r in sorted(np.flatnonzero(probes.gene_symbol == g), key=lambda r: probes.probe_id[r]):
+            if np.isfinite(score[r]) and score[r] > best:
+                best, pick = score[r], r
+        if pick < 0:
+            assert np.isnan(out[:, k]).all() and info.chosen_probe.iloc[k] == -1
+        else:
+            np.testing.assert_array_equal(out[:, k], values[:, pick])
+            np.testing.assert_array_equal(nv[:, k], counts[:, pick])
+            assert info.chosen_probe.iloc[k] == probes.probe_id[pick]

@@ -201,17 +201,15 @@ def _collapse(values: np.ndarray, n_values: np.ndarray, probes: pd.DataFrame,
         info["chosen_probe"] = -1
         info["reason"] = "mean of the gene's probes"
         return out.reshape(*lead, n_genes), nsum.reshape(*lead, n_genes).astype(np.int64), info
+    from ..pipeline.probes import pick_best
+
     score = score_mean if method == "max_intensity" else score_var
-    # probe order by probe_id: ties go to the smallest probe_id (abagen's idxmax on sorted ids)
-    order = np.lexsort((probe_ids, gene_of_probe))
-    chosen = np.full(n_genes, -1, dtype=np.int64)
-    best = np.full(n_genes, -np.inf)
-    for r in order:
-        s = score[r]
-        g = gene_of_probe[r]
-        if np.isfinite(s) and s > best[g]:
-            best[g] = s
-            chosen[g] = r
+    # the pipeline's rule (highest finite score; NaN skipped; ties to the first row) over the
+    # probes in probe_id order: ties go to the smallest probe_id (abagen's idxmax on sorted ids)
+    by_id = np.argsort(probe_ids, kind="stable")
+    finite = np.where(np.isfinite(score), score, np.nan)[by_id]
+    best = pick_best(finite, gene_of_probe[by_id], n_genes)
+    chosen = np.where(best >= 0, by_id[np.maximum(best, 0)], -1)
     ok = chosen >= 0
     take = np.where(ok, chosen, 0)
     out = np.where(ok, values[..., take], np.nan)
