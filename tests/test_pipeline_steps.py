@@ -142,3 +142,23 @@ def test_centroid_fill_inverse_distance():
     w = inverse_distance_weights(np.array([2.0, 6.0]))
     np.testing.assert_allclose(filled[0], [(3 * w[0] + 5 * w[1]) / w.sum(), 4 * w[0] / w.sum()])
     assert inverse_distance_weights(np.array([0.0, 3.0])).tolist() == [1.0, 0.0]
+
+
+def test_structure_means_are_pandas_groupby_means_bit_for_bit():
+    """The in-memory structure means (diff_stability, rnaseq) sum as pandas' groupby mean
+    does (compensated, in sample order, NaN skipped), as the store path does."""
+    import pandas as pd
+
+    from atlas_engine.pipeline.probes import structure_means
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(loc=8, scale=3, size=(40, 90)) * 1e3
+    x[rng.random(x.shape) < 0.1] = np.nan
+    ids = rng.choice([4008, 4249, 10161, 12139, 9999], 90)
+    ids[:3] = 77777                      # a structure ...
+    ids[3:6] = 88888                     # ... and its mirror: the same values, another order
+    x[:, 3:6] = x[:, [2, 0, 1]]
+    got_ids, got = structure_means(x, ids)
+    want = pd.DataFrame(x.T).groupby(ids).mean().T
+    assert got_ids.tolist() == want.columns.tolist()
+    np.testing.assert_array_equal(got, want.to_numpy())

@@ -91,8 +91,15 @@ def intensity_filter(
 
 
 def structure_means(x: np.ndarray, structure_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of every probe over each structure's samples: (sorted ids, P × n_structures)."""
-    return group_mean_columns(x, np.asarray(structure_ids))
+    """Mean of every probe over each structure's samples: (sorted ids, P × n_structures),
+    Kahan-summed in sample order as pandas' groupby mean (abagen's ``_groupby_structure_id``),
+    the same arithmetic as the store path (:func:`.passes.structure_means`), so both see the
+    same ties when the means are ranked."""
+    from ..kernels.compensated import group_mean_compensated
+
+    uniq, codes = np.unique(np.asarray(structure_ids), return_inverse=True)
+    return uniq, group_mean_compensated(np.asarray(x, dtype=np.float64), codes.reshape(-1),
+                                        len(uniq))
 
 
 def diff_stability(
