@@ -26,6 +26,7 @@ import pandas as pd
 from ..choices import AGGREGATE_STATS, COLLAPSE_METHODS
 from ..errors import ConfigError
 from ..kernels import group_sum_count
+from ..pipeline.registry import fill_choices
 from ..scheduler import scheduler_for_compute
 from ..store import layout as L
 from .engine import DONOR_MODES, combine_donors
@@ -126,9 +127,22 @@ def index_cube(ds: Any) -> Any:
 
 
 def open_cube(path: str | os.PathLike) -> Any:
-    """Open a cube written by ``atlas-engine aggregate --out X.nc|X.zarr`` (or
-    :meth:`AggregateResult.to_dataset`) with its indexes: ``group`` by structure id, and
-    ``acronym``, ``name``, ``gene_symbol`` (see :meth:`AggregateResult.to_dataset`)."""
+    """Open a cube written by ``atlas-engine aggregate --out X.nc|X.zarr``, with its indexes.
+
+    The cube (also what :meth:`AggregateResult.to_dataset` returns) is loaded into memory and
+    indexed by ``group`` (structure id) and by ``acronym``, ``name`` and, for probe cubes,
+    ``gene_symbol``, so ``ds.sel(acronym="CN")`` selects by them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.zarr`` directory, or a netCDF file (any other name; read with ``h5netcdf``).
+
+    Returns
+    -------
+    xarray.Dataset
+        The cube, in memory, with the indexes above.
+    """
     import xarray as xr
 
     path = Path(path)
@@ -352,6 +366,7 @@ def _compact(out: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarra
     return out
 
 
+@fill_choices(stat=STATS, combine=DONOR_MODES, collapse=COLLAPSE_METHODS)
 def aggregate(
     store: Any,
     *,
@@ -367,28 +382,64 @@ def aggregate(
 ) -> AggregateResult:
     """Aggregate a store into a group × feature matrix.
 
+    One pass over the expression data: each donor's samples are reduced by structure, rolled
+    up to the requested groups, the donors combined and, with ``collapse``, probes collapsed
+    to genes (the module docstring gives the steps).
+
     Parameters
     ----------
-    store : AtlasStore or path/URL
-    by : str or list
-        ``"structure"``, ``"depth:N"``, ``"broad"`` or structure ids/acronyms/names (each with
-        its descendants); see :func:`~atlas_engine.aggregate.grouping.resolve_grouping`.
-    stat : {"mean", "median", "sum", "count", "std", "var", "min", "max"}
-    genes : symbols, ``"@file"`` or None (all)
-    combine : {"combined", "pooled", "each"}
-        How donors are combined. ``combined`` (abagen's default): the statistic per donor,
-        then the mean over donors that have the group (median of donor medians for
-        ``median``); ``pooled``: all samples together; ``each``: one result per donor.
-    collapse : {"auto", None, "mean", "max_intensity", "max_variance"}
-        Probes → genes. ``max_*`` choose by the probe's mean / variance over all samples of all
-        selected donors (abagen's ``donor_probes="aggregate"``). ``"auto"`` (default):
-        ``"mean"`` when ``genes`` are asked for by symbol (gene columns), else ``None``
-        (one column per probe).
-    donors : donor ids or names to include (a list, or ``"9861,10021"``; default: all in the
-        store)
-    keep_non_refseq : with ``collapse``, keep probes without an Entrez id (each its own
-        "gene", named after the probe); by default they are left out and counted
-    block_bytes : target size of one Dask block (bounds memory; default 32 MiB)
+    store : AtlasStore, str or os.PathLike
+        An opened store (:func:`~atlas_engine.store.open.open_store`), or its path or URL.
+    by : str or sequence of int or str, default "structure"
+        The groups: ``"structure"`` (every structure with samples, and every ontology leaf),
+        ``"depth:N"`` (the ancestors at ontology depth N), ``"broad"`` (abagen's broad
+        classes), or structure ids, acronyms or names (a comma-separated string or a list;
+        each with its descendants, groups may nest); see
+        :func:`~atlas_engine.aggregate.grouping.resolve_grouping`.
+    stat : str, default "mean"
+        The statistic of each group, one of <choices:stat>.
+    genes : str, sequence of str or None, default None
+        The genes to aggregate: symbols (``"BDNF,COMT"`` or a list), ``"@file"`` (a file of
+        symbols, one per line or comma-separated, ``#`` comments), or None / ``"all"`` (every
+        probe of the store).
+    combine : str, default "combined"
+        How donors are combined, one of <choices:combine>. ``combined`` (abagen's default):
+        the statistic per donor, then the mean over donors that have the group (median of
+        donor medians for ``median``); ``pooled``: all samples together; ``each``: one result
+        per donor.
+    collapse : str or None, default "auto"
+        Probes → genes: ``"auto"``, None (one column per probe) or one of <choices:collapse>.
+        ``max_*`` choose by the probe's mean / variance over all samples of all selected
+        donors (abagen's ``donor_probes="aggregate"``). ``"auto"``: ``"mean"`` when ``genes``
+        are asked for by symbol (gene columns), else None.
+    donors : sequence of int or str, str or None, default None
+        The donors to include: ids or names, as a list or a comma-separated string
+        (``"9861,10021"``); None or ``"all"``: every donor of the store.
+    block_bytes : int, optional
+        Target size in bytes of one Dask block of expression (bounds memory; default 32 MiB,
+        rounded to whole chunk rows of the store).
+    ddof : int, default 1
+        Delta degrees of freedom of ``std`` and ``var`` (the divisor is ``n - ddof``).
+    keep_non_refseq : bool, default False
+        With ``collapse``, keep probes without an Entrez id (each its own "gene", named after
+        the probe); by default they are left out and counted
+        (``params["non_refseq_probes_left_out"]``).
+
+    Returns
+    -------
+    AggregateResult
+        ``values`` (group × feature, or donor × group × feature for ``combine="each"``),
+        ``n_values`` (the non-NaN values behind each entry), ``groups``, ``features``,
+        ``n_samples`` (samples of each donor in each group), ``donors``, ``missing_genes``
+        (symbols not in the store), the unassigned sample counts and ``params``.
+
+    Raises
+    ------
+    ConfigError
+        A value outside the valid ones above, an unknown group, donor or gene list file,
+        a donor not in the store, no selected gene in the store, or nothing left to collapse.
+    StoreNotFoundError
+        No store at ``store``.
     """
     from ..store.open import AtlasStore, open_store
 
@@ -539,12 +590,39 @@ def collapse_probes(
     donors: Sequence[int | str] | str | None = None,
     keep_non_refseq: bool = False,
 ) -> Any:
-    """Probes → genes for every sample: the mean of each gene's probes, as an
-    ``xarray.DataArray`` (gene, sample) with the sample annotation as coordinates.
+    """Probes → genes for every sample: the mean of each gene's probes.
 
     One task per donor: on the workers of an active dask.distributed client, else on local
-    threads writing into one preallocated result. Probes without an Entrez id are left out
-    unless ``keep_non_refseq``.
+    threads writing into one preallocated result.
+
+    Parameters
+    ----------
+    store : AtlasStore, str or os.PathLike
+        An opened store (:func:`~atlas_engine.store.open.open_store`), or its path or URL.
+    genes : str, sequence of str or None, default None
+        The genes: symbols (``"BDNF,COMT"`` or a list), ``"@file"`` (a file of symbols, one
+        per line or comma-separated, ``#`` comments), or None / ``"all"`` (every gene).
+    donors : sequence of int or str, str or None, default None
+        The donors whose samples are included: ids or names, as a list or a comma-separated
+        string (``"9861,10021"``); None or ``"all"``: every donor of the store.
+    keep_non_refseq : bool, default False
+        Keep probes without an Entrez id (each its own "gene", named after the probe); by
+        default they are left out.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``expression``, gene × sample, in the store's precision, with ``gene`` (symbols,
+        sorted) and the sample coordinates ``donor``, ``sample_id``, ``structure_id`` and
+        ``well_id``; ``attrs["missing_genes"]`` lists the asked-for symbols not in the store.
+
+    Raises
+    ------
+    ConfigError
+        An unknown donor or one not in the store, a missing gene list file, or none of
+        ``genes`` in the store.
+    StoreNotFoundError
+        No store at ``store``.
     """
     import xarray as xr
 

@@ -79,37 +79,37 @@ def convert(
 
     Parameters
     ----------
-    src
+    src : str or os.PathLike
         A folder of donor zips (or extracted donor folders), RNA-seq zips, or a BrainSpan zip;
         or one such zip or folder. Any file names: archives are recognised by their members and
         donors identified by their content (a name contradicting the content is an error).
-    store
+    store : str or os.PathLike
         The Zarr store to create or complete (a path or an fsspec URL).
-    dataset
+    dataset : str, default "auto"
         ``"auto"`` (microarray donors, with their RNA-seq donors if ``src`` has them; only
         RNA-seq when that is all there is; else a BrainSpan genes matrix or a Cell Types
         matrix), ``"ahba"``, ``"ahba-rnaseq"``, ``"brainspan"`` or ``"celltypes"`` (an AnnData
         store, see :func:`atlas_engine.celltypes.convert.convert_celltypes`).
-    dtype
+    dtype : str, default "float32"
         Stored precision of the expression values (``"float32"`` or ``"float64"``).
-    donors
+    donors : str, iterable of int or str, or None, default None
         Donor ids or names (``"9861,10021"`` or a list); default every donor in ``src``.
-    rnaseq
+    rnaseq : bool, default True
         With the microarray donors, also convert the RNA-seq donors found in ``src``.
-    memory_limit
+    memory_limit : int, str or None, default None
         Bound on working memory (``"512MB"``); limits how many donors convert at once.
-    jobs
+    jobs : int, optional
         Donors converted in parallel (default: 2 on 2+ cores).
-    force
+    force : bool, default False
         Reconvert the selected donors even when they are current (the repair for a donor
         that ``verify`` or a reader found damaged).
-    allow_nonfinite
+    allow_nonfinite : bool, default False
         Store ``nan``/``inf`` tokens (and values beyond the dtype's range) as NaN, counted in
         the provenance, instead of refusing them with their file, line and column.
-    wait
+    wait : bool, default False
         When another process is converting into ``store`` (it holds the store's lock), wait
         for it instead of raising :class:`~atlas_engine.errors.StoreBusyError`.
-    log
+    log : callable, optional
         Called with one line of progress text at a time.
 
     Returns
@@ -117,11 +117,21 @@ def convert(
     ConvertSummary
         Converted and skipped donors per dataset, with timings.
 
+    Raises
+    ------
+    ConfigError
+        An unknown ``dataset`` or donor, or nothing in ``src`` that can be converted.
+    FormatError
+        An input file without the expected Allen layout (named with its line and column).
+    StoreBusyError
+        Another process is converting into ``store`` and ``wait`` is False.
+
     Notes
     -----
     Re-running skips donors already converted from unchanged sources and finishes interrupted
-    ones, repairing whatever a crash left (docs/reliability.md). Process-wide tuning (malloc arenas, BLAS threads, garbage collector) is left to the
-    caller: the command line applies :func:`atlas_engine.tuning.process_tuning`.
+    ones, repairing whatever a crash left (docs/reliability.md). Process-wide tuning (malloc
+    arenas, BLAS threads, garbage collector) is left to the caller: the command line applies
+    :func:`atlas_engine.tuning.process_tuning`.
     """
     if dataset not in DATASETS:
         raise ConfigError(f"dataset {dataset!r}: expected one of {', '.join(DATASETS)}")

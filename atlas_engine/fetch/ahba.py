@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
+from ..celltypes.datasets import DATASETS as CELLTYPES_DATASETS
 from ..config import Config
 from ..errors import ApiError, ConfigError
+from ..pipeline.registry import fill_choices
 from ..sources.donors import (
     BRAINSPAN_GENES_WKF,
     HBA_STRUCTURE_GRAPH,
@@ -218,6 +220,7 @@ def structures_csv(rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
+@fill_choices(what=WHAT_CHOICES, celltypes=list(CELLTYPES_DATASETS))
 async def afetch_ahba(
     dest: str | Path,
     *,
@@ -232,7 +235,65 @@ async def afetch_ahba(
     pieces: int = DEFAULT_PIECES,
     piece_threshold: int = PIECE_THRESHOLD,
 ) -> FetchReport:
-    """Download the selected AHBA files into ``dest`` (async); see :func:`fetch_ahba`."""
+    """Download the selected Allen files into ``dest``: the coroutine behind :func:`fetch_ahba`.
+
+    Every file is resumable and verified before it gets its final name (size, zip structure
+    and CRCs, JSON, a published SHA-256 where there is one) and recorded in
+    ``dest/manifest.json``; a file already recorded there, unchanged, is not downloaded again.
+    A file that fails does not stop the others and does not raise: check ``report.ok`` and
+    ``report.failed``.
+
+    Parameters
+    ----------
+    dest : str or Path
+        The folder the files are saved in (created when missing).
+    donors : str, iterable of str or int, or None, default "all"
+        The donors whose files are fetched (``microarray``, ``rnaseq``, ``mri``): ``"all"`` or
+        None (all six), a comma-separated string of donor ids or names
+        (``"9861,H0351.2002"``) or a list of them.
+    what : str, iterable of str or None, default None
+        The kinds of file to fetch, a comma-separated string or a list; None fetches
+        ``"microarray"``, ``"ontology"`` and ``"structure-graph"``. Each item is one of
+        <choices:what>; ``"all"`` (every one of them); ``"structure-graph:ID,..."`` (the
+        structure graphs of those ids: 1 adult mouse, 10 human, 16/17 developing
+        human/mouse); or ``"celltypes:NAME"``, a Cell Types data set, NAME one of
+        <choices:celltypes>.
+    base_url : str, optional
+        A mirror to fetch from instead of the Allen servers (the Allen API, BrainSpan, the
+        download archive, GTEx and the Cell Types bucket all come from it); default the
+        configured URLs (``ATLAS_ENGINE_BASE_URL`` and the like, else the real servers).
+    concurrency : int, default 4
+        Files transferred at once (at least 1).
+    policy : RetryPolicy, optional
+        Retries, backoff and timeouts (default :class:`~atlas_engine.fetch.http.RetryPolicy`).
+    quiet : bool, default True
+        Show no progress bars.
+    verify_all : bool, default False
+        Re-hash the files already recorded in the manifest instead of trusting their size and
+        modification time.
+    verify_crc : bool, default True
+        Inflate every zip member and check its CRC-32 before the file gets its final name.
+        False checks the zip structure only and leaves the CRCs to the converter, which checks
+        every member's CRC-32 as it inflates it.
+    pieces : int, default 4
+        Concurrent ``Range`` requests per file of at least ``piece_threshold`` bytes; 1 fetches
+        every file as one stream.
+    piece_threshold : int, default 512 MiB
+        Size in bytes from which a file is fetched in ``pieces``.
+
+    Returns
+    -------
+    FetchReport
+        One :class:`~atlas_engine.fetch.download.DownloadResult` per planned file
+        (``report.results``); ``report.ok``, ``report.failed``, ``report.summary()`` and
+        ``report.cause()`` tell how it went.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``what`` kind, donor or Cell Types data set, nothing selected, or
+        ``concurrency``, ``pieces`` or ``piece_threshold`` below 1.
+    """
     cfg = Config.from_env()
     items = what.split(",") if isinstance(what, str) else list(what) if what is not None else None
     cell_sets: list[str] = []
@@ -290,18 +351,64 @@ async def afetch_ahba(
     return report
 
 
+@fill_choices(what=WHAT_CHOICES, celltypes=list(CELLTYPES_DATASETS))
 def fetch_ahba(dest: str | Path, **kwargs: object) -> FetchReport:
-    """Download AHBA files into ``dest``; the synchronous face of :func:`afetch_ahba`.
+    """Download the selected Allen files into ``dest``: :func:`afetch_ahba`, synchronously.
 
-    Keyword arguments: ``donors`` (``"all"``, ``"9861,H0351.2002"`` or a list), ``what``
-    (kinds from :data:`WHAT_CHOICES`), ``base_url`` (a mirror; default the real Allen API),
-    ``concurrency``, ``policy`` (:class:`RetryPolicy`), ``quiet``, ``verify_all``,
-    ``verify_crc`` (default True: inflate every zip member and check its CRC before the file
-    gets its final name; False: a structural zip check only, leaving CRCs to the converter,
-    which checks every member's CRC-32 as it inflates it), ``pieces`` and ``piece_threshold``
-    (files of at least that many bytes, default 512 MiB, come as that many concurrent Range
-    pieces, default 4; ``pieces=1``: one stream per file).
-    Failures do not raise: check ``report.ok`` / ``report.failed``.
+    ``atlas_engine.fetch(dest, ...)`` calls this function. It runs :func:`afetch_ahba` to
+    completion, also from a thread that already runs an event loop (Jupyter). Every file is
+    verified before it gets its final name and recorded in ``dest/manifest.json``; a file
+    already recorded there, unchanged, is not downloaded again. A file that fails does not
+    stop the others and does not raise: check ``report.ok`` and ``report.failed``.
+
+    Parameters
+    ----------
+    dest : str or Path
+        The folder the files are saved in (created when missing).
+    **kwargs
+        Passed on to :func:`afetch_ahba`, which takes these keywords:
+
+        ``donors`` : str, iterable of str or int, or None, default "all"
+            The donors whose files are fetched: ``"all"`` or None (all six), donor ids or
+            names as a comma-separated string (``"9861,H0351.2002"``) or a list.
+        ``what`` : str, iterable of str or None, default None
+            The kinds of file to fetch (comma-separated or a list; None: ``"microarray"``,
+            ``"ontology"`` and ``"structure-graph"``), each one of <choices:what>;
+            ``"all"``; ``"structure-graph:ID,..."`` (graphs by id); or ``"celltypes:NAME"``
+            with NAME one of <choices:celltypes>.
+        ``base_url`` : str, optional
+            A mirror to fetch everything from; default the configured URLs (the real
+            servers unless ``ATLAS_ENGINE_BASE_URL`` and the like say otherwise).
+        ``concurrency`` : int, default 4
+            Files transferred at once (at least 1).
+        ``policy`` : RetryPolicy, optional
+            Retries, backoff and timeouts (:class:`~atlas_engine.fetch.http.RetryPolicy`).
+        ``quiet`` : bool, default True
+            Show no progress bars.
+        ``verify_all`` : bool, default False
+            Re-hash the files already recorded in the manifest.
+        ``verify_crc`` : bool, default True
+            Inflate every zip member and check its CRC-32 before the file gets its final
+            name; False checks the zip structure only, leaving the CRCs to the converter
+            (which checks every member's CRC-32 as it inflates it).
+        ``pieces`` : int, default 4
+            Concurrent ``Range`` requests per file of at least ``piece_threshold`` bytes;
+            1 fetches every file as one stream.
+        ``piece_threshold`` : int, default 512 MiB
+            Size in bytes from which a file is fetched in ``pieces``.
+
+    Returns
+    -------
+    FetchReport
+        One :class:`~atlas_engine.fetch.download.DownloadResult` per planned file
+        (``report.results``); ``report.ok``, ``report.failed``, ``report.summary()`` and
+        ``report.cause()`` tell how it went.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``what`` kind, donor or Cell Types data set, nothing selected, or
+        ``concurrency``, ``pieces`` or ``piece_threshold`` below 1.
     """
     from .sync import run_sync
 

@@ -862,21 +862,58 @@ async def download_files(
 ) -> list[DownloadResult]:
     """Download every spec into ``dest`` with at most ``concurrency`` transfers at once.
 
-    Returns one :class:`DownloadResult` per spec, in order; a failed file does not stop the
-    others (check ``result.ok``). Files already recorded in ``dest/manifest.json`` with their
-    size and mtime unchanged are skipped without any request (``verify_all`` re-hashes them).
+    A failed file does not stop the others and does not raise (check ``result.ok``). Files
+    already recorded in ``dest/manifest.json`` with their size and mtime unchanged are skipped
+    without any request (``verify_all`` re-hashes them). Every file is resumable (a ``.part``
+    tied to one version of the server's file) and verified before it gets its final name.
 
-    ``verify_crc`` (default True) inflates every zip member after its download and checks its
-    CRC-32 and size against the central directory, so no corrupt archive gets its final name.
-    ``verify_crc=False`` checks the zip structure only (:func:`.verify.verify_zip_structure`;
-    truncation, splicing, unsafe names and sizes are still caught) and leaves the member CRCs to
-    the converter, which inflates every member anyway, checks each CRC-32 and publishes nothing
-    for an archive that fails. The CRC pass costs one core per ~50-170 MB/s of compressed
-    data, far below the network rate on a fast link.
+    Parameters
+    ----------
+    specs : iterable of DownloadSpec
+        The files to fetch: URL, the name each is saved under (unique), how it is checked
+        (``"zip"``, ``"json"`` or ``"raw"``; by default from the name) and, where
+        known, its well-known file id and published SHA-256.
+    dest : str or Path
+        The folder the files are saved in (created when missing).
+    concurrency : int, default 4
+        Files transferred at once (at least 1).
+    policy : RetryPolicy, optional
+        Retries, backoff and timeouts (default :class:`~atlas_engine.fetch.http.RetryPolicy`).
+    session : aiohttp.ClientSession, optional
+        The session to send the requests through (left open); by default one is made for the
+        call and closed at its end.
+    quiet : bool, default True
+        Show no progress bars.
+    verify_all : bool, default False
+        Re-hash the files already recorded in the manifest instead of trusting their size and
+        modification time.
+    chunk_size : int, default 4 MiB
+        Bytes gathered from the socket before one write and hash step.
+    verify_crc : bool, default True
+        Inflate every zip member after its download and check its CRC-32 and size against the
+        central directory, so no corrupt archive gets its final name. False checks the zip
+        structure only (:func:`.verify.verify_zip_structure`; truncation, splicing, unsafe
+        names and sizes are still caught) and leaves the member CRCs to the converter, which
+        inflates every member anyway, checks each CRC-32 and publishes nothing for an archive
+        that fails. The CRC pass costs one core per ~50-170 MB/s of compressed data, far below
+        the network rate on a fast link.
+    pieces : int, default 4
+        Concurrent ``Range`` requests per file of at least ``piece_threshold`` bytes, each
+        resumable on its own (:mod:`.pieces`); 1 fetches every file as one stream.
+    piece_threshold : int, default 512 MiB
+        Size in bytes from which a file is fetched in ``pieces``.
 
-    Files of at least ``piece_threshold`` bytes (default 512 MiB) come as ``pieces`` (default
-    4) concurrent ``Range`` requests, each resumable on its own (:mod:`.pieces`); ``pieces=1``
-    fetches every file as one stream.
+    Returns
+    -------
+    list of DownloadResult
+        One per spec, in order: ``status`` (``"downloaded"``, ``"skipped"`` or ``"failed"``),
+        ``path``, ``size``, ``sha256`` and, for a failure, ``error`` (one line).
+
+    Raises
+    ------
+    ConfigError
+        Two specs share a file name, or ``concurrency``, ``pieces`` or ``piece_threshold`` is
+        below 1.
     """
     specs = list(specs)
     names = [s.name for s in specs]

@@ -70,6 +70,7 @@ class RmaClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the HTTP session when this client made it (a session passed in stays open)."""
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None
@@ -82,6 +83,25 @@ class RmaClient:
 
     # -- raw requests -----------------------------------------------------------------------
     def url_for(self, stages: str | ModelQuery | ServiceQuery, fmt: str = "json") -> str:
+        """The request URL of a query (``{base}/api/v2/data/query.{fmt}?q={stages}``).
+
+        Parameters
+        ----------
+        stages : str, ModelQuery or ServiceQuery
+            The query: RMA stage text or a query built by :mod:`atlas_engine.sources.rma`.
+        fmt : str, default "json"
+            The answer format: ``"json"``, ``"xml"`` or ``"csv"``.
+
+        Returns
+        -------
+        str
+            The URL, quoted as AllenSDK quotes it.
+
+        Raises
+        ------
+        ConfigError
+            ``fmt`` is not one of the formats above.
+        """
         return rma_query_url(self.base_url, str(stages), fmt)
 
     def _cache_path(self, url: str) -> Path | None:
@@ -90,7 +110,29 @@ class RmaClient:
         return self.cache_dir / (hashlib.sha256(url.encode()).hexdigest() + ".json")
 
     async def get_json(self, url: str, *, cache: bool = True) -> Any:
-        """GET ``url`` and parse JSON, with retries; served from / stored in the cache."""
+        """GET ``url`` and parse JSON, with retries; served from / stored in the cache.
+
+        Parameters
+        ----------
+        url : str
+            The request URL.
+        cache : bool, default True
+            Answer from the cache under ``cache_dir`` when it holds ``url``, and store a
+            successful answer there (no effect without ``cache_dir``).
+
+        Returns
+        -------
+        object
+            The parsed JSON document.
+
+        Raises
+        ------
+        ApiError
+            The answer is not JSON.
+        FetchError
+            The server cannot be reached or keeps failing after the policy's retries, sends
+            an HTML page, or answers with an HTTP error status (:class:`HttpStatusError`).
+        """
         path = self._cache_path(url) if cache else None
         if path is not None and path.exists():
             try:
@@ -146,7 +188,29 @@ class RmaClient:
 
     async def envelope(self, stages: str | ModelQuery | ServiceQuery, *,
                        cache: bool = True) -> dict[str, Any]:
-        """One request; the checked envelope (``success`` true) is returned whole."""
+        """One request; the checked envelope (``success`` true) is returned whole.
+
+        Parameters
+        ----------
+        stages : str, ModelQuery or ServiceQuery
+            The query: RMA stage text or a query built by :mod:`atlas_engine.sources.rma`.
+        cache : bool, default True
+            Use and fill the response cache (:meth:`get_json`).
+
+        Returns
+        -------
+        dict
+            The envelope: ``success``, ``msg`` and, for model queries, ``start_row``,
+            ``num_rows`` and ``total_rows``.
+
+        Raises
+        ------
+        ApiError
+            The answer is not an RMA envelope, or says ``success: false``.
+        FetchError
+            The server cannot be reached or keeps failing after the policy's retries, sends
+            an HTML page, or answers with an HTTP error status (:class:`HttpStatusError`).
+        """
         url = self.url_for(stages)
         doc = await self.get_json(url, cache=cache)
         if not isinstance(doc, dict) or "success" not in doc or "msg" not in doc:
@@ -158,7 +222,34 @@ class RmaClient:
     # -- paged model queries ----------------------------------------------------------------
     async def model_rows(self, query: ModelQuery, *, cache: bool = True,
                          page_size: int | None = None) -> list[dict[str, Any]]:
-        """Every row of a model query, paged until a short or empty page."""
+        """Every row of a model query, paged until a short or empty page.
+
+        Pages are asked for in a stable order (``id`` unless the query names one); rows seen
+        on an earlier page are not repeated. A query that sets its own ``start_row`` or
+        ``num_rows`` is sent once, as it is.
+
+        Parameters
+        ----------
+        query : ModelQuery
+            The query (:func:`atlas_engine.sources.rma.model_query`).
+        cache : bool, default True
+            Use and fill the response cache (:meth:`get_json`).
+        page_size : int, optional
+            Rows per page (default the client's ``page_size``).
+
+        Returns
+        -------
+        list of dict
+            The records, as the server sends them.
+
+        Raises
+        ------
+        ApiError
+            An answer is not an RMA envelope, says ``success: false`` or holds no list.
+        FetchError
+            The server cannot be reached or keeps failing after the policy's retries, sends
+            an HTML page, or answers with an HTTP error status (:class:`HttpStatusError`).
+        """
         size = page_size or self.page_size
         if query.num_rows is not None or query.start_row is not None:
             doc = await self.envelope(query, cache=cache)  # the caller chose the window
@@ -184,17 +275,55 @@ class RmaClient:
             start += len(page)
 
     async def service(self, query: ServiceQuery, *, cache: bool = True) -> Any:
-        """The ``msg`` of a service query."""
+        """The ``msg`` of a service query.
+
+        Parameters
+        ----------
+        query : ServiceQuery
+            The query (:func:`atlas_engine.sources.rma.service_query`).
+        cache : bool, default True
+            Use and fill the response cache (:meth:`get_json`).
+
+        Returns
+        -------
+        object
+            The envelope's ``msg``, as the server sends it.
+
+        Raises
+        ------
+        ApiError
+            The answer is not an RMA envelope, or says ``success: false``.
+        FetchError
+            The server cannot be reached or keeps failing after the policy's retries, sends
+            an HTML page, or answers with an HTTP error status (:class:`HttpStatusError`).
+        """
         return (await self.envelope(query, cache=cache))["msg"]
 
     # -- typed helpers ----------------------------------------------------------------------
     async def donors(self) -> list[dict[str, Any]]:
-        """The Human Brain Microarray donors (product id 2)."""
+        """The Human Brain Microarray donors (product id 2).
+
+        Returns
+        -------
+        list of dict
+            One ``Donor`` record per donor.
+        """
         return await self.model_rows(model_query(
             "Donor", f"products[id$eq{HUMAN_MA_PRODUCT_ID}]"))
 
     async def genes(self, symbols: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Genes of the microarray product, all or those with the given symbols."""
+        """Genes of the microarray product, all or those with the given symbols.
+
+        Parameters
+        ----------
+        symbols : sequence of str, optional
+            Gene symbols (acronyms), asked for in batches; None: every gene of the product.
+
+        Returns
+        -------
+        list of dict
+            One ``Gene`` record per gene found (unknown symbols are simply absent).
+        """
         product = f"products[id$eq{HUMAN_MA_PRODUCT_ID}]"
         if symbols is None:
             return await self.model_rows(model_query("Gene", product))
@@ -205,7 +334,18 @@ class RmaClient:
         return out
 
     async def probes(self, symbols: Sequence[str]) -> list[dict[str, Any]]:
-        """Microarray (DNA) probes of genes given by symbol."""
+        """Microarray (DNA) probes of genes given by symbol.
+
+        Parameters
+        ----------
+        symbols : sequence of str
+            Gene symbols (acronyms), asked for in batches.
+
+        Returns
+        -------
+        list of dict
+            One ``Probe`` record per probe.
+        """
         out: list[dict[str, Any]] = []
         for batch in _batches(list(dict.fromkeys(symbols))):
             out += await self.model_rows(model_query("Probe", [
@@ -216,7 +356,18 @@ class RmaClient:
         return out
 
     async def structures(self, graph_id: int = HBA_STRUCTURE_GRAPH) -> list[dict[str, Any]]:
-        """Every structure of an ontology graph (10 = Human Brain Atlas)."""
+        """Every structure of an ontology graph (10 = Human Brain Atlas).
+
+        Parameters
+        ----------
+        graph_id : int, default 10
+            The structure graph (1 adult mouse, 10 human, 16/17 developing human/mouse).
+
+        Returns
+        -------
+        list of dict
+            One ``Structure`` record per structure.
+        """
         return await self.model_rows(model_query("Structure", f"[graph_id$eq{int(graph_id)}]"))
 
     async def cell_types(self, data_set: str | None = None) -> list[dict[str, Any]]:
@@ -226,6 +377,16 @@ class RmaClient:
         its fields): records are returned as the server sends them, whatever their keys. The
         filter on ``data_set`` (the ``celltypes:<name>`` names, e.g. ``human-m1``) is the one
         the local mirror serves; against another server pass criteria to :meth:`model_rows`.
+
+        Parameters
+        ----------
+        data_set : str, optional
+            A Cell Types data set name (``human-m1``, ...); None: every record.
+
+        Returns
+        -------
+        list of dict
+            The records, whatever their keys.
         """
         criteria = [eq_filter("data_set", data_set)] if data_set else None
         return await self.model_rows(model_query("CellType", criteria))
@@ -236,8 +397,31 @@ class RmaClient:
     ) -> dict[str, Any]:
         """``service::human_microarray_expression``; expression values converted to float.
 
-        Returns ``{"probes": [...], "samples": [...]}`` with each probe's ``expression_level``
-        and ``z-score`` as lists of floats (the server sends strings).
+        Parameters
+        ----------
+        probes : iterable of int
+            Probe ids (at least one).
+        donors : iterable of int, optional
+            Donor ids to restrict the samples to (default every donor).
+        structures : iterable of int, optional
+            Structure ids to restrict the samples to (default every structure).
+
+        Returns
+        -------
+        dict
+            ``{"probes": [...], "samples": [...]}`` with each probe's ``expression_level``
+            and ``z-score`` as lists of floats, one per sample (the server sends strings).
+
+        Raises
+        ------
+        ConfigError
+            No probe id given.
+        ApiError
+            The answer lacks ``probes``/``samples``, a value is not a number, or a probe has
+            not one value per sample.
+        FetchError
+            The server cannot be reached or keeps failing after the policy's retries, sends
+            an HTML page, or answers with an HTTP error status (:class:`HttpStatusError`).
         """
         probe_ids = [int(p) for p in probes]
         if not probe_ids:

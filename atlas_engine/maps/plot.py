@@ -55,14 +55,51 @@ def plot_map(table: pd.DataFrame | str | Path, atlas: Volume | str | Path, gene:
              max_side: int = 160, title: str | None = None) -> Path:
     """Draw ``gene``'s region map over ``atlas`` into a PNG (or any matplotlib format).
 
+    The atlas is read once at a reduced resolution; the slices show the region values, the
+    region boundaries, a colour bar and the names of the highest and lowest regions.
+
     Parameters
     ----------
-    kind : {"montage", "ortho"}
-        ``montage``: ``n_slices`` evenly spaced slices along ``axis``; ``ortho``: three
+    table : DataFrame, str or Path
+        Region × value table (:func:`~atlas_engine.maps.write.read_region_table`).
+    atlas : Volume, str or Path
+        The annotation volume (:func:`~atlas_engine.volumes.open_volume`).
+    gene : str
+        The table column to draw.
+    out : str or Path
+        The picture file; its suffix chooses the format (``.png``, ``.svg``, ``.pdf``, ...).
+    ontology : Ontology, optional
+        Regions are structure ids of this ontology (else atlas labels); also names the
+        regions the table does not name.
+    kind : str, default "montage"
+        ``"montage"``: ``n_slices`` evenly spaced slices along ``axis``; ``"ortho"``: three
         orthogonal slices through the centre of the highest region.
+    n_slices : int, default 12
+        Slices of a montage.
     axis : int, optional
         Slicing axis of the montage (default 0 for µm volumes, i.e. coronal CCF slices; 2 for
         NIfTI, i.e. axial).
+    cmap : str, default "viridis"
+        A matplotlib colour map name.
+    max_side : int, default 160
+        About how many voxels per side the reduced picture volume has (every k-th voxel).
+    title : str, optional
+        The figure title (default ``"GENE on ATLAS-FILE"``).
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    ConfigError
+        ``gene`` not in the table or without a finite value, an unknown ``kind``, a table
+        file that is not ``.csv``, ``.parquet`` or ``.zarr``, or (with ``ontology``) no table
+        region in it.
+    FormatError
+        The atlas cannot be read, or (with ``ontology``) one of its voxel labels is not a
+        structure of it.
     """
     import matplotlib
 

@@ -181,13 +181,16 @@ def write_maps(table: pd.DataFrame | str | Path, atlas: Volume | str | Path, out
                slab_bytes: int = SLAB_BYTES // 2) -> list[Path]:
     """Write region values onto an atlas.
 
+    Every voxel gets the value of its region (module docstring); the atlas is read and the
+    images written slab by slab, so memory holds one slab, not the volume.
+
     Parameters
     ----------
-    table : DataFrame or path
+    table : DataFrame, str or Path
         Region × value table (:func:`read_region_table`).
-    atlas : Volume or path
+    atlas : Volume, str or Path
         The annotation volume (:func:`~atlas_engine.volumes.open_volume`).
-    out : path
+    out : str or Path
         ``*.nii``/``*.nii.gz``: one image, 3-D for one gene or a 4-D stack (one volume per
         gene, in ``genes`` order); ``*.nrrd``: one gene; otherwise a directory with one file
         per gene, ``GENE.nii.gz`` (or ``GENE.nrrd`` with ``fmt="nrrd"``, the default for NRRD
@@ -196,13 +199,28 @@ def write_maps(table: pd.DataFrame | str | Path, atlas: Volume | str | Path, out
         Columns to map (default all).
     ontology : Ontology, optional
         Regions are structure ids of this ontology (else atlas labels).
-    background : float
+    background : float, default 0.0
         Value outside every region (0 or ``numpy.nan``).
+    fmt : str, optional
+        The file format when ``out`` is a directory: ``"nifti"`` or ``"nrrd"`` (default
+        ``"nifti"`` for NIfTI atlases, ``"nrrd"`` for NRRD and MetaImage ones).
+    slab_bytes : int, default 32 MiB
+        Target size in bytes of one slab of the atlas (whole planes; bounds memory).
 
     Returns
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    ConfigError
+        A gene not in the table, no value column, several genes for one ``.nrrd`` file, an
+        unknown ``fmt``, a table file that is not ``.csv``, ``.parquet`` or ``.zarr``, or
+        (with ``ontology``) no table region in it.
+    FormatError
+        The atlas cannot be read, or (with ``ontology``) one of its voxel labels is not a
+        structure of it.
     """
     from ..volumes import open_volume
     from ..volumes.nifti import write_nifti

@@ -213,7 +213,30 @@ def read_structure_graph(path: str | Path) -> pd.DataFrame:
 
 
 def ontology_from_structure_graph(path: str | Path) -> Ontology:
-    """The :class:`~atlas_engine.store.ontology.Ontology` tree of a structure graph file."""
+    """The :class:`~atlas_engine.store.ontology.Ontology` tree of a structure graph file.
+
+    Any graph id reads the same way (1 adult mouse, 10 human, 16/17 developing human/mouse);
+    the nested and the flat ``msg`` forms are both accepted (module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+        A structure graph JSON file, as ``/api/v2/structure_graph_download/{id}.json`` serves
+        it (``atlas-engine fetch --what structure-graph:ID`` saves it).
+
+    Returns
+    -------
+    Ontology
+        One structure per node, with ``structure_id_path`` and ``depth`` built from the
+        nesting.
+
+    Raises
+    ------
+    FormatError
+        Not valid JSON or UTF-8, not a structure graph envelope, ``success`` false, a node
+        without an integer ``id``, duplicate ids, a missing parent, a cycle, or a parent id
+        contradicting the nesting.
+    """
     return Ontology(read_structure_graph(path))
 
 

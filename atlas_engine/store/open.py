@@ -510,6 +510,29 @@ def eager_coords(ds: xr.Dataset) -> xr.Dataset:
 
 
 def open_store(path_or_url: str | os.PathLike) -> AtlasStore:
-    """Open a store written by ``atlas-engine convert`` (a path or an fsspec URL such as
-    ``file:///data/ahba.zarr``, ``s3://bucket/ahba.zarr`` or ``memory://ahba.zarr``)."""
+    """Open an AHBA microarray store written by ``atlas-engine convert``.
+
+    Only the root metadata is read here; the tables are read on first use and the matrices
+    stay lazy (Dask-backed), every chunk checked against its recorded checksum as it is read.
+
+    Parameters
+    ----------
+    path_or_url : str or os.PathLike
+        The store: a local path or an fsspec URL such as ``file:///data/ahba.zarr``,
+        ``s3://bucket/ahba.zarr`` or ``memory://ahba.zarr``.
+
+    Returns
+    -------
+    AtlasStore
+        ``expression`` and ``pacall`` (probe × sample), the ``probes``, ``samples`` and
+        ``ontology`` tables and the complete ``donors``.
+
+    Raises
+    ------
+    StoreNotFoundError
+        There is no store at ``path_or_url``.
+    StoreError
+        Not a Zarr v3 store, damaged root metadata, a BrainSpan store, a store of another
+        layout version, or one that holds no finished donor yet.
+    """
     return AtlasStore(_as_url(path_or_url))

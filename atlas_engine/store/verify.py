@@ -177,9 +177,31 @@ def _check_group_arrays(url: str, group: str, report: VerifyReport,
 def verify_store(url: str | os.PathLike, *, checksums: bool = True) -> VerifyReport:
     """Recompute what conversion recorded and check the layout; ``report.ok`` is the verdict.
 
-    A BrainSpan store is checked by :func:`atlas_engine.store.brainspan.verify_brainspan`.
-    Raises :class:`StoreError` only when ``url`` is not a readable store of the current
-    layout at all; every other problem is a line of the report."""
+    Checks the dimensions, sample counts, completeness and NaN/inf counts of every donor
+    (microarray and RNA-seq) against what conversion recorded. A BrainSpan store is checked by
+    :func:`atlas_engine.store.brainspan.verify_brainspan`. Damage never raises: every problem
+    is one line of the report, naming what is wrong and the command that repairs it.
+
+    Parameters
+    ----------
+    url : str or os.PathLike
+        The store: a local path or an fsspec URL.
+    checksums : bool, default True
+        Also read every chunk of every array, checking its CRC-32C and, for the matrices, the
+        CRC-32 of its values recorded at conversion; False checks the metadata only.
+
+    Returns
+    -------
+    VerifyReport
+        ``ok`` (no problem found), ``problems`` (one line each) and ``summary`` (donors,
+        samples, probes and genes, NaN/inf counts, the source files).
+
+    Raises
+    ------
+    StoreError
+        ``url`` is not a readable store of the current layout at all
+        (:class:`~atlas_engine.errors.StoreNotFoundError` when there is nothing there).
+    """
     from .brainspan import store_format, verify_brainspan
     from .open import open_store
 

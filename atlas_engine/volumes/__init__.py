@@ -12,8 +12,31 @@ __all__ = ["Volume", "open_volume"]
 
 
 def open_volume(path: str | Path, *, labels: bool = True) -> Volume:
-    """Open a volume by its name: ``.nrrd``, ``.zip``/``.mhd`` (MetaImage) or
-    ``.nii``/``.nii.gz``; ``labels`` refuses scaled NIfTI data."""
+    """Open a volume, its format chosen by the file name.
+
+    Only the header is read; the voxels are read in slabs or as a lazy Dask array.
+
+    Parameters
+    ----------
+    path : str or Path
+        The volume: ``.nrrd``/``.nhdr`` (NRRD, e.g. the CCFv3 annotation), ``.zip``/``.mhd``
+        (MetaImage, e.g. the old P56 annotation zip) or ``.nii``/``.nii.gz`` (NIfTI).
+    labels : bool, default True
+        The volume holds labels: refuse NIfTI data with intensity scaling
+        (``scl_slope``/``scl_inter``), which labels cannot have. False for intensity images
+        such as donor MRI.
+
+    Returns
+    -------
+    Volume
+        Shape, data type, voxel spacing and unit, affine, and slab / Dask access to the voxels.
+
+    Raises
+    ------
+    FormatError
+        No such file, an unknown format, or a header the reader refuses (scaled labels among
+        them).
+    """
     p = Path(path)
     name = p.name.lower()
     if not p.is_file():

@@ -45,6 +45,8 @@ def voxel_counts(volume: Volume, ontology: Ontology, *, rollup: bool = True,
         Keep only structures at this ontology depth (roll-up to that level).
     lazy : bool, optional
         Build Dask tasks per slab (default: when the data is uncompressed on disk).
+    slab_bytes : int, default 32 MiB
+        Target size in bytes of one slab of the volume (whole planes; bounds memory).
 
     Returns
     -------
@@ -52,6 +54,11 @@ def voxel_counts(volume: Volume, ontology: Ontology, *, rollup: bool = True,
         Index ``structure_id``; columns ``acronym, name, depth, voxels_self, voxels,
         volume_mm3`` (``volume`` of ``voxels``; µm volumes are converted), sorted by
         ``graph_order``.
+
+    Raises
+    ------
+    FormatError
+        A voxel label that is not a structure of ``ontology``.
     """
     ids = np.sort(np.asarray(ontology.ids, dtype=np.int64))
     n = len(ids)
@@ -89,8 +96,29 @@ def voxel_counts(volume: Volume, ontology: Ontology, *, rollup: bool = True,
 
 
 def structure_mask(volume: Volume, ontology: Ontology, structure: int | str) -> Any:
-    """Lazy boolean Dask array: voxels of ``structure`` (id, acronym or name) or any of its
-    descendants."""
+    """Lazy boolean mask of the voxels of ``structure`` or any of its descendants.
+
+    Parameters
+    ----------
+    volume : Volume
+        An annotation volume whose non-zero voxels are ontology structure ids.
+    ontology : Ontology
+        The structure tree the labels belong to.
+    structure : int or str
+        The structure: its id, acronym or name (case-insensitive).
+
+    Returns
+    -------
+    dask.array.Array
+        Boolean, the shape and chunks of ``volume.to_dask()``: True where the voxel's label is
+        ``structure`` or one of its descendants.
+
+    Raises
+    ------
+    ConfigError
+        ``structure`` is not in ``ontology``, or an acronym or name shared by several
+        structures.
+    """
     import dask.array as da
 
     sid = ontology.lookup(structure)
