@@ -400,15 +400,12 @@ def fetch_ahba(dest: str | Path, **kwargs: object) -> FetchReport:
     Returns
     -------
     FetchReport
-        One :class:`~atlas_engine.fetch.download.DownloadResult` per planned file
-        (``report.results``); ``report.ok``, ``report.failed``, ``report.summary()`` and
-        ``report.cause()`` tell how it went.
+        As :func:`afetch_ahba`'s.
 
     Raises
     ------
     ConfigError
-        An unknown ``what`` kind, donor or Cell Types data set, nothing selected, or
-        ``concurrency``, ``pieces`` or ``piece_threshold`` below 1.
+        As :func:`afetch_ahba`.
     """
     from .sync import run_sync
 

@@ -282,125 +282,25 @@ class HumanBrainAtlas:
         return run_sync(go())
 
     def get_donors(self) -> pd.DataFrame:
-        """One row per microarray donor (``id``, ``name``, ...).
-
-        Returns
-        -------
-        pandas.DataFrame
-            The ``Donor`` records, sorted by ``id``.
-
-        Raises
-        ------
-        FetchError
-            The Allen API cannot be reached or keeps failing after the retries, or answers
-            with an error (:class:`~atlas_engine.errors.ApiError`,
-            :class:`~atlas_engine.errors.HttpStatusError`).
-        """
         return self._call("get_donors")
 
     def get_genes(self, symbols: Sequence[str] | None = None) -> pd.DataFrame:
-        """Genes by symbol (all genes of the microarray product when ``symbols`` is None).
-
-        Parameters
-        ----------
-        symbols : sequence of str or str, optional
-            Gene symbols (one symbol may be given as a string); None: every gene.
-
-        Returns
-        -------
-        pandas.DataFrame
-            The ``Gene`` records (``id``, ``acronym``, ...), sorted by ``id``.
-
-        Raises
-        ------
-        ConfigError
-            A symbol the API does not know (every such symbol is named).
-        FetchError
-            The Allen API cannot be reached or keeps failing after the retries, or answers
-            with an error (:class:`~atlas_engine.errors.ApiError`,
-            :class:`~atlas_engine.errors.HttpStatusError`).
-        """
         return self._call("get_genes", symbols)
 
     def get_probes(self, symbols: Sequence[str]) -> pd.DataFrame:
-        """Microarray probes of the given genes, with a ``gene_symbol`` column.
-
-        Parameters
-        ----------
-        symbols : sequence of str or str
-            Gene symbols (one symbol may be given as a string).
-
-        Returns
-        -------
-        pandas.DataFrame
-            The ``Probe`` records of the genes' DNA probes, sorted by ``id``, with
-            ``gene_symbol`` added.
-
-        Raises
-        ------
-        ConfigError
-            A symbol the API does not know.
-        FetchError
-            The Allen API cannot be reached or keeps failing after the retries, or answers
-            with an error (:class:`~atlas_engine.errors.ApiError`,
-            :class:`~atlas_engine.errors.HttpStatusError`).
-        """
         return self._call("get_probes", symbols)
 
     def get_structures(self, graph_id: int = HBA_STRUCTURE_GRAPH) -> pd.DataFrame:
-        """Every structure of the ontology graph, ordered by ``graph_order``.
-
-        Parameters
-        ----------
-        graph_id : int, default 10
-            The structure graph (1 adult mouse, 10 human, 16/17 developing human/mouse).
-
-        Returns
-        -------
-        pandas.DataFrame
-            The ``Structure`` records.
-
-        Raises
-        ------
-        FetchError
-            The Allen API cannot be reached or keeps failing after the retries, or answers
-            with an error (:class:`~atlas_engine.errors.ApiError`,
-            :class:`~atlas_engine.errors.HttpStatusError`).
-        """
         return self._call("get_structures", graph_id)
 
     def get_microarray_expression(
         self, symbols: Sequence[str], donors: Iterable[int | str] | str | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        """Expression of every probe of ``symbols`` in every sample of ``donors``.
-
-        Queried one donor at a time, the probes in batches.
-
-        Parameters
-        ----------
-        symbols : sequence of str
-            Gene symbols.
-        donors : iterable of int or str, str or None, default None
-            Donor ids or names, as a list or a comma-separated string (``"9861,H0351.2002"``);
-            None: all six donors.
-
-        Returns
-        -------
-        (expression, samples, probes) : tuple of pandas.DataFrame
-            ``expression`` is float64 probes × samples (index ``probe_id``, columns 0..n-1
-            matching the rows of ``samples``); ``samples`` has ``donor_id``, ``donor_name``,
-            ``structure_id``, ... per sample; ``probes`` is as from :meth:`get_probes`.
-
-        Raises
-        ------
-        ConfigError
-            An unknown gene symbol or donor.
-        ApiError
-            No microarray probe for ``symbols``, or sample lists that differ between probe
-            batches of one donor.
-        FetchError
-            The Allen API cannot be reached or keeps failing after the retries, or answers
-            with an error (:class:`~atlas_engine.errors.ApiError`,
-            :class:`~atlas_engine.errors.HttpStatusError`).
-        """
         return self._call("get_microarray_expression", symbols, donors)
+
+
+# the blocking methods do what the coroutines do: one docstring for both
+for _name in ("get_donors", "get_genes", "get_probes", "get_structures",
+              "get_microarray_expression"):
+    getattr(HumanBrainAtlas, _name).__doc__ = getattr(AsyncHumanBrainAtlas, _name).__doc__
+del _name
