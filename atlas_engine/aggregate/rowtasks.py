@@ -24,11 +24,13 @@ __all__ = ["compute", "open_array", "ordered_tasks", "read_rows", "row_tasks", "
            "take_task", "task"]
 
 
-def task(func: Callable[..., Any], *args: Any) -> Any:
-    """A lazy call ``func(*args)`` (``dask.delayed``; array arguments are not hashed)."""
+def task(func: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
+    """A lazy call ``func(*args)`` (``dask.delayed``; array arguments are not hashed), named
+    ``key`` when given (else a random name)."""
     import dask
 
-    return dask.delayed(func, pure=False, traverse=False)(*args)
+    call = dask.delayed(func, pure=False, traverse=False)
+    return call(*args) if key is None else call(*args, dask_key_name=key)
 
 
 def ordered_tasks(func: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -38,11 +40,8 @@ def ordered_tasks(func: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]]
     command, four runs each: 2.83-3.14 s in this order, 3.46-3.61 s in random ones)."""
     import uuid
 
-    import dask
-
     name = f"{getattr(func, '__name__', 'task')}-{uuid.uuid4().hex}"
-    call = dask.delayed(func, pure=False, traverse=False)
-    return [call(*args, dask_key_name=f"{name}-{i:06d}") for i, args in enumerate(arg_lists)]
+    return [task(func, *args, key=f"{name}-{i:06d}") for i, args in enumerate(arg_lists)]
 
 
 def compute(tasks: Sequence[Any], *, release: bool = True) -> list[Any]:

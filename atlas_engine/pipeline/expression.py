@@ -32,23 +32,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..choices import (
+    AGG_METRICS,
+    DONOR_PROBES,
+    MATCH_RULES,
+    MIRROR_MODES,
+    MISSING,
+    NORMALIZER_NAMES,
+    PROBE_SELECTIONS,
+    REGION_AGG,
+)
 from ..errors import ConfigError, DamagedCacheError
 from .atlas_input import resolve_atlas
 from .cache import CACHE_GROUP, StoreCache
 from .chosen import ChosenRows
 from .donor_norm import gene_normalise, normalize_blocks, sample_normalise, srs_region_means
 from .match_samples import match_donors, sample_counts_frame
-from .matching import MATCH_RULES
-from .normalize import METHODS as NORM_METHODS
-from .params import CACHE_VERSION, MISSING, PipelineParams
+from .params import CACHE_VERSION, PipelineParams
 from .passes import release_memory
-from .probes import DONOR_PROBES, SELECTION_METHODS, select_probes
+from .probes import select_probes
 from .region_pass import RegionPass
-from .regions import AGG_METRICS, REGION_AGG, gene_keep
+from .regions import gene_keep
 from .registry import fill_choices
 from .result import DonorSamples, ExpressionResult
 from .sample_qc import apply_similarity, donor_samples, probe_table
-from .samples import MIRROR_MODES
 from .scoring import (
     ds_scores,
     ibf_from_signal,
@@ -85,9 +92,9 @@ def _recompute_damaged_cache(fn: Any) -> Any:
 
 
 @fill_choices(
-    probe_selection=SELECTION_METHODS.names(aliases=True), donor_probes=DONOR_PROBES,
-    lr_mirror=MIRROR_MODES, missing=MISSING, region_agg=REGION_AGG, agg_metric=AGG_METRICS,
-    match_rule=MATCH_RULES, norm=[m for m in NORM_METHODS if m != "batch"])
+    probe_selection=PROBE_SELECTIONS, donor_probes=DONOR_PROBES, lr_mirror=MIRROR_MODES,
+    missing=MISSING, region_agg=REGION_AGG, agg_metric=AGG_METRICS, match_rule=MATCH_RULES,
+    norm=NORMALIZER_NAMES)
 @_recompute_damaged_cache
 def get_expression_data(
     store: Any,

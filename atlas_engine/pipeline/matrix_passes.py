@@ -30,6 +30,18 @@ def _spans(n: int, per_block: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
 
 
+def _into(out: np.ndarray, spans: list[tuple[int, int]], tasks: list[Any], axis: int
+          ) -> np.ndarray:
+    """Run ``tasks`` (one per span, in one Dask computation) and write each result into its
+    span ``a:b`` of ``out`` along ``axis`` (0: rows, 1: columns); ``out`` returned."""
+    for (a, b), part in zip(spans, compute(tasks), strict=True):
+        if axis == 0:
+            out[a:b] = part
+        else:
+            out[:, a:b] = part
+    return out
+
+
 def _rows_of(x: Any, r0: int, r1: int) -> Any:
     """What a task over rows ``r0:r1`` of ``x`` gets: the slice itself (in memory), or ``x``
     (a file-backed :class:`~.cache.StripedMatrix`, read in the task)."""
@@ -66,10 +78,8 @@ def srs_rows(x: Any, cols: np.ndarray | None = None, codes: np.ndarray | None = 
     spans = _spans(x.shape[0], rows_per_block(len(idx)))
     tasks = [task(_srs_rows_task, _rows_of(x, r0, r1), r0, r1, idx, codes, n_groups)
              for r0, r1 in spans]
-    out = np.empty((x.shape[0], len(idx) if codes is None else n_groups))
-    for (r0, r1), part in zip(spans, compute(tasks), strict=True):
-        out[r0:r1] = part
-    return out
+    return _into(np.empty((x.shape[0], len(idx) if codes is None else n_groups)), spans,
+                 tasks, 0)
 
 
 def _srs_columns_task(x: np.ndarray) -> np.ndarray:
@@ -86,10 +96,7 @@ def srs_columns(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     res = np.empty(a.shape) if out is None else out
     spans = _spans(a.shape[1], rows_per_block(a.shape[0]))
-    tasks = [task(_srs_columns_task, a[:, c0:c1]) for c0, c1 in spans]
-    for (c0, c1), part in zip(spans, compute(tasks), strict=True):
-        res[:, c0:c1] = part
-    return res
+    return _into(res, spans, [task(_srs_columns_task, a[:, c0:c1]) for c0, c1 in spans], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,10 +136,8 @@ def normalize_rows(x: np.ndarray, method: str, per_task: int, out: np.ndarray | 
     written into ``out`` (may be ``x`` itself, float64; a new array by default)."""
     res = np.empty(x.shape) if out is None else out
     spans = _spans(x.shape[0], per_task)
-    tasks = [task(_normalize_task, x[a:b], method, 1, None) for a, b in spans]
-    for (a, b), part in zip(spans, compute(tasks), strict=True):
-        res[a:b] = part
-    return res
+    return _into(res, spans, [task(_normalize_task, x[a:b], method, 1, None)
+                              for a, b in spans], 0)
 
 
 def normalize_columns(x: np.ndarray, method: str, per_task: int | None = None,
@@ -160,10 +165,8 @@ def normalize_columns(x: np.ndarray, method: str, per_task: int | None = None,
         spans = [(0, n)]
     else:
         spans = _wide_spans(n, per_task)
-    tasks = [task(_normalize_task, x[:, a:b], method, 0, groups) for a, b in spans]
-    for (a, b), part in zip(spans, compute(tasks), strict=True):
-        res[:, a:b] = part
-    return res
+    return _into(res, spans, [task(_normalize_task, x[:, a:b], method, 0, groups)
+                              for a, b in spans], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,12 +188,9 @@ def group_means(xg: np.ndarray, codes: np.ndarray, all_labels: np.ndarray, fill:
     labels (:func:`~.interpolate.with_pseudo`); a task per block of genes. A transposed view
     of genes × regions, as ``group_mean_rows(xg, codes, n).T``."""
     n_genes, n = xg.shape[0], len(all_labels)
-    out = np.empty((n_genes, n))
     spans = _gene_spans(n_genes, max(n, xg.shape[1]))
     tasks = [task(_group_means_task, xg[a:b], codes, n, fill, all_labels) for a, b in spans]
-    for (a, b), part in zip(spans, compute(tasks), strict=True):
-        out[a:b] = part.T
-    return out.T
+    return _into(np.empty((n, n_genes), order="F"), spans, tasks, 1)
 
 
 def _region_values_task(x: np.ndarray, labels: np.ndarray, all_labels: np.ndarray,
@@ -208,13 +208,10 @@ def region_values(x: np.ndarray, labels: np.ndarray, all_labels: np.ndarray, met
     ``fill`` in its labels, :func:`~.interpolate.with_pseudo`), a task per block of genes
     (each gene's values depend on its column only)."""
     n_genes = x.shape[1]
-    out = np.empty((len(all_labels), n_genes))
     spans = _gene_spans(n_genes, max(len(all_labels), x.shape[0]))
     tasks = [task(_region_values_task, x[:, a:b], labels, all_labels, metric, fill)
              for a, b in spans]
-    for (a, b), part in zip(spans, compute(tasks), strict=True):
-        out[:, a:b] = part
-    return out
+    return _into(np.empty((len(all_labels), n_genes)), spans, tasks, 1)
 
 
 def _pseudo_task(x: np.ndarray, fill: Any) -> np.ndarray:
@@ -235,9 +232,7 @@ def pooled_samples(x: np.ndarray, labels: np.ndarray, fill: Any
     out = np.empty((n + len(fill.labels), x.shape[1]))
     out[:n] = x
     spans = _gene_spans(x.shape[1], max(n, len(fill.labels)))
-    tasks = [task(_pseudo_task, x[:, a:b], fill) for a, b in spans]
-    for (a, b), part in zip(spans, compute(tasks), strict=True):
-        out[n:, a:b] = part
+    _into(out[n:], spans, [task(_pseudo_task, x[:, a:b], fill) for a, b in spans], 1)
     return out, np.concatenate([np.asarray(labels, dtype=np.int64), fill.labels])
 
 
@@ -255,9 +250,6 @@ def combine_donors(per: Sequence[np.ndarray], metric: str = "mean") -> np.ndarra
     """Regions × genes: the NaN-skipping ``metric`` (``mean`` or ``median``) over the donors'
     regions × genes ``per``, element by element; a task per block of genes."""
     n_regions, n_genes = np.shape(per[0])
-    out = np.empty((n_regions, n_genes))
     spans = _gene_spans(n_genes, len(per) * n_regions)
     tasks = [task(_combine_task, [v[:, a:b] for v in per], metric) for a, b in spans]
-    for (a, b), part in zip(spans, compute(tasks), strict=True):
-        out[:, a:b] = part
-    return out
+    return _into(np.empty((n_regions, n_genes)), spans, tasks, 1)
