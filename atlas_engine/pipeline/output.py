@@ -234,7 +234,6 @@ class RegionStream:
     def write(self, genes: np.ndarray, dtype: Any) -> tuple[Any, np.ndarray]:
         """Write the output; returns ``(lazy xarray DataArray of it, kept-gene mask)``."""
         import xarray as xr
-        import zarr
 
         keep = self.keep_genes()
         kept = np.flatnonzero(keep)
@@ -242,9 +241,8 @@ class RegionStream:
         per_row = max(1, n_kept) * 8 * (len(self.donors) if self.agg_metric == "median" else 1)
         rows = int(max(16, min(8192, BLOCK_BYTES // per_row)))
         tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        # the gene chunks of a block are compressed and written concurrently
-        with zarr.config.set({"async.concurrency": 8}):
-            self._write(tmp, genes, dtype, keep, kept, rows)
+        # each task writes its chunk row, its gene chunks concurrently (zarr's own setting)
+        self._write(tmp, genes, dtype, keep, kept, rows)
         data = xr.open_zarr(str(self.path), zarr_format=3)
         return data["expression"], keep
 

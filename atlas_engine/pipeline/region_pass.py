@@ -138,10 +138,11 @@ class RegionPass:
             if p.missing == "interpolate" else empty_fill(len(lab))
         # the region values (pseudo-samples included) as tasks over blocks of genes
         if p.region_agg == "donors" and p.agg_metric == "mean":
-            self._add_donor(matrix_passes.group_means(xg, label_codes(lab, all_labels), all_labels,
-                                               fill_i))
+            self._add_donor(matrix_passes.group_means(xg, label_codes(lab, all_labels),
+                                                      all_labels, fill_i))
         elif p.region_agg == "donors":
-            self._add_donor(matrix_passes.region_values(x, lab, all_labels, p.agg_metric, fill_i))
+            self._add_donor(matrix_passes.region_values(x, lab, all_labels, p.agg_metric,
+                                                        fill_i))
         else:
             self.pooled.append(matrix_passes.pooled_samples(x, lab, fill_i))
         del x, xg
@@ -168,8 +169,8 @@ class RegionPass:
                 return combined
             return None if p.return_donors else combine_donors(self.per_donor, p.agg_metric)
         combined = matrix_passes.region_values(np.vstack([v for v, _ in self.pooled]),
-                                        np.concatenate([lab for _, lab in self.pooled]),
-                                        self.all_labels, p.agg_metric)
+                                               np.concatenate([lab for _, lab in self.pooled]),
+                                               self.all_labels, p.agg_metric)
         if fill is not None:
             combined[fill_rows] = fill
         return combined
