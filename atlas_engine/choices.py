@@ -61,8 +61,9 @@ MATCH_RULES: tuple[str, ...] = ("abagen", "majority")
 #: Statistics of an AHBA or BrainSpan aggregation (``stat``).
 AGGREGATE_STATS: tuple[str, ...] = ("mean", "median", "sum", "count", "std", "var", "min",
                                     "max")
-#: The statistics ``atlas-engine run`` / ``demo`` offer (a subset of :data:`AGGREGATE_STATS`).
-JOB_STATS: tuple[str, ...] = ("mean", "median", "std", "min", "max")
+#: The statistics ``atlas-engine run`` / ``demo`` offer: :data:`AGGREGATE_STATS` but ``count``,
+#: which is the same for every gene of a region (the job's heatmap z-scores each gene).
+JOB_STATS: tuple[str, ...] = ("mean", "median", "sum", "std", "var", "min", "max")
 #: How a gene's probes are collapsed into one column (``collapse``, ``gene:<method>``).
 COLLAPSE_METHODS: tuple[str, ...] = ("mean", "max_intensity", "max_variance")
 #: How donors are combined (``combine``).

@@ -63,6 +63,18 @@ def test_demo_end_to_end_offline(tmp_path):
     assert again["converted"] == [] and again["skipped_conversion"] == summary["donors"]
 
 
+@pytest.mark.parametrize("stat", ["sum", "var"])
+def test_demo_matrix_is_the_store_aggregation_for_each_offered_stat(stat, tmp_path):
+    out = tmp_path / "demo"
+    res = run_demo(out=out, probes=200, samples_fraction=0.05, seed=5, quiet=True,
+                   by="depth:4", collapse="mean", stat=stat)
+    body = pd.read_csv(out / MATRIX_NAME).iloc[:, 3:].to_numpy()
+    again = aggregate(res.store, by="depth:4", stat=stat, collapse="mean")
+    np.testing.assert_allclose(body, again.values, rtol=1e-6, equal_nan=True)
+    assert np.isfinite(body).any()
+    assert f"Values: {stat} per region" in (out / "summary.md").read_text()
+
+
 def test_expression_command_matches_raw_csv_tokens(synth_small, synth_store, tmp_path):
     st = open_store(synth_store)
     gene = st.probes.gene_symbol.value_counts().index[0]  # a gene with several probes
