@@ -297,3 +297,41 @@ def test_matrix_check_counts_nan_inf_and_negative_values_in_one_pass(tmp_path):
     report = VerifyReport()
     got = _check_matrix(url, "expression", recorded, (16, 4), "m", report)
     assert got == (1, 2, 100) and report.ok, report.problems
+
+
+def total(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.sum() + b.sum())
+
+
+def test_large_task_arguments_reach_a_cluster_scattered_not_in_the_graph(cluster):
+    """On a client, an argument of ``SHARE_BYTES`` or more goes to the workers ahead of the
+    graph (the scheduler holds only a reference); on Dask's threads, and on a client that a
+    Dask config overrules, tasks take the objects themselves. Results are the same."""
+    import pickle
+
+    import dask
+
+    from atlas_engine.aggregate import rowtasks
+
+    big = np.arange(rowtasks.SHARE_BYTES // 8 + 1, dtype=np.float64)
+    small = np.arange(10.0)
+    want = float(big.sum() + small.sum())
+
+    def graph_bytes(t: Any) -> int:
+        return len(pickle.dumps(dict(t.__dask_graph__())))
+
+    assert rowtasks.share(big) is big
+    alone = rowtasks.task(total, big, small)
+    assert graph_bytes(alone) > big.nbytes
+    assert rowtasks.compute([alone]) == [want]
+    with distributed.Client(cluster) as client:
+        shared = rowtasks.share(big)
+        assert isinstance(shared, distributed.Future)
+        assert rowtasks.share(small) is small
+        t = rowtasks.task(total, big, small)
+        assert graph_bytes(t) < 10_000
+        assert rowtasks.compute([t, rowtasks.task(total, shared, small)]) == [want, want]
+        with dask.config.set(scheduler="threads"):
+            assert rowtasks.share(big) is big
+            assert rowtasks.compute([rowtasks.task(total, big, small)]) == [want]
+        assert client.scheduler_info()["workers"]

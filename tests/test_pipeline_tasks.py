@@ -105,9 +105,9 @@ def test_donor_frames_and_normalisation_blocks_on_the_workers(store, dask_cluste
     np.testing.assert_array_equal(got, want)
 
 
-# the graph holds each block's share of the donors' interpolation weights (the fills once in
-# all): over distributed's warning size for a voxel-level atlas
-@pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+# each block's genes (spilling) and its share of the donors' interpolation weights (writing)
+# reach the workers scattered, not inside the graph: no warning of a large graph
+@pytest.mark.filterwarnings("error:Sending large graph:UserWarning")
 @pytest.mark.parametrize("kw", [
     dict(missing="interpolate"),
     dict(missing="centroids", region_agg="samples", gene_norm="zscore"),

@@ -20,17 +20,75 @@ from ..store import layout as L
 from ..store.blockread import BlockArray, release_buffers
 from ..store.bufferpool import release_pool
 
-__all__ = ["compute", "open_array", "ordered_tasks", "read_rows", "row_tasks", "sort_rows",
-           "take_task", "task"]
+__all__ = ["compute", "open_array", "ordered_tasks", "read_rows", "row_tasks", "share",
+           "sort_rows", "take_task", "task"]
+
+
+#: arguments of a task at least this large (``dask.sizeof``) go to a distributed client's
+#: workers ahead of the graph (``Client.scatter``) instead of inside it
+SHARE_BYTES = 256 * 1024
 
 
 def task(func: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
     """A lazy call ``func(*args)`` (``dask.delayed``; array arguments are not hashed), named
-    ``key`` when given (else a random name)."""
+    ``key`` when given (else a random name).
+
+    When :func:`compute` will run it on a ``dask.distributed`` client, its arguments of
+    :data:`SHARE_BYTES` or more are scattered to the workers now and the task refers to them:
+    a pass over blocks of a matrix in memory then sends each block once, to a worker, instead
+    of a graph of the whole matrix that the scheduler holds (and warns about over 10 MB). On
+    Dask's threads the arguments are the objects themselves."""
     import dask
 
+    client = _tasks_client()
+    if client is not None:
+        args = _shared(client, args)
     call = dask.delayed(func, pure=False, traverse=False)
     return call(*args) if key is None else call(*args, dask_key_name=key)
+
+
+def share(obj: Any) -> Any:
+    """``obj`` as an argument for many tasks: on a ``dask.distributed`` client that
+    :func:`compute` will use, and when it is :data:`SHARE_BYTES` or larger, a future of its
+    copy on the workers (sent once, fetched by each worker that needs it); else ``obj``."""
+    from dask.sizeof import sizeof
+
+    client = _tasks_client()
+    if client is None or sizeof(obj) < SHARE_BYTES:
+        return obj
+    return client.scatter(obj, hash=False)
+
+
+def _tasks_client() -> Any:
+    """The ``distributed`` client :func:`compute` runs tasks on, or None (Dask's threads, or
+    a Dask config naming another scheduler)."""
+    from ..scheduler import client_active
+
+    if not client_active():
+        return None
+    import dask
+
+    chosen = dask.config.get("scheduler", None)
+    if chosen is not None and chosen not in ("dask.distributed", "distributed") \
+            and "Client" not in type(chosen).__name__:
+        return None
+    from distributed import get_client
+
+    return get_client()
+
+
+def _shared(client: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with the large ones replaced by futures of their copies on the workers."""
+    from dask.sizeof import sizeof
+
+    big = [i for i, a in enumerate(args) if sizeof(a) >= SHARE_BYTES]
+    if not big:
+        return args
+    futures = client.scatter([args[i] for i in big], hash=False)
+    out = list(args)
+    for i, fut in zip(big, futures, strict=True):
+        out[i] = fut
+    return tuple(out)
 
 
 def ordered_tasks(func: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -42,6 +42,12 @@ class InterpolationFill:
     weights: sp.csr_matrix
     denominator: np.ndarray
 
+    def __sizeof__(self) -> int:
+        # its arrays' bytes: what sending it to a Dask worker costs (``dask.sizeof``)
+        w = self.weights
+        return (object.__sizeof__(self) + self.labels.nbytes + self.denominator.nbytes
+                + w.data.nbytes + w.indices.nbytes + w.indptr.nbytes)
+
     def values(self, x: np.ndarray) -> np.ndarray:
         """(len(labels), G) pseudo-samples from the donor's samples × genes ``x``."""
         return self.rows(np.arange(len(self.labels)), lambda idx: np.asarray(x)[idx])

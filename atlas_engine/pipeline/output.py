@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..aggregate.rowtasks import compute, task
+from ..aggregate.rowtasks import compute, share, task
 from ..convert.writer import COMPRESSORS
 from ..errors import ConfigError
 from ..kernels.blockgroups import group_mean_rows
@@ -101,12 +101,10 @@ class _Donor:
         labels in the stream's ``empty``)."""
         p0, p1 = (int(v) for v in np.searchsorted(self.present, [a, b]))
         f0, f1 = (int(v) for v in np.searchsorted(self.fill_pos, [a, b]))
-        fill = InterpolationFill(self.fill.labels[f0:f1], self.fill.weights[f0:f1],
-                                 self.fill.denominator[f0:f1])
         c_idx = None if self.centroid_idx is None or hi <= lo else self.centroid_idx[lo:hi]
         c_dist = None if self.centroid_dist is None or hi <= lo else self.centroid_dist[lo:hi]
         return _Part(self.x, self.values, self.counts, p0, p1, self.present[p0:p1] - a,
-                     self.fill_pos[f0:f1] - a, fill, c_idx, c_dist)
+                     self.fill_pos[f0:f1] - a, f0, c_idx, c_dist)
 
 
 class _Part(NamedTuple):
@@ -119,7 +117,7 @@ class _Part(NamedTuple):
     p1: int
     rows: np.ndarray            # ... and their rows in the block
     fill_rows: np.ndarray       # the block rows of its pseudo-samples
-    fill: InterpolationFill     # their weights (its fill's rows for the block)
+    f0: int                     # ... which are its fill's rows f0:f0 + len(fill_rows)
     c_idx: np.ndarray | None    # its sample nearest each empty label of the block (-1: none)
     c_dist: np.ndarray | None   # ... and the distances
 
@@ -276,7 +274,10 @@ class RegionStream:
             data = self._has_data | self._filled
             data[fill_all] = True
             # a task per block of regions with data, each writing its own chunks (the blocks
-            # are the chunk rows); the others stay unwritten (fill value NaN)
+            # are the chunk rows); the others stay unwritten (fill value NaN). Each donor's
+            # interpolation weights are one shared argument (sent once to a cluster's
+            # workers), which the tasks slice
+            fills = [share(d.fill) for d in self.donors]
             tasks = []
             for a in range(0, n_regions, rows):
                 b = min(a + rows, n_regions)
@@ -284,7 +285,7 @@ class RegionStream:
                     continue
                 lo, hi = (int(v) for v in np.searchsorted(fill_all, [a, b]))
                 tasks.append(task(_write_block, str(tmp), a, b, kept,
-                                  [d.part(a, b, lo, hi) for d in self.donors],
+                                  [d.part(a, b, lo, hi) for d in self.donors], fills,
                                   fill_all[lo:hi] - a, self.region_agg, self.agg_metric,
                                   np.dtype(dtype)))
             compute(tasks)
@@ -363,17 +364,18 @@ class _Files:
 
 
 def _write_block(dest: str, a: int, b: int, kept: np.ndarray, parts: list[_Part],
-                 fill_rows: np.ndarray, region_agg: str, agg_metric: str, dtype: np.dtype
-                 ) -> None:
+                 fills: list[InterpolationFill], fill_rows: np.ndarray, region_agg: str,
+                 agg_metric: str, dtype: np.dtype) -> None:
     """One task of :meth:`RegionStream.write`: the regions ``a:b`` × ``kept`` genes combined
-    over the donors (``parts``, :meth:`_Donor.part`; ``fill_rows`` the block rows of the
-    centroid fill), written to the ``expression`` array of the Zarr group ``dest`` (whole
+    over the donors (``parts``, :meth:`_Donor.part`, and their interpolation ``fills``;
+    ``fill_rows`` the block rows of the centroid fill), written to the ``expression`` array of the Zarr group ``dest`` (whole
     chunks: ``a:b`` is a chunk row)."""
     import zarr
 
     files = _Files()
     try:
-        block = _block_values(b - a, kept, parts, fill_rows, region_agg, agg_metric, files)
+        block = _block_values(b - a, kept, parts, fills, fill_rows, region_agg, agg_metric,
+                              files)
     finally:
         files.close()
     arr = zarr.open_array(dest, path="expression", mode="r+", zarr_format=3)
@@ -395,9 +397,11 @@ def _centroid_values(parts: list[_Part], kept: np.ndarray, files: _Files) -> np.
     return centroid_combine(picks, dists)
 
 
-def _block_values(nb: int, kept: np.ndarray, parts: list[_Part], fill_rows: np.ndarray,
-                  region_agg: str, agg_metric: str, files: _Files) -> np.ndarray:
-    """``nb`` regions × ``kept`` genes of a block, combined over the donors' ``parts``."""
+def _block_values(nb: int, kept: np.ndarray, parts: list[_Part],
+                  fills: list[InterpolationFill], fill_rows: np.ndarray, region_agg: str,
+                  agg_metric: str, files: _Files) -> np.ndarray:
+    """``nb`` regions × ``kept`` genes of a block, combined over the donors' ``parts`` (and
+    ``fills``, their interpolation weights)."""
     nk = len(kept)
     fill = _centroid_values(parts, kept, files) if len(fill_rows) else None
     if region_agg == "samples":
@@ -409,13 +413,14 @@ def _block_values(nb: int, kept: np.ndarray, parts: list[_Part], fill_rows: np.n
     else:
         stack = []
     v = np.empty((nb, nk))   # one donor's values at a time (reused: no fresh pages)
-    for d in parts:
+    for d, interp in zip(parts, fills, strict=True):
         v.fill(np.nan)
         if d.p1 > d.p0:
             v[d.rows] = np.asarray(files(d.values)[d.p0:d.p1])[:, kept]
         if len(d.fill_rows):
-            v[d.fill_rows] = d.fill.rows(
-                np.arange(len(d.fill_rows)), lambda idx, x=d.x: _rows(files(x), idx, kept))
+            v[d.fill_rows] = interp.rows(
+                np.arange(d.f0, d.f0 + len(d.fill_rows)),
+                lambda idx, x=d.x: _rows(files(x), idx, kept))
         if region_agg == "samples":
             if d.p1 > d.p0:
                 r = d.rows
