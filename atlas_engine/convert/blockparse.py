@@ -53,7 +53,7 @@ __all__ = [
     "E_EMPTY_LINE", "E_FEW", "E_ID", "E_MANY", "E_NONFINITE", "E_TOKEN", "MAX_FIELD_BYTES", "OK",
     "SLOW_CAPACITY", "Block", "BlockPool", "LineTooLong", "ParseStats", "iter_blocks",
     "line_regions", "max_line_bytes", "nonfinite_error", "parse_bool_lines", "parse_float_lines",
-    "shape_error", "strip_bom",
+    "shape_error", "slow_tokens", "strip_bom",
 ]
 
 #: longest field a line may average (Allen writes ~20 bytes per value); bounds the buffered line
@@ -128,6 +128,26 @@ def nonfinite_error(name: str, line: int, col: int, tok: str) -> FormatError:
     return FormatError(name, f"non-finite value {tok!r}", line=line, column=col,
                        expected="a finite number; to read nan/inf tokens as NaN, convert with "
                        "--allow-nonfinite")
+
+
+def slow_tokens(buf: np.ndarray, end: int, out: np.ndarray, sp: np.ndarray, sr: np.ndarray,
+                sc: np.ndarray, nslow: int, nan_ok: bool, name: str, line0: int) -> None:
+    """Parse the ``nslow`` tokens the numba line parser left to Python (positions ``sp``, into
+    ``out[sr, sc]``: text it does not read itself, such as ``1e400``, ``nan`` or hex floats)
+    with Python's ``float``; a value that is not finite is NaN when ``nan_ok``, else a
+    :class:`~atlas_engine.errors.FormatError` naming line (``line0`` + row + 1) and column."""
+    for k in range(nslow):
+        a = int(sp[k])
+        b = a
+        while b < end and buf[b] not in (44, 10, 13):
+            b += 1
+        with np.errstate(over="ignore"):   # float32: beyond its range → ±inf
+            out[sr[k], sc[k]] = float(bytes(buf[a:b]))
+        if not math.isfinite(out[sr[k], sc[k]]):
+            if not nan_ok:
+                raise nonfinite_error(name, line0 + int(sr[k]) + 1, int(sc[k]) + 2,
+                                      _token_text(buf, a, end))
+            out[sr[k], sc[k]] = np.nan
 
 
 def max_line_bytes(ncols: int) -> int:
@@ -296,18 +316,7 @@ def iter_blocks(
                 rows, pos2, nslow, err, erow, ecol, epos = parse_float_lines(
                     buf, pos, end, ncols, ids, out, filled, block_rows - filled, sp, sr, sc,
                     nan_ok)
-                for k in range(nslow):
-                    a = int(sp[k])
-                    b = a
-                    while b < end and buf[b] not in (44, 10, 13):
-                        b += 1
-                    with np.errstate(over="ignore"):   # float32: beyond its range → ±inf
-                        out[sr[k], sc[k]] = float(bytes(buf[a:b]))
-                    if not math.isfinite(out[sr[k], sc[k]]):
-                        if not nan_ok:
-                            raise nonfinite_error(name, st["line0"] + int(sr[k]) + 1,
-                                                  int(sc[k]) + 2, _token_text(buf, a, end))
-                        out[sr[k], sc[k]] = np.nan
+                slow_tokens(buf, end, out, sp, sr, sc, nslow, nan_ok, name, st["line0"])
                 stats.slow_tokens += nslow
                 if rows == 0 and pos2 == pos and not err:
                     # one line holds more slow tokens than the side table: grow it

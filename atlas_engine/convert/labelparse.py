@@ -47,6 +47,7 @@ from .blockparse import (
     max_line_bytes,
     nonfinite_error,
     shape_error,
+    slow_tokens,
 )
 
 __all__ = [
@@ -169,18 +170,7 @@ def iter_label_blocks(
             rows, pos2, nslow, err, _erow, ecol, epos = parse_label_lines(
                 buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, filled,
                 block_rows - filled, sp, sr, sc, nan_ok)
-            for k in range(nslow):
-                a = int(sp[k])
-                b = a
-                while b < end and buf[b] not in (44, 10, 13):
-                    b += 1
-                with np.errstate(over="ignore"):   # float32: beyond its range → ±inf
-                    out[sr[k], sc[k]] = float(bytes(buf[a:b]))
-                if not np.isfinite(out[sr[k], sc[k]]):
-                    if not nan_ok:
-                        raise nonfinite_error(name, state["start"] + int(sr[k]) + 1,
-                                              int(sc[k]) + 2, _token_text(buf, a, end))
-                    out[sr[k], sc[k]] = np.nan
+            slow_tokens(buf, end, out, sp, sr, sc, nslow, nan_ok, name, state["start"])
             stats.slow_tokens += nslow
             for r in range(filled, filled + rows):
                 labels.append(_decode(buf, int(lab_start[r]), int(lab_stop[r]),
