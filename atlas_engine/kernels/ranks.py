@@ -47,6 +47,23 @@ def _ranks_from_order(values: np.ndarray, order: np.ndarray, pos: np.ndarray,
     return True
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _rank_pearson(ra: np.ndarray, rb: np.ndarray, n: int, m: float) -> float:
+    """Pearson's r of the first ``n`` ranks ``ra`` and ``rb`` (mean rank ``m``), NaN when
+    either is constant: their Spearman correlation."""
+    sab = 0.0
+    saa = 0.0
+    sbb = 0.0
+    for k in range(n):
+        da = ra[k] - m
+        db = rb[k] - m
+        sab += da * db
+        saa += da * da
+        sbb += db * db
+    den = np.sqrt(saa * sbb)
+    return sab / den if den > 0 else np.nan
+
+
 @njit(nogil=True, cache=True)
 def _spearman_sorted(a: np.ndarray, oa: np.ndarray, pa: np.ndarray,
                      b: np.ndarray, ob: np.ndarray, pb: np.ndarray, n: int) -> np.ndarray:
@@ -60,17 +77,7 @@ def _spearman_sorted(a: np.ndarray, oa: np.ndarray, pa: np.ndarray,
                 or not _ranks_from_order(b[row], ob[row], pb, rb):
             out[row] = np.nan
             continue
-        sab = 0.0
-        saa = 0.0
-        sbb = 0.0
-        for k in range(n):
-            da = ra[k] - m
-            db = rb[k] - m
-            sab += da * db
-            saa += da * da
-            sbb += db * db
-        den = np.sqrt(saa * sbb)
-        out[row] = sab / den if den > 0 else np.nan
+        out[row] = _rank_pearson(ra, rb, n, m)
     return out
 
 
@@ -166,18 +173,7 @@ def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, widths: np.ndarray
                                        rb):
                 total += np.nan
                 continue
-            m = (n + 1) / 2.0
-            sab = 0.0
-            saa = 0.0
-            sbb = 0.0
-            for k in range(n):
-                da = ra[k] - m
-                db = rb[k] - m
-                sab += da * db
-                saa += da * da
-                sbb += db * db
-            den = np.sqrt(saa * sbb)
-            total += sab / den if den > 0 else np.nan
+            total += _rank_pearson(ra, rb, n, (n + 1) / 2.0)
         out[row] = total / n_pairs
     return out
 
