@@ -42,7 +42,7 @@ import numpy as np
 from ..aggregate.rowtasks import compute, share, task
 from ..convert.writer import COMPRESSORS
 from ..errors import ConfigError
-from ..kernels.blockgroups import group_mean_rows
+from ..kernels.blockgroups import group_mean_rows, group_sum_select
 from .interpolate import InterpolationFill, donor_fill, empty_fill
 from .matching import VolumeAtlas
 from .regions import centroid_combine, region_values
@@ -464,14 +464,11 @@ def _group_sums(xg: np.ndarray, codes: np.ndarray, n_groups: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(groups × genes sums of the non-NaN values, groups × genes non-NaN counts) of genes ×
     samples ``xg`` by sample ``codes`` (-1 left out), samples added in their order."""
-    sums = np.zeros((n_groups, xg.shape[0]))
-    counts = np.zeros((n_groups, xg.shape[0]))
-    for j in np.flatnonzero(codes >= 0).tolist():
-        col = xg[:, j]
-        ok = ~np.isnan(col)
-        sums[codes[j]] += np.where(ok, col, 0.0)
-        counts[codes[j]] += ok
-    return sums, counts
+    cols = np.flatnonzero(codes >= 0)
+    sums = np.zeros((xg.shape[0], n_groups))
+    counts = np.zeros((xg.shape[0], n_groups))
+    group_sum_select(xg, np.arange(xg.shape[0]), cols, codes[cols], sums, counts)
+    return sums.T, counts.T
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
