@@ -71,9 +71,9 @@ def run_curl(urls: dict[str, str], dest: Path, concurrency: int) -> tuple[float,
 def _pool_cpu() -> float:
     """CPU seconds of the verification worker processes (children of the forkserver, so
     ``RUSAGE_CHILDREN`` does not see them); the pool is shut down afterwards."""
-    from atlas_engine.fetch import download
+    from atlas_engine.fetch import verify_worker
 
-    pool = download._POOL
+    pool = verify_worker._POOL
     if pool is None:
         return 0.0
     tick = os.sysconf("SC_CLK_TCK")
@@ -85,7 +85,7 @@ def _pool_cpu() -> float:
         except (OSError, IndexError, ValueError):
             pass
     pool.shutdown()
-    download._POOL = None
+    verify_worker._POOL = None
     return total
 
 

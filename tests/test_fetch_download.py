@@ -208,7 +208,7 @@ def test_non_zip_body_is_rejected(tmp_path: Path) -> None:
 
 def _record_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Replace the downloader's sleep hook: the waits asked for are recorded, not slept."""
-    from atlas_engine.fetch import download as dl
+    from atlas_engine.fetch import retries
 
     waits: list[float] = []
 
@@ -216,7 +216,7 @@ def _record_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         waits.append(seconds)
         await asyncio.sleep(0)
 
-    monkeypatch.setattr(dl, "sleep", fake_sleep)
+    monkeypatch.setattr(retries, "sleep", fake_sleep)
     return waits
 
 
@@ -237,11 +237,11 @@ def test_retry_after_http_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     from datetime import datetime, timezone
     from email.utils import format_datetime
 
-    from atlas_engine.fetch import download as dl
+    from atlas_engine.fetch import retries
 
     waits = _record_waits(monkeypatch)
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    monkeypatch.setattr(dl, "utcnow", lambda: now)
+    monkeypatch.setattr(retries, "utcnow", lambda: now)
     data = make_zip(9)
     later = now.replace(second=now.second + 3)
     faults = Faults(status_first=1, status=429, retry_after=format_datetime(later, usegmt=True))

@@ -31,8 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from atlas_engine.fetch import RetryPolicy, fetch_ahba
-from atlas_engine.fetch import download as dl
+from atlas_engine.fetch import RetryPolicy, fetch_ahba, parts, retries, transfer
 from atlas_engine.fetch.http import DNS_ATTEMPTS, REFUSED_ATTEMPTS
 from atlas_engine.fetch.manifest import Manifest
 from atlas_engine.sources.donors import resolve_donors
@@ -167,7 +166,7 @@ def test_random_kills_then_byte_identical_files(mirror_dir: Path, raw: Path,
                 # its CRC check - is not asked for again: it may stay the old version, whole
                 part = dest / (ZIPS[0] + ".part")
                 stale_part = part.exists()
-                meta = dl.load_part_meta(part) if stale_part else None
+                meta = parts.load_part_meta(part) if stale_part else None
                 was_complete = (dest / ZIPS[0]).exists() or (
                     meta is not None and meta.size == part.stat().st_size)
                 _replace(mirror_dir / ZIPS[0], (other / ZIPS[0]).read_bytes())
@@ -252,8 +251,8 @@ def _partial(srv: MirrorServer, dest: Path, cut: int) -> Path:
     part = dest / (ZIPS[0] + ".part")
     part.write_bytes(body)
     total = int(headers["Content-Range"].rsplit("/", 1)[1])
-    dl._save_part_meta(part, dl.PartMeta(headers.get("ETag"), headers.get("Last-Modified"),
-                                         total))
+    parts._save_part_meta(part, parts.PartMeta(headers.get("ETag"),
+                                               headers.get("Last-Modified"), total))
     srv.reset_stats()
     return part
 
@@ -333,7 +332,7 @@ def test_complete_part_with_record_is_verified_without_a_request(mirror_dir: Pat
         part = _partial(srv, dest, 300_000)
         full = (mirror_dir / ZIPS[0]).read_bytes()
         part.write_bytes(full)  # as left by a run killed during its CRC check
-        meta = dl.load_part_meta(part)
+        meta = parts.load_part_meta(part)
         assert meta is not None and meta.size == len(full)
         report = fetch_ahba(dest, donors="9861", what="microarray", base_url=srv.url,
                             policy=FAST)
@@ -341,7 +340,7 @@ def test_complete_part_with_record_is_verified_without_a_request(mirror_dir: Pat
         # a complete but corrupt leftover is downloaded again, not published
         (dest / ZIPS[0]).unlink()
         (dest / "manifest.json").unlink()
-        dl._save_part_meta(part, meta)
+        parts._save_part_meta(part, meta)
         part.write_bytes(full[:1000] + bytes(len(full) - 1000))
         report = fetch_ahba(dest, donors="9861", what="microarray", base_url=srv.url,
                             policy=FAST)
@@ -389,7 +388,7 @@ def test_retry_after_beyond_the_limit_fails_at_once_saying_so(mirror_dir: Path,
 def test_long_wait_is_announced(mirror_dir: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(dl, "ANNOUNCE_WAIT", 0.1)
+    monkeypatch.setattr(retries, "ANNOUNCE_WAIT", 0.1)
     with MirrorServer(mirror_dir, faults=Faults(fail_first=1, fail_status=503, retry_after=0.2,
                                                 scope="download")) as srv:
         report = fetch_ahba(tmp_path, donors="9861", what="microarray", base_url=srv.url,
@@ -439,7 +438,7 @@ def test_fetch_waits_for_a_mirror_still_starting(mirror_dir: Path, tmp_path: Pat
 # -- full disk ----------------------------------------------------------------------------------
 def test_enospc_on_one_file_fails_that_file_in_one_line(mirror_dir: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    real = dl._write_all
+    real = transfer._write_all
 
     def write_all(fd: int, chunks: list[bytes]) -> None:
         if os.readlink(f"/proc/self/fd/{fd}").endswith(ZIPS[1] + ".part"):
@@ -448,7 +447,7 @@ def test_enospc_on_one_file_fails_that_file_in_one_line(mirror_dir: Path, tmp_pa
 
     if not LINUX:
         pytest.skip("names the written file through /proc/self/fd")
-    monkeypatch.setattr(dl, "_write_all", write_all)
+    monkeypatch.setattr(transfer, "_write_all", write_all)
     with MirrorServer(mirror_dir) as srv:
         report = fetch_ahba(tmp_path, donors=DONORS, what="microarray", base_url=srv.url,
                             policy=FAST)

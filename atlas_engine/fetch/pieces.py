@@ -6,15 +6,15 @@ a length of at least ``piece_threshold`` bytes and a validator (a strong ``ETag`
 (sparse) and ``NAME.part.json`` records the version and the piece table ``[start, end, done]``.
 Each piece then asks ``Range: bytes=start+done-(end-1)`` with ``If-Range``, writes what arrives
 at its own offset (``os.pwrite``) and records its progress in the table after the bytes are
-written (at most every :data:`~.download.FLUSH_SECONDS`, and when it stops), so a killed run
+written (at most every :data:`~.parts.FLUSH_SECONDS`, and when it stops), so a killed run
 resumes every piece from its own offset. A piece's answer must be a ``206`` whose
 ``Content-Range`` starts at that offset, with the recorded size and version; otherwise:
 
 * a ``200`` of the same version (the server ignores ``Range``): the pieces are dropped and the file
-  is fetched as one stream (:class:`~.download._NoRanges`);
+  is fetched as one stream (:class:`~.retries._NoRanges`);
 * another version (``ETag``/``Last-Modified``/size changed; ``If-Range`` makes the server send
   the whole new file), a ``416`` or a ``Content-Range`` elsewhere: everything restarts from
-  byte 0 (:class:`~.download._Restart`), so bytes of two versions are never joined.
+  byte 0 (:class:`~.retries._Restart`), so bytes of two versions are never joined.
 
 Transient failures (5xx, 429/503 with ``Retry-After``, timeouts, dropped connections) retry the
 piece with backoff, and a piece gives up after ``max_attempts`` attempts in a row without
@@ -32,25 +32,16 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FetchError, HttpStatusError
-from . import download as _dl
-from .download import (
-    _MAX_IOV,
-    FLUSH_SECONDS,
-    DownloadResult,
-    DownloadSpec,
-    PartMeta,
-    _Body,
-    _describe,
-    _html_error,
-    _NoRanges,
-    _Restart,
-    _Retry,
-    _save_part_meta,
-)
+from . import retries
 from .http import TRANSIENT_ERRORS, is_retryable_status, parse_retry_after
+from .parts import _MAX_IOV, FLUSH_SECONDS, PartMeta, _Body, _save_part_meta
+from .retries import _describe, _html_error, _NoRanges, _Restart, _Retry
+
+if TYPE_CHECKING:
+    from .download import DownloadResult, DownloadSpec
 
 _CRANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 #: Bytes read back per hashing step.
@@ -185,7 +176,7 @@ async def _piece(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i: int,
             raise FetchError(f"{spec.url}: giving up on bytes {start + done:,}-{end - 1:,} after "
                              f"{failures} attempts in a row without progress: "
                              f"{_describe(error)}")
-        await _dl.sleep(_dl.retry_wait(spec, error, wait, failures, policy, dl.say))
+        await retries.sleep(retries.retry_wait(spec, error, wait, failures, policy, dl.say))
 
 
 async def _piece_attempt(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i: int,
@@ -200,7 +191,7 @@ async def _piece_attempt(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i:
     async with dl.session.get(spec.url, headers=headers) as resp:
         status = resp.status
         if is_retryable_status(status):
-            wait = parse_retry_after(resp.headers.get("Retry-After"), now=_dl.utcnow()) \
+            wait = parse_retry_after(resp.headers.get("Retry-After"), now=retries.utcnow()) \
                 if status in (429, 503) else None
             raise _Retry(f"HTTP {status} {resp.reason or ''}".rstrip(), wait)
         if status == 416:
