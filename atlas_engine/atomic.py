@@ -6,6 +6,7 @@ failure or a kill leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -77,8 +78,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
     data
         Its new content.
     fsync
-        Flush the bytes to disk before the rename (default), so a power cut leaves the old file
-        or the complete new one; without it a killed process still cannot leave half a file.
+        Flush the bytes to disk before the rename and the folder after it (default), so a power
+        cut leaves the old file or the complete new one and the rename itself reaches the disk;
+        without it a killed process still cannot leave half a file.
 
     Returns
     -------
@@ -93,7 +95,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
                 fh.flush()
                 os.fsync(fh.fileno())
 
-    return _publish(Path(path), write, replace_dir=False)
+    out = _publish(Path(path), write, replace_dir=False)
+    if fsync:
+        _fsync_dir(out.parent)
+    return out
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush ``folder`` to disk, so a rename in it survives a power cut (errors are ignored:
+    not every file system can open or flush a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:

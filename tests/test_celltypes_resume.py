@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atlas_engine.celltypes import convert as ctc
+from atlas_engine.celltypes import convert_zip as ctc
 from atlas_engine.celltypes.convert import convert_celltypes
 from atlas_engine.testing.synth_celltypes import CellTypeWorldSpec, write_dataset
 

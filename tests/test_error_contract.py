@@ -53,9 +53,9 @@ def test_atomic_write_bytes_flushes_by_default_and_keeps_directories(
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     target = tmp_path / "new" / "file.json"
     assert atomic.atomic_write_bytes(target, b"{}") == target
-    assert target.read_bytes() == b"{}" and len(synced) == 1
+    assert target.read_bytes() == b"{}" and len(synced) == 2  # the file, then its folder
     atomic.atomic_write_bytes(target, b"[]", fsync=False)
-    assert target.read_bytes() == b"[]" and len(synced) == 1
+    assert target.read_bytes() == b"[]" and len(synced) == 2
     folder = tmp_path / "folder"
     (folder / "inner").mkdir(parents=True)
     with pytest.raises(OSError):
@@ -66,7 +66,7 @@ def test_atomic_write_bytes_flushes_by_default_and_keeps_directories(
 
 def test_part_record_uses_a_unique_temporary_name(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from atlas_engine.fetch.download import PartMeta, _save_part_meta, load_part_meta
+    from atlas_engine.fetch.parts import PartMeta, _save_part_meta, load_part_meta
 
     part = tmp_path / "big.zip.part"
     # another writer's temporary file under the old fixed name is left alone

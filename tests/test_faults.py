@@ -148,14 +148,14 @@ if point == "after-rename":          # group in place, root not yet rewritten
     writer.Staged.publish = publish
 elif point == "root-write":          # the new root half written to its temporary file
     import json
-    orig = writer.atomic_write
-    def atomic_write(target, data):
+    orig = writer.atomic_write_bytes
+    def atomic_write_bytes(target, data, **kw):
         if 14380 in json.loads(data)["attributes"]["atlas_engine"].get("donors", []):
             tmp = target.with_name(f".{target.name}.crash")
             tmp.write_bytes(data[: len(data) // 2])
             die()
-        orig(target, data)
-    writer.atomic_write = atomic_write
+        return orig(target, data, **kw)
+    writer.atomic_write_bytes = atomic_write_bytes
 elif point in ("mid-swap", "after-unlist"):   # replacing donor 14380 (--force)
     real_replace = os.replace
     state = {"unlisted": False}

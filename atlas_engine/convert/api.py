@@ -35,7 +35,8 @@ def detect_dataset(src: str | os.PathLike) -> str:
     ``*_exon-matrix.csv``). Archives are recognised by their members, whatever their names
     (:mod:`.discover`); a source with none raises :class:`ConfigError` listing what was looked
     for."""
-    from .discover import BRAINSPAN, MICROARRAY, RNASEQ, scan
+    from .discover import scan
+    from .recognise import BRAINSPAN, MICROARRAY, RNASEQ
 
     def celltypes() -> bool:
         # imported only when needed: the Cell Types converter brings pandas, numba, zarr

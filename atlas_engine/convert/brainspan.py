@@ -27,7 +27,7 @@ from .blockparse import ParseStats, iter_blocks
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:
-    from .discover import Found
+    from .recognise import Found
 
 ZIP_NAME = "genes_matrix_csv.zip"
 BRAINSPAN_GROUP = "brainspan"
@@ -57,7 +57,8 @@ def _table(src: MemberSource, columns: tuple[str, ...]) -> pd.DataFrame:
 def find_brainspan(src: str | os.PathLike) -> Found | None:
     """The BrainSpan genes matrix in ``src`` (a zip of any name, a folder of them, or the
     extracted folder), recognised by its members (see :mod:`.discover`)."""
-    from .discover import BRAINSPAN, scan
+    from .discover import scan
+    from .recognise import BRAINSPAN
 
     found = scan(src).of_kind(BRAINSPAN)
     if len(found) > 1:
@@ -78,7 +79,8 @@ def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
     ``allow_nonfinite`` stores nan/inf tokens as NaN instead of refusing them."""
     found = find_brainspan(src)
     if found is None:
-        from .discover import BRAINSPAN, scan
+        from .discover import scan
+        from .recognise import BRAINSPAN
 
         raise scan(src).nothing((BRAINSPAN,))
     store_url = os.fspath(store)

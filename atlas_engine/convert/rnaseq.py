@@ -78,7 +78,8 @@ def find_rnaseq(src: str | os.PathLike, donors: Iterable[int | str] | None = Non
     """RNA-seq zips / folders in ``src`` (any names: recognised by their members, the donor
     identified from their content, see :mod:`.discover`), in donor-id order. With ``donors``,
     only those of them that are present (donors without RNA-seq are not an error)."""
-    from .discover import RNASEQ, scan, select
+    from .discover import scan, select
+    from .recognise import RNASEQ
 
     found = select(scan(src), RNASEQ, donors, required=False)
     return [RnaseqSource(f.donor, f.path, f) for f in found if f.donor is not None]
@@ -347,7 +348,8 @@ def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: s
     log = log or (lambda s: None)
     sources = find_rnaseq(src, donors)
     if not sources:
-        from .discover import RNASEQ, scan
+        from .discover import scan
+        from .recognise import RNASEQ
 
         if donors is None:
             raise scan(src).nothing((RNASEQ,))

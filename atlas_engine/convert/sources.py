@@ -15,8 +15,8 @@ from ..sources.donors import MICROARRAY_MEMBERS
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:
-    from .discover import Found
     from .metadata import Table
+    from .recognise import Found
 
 
 @dataclass
@@ -67,7 +67,8 @@ def find_sources(src: str | os.PathLike, donors: Iterable[int | str] | None = No
     """Microarray donor zips / folders in ``src`` (any names: recognised by their members, the
     donor identified from their content, see :mod:`.discover`), in donor-id order or the given
     order."""
-    from .discover import MICROARRAY, scan, select
+    from .discover import scan, select
+    from .recognise import MICROARRAY
 
     sc = scan(src)
     if not sc.of_kind(MICROARRAY):

@@ -1,13 +1,11 @@
-"""Zarr v3 writing: store locations, the writer lock, staged groups with atomic publication,
-matrices, checksums.
+"""Zarr v3 writing: the store root and its metadata, matrices, checksums.
 
 Local stores (a path or ``file://`` URL):
 
-* one writer at a time: :func:`store_lock` holds an advisory ``flock`` on ``STORE/.lock`` for the
-  whole conversion (released by the kernel if the process dies); a second writer waits or is told
-  who holds it;
+* one writer at a time: :func:`~.store_lock.store_lock` holds an advisory ``flock`` on
+  ``STORE/.lock`` for the whole conversion (:mod:`.store_lock`);
 * each group is staged under ``STORE/.staging/`` and published with a directory rename, so
-  readers never see half a group;
+  readers never see half a group (:mod:`.staging`);
 * the root ``zarr.json`` (the attributes listing the donors *and* the consolidated metadata
   readers open) is replaced in one atomic rename by :func:`write_root`, so no donor is ever
   listed without its metadata.
@@ -18,24 +16,19 @@ only donors named in the root attributes, which are updated after a donor is com
 Every array ends its codec chain with zarr v3's ``crc32c`` codec and every chunk is written
 (``write_empty_chunks``), so readers can refuse a damaged or missing chunk
 (:mod:`atlas_engine.store.integrity`).
+
+The store locations (:mod:`.location`), the lock (:mod:`.store_lock`) and the staged groups
+(:mod:`.staging`) have modules of their own; their names are importable from here as well.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import json
 import os
-import shutil
-import socket
-import sys
 import threading
-import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +38,16 @@ from isal import isal_zlib
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from ..errors import StoreBusyError, StoreError
+from ..atomic import atomic_write_bytes
 from ..store.integrity import crc32c
-from ..store.layout import LOCK_FILE, ROOT_ATTR, STAGING_DIR
+from ..store.layout import ROOT_ATTR
+from .location import join as join
+from .location import local_path as local_path
+from .staging import Staged as Staged
+from .staging import clean_staging as clean_staging
+from .store_lock import disk_errors as disk_errors
+from .store_lock import lock_holder as lock_holder
+from .store_lock import store_lock as store_lock
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -61,23 +61,8 @@ BOOL_COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", type
                     Crc32cCodec())
 #: the small 1-D tables (probe, sample, ontology, gene columns): zarr's default Zstd + CRC-32C
 TABLE_COMPRESSORS = (ZstdCodec(level=0), Crc32cCodec())
-_PARENT_LOCK = threading.Lock()
 #: serialises root metadata writes of the threads of one process
 ROOT_LOCK = threading.RLock()
-
-
-def local_path(url: str | os.PathLike) -> Path | None:
-    """The filesystem path of a local store (plain path or ``file://`` URL), else ``None``."""
-    text = os.fspath(url)
-    if text.startswith("file://"):
-        return Path(text[len("file://"):])
-    if "://" in text:
-        return None
-    return Path(text)
-
-
-def join(url: str | os.PathLike, sub: str) -> str:
-    return os.fspath(url).rstrip("/") + "/" + sub
 
 
 def open_root(url: str | os.PathLike, mode: str = "a") -> zarr.Group:
@@ -167,7 +152,7 @@ def write_root(url: str | os.PathLike, update: Callable[[dict[str, Any]], dict[s
                 return False
         except (OSError, ValueError):
             pass
-        atomic_write(target, data)
+        atomic_write_bytes(target, data, fsync=True)
         return True
 
 
@@ -205,234 +190,6 @@ def _tree_metadata(root: Path) -> dict[str, Any]:
                     nxt.append(child)
         level = nxt
     return out
-
-
-def atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a flushed temporary file and a rename."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # the rename itself reaches the disk
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------
-# one writer per store
-
-_HELD: dict[str, list[Any]] = {}     # lock path -> [file object, depth, owning thread lock]
-_HELD_GUARD = threading.Lock()
-
-
-def lock_holder(store_url: str | os.PathLike) -> dict[str, Any] | None:
-    """Who holds the writer lock of a local store (pid, host, since, command), or None when
-    nobody does (or the store is not local)."""
-    path = local_path(store_url)
-    if path is None or not (path / LOCK_FILE).exists():
-        return None
-    import fcntl
-
-    try:
-        with open(path / LOCK_FILE, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                try:
-                    return dict(json.loads(fh.read() or "{}"))
-                except ValueError:
-                    return {}
-            fcntl.flock(fh, fcntl.LOCK_UN)
-    except OSError:
-        return None
-    return None
-
-
-def _describe(holder: dict[str, Any]) -> str:
-    if not holder:
-        return "another process"
-    text = f"process {holder.get('pid')} on {holder.get('host')}"
-    if holder.get("since"):
-        text += f" since {holder['since']}"
-    if holder.get("command"):
-        text += f" ({holder['command']})"
-    return text
-
-
-@contextlib.contextmanager
-def store_lock(store_url: str | os.PathLike, *, wait: bool = False,
-               log: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the writer lock of a local store for the duration of the block (no-op for other
-    stores). Re-entrant within a thread; another thread or process waits (``wait``) or gets
-    :class:`StoreBusyError` naming the holder."""
-    path = local_path(store_url)
-    if path is None:
-        yield
-        return
-    import fcntl
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot create the store ({exc.strerror or exc})") from None
-    key = str((path / LOCK_FILE).resolve())
-    with _HELD_GUARD:
-        entry = _HELD.get(key)
-        if entry is None:
-            entry = _HELD[key] = [None, 0, threading.RLock()]
-    tlock: threading.RLock = entry[2]
-    if not tlock.acquire(blocking=wait):
-        raise StoreBusyError(f"{path} is being written by another thread of this process; "
-                             "wait for it to finish")
-    try:
-        if entry[1] == 0:
-            fh = open(path / LOCK_FILE, "a+")   # noqa: SIM115 - held until released below
-            try:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    fh.seek(0)
-                    try:
-                        holder = dict(json.loads(fh.read() or "{}"))
-                    except ValueError:
-                        holder = {}
-                    if not wait:
-                        raise StoreBusyError(
-                            f"{path} is being converted by {_describe(holder)}; wait for it to "
-                            "finish (or pass --wait to queue behind it)") from None
-                    if log:
-                        log(f"waiting for {_describe(holder)} to finish writing {path}")
-                    fcntl.flock(fh, fcntl.LOCK_EX)
-                fh.seek(0)
-                fh.truncate()
-                fh.write(json.dumps({
-                    "pid": os.getpid(), "host": socket.gethostname(),
-                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "command": " ".join(os.path.basename(a) if i == 0 else a
-                                        for i, a in enumerate(sys.argv))[:300]}))
-                fh.flush()
-            except BaseException:
-                fh.close()
-                raise
-            entry[0] = fh
-        entry[1] += 1
-        try:
-            yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                fh = entry[0]
-                entry[0] = None
-                with contextlib.suppress(OSError):
-                    fh.seek(0)
-                    fh.truncate()
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                fh.close()
-    finally:
-        tlock.release()
-
-
-@contextlib.contextmanager
-def disk_errors(store_url: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn an operating-system error while writing ``what`` into one clear
-    :class:`StoreError` line (a full disk above all), naming the store."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StoreError(f"{os.fspath(store_url)}: no space left on the device while "
-                             f"writing {what}; the store is as it was before that started — "
-                             "free some space and re-run convert") from None
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
-            raise StoreError(f"{os.fspath(store_url)}: cannot write {what} "
-                             f"({exc.strerror or exc}"
-                             + (f": {exc.filename}" if exc.filename else "") + ")") from None
-        raise
-
-
-@dataclass
-class Staged:
-    """A group being written: ``url`` to write to, published at ``final`` by :meth:`publish`."""
-
-    store_url: str
-    final: str            # group path inside the store, e.g. "donors/9861"
-    url: str              # where it is written now
-
-    @classmethod
-    def begin(cls, store_url: str | os.PathLike, final: str) -> Staged:
-        store_url = os.fspath(store_url)
-        path = local_path(store_url)
-        if path is None:
-            url = join(store_url, final)
-            return cls(store_url, final, url)
-        tmp = path / STAGING_DIR / f"{final.replace('/', '-')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        return cls(store_url, final, str(tmp))
-
-    @property
-    def is_local(self) -> bool:
-        return local_path(self.store_url) is not None
-
-    def replaces(self) -> bool:
-        """True when publishing replaces a group already in place (local stores)."""
-        root = local_path(self.store_url)
-        return root is not None and (root / self.final).exists()
-
-    def publish(self) -> None:
-        """Move the finished group into place (replacing an older version, if any).
-
-        The caller takes the group out of the root listing first when it replaces one
-        (:meth:`replaces`), so that no reader finds a listed group in the middle of the swap."""
-        if not self.is_local:
-            return
-        root = local_path(self.store_url)
-        assert root is not None
-        dest = root / self.final
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with _PARENT_LOCK:
-            if not (dest.parent / "zarr.json").exists():
-                try:
-                    zarr.open_group(str(dest.parent), mode="a", zarr_format=3)
-                except zarr.errors.ContainsGroupError:
-                    pass
-        old = None
-        if dest.exists():
-            old = Path(self.url + ".old")
-            os.replace(dest, old)
-        os.replace(self.url, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def abort(self) -> None:
-        """Remove the staged group. zarr may still be finishing writes it had started when one
-        of them failed (they run on its event loop), so removal is retried briefly; anything
-        left is cleared by the next run."""
-        if not self.is_local:
-            return
-        shutil.rmtree(self.url, ignore_errors=True)
-        time.sleep(0.05)
-        shutil.rmtree(self.url, ignore_errors=True)
-
-
-def clean_staging(store_url: str | os.PathLike) -> None:
-    """Remove what an interrupted run left under ``.staging`` (call it holding
-    :func:`store_lock`: no other writer can be using it then)."""
-    path = local_path(store_url)
-    if path is not None and (path / STAGING_DIR).exists():
-        shutil.rmtree(path / STAGING_DIR, ignore_errors=True)
 
 
 def write_dataset(url: str, ds: xr.Dataset) -> None:

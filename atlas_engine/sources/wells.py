@@ -19,7 +19,7 @@ Which donor each block is:
   (9861 < 10021 < 12876 < 14380 < 15496 < 15697; 15496's confirmed block sits between them).
 
 This module is the one place that mapping lives: conversion identifies a donor archive by it
-(:mod:`atlas_engine.convert.discover`), and the synthetic generator can draw real well_ids per
+(:mod:`atlas_engine.convert.identify`), and the synthetic generator can draw real well_ids per
 donor from :func:`donor_wells`.
 """
 
