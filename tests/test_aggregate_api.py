@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from atlas_engine import open_store
-from atlas_engine.aggregate.api import aggregate, parse_genes
+from atlas_engine.aggregate.api import aggregate
+from atlas_engine.aggregate.inputs import parse_genes
 from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.errors import ConfigError
 
@@ -173,7 +174,7 @@ def test_dataset_cube_round_trip(store, tmp_path):
 
 
 def test_collapse_probes_matches_pandas(store):
-    from atlas_engine.aggregate.api import collapse_probes
+    from atlas_engine.aggregate.collapse import collapse_probes
 
     x, samples = _oracle_frames(store)
     probes = store.probes.reset_index(drop=True)
@@ -203,7 +204,7 @@ def test_genes_by_symbol_give_gene_columns(store):
 
 
 def test_cube_indexes_select_by_acronym_name_and_gene(store, tmp_path):
-    from atlas_engine.aggregate.api import open_cube
+    from atlas_engine.aggregate.result import open_cube
     from atlas_engine.report.tables import write_result
 
     res = aggregate(store, by="depth:3", collapse=None)
@@ -232,7 +233,7 @@ def test_cube_indexes_select_by_acronym_name_and_gene(store, tmp_path):
 def test_collapse_keeps_the_best_finite_probe_ties_to_the_smallest_probe_id(method):
     """The gene's probe with the highest finite score; NaN and inf skipped; a tie goes to the
     smallest probe_id whatever the row order (a plain loop as the oracle)."""
-    from atlas_engine.aggregate.api import _collapse
+    from atlas_engine.aggregate.collapse import _collapse
 
     rng = np.random.default_rng(7)
     n = 60

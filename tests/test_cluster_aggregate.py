@@ -9,8 +9,9 @@ import pytest
 from _cluster import executed
 from click.testing import CliRunner
 
-from atlas_engine.aggregate.api import aggregate, collapse_probes
+from atlas_engine.aggregate.api import aggregate
 from atlas_engine.aggregate.cluster import get_client
+from atlas_engine.aggregate.collapse import collapse_probes
 from atlas_engine.cli import cli
 from atlas_engine.convert.donor import convert_microarray
 

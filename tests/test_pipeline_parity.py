@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atlas_engine.pipeline.intensity import intensity_filter
 from atlas_engine.pipeline.matching import VolumeAtlas
 from atlas_engine.pipeline.normalize import batch_correct, normalize
-from atlas_engine.pipeline.probes import collapse_probes, intensity_filter
+from atlas_engine.pipeline.probes import collapse_probes
 from atlas_engine.pipeline.regions import aggregate_samples
 from atlas_engine.pipeline.stability import keep_stable_genes
 

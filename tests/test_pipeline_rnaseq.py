@@ -24,7 +24,7 @@ from atlas_engine.cli import main
 from atlas_engine.convert.rnaseq import convert_rnaseq
 from atlas_engine.errors import ConfigError, FormatError, StoreError
 from atlas_engine.pipeline.expression import get_expression_data
-from atlas_engine.pipeline.probes import rnaseq_correlation
+from atlas_engine.pipeline.probe_scores import rnaseq_correlation
 from atlas_engine.pipeline.rnaseq import correlate_with_rnaseq
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from atlas_engine.errors import ConfigError
+from atlas_engine.pipeline.intensity import intensity_filter
 from atlas_engine.pipeline.matching import VolumeAtlas, inverse_distance_weights
 from atlas_engine.pipeline.normalize import normalize
-from atlas_engine.pipeline.probes import intensity_filter, pick_best, select_probes
+from atlas_engine.pipeline.probes import pick_best, select_probes
 from atlas_engine.pipeline.regions import centroid_fill
 from atlas_engine.pipeline.samples import (
     drop_mismatch_samples,
@@ -149,7 +150,7 @@ def test_structure_means_are_pandas_groupby_means_bit_for_bit():
     does (compensated, in sample order, NaN skipped), as the store path does."""
     import pandas as pd
 
-    from atlas_engine.pipeline.probes import structure_means
+    from atlas_engine.pipeline.probe_scores import structure_means
 
     rng = np.random.default_rng(3)
     x = rng.normal(loc=8, scale=3, size=(40, 90)) * 1e3

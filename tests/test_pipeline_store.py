@@ -24,7 +24,7 @@ from atlas_engine.cli.atlas_options import abagen_options, run_atlas_aggregate
 from atlas_engine.errors import ConfigError
 from atlas_engine.pipeline.cache import StoreCache
 from atlas_engine.pipeline.expression import get_expression_data
-from atlas_engine.pipeline.probes import reannotate_probes
+from atlas_engine.pipeline.reannotate import reannotate_probes
 from atlas_engine.pipeline.samples import corrected_coordinates
 
 GOLDEN = Path(__file__).parent / "data" / "abagen_golden"

@@ -120,7 +120,7 @@ def select_genes(genes: pd.DataFrame, spec: str | Sequence[str] | None
                  ) -> tuple[np.ndarray, list[str]]:
     """Store rows of the genes named by symbol, Entrez id (digits) or Ensembl id (``ENSG…``,
     version ignored), and the names not found. ``None`` selects every gene."""
-    from .api import parse_genes
+    from .inputs import parse_genes
 
     names = parse_genes(spec)
     if names is None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .api import parse_genes, select_probe_rows
+from .inputs import parse_genes, select_probe_rows
 from .rowtasks import compute, open_array, row_tasks
 
 SAMPLE_ANNOTATION = ("donor", "sample_id", "well_id", "structure_id", "structure_acronym",

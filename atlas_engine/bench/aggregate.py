@@ -11,7 +11,7 @@ Variants
 ``structure``        per-structure mean, all donors pooled, from the store (Dask threads)
 ``structure-combined`` per-structure mean per donor, then over donors (abagen's default)
 ``gene``             per-gene collapse (probes → genes mean, every sample), from the store
-                     (:func:`~atlas_engine.aggregate.api.collapse_probes`)
+                     (:func:`~atlas_engine.aggregate.collapse.collapse_probes`)
 ``structure-cluster`` / ``gene-cluster``   the same on a 2-worker ``LocalCluster``
 ``pandas``           the seed's way: the matrix loaded into a samples × probes DataFrame,
                      ``groupby(structure).mean()`` (time of the groupby alone, and with load)
@@ -101,7 +101,7 @@ def run_variant(variant: str, store: str, cluster: dict[str, Any] | None = None
                   genes=st.probes["gene_symbol"].iloc[:1].tolist())  # warm the kernels
         secs = timed(lambda: aggregate(st, by="structure", combine=mode, donors=donors))
     elif variant in ("gene", "gene-cluster", "structure-cluster"):
-        from ..aggregate.api import collapse_probes
+        from ..aggregate.collapse import collapse_probes
 
         def gene() -> None:
             collapse_probes(st, keep_non_refseq=True)

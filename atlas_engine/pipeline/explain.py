@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .probes import IntensityFilter, ProbeSelection
+from .intensity import IntensityFilter
+from .probes import ProbeSelection
 
 if TYPE_CHECKING:
     from .expression import ExpressionResult

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..aggregate import rowtasks
 from ..store import layout as L
-from .probes import reannotate_probes
+from .reannotate import reannotate_probes
 from .result import DonorSamples
 from .samples import (
     corrected_coordinates,

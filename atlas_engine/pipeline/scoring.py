@@ -12,7 +12,8 @@ import pandas as pd
 from ..aggregate import rowtasks
 from ..store import layout as L
 from . import passes
-from .probes import IntensityFilter, select_probes
+from .intensity import IntensityFilter
+from .probes import select_probes
 from .result import DonorSamples
 
 
@@ -98,7 +99,7 @@ def selection_scores(store: Any, donors: list[DonorSamples], kept: pd.DataFrame,
 
 def ibf_from_signal(signal: list[np.ndarray], n: list[int], threshold: float
                      ) -> IntensityFilter:
-    """The pooled intensity filter (:func:`~.probes.intensity_filter`'s rule) from per-donor
+    """The pooled intensity filter (:func:`~.intensity.intensity_filter`'s rule) from per-donor
     PACall sums and sample counts."""
     tot = np.sum(np.stack(signal), axis=0)
     total_n = int(np.sum(n))
