@@ -90,6 +90,12 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
     """There is no store at the given location (also a ``FileNotFoundError``)."""
 
 
+class StoreAccessError(StoreError, OSError):
+    """A store on object storage (or another fsspec location) cannot be reached or read:
+    no credentials, access denied, or the network (also an ``OSError``). The message names the
+    store and what to check; nothing is said about whether the store exists."""
+
+
 class DamagedStoreError(StoreError):
     """A chunk of the store is missing or fails its checksum; the message names the store, the
     array, the chunk and the donor, and how to repair it."""

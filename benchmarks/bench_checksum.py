@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atlas_engine.store import blockread
+from atlas_engine.store import blockread, chunkio
 
 
 def _read_all(store: str, paths: list[str], reps: int) -> tuple[float, int]:
@@ -45,13 +45,13 @@ def main() -> None:
     paths = [f"donors/{d}/expression" for d in root["donors"]]
     stored = sum(f.stat().st_size for p in paths for f in (Path(args.store) / p / "c").rglob("*")
                  if f.is_file())
-    real = blockread.check_chunk
+    real = chunkio.check_chunk
     for _ in range(args.rounds):
-        blockread.check_chunk = real
+        chunkio.check_chunk = real
         checked, nbytes = _read_all(args.store, paths, args.reps)
-        blockread.check_chunk = lambda raw, *a: len(raw) - 4   # type: ignore[assignment]
+        chunkio.check_chunk = lambda raw, *a: len(raw) - 4   # type: ignore[assignment]
         unchecked, _ = _read_all(args.store, paths, args.reps)
-        blockread.check_chunk = real
+        chunkio.check_chunk = real
         print(f"{nbytes / 1e6:.0f} MB decoded from {stored / 1e6:.0f} MB of chunk files: "
               f"checked {checked:.3f} CPU-s, unchecked {unchecked:.3f} CPU-s "
               f"({100 * (checked - unchecked) / unchecked:+.0f}%)")

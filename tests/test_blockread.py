@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import zarr
 
-from atlas_engine.store.blockread import _plan, array_shape, read_chunk_row, read_rows
+from atlas_engine.store.blockread import array_shape, read_chunk_row, read_rows
+from atlas_engine.store.chunkplan import _plan
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bool"])
@@ -129,8 +130,8 @@ def test_a_damaged_checksummed_chunk_is_refused_and_reads_go_on(tmp_path):
 def test_node_attributes_and_store_format_read_zarr_json_directly(tmp_path):
     import json
 
-    from atlas_engine.store.blockread import node_attributes
     from atlas_engine.store.brainspan import store_format
+    from atlas_engine.store.chunkplan import node_attributes
 
     root = tmp_path / "s.zarr"
     (root / "donors").mkdir(parents=True)

@@ -30,7 +30,7 @@ def s3(synth_small, tmp_path_factory):
     environment points every S3 client (this process and the workers started after) at it."""
     import s3fs
 
-    from atlas_engine.store import blockread
+    from atlas_engine.store import chunkplan
 
     root = tmp_path_factory.mktemp("s3")
     local = root / "ahba.zarr"
@@ -55,8 +55,8 @@ def s3(synth_small, tmp_path_factory):
         fs.put(str(local), f"{BUCKET}/ahba.zarr", recursive=True)
         yield {"local": local, "url": f"s3://{BUCKET}/ahba.zarr", "fs": fs, "root": root}
     finally:
-        blockread._filesystem.cache_clear()
-        blockread._plan_cached.cache_clear()
+        chunkplan._filesystem.cache_clear()
+        chunkplan._plan_cached.cache_clear()
         s3fs.S3FileSystem.clear_instance_cache()
         mp.undo()
         server.stop()
@@ -88,11 +88,11 @@ def test_aggregate_s3_store_on_cluster_matches_local(s3, s3_cluster, tmp_path):
 
 
 def test_remote_reader_matches_local_and_checks_crc(s3):
-    from atlas_engine.store import blockread
+    from atlas_engine.store import blockread, chunkplan
 
     path = "donors/9861/expression"
     (n_rows, n_cols), _, _ = blockread.array_shape(str(s3["local"]), path)
-    remote = blockread._plan(s3["url"], path)
+    remote = chunkplan._plan(s3["url"], path)
     assert remote is not None and remote["fs"] is not None and remote["crc"]  # direct reader
     np.testing.assert_array_equal(blockread.read_rows(s3["url"], path, 5, n_rows - 3),
                                   blockread.read_rows(str(s3["local"]), path, 5, n_rows - 3))
@@ -117,7 +117,7 @@ def test_remote_reader_matches_local_and_checks_crc(s3):
 def test_convert_straight_to_s3_then_aggregate_on_cluster(s3, s3_cluster, synth_small, tmp_path):
     """convert writes a store on object storage itself (no local copy uploaded); the cluster
     aggregates it to the same table as the locally converted store."""
-    from atlas_engine.store import blockread
+    from atlas_engine.store import chunkplan
 
     url = f"s3://{BUCKET}/converted.zarr"
     r = CliRunner().invoke(cli, ["convert", str(synth_small.dest), url, "--donors", "9861,10021",
@@ -138,4 +138,63 @@ def test_convert_straight_to_s3_then_aggregate_on_cluster(s3, s3_cluster, synth_
     assert sum(ran.values()) > 0, ran
     a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "s3.csv")
     pd.testing.assert_frame_equal(a, b, rtol=1e-6)
-    blockread._plan_cached.cache_clear()
+    chunkplan._plan_cached.cache_clear()
+
+
+@pytest.fixture
+def no_credentials(s3, monkeypatch):
+    """The S3 server of ``s3`` with no credentials anywhere (environment, files, instance
+    metadata); S3 clients and read plans made before are forgotten, before and after."""
+    import s3fs
+
+    from atlas_engine.store import chunkplan
+
+    def forget() -> None:
+        chunkplan._filesystem.cache_clear()
+        chunkplan._plan_cached.cache_clear()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    forget()
+    yield s3
+    forget()
+
+
+def test_store_without_credentials_is_an_access_error_not_a_missing_store(no_credentials):
+    from atlas_engine.celltypes.store import open_cell_store
+    from atlas_engine.errors import StoreAccessError, StoreNotFoundError
+    from atlas_engine.store.brainspan import open_brainspan
+    from atlas_engine.store.open import open_store
+
+    for url in (no_credentials["url"], f"s3://{BUCKET}", f"s3://{BUCKET}/absent.zarr"):
+        for opener in (open_store, open_brainspan, open_cell_store):
+            with pytest.raises(StoreAccessError) as e:
+                opener(url)
+            assert isinstance(e.value, OSError)
+            assert not isinstance(e.value, StoreNotFoundError)
+            text = str(e.value)
+            assert text.startswith(f"{url}: cannot be read (NoCredentialsError")
+            assert "AWS_ACCESS_KEY_ID" in text and "\n" not in text
+
+
+def test_cli_without_credentials_says_so_in_one_line(no_credentials, tmp_path, capsys):
+    from atlas_engine.cli import main
+
+    out = tmp_path / "m.csv"
+    with pytest.raises(SystemExit) as e:
+        main(["aggregate", no_credentials["url"], "--by", "structure", "--out", str(out)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {no_credentials['url']}: cannot be read")
+    assert "credentials" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_missing_store_with_credentials_is_still_not_found(s3):
+    from atlas_engine.errors import StoreNotFoundError
+    from atlas_engine.store.open import open_store
+
+    with pytest.raises(StoreNotFoundError):
+        open_store(f"s3://{BUCKET}/absent.zarr")

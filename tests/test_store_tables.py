@@ -14,6 +14,7 @@ import xarray as xr
 from atlas_engine import open_store
 from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.store import open as open_mod
+from atlas_engine.store import tables
 
 
 def _oracle(path, group: str) -> dict[str, np.ndarray]:
@@ -183,8 +184,8 @@ def test_table_columns_in_a_layout_left_to_zarr_are_read_by_zarr(tmp_path):
                              compressors=[comp], dimension_names=("probe",))
         arr[:] = values
     url = str(tmp_path / "t.zarr")
-    cols = open_mod._read_columns(url, "tab", None)
+    cols = tables._read_columns(url, "tab", None)
     assert list(cols) == ["a", "b"]
     np.testing.assert_array_equal(cols["a"], np.arange(7) * 2.5)
     np.testing.assert_array_equal(cols["b"], np.arange(7) - 3)
-    assert list(open_mod._read_columns(url, "tab", "probe")) == ["a", "b", "probe"]
+    assert list(tables._read_columns(url, "tab", "probe")) == ["a", "b", "probe"]

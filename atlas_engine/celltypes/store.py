@@ -23,6 +23,7 @@ from scipy import sparse
 from ..aggregate.csr import CsrBlock
 from ..errors import ConfigError, FormatError, StoreNotFoundError
 from ..kernels.sparse import csr_band_pointers, csr_row_totals, csr_split_bands
+from ..store.access import access_error, access_problem
 from ..store.blockread import read_range
 from ..store.open import store_missing
 from .writer import SORTED_ATTR
@@ -44,7 +45,9 @@ def is_cell_store(path: str | Path) -> bool:
     """True when ``path`` is an AnnData Zarr store with a CSR ``X`` (a Cell Types store)."""
     try:
         root = zarr.open_group(str(path), mode="r")
-    except Exception:
+    except Exception as exc:
+        if access_problem(exc):     # unreachable is not "not a Cell Types store"
+            raise access_error(str(path), exc) from None
         return False
     if root.attrs.get("encoding-type") != "anndata" or "X" not in root:
         return False

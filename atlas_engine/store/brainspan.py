@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import FormatError, StoreError, StoreNotFoundError
+from ..errors import FormatError, StoreAccessError, StoreError, StoreNotFoundError
 from ..sources.devtime import BRAINSPAN_AGES, annotate_samples
 from . import layout as L
+from .access import remote_access
 from .open import store_missing
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ REAL_SHAPE = (52_376, 524)
 def store_format(url: str) -> str | None:
     """The ``format`` recorded in a store's root attributes (None when unreadable: the
     caller's opener explains). Read from the root ``zarr.json`` without importing zarr."""
-    from .blockread import node_attributes
+    from .chunkplan import node_attributes
 
     try:
         attrs = node_attributes(str(url))
@@ -65,7 +66,10 @@ class BrainSpanStore:
 
         self.url = url
         try:
-            root = zarr.open_group(url, mode="r", zarr_format=3)
+            with remote_access(url):
+                root = zarr.open_group(url, mode="r", zarr_format=3)
+        except StoreAccessError:
+            raise
         except Exception as exc:  # noqa: BLE001
             if store_missing(url):
                 raise StoreNotFoundError(f"{url}: no such store") from None

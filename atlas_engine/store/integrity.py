@@ -7,7 +7,7 @@ absent is damage too (zarr alone would read it back as the fill value, e.g. NaN)
 
 Two read paths check it:
 
-* the direct chunk reader :mod:`atlas_engine.store.blockread` calls :func:`check_chunk`;
+* the direct readers :mod:`atlas_engine.store.chunkio` and ``blockread`` call :func:`check_chunk`;
 * everything read through zarr or xarray goes through
   :class:`~atlas_engine.store.checked.CheckedStore`, a zarr store wrapper that checks each
   chunk it hands out (and refuses an absent one) before zarr decodes it.
