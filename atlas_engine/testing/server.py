@@ -36,26 +36,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from email.utils import formatdate
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
 from ..errors import AtlasEngineError, ConfigError
 from .server_data import MirrorData
+from .server_faults import _RECORD, Faults, RequestRecord, _Counters
+from .server_files import CHUNK_SIZE, FileServing, parse_range
 from .server_rma import RmaError, evaluate, parse_query
 
-#: Bytes read from disk and written to the socket per step.
-CHUNK_SIZE = 1 << 20
+__all__ = [
+    "CHUNK_SIZE", "DOWNLOAD_PREFIX", "UNAVAILABLE_HTML", "Faults", "MirrorServer", "RequestRecord",
+    "parse_range", "serving",
+]
 
 DOWNLOAD_PREFIX = "/api/v2/well_known_file_download/"
 
@@ -64,131 +66,6 @@ UNAVAILABLE_HTML = (
     "<body><h1>The Allen Brain Atlas site is temporarily unavailable</h1>\n"
     "<p>We are performing scheduled maintenance. Please try again later.</p></body></html>\n"
 )
-
-
-@dataclass
-class Faults:
-    """Misbehaviour to inject; everything is off by default.
-
-    Counters of the ``*_first`` modes restart whenever a new :class:`Faults` is assigned to
-    :attr:`MirrorServer.faults` (or :meth:`MirrorServer.reset_counters` is called).
-    """
-
-    #: Answer ``fail_status`` (503 or 429) to the first K requests in ``scope``.
-    fail_first: int = 0
-    fail_status: int = 503
-    #: ``Retry-After`` seconds sent with the failures (``None`` = no header).
-    retry_after: float | None = None
-    #: Answer 200 with an HTML "site unavailable" page to the first K requests in ``scope``
-    #: (after any ``fail_first`` ones).
-    html_first: int = 0
-    #: Which requests ``fail_first``/``html_first`` apply to.
-    scope: Literal["all", "download", "api"] = "all"
-    #: Close the connection after this many bytes of a download body.
-    drop_after: int | None = None
-    #: Drop only the first K download bodies (``None`` = every one).
-    drop_first: int | None = None
-    #: With a seed, each dropped body is cut at a random offset in ``[0, min(drop_after, body))``
-    #: drawn from ``random.Random(drop_seed)`` (``drop_after`` may then be ``None``).
-    drop_seed: int | None = None
-    #: Send every download body short by this many bytes (Content-Length still the full size),
-    #: then close the connection.
-    truncate_by: int | None = None
-    #: Truncate only the first K download bodies (``None`` = every one).
-    truncate_first: int | None = None
-    #: Throttle each download response to this many bytes per second.
-    bandwidth: int | None = None
-    #: Ignore ``Range`` headers (always 200 with the full body).
-    ignore_range: bool = False
-    #: Ignore ``If-Range`` (answer a Range with 206 even when the file has changed since the
-    #: validator the client sent - a broken cache or server).
-    ignore_if_range: bool = False
-    #: Send neither ``ETag`` nor ``Last-Modified``.
-    no_validators: bool = False
-    #: Send download bodies without ``Content-Length`` (and without chunked encoding): the
-    #: end of the body is the end of the connection, so a cut body looks complete.
-    no_content_length: bool = False
-    #: Seconds to wait before answering each download (makes concurrency observable).
-    delay: float = 0.0
-    #: Add this to ``total_rows`` of model queries (the real server sometimes overstates it).
-    overstate_total_rows: int = 0
-
-    def __post_init__(self) -> None:
-        if self.fail_status not in (429, 500, 502, 503, 504):
-            raise ConfigError(f"fail_status must be 429 or a 5xx status, got {self.fail_status}")
-        if self.scope not in ("all", "download", "api"):
-            raise ConfigError(f"scope must be all, download or api, got {self.scope!r}")
-        for name in ("drop_after", "truncate_by", "bandwidth"):
-            value = getattr(self, name)
-            if value is not None and value < (1 if name == "bandwidth" else 0):
-                raise ConfigError(f"{name} must be positive, got {value}")
-
-
-@dataclass
-class RequestRecord:
-    """One served request."""
-
-    method: str
-    path: str
-    query: str
-    range: str | None
-    started: float
-    status: int = 0
-    bytes_sent: int = 0
-    duration: float = 0.0
-    #: The fault applied (``"fail"``, ``"html"``, ``"drop"``, ``"truncate"``) or ``None``.
-    fault: str | None = None
-    #: Set when the client went away mid-body.
-    client_disconnected: bool = False
-
-
-#: The log record of the request being handled (the middleware and handler share a task).
-_RECORD: contextvars.ContextVar[RequestRecord] = contextvars.ContextVar("mirror_record")
-
-
-@dataclass
-class _Counters:
-    fail: int = 0
-    html: int = 0
-    drop: int = 0
-    truncate: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None | Literal["unsatisfiable"]:
-    """Parse a single ``bytes=`` range against ``size``.
-
-    Returns ``(first, last)`` inclusive, ``None`` when the header is to be ignored (malformed,
-    another unit, or several ranges) or ``"unsatisfiable"`` (→ 416).
-    """
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first_text, dash, last_text = spec.strip().partition("-")
-    first_text, last_text = first_text.strip(), last_text.strip()
-    if not dash or not (first_text.isdigit() or last_text.isdigit()):
-        return None
-    if first_text and not first_text.isdigit() or last_text and not last_text.isdigit():
-        return None
-    if not first_text:                       # suffix: the last K bytes
-        k = int(last_text)
-        if k == 0 or size == 0:
-            return "unsatisfiable"
-        return max(0, size - k), size - 1
-    first = int(first_text)
-    last = int(last_text) if last_text else size - 1
-    if last_text and last < first:
-        return None
-    if first >= size:
-        return "unsatisfiable"
-    return first, min(last, size - 1)
-
-
-class _CloseDelimitedResponse(web.StreamResponse):
-    """A body with neither Content-Length nor chunked encoding: it ends when the connection
-    closes (HTTP/1.0 style, still legal in HTTP/1.1)."""
-
-    _length_check = False
 
 
 def _envelope(success: bool, msg: Any, start_row: int = 0, num_rows: int = 0,
@@ -201,7 +78,7 @@ def _json_response(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
 
-class MirrorServer:
+class MirrorServer(FileServing):
     """Loopback Allen mirror over a raw directory (see the module docstring)."""
 
     def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0,
@@ -447,129 +324,6 @@ class MirrorServer:
             return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>",
                                 content_type="application/xml")
         return await self._serve_file(request, path)
-
-    async def _serve_file(self, request: web.Request, path: Path) -> web.StreamResponse:
-        record = _RECORD.get()
-        stat = path.stat()
-        size = stat.st_size
-        f = self._faults
-        first, last, status = 0, size - 1, 200
-        etag = f'"{stat.st_size:x}-{int(stat.st_mtime_ns):x}"'
-        modified = formatdate(stat.st_mtime, usegmt=True)
-        headers = {
-            "Content-Disposition": f'attachment; filename="{path.name}"',
-            "Accept-Ranges": "bytes",
-            "Content-Type": "application/zip" if path.suffix == ".zip"
-            else "application/octet-stream",
-        }
-        if not f.no_validators:
-            headers["Last-Modified"] = modified
-            headers["ETag"] = etag
-        if_range = request.headers.get("If-Range")
-        # RFC 9110 13.1.5: a Range applies only when If-Range names the current version
-        # (a strong ETag, or the exact Last-Modified date); otherwise the whole file, 200.
-        range_applies = if_range is None or f.ignore_if_range or (
-            not f.no_validators and if_range.strip() in (etag, modified))
-        if record.range and not f.ignore_range and range_applies:
-            parsed = parse_range(record.range, size)
-            if parsed == "unsatisfiable":
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}",
-                                                         "Accept-Ranges": "bytes"})
-            if parsed is not None:
-                first, last = parsed
-                status = 206
-                headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        length = max(0, last - first + 1)
-        send = length
-        if request.method != "HEAD":
-            send = self._planned_cut(length, record)
-        if f.no_content_length and request.method != "HEAD":
-            response: web.StreamResponse = _CloseDelimitedResponse(status=status,
-                                                                   headers=headers)
-            response.force_close()
-        else:
-            response = web.StreamResponse(status=status, headers=headers)
-            response.content_length = length
-        record.status = status
-        active = [True]
-
-        def done() -> None:
-            # Called before the last bytes go out, so a client never sees the end of a body
-            # while the response still counts as active.
-            if active[0]:
-                active[0] = False
-                self.concurrent_downloads -= 1
-
-        self.concurrent_downloads += 1
-        self.max_concurrent_downloads = max(self.max_concurrent_downloads,
-                                            self.concurrent_downloads)
-        try:
-            if f.delay > 0:
-                await asyncio.sleep(f.delay)
-            if request.method == "HEAD" or send == 0:
-                done()
-            await response.prepare(request)
-            if request.method == "HEAD":
-                return response
-            try:
-                await self._stream(path, first, send, response, record, f.bandwidth, done)
-            except ConnectionError:
-                record.client_disconnected = True
-                return response
-            if send < length or f.no_content_length:
-                # Content-Length promised more: closing now leaves the client short (without
-                # one, closing is the only end of the body there is).
-                transport = request.transport
-                if transport is not None:
-                    transport.close()
-                return response
-            await response.write_eof()
-            return response
-        finally:
-            done()
-
-    def _planned_cut(self, length: int, record: RequestRecord) -> int:
-        """How many body bytes to send before a drop/truncate fault (``length`` = none)."""
-        f, c = self._faults, self._counters
-        send = length
-        if (f.drop_after is not None or f.drop_seed is not None) and (
-                f.drop_first is None or c.drop < f.drop_first):
-            c.drop += 1
-            cap = length if f.drop_after is None else min(f.drop_after, length)
-            cut = c.rng.randrange(cap) if f.drop_seed is not None and cap > 0 else cap
-            if cut < send:
-                send = cut
-                record.fault = "drop"
-        if f.truncate_by and (f.truncate_first is None or c.truncate < f.truncate_first):
-            c.truncate += 1
-            cut = max(0, length - f.truncate_by)
-            if cut < send:
-                send = cut
-                record.fault = "truncate"
-        return send
-
-    async def _stream(self, path: Path, first: int, count: int, response: web.StreamResponse,
-                      record: RequestRecord, bandwidth: int | None,
-                      before_last: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        chunk = CHUNK_SIZE if not bandwidth else max(1, min(CHUNK_SIZE, bandwidth // 20))
-        t0 = self.clock()
-        with open(path, "rb") as fh:
-            fh.seek(first)
-            remaining = count
-            while remaining > 0:
-                data = await loop.run_in_executor(None, fh.read, min(chunk, remaining))
-                if not data:
-                    break
-                remaining -= len(data)
-                if remaining <= 0:
-                    before_last()
-                record.bytes_sent += len(data)
-                await response.write(data)
-                if bandwidth:
-                    wait = t0 + record.bytes_sent / bandwidth - self.clock()
-                    if wait > 0:
-                        await self.sleep(wait)
 
     async def _query(self, request: web.Request) -> web.Response:
         if request.match_info["fmt"] != "json":
