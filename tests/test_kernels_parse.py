@@ -1,6 +1,7 @@
 """The text-parsing kernels called directly (no driver): each against a plain-Python oracle.
 
-Covers :mod:`atlas_engine.kernels.csvparse`, :mod:`atlas_engine.kernels.labelscan` and
+Covers :mod:`atlas_engine.kernels.csvparse` (its float tokens read by
+:mod:`atlas_engine.kernels.floatscan`), :mod:`atlas_engine.kernels.labelscan` and
 :mod:`atlas_engine.kernels.countscan`; the drivers' behaviour (file, line, column in errors,
 chunking) is in tests/test_blockparse.py, tests/test_labelparse.py and tests/test_celltypes.py.
 Buffers are read-only ``np.frombuffer`` arrays, as the drivers pass them.
@@ -24,12 +25,13 @@ from hypothesis import strategies as st
 
 from atlas_engine.kernels import countscan as cs
 from atlas_engine.kernels import csvparse as cp
+from atlas_engine.kernels import floatscan as fs
 from atlas_engine.kernels import labelscan as ls
 
 KERNELS = {
-    cp: ["_bitlen", "_round_quotient", "_exact_div_pow10", "_lower", "_special", "_parse_float",
-         "_load8", "_eight_digits", "_fast_float", "_parse_id", "_line_end", "_parse_values",
-         "parse_float_lines", "parse_bool_lines"],
+    fs: ["_bitlen", "_round_quotient", "_exact_div_pow10", "_lower", "_special", "_parse_float",
+         "_load8", "_eight_digits", "_fast_float"],
+    cp: ["_parse_id", "_line_end", "_parse_values", "parse_float_lines", "parse_bool_lines"],
     ls: ["_parse_label", "parse_label_lines"],
     cs: ["parse_count_lines"],
 }
@@ -132,7 +134,7 @@ def test_converters_reexport_the_kernels():
 def test_kernels_package_does_not_import_the_parsers():
     code = ("import sys, atlas_engine.kernels\n"
             "print([m for m in sys.modules if m.split('.')[-1] in "
-            "('csvparse', 'labelscan', 'countscan')])")
+            "('csvparse', 'floatscan', 'labelscan', 'countscan')])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip() == "[]"
@@ -144,14 +146,14 @@ def test_kernels_package_does_not_import_the_parsers():
 @pytest.mark.parametrize("q", [0, 1, 2, 3, 255, 256, 2**52, 2**53 - 1, 2**53, 2**53 + 1,
                                2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1])
 def test_bitlen(q):
-    assert cp._bitlen(np.uint64(q)) == q.bit_length()
+    assert fs._bitlen(np.uint64(q)) == q.bit_length()
 
 
 def test_bitlen_random():
     rng = np.random.default_rng(0)
     for q in rng.integers(0, 2**63, 500, dtype=np.uint64) << rng.integers(0, 2, 500).astype(
             np.uint64):
-        assert cp._bitlen(np.uint64(q)) == int(q).bit_length()
+        assert fs._bitlen(np.uint64(q)) == int(q).bit_length()
 
 
 @settings(max_examples=300, deadline=None)
@@ -160,25 +162,25 @@ def test_round_quotient_is_round_to_nearest_even(q, sticky, exp2):
     # (q + frac) * 2^exp2 with frac in (0, 1) iff sticky: any such frac rounds alike (q has
     # more than 53 bits, so no rounding boundary lies strictly between q and q + 1)
     want = float((Fraction(q) + (Fraction(1, 2) if sticky else 0)) * Fraction(2) ** exp2)
-    assert _bits(cp._round_quotient(np.uint64(q), sticky, exp2)) == _bits(want)
+    assert _bits(fs._round_quotient(np.uint64(q), sticky, exp2)) == _bits(want)
 
 
 @pytest.mark.parametrize("q,sticky", [(2**54 + 1, False), (2**54 + 1, True), (2**54 + 3, False),
                                       (2**54 - 1, False), (2**64 - 1, False), (2**64 - 1, True)])
 def test_round_quotient_ties_and_carry(q, sticky):
     want = float(Fraction(2 * q + 1, 2)) if sticky else float(Fraction(q))
-    assert _bits(cp._round_quotient(np.uint64(q), sticky, 0)) == _bits(want)
+    assert _bits(fs._round_quotient(np.uint64(q), sticky, 0)) == _bits(want)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(2**53, 2**64 - 1), st.integers(1, 22))
 def test_exact_div_pow10_is_correctly_rounded(m, k):
     # Python's int / int is correctly rounded
-    assert _bits(cp._exact_div_pow10(np.uint64(m), k)) == _bits(m / 10**k)
+    assert _bits(fs._exact_div_pow10(np.uint64(m), k)) == _bits(m / 10**k)
 
 
 def test_lower_every_byte():
-    got = [cp._lower(np.uint8(c)) for c in range(256)]
+    got = [fs._lower(np.uint8(c)) for c in range(256)]
     assert got == [c + 32 if 65 <= c <= 90 else c for c in range(256)]
 
 
@@ -186,18 +188,18 @@ def test_load8_little_endian_word():
     data = bytes(range(1, 40))
     buf = _buf(data)
     for i in range(len(data) - 8):
-        assert int(cp._load8(buf, i)) == int.from_bytes(data[i:i + 8], "little")
+        assert int(fs._load8(buf, i)) == int.from_bytes(data[i:i + 8], "little")
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text("0123456789", min_size=8, max_size=8), st.integers(1, 8))
 def test_eight_digits_word_and_shifted_tail(digits, n):
     word = int.from_bytes(bytes(ord(c) - 48 for c in digits), "little")
-    assert int(cp._eight_digits(np.uint64(word))) == int(digits)
+    assert int(fs._eight_digits(np.uint64(word))) == int(digits)
     # a tail of n digits shifted so that they are the low-order ones (as the fast path does)
     tail = int.from_bytes(bytes(ord(c) - 48 for c in digits[:n]) + bytes(8 - n), "little")
     shifted = (tail << (64 - 8 * n)) & (2**64 - 1)
-    assert int(cp._eight_digits(np.uint64(shifted))) == int(digits[:n])
+    assert int(fs._eight_digits(np.uint64(shifted))) == int(digits[:n])
 
 
 # -- csvparse: tokens
@@ -208,7 +210,7 @@ def test_eight_digits_word_and_shifted_tail(digits, n):
                                  "infinit", "infinityy", "nana", "1.0", "0.5", "-0.5", "n", "x"])
 def test_special(tok):
     data = b"xx," + tok.encode() + b",yy"
-    got = cp._special(_buf(data), 3, 3 + len(tok))
+    got = fs._special(_buf(data), 3, 3 + len(tok))
     low = tok.lower().lstrip("+-")
     if low in ("nan", "inf", "infinity") and len(tok) - len(low) <= 1:
         want = float(tok)
@@ -220,7 +222,7 @@ def test_special(tok):
 def _check_parse_float(tok: str, delim: bytes, prefix: bytes = b"7,") -> None:
     data = prefix + tok.encode() + delim + b"9.5\n"
     end = len(prefix) + len(tok) + len(delim)     # delim b"" = the end of the data
-    x, nxt, status = cp._parse_float(_buf(data), len(prefix), end)
+    x, nxt, status = fs._parse_float(_buf(data), len(prefix), end)
     want = _py_float(tok)
     assert (status == 2) == (want is None), (tok, status, want)
     if status != 2:
@@ -265,7 +267,7 @@ def _fast_oracle(tok: str) -> float | None:
 def test_fast_float_takes_its_tokens_exactly(tok, delim):
     # digits after the delimiter: the word loads must not read past it
     data = b"1," + tok.encode() + delim + b"9" * cp._FAST_MARGIN
-    x, nxt, ok = cp._fast_float(_buf(data), 2)
+    x, nxt, ok = fs._fast_float(_buf(data), 2)
     want = _fast_oracle(tok)
     assert ok == (want is not None), (tok, ok)
     if ok:
