@@ -11,8 +11,11 @@ they are used, not here:
 * :mod:`.labelscan` - ``label,v1,...,vN`` lines (plain or double-quoted text labels).
 * :mod:`.countscan` - ``id,c1,...,cN`` integer count lines straight into CSR pieces.
 
-The generators under :mod:`atlas_engine.testing` keep their own small numba helpers: they write
-test data, they are not engine kernels.
+The data generator under :mod:`atlas_engine.testing` has its kernels here too, also imported
+where they are used, not here:
+
+* :mod:`.synthtext` - the generator's value kernels and number-to-text kernels (CSV rows of
+  decimals, 0/1 flags and integer counts).
 """
 
 from __future__ import annotations

@@ -29,12 +29,12 @@ import json
 import zipfile
 from pathlib import Path
 
-import numba
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
 from ..celltypes.datasets import CellTypeDataset, get_dataset
+from ..kernels.synthtext import _format_rows
 from .synth_celltypes_metadata import genes_rows, portal_metadata, sample_names, samples_columns
 from .synth_celltypes_world import (
     CellTypeWorld,
@@ -97,42 +97,8 @@ def allen_cluster_stats(world: CellTypeWorld) -> tuple[pd.DataFrame, pd.DataFram
 
 
 # ------------------------------------------------------------------------------------------
-# CSV text of count rows (numba; the generator's own writer)
+# CSV text of count rows (the numba kernel is atlas_engine.kernels.synthtext._format_rows)
 # ------------------------------------------------------------------------------------------
-@numba.njit(nogil=True, cache=True)
-def _format_rows(names, name_off, indptr, indices, data, ncols, out):
-    pos = 0
-    digits = np.empty(12, np.uint8)
-    for r in range(indptr.size - 1):
-        for k in range(name_off[r], name_off[r + 1]):
-            out[pos] = names[k]
-            pos += 1
-        p = indptr[r]
-        stop = indptr[r + 1]
-        for c in range(ncols):
-            out[pos] = 44
-            pos += 1
-            if p < stop and indices[p] == c:
-                v = data[p]
-                p += 1
-                nd = 0
-                while True:
-                    digits[nd] = 48 + v % 10
-                    nd += 1
-                    v //= 10
-                    if v == 0:
-                        break
-                for d in range(nd - 1, -1, -1):
-                    out[pos] = digits[d]
-                    pos += 1
-            else:
-                out[pos] = 48
-                pos += 1
-        out[pos] = 10
-        pos += 1
-    return pos
-
-
 def format_count_rows(names: list[str], block: sparse.csr_matrix) -> bytes:
     """CSV lines ``name,c1,...,cN`` of a CSR block (names written as given, e.g. quoted)."""
     block = sparse.csr_matrix(block)

@@ -1,7 +1,8 @@
 """Fast text rendering of numeric CSV rows, and deterministic zip members.
 
 The matrices of the real files are large (58,692 × 3,702 values, about 4 GB of text), so rows are
-rendered by numba kernels straight into a byte buffer instead of ``repr`` per value.
+rendered by numba kernels (in :mod:`atlas_engine.kernels.synthtext`) straight into a byte buffer
+instead of ``repr`` per value.
 
 A value is given as an integer mantissa ``m`` and a count ``f`` of fractional digits (value =
 ``m / 10**f``). For AHBA the mantissa has 15 significant digits; any decimal with at most 15
@@ -19,8 +20,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-import numba
 import numpy as np
+
+from ..kernels.synthtext import _render_decimal_rows, _render_flag_rows
 
 try:  # isal's deflate is ~3x faster than zlib at the same ratio; output is valid deflate
     from isal import isal_zlib as _deflate
@@ -31,95 +33,6 @@ except ImportError:  # pragma: no cover - isal is a dependency; stdlib fallback
 ZIP_DATE_TIME = (2013, 8, 22, 12, 0, 0)
 #: isal compression level (0-3); 3 gives about zlib-6 ratios at a few hundred MB/s.
 DEFLATE_LEVEL = 3
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_uint(out: np.ndarray, pos: int, value: int) -> int:
-    """Write the decimal digits of a non-negative ``value`` at ``out[pos:]``; return new pos."""
-    if value == 0:
-        out[pos] = 48
-        return pos + 1
-    n = 0
-    v = value
-    while v > 0:
-        n += 1
-        v //= 10
-    v = value
-    for k in range(n - 1, -1, -1):
-        out[pos + k] = 48 + v % 10
-        v //= 10
-    return pos + n
-
-
-@numba.njit(cache=True, nogil=True)
-def _render_decimal_rows(labels, mant, frac, strip, over_pos, over_off, over_buf, out):
-    """Render rows ``label,v1,...,vS\\n`` into ``out``; return the number of bytes written.
-
-    ``mant`` (n, s) int64 ≥ 0 and ``frac`` (n, s) int8 give each value as ``mant / 10**frac``;
-    ``strip`` removes trailing fractional zeros (keeping one digit). ``over_pos`` (sorted flat
-    indices) with ``over_off``/``over_buf`` replace those values by ready-made bytes.
-    """
-    n, s = mant.shape
-    digits = np.empty(24, dtype=np.uint8)
-    pos = 0
-    k = 0
-    n_over = over_pos.shape[0]
-    for i in range(n):
-        pos = _write_uint(out, pos, labels[i])
-        for j in range(s):
-            out[pos] = 44  # ','
-            pos += 1
-            flat = i * s + j
-            if k < n_over and over_pos[k] == flat:
-                a = over_off[k]
-                b = over_off[k + 1]
-                for t in range(a, b):
-                    out[pos] = over_buf[t]
-                    pos += 1
-                k += 1
-                continue
-            m = mant[i, j]
-            f = frac[i, j]
-            # all digits of m, least significant first, padded to at least f + 1 digits
-            nd = 0
-            v = m
-            while v > 0 or nd <= f:
-                digits[nd] = 48 + v % 10
-                v //= 10
-                nd += 1
-            # integer part: digits[nd-1 .. f]
-            for t in range(nd - 1, f - 1, -1):
-                out[pos] = digits[t]
-                pos += 1
-            if f > 0:
-                out[pos] = 46  # '.'
-                pos += 1
-                lo = 0
-                if strip:
-                    while lo < f - 1 and digits[lo] == 48:
-                        lo += 1
-                for t in range(f - 1, lo - 1, -1):
-                    out[pos] = digits[t]
-                    pos += 1
-        out[pos] = 10  # '\n'
-        pos += 1
-    return pos
-
-
-@numba.njit(cache=True, nogil=True)
-def _render_flag_rows(labels, flags, out):
-    """Render rows ``label,0,1,...\\n`` of 0/1 flags; return the number of bytes written."""
-    n, s = flags.shape
-    pos = 0
-    for i in range(n):
-        pos = _write_uint(out, pos, labels[i])
-        for j in range(s):
-            out[pos] = 44
-            out[pos + 1] = 49 if flags[i, j] else 48
-            pos += 2
-        out[pos] = 10
-        pos += 1
-    return pos
 
 
 def render_decimal_rows(

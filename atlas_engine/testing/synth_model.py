@@ -21,12 +21,19 @@ The probe and gene tables are built in :mod:`.synth_probes`, the structures and 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
+from ..kernels.synthtext import (
+    CEILING,
+    FLOOR,
+    FLOOR_MANTISSA,
+    PA_MIDPOINT,
+    PA_SLOPE,
+    _combine_block,
+    _to_mantissa,
+)
 from ..sources.donors import Donor
 from .synth_probes import FIXTURE_PROBES, ProbeModel, build_probes, probe_ids
 from .synth_samples import (
@@ -45,17 +52,10 @@ __all__ = [
     "donor_values", "probe_ids", "scaled_count", "value_tokens",
 ]
 
-#: Smallest value written (the real matrices repeat 1.40776497031674 as a floor).
-FLOOR = 1.40776497031674
-#: 15-significant-digit mantissa of :data:`FLOOR` (14 fractional digits).
-FLOOR_MANTISSA = 140776497031674
-#: Hard ceiling of generated values (the real ones stay below ~15).
-CEILING = 14.9
+# FLOOR, FLOOR_MANTISSA, CEILING, PA_MIDPOINT and PA_SLOPE are compiled into the value kernels
+# (_combine_block, _to_mantissa), so they are defined with them in atlas_engine.kernels.synthtext.
 #: Rows of the probe × sample matrix generated per block (fixed: part of the seeded output).
 BLOCK_ROWS = 512
-#: PACall logistic parameters.
-PA_MIDPOINT = 4.0
-PA_SLOPE = 2.2
 #: Share of matrix values written with Python's repr of an unrounded double (16-17 digits).
 REPR_SHARE = 0.03
 
@@ -135,42 +135,3 @@ def value_tokens(v: np.ndarray, rng: np.random.Generator, repr_share: float = RE
     pick = np.sort(rng.choice(v.size, size=k, replace=False)) if k else np.zeros(0, np.int64)
     pick = pick[flat[pick] > FLOOR]
     return mant, frac, pick, list(map(repr, flat[pick].tolist()))
-
-
-@numba.njit(cache=True, nogil=True)
-def _combine_block(offset, amp, loading, sd, factors, sample_shift, noise, uniform, v, pa):
-    """``v = offset + amp * loading·factors + sample_shift + sd * noise`` clipped to
-    [FLOOR, CEILING]; ``pa = uniform < logistic(PA_SLOPE * (v - PA_MIDPOINT))``."""
-    n, s = v.shape
-    k_max = loading.shape[1]
-    for i in range(n):
-        for j in range(s):
-            dot = 0.0
-            for k in range(k_max):
-                dot += loading[i, k] * factors[j, k]
-            x = offset[i] + amp[i] * dot + sample_shift[j] + sd[i] * noise[i, j]
-            if x < FLOOR:
-                x = FLOOR
-            elif x > CEILING:
-                x = CEILING
-            v[i, j] = x
-            pa[i, j] = uniform[i, j] < 1.0 / (1.0 + math.exp(-PA_SLOPE * (x - PA_MIDPOINT)))
-
-
-@numba.njit(cache=True, nogil=True)
-def _to_mantissa(v, mant, frac):
-    """15-significant-digit mantissas: 14 fractional digits below 10, 13 from 10 up; values at
-    the floor map to exactly :data:`FLOOR_MANTISSA`."""
-    n, s = v.shape
-    for i in range(n):
-        for j in range(s):
-            x = v[i, j]
-            if x <= FLOOR:
-                mant[i, j] = FLOOR_MANTISSA
-                frac[i, j] = 14
-            elif x >= 10.0:
-                mant[i, j] = np.int64(np.rint(x * 1e13))
-                frac[i, j] = 13
-            else:
-                mant[i, j] = np.int64(np.rint(x * 1e14))
-                frac[i, j] = 14
