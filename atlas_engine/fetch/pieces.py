@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FetchError, HttpStatusError
 from . import retries
-from .http import TRANSIENT_ERRORS, is_retryable_status, parse_retry_after
+from .http import TRANSIENT_ERRORS
 from .parts import _MAX_IOV, FLUSH_SECONDS, PartMeta, _Body, _save_part_meta
 from .retries import _describe, _html_error, _NoRanges, _Restart, _Retry
 
@@ -190,10 +190,7 @@ async def _piece_attempt(dl: Any, spec: DownloadSpec, fd: int, table: _Table, i:
         headers["If-Range"] = meta.validator
     async with dl.session.get(spec.url, headers=headers) as resp:
         status = resp.status
-        if is_retryable_status(status):
-            wait = parse_retry_after(resp.headers.get("Retry-After"), now=retries.utcnow()) \
-                if status in (429, 503) else None
-            raise _Retry(f"HTTP {status} {resp.reason or ''}".rstrip(), wait)
+        retries.retry_on_status(resp)
         if status == 416:
             raise _Restart(f"HTTP 416 for Range bytes={pos}-{end - 1}")
         if status >= 400:

@@ -43,6 +43,18 @@ class _Retry(Exception):
         self.wait = wait
 
 
+def retry_on_status(resp: Any) -> None:
+    """Raise :class:`_Retry` when the HTTP answer ``resp`` is one another attempt may fix
+    (429, 5xx …), with the wait its ``Retry-After`` asks for (429 and 503 only)."""
+    from .http import is_retryable_status, parse_retry_after
+
+    status = resp.status
+    if is_retryable_status(status):
+        wait = parse_retry_after(resp.headers.get("Retry-After"), now=utcnow()) \
+            if status in (429, 503) else None
+        raise _Retry(f"HTTP {status} {resp.reason or ''}".rstrip(), wait)
+
+
 class _Restart(Exception):
     """The server's answer cannot continue the ``.part``: start again from byte zero."""
 

@@ -20,7 +20,7 @@ import aiohttp
 from ..errors import FetchError, HttpStatusError, VerificationError
 from ..progress import bar
 from . import retries  # its sleep and utcnow hooks are read at call time (tests replace them)
-from .http import TRANSIENT_ERRORS, is_retryable_status, parse_retry_after, unreachable
+from .http import TRANSIENT_ERRORS, unreachable
 from .parts import (
     _MAX_IOV,
     FLUSH_SECONDS,
@@ -141,10 +141,7 @@ async def _attempt(dl: Downloader, spec: DownloadSpec, part: Path, offset: int,
             headers["If-Range"] = meta.validator
     async with dl.session.get(spec.url, headers=headers) as resp:
         status = resp.status
-        if is_retryable_status(status):
-            wait = parse_retry_after(resp.headers.get("Retry-After"), now=retries.utcnow()) \
-                if status in (429, 503) else None
-            raise _Retry(f"HTTP {status} {resp.reason or ''}".rstrip(), wait)
+        retries.retry_on_status(resp)
         if status == 416 and offset:
             raise _Restart(f"HTTP 416 for Range bytes={offset}-")
         if status >= 400:

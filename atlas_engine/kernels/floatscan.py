@@ -19,13 +19,7 @@ Every float is the double Python's ``float(token)`` gives, bit for bit:
 * anything else (more than 19 digits, large exponents, denormals): the token's position is
   recorded in the side table and the caller converts it with Python ``float()``.
 
-Accepted float syntax: optional sign, digits with an optional ``.`` and fraction, optional
-``e``/``E`` exponent, as Python ``float()`` reads them, and the tokens ``nan``, ``inf``,
-``infinity`` (any case, optionally signed). A non-finite value (those tokens, or a number
-beyond the range of the output dtype) is reported as :data:`E_NONFINITE` unless ``nan_ok``,
-which stores NaN instead. Rejected (:data:`E_TOKEN`): empty fields, surrounding spaces,
-underscores, hexadecimal. Lines end in ``\\n`` or ``\\r\\n`` (a ``\\r`` alone is a bad token);
-the last line of the buffer may lack its newline. Boolean lines accept exactly ``0`` and ``1``.
+The syntax accepted and the error codes returned are described in :mod:`.csvparse`.
 """
 
 from __future__ import annotations
