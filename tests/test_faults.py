@@ -25,7 +25,7 @@ import pytest
 
 from atlas_engine.aggregate.api import aggregate
 from atlas_engine.cli import main
-from atlas_engine.convert import writer
+from atlas_engine.convert import store_lock, writer
 from atlas_engine.convert.donor import convert_microarray
 from atlas_engine.convert.zipstream import MemberSource
 from atlas_engine.errors import (
@@ -110,7 +110,7 @@ def test_random_kills_then_rerun_is_byte_identical(clean, tmp_path):
                                 stderr=subprocess.DEVNULL)
         # wait until it holds the lock (imports done), then kill at a seeded random point
         deadline = time.time() + 60
-        while proc.poll() is None and writer.lock_holder(store) is None \
+        while proc.poll() is None and store_lock.lock_holder(store) is None \
                 and time.time() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 1.5))
@@ -132,7 +132,7 @@ def test_random_kills_then_rerun_is_byte_identical(clean, tmp_path):
 
 _CRASH = r"""
 import os, sys
-from atlas_engine.convert import writer
+from atlas_engine.convert import staging, writer
 point, src, store = sys.argv[1:4]
 force = "--force" in sys.argv
 
@@ -140,12 +140,12 @@ def die():
     os._exit(9)
 
 if point == "after-rename":          # group in place, root not yet rewritten
-    orig = writer.Staged.publish
+    orig = staging.Staged.publish
     def publish(self):
         orig(self)
         if self.final == "donors/14380":
             die()
-    writer.Staged.publish = publish
+    staging.Staged.publish = publish
 elif point == "root-write":          # the new root half written to its temporary file
     import json
     orig = writer.atomic_write_bytes
@@ -218,15 +218,15 @@ def test_rerun_repairs_consolidated_metadata_missing_a_listed_donor(clean, tmp_p
 
 _HELD = r"""
 import os, sys, time
-from atlas_engine.convert import writer
+from atlas_engine.convert import staging
 release = sys.argv[3]
-orig = writer.Staged.publish
+orig = staging.Staged.publish
 def publish(self):
     deadline = time.time() + 120
     while not os.path.exists(release) and time.time() < deadline:
         time.sleep(0.02)
     orig(self)
-writer.Staged.publish = publish
+staging.Staged.publish = publish
 from atlas_engine.convert.donor import convert_microarray
 convert_microarray(sys.argv[1], sys.argv[2], jobs=1)
 """
@@ -241,7 +241,7 @@ def test_two_concurrent_converts(clean, tmp_path):
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
-        while writer.lock_holder(store) is None and first.poll() is None \
+        while store_lock.lock_holder(store) is None and first.poll() is None \
                 and time.time() < deadline:
             time.sleep(0.01)
         assert first.poll() is None, first.stderr.read()
@@ -269,15 +269,15 @@ def test_two_concurrent_converts(clean, tmp_path):
 
 def test_lock_is_reentrant_in_a_thread_and_refuses_a_second_holder(tmp_path):
     store = tmp_path / "s.zarr"
-    with writer.store_lock(store), writer.store_lock(store):
-        holder = writer.lock_holder(store)
+    with store_lock.store_lock(store), store_lock.store_lock(store):
+        holder = store_lock.lock_holder(store)
         assert holder is not None and holder["pid"] == os.getpid()
-        code = ("import sys; from atlas_engine.convert import writer\n"
-                "with writer.store_lock(sys.argv[1]): pass")
+        code = ("import sys; from atlas_engine.convert import store_lock\n"
+                "with store_lock.store_lock(sys.argv[1]): pass")
         proc = subprocess.run([sys.executable, "-c", code, str(store)], env=_env(),
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "StoreBusyError" in proc.stderr
-    assert writer.lock_holder(store) is None
+    assert store_lock.lock_holder(store) is None
 
 
 # -------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from ..errors import ConfigError, FormatError
 from ..store import layout as L
 from . import writer
 from .blockparse import ParseStats, iter_blocks
+from .staging import Staged, clean_staging
+from .store_lock import disk_errors, store_lock
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:
@@ -84,8 +86,8 @@ def convert_brainspan(src: str | os.PathLike, store: str | os.PathLike, *,
 
         raise scan(src).nothing((BRAINSPAN,))
     store_url = os.fspath(store)
-    with writer.store_lock(store_url, wait=wait), \
-            writer.disk_errors(store_url, "the BrainSpan group"):
+    with store_lock(store_url, wait=wait), \
+            disk_errors(store_url, "the BrainSpan group"):
         return _convert(found, store_url, dtype, gene_chunk, sample_chunk,
                         "nan" if allow_nonfinite else "refuse")
 
@@ -100,8 +102,8 @@ def _convert(found: Any, store_url: str, dtype: str, gene_chunk: int, sample_chu
     info = writer.root_info(root)
     if info and info.get("format") != L.FORMAT_BRAINSPAN:
         raise ConfigError(f"{store_url} holds a {info.get('format')!r} store, not BrainSpan")
-    writer.clean_staging(store_url)
-    staged = writer.Staged.begin(store_url, BRAINSPAN_GROUP)
+    clean_staging(store_url)
+    staged = Staged.begin(store_url, BRAINSPAN_GROUP)
     try:
         coords = {L.GENE_DIM: (L.GENE_DIM, rows["row_num"].to_numpy()),
                   L.SAMPLE_DIM: (L.SAMPLE_DIM, cols["column_num"].to_numpy())}

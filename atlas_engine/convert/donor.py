@@ -26,6 +26,8 @@ from .memplan import BASE_MEMORY, PLANS, donor_memory, plan_jobs
 from .params import ConvertOptions
 from .publish import RootPublisher, check_layout, donor_is_current, ensure_tables, root_stale
 from .sources import DonorSource, find_sources, shared_tables, source_size
+from .staging import Staged, clean_staging
+from .store_lock import disk_errors, store_lock
 from .stream import Cancelled, prefetch
 
 __all__ = ["ConvertResult", "DonorSource", "convert_microarray", "find_sources", "prefetch"]
@@ -85,8 +87,8 @@ def convert_microarray(src: str | os.PathLike, store: str | os.PathLike, *,
     sources = find_sources(src, donors)
     for ds in sources:
         log(ds.found.describe() if ds.found is not None else f"donor {ds.donor_id}: {ds.path}")
-    with writer.store_lock(store_url, wait=wait, log=log), \
-            writer.disk_errors(store_url, "the converted donors"):
+    with store_lock(store_url, wait=wait, log=log), \
+            disk_errors(store_url, "the converted donors"):
         result = _convert_locked(store_url, sources, opts, force, log)
     result.seconds = time.perf_counter() - t0
     return result
@@ -97,7 +99,7 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: ConvertOpt
     # 1. the store: same format, layout and dtype; what a crash left staged is cleared (we
     #    hold the writer lock, so no other writer is at work)
     info = _store_info(store_url, opts)
-    writer.clean_staging(store_url)
+    clean_staging(store_url)
 
     # 2. the donors to convert; current ones are skipped
     result = ConvertResult(store_url)
@@ -132,7 +134,7 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: ConvertOpt
     #    published (and listed) as soon as it is complete, never before the tables exist
     tables = _Background(ensure_tables, store_url, probes, ontology, force)
 
-    def publish(staged: writer.Staged, got: dict[str, Any]) -> None:
+    def publish(staged: Staged, got: dict[str, Any]) -> None:
         tables.result()
         with writer.ROOT_LOCK:
             if staged.replaces():      # out of the listing while its directory is swapped

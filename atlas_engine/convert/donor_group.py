@@ -20,6 +20,7 @@ from . import writer
 from .memplan import StreamPlan
 from .params import ConvertOptions
 from .sources import DonorSource, manifest_sha256, sha256_file
+from .staging import Staged
 from .stream import Cancelled, stream_matrix
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
                   opts: ConvertOptions, cancel: threading.Event | None = None,
                   plans: tuple[StreamPlan, StreamPlan] = (StreamPlan(), StreamPlan()),
                   inline: bool = False,
-                  publish: Callable[[writer.Staged, dict[str, Any]], None] | None = None
+                  publish: Callable[[Staged, dict[str, Any]], None] | None = None
                   ) -> dict[str, Any]:
     """Stage, fill and publish one donor group; returns a summary for the root attributes.
 
@@ -72,7 +73,7 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
     ncols = len(frame)
     n = len(probes.frame)
     probe_ids = probes.frame["probe_id"].to_numpy()
-    staged = writer.Staged.begin(store_url, L.donor_path(ds.donor_id))
+    staged = Staged.begin(store_url, L.donor_path(ds.donor_id))
     sha_box: dict[str, str | None] = {"sha256": manifest_sha256(ds.path) if ds.is_zip else None}
     hasher = None
     if ds.is_zip and sha_box["sha256"] is None:

@@ -13,9 +13,10 @@ import zarr
 from .. import __version__
 from ..errors import ConfigError
 from ..store import layout as L
-from . import writer
+from . import location, writer
 from .params import ConvertOptions
 from .sources import DonorSource
+from .staging import Staged
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 def donor_is_current(store_url: str, ds: DonorSource, opts: ConvertOptions) -> bool:
     try:
-        g = zarr.open_group(writer.join(store_url, L.donor_path(ds.donor_id)), mode="r",
+        g = zarr.open_group(location.join(store_url, L.donor_path(ds.donor_id)), mode="r",
                             zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
         return False
@@ -64,13 +65,13 @@ def ensure_tables(store_url: str, probes: Table, ontology: Table, force: bool = 
     for name, table, dim, key in ((L.PROBES_GROUP, probes, L.PROBE_DIM, "probe_id"),
                                   (L.ONTOLOGY_GROUP, ontology, L.STRUCTURE_DIM, "id")):
         try:
-            g = zarr.open_group(writer.join(store_url, name), mode="r", zarr_format=3)
+            g = zarr.open_group(location.join(store_url, name), mode="r", zarr_format=3)
             if not force and g.attrs.get("sha256") == table.sha256 and \
                     set(table.frame.columns) <= set(g.array_keys()):
                 continue
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
             pass
-        staged = writer.Staged.begin(store_url, name)
+        staged = Staged.begin(store_url, name)
         try:
             writer.write_dataset(staged.url, tables_group(staged.url, table.frame, dim, key))
             zarr.open_group(staged.url, mode="a", zarr_format=3).attrs.update(
@@ -87,7 +88,7 @@ def tables_info_from_store(store_url: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for group, key in ((L.PROBES_GROUP, "probes_source"), (L.ONTOLOGY_GROUP, "ontology_source")):
         try:
-            g = zarr.open_group(writer.join(store_url, group), mode="r", zarr_format=3,
+            g = zarr.open_group(location.join(store_url, group), mode="r", zarr_format=3,
                                 use_consolidated=False)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
             continue
@@ -114,7 +115,7 @@ def complete_donors(store_url: str) -> dict[int, dict[str, Any]]:
 def root_stale(store_url: str) -> bool:
     """True when the root's consolidated metadata does not list every group and array of the
     store (an interrupted publication); local stores only (False elsewhere)."""
-    path = writer.local_path(store_url)
+    path = location.local_path(store_url)
     if path is None:
         return False
     try:

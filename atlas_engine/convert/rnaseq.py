@@ -26,8 +26,10 @@ from .. import __version__
 from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
-from . import writer
+from . import location, writer
 from .sources import DonorSource, sha256_file
+from .staging import Staged
+from .store_lock import disk_errors, store_lock
 from .zipstream import MemberSource
 
 if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
@@ -201,7 +203,7 @@ def _whole(g: zarr.Group) -> bool:
 
 def _is_current(store_url: str, src: RnaseqSource, opts: dict[str, Any]) -> bool:
     try:
-        g = zarr.open_group(writer.join(store_url, rnaseq_path(src.donor_id)), mode="r",
+        g = zarr.open_group(location.join(store_url, rnaseq_path(src.donor_id)), mode="r",
                             zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
         return False
@@ -252,7 +254,7 @@ def _first_line_fields(src: MemberSource) -> int:
 
 
 def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any],
-                         publish: Callable[[writer.Staged, dict[str, Any]], None] | None = None
+                         publish: Callable[[Staged, dict[str, Any]], None] | None = None
                          ) -> dict[str, Any]:
     """Stage, fill and publish ``rnaseq/{id}``; returns a summary for the root attributes.
     ``publish(staged, info)`` moves the group into place and lists it (default: only moved)."""
@@ -268,7 +270,7 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
             raise FormatError(ms.display, f"{nf - 1} values on the first line but "
                               f"SampleAnnot.csv lists {m} samples", line=1,
                               expected=f"{m + 1} fields (a gene symbol and {m} values)")
-    staged = writer.Staged.begin(store_url, rnaseq_path(src.donor_id))
+    staged = Staged.begin(store_url, rnaseq_path(src.donor_id))
     try:
         writer.write_dataset(staged.url, _tables_dataset(genes, samples))
         chunks = (min(opts["gene_chunk"], n), min(opts["sample_chunk"], m))
@@ -316,7 +318,7 @@ def convert_rnaseq_donor(store_url: str, src: RnaseqSource, opts: dict[str, Any]
 
 
 def _clean_own_staging(store_url: str) -> None:
-    path = writer.local_path(store_url)
+    path = location.local_path(store_url)
     staging = path / L.STAGING_DIR if path is not None else None
     if staging is None or not staging.exists():
         return
@@ -361,8 +363,8 @@ def convert_rnaseq(src: str | os.PathLike, store: str | os.PathLike, *, dtype: s
         log(s.found.describe() if s.found is not None else f"RNA-seq donor {s.donor_id}")
     store_url = os.fspath(store)
     opts = _options(dtype, gene_chunk, sample_chunk, "nan" if allow_nonfinite else "refuse")
-    with writer.store_lock(store_url, wait=wait, log=log), \
-            writer.disk_errors(store_url, "the RNA-seq donors"):
+    with store_lock(store_url, wait=wait, log=log), \
+            disk_errors(store_url, "the RNA-seq donors"):
         return _convert_locked(store_url, sources, opts, force, log, t0)
 
 
@@ -379,7 +381,7 @@ def _convert_locked(store_url: str, sources: list[RnaseqSource], opts: dict[str,
     _clean_own_staging(store_url)
     done: dict[int, dict[str, Any]] = {}
 
-    def publish(staged: writer.Staged, got: dict[str, Any]) -> None:
+    def publish(staged: Staged, got: dict[str, Any]) -> None:
         with writer.ROOT_LOCK:
             if staged.replaces():
                 _publish_root(store_url, opts, drop=got["donor_id"])
@@ -389,7 +391,7 @@ def _convert_locked(store_url: str, sources: list[RnaseqSource], opts: dict[str,
     for s in sources:
         if not force and _is_current(store_url, s, opts):
             result.skipped.append(s.donor_id)
-            g = zarr.open_group(writer.join(store_url, rnaseq_path(s.donor_id)), mode="r")
+            g = zarr.open_group(location.join(store_url, rnaseq_path(s.donor_id)), mode="r")
             done[s.donor_id] = dict(g.attrs["donor"])
             continue
         got = convert_rnaseq_donor(store_url, s, opts, publish)

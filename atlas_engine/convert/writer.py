@@ -18,7 +18,7 @@ Every array ends its codec chain with zarr v3's ``crc32c`` codec and every chunk
 (:mod:`atlas_engine.store.integrity`).
 
 The store locations (:mod:`.location`), the lock (:mod:`.store_lock`) and the staged groups
-(:mod:`.staging`) have modules of their own; their names are importable from here as well.
+(:mod:`.staging`) have modules of their own.
 """
 
 from __future__ import annotations
@@ -41,13 +41,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from ..atomic import atomic_write_bytes
 from ..store.integrity import crc32c
 from ..store.layout import ROOT_ATTR
-from .location import join as join
-from .location import local_path as local_path
-from .staging import Staged as Staged
-from .staging import clean_staging as clean_staging
-from .store_lock import disk_errors as disk_errors
-from .store_lock import lock_holder as lock_holder
-from .store_lock import store_lock as store_lock
+from .location import join, local_path
 
 if TYPE_CHECKING:
     import xarray as xr

@@ -79,7 +79,7 @@ def store_missing(url: str) -> bool:
 
 def _unfinished(url: str) -> str:
     """The message for a store that lists no finished donor yet."""
-    from ..convert.writer import lock_holder
+    from ..convert.store_lock import lock_holder
 
     holder = lock_holder(url)
     if holder is not None:
