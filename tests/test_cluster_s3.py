@@ -198,3 +198,18 @@ def test_missing_store_with_credentials_is_still_not_found(s3):
 
     with pytest.raises(StoreNotFoundError):
         open_store(f"s3://{BUCKET}/absent.zarr")
+
+
+def test_convert_to_s3_without_credentials_says_so_in_one_line(no_credentials, synth_small,
+                                                               capsys):
+    from atlas_engine.cli import main
+
+    url = f"s3://{BUCKET}/new.zarr"
+    with pytest.raises(SystemExit) as e:
+        main(["convert", str(synth_small.dest), url, "--donors", "9861"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert errors == [err[-1]] and "Traceback" not in "\n".join(err)
+    assert errors[0].startswith(f"error: {url}: cannot be written (NoCredentialsError")
+    assert "AWS_ACCESS_KEY_ID" in errors[0]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import StoreBusyError, StoreError
+from ..store.access import access_error, access_problem
 from ..store.layout import LOCK_FILE
 from .location import local_path
 
@@ -138,7 +139,9 @@ def store_lock(store_url: str | os.PathLike, *, wait: bool = False,
 @contextlib.contextmanager
 def disk_errors(store_url: str | os.PathLike, what: str) -> Iterator[None]:
     """Turn an operating-system error while writing ``what`` into one clear
-    :class:`StoreError` line (a full disk above all), naming the store."""
+    :class:`StoreError` line (a full disk above all), naming the store; a store on object
+    storage that cannot be reached (credentials, access, network) into a
+    :class:`~atlas_engine.errors.StoreAccessError` line."""
     try:
         yield
     except OSError as exc:
@@ -150,4 +153,10 @@ def disk_errors(store_url: str | os.PathLike, what: str) -> Iterator[None]:
             raise StoreError(f"{os.fspath(store_url)}: cannot write {what} "
                              f"({exc.strerror or exc}"
                              + (f": {exc.filename}" if exc.filename else "") + ")") from None
+        if access_problem(exc):
+            raise access_error(os.fspath(store_url), exc, "written") from None
+        raise
+    except Exception as exc:
+        if access_problem(exc):     # the object store's client errors (no credentials …)
+            raise access_error(os.fspath(store_url), exc, "written") from None
         raise

@@ -43,12 +43,14 @@ def access_problem(exc: BaseException) -> bool:
     return (type(exc).__module__ or "").split(".")[0] in _CLIENT_PACKAGES
 
 
-def access_error(url: str, exc: BaseException) -> StoreAccessError:
-    """The one-line error for store ``url`` that could not be read because of ``exc``."""
+def access_error(url: str, exc: BaseException, doing: str = "read") -> StoreAccessError:
+    """The one-line error for store ``url`` that could not be ``doing`` (``"read"``,
+    ``"written"``) because of ``exc``."""
     protocol = url.split("://", 1)[0] if "://" in url else "file"
     hint = _HINTS.get(protocol, "check the credentials, the permissions and the endpoint")
     detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-    return StoreAccessError(f"{url}: cannot be read ({type(exc).__name__}: {detail}); {hint}")
+    return StoreAccessError(f"{url}: cannot be {doing} ({type(exc).__name__}: {detail}); "
+                            f"{hint}")
 
 
 @contextlib.contextmanager
