@@ -24,6 +24,17 @@ moto_server = pytest.importorskip("moto.server")
 BUCKET = "atlas"
 
 
+def _close_s3_clients() -> None:
+    """Close the S3 clients of every cached s3fs instance (their aiohttp sessions), then
+    forget the instances: a client dropped open is reported at interpreter exit."""
+    import s3fs
+
+    for fs in list(s3fs.S3FileSystem._cache.values()):
+        if getattr(fs, "_s3", None) is not None:
+            s3fs.S3FileSystem.close_session(fs.loop, fs._s3)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture(scope="module")
 def s3(synth_small, tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with the store uploaded as s3://atlas/ahba.zarr; the
@@ -57,7 +68,7 @@ def s3(synth_small, tmp_path_factory):
     finally:
         chunkplan._filesystem.cache_clear()
         chunkplan._plan_cached.cache_clear()
-        s3fs.S3FileSystem.clear_instance_cache()
+        _close_s3_clients()
         mp.undo()
         server.stop()
 
@@ -145,14 +156,13 @@ def test_convert_straight_to_s3_then_aggregate_on_cluster(s3, s3_cluster, synth_
 def no_credentials(s3, monkeypatch):
     """The S3 server of ``s3`` with no credentials anywhere (environment, files, instance
     metadata); S3 clients and read plans made before are forgotten, before and after."""
-    import s3fs
 
     from atlas_engine.store import chunkplan
 
     def forget() -> None:
         chunkplan._filesystem.cache_clear()
         chunkplan._plan_cached.cache_clear()
-        s3fs.S3FileSystem.clear_instance_cache()
+        _close_s3_clients()
 
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(k, raising=False)
