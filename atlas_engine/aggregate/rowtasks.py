@@ -42,7 +42,7 @@ def task(func: Callable[..., Any], *args: Any, key: str | None = None) -> Any:
 
     client = _tasks_client()
     if client is not None:
-        args = _shared(client, args)
+        args = tuple(_share_with(client, a) for a in args)
     call = dask.delayed(func, pure=False, traverse=False)
     return call(*args) if key is None else call(*args, dask_key_name=key)
 
@@ -51,9 +51,13 @@ def share(obj: Any) -> Any:
     """``obj`` as an argument for many tasks: on a ``dask.distributed`` client that
     :func:`compute` will use, and when it is :data:`SHARE_BYTES` or larger, a future of its
     copy on the workers (sent once, fetched by each worker that needs it); else ``obj``."""
+    return _share_with(_tasks_client(), obj)
+
+
+def _share_with(client: Any, obj: Any) -> Any:
+    """:func:`share` on ``client`` (None: ``obj`` itself)."""
     from dask.sizeof import sizeof
 
-    client = _tasks_client()
     if client is None or sizeof(obj) < SHARE_BYTES:
         return obj
     return client.scatter(obj, hash=False)
@@ -75,20 +79,6 @@ def _tasks_client() -> Any:
     from distributed import get_client
 
     return get_client()
-
-
-def _shared(client: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``args`` with the large ones replaced by futures of their copies on the workers."""
-    from dask.sizeof import sizeof
-
-    big = [i for i, a in enumerate(args) if sizeof(a) >= SHARE_BYTES]
-    if not big:
-        return args
-    futures = client.scatter([args[i] for i in big], hash=False)
-    out = list(args)
-    for i, fut in zip(big, futures, strict=True):
-        out[i] = fut
-    return tuple(out)
 
 
 def ordered_tasks(func: Callable[..., Any], arg_lists: Sequence[tuple[Any, ...]]) -> list[Any]:
