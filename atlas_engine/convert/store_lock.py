@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import StoreBusyError, StoreError
 from ..store.access import access_error, access_problem
 from ..store.layout import LOCK_FILE
-from .location import local_path
+from ..store.location import local_path
 
 _HELD: dict[str, list[Any]] = {}     # lock path -> [file object, depth, owning thread lock]
 _HELD_GUARD = threading.Lock()
@@ -144,19 +144,16 @@ def disk_errors(store_url: str | os.PathLike, what: str) -> Iterator[None]:
     :class:`~atlas_engine.errors.StoreAccessError` line."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as exc:
+        code = exc.errno if isinstance(exc, OSError) else None
+        if code in (errno.ENOSPC, errno.EDQUOT):
             raise StoreError(f"{os.fspath(store_url)}: no space left on the device while "
                              f"writing {what}; the store is as it was before that started — "
                              "free some space and re-run convert") from None
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
             raise StoreError(f"{os.fspath(store_url)}: cannot write {what} "
                              f"({exc.strerror or exc}"
                              + (f": {exc.filename}" if exc.filename else "") + ")") from None
-        if access_problem(exc):
-            raise access_error(os.fspath(store_url), exc, "written") from None
-        raise
-    except Exception as exc:
-        if access_problem(exc):     # the object store's client errors (no credentials …)
+        if access_problem(exc):     # an object store's client errors (no credentials …)
             raise access_error(os.fspath(store_url), exc, "written") from None
         raise
