@@ -13,7 +13,8 @@ import zarr
 from .. import __version__
 from ..errors import ConfigError
 from ..store import layout as L
-from . import location, writer
+from ..store import location
+from . import writer
 from .params import ConvertOptions
 from .sources import DonorSource
 from .staging import Staged

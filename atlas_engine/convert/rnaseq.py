@@ -26,7 +26,8 @@ from .. import __version__
 from ..errors import ConfigError, FormatError
 from ..sources.donors import DONORS, RNASEQ_WKF
 from ..store import layout as L
-from . import location, writer
+from ..store import location
+from . import writer
 from .sources import DonorSource, sha256_file
 from .staging import Staged
 from .store_lock import disk_errors, store_lock

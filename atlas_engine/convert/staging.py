@@ -16,7 +16,7 @@ from pathlib import Path
 import zarr
 
 from ..store.layout import STAGING_DIR
-from .location import join, local_path
+from ..store.location import join, local_path
 
 _PARENT_LOCK = threading.Lock()
 

@@ -41,7 +41,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from ..atomic import atomic_write_bytes
 from ..store.integrity import crc32c
 from ..store.layout import ROOT_ATTR
-from .location import join, local_path
+from ..store.location import join, local_path
 
 if TYPE_CHECKING:
     import xarray as xr

@@ -29,8 +29,9 @@ import numpy as np
 
 from .bufferpool import pooled_empty
 from .chunkio import _chunk_file, _read_chunk
-from .chunkplan import _filesystem, _local_root, _plan, _plan_from_meta, _zarr_errors
+from .chunkplan import _filesystem, _plan, _plan_from_meta, _zarr_errors
 from .integrity import check_chunk, damaged
+from .location import local_path
 
 
 def read_rows(url: str, path: str, r0: int, r1: int, out: np.ndarray | None = None
@@ -125,7 +126,7 @@ def read_column(url: str, path: str, meta: dict[str, Any]) -> np.ndarray | None:
     and decoded here (each chunk's CRC-32C checked, an absent chunk of a checksummed array an
     error), so the store's tables need no zarr import; None for a layout left to zarr."""
     text = str(url)
-    root = _local_root(text)
+    root = local_path(text)
     node = f"{path}/c"
     if root is None:
         fs, base = _filesystem(text)

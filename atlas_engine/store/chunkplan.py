@@ -15,22 +15,15 @@ import contextlib
 import json
 from collections.abc import Iterator
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import AtlasEngineError, StoreError
 from .integrity import owner, repair_hint
+from .location import local_path
 
 _DTYPES = {"float32": "<f4", "float64": "<f8", "bool": "|b1", "int64": "<i8", "int32": "<i4"}
-
-
-def _local_root(url: str) -> Path | None:
-    text = url[len("file://"):] if url.startswith("file://") else url
-    if "://" in text:
-        return None
-    return Path(text)
 
 
 @lru_cache(maxsize=16)
@@ -45,7 +38,7 @@ def _filesystem(url: str) -> tuple[Any, str]:
 def _read_meta(url: str, path: str) -> tuple[str | None, Any, str]:
     """The text of array ``path``'s ``zarr.json`` (None when absent or unreadable), the
     filesystem its chunks come from (None: local files) and the chunk directory."""
-    root = _local_root(url)
+    root = local_path(url)
     if root is not None:
         try:
             return (root / path / "zarr.json").read_text(), None, str(root / path / "c")
