@@ -63,15 +63,12 @@ def group_codes(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def group_mean_columns(x: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean of the columns of ``x`` (rows × samples) per sample key, skipping NaN (pandas
-    ``groupby(axis=1).mean()``). Returns (sorted keys, rows × keys)."""
-    x = np.asarray(x, dtype=np.float64)
+    ``groupby(axis=1).mean()``). Returns (sorted keys, rows × keys).
+
+    The sums run over each row's columns in order (:func:`~atlas_engine.kernels.blockgroups.
+    group_mean_rows`), so a block of rows gives the values it has in the whole matrix, bit
+    for bit, whatever BLAS is installed."""
+    from ..kernels.blockgroups import group_mean_rows
+
     uniq, codes = group_codes(keys)
-    onehot = np.zeros((x.shape[1], len(uniq)))
-    onehot[np.arange(x.shape[1]), codes] = 1.0
-    nan = np.isnan(x)
-    if not nan.any():
-        return uniq, (x @ onehot) / onehot.sum(axis=0)
-    sums = np.where(nan, 0.0, x) @ onehot
-    counts = (~nan).astype(np.float64) @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return uniq, sums / counts
+    return uniq, group_mean_rows(x, codes, len(uniq))
