@@ -121,3 +121,19 @@ def test_bundled_atlas_files(dk_store):
         bundled_atlas("aal")
     with pytest.raises(ConfigError, match="not a shipped atlas"):
         get_expression_data(dk_store, "no-such-atlas.nii.gz")
+
+
+def test_default_pipeline_imports_no_kdtree_or_sparse(dk_store):
+    """Matching searches the atlas grid (kernels.gridball) and the default path builds no
+    interpolation fill, so a run imports none of scipy's spatial, sparse or special modules
+    (~0.25 s of a second atlas' start); ``missing='interpolate'`` still uses its KD-tree."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom atlas_engine.pipeline.expression import get_expression_data\n"
+            f"r = get_expression_data({dk_store.url!r}, {DK!r}, {DK!r})\n"
+            "print(r.expression.shape[0], [m for m in ('scipy.spatial', 'scipy.sparse', "
+            "'scipy.special') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().rsplit("\n", 1)[-1]
+    assert out == "83 []", out

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
 from .matching import VolumeAtlas
+
+if TYPE_CHECKING:  # scipy is imported where a fill is made: the default path needs none
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,18 @@ class InterpolationFill:
             # gather, the same value the sparse product computes (0 + w·x == w·x)
             out = x[inv] * w.data[:, None]
         else:
-            w = sp.csr_matrix((w.data, inv, w.indptr), shape=(w.shape[0], len(cols)))
+            from scipy.sparse import csr_matrix
+
+            w = csr_matrix((w.data, inv, w.indptr), shape=(w.shape[0], len(cols)))
             out = np.asarray(w @ x)
         out /= self.denominator[which][:, None]
         return out
 
 
 def empty_fill(n_samples: int) -> InterpolationFill:
-    return InterpolationFill(np.zeros(0, dtype=np.int64), sp.csr_matrix((0, n_samples)),
+    from scipy.sparse import csr_matrix
+
+    return InterpolationFill(np.zeros(0, dtype=np.int64), csr_matrix((0, n_samples)),
                              np.zeros(0))
 
 
@@ -113,6 +119,8 @@ def nearest_first(tree_xyz: np.ndarray, rank: np.ndarray, query: np.ndarray, k0:
     """For each query point the tree point at the smallest distance, ties broken by the
     smallest ``rank`` (``argmin`` over points in rank order). Returns ``(index into
     tree_xyz, distance)``. Distances are those of the KD-tree (exact for grid coordinates)."""
+    from scipy.spatial import cKDTree
+
     n = len(tree_xyz)
     tree = cKDTree(tree_xyz)
     out_i = np.empty(len(query), dtype=np.int64)
@@ -208,7 +216,9 @@ def interpolation_fill(
     remap = np.full(len(missing), -1, dtype=np.int64)
     remap[keep] = np.arange(len(keep))
     rows = remap[np.concatenate(rows_l)]
-    w = sp.coo_matrix((np.concatenate(data_l), (rows, np.concatenate(cols_l))),
+    from scipy.sparse import coo_matrix
+
+    w = coo_matrix((np.concatenate(data_l), (rows, np.concatenate(cols_l))),
                       shape=(len(keep), n)).tocsr()
     w.sum_duplicates()
     w.sort_indices()

@@ -19,11 +19,12 @@ Each sample's way of matching is reported with :data:`HOW` codes.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from ..choices import MATCH_RULES
 from ..errors import ConfigError, FormatError
@@ -108,7 +109,10 @@ class VolumeAtlas:
         ijk = np.column_stack(nz).astype(np.float64)
         self.voxel_labels = data[nz].astype(np.int64)
         self.coords = ijk @ aff[:3, :3].T + aff[:3, 3]
-        self.tree = cKDTree(self.coords)
+        # each voxel's row in coords (-1: background), for the radius searches on the grid
+        self._index = np.full(data.shape, -1,
+                              dtype=np.int32 if len(self.coords) < 2**31 else np.int64)
+        self._index[nz] = np.arange(len(self.coords))
         self.labels = np.unique(self.voxel_labels)
         codes = np.searchsorted(self.labels, self.voxel_labels)
         counts = np.bincount(codes, minlength=len(self.labels)).astype(np.float64)
@@ -122,6 +126,23 @@ class VolumeAtlas:
             self._info_ids = self.atlas_info.index.to_numpy()[order]
             self._info_hemi = self.atlas_info["hemisphere"].to_numpy().astype(str)[order]
             self._info_cls = self.atlas_info["structure"].to_numpy().astype(str)[order]
+
+    @functools.cached_property
+    def tree(self) -> Any:
+        """A KD-tree of the labelled voxels' coordinates (built on first use: only the
+        nearest-voxel queries of ``missing='interpolate'`` need one)."""
+        from scipy.spatial import cKDTree
+
+        return cKDTree(self.coords)
+
+    def voxels_within(self, points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """The labelled voxels within ``radius`` mm of each point (rows of ``coords``), as CSR
+        ``(indptr, indices)``: the voxels ``cKDTree(coords).query_ball_point`` finds
+        (:mod:`atlas_engine.kernels.gridball`)."""
+        from ..kernels.gridball import voxels_within
+
+        return voxels_within(self._index, self.coords, self.affine[:3, 3],
+                             np.diag(self.affine[:3, :3]), points, radius)
 
     # ------------------------------------------------------------------------------------
     def snap(self, xyz: np.ndarray) -> np.ndarray:
@@ -145,7 +166,7 @@ class VolumeAtlas:
         same_cls = self._info_cls[pos] == str(cls)
         return np.where(h == "B", same_cls, same_cls & (h == hemi))
 
-    def _assign(self, voxels: list[int], point: np.ndarray, hemi, cls,
+    def _assign(self, voxels: np.ndarray, point: np.ndarray, hemi, cls,
                 majority: bool = False) -> tuple[int, int]:
         """``(label, how)`` for one sample from the atlas voxels within the radius."""
         labs, counts = np.unique(self.voxel_labels[voxels], return_counts=True)
@@ -214,13 +235,12 @@ class VolumeAtlas:
         strings = not filtered or all(isinstance(h, str) for h in hemi)
         hemi_arr, cls_arr = np.asarray(hemi, dtype=object), np.asarray(cls, dtype=object)
         while tol <= abs(tolerance) and todo.size:
-            matches = self.tree.query_ball_point(pts[todo], tol)
-            sizes = np.fromiter((len(m) for m in matches), dtype=np.int64, count=len(todo))
+            indptr, found = self.voxels_within(pts[todo], tol)
+            sizes = np.diff(indptr)
             radius[todo[sizes > 0]] = tol
             if strings:
                 one = np.flatnonzero(sizes == 1)
-                voxel = np.fromiter((matches[j][0] for j in one.tolist()), dtype=np.int64,
-                                    count=len(one))
+                voxel = found[indptr[one]]
                 lab = self.voxel_labels[voxel]
                 if filtered:
                     pick = todo[one]
@@ -233,7 +253,8 @@ class VolumeAtlas:
                 many = np.flatnonzero(sizes > 0)
             for j in many.tolist():
                 i = int(todo[j])
-                labels[i], how[i] = self._assign(matches[j], pts[i], hemi[i], cls[i], majority)
+                labels[i], how[i] = self._assign(found[indptr[j]:indptr[j + 1]], pts[i], hemi[i],
+                                                 cls[i], majority)
                 if tol == 0 and how[i] == 2:
                     how[i] = 1
             todo = np.flatnonzero(labels == 0)
