@@ -189,3 +189,20 @@ def test_table_columns_in_a_layout_left_to_zarr_are_read_by_zarr(tmp_path):
     np.testing.assert_array_equal(cols["a"], np.arange(7) * 2.5)
     np.testing.assert_array_equal(cols["b"], np.arange(7) - 3)
     assert list(tables._read_columns(url, "tab", "probe")) == ["a", "b", "probe"]
+
+
+def test_table_file_round_trip_and_refusals(tmp_path):
+    """A frame of numbers and strings (empty ones and non-ASCII too) comes back equal; a
+    string column holding the separator or a value that is not a string is not saved (the
+    store's tables are read instead)."""
+    frame = pd.DataFrame({"id": np.arange(4, dtype=np.int64), "x": [0.5, np.nan, 2.0, -1.0],
+                          "name": ["A1BG", "", "Zürich", "a,b"], "empty": [""] * 4})
+    tables._save_npz(tmp_path / "ok.npz", frame)
+    pd.testing.assert_frame_equal(tables._frame_from_npz(tmp_path / "ok.npz"), frame)
+    one = frame.iloc[:1].reset_index(drop=True)
+    tables._save_npz(tmp_path / "one.npz", one)
+    pd.testing.assert_frame_equal(tables._frame_from_npz(tmp_path / "one.npz"), one)
+    for bad in (["a", "b\x00c", "d", "e"], ["a", None, "c", "d"], ["a", 3, "c", "d"]):
+        path = tmp_path / "bad.npz"
+        tables._save_npz(path, frame.assign(name=pd.Series(bad, dtype=object)))
+        assert not path.exists(), bad

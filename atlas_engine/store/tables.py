@@ -143,9 +143,13 @@ def _save_npz(path: Path, frame: pd.DataFrame) -> None:
             kinds.append("n")
             continue
         items = v.tolist()
-        if not all(isinstance(x, str) and _SEP not in x for x in items):
+        try:
+            joined = _SEP.join(items)
+        except TypeError:       # a value that is not a string
             return
-        arrays[f"c{i}"] = np.frombuffer(_SEP.join(items).encode(), dtype=np.uint8)
+        if joined.count(_SEP) != max(len(items) - 1, 0):
+            return              # a value holding the separator
+        arrays[f"c{i}"] = np.frombuffer(joined.encode(), dtype=np.uint8)
         kinds.append("s")
     arrays["__kinds__"] = np.asarray(kinds, dtype=str)
     arrays["__rows__"] = np.asarray(len(frame))
