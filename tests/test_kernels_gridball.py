@@ -63,12 +63,21 @@ def test_zero_spacing_refused():
                       np.array([1.0, 0.0, 1.0]), np.zeros((1, 3)), 1)
 
 
-def test_atlas_labels_samples_as_with_the_tree():
+@pytest.mark.parametrize("where", ["spread", "in a corner"])
+def test_atlas_labels_samples_as_with_the_tree(where):
     """VolumeAtlas.label_samples on the grid search gives the labels and ways of matching
-    that the KD-tree's candidate voxels give (the tree kept for the interpolation fill)."""
+    that the KD-tree's candidate voxels give (the tree kept for the interpolation fill),
+    also when the labelled voxels fill only a box of the volume (the search's index covers
+    that box)."""
     rng = np.random.default_rng(8)
     labels, aff, coords, _ = _grid(rng, (30, 28, 26), np.array([1.0, 1.0, 1.0]),
                                    np.array([-15.0, -14.0, -13.0]), 0.05)
+    if where == "in a corner":
+        labels[:, :, :] = np.where(rng.random(labels.shape) < 0.3,
+                                   rng.integers(1, 9, labels.shape), 0)
+        labels[:17] = 0
+        labels[:, :5] = 0
+        labels[:, :, 20:] = 0
     atlas = VolumeAtlas(labels, aff)
     xyz = rng.uniform(-18, 18, (400, 3))
     got = atlas.label_samples(xyz, tolerance=3, return_how=True)
@@ -84,3 +93,9 @@ def test_atlas_labels_samples_as_with_the_tree():
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
     assert (got[0] > 0).sum() > 100 and (got[1] == 3).any()   # ties decided by centroids too
+
+
+def test_atlas_without_labels_matches_nothing():
+    atlas = VolumeAtlas(np.zeros((4, 5, 6), dtype=np.int64), np.eye(4))
+    assert atlas.label_samples(np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 4.0]]),
+                               tolerance=3).tolist() == [0, 0]

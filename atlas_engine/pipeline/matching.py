@@ -109,10 +109,16 @@ class VolumeAtlas:
         ijk = np.column_stack(nz).astype(np.float64)
         self.voxel_labels = data[nz].astype(np.int64)
         self.coords = ijk @ aff[:3, :3].T + aff[:3, 3]
-        # each voxel's row in coords (-1: background), for the radius searches on the grid
-        self._index = np.full(data.shape, -1,
+        # each voxel's row in coords (-1: background) over the box of the labelled voxels,
+        # for the radius searches on the grid; _corner: the box's first voxel
+        self._corner = np.min(np.column_stack(nz), axis=0) if len(self.coords) \
+            else np.zeros(3, dtype=np.int64)
+        span = np.max(np.column_stack(nz), axis=0) - self._corner + 1 if len(self.coords) \
+            else np.zeros(3, dtype=np.int64)
+        self._index = np.full(tuple(int(v) for v in span), -1,
                               dtype=np.int32 if len(self.coords) < 2**31 else np.int64)
-        self._index[nz] = np.arange(len(self.coords))
+        self._index[tuple(c - o for c, o in zip(nz, self._corner, strict=True))] = \
+            np.arange(len(self.coords))
         self.labels = np.unique(self.voxel_labels)
         codes = np.searchsorted(self.labels, self.voxel_labels)
         counts = np.bincount(codes, minlength=len(self.labels)).astype(np.float64)
@@ -141,8 +147,12 @@ class VolumeAtlas:
         (:mod:`atlas_engine.kernels.gridball`)."""
         from ..kernels.gridball import voxels_within
 
-        return voxels_within(self._index, self.coords, self.affine[:3, 3],
-                             np.diag(self.affine[:3, :3]), points, radius)
+        step = np.diag(self.affine[:3, :3])
+        if not self._index.size:
+            return np.zeros(len(points) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        # the box's origin only bounds the voxels scanned; distances use coords themselves
+        return voxels_within(self._index, self.coords, self.affine[:3, 3] + step * self._corner,
+                             step, points, radius)
 
     # ------------------------------------------------------------------------------------
     def snap(self, xyz: np.ndarray) -> np.ndarray:
