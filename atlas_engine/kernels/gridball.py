@@ -104,8 +104,7 @@ def voxels_within(index: np.ndarray, coords: np.ndarray, origin: np.ndarray, ste
     counts = np.zeros(len(pts) + 1, dtype=np.int64)
     empty = np.zeros(0, dtype=np.int64)
     _scan(index, xyz, o, s, pts, float(radius), counts, empty, False)
-    indptr = np.cumsum(counts)
-    indptr[0] = 0
+    indptr = np.cumsum(counts)                       # counts[0] is 0
     out = np.empty(int(indptr[-1]), dtype=np.int64)
     _scan(index, xyz, o, s, pts, float(radius), indptr, out, True)
     return indptr, out

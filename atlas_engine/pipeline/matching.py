@@ -106,19 +106,16 @@ class VolumeAtlas:
             for k, n in enumerate(data.shape)
         )
         nz = np.nonzero(data)
-        ijk = np.column_stack(nz).astype(np.float64)
+        vox = np.column_stack(nz)
         self.voxel_labels = data[nz].astype(np.int64)
-        self.coords = ijk @ aff[:3, :3].T + aff[:3, 3]
-        # each voxel's row in coords (-1: background) over the box of the labelled voxels,
-        # for the radius searches on the grid; _corner: the box's first voxel
-        self._corner = np.min(np.column_stack(nz), axis=0) if len(self.coords) \
-            else np.zeros(3, dtype=np.int64)
-        span = np.max(np.column_stack(nz), axis=0) - self._corner + 1 if len(self.coords) \
-            else np.zeros(3, dtype=np.int64)
-        self._index = np.full(tuple(int(v) for v in span), -1,
-                              dtype=np.int32 if len(self.coords) < 2**31 else np.int64)
-        self._index[tuple(c - o for c, o in zip(nz, self._corner, strict=True))] = \
-            np.arange(len(self.coords))
+        self.coords = vox.astype(np.float64) @ aff[:3, :3].T + aff[:3, 3]
+        # each voxel's row in coords (-1: background) over the box of the labelled voxels
+        # (_corner: its first voxel), for the radius searches on the grid
+        self._corner = vox.min(axis=0) if len(vox) else np.zeros(3, dtype=np.int64)
+        box = vox.max(axis=0) - self._corner + 1 if len(vox) else (0, 0, 0)
+        self._index = np.full(tuple(int(v) for v in box), -1,
+                              dtype=np.int32 if len(vox) < 2**31 else np.int64)
+        self._index[tuple((vox - self._corner).T)] = np.arange(len(vox))
         self.labels = np.unique(self.voxel_labels)
         codes = np.searchsorted(self.labels, self.voxel_labels)
         counts = np.bincount(codes, minlength=len(self.labels)).astype(np.float64)
@@ -148,8 +145,6 @@ class VolumeAtlas:
         from ..kernels.gridball import voxels_within
 
         step = np.diag(self.affine[:3, :3])
-        if not self._index.size:
-            return np.zeros(len(points) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
         # the box's origin only bounds the voxels scanned; distances use coords themselves
         return voxels_within(self._index, self.coords, self.affine[:3, 3] + step * self._corner,
                              step, points, radius)
