@@ -20,6 +20,7 @@ Each sample's way of matching is reported with :data:`HOW` codes.
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pandas as pd
 
 from ..choices import MATCH_RULES
 from ..errors import ConfigError, FormatError
+from .atlas_affine import axis_aligned
 
 #: How a sample matched (codes returned by :meth:`VolumeAtlas.label_samples` with
 #: ``return_how=True``), by code.
@@ -45,7 +47,9 @@ _CLASS_ALIASES = {"subcortex": "subcortex/brainstem", "brainstem": "subcortex/br
 
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A NIfTI label image as ``(int labels (3-D), affine (4×4))``."""
+    """A NIfTI label image as ``(int labels (3-D), affine (4×4))``, its axes along world x,
+    y, z and rounding noise off the affine's diagonal dropped with a warning
+    (:func:`~.atlas_affine.axis_aligned`)."""
     import nibabel as nib
 
     try:
@@ -57,7 +61,13 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise FormatError(path, f"atlas has {data.ndim} dimensions", expected="a 3-D label image")
     if not np.all(np.equal(np.mod(data, 1), 0)):
         raise FormatError(path, "atlas has non-integer values", expected="integer labels")
-    return data.astype(np.int64), np.asarray(img.affine, dtype=np.float64)
+    try:
+        data, affine, note = axis_aligned(data, img.affine)
+    except ConfigError as exc:
+        raise FormatError(path, str(exc), expected="an axis-aligned affine") from exc
+    if note:
+        warnings.warn(f"{path}: {note}", stacklevel=2)
+    return data.astype(np.int64), affine
 
 
 def check_atlas_info(info: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +93,8 @@ class VolumeAtlas:
     Parameters
     ----------
     labels : (X, Y, Z) int array
-    affine : (4, 4) array, voxel → world (mm); axis-aligned (no oblique affines).
+    affine : (4, 4) array, voxel → world (mm); axis-aligned up to rounding noise and axis
+        order (:func:`~.atlas_affine.axis_aligned`; oblique affines are refused).
     atlas_info : DataFrame, optional
         Columns id (or index), hemisphere, structure.
     """
@@ -95,9 +106,9 @@ class VolumeAtlas:
         aff = np.asarray(affine, dtype=np.float64)
         if data.ndim != 3 or aff.shape != (4, 4):
             raise ConfigError("atlas needs a 3-D label array and a 4×4 affine")
-        lin = aff[:3, :3]
-        if np.count_nonzero(lin - np.diag(np.diag(lin))):
-            raise ConfigError("oblique atlas affines are not supported")
+        data, aff, note = axis_aligned(data, aff)
+        if note:
+            warnings.warn(f"atlas: {note}", stacklevel=2)
         self.shape = data.shape
         self.affine = aff
         # voxel-centre world coordinates per axis, as arange(offset, offset + size·n, size)
