@@ -192,3 +192,15 @@ def test_rotated_atlas_is_refused_naming_the_file(dk_store, tmp_path):
     with pytest.raises(FormatError, match="oblique") as err:
         get_expression_data(dk_store, path, DK)
     assert str(path) in str(err.value) and "resample" in str(err.value)
+
+
+def test_cli_says_the_dropped_noise_in_one_line(dk_store, tmp_path, capsys):
+    from atlas_engine.cli import main
+
+    path = _dk_variant(tmp_path, "noise")
+    main(["aggregate", str(dk_store.url), "--by", f"atlas:{path}", "--atlas-info", DK, "-q",
+          "--out", str(tmp_path / "dk.csv")])
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "rounding noise" in line] == [
+        f"warning: {path}: off-diagonal affine terms up to 3e-08 dropped as rounding noise "
+        "(they move no voxel more than 4.62e-06 mm)"]

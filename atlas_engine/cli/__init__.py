@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from typing import Any
 
 import click
 
@@ -143,8 +145,21 @@ def main(argv: list[str] | None = None) -> None:
     _exit_now(status)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    """A warning as the command's other messages: one line, ``warning: ...``, on stderr."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def _main(argv: list[str] | None) -> None:
     verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
+    with warnings.catch_warnings():
+        if not verbose:   # with --verbose, Python's form (where the warning was raised)
+            warnings.showwarning = _one_line_warning
+        _run(argv, verbose)
+
+
+def _run(argv: list[str] | None, verbose: bool) -> None:
     try:
         cli.main(args=argv, prog_name="atlas-engine", standalone_mode=False)
     except click.exceptions.Abort:
