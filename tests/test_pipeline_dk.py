@@ -141,7 +141,8 @@ def test_default_pipeline_imports_no_kdtree_or_sparse(dk_store):
 
 def _dk_variant(tmp_path: Path, variant: str) -> Path:
     """The shipped DK atlas written as real images sometimes are: rounding noise off the
-    affine's diagonal, the voxel axes in another order, the x axis flipped, or rotated."""
+    affine's diagonal, the voxel axes in another order, the x axis flipped, one volume in a
+    4-D image, or rotated."""
     import nibabel as nib
 
     img = nib.load(bundled_atlas(DK)["image"])
@@ -160,12 +161,14 @@ def _dk_variant(tmp_path: Path, variant: str) -> Path:
         t = np.deg2rad(2)
         rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
         aff[:3, :3] = rot @ aff[:3, :3]
+    if variant == "4d":              # one volume in a 4-D image
+        data = data[..., None]
     path = tmp_path / f"dk-{variant}.nii.gz"
     nib.save(nib.Nifti1Image(data.astype(np.int32), aff), path)
     return path
 
 
-@pytest.mark.parametrize("variant", ["noise", "flipped", "permuted", "flipped-permuted"])
+@pytest.mark.parametrize("variant", ["noise", "flipped", "permuted", "flipped-permuted", "4d"])
 def test_dk_atlas_as_real_images_store_it_matches_abagen(dk_store, golden, tmp_path, variant):
     # abagen 0.1.3 matches no sample at all with the noisy affine (atlas_affine's docstring);
     # the grid is the same one, so the golden of the exact atlas is the answer
@@ -204,3 +207,16 @@ def test_cli_says_the_dropped_noise_in_one_line(dk_store, tmp_path, capsys):
     assert [line for line in err if "rounding noise" in line] == [
         f"warning: {path}: off-diagonal affine terms up to 3e-08 dropped as rounding noise "
         "(they move no voxel more than 4.62e-06 mm)"]
+
+
+def test_atlas_of_two_volumes_is_refused_naming_the_file(tmp_path):
+    import nibabel as nib
+
+    from atlas_engine.errors import FormatError
+    from atlas_engine.pipeline.matching import load_nifti
+
+    path = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 2), dtype=np.int16), np.eye(4)), path)
+    with pytest.raises(FormatError, match=r"shape \(4, 4, 4, 2\).*one volume in 4-D") as err:
+        load_nifti(path)
+    assert str(path) in str(err.value)

@@ -47,7 +47,8 @@ _CLASS_ALIASES = {"subcortex": "subcortex/brainstem", "brainstem": "subcortex/br
 
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A NIfTI label image as ``(int labels (3-D), affine (4×4))``, its axes along world x,
+    """A NIfTI label image as ``(int labels (3-D), affine (4×4))`` (a 4-D image holding one
+    volume read as 3-D), its axes along world x,
     y, z and rounding noise off the affine's diagonal dropped with a warning
     (:func:`~.atlas_affine.axis_aligned`)."""
     import nibabel as nib
@@ -57,8 +58,11 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as exc:  # nibabel raises many types for a bad file
         raise FormatError(path, f"cannot read as NIfTI: {exc}", expected="a NIfTI-1/2 image") from exc
     data = np.asarray(img.dataobj)
+    if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
+        data = data.reshape(data.shape[:3])   # (X, Y, Z, 1): one volume, as abagen reads it
     if data.ndim != 3:
-        raise FormatError(path, f"atlas has {data.ndim} dimensions", expected="a 3-D label image")
+        raise FormatError(path, f"atlas has shape {data.shape}",
+                          expected="a 3-D label image (or one volume in 4-D)")
     if not np.all(np.equal(np.mod(data, 1), 0)):
         raise FormatError(path, "atlas has non-integer values", expected="integer labels")
     try:
