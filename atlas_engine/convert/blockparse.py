@@ -47,7 +47,7 @@ from ..kernels.csvparse import (
     parse_bool_lines,
     parse_float_lines,
 )
-from .zipstream import BOM
+from .zipstream import BOM, MappedPiece
 
 __all__ = [
     "E_EMPTY_LINE", "E_FEW", "E_ID", "E_MANY", "E_NONFINITE", "E_TOKEN", "MAX_FIELD_BYTES", "OK",
@@ -159,12 +159,15 @@ class LineTooLong(Exception):
     """Raised by :func:`line_regions` when a line exceeds its bound (the caller knows where)."""
 
 
-def strip_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def strip_bom(chunks: Iterable[bytes | MappedPiece]) -> Iterator[bytes | MappedPiece]:
     """The byte stream ``chunks`` without a leading UTF-8 byte-order mark."""
     it = iter(chunks)
     head = b""
     for piece in it:
-        head += piece
+        if isinstance(piece, MappedPiece) and not head and len(piece) >= len(BOM):
+            yield piece.after(len(BOM)) if piece.startswith(BOM) else piece
+            break
+        head += piece[:] if isinstance(piece, MappedPiece) else piece
         if len(head) >= len(BOM):
             break
     if head.startswith(BOM):
@@ -205,11 +208,13 @@ class BlockPool:
         block.buffers = None
 
 
-def line_regions(chunks: Iterable[bytes], stats: ParseStats, max_line: int | None = None
+def line_regions(chunks: Iterable[bytes | MappedPiece], stats: ParseStats,
+                 max_line: int | None = None
                  ) -> Iterator[tuple[np.ndarray, int, int]]:
     """Whole lines out of a byte stream of any chunking: ``(buf, start, end)`` with
     ``buf[start:end]`` holding only complete lines (the last line of the stream may lack its
-    newline). Pieces are used in place; only a line split across pieces is copied. Counts the
+    newline). Pieces (``bytes`` or :class:`~.zipstream.MappedPiece` views of a mapped file)
+    are used in place; only a line split across pieces is copied. Counts the
     bytes into ``stats.bytes``. Each region must be consumed before the next is asked for.
     A leading UTF-8 byte-order mark is dropped. With ``max_line``, a line split across pieces
     that grows beyond it raises :class:`LineTooLong` instead of being buffered further."""
@@ -222,7 +227,7 @@ def line_regions(chunks: Iterable[bytes], stats: ParseStats, max_line: int | Non
         if carry:
             nl = piece.find(b"\n")
             if nl < 0:
-                carry += piece
+                carry += piece[:]
                 if max_line is not None and len(carry) > max_line:
                     raise LineTooLong(len(carry))
                 continue
@@ -237,7 +242,8 @@ def line_regions(chunks: Iterable[bytes], stats: ParseStats, max_line: int | Non
             if max_line is not None and len(carry) > max_line:
                 raise LineTooLong(len(carry))
             continue
-        yield np.frombuffer(piece, np.uint8), start, last + 1
+        yield (piece.view() if isinstance(piece, MappedPiece)
+               else np.frombuffer(piece, np.uint8)), start, last + 1
         carry += piece[last + 1:]
         if max_line is not None and len(carry) > max_line:
             raise LineTooLong(len(carry))

@@ -100,7 +100,7 @@ def stream_matrix(src: MemberSource, arr: zarr.Array, kind: str, probe_ids: np.n
 
     wt = threading.Thread(target=write, daemon=True, name=f"write-{kind}")
     wt.start()
-    pieces = src.iter_chunks(piece_size=plan.piece)
+    pieces = src.iter_pieces(piece_size=plan.piece)
     blocks = iter_blocks(pieces if inline else prefetch(pieces, plan.depth), ncols,
                          opts.probe_chunk, kind=kind, name=src.display, stats=stats,
                          dtype=vdtype, pool=pool, nonfinite=opts.nonfinite)

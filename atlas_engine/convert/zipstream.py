@@ -11,12 +11,14 @@ never exceed what the central directory declares, itself bounded by the zip-bomb
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from isal import isal_zlib
 
 from ..errors import FormatError, VerificationError
@@ -26,6 +28,9 @@ from ..ziputil import open_checked_zip
 READ_SIZE = 1 << 20
 #: largest inflated piece yielded (PACall inflates ~20× and would otherwise make huge pieces)
 PIECE_SIZE = 2 << 20
+#: pieces of a mapped file kept in this process's pages behind the one last handed out (more
+#: than the parser's queue ahead of it, see :meth:`MemberSource.iter_pieces`)
+MAPPED_LAG = 8
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 #: the UTF-8 byte-order mark some editors put at the start of a file (accepted and dropped)
 BOM = b"\xef\xbb\xbf"
@@ -80,6 +85,82 @@ class MemberSource:
                     yield piece
             return
         yield from _iter_member(self, read_size, piece_size)
+
+    def iter_pieces(self, piece_size: int = PIECE_SIZE) -> Iterator[bytes | MappedPiece]:
+        """The bytes in pieces of at most ``piece_size``, for the block parsers
+        (:func:`~.blockparse.line_regions`): a plain file's as :class:`MappedPiece` views of
+        the file mapped into memory (parsed where the page cache holds them: no copy into
+        the process, ~0.35 s of CPU per GB saved), a zip member's as
+        :meth:`iter_chunks` inflates them. A file that cannot be mapped (a pipe, a file
+        system without ``mmap``) is read as :meth:`iter_chunks` reads it.
+
+        A mapped file must keep its size while it is parsed: truncated under the parser by
+        another process, the operating system stops this one (``SIGBUS``) as it would
+        polars or pyarrow reading a mapped file; the store is left as it was (conversion
+        publishes nothing half-written)."""
+        if self.member is not None:
+            yield from self.iter_chunks(piece_size=piece_size)
+            return
+        try:
+            with open(self.archive, "rb") as fh:
+                size = fh.seek(0, 2)
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except (OSError, ValueError):
+            yield from self.iter_chunks(piece_size=piece_size)
+            return
+        if mm is None:
+            return
+        advise = getattr(mm, "madvise", None)
+        if advise is not None:
+            advise(mmap.MADV_SEQUENTIAL)
+        # pieces parsed long ago are dropped from this process's pages (the page cache keeps
+        # them; a piece still in use is read back from it), so the mapped file does not add
+        # its size to the resident memory: at most MAPPED_LAG pieces stay mapped
+        drop = advise is not None and hasattr(mmap, "MADV_DONTNEED")
+        for a in range(0, size, piece_size):
+            yield MappedPiece(mm, a, min(size, a + piece_size))
+            old = a - MAPPED_LAG * piece_size
+            if drop and old >= 0:
+                start = old - old % mmap.PAGESIZE
+                advise(mmap.MADV_DONTNEED, start, min(size, old + piece_size) - start)
+
+
+class MappedPiece:
+    """Bytes ``a:b`` of a memory-mapped file, searched and viewed in place: what
+    :func:`~.blockparse.line_regions` needs of a piece (``len``, ``find``, ``rfind``,
+    ``startswith``, slices as ``bytes`` for the few bytes it carries over, and
+    :meth:`view`). The map is unmapped when the last piece and view of it are gone."""
+
+    __slots__ = ("_mm", "a", "b")
+
+    def __init__(self, mm: mmap.mmap, a: int, b: int) -> None:
+        self._mm, self.a, self.b = mm, a, b
+
+    def __len__(self) -> int:
+        return self.b - self.a
+
+    def find(self, sub: bytes, start: int = 0) -> int:
+        i = self._mm.find(sub, self.a + start, self.b)
+        return i - self.a if i >= 0 else -1
+
+    def rfind(self, sub: bytes, start: int = 0) -> int:
+        i = self._mm.rfind(sub, self.a + start, self.b)
+        return i - self.a if i >= 0 else -1
+
+    def startswith(self, prefix: bytes) -> bool:
+        return self[:len(prefix)] == prefix
+
+    def after(self, n: int) -> MappedPiece:
+        """The piece without its first ``n`` bytes."""
+        return MappedPiece(self._mm, min(self.a + n, self.b), self.b)
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, _ = key.indices(len(self))
+        return self._mm[self.a + start:self.a + max(start, stop)]
+
+    def view(self) -> np.ndarray:
+        """The bytes as a read-only uint8 array over the map (no copy)."""
+        return np.frombuffer(self._mm, np.uint8, count=len(self), offset=self.a)
 
 
 def _info(zf: zipfile.ZipFile, src: MemberSource) -> zipfile.ZipInfo:
