@@ -28,9 +28,10 @@ from ..ziputil import open_checked_zip
 READ_SIZE = 1 << 20
 #: largest inflated piece yielded (PACall inflates ~20× and would otherwise make huge pieces)
 PIECE_SIZE = 2 << 20
-#: pieces of a mapped file kept in this process's pages behind the one last handed out (more
-#: than the parser's queue ahead of it, see :meth:`MemberSource.iter_pieces`)
-MAPPED_LAG = 8
+#: pieces of a mapped file kept in this process's pages behind the one last handed out: the
+#: parser's queue ahead of it (``memplan.StreamPlan.depth``, 4), the piece it parses and one
+#: more (see :meth:`MemberSource.iter_pieces`; a piece dropped early is read back, not lost)
+MAPPED_LAG = 6
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 #: the UTF-8 byte-order mark some editors put at the start of a file (accepted and dropped)
 BOM = b"\xef\xbb\xbf"
