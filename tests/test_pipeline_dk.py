@@ -220,3 +220,19 @@ def test_atlas_of_two_volumes_is_refused_naming_the_file(tmp_path):
     with pytest.raises(FormatError, match=r"shape \(4, 4, 4, 2\).*one volume in 4-D") as err:
         load_nifti(path)
     assert str(path) in str(err.value)
+
+
+def test_atlas_as_a_nibabel_image(dk_store, golden, tmp_path):
+    # abagen takes any niimg-like object: a path or the image itself (nib.load, nilearn)
+    import nibabel as nib
+
+    from atlas_engine.errors import FormatError
+
+    img = nib.load(bundled_atlas(DK)["image"])
+    in_memory = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    for atlas in (img, in_memory):
+        res = get_expression_data(dk_store, atlas, DK, return_counts=True)
+        check_frame(res.expression, golden, "defaults")
+    bad = nib.Nifti1Image(np.asarray(img.dataobj) + 0.5, img.affine)
+    with pytest.raises(FormatError, match="atlas image: atlas has non-integer values"):
+        get_expression_data(dk_store, bad, DK)

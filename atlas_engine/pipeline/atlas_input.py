@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .matching import VolumeAtlas, load_nifti
+from .matching import VolumeAtlas, image_arrays, load_nifti
 
 
 def resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
@@ -26,6 +26,8 @@ def resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
         return atlas
     if isinstance(atlas, tuple):
         return VolumeAtlas(atlas[0], atlas[1], info)
+    if hasattr(atlas, "dataobj") and hasattr(atlas, "affine"):   # a nibabel image
+        return VolumeAtlas(*image_arrays(atlas), info)
     labels, affine = load_nifti(atlas)
     return VolumeAtlas(labels, affine, info)
 

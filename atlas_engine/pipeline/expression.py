@@ -133,8 +133,9 @@ def get_expression_data(
     ----------
     store : AtlasStore or str
         A store written by ``atlas-engine convert`` (path or URL).
-    atlas : str, tuple or VolumeAtlas
-        A group (MNI) volumetric atlas: a NIfTI label image, ``(labels, affine)``, a
+    atlas : str, nibabel image, tuple or VolumeAtlas
+        A group (MNI) volumetric atlas: a NIfTI label image (its path, or the image as
+        nibabel or nilearn gives it), ``(labels, affine)``, a
         :class:`~.matching.VolumeAtlas`, or the name of a shipped atlas
         (``"desikan-killiany"``, :mod:`.atlases`).
     atlas_info : str or DataFrame, optional

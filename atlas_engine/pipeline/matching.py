@@ -47,30 +47,39 @@ _CLASS_ALIASES = {"subcortex": "subcortex/brainstem", "brainstem": "subcortex/br
 
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A NIfTI label image as ``(int labels (3-D), affine (4×4))`` (a 4-D image holding one
-    volume read as 3-D), its axes along world x,
-    y, z and rounding noise off the affine's diagonal dropped with a warning
-    (:func:`~.atlas_affine.axis_aligned`)."""
+    """A NIfTI label image file as ``(int labels (3-D), affine (4×4))``: :func:`image_arrays`
+    of the image nibabel reads."""
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for a bad file
         raise FormatError(path, f"cannot read as NIfTI: {exc}", expected="a NIfTI-1/2 image") from exc
+    return image_arrays(img, str(path))
+
+
+def image_arrays(img: Any, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A label image (nibabel, e.g. ``nib.load(...)`` or one of nilearn's atlases) as ``(int
+    labels (3-D), affine (4×4))``: a 4-D image holding one volume read as 3-D, its axes along
+    world x, y, z and rounding noise off the affine's diagonal dropped with a warning
+    (:func:`~.atlas_affine.axis_aligned`). Errors and the warning name ``name`` (default: the
+    image's file, else "atlas image")."""
+    name = name or (img.get_filename() if hasattr(img, "get_filename") else None) \
+        or "atlas image"
     data = np.asarray(img.dataobj)
     if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
         data = data.reshape(data.shape[:3])   # (X, Y, Z, 1): one volume, as abagen reads it
     if data.ndim != 3:
-        raise FormatError(path, f"atlas has shape {data.shape}",
+        raise FormatError(name, f"atlas has shape {data.shape}",
                           expected="a 3-D label image (or one volume in 4-D)")
     if not np.all(np.equal(np.mod(data, 1), 0)):
-        raise FormatError(path, "atlas has non-integer values", expected="integer labels")
+        raise FormatError(name, "atlas has non-integer values", expected="integer labels")
     try:
         data, affine, note = axis_aligned(data, img.affine)
     except ConfigError as exc:
-        raise FormatError(path, str(exc), expected="an axis-aligned affine") from exc
+        raise FormatError(name, str(exc), expected="an axis-aligned affine") from exc
     if note:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
+        warnings.warn(f"{name}: {note}", stacklevel=3)
     return data.astype(np.int64), affine
 
 
