@@ -8,16 +8,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .matching import VolumeAtlas, image_arrays, load_nifti
+from .matching import VolumeAtlas, check_atlas_info, image_arrays, load_nifti
 
 
 def resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
     from .atlases import resolve
 
     info = None
-    if atlas_info is not None:
-        info = (atlas_info if isinstance(atlas_info, pd.DataFrame)
-                else pd.read_csv(resolve(atlas_info, "info")))
+    if isinstance(atlas_info, pd.DataFrame):
+        info = atlas_info
+    elif atlas_info is not None:
+        path = resolve(atlas_info, "info")
+        info = check_atlas_info(pd.read_csv(path), source=path)   # errors name the file
     if isinstance(atlas, (str, Path)):
         atlas = resolve(atlas, "image")
     if isinstance(atlas, VolumeAtlas):

@@ -83,20 +83,55 @@ def image_arrays(img: Any, name: str | None = None) -> tuple[np.ndarray, np.ndar
     return data.astype(np.int64), affine
 
 
-def check_atlas_info(info: pd.DataFrame) -> pd.DataFrame:
-    """Region info indexed by label id with normalised ``hemisphere`` and ``structure``."""
+#: abagen's broad structural classes, the values ``structure`` may take in atlas info
+ATLAS_CLASSES = ("cortex", "subcortex/brainstem", "cerebellum", "white matter", "other")
+
+
+def check_atlas_info(info: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """Region info indexed by label id with normalised ``hemisphere`` and ``structure``.
+
+    As abagen's ``check_atlas_info``, the ids come from an ``id`` column or an index named
+    ``id``; column names are matched in any case, ``hemisphere`` takes L/R/B (or lh, left,
+    right, bilateral, …) and ``structure`` one of :data:`ATLAS_CLASSES` in any case (or
+    subcortex, brainstem). Anything else is refused (a class no sample has would silently
+    reject every sample near that region); errors name ``source`` (the info file) when
+    given (:class:`~atlas_engine.errors.FormatError`), else are
+    :class:`~atlas_engine.errors.ConfigError`."""
+
+    def refuse(message: str, expected: str) -> Exception:
+        if source is None:
+            return ConfigError(f"atlas info: {message} (expected {expected})")
+        return FormatError(source, message, expected=expected)
+
     t = info.copy()
-    if "id" in t.columns:
-        t = t.set_index("id")
+    names = {str(c).lower(): c for c in t.columns}
+    if "id" in names:
+        t = t.set_index(names["id"])
+    elif str(t.index.name).lower() != "id":
+        raise refuse(f"no id column (columns: {', '.join(map(str, t.columns))})",
+                     "columns id, hemisphere and structure")
+    t.index.name = "id"
     for col in ("hemisphere", "structure"):
-        if col not in t.columns:
-            raise ConfigError(f"atlas info lacks column {col!r} (needs id, hemisphere, structure)")
+        if col not in names:
+            raise refuse(f"no {col} column (columns: {', '.join(map(str, t.columns))})",
+                         "columns id, hemisphere and structure")
+        t = t.rename(columns={names[col]: col})
     t["hemisphere"] = [_HEMI_ALIASES.get(str(h).lower(), str(h)) for h in t["hemisphere"]]
-    t["structure"] = [_CLASS_ALIASES.get(str(s), str(s)) for s in t["structure"]]
+    t["structure"] = [_CLASS_ALIASES.get(str(s).lower(), str(s).lower())
+                      for s in t["structure"]]
     bad = sorted(set(t["hemisphere"]) - {"L", "R", "B"})
     if bad:
-        raise ConfigError(f"atlas info has hemisphere values {bad}; valid: L, R, B")
-    t.index = t.index.astype(np.int64)
+        raise refuse(f"hemisphere values {bad}", "L, R or B")
+    bad = sorted(set(t["structure"]) - set(ATLAS_CLASSES))
+    if bad:
+        raise refuse(f"structure values {bad}", f"one of {', '.join(ATLAS_CLASSES)}")
+    try:
+        ids = pd.to_numeric(t.index, errors="raise")
+        if not np.all(np.equal(np.mod(ids, 1), 0)):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise refuse("ids that are not integers", "integer label ids") from None
+    t.index = pd.Index(np.asarray(ids, dtype=np.int64), name="id")
     return t
 
 
