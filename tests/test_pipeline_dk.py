@@ -236,3 +236,21 @@ def test_atlas_as_a_nibabel_image(dk_store, golden, tmp_path):
     bad = nib.Nifti1Image(np.asarray(img.dataobj) + 0.5, img.affine)
     with pytest.raises(FormatError, match="atlas image: atlas has non-integer values"):
         get_expression_data(dk_store, bad, DK)
+
+
+def test_float_labels_within_rounding_of_integers(tmp_path):
+    import nibabel as nib
+
+    from atlas_engine.errors import FormatError
+    from atlas_engine.pipeline.matching import load_nifti
+
+    labels = np.arange(1, 28, dtype=np.float32).reshape(3, 3, 3)
+    noisy = labels + np.where(labels % 2 == 0, 2e-6, -2e-6).astype(np.float32)  # both sides
+    path = tmp_path / "float.nii.gz"
+    nib.save(nib.Nifti1Image(noisy, np.eye(4)), path)
+    data, _ = load_nifti(path)
+    assert data.dtype == np.int64 and (data == labels.astype(np.int64)).all()
+    noisy[1, 1, 1] = 14.25
+    nib.save(nib.Nifti1Image(noisy, np.eye(4)), path)
+    with pytest.raises(FormatError, match=r"non-integer values \(e.g. 14.25\)"):
+        load_nifti(path)

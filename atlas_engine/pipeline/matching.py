@@ -72,8 +72,18 @@ def image_arrays(img: Any, name: str | None = None) -> tuple[np.ndarray, np.ndar
     if data.ndim != 3:
         raise FormatError(name, f"atlas has shape {data.shape}",
                           expected="a 3-D label image (or one volume in 4-D)")
-    if not np.all(np.equal(np.mod(data, 1), 0)):
-        raise FormatError(name, "atlas has non-integer values", expected="integer labels")
+    if data.dtype.kind == "f":
+        # labels stored as floats: each within abagen's np.allclose tolerance of an integer
+        # (1e-8 + 1e-5·|label|) is that integer, on either side (abagen truncates, so it takes
+        # 3.0000002 as 3 but refuses 2.9999998); anything else (NaN too) is refused
+        near = np.rint(data)
+        with np.errstate(invalid="ignore"):
+            ok = np.abs(data - near) <= 1e-8 + 1e-5 * np.abs(near)
+        if not np.all(ok):
+            bad = float(data[~ok].ravel()[0])
+            raise FormatError(name, f"atlas has non-integer values (e.g. {bad!r})",
+                              expected="integer labels")
+        data = near
     try:
         data, affine, note = axis_aligned(data, img.affine)
     except ConfigError as exc:
