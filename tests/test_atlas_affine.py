@@ -122,3 +122,12 @@ def test_atlas_info_refused_naming_the_file(tmp_path, cols, needle):
         from atlas_engine.pipeline.matching import check_atlas_info
 
         check_atlas_info(_info(**cols))
+
+
+@pytest.mark.parametrize("atlas", [{9861: "a.nii.gz", 10021: "b.nii.gz"},
+                                   ("lh.label.gii", "rh.label.gii"), ["x.nii.gz"]])
+def test_abagens_other_atlas_forms_refused_in_one_line(atlas):
+    from atlas_engine.pipeline.atlas_input import resolve_atlas
+
+    with pytest.raises(ConfigError, match="per-donor .* and surface atlases are not supported"):
+        resolve_atlas(atlas, None)

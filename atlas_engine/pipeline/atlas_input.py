@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from .matching import VolumeAtlas, check_atlas_info, image_arrays, load_nifti
 
 
@@ -26,10 +27,15 @@ def resolve_atlas(atlas: Any, atlas_info: Any) -> VolumeAtlas:
         if info is not None:
             return VolumeAtlas(*_atlas_arrays(atlas), info)
         return atlas
-    if isinstance(atlas, tuple):
-        return VolumeAtlas(atlas[0], atlas[1], info)
+    if isinstance(atlas, tuple) and len(atlas) == 2 and np.ndim(atlas[0]) == 3:
+        return VolumeAtlas(atlas[0], atlas[1], info)                # (labels, affine)
     if hasattr(atlas, "dataobj") and hasattr(atlas, "affine"):   # a nibabel image
         return VolumeAtlas(*image_arrays(atlas), info)
+    if isinstance(atlas, (dict, list, tuple)):      # abagen's per-donor or GIFTI forms
+        raise ConfigError(
+            "per-donor (native space) and surface atlases are not supported: give one "
+            "volumetric MNI atlas (a NIfTI path, a nibabel image, (labels, affine) or a "
+            "shipped atlas name)")
     labels, affine = load_nifti(atlas)
     return VolumeAtlas(labels, affine, info)
 
