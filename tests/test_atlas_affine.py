@@ -89,7 +89,8 @@ def test_atlas_info_accepts_abagens_forms_in_any_case():
     assert t.index.name == "id" and t.index.tolist() == [1, 2, 3]
     assert t["hemisphere"].tolist() == ["L", "R", "B"]
     assert t["structure"].tolist() == ["cortex", "subcortex/brainstem", "white matter"]
-    frame = _info().rename(columns={"id": "ID", "hemisphere": "Hemisphere"})
+    frame = _info(structure=[" cortex", "subcortex ", "cerebellum"]).rename(
+        columns={"id": "ID", "hemisphere": " Hemisphere"})
     assert check_atlas_info(frame)["hemisphere"].tolist() == ["L", "R", "B"]
     indexed = _info().set_index("id")
     assert check_atlas_info(indexed).index.tolist() == [1, 2, 3]

@@ -101,7 +101,7 @@ def check_atlas_info(info: pd.DataFrame, source: str | Path | None = None) -> pd
     """Region info indexed by label id with normalised ``hemisphere`` and ``structure``.
 
     As abagen's ``check_atlas_info``, the ids come from an ``id`` column or an index named
-    ``id``; column names are matched in any case, ``hemisphere`` takes L/R/B (or lh, left,
+    ``id``; column names are matched in any case and without surrounding spaces, ``hemisphere`` takes L/R/B (or lh, left,
     right, bilateral, …) and ``structure`` one of :data:`ATLAS_CLASSES` in any case (or
     subcortex, brainstem). Anything else is refused (a class no sample has would silently
     reject every sample near that region); errors name ``source`` (the info file) when
@@ -114,7 +114,7 @@ def check_atlas_info(info: pd.DataFrame, source: str | Path | None = None) -> pd
         return FormatError(source, message, expected=expected)
 
     t = info.copy()
-    names = {str(c).lower(): c for c in t.columns}
+    names = {str(c).strip().lower(): c for c in t.columns}
     if "id" in names:
         t = t.set_index(names["id"])
     elif str(t.index.name).lower() != "id":
@@ -126,8 +126,9 @@ def check_atlas_info(info: pd.DataFrame, source: str | Path | None = None) -> pd
             raise refuse(f"no {col} column (columns: {', '.join(map(str, t.columns))})",
                          "columns id, hemisphere and structure")
         t = t.rename(columns={names[col]: col})
-    t["hemisphere"] = [_HEMI_ALIASES.get(str(h).lower(), str(h)) for h in t["hemisphere"]]
-    t["structure"] = [_CLASS_ALIASES.get(str(s).lower(), str(s).lower())
+    t["hemisphere"] = [_HEMI_ALIASES.get(str(h).strip().lower(), str(h).strip())
+                       for h in t["hemisphere"]]
+    t["structure"] = [_CLASS_ALIASES.get(str(s).strip().lower(), str(s).strip().lower())
                       for s in t["structure"]]
     bad = sorted(set(t["hemisphere"]) - {"L", "R", "B"})
     if bad:
