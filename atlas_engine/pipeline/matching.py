@@ -103,9 +103,9 @@ def check_atlas_info(info: pd.DataFrame, source: str | Path | None = None) -> pd
     As abagen's ``check_atlas_info``, the ids come from an ``id`` column or an index named
     ``id``; names and values are read in any case and without surrounding spaces;
     ``hemisphere`` takes L/R/B (or lh, left, right, bilateral, …) and ``structure`` one of
-    :data:`ATLAS_CLASSES` (or subcortex, brainstem). Anything else is refused (a class no sample has would silently
-    reject every sample near that region); errors name ``source`` (the info file) when
-    given (:class:`~atlas_engine.errors.FormatError`), else are
+    :data:`ATLAS_CLASSES` (or subcortex, brainstem). Anything else is refused (a class no
+    sample has would silently reject every sample near that region); errors name ``source``
+    (the info file) when given (:class:`~atlas_engine.errors.FormatError`), else are
     :class:`~atlas_engine.errors.ConfigError`."""
 
     def refuse(message: str, expected: str) -> Exception:
