@@ -25,6 +25,7 @@ from ..errors import StoreError, StoreNotFoundError
 from ..sources.donors import DONORS
 from . import layout as L
 from .access import remote_access
+from .location import without_file_scheme
 from .ontology import ONTOLOGY_COLUMNS, Ontology
 from .tables import (
     _frame,
@@ -43,13 +44,6 @@ if TYPE_CHECKING:
 CACHE_DIR = "cache"
 
 
-def _as_url(path_or_url: str | os.PathLike) -> str:
-    text = os.fspath(path_or_url)
-    if text.startswith("file://"):
-        return text[len("file://"):]
-    return text
-
-
 def store_missing(url: str) -> bool:
     """Whether nothing at all exists at ``url``, a store's path or fsspec URL.
 
@@ -65,7 +59,7 @@ def store_missing(url: str) -> bool:
         when it cannot be told (no fsspec backend for the protocol, no credentials, no
         network), so that an unreachable store is never reported as a missing one.
     """
-    text = url[len("file://"):] if url.startswith("file://") else url
+    text = without_file_scheme(url)
     if "://" not in text:
         return not os.path.exists(text)
     try:
@@ -396,4 +390,4 @@ def open_store(path_or_url: str | os.PathLike) -> AtlasStore:
         Not a Zarr v3 store, damaged root metadata, a BrainSpan store, a store of another
         layout version, or one that holds no finished donor yet.
     """
-    return AtlasStore(_as_url(path_or_url))
+    return AtlasStore(without_file_scheme(path_or_url))
