@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..choices import MATCH_RULES
 from ..errors import ConfigError, FormatError
+from ..store.ontology import BROAD_CLASSES
 from .atlas_affine import axis_aligned
 
 #: How a sample matched (codes returned by :meth:`VolumeAtlas.label_samples` with
@@ -93,8 +94,10 @@ def image_arrays(img: Any, name: str | None = None) -> tuple[np.ndarray, np.ndar
     return data.astype(np.int64), affine
 
 
-#: abagen's broad structural classes, the values ``structure`` may take in atlas info
-ATLAS_CLASSES = ("cortex", "subcortex/brainstem", "cerebellum", "white matter", "other")
+#: abagen's broad structural classes (the samples' classes,
+#: :data:`~atlas_engine.store.ontology.BROAD_CLASSES`), the values ``structure`` may take in
+#: atlas info
+ATLAS_CLASSES = tuple(dict.fromkeys(BROAD_CLASSES.values()))
 
 
 def check_atlas_info(info: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
