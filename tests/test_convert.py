@@ -145,6 +145,23 @@ def test_rerun_over_converted_store_loads_no_parser(synth_small, tmp_path):
     assert out.stdout.strip() == ""
 
 
+def test_converting_donors_loads_no_xarray(synth_small, tmp_path):
+    """The tables are written without xarray (convert/tablegroup.py): converting donors
+    imports neither xarray nor, through it, dask (~1 s of a full conversion), and the store
+    still opens in xarray."""
+    store = tmp_path / "s.zarr"
+    code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
+            "r = convert_microarray(sys.argv[1], sys.argv[2], donors=[int(sys.argv[3])]);"
+            "assert r.converted == [int(sys.argv[3])];"
+            "print(*sorted(m for m in ('xarray', 'dask') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(synth_small.dest), str(store),
+                          str(DONOR)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    ds = xr.open_zarr(store / "donors" / str(DONOR), consolidated=False)
+    assert ds["expression"].dims == ("probe", "sample")
+    assert "structure_acronym" in ds.coords and ds.sizes["sample"] > 0
+
+
 def test_sigkill_then_rerun_finishes(synth_small, tmp_path):
     store = tmp_path / "s.zarr"
     code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"

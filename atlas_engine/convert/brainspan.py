@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 import zarr
 
 from .. import __version__
@@ -113,7 +112,7 @@ def _convert(found: Any, store_url: str, dtype: str, gene_chunk: int, sample_chu
         for c in COLS_COLUMNS[1:]:
             coords[c] = (L.SAMPLE_DIM, cols[c].to_numpy(dtype=object if cols[c].dtype.kind
                                                          not in "if" else None))
-        writer.write_dataset(staged.url, xr.Dataset(coords=coords))
+        writer.write_dataset(staged.url, coords)
         chunks = (min(gene_chunk, n), min(sample_chunk, m))
         arr = writer.create_matrix(staged.url, L.EXPRESSION, (n, m), chunks, dtype,
                                    (L.GENE_DIM, L.SAMPLE_DIM), {"units": "RPKM"})

@@ -25,16 +25,15 @@ from .stream import Cancelled, stream_matrix
 
 if TYPE_CHECKING:
     import pandas as pd
-    import xarray as xr
 
     from .metadata import Table
 
 _KNOWN = {d.id: d for d in DONORS}
 
 
-def samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
-    import xarray as xr
-
+def samples_dataset(probes: Table, samples: pd.DataFrame) -> dict[str, Any]:
+    """The columns of a donor group's tables (:func:`.writer.write_dataset`'s ``coords``):
+    the probe and sample indexes and every SampleAnnot column along ``sample``."""
     n = len(samples)
     coords: dict[str, Any] = {
         L.PROBE_DIM: (L.PROBE_DIM, probes.frame["probe_id"].to_numpy()),
@@ -47,7 +46,7 @@ def samples_dataset(probes: Table, samples: pd.DataFrame) -> xr.Dataset:
         if values.dtype == object:
             values = values.astype(str).astype(object)
         coords[c] = (L.SAMPLE_DIM, values)
-    return xr.Dataset(coords=coords)
+    return coords
 
 
 def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: set[int],

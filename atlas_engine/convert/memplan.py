@@ -26,7 +26,7 @@ class StreamPlan:
         return (self.depth + 2) * self.piece + self.blocks * block + block + block // 2
 
 
-#: resident memory before any stream starts: interpreter, numpy, pandas, zarr, xarray, numba
+#: resident memory before any stream starts: interpreter, numpy, pandas, zarr, numba
 #: kernels and the tables (measured 235-285 MB)
 BASE_MEMORY = 280 * 2**20
 #: per donor beyond its stream buffers: zarr metadata writes, sample tables, allocator slack

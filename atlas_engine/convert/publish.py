@@ -21,7 +21,6 @@ from .staging import Staged
 
 if TYPE_CHECKING:
     import pandas as pd
-    import xarray as xr
 
     from .metadata import Table
 
@@ -47,9 +46,10 @@ def group_whole(g: zarr.Group) -> bool:
     return writer.group_whole(g, DONOR_ARRAYS)
 
 
-def tables_group(url: str, frame: pd.DataFrame, dim: str, index_col: str) -> xr.Dataset:
-    import xarray as xr
-
+def tables_group(frame: pd.DataFrame, dim: str, index_col: str
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(coords, data_vars)`` of a table's group (:func:`.writer.write_dataset`): the index
+    ``dim`` from ``index_col`` and every column along it."""
     coords = {dim: (dim, frame[index_col].to_numpy())}
     data = {}
     for c in frame.columns:
@@ -57,7 +57,7 @@ def tables_group(url: str, frame: pd.DataFrame, dim: str, index_col: str) -> xr.
         if v.dtype == object or v.dtype.kind in "OUT" or str(frame[c].dtype) in ("str", "string"):
             v = frame[c].astype(str).to_numpy(dtype=object)
         data[c] = (dim, v)
-    return xr.Dataset(data, coords=coords)
+    return coords, data
 
 
 def ensure_tables(store_url: str, probes: Table, ontology: Table, force: bool = False) -> None:
@@ -74,7 +74,7 @@ def ensure_tables(store_url: str, probes: Table, ontology: Table, force: bool = 
             pass
         staged = Staged.begin(store_url, name)
         try:
-            writer.write_dataset(staged.url, tables_group(staged.url, table.frame, dim, key))
+            writer.write_dataset(staged.url, *tables_group(table.frame, dim, key))
             zarr.open_group(staged.url, mode="a", zarr_format=3).attrs.update(
                 {"sha256": table.sha256, "source": table.source})
             staged.publish()

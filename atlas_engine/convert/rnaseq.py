@@ -33,9 +33,8 @@ from .staging import Staged
 from .store_lock import disk_errors, store_lock
 from .zipstream import MemberSource
 
-if TYPE_CHECKING:   # pandas, xarray and the numba parser load only when a donor converts
+if TYPE_CHECKING:   # pandas and the numba parser load only when a donor converts
     import pandas as pd
-    import xarray as xr
 
     from .blockparse import ParseStats
 
@@ -170,9 +169,7 @@ def _column_values(col: pd.Series) -> np.ndarray:
     return col.astype(str).to_numpy(dtype=object)
 
 
-def _tables_dataset(genes: pd.DataFrame, samples: pd.DataFrame) -> xr.Dataset:
-    import xarray as xr
-
+def _tables_dataset(genes: pd.DataFrame, samples: pd.DataFrame) -> dict[str, Any]:
     coords: dict[str, Any] = {
         L.GENE_DIM: (L.GENE_DIM, _column_values(genes["gene_symbol"])),
         L.SAMPLE_DIM: (L.SAMPLE_DIM, np.arange(1, len(samples) + 1, dtype=np.int64)),
@@ -181,7 +178,7 @@ def _tables_dataset(genes: pd.DataFrame, samples: pd.DataFrame) -> xr.Dataset:
         coords[c] = (L.GENE_DIM, _column_values(genes[c]))
     for c in SAMPLE_COLUMNS:
         coords[c] = (L.SAMPLE_DIM, _column_values(samples[c]))
-    return xr.Dataset(coords=coords)
+    return coords
 
 
 # -------------------------------------------------------------------------------------------

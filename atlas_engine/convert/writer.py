@@ -28,9 +28,9 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import zarr
@@ -42,9 +42,7 @@ from ..atomic import atomic_write_bytes
 from ..store.integrity import crc32c
 from ..store.layout import ROOT_ATTR
 from ..store.location import join, local_path
-
-if TYPE_CHECKING:
-    import xarray as xr
+from .tablegroup import Column, write_table_group
 
 #: float matrices: Blosc LZ4 with byte shuffle (measured on expression chunks: ~3× faster to
 #: write and ~7× faster to read than zstd level 1, and a better ratio, 1.30 vs 1.16)
@@ -186,12 +184,13 @@ def _tree_metadata(root: Path) -> dict[str, Any]:
     return out
 
 
-def write_dataset(url: str, ds: xr.Dataset) -> None:
-    """Write a small dataset (tables, coordinates) as a zarr v3 group at ``url``: every chunk
-    written and checksummed."""
-    encoding = {name: {"compressors": TABLE_COMPRESSORS} for name in ds.variables}
-    ds.to_zarr(url, mode="w", zarr_format=3, consolidated=False, encoding=encoding,
-               write_empty_chunks=True)
+def write_dataset(url: str, coords: Mapping[str, Column],
+                  data_vars: Mapping[str, Column] | None = None, mode: str = "w") -> None:
+    """Write small 1-D tables (``name → (dimension, values)``) as a zarr v3 group at ``url``
+    laid out as xarray writes ``xarray.Dataset(data_vars, coords=coords)``
+    (:mod:`.tablegroup`): every chunk written and checksummed. ``mode="w"`` replaces the
+    group; ``"a"`` adds the columns to an existing group and leaves its other arrays alone."""
+    write_table_group(url, coords, data_vars, compressors=TABLE_COMPRESSORS, mode=mode)
 
 
 def create_matrix(url: str, name: str, shape: tuple[int, int], chunks: tuple[int, int],
