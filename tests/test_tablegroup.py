@@ -114,7 +114,8 @@ def test_refuses_what_tables_do_not_hold(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dimension 's' has 3"):
         write_table_group(url, {"s": ("s", np.arange(3)), "x": ("s", np.arange(2))},
                           compressors=TABLE_COMPRESSORS)
-    for values in (np.array([True, False]), np.array(["x", "y"])):
+    for values in (np.array([True, False]), np.array(["x", "y"]),
+                   np.array(["x", np.nan], dtype=object)):
         with pytest.raises(TypeError, match="integers, floats or text"):
             write_table_group(url, {"s": ("s", values)}, compressors=TABLE_COMPRESSORS)
     with pytest.raises(ValueError, match="1-D"):

@@ -1,9 +1,10 @@
 """The small 1-D tables of a store (probe, sample, ontology, gene columns) written as a Zarr v3
 group laid out exactly as ``xarray.Dataset.to_zarr`` lays it out, without xarray.
 
-xarray's writer costs a conversion ~1 s of wall time on 2 cores (importing xarray and, through
-it, ``dask.array``, then ~0.1 s of encoding per donor: benchmarks/RESULTS.md); these tables need
-only a handful of its conventions, followed here for the column types the tables hold:
+xarray's writer cost the six-donor conversion ~0.6 s of its ~5.5 s on 2 cores (importing
+xarray and, through it, ``dask.array``; then ~0.2 s a donor before its streams could start:
+benchmarks/RESULTS.md, "Store tables written without xarray"); these tables need only a
+handful of its conventions, followed here for the column types the tables hold:
 
 * every column is a 1-D array named after itself with ``dimension_names`` = its dimension;
   chunks are Zarr's automatic choice for its shape and type, as xarray leaves them;
@@ -46,7 +47,8 @@ def _values(values: Any) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"a table column is 1-D, got shape {arr.shape}")
-    if arr.dtype.kind not in "iufO":
+    if arr.dtype.kind not in "iufO" or (arr.dtype.kind == "O" and not all(
+            isinstance(v, str) for v in arr)):
         raise TypeError(f"table columns are integers, floats or text (an object array of "
                         f"str), not {arr.dtype}")
     return arr
