@@ -131,32 +131,35 @@ def test_rerun_skips_and_resumes(synth_small, tmp_path):
     assert sorted(open_store(store).donors) == sorted([DONOR, 9861])
 
 
+def _modules_after_convert(src: Path, store: Path, check: str, modules: tuple[str, ...]
+                           ) -> list[str]:
+    """Which of ``modules`` a fresh process imported converting donor ``DONOR`` of ``src``
+    into ``store`` (``check``: an assertion on the result ``r``)."""
+    code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
+            f"r = convert_microarray(sys.argv[1], sys.argv[2], donors=[{DONOR}]); {check};"
+            f"print(*sorted(m for m in {modules!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(store)],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def test_rerun_over_converted_store_loads_no_parser(synth_small, tmp_path):
     """A re-run over converted donors only reads metadata: pandas, xarray and the numba
     parsers are not even imported (what keeps it well under a second)."""
     store = tmp_path / "s.zarr"
     convert_microarray(synth_small.dest, store, donors=[DONOR])
-    code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
-            "r = convert_microarray(sys.argv[1], sys.argv[2], donors=[int(sys.argv[3])]);"
-            "assert r.skipped == [int(sys.argv[3])] and not r.converted;"
-            "print(*sorted(m for m in ('pandas', 'xarray', 'numba') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, str(synth_small.dest), str(store),
-                          str(DONOR)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _modules_after_convert(synth_small.dest, store,
+                                  f"assert r.skipped == [{DONOR}] and not r.converted",
+                                  ("pandas", "xarray", "numba")) == []
 
 
 def test_converting_donors_loads_no_xarray(synth_small, tmp_path):
     """The tables are written without xarray (convert/tablegroup.py): converting donors
-    imports neither xarray nor, through it, dask (~1 s of a full conversion), and the store
+    imports neither xarray nor, through it, dask (~0.6 s of a full conversion), and the store
     still opens in xarray."""
     store = tmp_path / "s.zarr"
-    code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
-            "r = convert_microarray(sys.argv[1], sys.argv[2], donors=[int(sys.argv[3])]);"
-            "assert r.converted == [int(sys.argv[3])];"
-            "print(*sorted(m for m in ('xarray', 'dask') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, str(synth_small.dest), str(store),
-                          str(DONOR)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _modules_after_convert(synth_small.dest, store, f"assert r.converted == [{DONOR}]",
+                                  ("xarray", "dask")) == []
     ds = xr.open_zarr(store / "donors" / str(DONOR), consolidated=False)
     assert ds["expression"].dims == ("probe", "sample")
     assert "structure_acronym" in ds.coords and ds.sizes["sample"] > 0
