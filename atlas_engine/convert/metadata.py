@@ -36,7 +36,18 @@ class Table:
     source: str
 
 
+#: integers are exact in a float64 below this
+_EXACT_INT = 2.0 ** 53
+
+
 def _read(data: bytes, name: str, columns: tuple[str, ...], dtype: dict) -> pd.DataFrame:
+    """The table ``data`` with ``dtype`` per column; ``"Int64"`` columns come back as float64
+    holding whole numbers, NaN where the cell is empty.
+
+    Integer columns are parsed as float64 and then checked to hold integers (pandas' nullable
+    Int64 parse took 0.20 s for Probes.csv against 0.08 s, and raised a bare ``TypeError`` or
+    ``OverflowError`` for a token such as ``12.5`` or ``inf``); a value that is not a whole
+    number below 2^53 is refused with its line and column."""
     if not data.strip():
         raise FormatError(name, "empty file", line=1, expected="a header line")
     first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
@@ -44,12 +55,22 @@ def _read(data: bytes, name: str, columns: tuple[str, ...], dtype: dict) -> pd.D
     if tuple(header) != columns:
         raise FormatError(name, f"unexpected header {first!r}", line=1,
                           expected=",".join(columns))
+    ints = [c for c, t in dtype.items() if t == "Int64"]
     try:
-        frame = pd.read_csv(io.BytesIO(data), dtype=dtype, keep_default_na=False,
+        frame = pd.read_csv(io.BytesIO(data), keep_default_na=False,
+                            dtype={c: "float64" if c in ints else t for c, t in dtype.items()},
                             na_values={c: [""] for c, t in dtype.items() if t is not str})
-    except (ValueError, pd.errors.ParserError) as exc:
+    except (ValueError, OverflowError, TypeError, pd.errors.ParserError) as exc:
         raise FormatError(name, f"cannot parse table ({exc})",
                           expected=f"columns {', '.join(columns)} with their types") from None
+    for c in ints:
+        v = frame[c].to_numpy()
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isnan(v) & ((np.abs(v) >= _EXACT_INT) | (v != np.trunc(v)))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise FormatError(name, f"{c} value {v[row]:g} is not an integer", line=row + 2,
+                              column=columns.index(c) + 1, expected="an integer")
     return frame
 
 
