@@ -9,7 +9,6 @@ coordinates, in one group ``brainspan`` and the root attributes (see docs/store-
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,21 +37,13 @@ COLS_COLUMNS = ("column_num", "donor_id", "donor_name", "age", "gender", "struct
 
 
 def _table(src: MemberSource, columns: tuple[str, ...]) -> pd.DataFrame:
-    from .metadata import table_bytes
+    """``rows_metadata.csv`` / ``columns_metadata.csv``: the ``*_num`` and ``*_id`` columns
+    int64 (an empty ``entrez_id`` → -1), the others text; a cell that is not a whole number in
+    an id column is refused with its line and column."""
+    from .metadata import read_typed_table
 
-    data = table_bytes(src)
-    if not data.strip():
-        raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
-    frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""])
-    if tuple(frame.columns) != columns:
-        raise FormatError(src.display, f"unexpected header {list(frame.columns)}", line=1,
-                          expected=",".join(columns))
-    for c in frame.columns:
-        if frame[c].dtype.kind == "f" and c.endswith("_id"):
-            frame[c] = frame[c].fillna(L.MISSING_INT).astype(np.int64)
-        elif frame[c].dtype.kind not in "if":
-            frame[c] = frame[c].fillna("").astype(str)
-    return frame
+    ints = tuple(c for c in columns if c.endswith(("_num", "_id")) and c != "ensembl_gene_id")
+    return read_typed_table(src, columns, ints)
 
 
 def find_brainspan(src: str | os.PathLike) -> Found | None:

@@ -138,3 +138,57 @@ def read_ontology(src: MemberSource) -> Table:
     frame["parent_structure_id"] = frame["parent_structure_id"].fillna(MISSING_INT).astype(
         np.int64)
     return Table(frame, hashlib.sha256(data).hexdigest(), name)
+
+
+def _or_missing(na: tuple[str, ...]) -> str:
+    """How a missing cell is written, for an error's "expected" part."""
+    return " or NA" if "NA" in na else " or an empty cell"
+
+
+def read_typed_table(src: MemberSource, columns: tuple[str, ...], ints: tuple[str, ...] = (),
+                     floats: tuple[str, ...] = (), *, na: tuple[str, ...] = ("",),
+                     rename: dict[str, str] | None = None) -> pd.DataFrame:
+    """A small table read as text, then typed column by column: ``ints`` as int64 (an empty
+    or ``na`` cell → ``MISSING_INT``), ``floats`` as float64 (NaN), the others as ``str``
+    (``""`` for an ``na`` cell). The header (after ``rename``) must be ``columns``. A cell
+    that is not a whole number in an integer column, or not a number in a float column, is
+    refused with its line and column, never rounded or turned into text."""
+    data = table_bytes(src)
+    if not data.strip():
+        raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
+    try:
+        frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=list(na),
+                            dtype=str)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise FormatError(src.display, f"not a CSV table ({exc})",
+                          expected=",".join(columns)) from None
+    frame = frame.rename(columns=rename or {})
+    if tuple(frame.columns) != columns:
+        raise FormatError(src.display, f"unexpected header {list(frame.columns)}", line=1,
+                          expected=",".join(columns))
+    for c in columns:
+        col = frame[c]
+        if c in ints:
+            num = pd.to_numeric(col, errors="coerce")
+            with np.errstate(invalid="ignore"):
+                bad = num.notna() & ((num.abs() >= _EXACT_INT) | (num != np.floor(
+                    num.fillna(0))))
+            bad |= col.notna() & num.isna()
+            if bad.any():
+                k = int(np.flatnonzero(bad.to_numpy())[0])
+                raise FormatError(src.display, f"bad integer {col.iloc[k]!r} in {c}",
+                                  line=k + 2, column=columns.index(c) + 1,
+                                  expected="an integer" + _or_missing(na))
+            frame[c] = num.fillna(MISSING_INT).astype(np.int64)
+        elif c in floats:
+            num = pd.to_numeric(col, errors="coerce")
+            bad = col.notna() & num.isna()
+            if bad.any():
+                k = int(np.flatnonzero(bad.to_numpy())[0])
+                raise FormatError(src.display, f"bad number {col.iloc[k]!r} in {c}",
+                                  line=k + 2, column=columns.index(c) + 1,
+                                  expected="a decimal number" + _or_missing(na))
+            frame[c] = num.astype(np.float64)
+        else:
+            frame[c] = col.fillna("").astype(str)
+    return frame

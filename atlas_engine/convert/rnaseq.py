@@ -11,7 +11,6 @@ afterwards. Donors whose recorded source size and mtime and options match are sk
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import time
@@ -50,6 +49,8 @@ SAMPLE_COLUMNS = ("RNAseq_sample_name", "replicate_sample", "sample_name", "well
                   "A.Pct", "C.Pct", "G.Pct", "T.Pct", "N.Pct")
 #: the spelling in Allen's readme, accepted for the same column
 _ALT_SPELLING = {"RIN_RNA_squality": "RIN_RNA_quality"}
+#: how the RNA-seq tables write a missing cell
+RNASEQ_NA = ("NA", "")
 MEMBERS = ("Genes.csv", "RNAseqTPM.csv", "RNAseqCounts.csv", "SampleAnnot.csv")
 
 
@@ -91,55 +92,12 @@ def find_rnaseq(src: str | os.PathLike, donors: Iterable[int | str] | None = Non
 # tables
 # -------------------------------------------------------------------------------------------
 
-def _read_table(src: MemberSource, columns: tuple[str, ...], ints: tuple[str, ...],
-                floats: tuple[str, ...]) -> pd.DataFrame:
-    import pandas as pd
-
-    from .metadata import table_bytes
-
-    data = table_bytes(src)
-    if not data.strip():
-        raise FormatError(src.display, "empty file", line=1, expected=",".join(columns))
-    try:
-        frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=["NA", ""],
-                            dtype=str)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise FormatError(src.display, f"not a CSV table ({exc})",
-                          expected=",".join(columns)) from None
-    frame = frame.rename(columns=_ALT_SPELLING)
-    if tuple(frame.columns) != columns:
-        raise FormatError(src.display, f"unexpected header {list(frame.columns)}", line=1,
-                          expected=",".join(columns))
-    for c in columns:
-        col = frame[c]
-        if c in ints:
-            num = pd.to_numeric(col, errors="coerce")
-            bad = num.notna() & (num != np.floor(num.fillna(0)))
-            bad |= col.notna() & num.isna()
-            if bad.any():
-                k = int(np.flatnonzero(bad.to_numpy())[0])
-                raise FormatError(src.display, f"bad integer {col.iloc[k]!r} in {c}",
-                                  line=k + 2, column=columns.index(c) + 1,
-                                  expected="an integer or NA")
-            frame[c] = num.fillna(L.MISSING_INT).astype(np.int64)
-        elif c in floats:
-            num = pd.to_numeric(col, errors="coerce")
-            bad = col.notna() & num.isna()
-            if bad.any():
-                k = int(np.flatnonzero(bad.to_numpy())[0])
-                raise FormatError(src.display, f"bad number {col.iloc[k]!r} in {c}",
-                                  line=k + 2, column=columns.index(c) + 1,
-                                  expected="a decimal number or NA")
-            frame[c] = num.astype(np.float64)
-        else:
-            frame[c] = col.fillna("").astype(str)
-    return frame
-
-
 def read_genes(src: MemberSource) -> pd.DataFrame:
     """Genes.csv as a frame (missing integer ids → -1); symbols must be unique."""
+    from .metadata import read_typed_table
+
     ints = GENES_COLUMNS[1:3] + GENES_COLUMNS[5:]
-    frame = _read_table(src, GENES_COLUMNS, ints, ())
+    frame = read_typed_table(src, GENES_COLUMNS, ints, (), na=RNASEQ_NA, rename=_ALT_SPELLING)
     dup = frame["gene_symbol"].duplicated()
     if dup.any():
         k = int(np.flatnonzero(dup.to_numpy())[0])
@@ -154,10 +112,13 @@ def read_genes(src: MemberSource) -> pd.DataFrame:
 
 def read_rnaseq_samples(src: MemberSource) -> pd.DataFrame:
     """SampleAnnot.csv of an RNA-seq donor."""
+    from .metadata import read_typed_table
+
     ints = ("well_id", "microarray_run_id", "ontology_structure_id", "rnaseq_run_id")
     floats = ("million_clusters", "clip_percentage", "RIN_RNA_quality", "A.Pct", "C.Pct",
               "G.Pct", "T.Pct", "N.Pct")
-    frame = _read_table(src, SAMPLE_COLUMNS, ints, floats)
+    frame = read_typed_table(src, SAMPLE_COLUMNS, ints, floats, na=RNASEQ_NA,
+                             rename=_ALT_SPELLING)
     if frame.empty:
         raise FormatError(src.display, "no samples", line=2, expected="one row per sample")
     return frame
