@@ -118,6 +118,9 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: ConvertOpt
             publish_root()
         return result
 
+    # the parsers' kernels load on a thread meanwhile (numba's start is mostly outside the GIL)
+    threading.Thread(target=_warm_parsers, name="parser-warm-up", daemon=True).start()
+
     # 3. the tables every donor shares: the first donor's parsed, the others' compared by sha256
     probes, ontology = shared_tables(todo, dict(info.get("probes_source") or {}) if info else {})
     writer.open_root(store_url).require_group(L.DONORS_GROUP)
@@ -175,6 +178,12 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: ConvertOpt
     if result.skipped:
         publish_root()
     return result
+
+
+def _warm_parsers() -> None:
+    from .blockparse import warm_up
+
+    warm_up()
 
 
 def _store_info(store_url: str, opts: ConvertOptions) -> dict[str, Any]:

@@ -81,23 +81,27 @@ def convert_donor(store_url: str, ds: DonorSource, probes: Table, ontology_ids: 
         hasher = threading.Thread(target=_hash, daemon=True)
         hasher.start()
     try:
-        writer.write_dataset(staged.url, samples_dataset(probes, frame))
+        # the matrices first, so that their streams start at once; the sample table is
+        # written beside them (into the same new group)
+        writer.new_group(staged.url)
         chunks = (min(opts.probe_chunk, n), min(opts.sample_chunk, ncols))
         dims = (L.PROBE_DIM, L.SAMPLE_DIM)
         expr = writer.create_matrix(staged.url, L.EXPRESSION, (n, ncols), chunks, opts.dtype, dims,
                                     {"long_name": "normalized expression (log2)"})
         pac = writer.create_matrix(staged.url, L.PACALL, (n, ncols), chunks, bool, dims,
                                    {"long_name": "present/absent call"})
-        with ThreadPoolExecutor(2, thread_name_prefix=f"donor{ds.donor_id}") as pool:
+        with ThreadPoolExecutor(3, thread_name_prefix=f"donor{ds.donor_id}") as pool:
             fe = pool.submit(stream_matrix, ds.member("MicroarrayExpression.csv"), expr,
                              "float", probe_ids, ncols, opts, plans[0], None, cancel, inline)
             fp = pool.submit(stream_matrix, ds.member("PACall.csv"), pac, "bool", probe_ids,
                              ncols, opts, plans[1], "MicroarrayExpression.csv", cancel, inline)
-            done, _ = wait([fe, fp], return_when=FIRST_EXCEPTION)
+            ft = pool.submit(writer.write_dataset, staged.url, samples_dataset(probes, frame),
+                             mode="a")
+            done, _ = wait([fe, fp, ft], return_when=FIRST_EXCEPTION)
             if any(f.exception() is not None for f in done):
                 cancel.set()
-            wait([fe, fp])
-            errors = [f.exception() for f in (fe, fp) if f.exception() is not None]
+            wait([fe, fp, ft])
+            errors = [f.exception() for f in (fe, fp, ft) if f.exception() is not None]
             real = [e for e in errors if not isinstance(e, Cancelled)]
             if errors:
                 raise (real or errors)[0]

@@ -193,6 +193,12 @@ def write_dataset(url: str, coords: Mapping[str, Column],
     write_table_group(url, coords, data_vars, compressors=TABLE_COMPRESSORS, mode=mode)
 
 
+def new_group(url: str) -> zarr.Group:
+    """An empty zarr v3 group at ``url``, replacing whatever was there (arrays and
+    attributes: a group rewritten in place never keeps an old completion marker)."""
+    return zarr.open_group(url, mode="w", zarr_format=3)
+
+
 def create_matrix(url: str, name: str, shape: tuple[int, int], chunks: tuple[int, int],
                   dtype: Any, dims: tuple[str, str], attrs: dict | None = None) -> zarr.Array:
     group = zarr.open_group(url, mode="a", zarr_format=3)
