@@ -165,6 +165,31 @@ def test_converting_donors_loads_no_xarray(synth_small, tmp_path):
     assert "structure_acronym" in ds.coords and ds.sizes["sample"] > 0
 
 
+def test_a_failed_sample_table_write_leaves_nothing(synth_small, tmp_path, monkeypatch):
+    """The sample table is written beside the matrix streams: when it fails, the error raised
+    is the table's (the streams are cancelled), no donor is published or left staged, and a
+    re-run converts the donor."""
+    from atlas_engine.convert import writer
+
+    real = writer.write_dataset
+
+    def failing(url, coords, data_vars=None, mode="w"):
+        if mode == "a":
+            raise OSError("disk said no")
+        return real(url, coords, data_vars, mode)
+
+    monkeypatch.setattr(writer, "write_dataset", failing)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(OSError, match="disk said no"):
+        convert_microarray(synth_small.dest, store, donors=[DONOR], jobs=1)
+    assert not (store / "donors" / str(DONOR)).exists()
+    staging = store / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    monkeypatch.setattr(writer, "write_dataset", real)
+    res = convert_microarray(synth_small.dest, store, donors=[DONOR])
+    assert res.converted == [DONOR] and verify_store(store).ok
+
+
 def test_sigkill_then_rerun_finishes(synth_small, tmp_path):
     store = tmp_path / "s.zarr"
     code = ("import sys; from atlas_engine.convert.donor import convert_microarray;"
