@@ -222,3 +222,19 @@ def test_cli_mask(mirror, tmp_path):
     labels = open_volume(files["annotation_25"]).read()
     np.testing.assert_array_equal(got, np.isin(labels, onto.descendants(688, True)))
     assert got.dtype == np.uint8 and got.sum() > 0
+
+
+def test_region_ids_that_are_not_whole_are_refused(tmp_path):
+    """A region column read as floats (one id left empty, or 1.5): whole numbers are the ids,
+    anything else is refused with its line, never truncated onto another region."""
+    path = tmp_path / "t.csv"
+    path.write_text("label,BDNF\n1,0.5\n2.0,0.25\n")
+    assert list(read_region_table(path).index) == [1, 2]
+    for bad, shown in (("1.5", "1.5"), ("", "nan"), ("inf", "inf")):
+        path.write_text(f"label,BDNF\n1,0.5\n{bad},0.25\n")
+        with pytest.raises(FormatError, match=f"region id {shown} is not an integer") as err:
+            read_region_table(path)
+        assert err.value.line == 3
+    frame = pd.DataFrame({"BDNF": [0.5, 0.25]}, index=pd.Index([3.0, 4.5], name="label"))
+    with pytest.raises(FormatError, match="region id 4.5 is not an integer"):
+        read_region_table(frame)

@@ -78,8 +78,18 @@ def read_region_table(source: str | Path | pd.DataFrame,
             break
     keep = [c for c in frame.columns if c not in DESCRIPTIVE
             and pd.api.types.is_numeric_dtype(frame[c])]
+    index = pd.Index(frame.index)
+    if index.dtype.kind == "f":   # ids read as floats (a gap in the column): whole numbers only
+        v = index.to_numpy()
+        bad = ~np.isfinite(v) | (v != np.trunc(v))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            text = isinstance(where, Path) and where.suffix in (".csv", ".tsv", ".txt")
+            raise FormatError(where, f"region id {float(v[k])!r} is not an integer",
+                              line=k + 2 if text else None,
+                              expected="structure ids or atlas labels in the first column")
     try:
-        ids = pd.Index(frame.index).astype(np.int64)
+        ids = index.astype(np.int64)
     except (TypeError, ValueError):
         raise FormatError(where, f"region ids {list(frame.index[:3])} are not integers",
                           expected="structure ids or atlas labels in the first column") from None
