@@ -66,23 +66,22 @@ def test_frames_as_plain_pandas_reads_them(synth_small, tmp_path, name, reader, 
             assert list(g) == list(w), c
 
 
-@pytest.mark.parametrize(("token", "shown"), [("12.5", "12.5"), ("inf", "inf"),
-                                               ("1e300", "1e+300"), ("-9007199254740993",
-                                                                     "-9.0072e+15")])
-def test_a_cell_that_is_not_an_integer_names_its_line_and_column(tmp_path, token, shown):
+@pytest.mark.parametrize("token", ["12.5", "inf", "1e300", "-9007199254740993", "x7"])
+def test_a_cell_that_is_not_an_integer_names_its_line_and_column(tmp_path, token):
     rows = ["1058685,A_1,729,C8G,gene,733,9", f"1058684,A_2,731,C9,gene,{token},5",
             "1058683,A_3,732,C10,gene,,X"]
     path = tmp_path / "Probes.csv"
     path.write_text(",".join(PROBE_COLUMNS) + "\n" + "\n".join(rows) + "\n")
-    with pytest.raises(FormatError, match=re.escape(f"entrez_id value {shown} is not an integer")) as err:
+    with pytest.raises(FormatError, match=re.escape(f"bad integer '{token}' in entrez_id")) \
+            as err:
         read_probes(MemberSource(path))
     assert (err.value.line, err.value.column) == (3, 6)
 
 
-def test_text_in_an_integer_column_is_refused(tmp_path):
+def test_a_table_that_is_not_csv_is_refused(tmp_path):
     path = tmp_path / "Probes.csv"
-    path.write_text(",".join(PROBE_COLUMNS) + "\n1058685,A_1,x729,C8G,gene,733,9\n")
-    with pytest.raises(FormatError, match="cannot parse table"):
+    path.write_text(",".join(PROBE_COLUMNS) + '\n1058685,"A_1,729,C8G,gene,733,9\n')
+    with pytest.raises(FormatError, match="not a CSV table"):
         read_probes(MemberSource(path))
 
 

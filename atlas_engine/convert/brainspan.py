@@ -38,12 +38,13 @@ COLS_COLUMNS = ("column_num", "donor_id", "donor_name", "age", "gender", "struct
 
 def _table(src: MemberSource, columns: tuple[str, ...]) -> pd.DataFrame:
     """``rows_metadata.csv`` / ``columns_metadata.csv``: the ``*_num`` and ``*_id`` columns
-    int64 (an empty ``entrez_id`` → -1), the others text; a cell that is not a whole number in
-    an id column is refused with its line and column."""
+    int64 (an empty ``entrez_id`` → -1; a ``*_num`` must be there), the others text; a cell
+    that is not a whole number in an id column is refused with its line and column."""
     from .metadata import read_typed_table
 
     ints = tuple(c for c in columns if c.endswith(("_num", "_id")) and c != "ensembl_gene_id")
-    return read_typed_table(src, columns, ints)
+    return read_typed_table(src, columns, ints,
+                            required=tuple(c for c in ints if c.endswith("_num")))
 
 
 def find_brainspan(src: str | os.PathLike) -> Found | None:
