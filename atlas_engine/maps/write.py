@@ -79,15 +79,12 @@ def read_region_table(source: str | Path | pd.DataFrame,
     keep = [c for c in frame.columns if c not in DESCRIPTIVE
             and pd.api.types.is_numeric_dtype(frame[c])]
     index = pd.Index(frame.index)
-    if index.dtype.kind == "f":   # ids read as floats (a gap in the column): whole numbers only
-        v = index.to_numpy()
-        bad = ~np.isfinite(v) | (v != np.trunc(v))
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            text = isinstance(where, Path) and where.suffix in (".csv", ".tsv", ".txt")
-            raise FormatError(where, f"region id {float(v[k])!r} is not an integer",
-                              line=k + 2 if text else None,
-                              expected="structure ids or atlas labels in the first column")
+    k = _first_not_whole(index.to_numpy())   # ids read as floats (a gap in the column)
+    if k is not None:
+        text = isinstance(where, Path) and where.suffix in (".csv", ".tsv", ".txt")
+        raise FormatError(where, f"region id {float(index[k])!r} is not an integer",
+                          line=k + 2 if text else None,
+                          expected="structure ids or atlas labels in the first column")
     try:
         ids = index.astype(np.int64)
     except (TypeError, ValueError):
@@ -126,14 +123,23 @@ class RegionLookup:
         return out
 
 
+def _first_not_whole(values: np.ndarray) -> int | None:
+    """Position of the first value of a float array that is not a whole number (NaN and inf
+    included); ``None`` when all are, or for an array of another type."""
+    if values.dtype.kind != "f":
+        return None
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.trunc(values))
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
 def _atlas_label_index(slab: np.ndarray, ids: np.ndarray, source: str) -> np.ndarray:
     """Atlas labels (any int or integral float) → index in ``ids``; -1 for 0 and absent labels."""
     flat = np.asarray(slab).reshape(-1, order="F")
-    if np.issubdtype(flat.dtype, np.floating):
-        if not np.isfinite(flat).all() or (np.rint(flat) != flat).any():
-            bad = flat[~np.isfinite(flat) | (np.rint(flat) != flat)][0]
-            raise FormatError(source, f"atlas label {bad!r} is not an integer",
-                              expected="integer labels")
+    k = _first_not_whole(flat)
+    if k is not None:
+        raise FormatError(source, f"atlas label {float(flat[k])!r} is not an integer",
+                          expected="integer labels")
     lab = flat.astype(np.int64)
     idx = np.searchsorted(ids, lab)
     idx_c = np.minimum(idx, max(len(ids) - 1, 0))
