@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -105,3 +107,17 @@ def test_block_writer_local_chunks_read_back_exactly(tmp_path, dtype):
     back = zarr.open_array(str(tmp_path / "g" / "m"), mode="r")[:]
     assert back.dtype == want.dtype and (back.view(np.uint8) == want.view(np.uint8)).all()
     assert (arrs["memory"][:] == want).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_parser_warm_up_loads_the_kernels_the_streams_use(dtype):
+    """``blockparse.warm_up`` swallows its errors (the real parse reports them): check in a
+    fresh process that it did load the value parser for the store's dtype and the PA-call
+    parser, the specialisations the streams then call."""
+    code = ("import sys; from atlas_engine.convert.blockparse import warm_up;"
+            "from atlas_engine.kernels import csvparse as c; warm_up(sys.argv[1]);"
+            "print(*[str(s[5].dtype) for s in c.parse_float_lines.signatures]);"
+            "print(*[str(s[5].dtype) for s in c.parse_bool_lines.signatures])")
+    out = subprocess.run([sys.executable, "-c", code, dtype], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == [dtype, "uint8"]

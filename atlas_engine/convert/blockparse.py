@@ -32,6 +32,7 @@ import math
 import queue
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -361,16 +362,16 @@ def iter_blocks(
         bufs.clear()
 
 
-def warm_up() -> None:
+def warm_up(dtype: Any = np.float32) -> None:
     """Load the matrix parsers' compiled kernels (numba's on-disk cache) by parsing two tiny
-    blocks. numba's first call in a process also initialises its compiler and runtime
-    (~0.4 s here, much of it in LLVM outside the GIL): on a thread started before the tables
-    are read, that is off the streams' critical path. Never raises (a failure shows up in the
-    real parse)."""
+    blocks, the values into ``dtype`` (the store's) and the present/absent calls. numba's
+    first call in a process also initialises its compiler and runtime (~0.4 s here, much of it
+    in LLVM outside the GIL): on a thread started before the tables are read, that is off the
+    streams' critical path. Never raises (a failure shows up in the real parse)."""
     try:
-        for data, kind, dtype in ((b"1,0.5\n", "float", np.float32),
-                                  (b"1,1\n", "bool", np.uint8)):
-            for _ in iter_blocks([data], 1, 1, kind=kind, name="warm-up", dtype=dtype):
+        for data, kind, out in ((b"1,0.5\n", "float", np.dtype(dtype)),
+                                (b"1,1\n", "bool", np.dtype(np.uint8))):
+            for _ in iter_blocks([data], 1, 1, kind=kind, name="warm-up", dtype=out):
                 pass
     except Exception:  # noqa: BLE001
         pass

@@ -119,7 +119,8 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: ConvertOpt
         return result
 
     # the parsers' kernels load on a thread meanwhile (numba's start is mostly outside the GIL)
-    threading.Thread(target=_warm_parsers, name="parser-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_parsers, args=(opts.dtype,), name="parser-warm-up",
+                     daemon=True).start()
 
     # 3. the tables every donor shares: the first donor's parsed, the others' compared by sha256
     probes, ontology = shared_tables(todo, dict(info.get("probes_source") or {}) if info else {})
@@ -180,10 +181,10 @@ def _convert_locked(store_url: str, sources: list[DonorSource], opts: ConvertOpt
     return result
 
 
-def _warm_parsers() -> None:
+def _warm_parsers(dtype: str) -> None:
     from .blockparse import warm_up
 
-    warm_up()
+    warm_up(dtype)
 
 
 def _store_info(store_url: str, opts: ConvertOptions) -> dict[str, Any]:
