@@ -3,8 +3,11 @@ they are imported where a command uses them (a whole process, as a user runs it)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from atlas_engine.cli import COMMANDS
 
@@ -84,3 +87,38 @@ def test_recognising_an_ahba_source_imports_no_heavy_library(synth_small):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.split("\n")[:2] == ["ahba", ""], proc.stdout
+
+
+def _blas_threads_after(*args: str) -> list[int]:
+    """OpenBLAS thread counts (numpy's, and scipy's if loaded) at the exit of the console
+    script run with ``args`` in a fresh process without ``OPENBLAS_NUM_THREADS``."""
+    code = ("import atexit, sys\n"
+            "def report():\n"
+            "    from threadpoolctl import threadpool_info\n"
+            "    assert 'numpy' in sys.modules\n"
+            "    print('BLAS:' + ','.join(str(i['num_threads']) for i in threadpool_info()\n"
+            "                             if i['internal_api'] == 'openblas'), flush=True)\n"
+            "atexit.register(report)\n")
+    script = (f"import sys\n{code}\nsys.argv = ['atlas-engine', *{list(args)!r}]\n"
+              "from atlas_engine.cli import main\nmain()\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env)
+    line = [s for s in proc.stdout.splitlines() if s.startswith("BLAS:")]
+    assert line, proc.stdout + proc.stderr
+    return [int(n) for n in line[-1][len("BLAS:"):].split(",") if n]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS has one thread anyway")
+def test_the_atlas_pipeline_loads_blas_with_one_thread(tmp_path):
+    """``aggregate --by atlas:`` asks for one BLAS thread before numpy loads (its idle
+    threads would spin on the cores the imports need); other aggregations are left as they
+    were, which is what shows the check can fail."""
+    missing = str(tmp_path / "none.zarr")
+    atlas = _blas_threads_after("aggregate", missing, "--by", "atlas:x.nii.gz", "--out",
+                                str(tmp_path / "o.csv"))
+    other = _blas_threads_after("aggregate", missing, "--by", "structure", "--out",
+                                str(tmp_path / "o.csv"))
+    assert atlas and set(atlas) == {1}
+    assert other and max(other) > 1

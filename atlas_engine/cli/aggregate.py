@@ -114,6 +114,11 @@ def aggregate_cmd(store: str, by: str, stat: str, genes: str | None, combine: st
     aggregation, with abagen's options under the same names (--ibf-threshold,
     --probe-selection, ...; they apply only to atlas runs). See docs/abagen-pipeline.md.
     """
+    if by.startswith("atlas:"):
+        from ..tuning import single_thread_blas_env
+
+        # before numpy and scipy load: the pipeline runs BLAS on one thread (process_tuning)
+        single_thread_blas_env()
     from ..aggregate.api import aggregate
     from ..report.tables import write_result
     from ..sources.donors import resolve_donors

@@ -63,12 +63,11 @@ def convert_cmd(src: str, store: str, dtype: str, donors: str | None, dataset: s
     convert writes a store at a time; a damaged donor is rewritten with
     --donors ID --force.
     """
-    import os
+    from ..tuning import single_thread_blas_env
 
     # conversion does no linear algebra: without this, the BLAS thread pools numpy and scipy
     # start spin on the cores the inflaters need (set before numpy is first imported)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    single_thread_blas_env("OMP_NUM_THREADS")
 
     from ..convert.api import convert
     from ..tuning import CONVERT_SWITCH_INTERVAL, process_tuning

@@ -76,8 +76,10 @@ def run_cmd(out: str, data_dir: str | None, base_url: str | None, donors: str,
 
 def _run(*, demo: dict | None = None, scheduler: str | None, workers: int | None,
          memory_limit: str | None, collapse: str, **kw) -> None:  # type: ignore[no-untyped-def]
+    from ..tuning import process_tuning, single_thread_blas_env
+
+    single_thread_blas_env("OMP_NUM_THREADS")  # as convert: before numpy and scipy load
     from ..job import run_demo, run_job
-    from ..tuning import process_tuning
 
     with execution(scheduler, workers, memory_limit), process_tuning():
         common = dict(collapse=_collapse(collapse), memory_limit=memory_limit,
