@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from installed import compile_package
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -197,6 +198,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate the in-process child and the command this many times")
     args = ap.parse_args()
+    if not (args.child or args.session_child):
+        compile_package()  # as an installed copy: see installed.py
     if args.session_child:
         store, out, *pairs = args.session_child
         session_child(store, pairs, out)

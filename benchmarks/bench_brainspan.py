@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_command import compare, print_table  # noqa: E402
+from installed import compile_package  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--raw", required=True, type=Path)
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    compile_package()  # as an installed copy: see installed.py
     zpath = args.raw / "genes_matrix_csv.zip"
     with zipfile.ZipFile(zpath) as zf:
         rows = pd.read_csv(zf.open("rows_metadata.csv"), keep_default_na=False)

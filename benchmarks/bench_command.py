@@ -24,6 +24,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from installed import compile_package
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -93,6 +95,7 @@ def main() -> None:
     ap.add_argument("--raw", required=True, type=Path)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    compile_package()  # as an installed copy: see installed.py
     src = extract(args.raw)
     exe = str(Path(sys.executable).with_name("atlas-engine"))
     rows = []

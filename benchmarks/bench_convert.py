@@ -34,6 +34,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from installed import compile_package
+
 
 def _reader(imports: str, float_kind: str, int_kind: str, body: str) -> str:
     """A baseline script: for each CSV path in argv, ``body`` reads it with ``kind`` (the
@@ -192,6 +194,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="timed rounds (default 1)")
     ap.add_argument("--skip-pandas", action="store_true")
     args = ap.parse_args()
+    compile_package()  # as an installed copy: see installed.py
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_convert_"))
     work.mkdir(parents=True, exist_ok=True)
     if args.extracted is not None:

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from installed import compile_package
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,6 +74,7 @@ def main() -> None:
                     help="another checkout of the package to compare with")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    compile_package()  # as an installed copy: see installed.py
     trees = {"this": ROOT}
     if args.before is not None:
         trees = {"before": args.before.resolve(), **trees}
