@@ -116,9 +116,11 @@ def test_the_atlas_pipeline_loads_blas_with_one_thread(tmp_path):
     threads would spin on the cores the imports need); other aggregations are left as they
     were, which is what shows the check can fail."""
     missing = str(tmp_path / "none.zarr")
-    atlas = _blas_threads_after("aggregate", missing, "--by", "atlas:x.nii.gz", "--out",
-                                str(tmp_path / "o.csv"))
     other = _blas_threads_after("aggregate", missing, "--by", "structure", "--out",
                                 str(tmp_path / "o.csv"))
+    if not other:
+        pytest.skip("numpy here is not built with OpenBLAS")
+    atlas = _blas_threads_after("aggregate", missing, "--by", "atlas:x.nii.gz", "--out",
+                                str(tmp_path / "o.csv"))
+    assert max(other) > 1
     assert atlas and set(atlas) == {1}
-    assert other and max(other) > 1
