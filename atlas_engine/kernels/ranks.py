@@ -133,10 +133,12 @@ def _ranks_plain(order: np.ndarray, slot: np.ndarray, inc: np.ndarray, out: np.n
 
 
 @njit(nogil=True, cache=True)
-def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, widths: np.ndarray,
-                        d1: np.ndarray, d2: np.ndarray, pos1: np.ndarray, pos2: np.ndarray,
-                        shared: np.ndarray) -> np.ndarray:
-    n_donors, p, width = vals.shape
+def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, offsets: np.ndarray,
+                        widths: np.ndarray, d1: np.ndarray, d2: np.ndarray, pos1: np.ndarray,
+                        pos2: np.ndarray, shared: np.ndarray) -> np.ndarray:
+    p = vals.shape[0]
+    n_donors = widths.size
+    width = pos1.shape[1]
     n_pairs = d1.size
     out = np.empty(p)
     ra = np.empty(width + 1)
@@ -150,27 +152,28 @@ def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, widths: np.ndarray
     plain = np.empty(n_donors, dtype=np.bool_)
     for row in range(p):
         for d in range(n_donors):
-            plain[d] = _plain_row(vals[d, row, :widths[d]], orders[d, row, :widths[d]])
+            o = offsets[d]
+            plain[d] = _plain_row(vals[row, o:o + widths[d]], orders[row, o:o + widths[d]])
         total = 0.0
         for q in range(n_pairs):
             a = d1[q]
             b = d2[q]
             n = shared[q]
-            wa = widths[a]
-            wb = widths[b]
+            oa, wa = offsets[a], widths[a]
+            ob, wb = offsets[b], widths[b]
             if n < 2:
                 total += np.nan
                 continue
             if plain[a]:
-                _ranks_plain(orders[a, row, :wa], slot1[q], inc1[q], ra)
-            elif not _ranks_from_order(vals[a, row, :wa], orders[a, row, :wa], pos1[q, :wa],
-                                       ra):
+                _ranks_plain(orders[row, oa:oa + wa], slot1[q], inc1[q], ra)
+            elif not _ranks_from_order(vals[row, oa:oa + wa], orders[row, oa:oa + wa],
+                                       pos1[q, :wa], ra):
                 total += np.nan
                 continue
             if plain[b]:
-                _ranks_plain(orders[b, row, :wb], slot2[q], inc2[q], rb)
-            elif not _ranks_from_order(vals[b, row, :wb], orders[b, row, :wb], pos2[q, :wb],
-                                       rb):
+                _ranks_plain(orders[row, ob:ob + wb], slot2[q], inc2[q], rb)
+            elif not _ranks_from_order(vals[row, ob:ob + wb], orders[row, ob:ob + wb],
+                                       pos2[q, :wb], rb):
                 total += np.nan
                 continue
             total += _rank_pearson(ra, rb, n, (n + 1) / 2.0)
@@ -184,27 +187,24 @@ def mean_pair_spearman(means: list[np.ndarray], pairs: list[tuple[int, int]],
     columns of the pair's two donors that are compared), summed in pair order (a NaN pair
     gives NaN). One pass over the rows with every pair of a row at once, so a row's values
     stay in cache."""
-    p = means[0].shape[0]
-    width = max(m.shape[1] for m in means)
-    vals = np.full((len(means), p, width), np.nan)
-    for d, m in enumerate(means):
-        vals[d, :, :m.shape[1]] = m
-    return mean_pair_spearman_padded(vals, [m.shape[1] for m in means], pairs, cols)
+    vals = np.hstack([np.asarray(m, dtype=np.float64) for m in means])
+    return mean_pair_spearman_side_by_side(vals, [m.shape[1] for m in means], pairs, cols)
 
 
-def mean_pair_spearman_padded(vals: np.ndarray, widths: list[int],
-                              pairs: list[tuple[int, int]],
-                              cols: list[tuple[np.ndarray, np.ndarray]],
-                              orders: np.ndarray | None = None) -> np.ndarray:
-    """:func:`mean_pair_spearman` of the donors' means stored in one ``(donors, rows,
-    width)`` float64 array (donor ``d``'s in ``vals[d, :, :widths[d]]``; the rest is not
-    read), e.g. written there by the kernel computing them. ``orders``: an int32 array of
-    the same shape to use as scratch (allocated when None)."""
-    n_donors, p, width = vals.shape
+def mean_pair_spearman_side_by_side(vals: np.ndarray, widths: list[int],
+                                    pairs: list[tuple[int, int]],
+                                    cols: list[tuple[np.ndarray, np.ndarray]],
+                                    orders: np.ndarray | None = None) -> np.ndarray:
+    """:func:`mean_pair_spearman` of the donors' means stored side by side in one ``(rows,
+    sum(widths))`` float64 array (donor ``d``'s in the ``widths[d]`` columns after the
+    previous donors'; no padding), e.g. written there by the kernel computing them.
+    ``orders``: an int32 array of the same shape to use as scratch (allocated when None)."""
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    width = max(widths)
     if orders is None:
         orders = np.empty(vals.shape, dtype=np.int32)
-    for d in range(n_donors):
-        orders[d, :, :widths[d]] = row_order(vals[d, :, :widths[d]])
+    for o, w in zip(offsets.tolist(), widths, strict=True):
+        orders[:, o:o + w] = row_order(vals[:, o:o + w])
     pos1 = np.full((len(pairs), width), -1, dtype=np.int64)
     pos2 = np.full((len(pairs), width), -1, dtype=np.int64)
     shared = np.zeros(len(pairs), dtype=np.int64)
@@ -214,5 +214,5 @@ def mean_pair_spearman_padded(vals: np.ndarray, widths: list[int],
         shared[q] = len(ca)
     d1 = np.asarray([a for a, _ in pairs], dtype=np.int64)
     d2 = np.asarray([b for _, b in pairs], dtype=np.int64)
-    return _mean_pair_spearman(vals, orders, np.asarray(widths, dtype=np.int64), d1, d2, pos1,
-                               pos2, shared)
+    return _mean_pair_spearman(vals, orders, offsets, np.asarray(widths, dtype=np.int64), d1,
+                               d2, pos1, pos2, shared)

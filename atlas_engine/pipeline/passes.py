@@ -70,23 +70,27 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
              ordered: list[bool], col_ranges: list[list[tuple[int, int]]], a: int, b: int,
              local: np.ndarray, widths: list[int], pairs: list[tuple[int, int]],
              shared: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    from ..kernels.ranks import mean_pair_spearman_padded
+    from ..kernels.ranks import mean_pair_spearman_side_by_side
 
-    # every donor's structure means of the block written straight into one padded array
-    # (reused by this thread's next block, like the decoded block itself); Kahan-summed in
-    # sample order as pandas' groupby mean in abagen, so the ranks see the same ties (values
-    # saturated at one level give means equal in pandas that plain sums can split)
-    shape = (len(arrays), len(local), max(widths))
+    # every donor's structure means of the block written straight into one array, the
+    # donors side by side (reused by this thread's next block, like the decoded block
+    # itself; no padding to the widest donor: a third less than a donors × rows × widest
+    # array on AHBA's 97–224 structures); Kahan-summed in sample order as pandas' groupby
+    # mean in abagen, so the ranks see the same ties (values saturated at one level give
+    # means equal in pandas that plain sums can split)
+    shape = (len(local), sum(widths))
     vals = thread_buffer("ds_vals", shape, np.float64)
     orders = thread_buffer("ds_orders", shape, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
     for k, (src, arr, (sids, codes)) in enumerate(zip(srcs, arrays, groups, strict=True)):
+        mine = vals[:, offsets[k]:offsets[k] + len(sids)]
         if not ordered[k]:
-            group_mean_select(arr.read(a, b), local, src, codes, len(sids),
-                              out=vals[k, :, :len(sids)], compensated=True)
+            group_mean_select(arr.read(a, b), local, src, codes, len(sids), out=mine,
+                              compensated=True)
             continue
         # columns in increasing order: one chunk at a time (a chunk in memory, not a chunk
         # row), the sums added in the same order
-        sums = vals[k, :, :len(sids)]
+        sums = mine
         sums[...] = 0.0
         counts = thread_buffer("ds_counts", sums.shape, np.float64)
         counts[...] = 0.0
@@ -97,7 +101,7 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
                 group_sum_select(arr.read_chunk(a, j), local, src[c0:c1] - j * arr.chunks[1],
                                  codes[c0:c1], sums, counts, comp)
         finish_means(sums, counts)
-    return mean_pair_spearman_padded(vals, widths, pairs, shared, orders)
+    return mean_pair_spearman_side_by_side(vals, widths, pairs, shared, orders)
 
 
 def ds_scores(url: str, donors: Sequence[int], srcs: Sequence[np.ndarray],
