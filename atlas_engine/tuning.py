@@ -22,8 +22,9 @@ What it sets, and why (each measured on the full six donors, 2 cores):
 * BLAS libraries not yet loaded asked for one thread (:func:`single_thread_blas_env`, before
   the imports): OpenBLAS starts its threads when it is loaded and each spins ~0.1 s waiting
   for work; numpy and scipy bring two copies, so a command that loads both spends ~0.2 CPU-s
-  of its 2 cores on idle threads while it is importing (a second atlas from the cache: 2.88–
-  3.16 s against 3.29–3.81 s). An explicit ``OPENBLAS_NUM_THREADS`` is kept.
+  of its 2 cores on idle threads while it is importing (a second atlas from the cache, five
+  alternated runs: 2.88–3.75 s, four of them ≤ 3.16 s, against 3.29–3.81 s). An explicit
+  ``OPENBLAS_NUM_THREADS`` is kept.
 * optionally a shorter thread switch interval (conversion: 0.5 ms instead of 5 ms, so a
   stream thread returning from a GIL-free inflate does not wait up to 5 ms behind a thread
   writing tables). Restored afterwards.
@@ -43,12 +44,17 @@ CONVERT_SWITCH_INTERVAL = 0.0005
 
 
 def single_thread_blas_env(*names: str) -> None:
-    """Set ``OPENBLAS_NUM_THREADS`` (and any further variables in ``names``, e.g.
-    ``OMP_NUM_THREADS``) to 1 unless already set, for BLAS libraries loaded from now on.
+    """Set ``OPENBLAS_NUM_THREADS`` (and any further variables in ``names``) to 1 unless
+    already set, for BLAS libraries loaded from now on.
 
     For the command line only, called before numpy or scipy is imported: it changes the
     process environment (inherited by local Dask workers, whose BLAS then has one thread
     too, as :func:`process_tuning` gives the main process).
+
+    Parameters
+    ----------
+    *names : str
+        Further environment variables to set to 1 the same way, e.g. ``"OMP_NUM_THREADS"``.
     """
     import os
 
