@@ -191,6 +191,11 @@ def mean_pair_spearman(means: list[np.ndarray], pairs: list[tuple[int, int]],
     return mean_pair_spearman_side_by_side(vals, [m.shape[1] for m in means], pairs, cols)
 
 
+def side_by_side_offsets(widths: list[int]) -> np.ndarray:
+    """The first column of each donor's block in a side-by-side array of ``widths``."""
+    return np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+
+
 def mean_pair_spearman_side_by_side(vals: np.ndarray, widths: list[int],
                                     pairs: list[tuple[int, int]],
                                     cols: list[tuple[np.ndarray, np.ndarray]],
@@ -199,7 +204,7 @@ def mean_pair_spearman_side_by_side(vals: np.ndarray, widths: list[int],
     sum(widths))`` float64 array (donor ``d``'s in the ``widths[d]`` columns after the
     previous donors'; no padding), e.g. written there by the kernel computing them.
     ``orders``: an int32 array of the same shape to use as scratch (allocated when None)."""
-    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    offsets = side_by_side_offsets(widths)
     width = max(widths)
     if orders is None:
         orders = np.empty(vals.shape, dtype=np.int32)

@@ -70,7 +70,7 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
              ordered: list[bool], col_ranges: list[list[tuple[int, int]]], a: int, b: int,
              local: np.ndarray, widths: list[int], pairs: list[tuple[int, int]],
              shared: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    from ..kernels.ranks import mean_pair_spearman_side_by_side
+    from ..kernels.ranks import mean_pair_spearman_side_by_side, side_by_side_offsets
 
     # every donor's structure means of the block written straight into one array, the
     # donors side by side (reused by this thread's next block, like the decoded block
@@ -81,16 +81,15 @@ def _ds_task(arrays: list[BlockArray], srcs: list[np.ndarray], groups: list[tupl
     shape = (len(local), sum(widths))
     vals = thread_buffer("ds_vals", shape, np.float64)
     orders = thread_buffer("ds_orders", shape, np.int32)
-    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
+    offsets = side_by_side_offsets(widths).tolist()
     for k, (src, arr, (sids, codes)) in enumerate(zip(srcs, arrays, groups, strict=True)):
-        mine = vals[:, offsets[k]:offsets[k] + len(sids)]
+        sums = vals[:, offsets[k]:offsets[k] + len(sids)]   # this donor's means, once summed
         if not ordered[k]:
-            group_mean_select(arr.read(a, b), local, src, codes, len(sids), out=mine,
+            group_mean_select(arr.read(a, b), local, src, codes, len(sids), out=sums,
                               compensated=True)
             continue
         # columns in increasing order: one chunk at a time (a chunk in memory, not a chunk
         # row), the sums added in the same order
-        sums = mine
         sums[...] = 0.0
         counts = thread_buffer("ds_counts", sums.shape, np.float64)
         counts[...] = 0.0
