@@ -8,10 +8,13 @@ do); IQR = 0 gives inf/NaN exactly as the numpy version.
 The median and the quartiles are order statistics at fixed ranks (the k-th and (k+1)-th for
 each linear interpolation). They are read off numpy's sort of a block of slices (numpy sorts
 float64 with SIMD quicksort: measured 4–6× faster than a scalar quickselect over the same
-slices on this data), combined with numpy's own formulas; numpy's (SIMD) exp then one
-numba pass per slice compute the logistic, the min and max, and the rescale in place (the
-numpy version's operations in its order: results agree bit for bit on the tests). Blocks of
-slices keep the temporaries small. These run serially on the calling thread: the pipeline
+slices on this data), combined with numpy's own formulas. Then one numba pass per slice
+computes -(x - med) / s, its exp, the logistic, the min and max, and a second the rescale, in
+place (the numpy version's operations in its order). The exp is :mod:`.expglibc`'s, which
+gives numpy's result bit for bit where numpy's exp is glibc's (checked once per process;
+elsewhere numpy's exp is called on the block, then a numba pass does the rest), so results
+agree with the numpy version bit for bit on the tests. Blocks of slices keep the temporaries
+small. These run serially on the calling thread: the pipeline
 splits its matrices into Dask tasks (:mod:`.passes`), which is where the parallelism is.
 
 * :func:`srs_columns` normalises each column of a 2-D array;
@@ -25,6 +28,8 @@ from collections.abc import Callable
 
 import numpy as np
 from numba import njit
+
+from .expglibc import fast_exp, glibc_exp, matches_numpy, outside_fast_range
 
 #: interquartile range of the standard normal, 2·√2·erfinv(½) (robust scale → standard
 #: deviation): the float64 that ``2.0 * np.sqrt(2.0) * scipy.special.erfinv(0.5)`` gives
@@ -92,6 +97,65 @@ def _logistic_rescale(e: np.ndarray, bad: np.ndarray) -> None:
             e[r, i] = np.nan if nan else (e[r, i] - lo) / (hi - lo)
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def _sigmoid_row(row: np.ndarray, m: float, sc: float) -> None:
+    """``row[:] = 1 / (1 + exp(-(row - m) / sc))`` in place, exp by :mod:`.expglibc`: one
+    loop for the argument, one for exp and the logistic, without branches (so both
+    vectorise) unless an argument lies outside :func:`.expglibc.fast_exp`'s range."""
+    special = False
+    for i in range(row.size):
+        t = -(row[i] - m) / sc
+        row[i] = t
+        special |= outside_fast_range(t)
+    if special:
+        for i in range(row.size):
+            row[i] = 1.0 / (1.0 + glibc_exp(row[i]))
+    else:
+        for i in range(row.size):
+            row[i] = 1.0 / (1.0 + fast_exp(row[i]))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _has_nan(row: np.ndarray) -> bool:
+    found = False
+    for i in range(row.size):
+        found |= row[i] != row[i]
+    return found
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"nnan", "nsz"})
+def _min_max(row: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest value of a NaN-free row (the flags let the loop vectorise; the
+    values are in [0, 1] with no -0.0, so they change nothing)."""
+    lo = np.inf
+    hi = -np.inf
+    for i in range(row.size):
+        v = row[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    return lo, hi
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _sigmoid_rescale(g: np.ndarray, med: np.ndarray, s: np.ndarray, bad: np.ndarray) -> None:
+    """In place, per row of ``g``: e = exp(-(x - med) / s), the logistic 1 / (1 + e) and the
+    min-max rescale, as :func:`_logistic_rescale` after numpy's operations (rows flagged
+    ``bad`` and rows whose logistic has a NaN become NaN)."""
+    for r in range(g.shape[0]):
+        row = g[r]
+        if bad[r]:
+            row[:] = np.nan
+            continue
+        _sigmoid_row(row, med[r], s[r])
+        if _has_nan(row):
+            row[:] = np.nan
+            continue
+        lo, hi = _min_max(row)
+        d = hi - lo
+        for i in range(row.size):
+            row[i] = (row[i] - lo) / d
+
+
 def _srs_block(g: np.ndarray) -> np.ndarray:
     """Scaled robust sigmoid of each row of the C-ordered float64 block ``g``, in place."""
     if g.shape[1] == 0:
@@ -101,7 +165,12 @@ def _srs_block(g: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         med, s = _centre_scale(srt)
     del srt
-    # -(x - med) / s with numpy's (SIMD) exp, as the numpy version computes it
+    if matches_numpy():
+        # -(x - med) / s, exp, logistic and rescale in one numba pass: numpy's exp's results
+        # (see .expglibc), without a pass over the block per operation
+        _sigmoid_rescale(g, med, s, bad)
+        return g
+    # -(x - med) / s with numpy's exp, as the numpy version computes it
     with np.errstate(all="ignore"):
         g -= med[:, None]
         np.negative(g, out=g)
