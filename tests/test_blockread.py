@@ -151,18 +151,27 @@ def test_node_attributes_and_store_format_read_zarr_json_directly(tmp_path):
     assert node_attributes(str(root)) is None
 
 
-@pytest.mark.parametrize("mapped", [True, False])
+@pytest.mark.parametrize("mapped", [True, False, "unsupported"])
 def test_chunks_read_mapped_or_buffered_alike_and_an_empty_file_is_refused(tmp_path,
                                                                           monkeypatch, mapped):
     """Local chunk files are mapped where the platform allows it, read into a buffer
-    elsewhere: the same values either way, and a chunk file emptied by damage is refused
-    with its coordinates (a zero-length file cannot be mapped)."""
+    elsewhere or where the file system refuses the mapping: the same values either way, and
+    a chunk file emptied by damage is refused with its coordinates (a zero-length file
+    cannot be mapped)."""
     from atlas_engine.errors import DamagedStoreError
     from atlas_engine.store import chunkio
     from atlas_engine.store.blockread import read_rows
 
     if not mapped:
         monkeypatch.setattr(chunkio, "_MAP_FLAGS", None)
+    calls = []
+
+    def no_mapping(*args, **kwargs):  # a file system that cannot map files
+        calls.append(args)
+        raise OSError(19, "No such device")
+
+    if mapped == "unsupported":
+        monkeypatch.setattr(chunkio.mmap, "mmap", no_mapping)
     root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
     x = np.random.default_rng(3).normal(size=(300, 40))
     arr = root.create_array("M", shape=x.shape, chunks=(100, 40), dtype="float64",
@@ -175,3 +184,4 @@ def test_chunks_read_mapped_or_buffered_alike_and_an_empty_file_is_refused(tmp_p
     with pytest.raises(DamagedStoreError, match=r"array M, chunk \(2, 0\)"):
         read_rows(url, "M", 250, 300)
     np.testing.assert_array_equal(read_rows(url, "M", 0, 200), x[:200])
+    assert bool(calls) == (mapped == "unsupported")

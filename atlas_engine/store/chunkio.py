@@ -70,9 +70,11 @@ def _read_mapped_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.nda
             size = os.fstat(fh.fileno()).st_size
             mapped = (mmap.mmap(fh.fileno(), size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
                       if size else None)
-        except OSError as exc:
-            raise damaged(plan["url"], plan["path"], _coords(i, j),
-                          f"cannot be read ({exc})") from None
+        except OSError:                 # a file system that cannot map files: read it
+            mapped = False
+    if mapped is False:
+        raw = _chunk_file(i, j, plan)
+        return None if raw is None else _decode_chunk(raw, i, j, plan, dest)
     if mapped is None:                  # an empty file: refused by the decoder
         return _decode_chunk(np.zeros(0, dtype=np.uint8), i, j, plan, dest)
     if dest is None:                    # the result never points into the mapping
