@@ -30,13 +30,20 @@ class IntensityFilter:
     threshold: float
 
     def reasons(self) -> list[str]:
+        """Why each probe was kept or dropped, one sentence per probe. Probes share few
+        distinct (kept, share) pairs, so each pair's sentence is formatted once."""
         frac = self.fraction if self.fraction.ndim == 1 else self.fraction.min(axis=1)
         word = "above background in" if self.fraction.ndim == 1 else "lowest donor share"
-        return [
-            f"{'kept' if k else 'dropped'} by intensity filter: {word} {f:.3f} "
-            f"{'>=' if k else '<'} {self.threshold:g}"
-            for k, f in zip(self.keep.tolist(), frac.tolist(), strict=True)
-        ]
+        if not len(frac):
+            return []
+        keep = np.asarray(self.keep, dtype=bool)
+        shares, which = np.unique(np.asarray(frac, dtype=np.float64), return_inverse=True)
+        pairs, where = np.unique(which.reshape(-1) * 2 + keep, return_inverse=True)
+        text = np.array([
+            f"{'kept' if p % 2 else 'dropped'} by intensity filter: {word} "
+            f"{shares[p // 2]:.3f} {'>=' if p % 2 else '<'} {self.threshold:g}"
+            for p in pairs.tolist()], dtype=object)
+        return text[where.reshape(-1)].tolist()
 
 
 def intensity_filter(

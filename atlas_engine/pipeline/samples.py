@@ -14,18 +14,25 @@ from .registry import check_choice
 
 def hemispheres(structure_ids: np.ndarray, ontology: Ontology) -> np.ndarray:
     """'L' / 'R' / 'B' per sample from the ontology (missing hemisphere → 'B')."""
+    ids, back = _unique_ids(structure_ids)
     hemi = ontology.table["hemisphere"] if "hemisphere" in ontology.table else None
     out = []
-    for s in np.asarray(structure_ids).tolist():
-        h = None if hemi is None else hemi.get(int(s))
+    for s in ids.tolist():     # each structure once
+        h = None if hemi is None else hemi.get(s)
         out.append("B" if h is None or (isinstance(h, float) and np.isnan(h)) or h == "" else str(h))
-    return np.asarray(out, dtype=object)
+    return np.asarray(out, dtype=object)[back]
 
 
 def broad_classes(structure_ids: np.ndarray, ontology: Ontology) -> np.ndarray:
     """abagen's broad class per sample (None when no class id is on the path)."""
-    return np.asarray([ontology.broad_class(int(s)) for s in np.asarray(structure_ids)],
-                      dtype=object)
+    ids, back = _unique_ids(structure_ids)
+    return np.asarray([ontology.broad_class(s) for s in ids.tolist()], dtype=object)[back]
+
+
+def _unique_ids(structure_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct structure ids (as int) and, per sample, the position of its id."""
+    ids, back = np.unique(np.asarray(structure_ids).astype(np.int64), return_inverse=True)
+    return ids, back.reshape(-1)
 
 
 def hemisphere_mismatch(
