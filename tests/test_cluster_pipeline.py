@@ -25,8 +25,8 @@ GOLDEN = Path(__file__).parent / "data" / "abagen_golden"
 PARAMS = json.loads((GOLDEN / "dk_params.json").read_text())
 DK = "desikan-killiany"
 #: the passes of a cold run with abagen's defaults, and of a run from the cache
-COLD = ("_ibf_task", "_ds_task", "_stripe_task", "_srs_rows_task")
-WARM = ("_srs_rows_task",)
+COLD = ("_ibf_task", "_ds_task", "_stripe_task", "_srs_region_sums_task")
+WARM = ("_srs_region_sums_task",)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_local_cluster_runs_the_pipeline_tasks(raw, tmp_path):
         warm = get_expression_data(store, DK, DK)
         again = executed_on_workers(client, COLD)
     assert not any(warm.computed.values())
-    assert again["_srs_rows_task"] > ran["_srs_rows_task"]  # the cached run's region means
+    assert again["_srs_region_sums_task"] > ran["_srs_region_sums_task"]  # the cached run's region means
     assert again["_ibf_task"] == ran["_ibf_task"]           # ... and no IBF pass
     for res in (cold, warm):
         check_frame(res.expression, golden, "defaults")

@@ -19,7 +19,7 @@ from atlas_engine.store.atlas_api import StoreHumanBrainAtlas
 from atlas_engine.testing.server import MirrorServer
 
 #: the passes over the store of a cold atlas run with --probe-selection max_variance
-ATLAS_PASSES = ("_ibf_task", "_moments_task", "_stripe_task", "_srs_rows_task")
+ATLAS_PASSES = ("_ibf_task", "_moments_task", "_stripe_task", "_srs_region_sums_task")
 
 
 def test_demo_end_to_end_offline(tmp_path):

@@ -490,3 +490,36 @@ def test_normalize_blocks_skips_all_nan_samples_and_genes_like_numpy():
     got = normalize_blocks(x.copy(), "srs", "srs")
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
     assert np.isfinite(got[np.arange(30) != 4][:, np.arange(12) != 7]).all()
+
+
+def test_region_means_of_all_donors_in_one_computation_equal_the_per_donor_passes(
+        e2e, tmp_path, monkeypatch):
+    """With the sample-normalised rows in the cache, the donors' region means run as one
+    computation (tasks over blocks of genes, each through every donor); the per-donor
+    passes (used when the orchestrator's region-means function is another) give the same
+    matrix bit for bit, and so do the cold and the cached runs."""
+    import shutil
+
+    from atlas_engine.pipeline import expression as expr
+    from atlas_engine.pipeline import matrix_passes
+
+    path = tmp_path / "s.zarr"
+    shutil.copytree(e2e["store"].url, path, ignore=shutil.ignore_patterns("cache"))
+    batched = []
+    real = matrix_passes.srs_region_sums
+
+    def counting(*args, **kwargs):
+        batched.append(len(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matrix_passes, "srs_region_sums", counting)
+    cold = get_expression_data(str(path), ATLAS, INFO, **FIXED).expression
+    cached = get_expression_data(str(path), ATLAS, INFO, **FIXED).expression
+    assert batched == [len(e2e["store"].donors)] * 2    # every donor in one computation
+    real_means = expr.srs_region_means
+    monkeypatch.setattr(expr, "srs_region_means",
+                        lambda *args, **kwargs: real_means(*args, **kwargs))
+    per_donor = get_expression_data(str(path), ATLAS, INFO, **FIXED).expression
+    assert len(batched) == 2
+    pd.testing.assert_frame_equal(cold, per_donor, check_exact=True)
+    pd.testing.assert_frame_equal(cached, per_donor, check_exact=True)

@@ -314,6 +314,7 @@ def get_expression_data(
         t_read += time.perf_counter() - t1
         regions.add(ds, labels[k], base, normalised)
         del base
+    regions.flush()
     chosen.commit()
     computed["rows"] = chosen.read
     timings["read_rows"] = t_read - chosen.t_sample_norm - chosen.t_cache_write

@@ -48,17 +48,24 @@ def _rows_of(x: Any, r0: int, r1: int) -> Any:
     return x[r0:r1] if isinstance(x, np.ndarray) else x
 
 
+def _gathered_srs(x: Any, r0: int, r1: int, idx: np.ndarray, codes: np.ndarray | None,
+                  n_groups: int) -> np.ndarray:
+    """Rows ``r0:r1`` of the file-backed ``x`` over the columns ``idx`` (gathered into a
+    pooled block), srs-normalised, then averaged per group when ``codes`` is given."""
+    from ..kernels.srs import srs_rows_inplace
+    from ..store.bufferpool import pooled_empty
+
+    g = srs_rows_inplace(x.gather_rows(r0, r1, idx, pooled_empty((r1 - r0, len(idx)),
+                                                                 np.float64)))
+    return g if codes is None else group_mean_rows(g, codes, n_groups)
+
+
 def _srs_rows_task(x: Any, r0: int, r1: int, idx: np.ndarray, codes: np.ndarray | None,
                    n_groups: int) -> np.ndarray:
-    from ..kernels.srs import srs_rows, srs_rows_inplace
+    from ..kernels.srs import srs_rows
 
     if hasattr(x, "gather_rows"):
-        # a file-backed matrix: only the columns ``idx`` gathered, into a pooled block
-        from ..store.bufferpool import pooled_empty
-
-        g = srs_rows_inplace(x.gather_rows(r0, r1, idx, pooled_empty((r1 - r0, len(idx)),
-                                                                     np.float64)))
-        return g if codes is None else group_mean_rows(g, codes, n_groups)
+        return _gathered_srs(x, r0, r1, idx, codes, n_groups)
     block = x if isinstance(x, np.ndarray) else x[r0:r1]
     if codes is None:
         return srs_rows(block, idx)
@@ -80,6 +87,45 @@ def srs_rows(x: Any, cols: np.ndarray | None = None, codes: np.ndarray | None = 
              for r0, r1 in spans]
     return _into(np.empty((x.shape[0], len(idx) if codes is None else n_groups)), spans,
                  tasks, 0)
+
+
+def _srs_region_sums_task(bases: Sequence[Any], cols: Sequence[np.ndarray],
+                          codes: Sequence[np.ndarray], n_groups: int, r0: int, r1: int,
+                          acc_sum: np.ndarray, acc_cnt: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Genes ``r0:r1`` of every donor in turn (:func:`_gathered_srs`), each donor's group
+    means added to a copy of the block's running sum and count (NaN left out), in donor
+    order: the additions the per-donor passes make, block by block."""
+    total, count = acc_sum.copy(), acc_cnt.copy()
+    for x, idx, c in zip(bases, cols, codes, strict=True):
+        v = _gathered_srs(x, r0, r1, idx, c, n_groups)
+        ok = ~np.isnan(v)
+        np.add(total, v, out=total, where=ok)
+        np.add(count, ok, out=count, casting="unsafe")
+    return total, count
+
+
+def srs_region_sums(bases: Sequence[Any], cols: Sequence[np.ndarray],
+                    codes: Sequence[np.ndarray], n_groups: int, acc_sum: np.ndarray,
+                    acc_cnt: np.ndarray) -> None:
+    """Several donors' :func:`srs_rows` group means (file-backed ``bases``: genes × each
+    donor's columns; ``cols`` and ``codes`` per donor) added, NaN left out, to the running
+    genes × groups ``acc_sum`` and ``acc_cnt`` in place, in donor order — the same values
+    as one :func:`srs_rows` pass and one addition per donor — as one Dask computation of
+    tasks over blocks of genes, each doing every donor, so no computation waits for the
+    last block of a donor before the next donor starts."""
+    from ..kernels.srs import rows_per_block
+
+    n = acc_sum.shape[0]
+    widest = max((len(c) for c in cols), default=0)
+    # half the single-donor block: twice the tasks, so the last ones balance the threads
+    spans = _spans(n, max(1, rows_per_block(widest) // 2))
+    idx = [np.asarray(c, dtype=np.int64) for c in cols]
+    results = compute([task(_srs_region_sums_task, list(bases), idx, list(codes), n_groups,
+                            a, b, acc_sum[a:b], acc_cnt[a:b]) for a, b in spans])
+    for (a, b), (total, count) in zip(spans, results, strict=True):
+        acc_sum[a:b] = total
+        acc_cnt[a:b] = count
 
 
 def _srs_columns_task(x: np.ndarray) -> np.ndarray:

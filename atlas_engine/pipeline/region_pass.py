@@ -5,7 +5,10 @@ One donor at a time: :meth:`RegionPass.add` takes a donor's chosen rows (raw or
 sample-normalised, :mod:`.chosen`), normalises the genes over its matched samples and reduces
 them to regions × genes; :meth:`RegionPass.finish` combines the donors. With abagen's
 defaults the gene normalisation and the region means are one pass of Dask tasks over blocks
-of genes (:func:`.donor_norm.srs_region_means`), and the mean over donors is a running sum.
+of genes (:func:`.donor_norm.srs_region_means`), and the mean over donors is a running sum;
+when the rows are in the cache's files every donor waits for :meth:`RegionPass.flush`, one
+computation whose tasks each take a block of genes through all donors
+(:func:`.matrix_passes.srs_region_sums`, same sums in the same order).
 With other options the normalisation (:mod:`.donor_norm`), the region values with their
 pseudo-samples, the pooled samples and the combination over donors are Dask tasks over
 blocks of genes too (:mod:`.matrix_passes`).
@@ -67,8 +70,24 @@ class RegionPass:
         self.acc_sum = np.zeros((n_genes, len(all_labels))) if self.running else None
         self.acc_cnt = (np.zeros(self.acc_sum.shape, dtype=np.int32) if self.running
                         else None)
+        #: donors of the default path whose region means wait for :meth:`flush`: their
+        #: file-backed rows, matched columns and region codes
+        self._pending: list[tuple[Any, np.ndarray, np.ndarray]] = []
+
+    def flush(self) -> None:
+        """Add the waiting donors' region means to the running sum, all donors in one Dask
+        computation (:func:`.matrix_passes.srs_region_sums`), in donor order."""
+        if not self._pending:
+            return
+        bases, cols, codes = zip(*self._pending, strict=True)
+        self._pending = []
+        matrix_passes.srs_region_sums(bases, cols, codes, len(self.all_labels),
+                                      self.acc_sum, self.acc_cnt)
+        del bases
+        release_memory()
 
     def _add_donor(self, values: np.ndarray) -> None:
+        self.flush()    # the donors before this one first: sums in donor order
         if not self.running:
             self.per_donor.append(values)
             return
@@ -106,9 +125,14 @@ class RegionPass:
                 and p.missing != "interpolate" and self.sink is None
                 and check_method(p.gene_norm) == "srs"):
             # the default path: gene norm and region means block by block (no genes ×
-            # samples matrix)
-            self._add_donor(self.region_means(base, cols, label_codes(lab, all_labels),
-                                              len(all_labels)).T)
+            # samples matrix); donors whose rows are in cache files wait for flush(), which
+            # runs them all in one computation
+            codes = label_codes(lab, all_labels)
+            if (self.running and hasattr(base, "gather_rows")
+                    and self.region_means is srs_region_means):
+                self._pending.append((base, cols, codes))
+                return
+            self._add_donor(self.region_means(base, cols, codes, len(all_labels)).T)
             del base
             release_memory()
             return
@@ -151,6 +175,7 @@ class RegionPass:
     def finish(self) -> np.ndarray | None:
         """Regions × genes combined over the donors (None when streamed or with
         ``return_donors``: see :attr:`per_donor`)."""
+        self.flush()
         p = self.p
         fill = (centroid_combine(self.picks, self.dists)
                 if len(self.empty) and self.sink is None else None)
