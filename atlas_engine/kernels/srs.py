@@ -8,13 +8,13 @@ do); IQR = 0 gives inf/NaN exactly as the numpy version.
 The median and the quartiles are order statistics at fixed ranks (the k-th and (k+1)-th for
 each linear interpolation). They are read off numpy's sort of a block of slices (numpy sorts
 float64 with SIMD quicksort: measured 4–6× faster than a scalar quickselect over the same
-slices on this data), combined with numpy's own formulas. Then one numba pass per slice
-computes -(x - med) / s, its exp, the logistic, the min and max, and a second the rescale, in
-place (the numpy version's operations in its order). The exp is :mod:`.expglibc`'s, which
-gives numpy's result bit for bit where numpy's exp is glibc's (checked once per process;
-elsewhere numpy's exp is called on the block, then a numba pass does the rest), so results
-agree with the numpy version bit for bit on the tests. Blocks of slices keep the temporaries
-small. These run serially on the calling thread: the pipeline
+slices on this data), combined with numpy's own formulas. Then numba loops over each slice
+compute -(x - med) / s, its exp and the logistic, the min and max, and the rescale, in place
+(the numpy version's operations in its order; loops without branches, so they vectorise).
+The exp is :mod:`.expglibc`'s, which gives numpy's result bit for bit where numpy's exp is
+glibc's (checked once per process; elsewhere numpy's exp is called on the block, then a numba
+pass does the rest), so results agree with the numpy version bit for bit on the tests. Blocks
+of slices keep the temporaries small. These run serially on the calling thread: the pipeline
 splits its matrices into Dask tasks (:mod:`.passes`), which is where the parallelism is.
 
 * :func:`srs_columns` normalises each column of a 2-D array;

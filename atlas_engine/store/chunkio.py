@@ -2,9 +2,10 @@
 :mod:`~atlas_engine.store.blockread`.
 
 A chunk file is mapped read-only (a local store; read into a reused per-thread buffer where
-mapping is not available) or fetched whole through fsspec (a remote one), its CRC-32C checked (:func:`~atlas_engine.store.integrity.check_chunk`)
-and decoded (Blosc or raw bytes) into the caller's array or a per-thread buffer, following the
-plan of :mod:`~atlas_engine.store.chunkplan`. An unreadable or undecodable chunk, or an absent
+mapping is not available) or fetched whole through fsspec (a remote one), its CRC-32C
+checked (:func:`~atlas_engine.store.integrity.check_chunk`) and decoded (Blosc or raw bytes)
+into the caller's array or a per-thread buffer, following the plan of
+:mod:`~atlas_engine.store.chunkplan`. An unreadable or undecodable chunk, or an absent
 one of an array with a checksum, raises :class:`~atlas_engine.errors.DamagedStoreError`; an
 absent one of an array without a checksum gives None (the caller fills).
 """
