@@ -104,18 +104,25 @@ def test_read_range_refuses_a_damaged_chunk(tmp_path):
         read_range(str(tmp_path / "s.zarr"), "X/data", 150, 260)
 
 
+def _checksummed_matrix(path, seed: int) -> np.ndarray:
+    """A store at ``path`` with one 300 × 40 float64 array ``M`` in 100 × 40 chunks, Blosc
+    then CRC-32C; its values returned."""
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    x = np.random.default_rng(seed).normal(size=(300, 40))
+    arr = root.create_array("M", shape=x.shape, chunks=(100, 40), dtype="float64",
+                            compressors=[zarr.codecs.BloscCodec(cname="lz4"),
+                                         zarr.codecs.Crc32cCodec()])
+    arr[:] = x
+    return x
+
+
 def test_a_damaged_checksummed_chunk_is_refused_and_reads_go_on(tmp_path):
     """A bit flipped in a Blosc chunk with a CRC-32C: the read names the chunk, and the next
     reads of the array's other chunks work."""
     from atlas_engine.errors import DamagedStoreError
     from atlas_engine.store.blockread import read_rows
 
-    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
-    x = np.random.default_rng(2).normal(size=(300, 40))
-    arr = root.create_array("M", shape=x.shape, chunks=(100, 40), dtype="float64",
-                            compressors=[zarr.codecs.BloscCodec(cname="lz4"),
-                                         zarr.codecs.Crc32cCodec()])
-    arr[:] = x
+    x = _checksummed_matrix(tmp_path / "s.zarr", seed=2)
     chunk = tmp_path / "s.zarr" / "M" / "c" / "1" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x08
@@ -172,12 +179,7 @@ def test_chunks_read_mapped_or_buffered_alike_and_an_empty_file_is_refused(tmp_p
 
     if mapped == "unsupported":
         monkeypatch.setattr(chunkio.mmap, "mmap", no_mapping)
-    root = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
-    x = np.random.default_rng(3).normal(size=(300, 40))
-    arr = root.create_array("M", shape=x.shape, chunks=(100, 40), dtype="float64",
-                            compressors=[zarr.codecs.BloscCodec(cname="lz4"),
-                                         zarr.codecs.Crc32cCodec()])
-    arr[:] = x
+    x = _checksummed_matrix(tmp_path / "s.zarr", seed=3)
     url = str(tmp_path / "s.zarr")
     np.testing.assert_array_equal(read_rows(url, "M", 0, 300), x)
     (tmp_path / "s.zarr" / "M" / "c" / "2" / "0").write_bytes(b"")

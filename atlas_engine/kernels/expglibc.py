@@ -122,26 +122,20 @@ def _fma(typingctx, a, b, c):  # noqa: ANN001, ANN202 - numba intrinsic
     return sig, codegen
 
 
-@intrinsic
-def _bits(typingctx, a):  # noqa: ANN001, ANN202 - numba intrinsic
-    """The bits of a float64 as uint64."""
-    sig = types.uint64(types.float64)
+def _bitcast(source: types.Type, target: types.Type, doc: str) -> object:
+    """A numba intrinsic reinterpreting a ``source`` scalar's bits as ``target``."""
+    def cast(typingctx, a):  # noqa: ANN001, ANN202 - numba intrinsic
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            return builder.bitcast(args[0], context.get_value_type(target))
 
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        return builder.bitcast(args[0], context.get_value_type(types.uint64))
+        return target(source), codegen
 
-    return sig, codegen
+    cast.__doc__ = doc
+    return intrinsic(cast)
 
 
-@intrinsic
-def _double(typingctx, a):  # noqa: ANN001, ANN202 - numba intrinsic
-    """The float64 of a uint64's bits."""
-    sig = types.float64(types.uint64)
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return sig, codegen
+_bits = _bitcast(types.float64, types.uint64, "The bits of a float64 as uint64.")
+_double = _bitcast(types.uint64, types.float64, "The float64 of a uint64's bits.")
 
 
 @njit(nogil=True, cache=True, inline="always")
