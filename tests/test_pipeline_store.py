@@ -341,6 +341,7 @@ def test_failed_run_leaves_no_temporary_cache_entry(e2e, tmp_path, monkeypatch):
     import shutil
 
     from atlas_engine.pipeline import expression as expr
+    from atlas_engine.pipeline import matrix_passes
 
     path = tmp_path / "s.zarr"
     shutil.copytree(e2e["store"].url, path, ignore=shutil.ignore_patterns("cache"))
@@ -348,7 +349,8 @@ def test_failed_run_leaves_no_temporary_cache_entry(e2e, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(expr, "srs_region_means", fail)
+    monkeypatch.setattr(expr, "srs_region_means", fail)     # rows in memory
+    monkeypatch.setattr(matrix_passes, "srs_region_sums", fail)  # rows in the cache's files
     with pytest.raises(RuntimeError, match="interrupted"):
         get_expression_data(str(path), ATLAS, INFO, ibf_threshold=0.33, **FIXED)
     left = [q.name for q in (path / "cache").iterdir()] if (path / "cache").exists() else []
@@ -494,13 +496,12 @@ def test_normalize_blocks_skips_all_nan_samples_and_genes_like_numpy():
 
 def test_region_means_of_all_donors_in_one_computation_equal_the_per_donor_passes(
         e2e, tmp_path, monkeypatch):
-    """With the sample-normalised rows in the cache, the donors' region means run as one
-    computation (tasks over blocks of genes, each through every donor); the per-donor
-    passes (used when the orchestrator's region-means function is another) give the same
-    matrix bit for bit, and so do the cold and the cached runs."""
+    """With the sample-normalised rows in the cache's files, the donors' region means run as
+    one computation (tasks over blocks of genes, each through every donor); without the
+    cache the rows are in memory and each donor is its own pass. The same matrix bit for
+    bit, cold and cached."""
     import shutil
 
-    from atlas_engine.pipeline import expression as expr
     from atlas_engine.pipeline import matrix_passes
 
     path = tmp_path / "s.zarr"
@@ -513,13 +514,10 @@ def test_region_means_of_all_donors_in_one_computation_equal_the_per_donor_passe
         return real(*args, **kwargs)
 
     monkeypatch.setattr(matrix_passes, "srs_region_sums", counting)
+    per_donor = get_expression_data(str(path), ATLAS, INFO, cache=False, **FIXED).expression
+    assert batched == []
     cold = get_expression_data(str(path), ATLAS, INFO, **FIXED).expression
     cached = get_expression_data(str(path), ATLAS, INFO, **FIXED).expression
     assert batched == [len(e2e["store"].donors)] * 2    # every donor in one computation
-    real_means = expr.srs_region_means
-    monkeypatch.setattr(expr, "srs_region_means",
-                        lambda *args, **kwargs: real_means(*args, **kwargs))
-    per_donor = get_expression_data(str(path), ATLAS, INFO, **FIXED).expression
-    assert len(batched) == 2
     pd.testing.assert_frame_equal(cold, per_donor, check_exact=True)
     pd.testing.assert_frame_equal(cached, per_donor, check_exact=True)

@@ -48,8 +48,9 @@ class RegionPass:
     sink : RegionStream, optional
         Where a streamed run spills each donor (``out=``).
     region_means : callable, optional
-        The default path's gene normalisation + region means (:func:`.donor_norm.
-        srs_region_means`; the orchestrator passes its own reference).
+        The default path's gene normalisation + region means of one donor whose rows are
+        in memory (:func:`.donor_norm.srs_region_means`; the orchestrator passes its own
+        reference); rows in the cache's files go to :meth:`flush` instead.
     """
 
     def __init__(self, params: PipelineParams, atlas: VolumeAtlas, all_labels: np.ndarray,
@@ -83,7 +84,6 @@ class RegionPass:
         self._pending = []
         matrix_passes.srs_region_sums(bases, cols, codes, len(self.all_labels),
                                       self.acc_sum, self.acc_cnt)
-        del bases
         release_memory()
 
     def _add_donor(self, values: np.ndarray) -> None:
@@ -128,8 +128,7 @@ class RegionPass:
             # samples matrix); donors whose rows are in cache files wait for flush(), which
             # runs them all in one computation
             codes = label_codes(lab, all_labels)
-            if (self.running and hasattr(base, "gather_rows")
-                    and self.region_means is srs_region_means):
+            if self.running and hasattr(base, "gather_rows"):
                 self._pending.append((base, cols, codes))
                 return
             self._add_donor(self.region_means(base, cols, codes, len(all_labels)).T)
