@@ -73,31 +73,6 @@ def _centre_scale(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _logistic_rescale(e: np.ndarray, bad: np.ndarray) -> None:
-    """In place, per row of ``e`` = exp(-(x - med) / s): the logistic 1 / (1 + e), then the
-    min-max rescale (rows flagged ``bad`` and rows whose logistic has a NaN become NaN)."""
-    n = e.shape[1]
-    for r in range(e.shape[0]):
-        if bad[r]:
-            for i in range(n):
-                e[r, i] = np.nan
-            continue
-        lo = np.inf
-        hi = -np.inf
-        nan = False
-        for i in range(n):
-            v = 1.0 / (1.0 + e[r, i])
-            e[r, i] = v
-            if np.isnan(v):
-                nan = True
-            else:
-                lo = min(lo, v)
-                hi = max(hi, v)
-        for i in range(n):
-            e[r, i] = np.nan if nan else (e[r, i] - lo) / (hi - lo)
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
 def _sigmoid_row(row: np.ndarray, m: float, sc: float) -> None:
     """``row[:] = 1 / (1 + exp(-(row - m) / sc))`` in place, exp by :mod:`.expglibc`: one
     loop for the argument, one for exp and the logistic, without branches (so both
@@ -137,23 +112,43 @@ def _min_max(row: np.ndarray) -> tuple[float, float]:
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def _rescale_row(row: np.ndarray) -> None:
+    """The min-max rescale of a row of logistic values in place (all NaN when one is)."""
+    if _has_nan(row):
+        row[:] = np.nan
+        return
+    lo, hi = _min_max(row)
+    d = hi - lo
+    for i in range(row.size):
+        row[i] = (row[i] - lo) / d
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def _sigmoid_rescale(g: np.ndarray, med: np.ndarray, s: np.ndarray, bad: np.ndarray) -> None:
-    """In place, per row of ``g``: e = exp(-(x - med) / s), the logistic 1 / (1 + e) and the
-    min-max rescale, as :func:`_logistic_rescale` after numpy's operations (rows flagged
-    ``bad`` and rows whose logistic has a NaN become NaN)."""
+    """In place, per row of ``g``: e = exp(-(x - med) / s) (:func:`_sigmoid_row`), the
+    logistic 1 / (1 + e) and the min-max rescale (rows flagged ``bad`` and rows whose
+    logistic has a NaN become NaN)."""
     for r in range(g.shape[0]):
-        row = g[r]
+        if bad[r]:
+            g[r] = np.nan
+            continue
+        _sigmoid_row(g[r], med[r], s[r])
+        _rescale_row(g[r])
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _logistic_rescale(e: np.ndarray, bad: np.ndarray) -> None:
+    """In place, per row of ``e`` = exp(-(x - med) / s) computed by numpy (where
+    :func:`.expglibc.matches_numpy` is false): the logistic 1 / (1 + e), then
+    :func:`_rescale_row` (rows flagged ``bad`` become NaN)."""
+    for r in range(e.shape[0]):
+        row = e[r]
         if bad[r]:
             row[:] = np.nan
             continue
-        _sigmoid_row(row, med[r], s[r])
-        if _has_nan(row):
-            row[:] = np.nan
-            continue
-        lo, hi = _min_max(row)
-        d = hi - lo
         for i in range(row.size):
-            row[i] = (row[i] - lo) / d
+            row[i] = 1.0 / (1.0 + row[i])
+        _rescale_row(row)
 
 
 def _srs_block(g: np.ndarray) -> np.ndarray:
