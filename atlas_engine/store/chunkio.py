@@ -66,18 +66,16 @@ def _read_mapped_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.nda
     fh = _open_chunk(i, j, plan)
     if fh is None:
         return None
+    # a file that cannot be mapped (empty: ValueError; a file system refusing it: OSError)
+    # is read into the buffer instead, where an empty one is refused by the decoder
     with fh:
         try:
-            size = os.fstat(fh.fileno()).st_size
-            mapped = (mmap.mmap(fh.fileno(), size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
-                      if size else None)
-        except OSError:                 # a file system that cannot map files: read it
-            mapped = False
-    if mapped is False:
+            mapped = mmap.mmap(fh.fileno(), 0, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            mapped = None
+    if mapped is None:
         raw = _chunk_file(i, j, plan)
         return None if raw is None else _decode_chunk(raw, i, j, plan, dest)
-    if mapped is None:                  # an empty file: refused by the decoder
-        return _decode_chunk(np.zeros(0, dtype=np.uint8), i, j, plan, dest)
     if dest is None:                    # the result never points into the mapping
         dest = _scratch("chunk", int(np.prod(plan["chunks"])) * plan["dtype"].itemsize)
     raw = np.frombuffer(mapped, dtype=np.uint8)
