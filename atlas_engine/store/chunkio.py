@@ -60,9 +60,11 @@ def _read_mapped_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.nda
                        ) -> np.ndarray | None:
     """:func:`_read_chunk` of a local store with the file mapped instead of read: the
     checksum and the decoder read the page cache directly, without a copy of the file's
-    bytes into the process (measured: the differential-stability pass 11 % fewer CPU
-    seconds). Chunk files are published whole by renaming and never rewritten in place, so
-    a mapping never sees its file shrink."""
+    bytes into the process and without the per-thread read buffer (whole commands, six
+    alternated rounds: the cold atlas pipeline 8.11 against 8.27 CPU-s, peak RSS 470 against
+    484 MiB; wall time within the spread; benchmarks/RESULTS.md). Chunk files are published
+    whole by renaming and never rewritten in place, so a mapping never sees its file
+    shrink."""
     fh = _open_chunk(i, j, plan)
     if fh is None:
         return None
