@@ -98,11 +98,16 @@ def _srs_region_sums_task(bases: Sequence[Any], cols: Sequence[np.ndarray],
     order: the additions the per-donor passes make, block by block."""
     total, count = acc_sum.copy(), acc_cnt.copy()
     for x, idx, c in zip(bases, cols, codes, strict=True):
-        v = _gathered_srs(x, r0, r1, idx, c, n_groups)
-        ok = ~np.isnan(v)
-        np.add(total, v, out=total, where=ok)
-        np.add(count, ok, out=count, casting="unsafe")
+        add_finite(total, count, _gathered_srs(x, r0, r1, idx, c, n_groups))
     return total, count
+
+
+def add_finite(total: np.ndarray, count: np.ndarray, values: np.ndarray) -> None:
+    """``values`` added to the running ``total`` and 1 to ``count`` where they are not NaN,
+    in place: one donor's step of the mean over donors."""
+    ok = ~np.isnan(values)
+    np.add(total, values, out=total, where=ok)
+    np.add(count, ok, out=count, casting="unsafe")
 
 
 def srs_region_sums(bases: Sequence[Any], cols: Sequence[np.ndarray],

@@ -91,10 +91,7 @@ class RegionPass:
         if not self.running:
             self.per_donor.append(values)
             return
-        v = values.T
-        ok = ~np.isnan(v)
-        np.add(self.acc_sum, v, out=self.acc_sum, where=ok)
-        np.add(self.acc_cnt, ok, out=self.acc_cnt, casting="unsafe")
+        matrix_passes.add_finite(self.acc_sum, self.acc_cnt, values.T)
 
     def add(self, ds: DonorSamples, lab: np.ndarray, base: Any, normalised: bool) -> None:
         """One donor: ``base`` its chosen rows (genes × all of its columns; sample-
