@@ -118,7 +118,7 @@ def test_every_kernel_is_a_cached_nogil_dispatcher():
             assert isinstance(fn, numba.core.registry.CPUDispatcher), name
             assert fn.__module__ == module.__name__, name
             assert fn.targetoptions["nogil"] is True, name
-            assert type(fn._cache).__name__ == "FunctionCache", name
+            assert type(fn._cache).__name__ == "KernelsCache", name  # kernels/_cache.py
 
 
 def test_converters_reexport_the_kernels():

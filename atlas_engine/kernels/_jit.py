@@ -15,9 +15,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from numba import njit
-
 from . import _loops
+from ._cache import cached_njit
 
 _NAMES = (
     "sum_count_sample", "moments_sample", "minmax_sample",
@@ -41,12 +40,12 @@ def _renamed(fn: Callable[..., Any], suffix: str) -> Callable[..., Any]:
 # compiled code is cached on disk (numba's cache next to the module, or NUMBA_CACHE_DIR), so
 # only the first process to use a loop with a dtype pays the ~1-2 s compilation
 SERIAL: dict[str, Callable[..., Any]] = {
-    name: njit(nogil=True, cache=True, error_model="numpy")(
+    name: cached_njit(nogil=True, error_model="numpy")(
         _renamed(getattr(_loops, name), "_serial"))
     for name in _NAMES
 }
 PARALLEL: dict[str, Callable[..., Any]] = {
-    name: njit(nogil=True, cache=True, parallel=True, error_model="numpy")(
+    name: cached_njit(nogil=True, parallel=True, error_model="numpy")(
         _renamed(getattr(_loops, name), "_parallel"))
     for name in _NAMES
 }

@@ -8,10 +8,11 @@ values are all NaN gives NaN). One pass over the matrix.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._cache import cached_njit
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@cached_njit(nogil=True, error_model="numpy")
 def _group_mean_rows(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     n_rows, n = x.shape
     out = np.empty((n_rows, n_groups))
@@ -59,7 +60,7 @@ def _column_map(block: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.nda
     return cols // cc, cols % cc
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _group_mean_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: np.ndarray,
                        codes: np.ndarray, n_groups: int, out: np.ndarray) -> None:
     s = np.empty(n_groups)
@@ -77,7 +78,7 @@ def _group_mean_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: 
             out[i, g] = s[g] / c[g] if c[g] > 0 else np.nan
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _group_mean_select_kahan(block: np.ndarray, rows: np.ndarray, cj: np.ndarray,
                              co: np.ndarray, codes: np.ndarray, n_groups: int,
                              out: np.ndarray) -> None:
@@ -123,7 +124,7 @@ def group_mean_select(block: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     return out
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _group_sum_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: np.ndarray,
                       codes: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
     for i in range(rows.size):
@@ -135,7 +136,7 @@ def _group_sum_select(block: np.ndarray, rows: np.ndarray, cj: np.ndarray, co: n
                 counts[i, codes[j]] += 1.0
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _group_sum_select_kahan(block: np.ndarray, rows: np.ndarray, cj: np.ndarray,
                             co: np.ndarray, codes: np.ndarray, sums: np.ndarray,
                             counts: np.ndarray, comp: np.ndarray) -> None:
@@ -179,7 +180,7 @@ def finish_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return sums
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray,
                          n_cols: int) -> np.ndarray:
     out = np.zeros(rows.size)
@@ -196,7 +197,7 @@ def _weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
     return out
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _integer_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray,
                         n_cols: int) -> np.ndarray:
     # integer weights: the sum is exact in any order, so it can be branch-free (vectorised)
@@ -230,7 +231,7 @@ def weighted_true_count(block: np.ndarray, rows: np.ndarray, weight: np.ndarray
     return _weighted_true_count(blk, rows, w, len(w))
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _nanmean_stack(stack: np.ndarray) -> np.ndarray:
     d, n = stack.shape
     out = np.empty(n)
@@ -256,7 +257,7 @@ def nanmean_stack(arrays: list[np.ndarray]) -> np.ndarray:
     return _nanmean_stack(stack).reshape(np.shape(arrays[0]))
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
     cc = block.shape[2]
     n_cols = out.shape[1]
@@ -282,7 +283,7 @@ def take_rows(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarr
                np.asarray(out))
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _take_columns(block: np.ndarray, src: np.ndarray, dst: np.ndarray, out: np.ndarray) -> None:
     for r in range(block.shape[0]):
         for i in range(src.size):

@@ -10,10 +10,11 @@ compensation than without, and the ranks must see the same ties as abagen's. Pur
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._cache import cached_njit
 
 
-@njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _kahan_group_mean(values, codes, n_groups, out):  # pragma: no cover - compiled
     n_rows, n_cols = values.shape
     sums = np.zeros(n_groups)

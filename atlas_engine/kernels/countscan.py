@@ -15,7 +15,7 @@ Lines end in ``\\n`` or ``\\r\\n``; the last line of the buffer may lack its new
 
 from __future__ import annotations
 
-import numba
+from ._cache import cached_njit
 
 # error codes returned by the kernel (shape codes as in :mod:`.csvparse`)
 OK = 0
@@ -27,7 +27,7 @@ E_BIG = 6
 E_ID = 7
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def parse_count_lines(buf, pos, end, ncols, max_rows, max_nnz, id_start, id_end,
                       indptr, indices, data, row0, nnz0):
     """Parse whole lines of ``buf[pos:end]`` into CSR pieces.

@@ -4,7 +4,7 @@ Pure compute: a ``uint8`` buffer holding whole lines in, preallocated arrays fil
 integers out (rows parsed, the next position, an error code with its row, field and byte
 position). No file access and no messages: :mod:`atlas_engine.convert.blockparse` feeds the
 bytes and turns the codes into errors naming file, line and column. Every kernel releases the
-GIL (``nogil``) and is cached on disk (``cache=True``).
+GIL (``nogil``) and is cached on disk (:func:`._cache.cached_njit`).
 
 * :func:`parse_float_lines` - lines of decimal values into a float64 / float32 block, with
   a side table of the rare tokens left to Python ``float()``.
@@ -27,9 +27,9 @@ the last line of the buffer may lack its newline. Boolean lines accept exactly `
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ._cache import cached_njit
 from .floatscan import _FAST_MARGIN, _fast_float, _parse_float
 
 # error codes returned by the kernels
@@ -42,7 +42,7 @@ E_EMPTY_LINE = 5
 E_NONFINITE = 7  # nan / inf / out of the dtype's range (6 is :data:`.labelscan.E_LABEL`)
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _parse_id(buf: np.ndarray, i: int, end: int):
     """Integer id at ``i``: ``(value, next_index, ok)``."""
     neg = False
@@ -62,7 +62,7 @@ def _parse_id(buf: np.ndarray, i: int, end: int):
     return (-v if neg else v), i, ok
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _line_end(buf: np.ndarray, i: int, end: int) -> int:
     """Index just past the ``\\n`` ending the line at ``i`` (or ``end``)."""
     while i < end and buf[i] != 10:
@@ -76,7 +76,7 @@ _FULL = -1
 _BAD_CR = -2
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslow, nan_ok):
     """The ``ncols`` values of one line into ``row`` (row ``r`` of the block), from ``i`` (the
     delimiter after the line's first field) through its line end; shared by the integer-id and
@@ -143,7 +143,7 @@ def _parse_values(buf, i, end, ncols, row, r, slow_pos, slow_row, slow_col, nslo
     return i, col, nslow, OK
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
                       slow_pos, slow_row, slow_col, nan_ok=False):
     """Parse whole lines of ``buf[pos:end]`` into ``ids[row0:]`` / ``out[row0:, :]``.
@@ -181,7 +181,7 @@ def parse_float_lines(buf, pos, end, ncols, ids, out, row0, max_rows,
     return rows, pos, nslow, OK, 0, 0, 0
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def parse_bool_lines(buf, pos, end, ncols, ids, out, row0, max_rows):
     """Like :func:`parse_float_lines` for 0/1 matrices into a uint8 ``out``.
 

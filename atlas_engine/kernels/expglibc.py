@@ -22,9 +22,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ._cache import cached_njit
 
 #: N / ln 2, the two parts of −ln 2 / N, and 1.5·2^52 (adding it rounds to an integer)
 INV_LN2_N = float.fromhex("0x1.71547652b82fep+7")
@@ -138,14 +140,14 @@ _bits = _bitcast(types.float64, types.uint64, "The bits of a float64 as uint64."
 _double = _bitcast(types.uint64, types.float64, "The float64 of a uint64's bits.")
 
 
-@njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def outside_fast_range(x: float) -> bool:
     """|x| < 2^-54, |x| >= 512, inf or NaN: where :func:`fast_exp` does not apply."""
     return ((_bits(x) >> np.uint64(52)) & np.uint64(0x7FF)) - np.uint64(0x3C9) \
         >= np.uint64(0x3F)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def glibc_exp(x: float) -> float:
     """exp(x) as glibc computes it (see the module)."""
     if outside_fast_range(x):
@@ -153,7 +155,7 @@ def glibc_exp(x: float) -> float:
     return fast_exp(x)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def fast_exp(x: float) -> float:
     """glibc's exp(x) for 2^-54 <= |x| < 512 only (no branch: loops over it vectorise; see
     :func:`outside_fast_range`)."""
@@ -169,7 +171,7 @@ def fast_exp(x: float) -> float:
     return _fma(scale, tmp, scale)
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def exp_inplace(x: np.ndarray) -> None:
     """``x[:] = exp(x)`` for a 1-D float64 array, by :func:`glibc_exp`."""
     for i in range(x.size):

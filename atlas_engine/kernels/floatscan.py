@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
+
+from ._cache import cached_njit
 
 _P10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
 _P5 = np.array([5**i for i in range(23)], dtype=np.uint64)
@@ -36,7 +37,7 @@ _P5BITS = np.array([int(5**i).bit_length() for i in range(23)], dtype=np.int64)
 _TWO53 = np.uint64(1) << np.uint64(53)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _bitlen(q: np.uint64) -> int:
     """Number of significant bits of ``q`` (0 for 0), via the exponent of ``float(q)``."""
     if q == 0:
@@ -48,7 +49,7 @@ def _bitlen(q: np.uint64) -> int:
     return nb
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _round_quotient(q: np.uint64, sticky: bool, exp2: int) -> float:
     """Round ``(q + frac) · 2^exp2`` to a double, ``q ≥ 2^53``, ``frac`` in (0,1) iff sticky."""
     shift = _bitlen(q) - 53
@@ -63,7 +64,7 @@ def _round_quotient(q: np.uint64, sticky: bool, exp2: int) -> float:
     return np.ldexp(np.float64(mant), exp2 + shift)
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _exact_div_pow10(m: np.uint64, k: int) -> float:
     """Correctly rounded ``m / 10^k`` for ``2^53 ≤ m < 2^64`` and ``1 ≤ k ≤ 22``."""
     d = _P5[k]
@@ -81,7 +82,7 @@ def _exact_div_pow10(m: np.uint64, k: int) -> float:
     return _round_quotient(q, r != 0, exp2)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _lower(c: np.uint8) -> int:
     c = int(c)
     if 65 <= c <= 90:
@@ -89,7 +90,7 @@ def _lower(c: np.uint8) -> int:
     return c
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _special(buf: np.ndarray, i: int, j: int) -> float:
     """``nan``/``inf``/``infinity`` (case-insensitive, optional sign) in ``buf[i:j]``; ``0.5``
     (never a special value) when the token is none of them."""
@@ -114,7 +115,7 @@ def _special(buf: np.ndarray, i: int, j: int) -> float:
     return 0.5  # sentinel: not a special value (0.5 is never returned for a real match)
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _parse_float(buf: np.ndarray, i: int, end: int):
     """Parse one float token starting at ``i``.
 
@@ -224,7 +225,7 @@ _MUL_B = np.uint64(1 + (10000 << 32))
 _P10U = np.array([10**i for i in range(20)], dtype=np.uint64)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _load8(buf: np.ndarray, i: int) -> np.uint64:
     """Eight bytes at ``i`` as a little-endian word. Unsigned indices skip numba's
     negative-index fix-up, which lets LLVM combine the eight byte loads into one."""
@@ -238,7 +239,7 @@ def _load8(buf: np.ndarray, i: int) -> np.uint64:
             | (np.uint64(buf[j + np.uint64(7)]) << np.uint64(56)))
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _eight_digits(t: np.uint64) -> np.uint64:
     """The value of eight decimal digits held one per byte (``t``: bytes minus ``'0'``, first
     digit in the lowest byte): pairs, then quads, then the whole, by three multiplications."""
@@ -247,7 +248,7 @@ def _eight_digits(t: np.uint64) -> np.uint64:
     return (v >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _fast_float(buf: np.ndarray, i: int):
     """Common-case token ``[-]digits[.digits]`` with at most 19 digits, mantissa below 2^53
     (so at most 19 fraction digits), ending at ``,``/``\\r``/``\\n``: one exact division.

@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from ._cache import cached_njit
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _span(p: float, radius: float, origin: float, step: float, n: int) -> tuple[int, int]:
     a = (p - radius - origin) / step
     b = (p + radius - origin) / step
@@ -35,7 +36,7 @@ def _span(p: float, radius: float, origin: float, step: float, n: int) -> tuple[
     return max(int(math.floor(a)) - 1, 0), min(int(math.ceil(b)) + 1, n - 1)
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _scan(index: np.ndarray, coords: np.ndarray, origin: np.ndarray, step: np.ndarray,
           points: np.ndarray, radius: float, indptr: np.ndarray, out: np.ndarray,
           fill: bool) -> None:

@@ -21,9 +21,9 @@ they call in :mod:`.csvparse`, touch this file so that the cached builds are rec
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ._cache import cached_njit
 from .csvparse import _BAD_CR, _FULL, E_EMPTY_LINE, E_TOKEN, OK, _parse_values
 
 #: error code of a bad label (empty, unterminated quote, text after the closing quote)
@@ -35,7 +35,7 @@ LABEL_QUOTED = 1
 LABEL_ESCAPED = 2   # quoted and holding ``""`` pairs
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _parse_label(buf: np.ndarray, i: int, end: int):
     """Label at ``i``: ``(start, stop, kind, next_index, ok)``; ``next_index`` is at the
     delimiter (or line end) after the label."""
@@ -69,7 +69,7 @@ def _parse_label(buf: np.ndarray, i: int, end: int):
     return i, j, LABEL_PLAIN, j, j > i
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def parse_label_lines(buf, pos, end, ncols, lab_start, lab_stop, lab_kind, out, row0, max_rows,
                       slow_pos, slow_row, slow_col, nan_ok=False):
     """Parse whole lines of ``buf[pos:end]`` into ``lab_*[row0:]`` / ``out[row0:, :]``.

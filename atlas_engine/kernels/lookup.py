@@ -7,10 +7,11 @@ in CCFv3) into group labels for the grouped kernels.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._cache import cached_njit
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def lower_bound(a, lo, hi, value):  # pragma: no cover - compiled
     """First position in ``a[lo:hi]`` (ascending) whose value is not below ``value``."""
     while lo < hi:
@@ -22,7 +23,7 @@ def lower_bound(a, lo, hi, value):  # pragma: no cover - compiled
     return lo
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _index_sorted(values, ids, background, out):  # pragma: no cover - compiled
     k = ids.size
     last_v = np.int64(background)

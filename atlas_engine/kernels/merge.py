@@ -10,11 +10,12 @@ once, possibly into the first operand's arrays. Every merge of the engine
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ._cache import cached_njit
 
-@numba.njit(nogil=True, cache=True)
+
+@cached_njit(nogil=True)
 def _merge(na, sa, ma, nb, sb, mb, out_s, out_m):
     rows, cols = sa.shape
     for i in range(rows):

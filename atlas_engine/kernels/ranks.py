@@ -9,10 +9,11 @@ Pearson correlation of the two rank vectors gives the Spearman correlation of th
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._cache import cached_njit
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _ranks_from_order(values: np.ndarray, order: np.ndarray, pos: np.ndarray,
                       out: np.ndarray) -> bool:
     """Average-tie ranks of the included columns (``pos[col] >= 0``, rank written at
@@ -47,7 +48,7 @@ def _ranks_from_order(values: np.ndarray, order: np.ndarray, pos: np.ndarray,
     return True
 
 
-@njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _rank_pearson(ra: np.ndarray, rb: np.ndarray, n: int, m: float) -> float:
     """Pearson's r of the first ``n`` ranks ``ra`` and ``rb`` (mean rank ``m``), NaN when
     either is constant: their Spearman correlation."""
@@ -64,7 +65,7 @@ def _rank_pearson(ra: np.ndarray, rb: np.ndarray, n: int, m: float) -> float:
     return sab / den if den > 0 else np.nan
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _spearman_sorted(a: np.ndarray, oa: np.ndarray, pa: np.ndarray,
                      b: np.ndarray, ob: np.ndarray, pb: np.ndarray, n: int) -> np.ndarray:
     p = a.shape[0]
@@ -102,7 +103,7 @@ def spearman_pair(a: np.ndarray, order_a: np.ndarray, cols_a: np.ndarray,
                             np.ascontiguousarray(b, dtype=np.float64), order_b, pb, n)
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _plain_row(values: np.ndarray, order: np.ndarray) -> bool:
     """True when a row has no NaN and no tie (its sorted values strictly increase)."""
     w = order.size
@@ -119,7 +120,7 @@ def _plain_row(values: np.ndarray, order: np.ndarray) -> bool:
     return True
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _ranks_plain(order: np.ndarray, slot: np.ndarray, inc: np.ndarray, out: np.ndarray
                  ) -> None:
     """:func:`_ranks_from_order` for a row without NaN or ties, branch-free: the included
@@ -132,7 +133,7 @@ def _ranks_plain(order: np.ndarray, slot: np.ndarray, inc: np.ndarray, out: np.n
         out[slot[c]] = rank
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _mean_pair_spearman(vals: np.ndarray, orders: np.ndarray, offsets: np.ndarray,
                         widths: np.ndarray, d1: np.ndarray, d2: np.ndarray, pos1: np.ndarray,
                         pos2: np.ndarray, shared: np.ndarray) -> np.ndarray:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
+from ._cache import cached_njit
 from .lookup import lower_bound
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _group_stats(starts, ends, indices, data, labels, totals, n_groups, col0, col1, want_m2,
                  want_cpm):
     width = col1 - col0
@@ -74,7 +74,7 @@ def _group_stats(starts, ends, indices, data, labels, totals, n_groups, col0, co
     return cells, nnz, s, m2, cpm, lcpm
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_data, totals):
     n_rows = indptr.size - 1
     n_bands = bounds.size - 1
@@ -114,7 +114,7 @@ def _split_bands(indptr, indices, data, bounds, out_indptr, out_indices, out_dat
     return offs
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _band_pointers(indptr, indices, data, bounds, out, totals, check, want_totals):
     n_rows = indptr.size - 1
     for r in range(n_rows):
@@ -164,7 +164,7 @@ def csr_band_pointers(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
     return out, sums.astype(np.float64, copy=False)
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _rows_sorted(indptr, indices):
     for r in range(indptr.size - 1):
         for p in range(indptr[r] + 1, indptr[r + 1]):
@@ -178,7 +178,7 @@ def rows_sorted(indptr: np.ndarray, indices: np.ndarray) -> bool:
     return bool(_rows_sorted(np.asarray(indptr, np.int64), np.asarray(indices)))
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _row_totals(indptr, data, out):
     for r in range(indptr.size - 1):
         t = 0

@@ -24,13 +24,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
+from ._cache import cached_njit
 from .lookup import lower_bound
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _offsets(counts):
     """Start of each band's records: ``[0, c0, c0 + c1, ...]``."""
     out = np.zeros(counts.size + 1, np.int64)
@@ -39,7 +39,7 @@ def _offsets(counts):
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _band_records(indptr, indices, data, labels, band_of, local, n_bands, n_rec, n_run,
                   totals, rec_local, rec_x, run_cell, run_len):
     n_rows = indptr.size - 1
@@ -85,7 +85,7 @@ def _band_records(indptr, indices, data, labels, band_of, local, n_bands, n_rec,
     return roffs, qoffs
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _band_records_sorted(indptr, indices, data, labels, width, n_bands, n_genes, totals,
                          rec_local, rec_x, run_cell, run_len):
     """:func:`_band_records` for rows with increasing columns and every gene selected: each
@@ -237,7 +237,7 @@ def csr_band_records(
 SMALL = 16
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _insertion_sort(a, lo, hi):
     for i in range(lo + 1, hi):
         x = a[i]
@@ -248,7 +248,7 @@ def _insertion_sort(a, lo, hi):
         a[j + 1] = x
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _select(a, lo, hi, k):
     """Reorder ``a[lo:hi]`` so that ``a[k]`` holds its k-th smallest value, the values before
     it are <= it and those after >= it.
@@ -294,7 +294,7 @@ def _select(a, lo, hi, k):
     _insertion_sort(a, lo, hi)
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _band_stats(local, x, run_cell, run_len, piece_rec, piece_run, piece_first, labels, scale,
                 n_cells, width, trim, tmean, med, seg):
     n_slots = tmean.size

@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit
 
+from ._cache import cached_njit
 from .expglibc import fast_exp, glibc_exp, matches_numpy, outside_fast_range
 
 #: interquartile range of the standard normal, 2·√2·erfinv(½) (robust scale → standard
@@ -72,7 +72,7 @@ def _centre_scale(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, (q[1] - q[0]) / IQR_NORMAL_SCALE
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@cached_njit(nogil=True, error_model="numpy")
 def _sigmoid_row(row: np.ndarray, m: float, sc: float) -> None:
     """``row[:] = 1 / (1 + exp(-(row - m) / sc))`` in place, exp by :mod:`.expglibc`: one
     loop for the argument, one for exp and the logistic, without branches (so both
@@ -90,7 +90,7 @@ def _sigmoid_row(row: np.ndarray, m: float, sc: float) -> None:
             row[i] = 1.0 / (1.0 + fast_exp(row[i]))
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@cached_njit(nogil=True, error_model="numpy")
 def _has_nan(row: np.ndarray) -> bool:
     found = False
     for i in range(row.size):
@@ -98,7 +98,7 @@ def _has_nan(row: np.ndarray) -> bool:
     return found
 
 
-@njit(nogil=True, cache=True, error_model="numpy", fastmath={"nnan", "nsz"})
+@cached_njit(nogil=True, error_model="numpy", fastmath={"nnan", "nsz"})
 def _min_max(row: np.ndarray) -> tuple[float, float]:
     """Smallest and largest value of a NaN-free row (the flags let the loop vectorise; the
     values are in [0, 1] with no -0.0, so they change nothing)."""
@@ -111,7 +111,7 @@ def _min_max(row: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@cached_njit(nogil=True, error_model="numpy")
 def _rescale_row(row: np.ndarray) -> None:
     """The min-max rescale of a row of logistic values in place (all NaN when one is)."""
     if _has_nan(row):
@@ -123,7 +123,7 @@ def _rescale_row(row: np.ndarray) -> None:
         row[i] = (row[i] - lo) / d
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@cached_njit(nogil=True, error_model="numpy")
 def _sigmoid_rescale(g: np.ndarray, med: np.ndarray, s: np.ndarray, bad: np.ndarray) -> None:
     """In place, per row of ``g``: e = exp(-(x - med) / s) (:func:`_sigmoid_row`), the
     logistic 1 / (1 + e) and the min-max rescale (rows flagged ``bad`` and rows whose
@@ -136,7 +136,7 @@ def _sigmoid_rescale(g: np.ndarray, med: np.ndarray, s: np.ndarray, bad: np.ndar
         _rescale_row(g[r])
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@cached_njit(nogil=True, error_model="numpy")
 def _logistic_rescale(e: np.ndarray, bad: np.ndarray) -> None:
     """In place, per row of ``e`` = exp(-(x - med) / s) computed by numpy (where
     :func:`.expglibc.matches_numpy` is false): the logistic 1 / (1 + e), then
@@ -207,7 +207,7 @@ def _each_block(n: int, step: int, func: Callable[[int], None]) -> None:
 _TILE = 64
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _columns_to_rows(a: np.ndarray, c0: int, out: np.ndarray) -> None:
     """``out[j, r] = a[r, c0 + j]``, tile by tile (numpy's strided copy of a column slice of a
     wide C-ordered array misses the cache on every element)."""
@@ -218,7 +218,7 @@ def _columns_to_rows(a: np.ndarray, c0: int, out: np.ndarray) -> None:
                 out[j, r] = a[r, c0 + j]
 
 
-@njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _rows_to_columns(block: np.ndarray, res: np.ndarray, c0: int) -> None:
     """``res[r, c0 + j] = block[j, r]``, tile by tile."""
     w, n = block.shape

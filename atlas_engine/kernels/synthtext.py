@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from ._cache import cached_njit
 
 #: Smallest value written (the real matrices repeat 1.40776497031674 as a floor).
 FLOOR = 1.40776497031674
@@ -39,7 +40,7 @@ PA_SLOPE = 2.2
 # values (synth_model)
 # ---------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _combine_block(offset, amp, loading, sd, factors, sample_shift, noise, uniform, v, pa):
     """``v = offset + amp * loading·factors + sample_shift + sd * noise`` clipped to
     [FLOOR, CEILING]; ``pa = uniform < logistic(PA_SLOPE * (v - PA_MIDPOINT))``."""
@@ -59,7 +60,7 @@ def _combine_block(offset, amp, loading, sd, factors, sample_shift, noise, unifo
             pa[i, j] = uniform[i, j] < 1.0 / (1.0 + math.exp(-PA_SLOPE * (x - PA_MIDPOINT)))
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _to_mantissa(v, mant, frac):
     """15-significant-digit mantissas: 14 fractional digits below 10, 13 from 10 up; values at
     the floor map to exactly :data:`FLOOR_MANTISSA`."""
@@ -82,7 +83,7 @@ def _to_mantissa(v, mant, frac):
 # numeric CSV rows (synth_format)
 # ---------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _write_uint(out: np.ndarray, pos: int, value: int) -> int:
     """Write the decimal digits of a non-negative ``value`` at ``out[pos:]``; return new pos."""
     if value == 0:
@@ -100,7 +101,7 @@ def _write_uint(out: np.ndarray, pos: int, value: int) -> int:
     return pos + n
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _render_decimal_rows(labels, mant, frac, strip, over_pos, over_off, over_buf, out):
     """Render rows ``label,v1,...,vS\\n`` into ``out``; return the number of bytes written.
 
@@ -155,7 +156,7 @@ def _render_decimal_rows(labels, mant, frac, strip, over_pos, over_off, over_buf
     return pos
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _render_flag_rows(labels, flags, out):
     """Render rows ``label,0,1,...\\n`` of 0/1 flags; return the number of bytes written."""
     n, s = flags.shape
@@ -175,7 +176,7 @@ def _render_flag_rows(labels, flags, out):
 # CSV text of count rows (synth_celltypes)
 # ---------------------------------------------------------------------------------------------
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _format_rows(names, name_off, indptr, indices, data, ncols, out):
     pos = 0
     digits = np.empty(12, np.uint8)
