@@ -60,8 +60,8 @@ def run_job(
     ``provenance.json`` into ``out``. Each stage skips work already done and verified."""
     from .aggregate.api import aggregate
     from .convert.donor import convert_microarray
-    from .convert.malloc import trim
     from .fetch import fetch_ahba
+    from .malloc import trim
     from .report.heatmap import plot_heatmap, region_labels
     from .report.summary import write_summary
     from .report.tables import write_result

@@ -75,7 +75,7 @@ def process_tuning(*, switch_interval: float | None = None, arenas: int = 2) -> 
     """
     from threadpoolctl import threadpool_limits
 
-    from .convert.malloc import limit_arenas
+    from .malloc import limit_arenas
 
     limit_arenas(arenas)
     enabled = gc.isenabled()

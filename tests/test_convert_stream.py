@@ -79,13 +79,26 @@ def test_plan_respects_jobs_and_donor_count():
 def test_limit_arenas_applies_on_glibc():
     import platform
 
-    from atlas_engine.convert.malloc import limit_arenas
+    from atlas_engine.malloc import limit_arenas
 
     applied = limit_arenas(8)   # 8 per core is glibc's own default scale: harmless here
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert applied is True
     else:
         assert applied is False
+
+
+def test_trim_runs_on_glibc_and_is_a_no_op_elsewhere(monkeypatch):
+    import platform
+
+    from atlas_engine import malloc
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert malloc.trim() is glibc
+    monkeypatch.setattr(malloc, "_glibc", lambda: None)     # macOS, musl
+    assert malloc.trim() is False
+    assert malloc.limit_arenas(2) is False
+    assert malloc.tune_allocator() is False
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bool"])

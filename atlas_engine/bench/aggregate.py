@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cluster = {"scheduler": args.scheduler, "workers": args.workers,
                "memory_limit": args.memory_limit}
-    from ..convert.malloc import tune_allocator
+    from ..malloc import tune_allocator
 
     tune_allocator()  # as the CLI does
     if args.variant:

@@ -71,7 +71,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
-    from ..convert.malloc import tune_allocator
+    from ..malloc import tune_allocator
 
     # before any worker thread starts: few malloc arenas keep resident memory near live
     # memory, and block-sized buffers are reused instead of page-faulted anew

@@ -43,13 +43,13 @@ from ..choices import (
     REGION_AGG,
 )
 from ..errors import ConfigError, DamagedCacheError
+from ..malloc import trim
 from .atlas_input import resolve_atlas
 from .cache import CACHE_GROUP, StoreCache
 from .chosen import ChosenRows
 from .donor_norm import gene_normalise, normalize_blocks, sample_normalise, srs_region_means
 from .match_samples import match_donors, sample_counts_frame
 from .params import CACHE_VERSION, PipelineParams
-from .passes import release_memory
 from .probes import select_probes
 from .region_pass import RegionPass
 from .regions import gene_keep
@@ -254,7 +254,7 @@ def get_expression_data(
     if hit is None:
         signal = ibf_signal(st, dsamples, probes["row"].to_numpy())
         timings["ibf"] = time.perf_counter() - t0
-        release_memory()
+        trim()
     else:
         signal = [hit[f"signal_{k}"] for k in range(len(use))]
     ibf = ibf_from_signal(signal, [len(ds.src) for ds in dsamples], p.ibf_threshold)
@@ -274,7 +274,7 @@ def get_expression_data(
         selection = select_probes([None] * len(use), [None] * len(use), kept, p.method,
                                   p.donor_probes, scores=scores)
     timings["selection"] = time.perf_counter() - t0
-    release_memory()
+    trim()
     if hit is None:
         _cache_selection(store_cache, key, cache_params, signal, scores)
 

@@ -274,18 +274,3 @@ def structure_means(url: str, donor: int, src: np.ndarray, structure_ids: np.nda
     for (_, _, lo, hi), part in zip(jobs, compute(tasks), strict=True):
         out[order[lo:hi]] = part
     return sids, out
-
-
-def release_memory() -> None:
-    """Return freed heap memory to the OS (glibc ``malloc_trim``; no-op elsewhere). The
-    block-wise passes free many large temporaries from worker threads; without this their
-    arenas keep the pages and the resident size ratchets up between steps."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from ..malloc import trim
 from . import matrix_passes
 from .donor_norm import gene_normalise, label_codes, normalize_blocks, srs_region_means
 from .interpolate import donor_fill, empty_fill
 from .matching import VolumeAtlas
 from .normalize import check_method
 from .params import PipelineParams
-from .passes import release_memory
 from .regions import centroid_combine, centroid_picks, combine_donors
 from .result import DonorSamples
 
@@ -84,7 +84,7 @@ class RegionPass:
         self._pending = []
         matrix_passes.srs_region_sums(bases, cols, codes, len(self.all_labels),
                                       self.acc_sum, self.acc_cnt)
-        release_memory()
+        trim()
 
     def _add_donor(self, values: np.ndarray) -> None:
         self.flush()    # the donors before this one first: sums in donor order
@@ -130,7 +130,7 @@ class RegionPass:
                 return
             self._add_donor(self.region_means(base, cols, codes, len(all_labels)).T)
             del base
-            release_memory()
+            trim()
             return
         if normalised:
             xg = gene_normalise(base, cols, p.gene_norm, classes)  # genes × samples
@@ -144,7 +144,7 @@ class RegionPass:
         if self.sink is not None:  # spilled; the output is written after the last donor
             self.sink.add_donor(xg, lab, coords, hemi, cls)
             del x, xg
-            release_memory()
+            trim()
             return
         with_info = self.atlas.atlas_info is not None
         if len(self.empty):
@@ -166,7 +166,7 @@ class RegionPass:
         else:
             self.pooled.append(matrix_passes.pooled_samples(x, lab, fill_i))
         del x, xg
-        release_memory()
+        trim()
 
     def finish(self) -> np.ndarray | None:
         """Regions × genes combined over the donors (None when streamed or with

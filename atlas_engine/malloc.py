@@ -1,4 +1,4 @@
-"""Allocator tuning for the convert process.
+"""glibc allocator tuning for the heavy commands, and handing freed heap memory back.
 
 The converter allocates and frees megabyte-sized buffers (inflated pieces, zarr chunk copies)
 from many threads. glibc gives every thread that allocates its own arena (up to 8 per core) and
@@ -11,8 +11,23 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from functools import lru_cache
+from typing import Any
 
 _M_ARENA_MAX = -8
+
+
+@lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """The C library when it is glibc's (the only one with these calls), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - musl has neither
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def limit_arenas(count: int = 2) -> bool:
@@ -20,25 +35,20 @@ def limit_arenas(count: int = 2) -> bool:
 
     Returns whether the setting was applied (``False`` off glibc, e.g. macOS or musl).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, int(count)))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, int(count)))
 
 
 def trim() -> bool:
     """Give freed heap memory back to the operating system (glibc ``malloc_trim``), e.g.
-    between the stages of a long job; returns whether it ran."""
-    if not sys.platform.startswith("linux"):
+    between the stages of a long job or the passes of the pipeline, whose worker threads free
+    many large temporaries that their arenas would otherwise keep; returns whether it ran.
+    Changes no setting."""
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0) or True)
-    except (OSError, AttributeError):
-        return False
+    libc.malloc_trim(0)
+    return True
 
 
 _M_TRIM_THRESHOLD = -1
@@ -58,10 +68,7 @@ def tune_allocator(arenas: int = 2, mmap_threshold: int = 256 << 20,
     """
     if not limit_arenas(arenas):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
-        ok &= libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
+    return bool(ok)
