@@ -24,7 +24,7 @@ def _glibc() -> Any:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - musl has neither
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - a C library without them: None
     except (OSError, AttributeError):
         return None
     return libc
