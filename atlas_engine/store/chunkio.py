@@ -69,15 +69,13 @@ def _read_mapped_chunk(i: int, j: int | None, plan: dict[str, Any], dest: np.nda
     if fh is None:
         return None
     # a file that cannot be mapped (empty: ValueError; a file system refusing it: OSError)
-    # is read into the buffer instead, where an empty one is refused by the decoder
+    # is read from the same handle into the buffer instead, where an empty one is refused
+    # by the decoder
     with fh:
         try:
             mapped = mmap.mmap(fh.fileno(), 0, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
         except (OSError, ValueError):
-            mapped = None
-    if mapped is None:
-        raw = _chunk_file(i, j, plan)
-        return None if raw is None else _decode_chunk(raw, i, j, plan, dest)
+            return _decode_chunk(_read_whole(fh, i, j, plan), i, j, plan, dest)
     if dest is None:                    # the result never points into the mapping
         dest = _scratch("chunk", int(np.prod(plan["chunks"])) * plan["dtype"].itemsize)
     raw = np.frombuffer(mapped, dtype=np.uint8)
@@ -121,16 +119,22 @@ def _chunk_file(i: int, j: int | None, plan: dict[str, Any]) -> np.ndarray | Non
     fh = _open_chunk(i, j, plan)
     if fh is None:
         return None
+    with fh:
+        return _read_whole(fh, i, j, plan)
+
+
+def _read_whole(fh: Any, i: int, j: int | None, plan: dict[str, Any]) -> np.ndarray:
+    """The whole of the open chunk file ``fh`` in this thread's read buffer (valid until its
+    next read); a failed read raises :class:`~atlas_engine.errors.DamagedStoreError`."""
     try:
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            raw = _scratch("raw", size)
-            got = fh.readinto(raw)
-            while got < size:       # readinto may return short counts
-                n = fh.readinto(raw[got:])
-                if not n:
-                    raise OSError(f"{fh.name}: truncated read")
-                got += n
+        size = os.fstat(fh.fileno()).st_size
+        raw = _scratch("raw", size)
+        got = fh.readinto(raw)
+        while got < size:       # readinto may return short counts
+            n = fh.readinto(raw[got:])
+            if not n:
+                raise OSError(f"{fh.name}: truncated read")
+            got += n
     except OSError as exc:
         raise damaged(plan["url"], plan["path"], _coords(i, j),
                       f"cannot be read ({exc})") from None
