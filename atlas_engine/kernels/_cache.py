@@ -18,6 +18,7 @@ settings and other packages' functions are left alone.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -28,22 +29,16 @@ from numba.core import caching
 
 __all__ = ["cached_njit", "sources_digest"]
 
-_HERE = Path(__file__).resolve().parent
-
 
 def _numba_class(name: str) -> type:
     # public since numba 0.61, with a leading underscore before
     return getattr(caching, name, None) or getattr(caching, "_" + name)
 
 
-def sources_digest(directory: str | Path = _HERE) -> str:
-    """SHA-256 over the names and contents of the ``*.py`` files in ``directory`` (this
-    package's kernels by default), computed once per directory and process."""
-    return _digest(str(directory))
-
-
 @cache
-def _digest(directory: str) -> str:
+def sources_digest(directory: str | Path) -> str:
+    """SHA-256 over the names and contents of the ``*.py`` files in ``directory``, computed
+    once per directory and process."""
     h = hashlib.sha256()
     for path in sorted(Path(directory).glob("*.py")):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -57,7 +52,7 @@ class _KernelsStamp:
 
     def get_source_stamp(self) -> Any:
         return (super().get_source_stamp(),  # type: ignore[misc]
-                sources_digest(Path(self._py_file).resolve().parent))
+                sources_digest(os.path.dirname(os.path.realpath(self._py_file))))
 
 
 def _stamped(name: str) -> type:
