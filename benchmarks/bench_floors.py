@@ -47,10 +47,10 @@ paths = [f"donors/{d}/expression" for d in st.donors]
 jobs = []
 for p in paths:
     (n, _), (cr, _), _ = array_shape(store, p)
-    jobs += [(p, r) for r in range(0, n, cr)]
+    jobs += [(p, r, min(n, r + cr)) for r in range(0, n, cr)]
 t = time.perf_counter()
 with ThreadPoolExecutor(2) as pool:
-    list(pool.map(lambda j: read_rows(store, j[0], j[1], j[1] + cr).shape, jobs))
+    list(pool.map(lambda j: read_rows(store, *j).shape, jobs))
 print(json.dumps({"read_s": round(time.perf_counter() - t, 3), "chunk_rows": len(jobs)}))
 """
 
