@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -129,6 +130,42 @@ def test_rerun_skips_and_resumes(synth_small, tmp_path):
     res = convert_microarray(synth_small.dest, store, donors=[DONOR, 9861])
     assert res.converted == [9861] and res.skipped == [DONOR]
     assert sorted(open_store(store).donors) == sorted([DONOR, 9861])
+
+
+def test_complete_groups_read_locally_as_zarr_lists_them(synth_store, tmp_path):
+    """The root's donor listing reads a local store's zarr.json documents directly; it must
+    find the same complete, whole groups as zarr's own listing, damaged ones included."""
+    from atlas_engine.convert import writer
+    from atlas_engine.convert.publish import DONOR_ARRAYS
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(synth_store, store)
+    donors = store / "donors"
+    ids = sorted(int(p.name) for p in donors.iterdir() if p.name.isdigit())
+    assert len(ids) >= 4
+    both = (writer._complete_local(donors, DONOR_ARRAYS),
+            writer._complete_zarr(str(store), "donors", DONOR_ARRAYS))
+    assert both[0] == both[1] and sorted(both[0]) == ids
+    # one array's metadata gone, one group not marked complete, one array's metadata naming
+    # a group
+    shutil.rmtree(donors / str(ids[0]) / "pacall")
+    meta = donors / str(ids[1]) / "zarr.json"
+    doc = json.loads(meta.read_bytes())
+    doc["attributes"]["complete"] = False
+    meta.write_text(json.dumps(doc))
+    expr = donors / str(ids[2]) / "expression" / "zarr.json"
+    expr.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+    local = writer._complete_local(donors, DONOR_ARRAYS)
+    assert local == writer._complete_zarr(str(store), "donors", DONOR_ARRAYS)
+    assert sorted(local) == ids[3:]
+    # a group's damaged metadata or a stray folder (either fails zarr's listing as a whole)
+    # hides no other donor
+    (donors / str(ids[3]) / "zarr.json").write_text("{not json")
+    (donors / "notes").mkdir()
+    local = writer._complete_local(donors, DONOR_ARRAYS)
+    assert sorted(local) == ids[4:]
+    assert writer.complete_groups(str(store), "donors", DONOR_ARRAYS) == local
+    assert writer._complete_local(tmp_path / "nothing", DONOR_ARRAYS) == {}
 
 
 def _modules_after_convert(src: Path, store: Path, check: str, modules: tuple[str, ...]
