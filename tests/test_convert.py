@@ -132,40 +132,69 @@ def test_rerun_skips_and_resumes(synth_small, tmp_path):
     assert sorted(open_store(store).donors) == sorted([DONOR, 9861])
 
 
-def test_complete_groups_read_locally_as_zarr_lists_them(synth_store, tmp_path):
-    """The root's donor listing reads a local store's zarr.json documents directly; it must
-    find the same complete, whole groups as zarr's own listing, damaged ones included."""
-    from atlas_engine.convert import writer
+def _zarr_listing(url: str, arrays: tuple[str, ...]) -> dict[int, dict]:
+    """Complete, whole donor groups as zarr's own API lists them (the oracle)."""
+    grp = zarr.open_group(f"{url}/donors", mode="r", zarr_format=3, use_consolidated=False)
+    out = {}
+    for name in sorted(grp.group_keys(), key=int):
+        g = grp[name]
+        if g.attrs.get("complete") and all(a in set(g.array_keys()) for a in arrays):
+            out[int(name)] = dict(g.attrs["donor"])
+    return out
+
+
+def test_complete_groups_judge_each_group_on_its_own(synth_store, tmp_path):
+    """The root's donor listing reads the groups' zarr.json documents directly, locally and
+    through fsspec: it finds what zarr's listing finds, and a damaged group or a stray
+    folder (on which zarr's listing fails as a whole) hides no other donor."""
+    import fsspec
+
     from atlas_engine.convert.publish import DONOR_ARRAYS
+    from atlas_engine.convert.writer import complete_groups
 
     store = tmp_path / "s.zarr"
     shutil.copytree(synth_store, store)
     donors = store / "donors"
     ids = sorted(int(p.name) for p in donors.iterdir() if p.name.isdigit())
-    assert len(ids) >= 4
-    both = (writer._complete_local(donors, DONOR_ARRAYS),
-            writer._complete_zarr(str(store), "donors", DONOR_ARRAYS))
-    assert both[0] == both[1] and sorted(both[0]) == ids
-    # one array's metadata gone, one group not marked complete, one array's metadata naming
-    # a group
-    shutil.rmtree(donors / str(ids[0]) / "pacall")
-    meta = donors / str(ids[1]) / "zarr.json"
-    doc = json.loads(meta.read_bytes())
-    doc["attributes"]["complete"] = False
-    meta.write_text(json.dumps(doc))
-    expr = donors / str(ids[2]) / "expression" / "zarr.json"
-    expr.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
-    local = writer._complete_local(donors, DONOR_ARRAYS)
-    assert local == writer._complete_zarr(str(store), "donors", DONOR_ARRAYS)
-    assert sorted(local) == ids[3:]
-    # a group's damaged metadata or a stray folder (either fails zarr's listing as a whole)
-    # hides no other donor
-    (donors / str(ids[3]) / "zarr.json").write_text("{not json")
-    (donors / "notes").mkdir()
-    local = writer._complete_local(donors, DONOR_ARRAYS)
-    assert sorted(local) == ids[4:]
-    assert writer.complete_groups(str(store), "donors", DONOR_ARRAYS) == local
-    assert writer._complete_local(tmp_path / "nothing", DONOR_ARRAYS) == {}
+    assert len(ids) >= 5
+    mem = fsspec.filesystem("memory")
+    remote = f"memory://listing-{os.getpid()}/s.zarr"
+
+    def listings() -> list[dict[int, dict]]:
+        if mem.exists(remote):
+            mem.rm(remote, recursive=True)
+        mem.put(str(store), remote, recursive=True)
+        return [complete_groups(str(store), "donors", DONOR_ARRAYS),
+                complete_groups(remote, "donors", DONOR_ARRAYS)]
+
+    try:
+        local, far = listings()
+        assert local == far == _zarr_listing(str(store), DONOR_ARRAYS)
+        assert sorted(local) == ids
+        # one array's metadata gone, one group not marked complete, one array's metadata
+        # naming a group
+        shutil.rmtree(donors / str(ids[0]) / "pacall")
+        meta = donors / str(ids[1]) / "zarr.json"
+        doc = json.loads(meta.read_bytes())
+        doc["attributes"]["complete"] = False
+        meta.write_text(json.dumps(doc))
+        expr = donors / str(ids[2]) / "expression" / "zarr.json"
+        expr.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+        local, far = listings()
+        assert local == far == _zarr_listing(str(store), DONOR_ARRAYS)
+        assert sorted(local) == ids[3:]
+        # a group's damaged metadata, a stray folder: zarr's listing fails, ours does not
+        (donors / str(ids[3]) / "zarr.json").write_text("{not json")
+        (donors / "notes").mkdir()
+        (donors / "notes" / "readme.txt").write_text("kept by hand")
+        with pytest.raises((KeyError, ValueError)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # zarr's word on the stray folder
+            _zarr_listing(str(store), DONOR_ARRAYS)
+        local, far = listings()
+        assert local == far and sorted(local) == ids[4:]
+        assert complete_groups(str(tmp_path / "nothing"), "donors", DONOR_ARRAYS) == {}
+    finally:
+        mem.rm(remote.split("/s.zarr")[0], recursive=True)
 
 
 def _modules_after_convert(src: Path, store: Path, check: str, modules: tuple[str, ...]

@@ -42,7 +42,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from ..atomic import atomic_write_bytes
 from ..store.integrity import crc32c
 from ..store.layout import ROOT_ATTR
-from ..store.location import join, local_path
+from ..store.location import local_path
 from .tablegroup import Column, write_table_group
 
 #: float matrices: Blosc LZ4 with byte shuffle (measured on expression chunks: ~3× faster to
@@ -299,68 +299,63 @@ def group_whole(g: zarr.Group, arrays: tuple[str, ...] | list[str]) -> bool:
 def complete_groups(store_url: str, parent: str, arrays: tuple[str, ...] | list[str]
                     ) -> dict[int, dict[str, Any]]:
     """Donor id → recorded ``donor`` attributes of every complete, whole group under
-    ``parent`` (``donors`` or ``rnaseq``); unreadable or partial groups are left out.
+    ``parent`` (``donors`` or ``rnaseq``): a group named by a number whose attributes say
+    ``complete`` and which holds every one of ``arrays``.
 
-    A local store is read from its ``zarr.json`` documents directly (the root is published
-    after every donor, and zarr's listing of each group's arrays cost ~0.06 s a time)."""
-    path = local_path(store_url)
-    if path is not None:
-        return _complete_local(path / parent, arrays)
-    return _complete_zarr(store_url, parent, arrays)
-
-
-def _complete_zarr(store_url: str, parent: str, arrays: tuple[str, ...] | list[str]
-                   ) -> dict[int, dict[str, Any]]:
-    """:func:`complete_groups` through zarr's API (any fsspec store)."""
-    try:
-        grp = zarr.open_group(join(store_url, parent), mode="r", zarr_format=3,
-                              use_consolidated=False)
-        names = list(grp.group_keys())
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+    Each group is judged on its own ``zarr.json`` documents, read directly (a local store's
+    files, another store's objects through fsspec): a damaged or partial group is left out
+    and hides no other, and a folder that is no group is passed over (zarr's listing fails
+    as a whole on either). Reading them directly also keeps the root's publication, done
+    after every donor, cheap (zarr's listing of each group's arrays took ~0.06 s a time).
+    An error reading the store other than a missing document is raised."""
+    nodes = _Nodes(store_url)
+    if nodes.doc(parent, "group") is None:
         return {}
     out = {}
-    for name in names:
-        if not name.isdigit():
+    for name in sorted((n for n in nodes.children(parent) if n.isdigit()), key=int):
+        doc = nodes.doc(f"{parent}/{name}", "group")
+        attrs = (doc or {}).get("attributes") or {}
+        if not (isinstance(attrs, dict) and attrs.get("complete")):
             continue
-        try:
-            g = grp[name]
-        except (KeyError, ValueError, OSError):
-            continue
-        attrs = g.attrs.asdict()
-        if attrs.get("complete") and isinstance(g, zarr.Group) and group_whole(g, arrays):
+        if all(nodes.doc(f"{parent}/{name}/{a}", "array") is not None for a in arrays):
             out[int(name)] = dict(attrs.get("donor") or {"donor_id": int(name)})
     return out
 
 
-def _node_doc(folder: Path, kind: str) -> dict[str, Any] | None:
-    """The ``zarr.json`` document of the zarr v3 node of type ``kind`` at ``folder``, or
-    ``None`` (missing, unreadable, another type or format)."""
-    try:
-        doc = json.loads((folder / "zarr.json").read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != kind:
-        return None
-    return doc
+class _Nodes:
+    """The ``zarr.json`` documents and child names of a store's nodes, read directly: the
+    files of a local store, the objects of any other through fsspec (listings refreshed)."""
 
+    def __init__(self, store_url: str) -> None:
+        self.path = local_path(store_url)
+        if self.path is None:
+            import fsspec
 
-def _complete_local(parent: Path, arrays: tuple[str, ...] | list[str]
-                    ) -> dict[int, dict[str, Any]]:
-    """:func:`complete_groups` of a local store: the groups named by a number under
-    ``parent`` whose attributes say ``complete`` and which hold every one of ``arrays``."""
-    if _node_doc(parent, "group") is None:
-        return {}
-    try:
-        children = sorted((p for p in parent.iterdir() if p.name.isdigit() and p.is_dir()),
-                          key=lambda p: int(p.name))
-    except OSError:
-        return {}
-    out = {}
-    for child in children:
-        doc = _node_doc(child, "group")
-        attrs = (doc or {}).get("attributes") or {}
-        if not (isinstance(attrs, dict) and attrs.get("complete")):
-            continue
-        if all(_node_doc(child / a, "array") is not None for a in arrays):
-            out[int(child.name)] = dict(attrs.get("donor") or {"donor_id": int(child.name)})
-    return out
+            self.fs, root = fsspec.core.url_to_fs(os.fspath(store_url))
+            self.root = root.rstrip("/")
+
+    def doc(self, rel: str, kind: str) -> dict[str, Any] | None:
+        """The document of the zarr v3 node ``rel`` if it is one of type ``kind``, else
+        ``None`` (missing, not JSON, another type or format)."""
+        try:
+            if self.path is not None:
+                raw = (self.path / rel / "zarr.json").read_bytes()
+            else:
+                raw = self.fs.cat_file(f"{self.root}/{rel}/zarr.json")
+            doc = json.loads(raw)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != kind:
+            return None
+        return doc
+
+    def children(self, rel: str) -> list[str]:
+        """The names of the entries under ``rel`` (folders, or object prefixes)."""
+        try:
+            if self.path is not None:
+                return [p.name for p in (self.path / rel).iterdir() if p.is_dir()]
+            where = f"{self.root}/{rel}"
+            self.fs.invalidate_cache(where)
+            return [n.rstrip("/").rsplit("/", 1)[-1] for n in self.fs.ls(where, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
