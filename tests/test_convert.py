@@ -145,8 +145,8 @@ def _zarr_listing(url: str, arrays: tuple[str, ...]) -> dict[int, dict]:
 
 def test_complete_groups_judge_each_group_on_its_own(synth_store, tmp_path):
     """The root's donor listing reads the groups' zarr.json documents directly, locally and
-    through fsspec: it finds what zarr's listing finds, and a damaged group or a stray
-    folder (on which zarr's listing fails as a whole) hides no other donor."""
+    through fsspec: it finds what zarr's listing finds, and a damaged group (on which zarr's
+    listing fails as a whole) hides no other donor."""
     import fsspec
 
     from atlas_engine.convert.publish import DONOR_ARRAYS
@@ -183,18 +183,36 @@ def test_complete_groups_judge_each_group_on_its_own(synth_store, tmp_path):
         local, far = listings()
         assert local == far == _zarr_listing(str(store), DONOR_ARRAYS)
         assert sorted(local) == ids[3:]
-        # a group's damaged metadata, a stray folder: zarr's listing fails, ours does not
-        (donors / str(ids[3]) / "zarr.json").write_text("{not json")
+        # a stray folder is passed over, by zarr (with a warning) and by us
         (donors / "notes").mkdir()
         (donors / "notes" / "readme.txt").write_text("kept by hand")
-        with pytest.raises((KeyError, ValueError)), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # zarr's word on the stray folder
+            oracle = _zarr_listing(str(store), DONOR_ARRAYS)
+        local, far = listings()
+        assert local == far == oracle
+        # a group's damaged metadata: zarr's listing fails as a whole, ours leaves that group
+        # out and lists the others
+        (donors / str(ids[3]) / "zarr.json").write_text("{not json")
+        with pytest.raises((KeyError, ValueError)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             _zarr_listing(str(store), DONOR_ARRAYS)
         local, far = listings()
         assert local == far and sorted(local) == ids[4:]
         assert complete_groups(str(tmp_path / "nothing"), "donors", DONOR_ARRAYS) == {}
     finally:
         mem.rm(remote.split("/s.zarr")[0], recursive=True)
+
+
+def test_a_damaged_donor_group_leaves_the_others_listed(synth_small, synth_store, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(synth_store, store)
+    listed = open_store(store).donors
+    damaged, again = listed[0], listed[1]
+    (store / "donors" / str(damaged) / "zarr.json").write_text("{not json")
+    res = convert_microarray(synth_small.dest, store, donors=[again], force=True)
+    assert res.converted == [again]
+    assert sorted(open_store(store).donors) == sorted(d for d in listed if d != damaged)
 
 
 def _modules_after_convert(src: Path, store: Path, check: str, modules: tuple[str, ...]
