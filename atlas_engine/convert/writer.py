@@ -262,6 +262,7 @@ class BlockWriter:
         i = r0 // pc
         dtype = np.dtype(self.arr.dtype).newbyteorder("<")
         crcs = []
+        made = None
         for j, j0 in enumerate(range(0, block.shape[1], sc)):
             piece = np.ascontiguousarray(block[:, j0:j0 + sc], dtype=dtype)
             crcs.append(isal_zlib.crc32(piece.view(np.uint8).reshape(-1)) & 0xFFFFFFFF)
@@ -270,7 +271,9 @@ class BlockWriter:
                 full[:piece.shape[0], :piece.shape[1]] = piece
                 piece = full
             path = self.root / self.arr.metadata.encode_chunk_key((i, j))
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent != made:     # the chunks of a block share their folder (c/i)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made = path.parent
             encoded = self.codec.encode(piece)
             with open(path, "wb") as fh:
                 fh.write(encoded)
