@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 from atlas_engine.convert.tablegroup import write_table_group
 from atlas_engine.convert.writer import TABLE_COMPRESSORS, create_matrix, write_dataset
@@ -120,3 +121,15 @@ def test_refuses_what_tables_do_not_hold(tmp_path: Path) -> None:
             write_table_group(url, {"s": ("s", values)}, compressors=TABLE_COMPRESSORS)
     with pytest.raises(ValueError, match="1-D"):
         write_table_group(url, {"s": ("s", np.zeros((2, 2)))}, compressors=TABLE_COMPRESSORS)
+
+
+def test_text_may_hold_str_subclasses(tmp_path: Path) -> None:
+    """Text columns are checked by the types of their values: instances of a ``str``
+    subclass (numpy's ``str_``) are text as well, anything else beside them is not."""
+    url = str(tmp_path / "g")
+    values = np.array([np.str_("x"), "y"], dtype=object)
+    write_table_group(url, {"s": ("s", values)}, compressors=TABLE_COMPRESSORS)
+    assert list(zarr.open_array(f"{url}/s", mode="r")[:]) == ["x", "y"]
+    with pytest.raises(TypeError, match="integers, floats or text"):
+        write_table_group(url, {"s": ("s", np.array([np.str_("x"), b"y"], dtype=object))},
+                          compressors=TABLE_COMPRESSORS)
