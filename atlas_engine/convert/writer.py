@@ -307,9 +307,10 @@ def complete_groups(store_url: str, parent: str, arrays: tuple[str, ...] | list[
 
     Each group is judged on its own ``zarr.json`` documents, read directly (a local store's
     files, another store's objects through fsspec): a damaged or partial group is left out
-    and hides no other, and a folder that is no group is passed over (zarr's listing fails
-    as a whole on either). Reading them directly also keeps the root's publication, done
-    after every donor, cheap (zarr's listing of each group's arrays took ~0.06 s a time).
+    and hides no other (zarr's listing fails as a whole on one damaged group ``zarr.json``),
+    and a folder that is no group is passed over. Reading them directly also keeps the
+    root's publication, done after every donor, cheap (zarr's listing of each group's
+    arrays took ~0.06 s a time).
     An error reading the store other than a missing document is raised."""
     nodes = _Nodes(store_url)
     if nodes.doc(parent, "group") is None:
